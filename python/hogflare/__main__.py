@@ -1,0 +1,3 @@
+from hogflare.cli import main
+
+main()

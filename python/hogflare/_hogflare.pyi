@@ -1,0 +1,102 @@
+"""The Rust core of hogflare. Each call takes a whole request body or a whole commit."""
+
+from collections.abc import Sequence
+from os import PathLike
+
+__version__: str
+
+class HogflareError(Exception):
+    """Base class of every hogflare error."""
+
+class PayloadError(HogflareError):
+    """The request body is not a PostHog payload (400)."""
+
+class PayloadTooLargeError(PayloadError):
+    """The payload is bigger than hogflare accepts (413)."""
+
+class AuthError(HogflareError):
+    """The project token is missing or refused (401)."""
+
+class StorageError(HogflareError):
+    """The store cannot take the events now; retry (503)."""
+
+class OutboxFullError(StorageError):
+    """Rows wait for delivery past the high-water mark (503)."""
+
+class Decoder:
+    """Decodes PostHog request bodies: every encoding, envelope and SDK shape."""
+
+    def __init__(
+        self,
+        *,
+        max_inflated_bytes: int,
+        max_event_bytes: int,
+        team_id: int | None = None,
+        project_tokens: Sequence[str] | None = None,
+    ) -> None: ...
+    def decode(
+        self,
+        route: str,
+        body: bytes,
+        *,
+        query: bytes = b"",
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        api_key: str | None = None,
+        sent_at: str | None = None,
+        now: float | None = None,
+    ) -> Batch:
+        """Decode one request. ``route`` is one of ``event``, ``legacy``, ``engage``, ``identify``,
+        ``alias``, ``groups``, ``recording``; ``now`` (epoch seconds) defaults to the clock.
+
+        Raises ``PayloadError``, ``PayloadTooLargeError`` or ``AuthError``."""
+
+class Batch:
+    """The normalised events of one request, held in Rust until a store commits them."""
+
+    @property
+    def token(self) -> str: ...
+    @property
+    def accepted(self) -> int:
+        """Events that will be stored (before deduplication)."""
+    @property
+    def filtered(self) -> int:
+        """Items discarded on purpose, as PostHog does (``$performance_event``)."""
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Items refused, by reason."""
+    @property
+    def warnings(self) -> dict[str, int]:
+        """Items corrected on the way in, by kind."""
+
+class Store:
+    """The LMDB store under ``<data_dir>/store``: outbox, seen uuids, cursors."""
+
+    def __init__(self, path: str | PathLike[str], *, map_size: int | None = None, max_readers: int | None = None) -> None: ...
+    @property
+    def path(self) -> str: ...
+    def commit(
+        self, batches: Sequence[Batch], *, dedupe_window_days: int, max_outbox_bytes: int, now: float | None = None
+    ) -> list[tuple[int, int]]:
+        """Commit batches in one synced transaction; ``(stored, duplicates)`` per batch.
+
+        Raises ``OutboxFullError`` above the high-water mark, ``StorageError`` on store trouble."""
+    def outbox_state(self) -> tuple[int, int, int]:
+        """``(next_seq, rows, bytes)`` of the outbox."""
+    def read_outbox(self, after: int, *, max_rows: int, max_bytes: int) -> OutboxChunk: ...
+    def trim_outbox(self, upto: int) -> int: ...
+    def cursor(self, sink: str) -> int | None: ...
+    def set_cursor(self, sink: str, seq: int) -> None: ...
+    def expire_seen(self, *, window_days: int, limit: int, now: float | None = None) -> int: ...
+    def check(self) -> None: ...
+
+class OutboxChunk:
+    """Rows read from the outbox, in sequence order."""
+
+    @property
+    def last_seq(self) -> int: ...
+    @property
+    def bytes(self) -> int: ...
+    def __len__(self) -> int: ...
+    def events_ipc(self, after: int = 0) -> bytes | None:
+        """Event rows with a sequence number above ``after`` as an Arrow IPC stream."""

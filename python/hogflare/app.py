@@ -1,0 +1,188 @@
+"""The ASGI application: lifespan, the route table, CORS, and the one place errors become statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+
+import structlog
+
+from hogflare._hogflare import Decoder, Store
+from hogflare.capture import CAPTURE_ROUTES, CaptureService
+from hogflare.commit import GroupCommitter
+from hogflare.config import Settings
+from hogflare.errors import HogflareError, OutboxFullError, StorageError, status_for
+from hogflare.http import (
+    ClientDisconnectedError,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    cors_headers,
+    error,
+    ok,
+)
+from hogflare.logs import configure
+from hogflare.remote_config import array_config, flags_response, wants_config
+from hogflare.shipper import shipper_alive, spawn
+
+log = structlog.get_logger("hogflare.app")
+
+_HEALTH = {"/_health", "/_liveness", "/_livez"}
+_READINESS = {"/_readiness", "/_readyz"}
+_SHIPPER_CHECK_SECS = 1.0
+_SHIPPER_STOP_SECS = 30.0
+
+
+class App:
+    """hogflare as an ASGI callable. Settings come from the environment at startup unless given."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._given_settings = settings
+        self.settings: Settings = settings or Settings()
+        self.store: Store | None = None
+        self.committer: GroupCommitter | None = None
+        self.capture: CaptureService | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._shipper_process: subprocess.Popen[bytes] | None = None
+
+    async def startup(self) -> None:
+        settings = self._given_settings or Settings.from_env()
+        self.settings = settings
+        configure(settings.log_format, settings.log_level)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        decoder = Decoder(
+            max_inflated_bytes=settings.max_recording_body_bytes * settings.inflate_ratio,
+            max_event_bytes=settings.max_event_bytes,
+            team_id=settings.team_id,
+            project_tokens=list(settings.project_tokens) or None,
+        )
+        if settings.store == "on":
+            self.store = Store(str(settings.store_dir), map_size=settings.lmdb_map_size)
+            self.committer = GroupCommitter(
+                self.store,
+                dedupe_window_days=settings.dedupe_window_days,
+                max_outbox_bytes=settings.outbox_max_bytes,
+            )
+            if settings.shipper == "auto":
+                self._supervisor = asyncio.create_task(self._supervise_shipper())
+        self.capture = CaptureService(settings, decoder, self.committer)
+
+    async def shutdown(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        if self.committer is not None:
+            await self.committer.close()
+        process = self._shipper_process
+        if process is not None and process.poll() is None:
+            # The shipper flushes what it holds on SIGTERM; give it time to finish its commit.
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, _SHIPPER_STOP_SECS)
+            except subprocess.TimeoutExpired:
+                log.warning("shipper did not stop in time; the outbox keeps its rows for the next start")
+
+    async def _supervise_shipper(self) -> None:
+        while True:
+            process = self._shipper_process
+            if process is not None and process.poll() is not None:
+                self._shipper_process = None
+            if self._shipper_process is None and not await asyncio.to_thread(shipper_alive, self.settings):
+                self._shipper_process = spawn(self.settings)
+            await asyncio.sleep(_SHIPPER_CHECK_SECS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self._route(request)
+        except HogflareError as exc:
+            response = self._error_response(exc)
+        except ClientDisconnectedError:
+            return
+        except Exception:
+            log.exception("unhandled error", path=request.path, method=request.method)
+            response = error(500, "internal server error")
+        await response.send(send, cors_headers(request))
+
+    def _error_response(self, exc: HogflareError) -> Response:
+        status = status_for(exc)
+        headers: list[tuple[bytes, bytes]] = []
+        if isinstance(exc, OutboxFullError):
+            headers.append((b"retry-after", str(max(5, round(self.settings.flush_interval_secs * 4))).encode()))
+        elif isinstance(exc, StorageError):
+            headers.append((b"retry-after", b"5"))
+        if status >= 500:
+            log.warning("request refused", error=str(exc), status=status)
+        return error(status, str(exc), headers)
+
+    async def _route(self, request: Request) -> Response:
+        path = request.path.rstrip("/") or "/"
+        if request.method == "OPTIONS":
+            return ok()
+        kind = CAPTURE_ROUTES.get(path)
+        if kind is not None:
+            if request.method not in {"GET", "POST"}:
+                return error(405, "method not allowed")
+            assert self.capture is not None, "startup() has not run"
+            return await self.capture.handle(request, kind)
+        if path in {"/flags", "/decide"}:
+            if request.method == "POST":
+                await request.body(self.settings.max_body_bytes, self.settings.body_timeout_secs)
+            return flags_response(self.settings, request, include_config=wants_config(request))
+        if path.startswith("/array/"):
+            parts = path.split("/")
+            if len(parts) == 4 and parts[3] in {"config", "config.js"}:
+                return array_config(self.settings, parts[2], javascript=parts[3] == "config.js")
+        if path == "/healthz":
+            return Response.json({"status": "ok"})
+        if path in _HEALTH:
+            return Response.json({"status": "alive"})
+        if path in _READINESS:
+            return await self._readiness()
+        return error(404, f"no route for {request.method} {request.path}")
+
+    async def _readiness(self) -> Response:
+        problems: list[str] = []
+        if self.settings.store == "on":
+            if self.store is None:
+                problems.append("store not open")
+            else:
+                try:
+                    self.store.check()
+                except HogflareError as exc:
+                    problems.append(f"store: {exc}")
+            if self.settings.shipper == "auto" and not await asyncio.to_thread(shipper_alive, self.settings):
+                problems.append("shipper not running")
+        if problems:
+            return Response.json({"status": "unavailable", "problems": problems}, 503)
+        return Response.json({"status": "ready"})
+
+
+app = App()

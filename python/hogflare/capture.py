@@ -1,0 +1,72 @@
+"""The capture routes: PostHog's (``/e``, ``/i/v0/e``, ``/batch``, ``/capture``, ``/track``,
+``/engage``, ``/s``) and Hogflare's (``/identify``, ``/alias``, ``/groups``).
+
+Each request crosses into Rust once to be decoded, then waits for the group commit that makes it
+durable; only then does it get its 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from hogflare._hogflare import Batch, Decoder
+from hogflare.commit import GroupCommitter
+from hogflare.config import Settings
+from hogflare.http import Request, Response, ok
+
+log = structlog.get_logger("hogflare.capture")
+
+#: Path (without trailing slash) → the route kind the decoder applies.
+CAPTURE_ROUTES: dict[str, str] = {
+    "/e": "legacy",
+    "/i/v0/e": "event",
+    "/capture": "legacy",
+    "/track": "legacy",
+    "/engage": "engage",
+    "/batch": "event",
+    "/identify": "identify",
+    "/alias": "alias",
+    "/groups": "groups",
+    "/s": "recording",
+}
+
+#: Bodies above this are decoded on a worker thread so the event loop keeps serving others.
+_OFFLOAD_BYTES = 256 * 1024
+
+
+class CaptureService:
+    def __init__(self, settings: Settings, decoder: Decoder, committer: GroupCommitter | None) -> None:
+        self.settings = settings
+        self.decoder = decoder
+        self.committer = committer
+
+    def _decode(self, kind: str, body: bytes, request: Request) -> Batch:
+        return self.decoder.decode(
+            kind,
+            body,
+            query=request.query,
+            content_type=request.header(b"content-type"),
+            content_encoding=request.header(b"content-encoding"),
+            api_key=request.header(b"x-posthog-api-key"),
+            sent_at=request.header(b"x-posthog-sent-at"),
+        )
+
+    async def handle(self, request: Request, kind: str) -> Response:
+        settings = self.settings
+        limit = settings.max_recording_body_bytes if kind == "recording" else settings.max_body_bytes
+        body = b"" if request.method == "GET" else await request.body(limit, settings.body_timeout_secs)
+        if len(body) > _OFFLOAD_BYTES:
+            batch = await asyncio.get_running_loop().run_in_executor(None, self._decode, kind, body, request)
+        else:
+            batch = self._decode(kind, body, request)
+        if batch.dropped:
+            log.warning("items dropped", path=request.path, token=batch.token, dropped=batch.dropped)
+        if batch.accepted and self.committer is not None:
+            stored, duplicates = await self.committer.commit(batch)
+            if duplicates:
+                log.debug("duplicates ignored", token=batch.token, duplicates=duplicates, stored=stored)
+        if request.query_param("beacon") == "1":
+            return Response(204)
+        return ok()

@@ -1,0 +1,69 @@
+"""Group commit: the requests that arrive while one store commit is syncing share the next one.
+
+A lone request commits at once; under load each commit carries everything that queued up behind
+the previous fsync, so durability costs one sync per batch of requests, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+
+from hogflare._hogflare import Batch, Store
+
+
+class GroupCommitter:
+    def __init__(self, store: Store, *, dedupe_window_days: int, max_outbox_bytes: int) -> None:
+        self._store = store
+        self._dedupe_window_days = dedupe_window_days
+        self._max_outbox_bytes = max_outbox_bytes
+        self._pending: list[tuple[Batch, asyncio.Future[tuple[int, int]]]] = []
+        self._inflight: asyncio.Future[list[tuple[int, int]]] | None = None
+        # One thread: LMDB allows one writer per environment, and the GIL is released inside.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hogflare-commit")
+
+    async def commit(self, batch: Batch) -> tuple[int, int]:
+        """Store a batch durably; returns ``(stored, duplicates)`` once it is synced to disk."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, int]] = loop.create_future()
+        self._pending.append((batch, future))
+        if self._inflight is None:
+            self._start(loop)
+        # Shielded: a client that hangs up must not cancel the commit others share.
+        return await asyncio.shield(future)
+
+    def _run(self, batches: list[Batch]) -> list[tuple[int, int]]:
+        return self._store.commit(
+            batches, dedupe_window_days=self._dedupe_window_days, max_outbox_bytes=self._max_outbox_bytes
+        )
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        items, self._pending = self._pending, []
+        inflight = loop.run_in_executor(self._executor, self._run, [batch for batch, _ in items])
+        self._inflight = inflight
+        inflight.add_done_callback(functools.partial(self._finish, loop, items))
+
+    def _finish(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: list[tuple[Batch, asyncio.Future[tuple[int, int]]]],
+        done: asyncio.Future[list[tuple[int, int]]],
+    ) -> None:
+        self._inflight = None
+        error = done.exception()
+        for index, (_, future) in enumerate(items):
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(done.result()[index])
+        if self._pending:
+            self._start(loop)
+
+    async def close(self) -> None:
+        """Wait for the commits in flight, then stop the commit thread."""
+        while self._inflight is not None:
+            await asyncio.wait([self._inflight])
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,123 @@
+"""Settings, read once from the environment (Hogflare's variable names kept) and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+MB = 1_000_000
+GiB = 1 << 30
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything hogflare can be told. Each field's environment variable is in ``ENV``."""
+
+    data_dir: Path = Path("data")
+    project_tokens: tuple[str, ...] = ()
+    team_id: int | None = None
+    api_key: str | None = None
+    session_recording_endpoint: str | None = None
+
+    dedupe_window_days: int = 7
+    outbox_max_bytes: int = 8 * GiB
+    lmdb_map_size: int = 256 * GiB
+    flush_interval_secs: float = 5.0
+    flush_rows: int = 200_000
+
+    max_body_bytes: int = 20 * MB
+    max_recording_body_bytes: int = 25 * MB
+    inflate_ratio: int = 5
+    max_event_bytes: int = 1 * MB
+    body_timeout_secs: float = 10.0
+
+    sinks: tuple[str, ...] = ("lake",)
+    shipper: Literal["auto", "off"] = "auto"
+    store: Literal["on", "off"] = "on"
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "info"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from environment variables, then apply explicit overrides."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for field, name in ENV.items():
+            value = env.get(name)
+            if value is None or value.strip() == "":
+                continue
+            if field in LIST_FIELDS:
+                raw[field] = tuple(part.strip() for part in value.split(",") if part.strip())
+            else:
+                raw[field] = value.strip()
+        raw.update({key: value for key, value in overrides.items() if value is not None})
+        if "data_dir" in raw:
+            raw["data_dir"] = str(raw["data_dir"])
+        try:
+            return msgspec.convert(raw, cls, strict=False, dec_hook=_dec_hook)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_explain(exc)) from exc
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes another process (a worker, the shipper) see these settings."""
+        out: dict[str, str] = {}
+        for field, name in ENV.items():
+            value = getattr(self, field)
+            if value is None:
+                continue
+            out[name] = ",".join(value) if field in LIST_FIELDS else str(value)
+        return out
+
+
+def _dec_hook(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError
+
+
+class ConfigError(ValueError):
+    """A setting has a value hogflare cannot use."""
+
+
+ENV: dict[str, str] = {
+    "data_dir": "HOGFLARE_DATA_DIR",
+    "project_tokens": "HOGFLARE_PROJECT_TOKENS",
+    "team_id": "POSTHOG_TEAM_ID",
+    "api_key": "POSTHOG_API_KEY",
+    "session_recording_endpoint": "POSTHOG_SESSION_RECORDING_ENDPOINT",
+    "dedupe_window_days": "HOGFLARE_DEDUPE_WINDOW_DAYS",
+    "outbox_max_bytes": "HOGFLARE_OUTBOX_MAX_BYTES",
+    "lmdb_map_size": "HOGFLARE_LMDB_MAP_SIZE",
+    "flush_interval_secs": "HOGFLARE_FLUSH_INTERVAL_SECS",
+    "flush_rows": "HOGFLARE_FLUSH_ROWS",
+    "max_body_bytes": "HOGFLARE_MAX_BODY_BYTES",
+    "max_recording_body_bytes": "HOGFLARE_MAX_RECORDING_BODY_BYTES",
+    "inflate_ratio": "HOGFLARE_INFLATE_RATIO",
+    "max_event_bytes": "HOGFLARE_MAX_EVENT_BYTES",
+    "body_timeout_secs": "HOGFLARE_BODY_TIMEOUT_SECS",
+    "sinks": "HOGFLARE_SINKS",
+    "shipper": "HOGFLARE_SHIPPER",
+    "store": "HOGFLARE_STORE",
+    "log_format": "HOGFLARE_LOG_FORMAT",
+    "log_level": "HOGFLARE_LOG_LEVEL",
+}
+
+LIST_FIELDS = frozenset({"project_tokens", "sinks"})
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    message = str(exc)
+    # msgspec says "at `$.flush_interval_secs`"; users know the variable, not the field.
+    for field, name in ENV.items():
+        message = message.replace(f"`$.{field}`", name)
+    return f"invalid setting: {message}"

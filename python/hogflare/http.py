@@ -1,0 +1,135 @@
+"""The small slice of ASGI hogflare needs: a request, a response, CORS, and a capped body read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+
+from hogflare.errors import PayloadTooLargeError, RequestTimeoutError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json"
+_encode = msgspec.json.Encoder().encode
+
+
+class ClientDisconnectedError(Exception):
+    """The client went away before its request was read."""
+
+
+class Request:
+    __slots__ = ("_headers", "_query_params", "method", "path", "query", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self._headers: dict[bytes, str] | None = None
+        self._query_params: dict[str, list[str]] | None = None
+
+    def header(self, name: bytes) -> str | None:
+        """A request header by lower-case name; repeated headers are joined with a comma."""
+        if self._headers is None:
+            headers: dict[bytes, str] = {}
+            for key, value in self.scope["headers"]:
+                text = value.decode("latin-1")
+                headers[key] = f"{headers[key]},{text}" if key in headers else text
+            self._headers = headers
+        return self._headers.get(name)
+
+    def query_param(self, name: str) -> str | None:
+        if self._query_params is None:
+            self._query_params = parse_qs(self.query.decode("latin-1"))
+        values = self._query_params.get(name)
+        return values[0] if values else None
+
+    @property
+    def client_host(self) -> str | None:
+        client = self.scope.get("client")
+        return client[0] if client else None
+
+    async def body(self, limit: int, timeout: float) -> bytes:
+        """Read the whole body, refusing more than ``limit`` bytes or a stall of ``timeout`` seconds."""
+        declared = self.header(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    message = await self.receive()
+            except TimeoutError:
+                raise RequestTimeoutError(f"request body not received within {timeout:g} seconds") from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnectedError
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
+            if not message.get("more_body", False):
+                if not chunks:
+                    return chunk
+                chunks.append(chunk)
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers if headers is not None else []
+
+    @classmethod
+    def json(cls, payload: object, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+        return cls(status, _encode(payload), [(b"content-type", JSON), *(headers or [])])
+
+    async def send(self, send: Send, extra_headers: list[tuple[bytes, bytes]]) -> None:
+        headers = [*self.headers, *extra_headers, (b"content-length", str(len(self.body)).encode())]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+OK_BODY = b'{"status":1}'
+
+
+def ok() -> Response:
+    """PostHog's success: exactly 200 with ``{"status":1}``; SDKs retry any other 2xx."""
+    return Response(200, OK_BODY, [(b"content-type", JSON)])
+
+
+def error(status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    """Hogflare's error shape, which its integrators already parse."""
+    return Response.json({"status": 0, "error": message}, status, headers)
+
+
+def cors_headers(request: Request) -> list[tuple[bytes, bytes]]:
+    """Mirror the origin with credentials allowed, as PostHog's capture does, on every response."""
+    origin = request.header(b"origin")
+    if not origin:
+        return []
+    headers = [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"access-control-allow-credentials", b"true"),
+        (b"vary", b"origin"),
+    ]
+    if request.method == "OPTIONS":
+        requested = request.header(b"access-control-request-headers") or "content-type"
+        headers += [
+            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-headers", requested.encode("latin-1")),
+            (b"access-control-max-age", b"86400"),
+        ]
+    return headers

@@ -1,0 +1,192 @@
+"""The lake: Iceberg tables of Parquet files under ``<data_dir>/lake``, with a SQLite catalog.
+
+Each append records the last outbox sequence number it contains in its snapshot summary, in the
+same atomic catalog commit as the data. After a crash the shipper resumes from that number, so a
+row is never lost and never written twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.transforms import DayTransform
+from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
+
+NAMESPACE = "default"
+EVENTS = "hogflare_events"
+SEQ_PROPERTY = "hogflare.outbox_seq"
+
+_TABLE_PROPERTIES = {
+    "format-version": "2",
+    "write.parquet.compression-codec": "zstd",
+    "commit.manifest-merge.enabled": "true",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+}
+
+
+def _fields(*columns: tuple[str, Any, bool]) -> list[NestedField]:
+    return [
+        NestedField(field_id=index, name=name, field_type=kind, required=required)
+        for index, (name, kind, required) in enumerate(columns, start=1)
+    ]
+
+
+def event_schema() -> Schema:
+    """Hogflare's event row, with timestamps as timestamps and JSON columns as JSON text."""
+    return Schema(
+        *_fields(
+            ("uuid", StringType(), True),
+            ("team_id", LongType(), False),
+            ("source", StringType(), True),
+            ("event", StringType(), True),
+            ("distinct_id", StringType(), True),
+            ("created_at", TimestamptzType(), True),
+            ("timestamp", TimestamptzType(), False),
+            ("properties", StringType(), False),
+            ("context", StringType(), False),
+            ("person_id", StringType(), False),
+            ("person_created_at", TimestamptzType(), False),
+            ("person_properties", StringType(), False),
+            *((f"group{slot}", StringType(), False) for slot in range(5)),
+            ("group_properties", StringType(), False),
+            ("api_key", StringType(), False),
+            ("extra", StringType(), False),
+        )
+    )
+
+
+def _day_partition(schema: Schema, column: str) -> PartitionSpec:
+    source = schema.find_field(column)
+    return PartitionSpec(
+        PartitionField(source_id=source.field_id, field_id=1000, transform=DayTransform(), name=f"{column}_day")
+    )
+
+
+#: table name → (schema, partition column)
+TABLES: dict[str, tuple[Schema, str]] = {EVENTS: (event_schema(), "timestamp")}
+
+
+def local_path(location: str) -> str:
+    """A file path DuckDB and pyarrow can open, from an Iceberg ``file://`` location."""
+    if location.startswith("file:"):
+        return unquote(urlparse(location).path)
+    return location
+
+
+class Lake:
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        warehouse = root / "warehouse"
+        warehouse.mkdir(exist_ok=True)
+        self.catalog = SqlCatalog(
+            "hogflare", uri=f"sqlite:///{root / 'catalog.db'}", warehouse=warehouse.resolve().as_uri()
+        )
+        self.catalog.create_namespace_if_not_exists(NAMESPACE)
+        self._tables: dict[str, Table] = {}
+
+    def table(self, name: str) -> Table:
+        if name not in self._tables:
+            schema, partition_column = TABLES[name]
+            self._tables[name] = self.catalog.create_table_if_not_exists(
+                f"{NAMESPACE}.{name}",
+                schema=schema,
+                partition_spec=_day_partition(schema, partition_column),
+                properties=_TABLE_PROPERTIES,
+            )
+        return self._tables[name]
+
+    def refresh(self, name: str) -> Table:
+        table = self.table(name)
+        table.refresh()
+        return table
+
+    def append(self, name: str, data: pa.Table, outbox_seq: int) -> None:
+        """Append rows and record, atomically, that outbox rows up to ``outbox_seq`` are in."""
+        table = self.table(name)
+        try:
+            table.append(data, snapshot_properties={SEQ_PROPERTY: str(outbox_seq)})
+        except CommitFailedException:
+            # Someone else (compaction) committed first; nothing of ours landed. Try once more.
+            self.refresh(name).append(data, snapshot_properties={SEQ_PROPERTY: str(outbox_seq)})
+
+    def outbox_seq(self, name: str) -> int:
+        """The last outbox sequence number this table holds (0 when it holds none)."""
+        table = self.refresh(name)
+        snapshots = sorted(table.snapshots(), key=lambda snapshot: snapshot.sequence_number or 0, reverse=True)
+        for snapshot in snapshots:
+            value = snapshot.summary[SEQ_PROPERTY] if snapshot.summary is not None else None
+            if value is not None:
+                return int(value)
+        return 0
+
+    def data_files(self, name: str) -> list[str]:
+        """The live Parquet files of a table, as local paths."""
+        table = self.refresh(name)
+        if table.current_snapshot() is None:
+            return []
+        return [local_path(task.file.file_path) for task in table.scan().plan_files()]
+
+    def arrow_schema(self, name: str) -> pa.Schema:
+        return self.table(name).schema().as_arrow()
+
+    def expire_snapshots(self, name: str, older_than: dt.datetime) -> None:
+        """Drop snapshot history older than ``older_than``; the current snapshot always stays."""
+        table = self.refresh(name)
+        current = table.current_snapshot()
+        old = [
+            snapshot.snapshot_id
+            for snapshot in table.snapshots()
+            if snapshot.timestamp_ms < older_than.timestamp() * 1000
+            and (current is None or snapshot.snapshot_id != current.snapshot_id)
+        ]
+        if old:
+            table.maintenance.expire_snapshots().by_ids(old).commit()
+
+    def days_with_small_files(self, name: str, min_files: int, small_bytes: int) -> Iterator[dt.date]:
+        """Days whose partition holds at least ``min_files`` files smaller than ``small_bytes``."""
+        counts: dict[dt.date, int] = {}
+        table = self.refresh(name)
+        if table.current_snapshot() is None:
+            return
+        for task in table.scan().plan_files():
+            if task.file.file_size_in_bytes < small_bytes:
+                day = dt.date(1970, 1, 1) + dt.timedelta(days=int(task.file.partition[0]))
+                counts[day] = counts.get(day, 0) + 1
+        yield from sorted(day for day, count in counts.items() if count >= min_files)
+
+    def compact_day(self, name: str, day: dt.date) -> int:
+        """Rewrite one day's files as one; returns how many files were replaced."""
+        _, column = TABLES[name]
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+        end = start + dt.timedelta(days=1)
+        row_filter = And(GreaterThanOrEqual(column, start.isoformat()), LessThan(column, end.isoformat()))
+        for _attempt in range(5):
+            table = self.refresh(name)
+            current = table.current_snapshot()
+            if current is None:
+                return 0
+            tasks = list(table.scan(row_filter=row_filter).plan_files())
+            if len(tasks) < 2:
+                return 0
+            data = table.scan(row_filter=row_filter).to_arrow()
+            seq = current.summary[SEQ_PROPERTY] if current.summary is not None else None
+            properties = {SEQ_PROPERTY: seq} if seq is not None else {}
+            try:
+                table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=properties)
+            except CommitFailedException:
+                continue  # the shipper appended meanwhile; start over from the new snapshot
+            return len(tasks)
+        return 0

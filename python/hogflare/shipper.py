@@ -1,0 +1,193 @@
+"""The shipper: one process per data directory that drains the outbox, in order, into the sinks.
+
+It holds ``<data_dir>/shipper.lock`` for as long as it runs; server workers check the lock and
+start a shipper when nobody holds it, so any number of workers (or a restart after a crash)
+ends with exactly one. Rows leave the outbox only once every sink has them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import pyarrow as pa
+import structlog
+
+from hogflare._hogflare import OutboxChunk, Store
+from hogflare.config import Settings
+from hogflare.lake import EVENTS, Lake
+
+log = structlog.get_logger("hogflare.shipper")
+
+LOCK_NAME = "shipper.lock"
+LAKE_CURSOR = "lake"
+#: Largest chunk read from the outbox for one lake commit.
+_MAX_CHUNK_BYTES = 256 << 20
+_POLL_SECS = 0.05
+_MAINTENANCE_SECS = 300.0
+
+
+def lock_path(settings: Settings) -> Path:
+    return settings.data_dir / LOCK_NAME
+
+
+def shipper_alive(settings: Settings) -> bool:
+    """Whether some process holds the shipper lock of this data directory."""
+    path = lock_path(settings)
+    if not path.exists():
+        return False
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def _acquire(path: Path, patience: float) -> IO[str] | None:
+    """Take the lock, waiting out a worker's momentary liveness check; None if a shipper has it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a")
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                return None
+            time.sleep(0.05)
+        else:
+            return handle
+
+
+class Shipper:
+    """Moves rows from the outbox to the lake. ``ship_once`` is one chunk; ``run`` loops."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else Store(str(settings.store_dir), map_size=settings.lmdb_map_size)
+        self.lake = Lake(settings.lake_dir)
+        self._table_seq: dict[str, int] | None = None
+
+    def _resume(self) -> dict[str, int]:
+        """Where each table stands, from the lake itself (the truth) and the store's cursor."""
+        stored = self.store.cursor(LAKE_CURSOR) or 0
+        return {EVENTS: max(stored, self.lake.outbox_seq(EVENTS))}
+
+    def ship_once(self) -> int:
+        """Ship one chunk of the outbox; returns how many rows were read."""
+        if self._table_seq is None:
+            self._table_seq = self._resume()
+        cursor = min(self._table_seq.values())
+        chunk: OutboxChunk = self.store.read_outbox(cursor, max_rows=self.settings.flush_rows, max_bytes=_MAX_CHUNK_BYTES)
+        if len(chunk) == 0:
+            return 0
+        try:
+            ipc = chunk.events_ipc(self._table_seq[EVENTS])
+            if ipc is not None:
+                self.lake.append(EVENTS, pa.ipc.open_stream(ipc).read_all(), chunk.last_seq)
+            self._table_seq[EVENTS] = chunk.last_seq
+        except Exception:
+            # Whatever happened, the lake's own record of what it holds is what counts next time.
+            self._table_seq = None
+            raise
+        self.store.set_cursor(LAKE_CURSOR, chunk.last_seq)
+        self.store.trim_outbox(chunk.last_seq)
+        return len(chunk)
+
+    def drain(self) -> int:
+        """Ship until the outbox is empty; returns the rows shipped."""
+        total = 0
+        while shipped := self.ship_once():
+            total += shipped
+        return total
+
+    def pending(self) -> int:
+        next_seq, _, _ = self.store.outbox_state()
+        return max(0, next_seq - 1 - min((self._table_seq or self._resume()).values()))
+
+    def maintain(self) -> None:
+        """Forget old dedupe entries and old snapshot history."""
+        now = time.time()
+        while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=50_000, now=now):
+            pass
+        self.lake.expire_snapshots(EVENTS, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+
+    def run(self, stop: threading.Event) -> None:
+        """Ship every flush interval, or sooner when a full chunk is waiting, until ``stop`` is set."""
+        interval = self.settings.flush_interval_secs
+        last_flush = time.monotonic()
+        last_maintenance = time.monotonic()
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                waiting = self.pending()
+                now = time.monotonic()
+                if waiting and (waiting >= self.settings.flush_rows or now - last_flush >= interval):
+                    self.ship_once()
+                    last_flush = time.monotonic()
+                    continue
+                if waiting == 0:
+                    last_flush = now
+                if now - last_maintenance >= _MAINTENANCE_SECS:
+                    self.maintain()
+                    last_maintenance = now
+                backoff = 0.5
+            except Exception:
+                log.exception("shipping failed; will retry", retry_in_secs=backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            stop.wait(_POLL_SECS)
+        try:
+            self.drain()
+        except Exception:
+            log.exception("final flush failed; rows stay in the outbox for the next start")
+
+
+def serve(settings: Settings) -> int:
+    """Run the shipper of a data directory until SIGTERM/SIGINT, or until its parent goes away."""
+    lock = _acquire(lock_path(settings), patience=3.0)
+    if lock is None:
+        log.info("another shipper holds the lock; exiting")
+        return 0
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        # A worker started us; when it is gone (reparented to init), finish up and exit so the
+        # next worker's supervisor starts a fresh shipper under the live server.
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    shipper = Shipper(settings)
+    log.info("shipper started", data_dir=str(settings.data_dir), pid=os.getpid())
+    shipper.run(stop)
+    log.info("shipper stopped")
+    lock.close()
+    return 0
+
+
+def spawn(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start a shipper process for these settings."""
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "hogflare", "ship"], env=env)

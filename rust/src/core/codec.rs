@@ -1,0 +1,235 @@
+//! Byte-level codecs for request bodies: gzip, zlib, brotli, base64 and lz-string, each with a
+//! hard cap on the bytes it may produce, so a decompression bomb costs milliseconds, not memory.
+
+use std::io::Read;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::{alphabet, Engine};
+
+use super::error::{CoreError, Result};
+use super::lz64;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// What the client told us (or what we recognised) about how the payload is packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Lz64,
+    Base64,
+}
+
+impl Compression {
+    /// PostHog's hint names, matched case-insensitively; anything unknown means "no hint".
+    pub fn from_hint(value: &str) -> Self {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("gzip") || value.eq_ignore_ascii_case("gzip-js") {
+            Self::Gzip
+        } else if value.eq_ignore_ascii_case("lz64") || value.eq_ignore_ascii_case("lz-string") {
+            Self::Lz64
+        } else if value.eq_ignore_ascii_case("base64") || value.eq_ignore_ascii_case("b64") {
+            Self::Base64
+        } else {
+            Self::None
+        }
+    }
+}
+
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&GZIP_MAGIC)
+}
+
+/// A zlib stream starts with CMF=0x78 (deflate, 32K window) and a header checksum.
+pub fn is_zlib(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == 0x78 && (u16::from(bytes[0]) << 8 | u16::from(bytes[1])) % 31 == 0
+}
+
+fn read_capped(reader: impl Read, cap: usize, codec: &'static str, size_hint: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(size_hint.min(cap).min(64 << 20));
+    let mut limited = reader.take(cap as u64 + 1);
+    limited
+        .read_to_end(&mut out)
+        .map_err(|err| CoreError::Decompression { codec, detail: err.to_string() })?;
+    if out.len() > cap {
+        return Err(CoreError::PayloadTooLarge { limit: cap });
+    }
+    Ok(out)
+}
+
+pub fn gunzip(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
+    // posthog-js and fflate write single-member streams; MultiGzDecoder also accepts
+    // concatenated members, which `gzip -c a b` produces.
+    read_capped(flate2::read::MultiGzDecoder::new(bytes), cap, "gzip", bytes.len() * 8)
+}
+
+pub fn inflate_zlib(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
+    read_capped(flate2::read::ZlibDecoder::new(bytes), cap, "zlib", bytes.len() * 8)
+}
+
+pub fn inflate_raw_deflate(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
+    read_capped(flate2::read::DeflateDecoder::new(bytes), cap, "deflate", bytes.len() * 8)
+}
+
+pub fn unbrotli(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
+    read_capped(brotli::Decompressor::new(bytes, 8192), cap, "brotli", bytes.len() * 8)
+}
+
+/// `Content-Encoding: deflate` is zlib-wrapped by the HTTP spec, but some clients send raw
+/// deflate; the zlib header tells them apart.
+pub fn inflate_deflate(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
+    if is_zlib(bytes) {
+        inflate_zlib(bytes, cap)
+    } else {
+        inflate_raw_deflate(bytes, cap)
+    }
+}
+
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+const LENIENT_URL_SAFE: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Base64 as browsers and SDKs write it: standard alphabet, padding optional, line breaks and
+/// stray whitespace ignored; the URL-safe alphabet is accepted too.
+pub fn base64_decode(bytes: &[u8]) -> Result<Vec<u8>> {
+    let cleaned: Vec<u8>;
+    let input = if bytes.iter().any(u8::is_ascii_whitespace) {
+        cleaned = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+        &cleaned[..]
+    } else {
+        bytes
+    };
+    LENIENT
+        .decode(input)
+        .or_else(|_| LENIENT_URL_SAFE.decode(input))
+        .map_err(|err| CoreError::Decompression { codec: "base64", detail: err.to_string() })
+}
+
+fn is_base64_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='
+}
+
+/// PostHog's optimistic check: the first 128 bytes are base64 and the length is a multiple of 4.
+pub fn looks_like_base64(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.len() % 4 == 0 && bytes.iter().take(128).all(|&b| is_base64_byte(b))
+}
+
+/// The strict check used before a second unwrap on legacy routes: every byte is base64.
+pub fn is_strict_base64(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.len() % 4 == 0 && bytes.iter().all(|&b| is_base64_byte(b))
+}
+
+pub fn lz64_decode(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
+    let text = std::str::from_utf8(bytes).map_err(|_| CoreError::Decompression {
+        codec: "lz64",
+        detail: "payload is not ascii".into(),
+    })?;
+    let units = lz64::decompress_from_base64(text.trim(), cap)?;
+    let decoded = String::from_utf16_lossy(&units).into_bytes();
+    if decoded.len() > cap {
+        return Err(CoreError::PayloadTooLarge { limit: cap });
+    }
+    Ok(decoded)
+}
+
+/// Apply a compression hint, recognising gzip by its magic bytes whatever the hint says
+/// (posthog-js ≥ 1.398 sends gzip with no hint at all).
+pub fn decompress(bytes: Vec<u8>, hint: Compression, cap: usize) -> Result<Vec<u8>> {
+    if is_gzip(&bytes) {
+        return gunzip(&bytes, cap);
+    }
+    match hint {
+        Compression::Gzip if is_zlib(&bytes) => inflate_zlib(&bytes, cap),
+        Compression::Lz64 => lz64_decode(&bytes, cap),
+        Compression::Base64 => {
+            let decoded = base64_decode(&bytes)?;
+            if is_gzip(&decoded) {
+                gunzip(&decoded, cap)
+            } else {
+                check_cap(decoded, cap)
+            }
+        }
+        Compression::Gzip | Compression::None => check_cap(bytes, cap),
+    }
+}
+
+pub fn check_cap(bytes: Vec<u8>, cap: usize) -> Result<Vec<u8>> {
+    if bytes.len() > cap {
+        Err(CoreError::PayloadTooLarge { limit: cap })
+    } else {
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gz(data: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_is_recognised_without_a_hint() {
+        let body = gz(br#"{"event":"x"}"#);
+        assert_eq!(decompress(body, Compression::None, 1 << 20).unwrap(), br#"{"event":"x"}"#);
+    }
+
+    #[test]
+    fn gzip_bomb_stops_at_the_cap() {
+        let body = gz(&vec![0u8; 64 * 1024]);
+        assert!(body.len() < 200);
+        let err = decompress(body, Compression::Gzip, 1024).unwrap_err();
+        assert!(matches!(err, CoreError::PayloadTooLarge { limit: 1024 }));
+    }
+
+    #[test]
+    fn exactly_at_the_cap_passes_and_one_more_fails() {
+        let data = vec![b'a'; 1000];
+        assert_eq!(gunzip(&gz(&data), 1000).unwrap().len(), 1000);
+        assert!(matches!(gunzip(&gz(&data), 999), Err(CoreError::PayloadTooLarge { .. })));
+    }
+
+    #[test]
+    fn base64_hint_accepts_missing_padding_and_whitespace() {
+        assert_eq!(decompress(b"eyJhIjox\nfQ".to_vec(), Compression::Base64, 100).unwrap(), br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn hints_are_case_insensitive_and_unknown_means_none() {
+        assert_eq!(Compression::from_hint("GZIP-JS"), Compression::Gzip);
+        assert_eq!(Compression::from_hint("lz-string"), Compression::Lz64);
+        assert_eq!(Compression::from_hint("b64"), Compression::Base64);
+        assert_eq!(Compression::from_hint("undefined"), Compression::None);
+    }
+
+    #[test]
+    fn zlib_under_a_gzip_hint_is_inflated() {
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"[1]").unwrap();
+        let body = enc.finish().unwrap();
+        assert!(is_zlib(&body));
+        assert_eq!(decompress(body, Compression::Gzip, 100).unwrap(), b"[1]");
+    }
+
+    #[test]
+    fn optimistic_base64_check() {
+        assert!(looks_like_base64(b"eyJhIjoxfQ=="));
+        assert!(!looks_like_base64(br#"{"a":1}"#));
+        assert!(!looks_like_base64(b"abc"));
+    }
+}

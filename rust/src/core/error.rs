@@ -1,0 +1,91 @@
+//! The one error type of the core. Each variant names what is wrong; the Python bindings map
+//! every variant to an exception class, and the exception class decides the HTTP status.
+
+use std::fmt;
+
+/// Why a project token was refused (PostHog's capture rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidTokenReason {
+    Empty,
+    TooLong,
+    NotAscii,
+    PersonalApiKey,
+    NullByte,
+}
+
+impl fmt::Display for InvalidTokenReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Empty => "empty",
+            Self::TooLong => "longer than 64 characters",
+            Self::NotAscii => "not ascii",
+            Self::PersonalApiKey => "personal api keys (phx_) cannot be used to send events",
+            Self::NullByte => "contains a null byte",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    // -- the body cannot be read as a PostHog payload (400)
+    #[error("request missing data payload")]
+    EmptyPayload,
+    #[error("unsupported content encoding: {0}")]
+    UnsupportedContentEncoding(String),
+    #[error("invalid {codec} data: {detail}")]
+    Decompression { codec: &'static str, detail: String },
+    #[error("invalid form body: {0}")]
+    InvalidForm(String),
+    #[error("invalid json: {0}")]
+    InvalidJson(String),
+    #[error("invalid payload: {0}")]
+    InvalidShape(String),
+    #[error("request holds no event")]
+    EmptyBatch,
+    #[error("no valid event in request ({0})")]
+    NoValidEvent(String),
+
+    // -- the body is bigger than we accept (413)
+    #[error("payload exceeds the maximum of {limit} bytes once decompressed")]
+    PayloadTooLarge { limit: usize },
+
+    // -- the token is missing or unacceptable (401)
+    #[error("event submitted without an api_key")]
+    NoToken,
+    #[error("batch submitted with inconsistent api_key values")]
+    MultipleTokens,
+    #[error("API key is not valid: {0}")]
+    InvalidToken(InvalidTokenReason),
+    #[error("API key is not a project token of this server")]
+    UnknownToken,
+
+    // -- the server cannot take the events now (503)
+    #[error("outbox is full ({bytes} bytes waiting for delivery); retry later")]
+    OutboxFull { bytes: u64 },
+    #[error("store error: {0}")]
+    Store(String),
+    #[error("the batch was already committed")]
+    AlreadyCommitted,
+    #[error("cannot encode outbox rows: {0}")]
+    Encoding(String),
+}
+
+pub type Result<T> = std::result::Result<T, CoreError>;
+
+impl From<heed::Error> for CoreError {
+    fn from(err: heed::Error) -> Self {
+        CoreError::Store(err.to_string())
+    }
+}
+
+impl From<arrow_schema::ArrowError> for CoreError {
+    fn from(err: arrow_schema::ArrowError) -> Self {
+        CoreError::Encoding(err.to_string())
+    }
+}
+
+impl From<postcard::Error> for CoreError {
+    fn from(err: postcard::Error) -> Self {
+        CoreError::Encoding(err.to_string())
+    }
+}

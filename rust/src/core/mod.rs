@@ -1,0 +1,13 @@
+//! The pure-Rust core: no Python here. Everything that touches bytes, events or the store.
+
+pub mod codec;
+pub mod columns;
+pub mod decode;
+pub mod error;
+pub mod event;
+pub mod lz64;
+pub mod request;
+pub mod row;
+pub mod store;
+pub mod timestamp;
+pub mod token;

@@ -1,0 +1,382 @@
+//! The durable store: one LMDB environment under `<data_dir>/store` holding the outbox of rows
+//! not yet delivered to every sink, the uuids seen recently (dedupe), project ids and sink
+//! cursors. One write transaction per group commit; LMDB syncs it before `commit` returns, so
+//! whatever `commit` accepted survives a crash.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, Str, Unit, U32, U64};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn, RwTxn};
+use uuid::Uuid;
+
+use super::decode::DecodedRequest;
+use super::error::{CoreError, Result};
+use super::row::{EventRow, OutboxRecord};
+use super::timestamp;
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Virtual size of the memory map; the file only grows as data is written.
+    pub map_size: usize,
+    pub max_readers: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { map_size: 256 << 30, max_readers: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CommitOptions {
+    pub dedupe_window_days: u32,
+    /// Refuse new rows while more than this many bytes wait for delivery.
+    pub max_outbox_bytes: u64,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub stored: u32,
+    pub duplicates: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxState {
+    /// Sequence number the next row will get; rows so far are `1..next_seq`.
+    pub next_seq: u64,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Rows read from the outbox, in order.
+#[derive(Debug, Default)]
+pub struct OutboxChunk {
+    pub records: Vec<(u64, OutboxRecord)>,
+    pub last_seq: u64,
+    pub bytes: u64,
+}
+
+pub struct Store {
+    env: Env,
+    meta: Database<Str, Bytes>,
+    projects: Database<Str, U32<BigEndian>>,
+    /// project(4) ‖ uuid(16) → day the uuid was first stored
+    seen: Database<Bytes, U32<BigEndian>>,
+    /// day(4) ‖ project(4) ‖ uuid(16), so old entries can be expired in key order
+    seen_by_day: Database<Bytes, Unit>,
+    outbox: Database<U64<BigEndian>, Bytes>,
+}
+
+const META_NEXT_SEQ: &str = "outbox.next_seq";
+const META_ROWS: &str = "outbox.rows";
+const META_BYTES: &str = "outbox.bytes";
+const META_NEXT_PROJECT: &str = "projects.next";
+
+fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
+    Ok(db
+        .get(txn, key)?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+fn write_u64(db: Database<Str, Bytes>, txn: &mut RwTxn, key: &str, value: u64) -> Result<()> {
+    Ok(db.put(txn, key, &value.to_be_bytes())?)
+}
+
+fn day_of(now: DateTime<Utc>) -> u32 {
+    (now.timestamp().div_euclid(SECONDS_PER_DAY)).max(0) as u32
+}
+
+fn seen_key(project: u32, uuid: &Uuid) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..4].copy_from_slice(&project.to_be_bytes());
+    key[4..].copy_from_slice(uuid.as_bytes());
+    key
+}
+
+impl Store {
+    pub fn open(path: &Path, config: &StoreConfig) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|err| CoreError::Store(format!("cannot create {}: {err}", path.display())))?;
+        let mut options = EnvOpenOptions::new();
+        options.map_size(config.map_size).max_dbs(16).max_readers(config.max_readers);
+        #[allow(unsafe_code)]
+        // SAFETY: the environment is only ever opened through this function, never on a network
+        // filesystem, and its files are not modified by anything but LMDB; LMDB's lock file
+        // coordinates the server's worker processes and the shipper.
+        let env = unsafe {
+            options.flags(EnvFlags::NO_READ_AHEAD);
+            options.open(path)?
+        };
+        let mut wtxn = env.write_txn()?;
+        let store = Self {
+            meta: env.create_database(&mut wtxn, Some("meta"))?,
+            projects: env.create_database(&mut wtxn, Some("projects"))?,
+            seen: env.create_database(&mut wtxn, Some("seen"))?,
+            seen_by_day: env.create_database(&mut wtxn, Some("seen_by_day"))?,
+            outbox: env.create_database(&mut wtxn, Some("outbox"))?,
+            env: env.clone(),
+        };
+        wtxn.commit()?;
+        Ok(store)
+    }
+
+    fn project_id(&self, txn: &mut RwTxn, cache: &mut HashMap<String, u32>, token: &str) -> Result<u32> {
+        if let Some(id) = cache.get(token) {
+            return Ok(*id);
+        }
+        let id = if let Some(id) = self.projects.get(txn, token)? {
+            id
+        } else {
+            let id = read_u64(self.meta, txn, META_NEXT_PROJECT)?.max(1);
+            self.projects.put(txn, token, &(id as u32))?;
+            write_u64(self.meta, txn, META_NEXT_PROJECT, id + 1)?;
+            id as u32
+        };
+        cache.insert(token.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Store the events of many requests in one transaction and sync it to disk.
+    pub fn commit(&self, batches: Vec<DecodedRequest>, options: CommitOptions) -> Result<Vec<CommitOutcome>> {
+        let mut txn = self.env.write_txn()?;
+        let waiting = read_u64(self.meta, &txn, META_BYTES)?;
+        if waiting > options.max_outbox_bytes {
+            return Err(CoreError::OutboxFull { bytes: waiting });
+        }
+        let mut next_seq = read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1);
+        let mut rows = read_u64(self.meta, &txn, META_ROWS)?;
+        let mut bytes = waiting;
+        let today = day_of(options.now);
+        let mut projects = HashMap::new();
+        let mut outcomes = Vec::with_capacity(batches.len());
+
+        for batch in batches {
+            let mut outcome = CommitOutcome::default();
+            let project = self.project_id(&mut txn, &mut projects, &batch.token)?;
+            let created_at = timestamp::to_micros(batch.created_at);
+            for event in batch.events {
+                let key = seen_key(project, &event.uuid);
+                if self.seen.get(&txn, &key)?.is_some() {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                self.seen.put(&mut txn, &key, &today)?;
+                let mut by_day = [0u8; 24];
+                by_day[..4].copy_from_slice(&today.to_be_bytes());
+                by_day[4..].copy_from_slice(&key);
+                self.seen_by_day.put(&mut txn, &by_day, &())?;
+
+                let row = EventRow::from_event(event, &batch.token, batch.team_id, created_at);
+                let encoded = OutboxRecord::Event(row).encode()?;
+                self.outbox.put_with_flags(&mut txn, PutFlags::APPEND, &next_seq, &encoded)?;
+                next_seq += 1;
+                rows += 1;
+                bytes += encoded.len() as u64;
+                outcome.stored += 1;
+            }
+            outcomes.push(outcome);
+        }
+        write_u64(self.meta, &mut txn, META_NEXT_SEQ, next_seq)?;
+        write_u64(self.meta, &mut txn, META_ROWS, rows)?;
+        write_u64(self.meta, &mut txn, META_BYTES, bytes)?;
+        txn.commit()?;
+        Ok(outcomes)
+    }
+
+    pub fn outbox_state(&self) -> Result<OutboxState> {
+        let txn = self.env.read_txn()?;
+        Ok(OutboxState {
+            next_seq: read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1),
+            rows: read_u64(self.meta, &txn, META_ROWS)?,
+            bytes: read_u64(self.meta, &txn, META_BYTES)?,
+        })
+    }
+
+    /// Up to `max_rows` rows (and about `max_bytes`) with sequence numbers above `after`.
+    pub fn read_outbox(&self, after: u64, max_rows: usize, max_bytes: u64) -> Result<OutboxChunk> {
+        let txn = self.env.read_txn()?;
+        let mut chunk = OutboxChunk { last_seq: after, ..OutboxChunk::default() };
+        let range = (Bound::Excluded(after), Bound::Unbounded);
+        for entry in self.outbox.range(&txn, &range)? {
+            let (seq, value) = entry?;
+            chunk.records.push((seq, OutboxRecord::decode(value)?));
+            chunk.last_seq = seq;
+            chunk.bytes += value.len() as u64;
+            if chunk.records.len() >= max_rows || chunk.bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(chunk)
+    }
+
+    /// Forget rows up to and including `upto`: every sink has them.
+    pub fn trim_outbox(&self, upto: u64) -> Result<u64> {
+        let mut txn = self.env.write_txn()?;
+        let range = (Bound::Unbounded, Bound::Included(upto));
+        let (mut count, mut size) = (0u64, 0u64);
+        for entry in self.outbox.range(&txn, &range)? {
+            let (_, value) = entry?;
+            count += 1;
+            size += value.len() as u64;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        self.outbox.delete_range(&mut txn, &range)?;
+        let rows = read_u64(self.meta, &txn, META_ROWS)?.saturating_sub(count);
+        let bytes = read_u64(self.meta, &txn, META_BYTES)?.saturating_sub(size);
+        write_u64(self.meta, &mut txn, META_ROWS, rows)?;
+        write_u64(self.meta, &mut txn, META_BYTES, bytes)?;
+        txn.commit()?;
+        Ok(count)
+    }
+
+    pub fn cursor(&self, sink: &str) -> Result<Option<u64>> {
+        let txn = self.env.read_txn()?;
+        let key = format!("cursor.{sink}");
+        Ok(self.meta.get(&txn, &key)?.is_some().then(|| read_u64(self.meta, &txn, &key)).transpose()?)
+    }
+
+    pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<()> {
+        let mut txn = self.env.write_txn()?;
+        write_u64(self.meta, &mut txn, &format!("cursor.{sink}"), seq)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forget uuids first seen more than `window_days` ago, at most `limit` per call so the
+    /// write transaction stays short. Returns how many were forgotten.
+    pub fn expire_seen(&self, now: DateTime<Utc>, window_days: u32, limit: usize) -> Result<usize> {
+        let cutoff = day_of(now).saturating_sub(window_days);
+        let mut txn = self.env.write_txn()?;
+        let upper = cutoff.to_be_bytes();
+        let range = (Bound::Unbounded, Bound::Excluded(&upper[..]));
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for entry in self.seen_by_day.range(&txn, &range)? {
+            let (key, ()) = entry?;
+            keys.push(key.to_vec());
+            if keys.len() >= limit {
+                break;
+            }
+        }
+        for key in &keys {
+            self.seen.delete(&mut txn, &key[4..])?;
+            self.seen_by_day.delete(&mut txn, key)?;
+        }
+        txn.commit()?;
+        Ok(keys.len())
+    }
+
+    /// Whether the store accepts writes (the map is usable and a write transaction can begin).
+    pub fn check(&self) -> Result<()> {
+        let txn = self.env.read_txn()?;
+        read_u64(self.meta, &txn, META_NEXT_SEQ)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::event::NormalizedEvent;
+    use std::collections::BTreeMap;
+
+    fn event(uuid: Uuid) -> NormalizedEvent {
+        NormalizedEvent {
+            uuid,
+            event: "e".into(),
+            distinct_id: "d".into(),
+            timestamp: Utc::now(),
+            properties: serde_json::Map::new(),
+            context: None,
+            extra: None,
+            approx_bytes: 10,
+        }
+    }
+
+    fn batch(token: &str, uuids: &[Uuid]) -> DecodedRequest {
+        DecodedRequest {
+            token: token.into(),
+            team_id: None,
+            created_at: Utc::now(),
+            events: uuids.iter().copied().map(event).collect(),
+            dropped: BTreeMap::new(),
+            warnings: BTreeMap::new(),
+            filtered: 0,
+        }
+    }
+
+    fn options() -> CommitOptions {
+        CommitOptions { dedupe_window_days: 7, max_outbox_bytes: u64::MAX, now: Utc::now() }
+    }
+
+    fn small() -> StoreConfig {
+        StoreConfig { map_size: 64 << 20, max_readers: 16 }
+    }
+
+    #[test]
+    fn duplicates_are_dropped_per_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &small()).unwrap();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let out = store.commit(vec![batch("t1", &[a, b, a]), batch("t2", &[a])], options()).unwrap();
+        assert_eq!(out, vec![CommitOutcome { stored: 2, duplicates: 1 }, CommitOutcome { stored: 1, duplicates: 0 }]);
+        let again = store.commit(vec![batch("t1", &[a, b])], options()).unwrap();
+        assert_eq!(again[0], CommitOutcome { stored: 0, duplicates: 2 });
+        assert_eq!(store.outbox_state().unwrap().rows, 3);
+    }
+
+    #[test]
+    fn outbox_reads_in_order_and_trims() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &small()).unwrap();
+        let uuids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        store.commit(vec![batch("t", &uuids)], options()).unwrap();
+        let chunk = store.read_outbox(0, 3, u64::MAX).unwrap();
+        assert_eq!(chunk.records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(chunk.last_seq, 3);
+        assert_eq!(store.trim_outbox(3).unwrap(), 3);
+        let state = store.outbox_state().unwrap();
+        assert_eq!((state.rows, state.next_seq), (2, 6));
+        let rest = store.read_outbox(3, 10, u64::MAX).unwrap();
+        assert_eq!(rest.records.len(), 2);
+        let OutboxRecord::Event(row) = &rest.records[0].1;
+        assert_eq!(row.uuid, uuids[3]);
+    }
+
+    #[test]
+    fn full_outbox_refuses_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &small()).unwrap();
+        let tight = CommitOptions { max_outbox_bytes: 0, ..options() };
+        store.commit(vec![batch("t", &[Uuid::now_v7()])], tight).unwrap();
+        assert!(matches!(store.commit(vec![batch("t", &[Uuid::now_v7()])], tight), Err(CoreError::OutboxFull { .. })));
+    }
+
+    #[test]
+    fn seen_uuids_expire_after_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &small()).unwrap();
+        let uuid = Uuid::now_v7();
+        let old = CommitOptions { now: Utc::now() - chrono::TimeDelta::days(10), ..options() };
+        store.commit(vec![batch("t", &[uuid])], old).unwrap();
+        assert_eq!(store.expire_seen(Utc::now(), 7, 100).unwrap(), 1);
+        assert_eq!(store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].stored, 1);
+    }
+
+    #[test]
+    fn cursors_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &small()).unwrap();
+        assert_eq!(store.cursor("lake").unwrap(), None);
+        store.set_cursor("lake", 42).unwrap();
+        assert_eq!(store.cursor("lake").unwrap(), Some(42));
+    }
+}

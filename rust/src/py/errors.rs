@@ -1,0 +1,38 @@
+//! Core errors to Python exceptions: one exhaustive match, so every new variant needs a decision.
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::PyErr;
+
+use super::exceptions::{AuthError, OutboxFullError, PayloadError, PayloadTooLargeError, StorageError};
+use crate::core::error::CoreError;
+
+pub struct PyCoreError(pub CoreError);
+
+impl From<CoreError> for PyCoreError {
+    fn from(err: CoreError) -> Self {
+        Self(err)
+    }
+}
+
+impl From<PyCoreError> for PyErr {
+    fn from(PyCoreError(err): PyCoreError) -> Self {
+        let message = err.to_string();
+        match err {
+            CoreError::EmptyPayload
+            | CoreError::UnsupportedContentEncoding(_)
+            | CoreError::Decompression { .. }
+            | CoreError::InvalidForm(_)
+            | CoreError::InvalidJson(_)
+            | CoreError::InvalidShape(_)
+            | CoreError::EmptyBatch
+            | CoreError::NoValidEvent(_) => PayloadError::new_err(message),
+            CoreError::PayloadTooLarge { .. } => PayloadTooLargeError::new_err(message),
+            CoreError::NoToken | CoreError::MultipleTokens | CoreError::InvalidToken(_) | CoreError::UnknownToken => {
+                AuthError::new_err(message)
+            }
+            CoreError::OutboxFull { .. } => OutboxFullError::new_err(message),
+            CoreError::Store(_) | CoreError::Encoding(_) => StorageError::new_err(message),
+            CoreError::AlreadyCommitted => PyRuntimeError::new_err(message),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `Decoder` and `Batch`: one call per request body, bytes in, one result object out, with the
+//! GIL released while Rust works.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use super::errors::PyCoreError;
+use crate::core::decode::{self, DecodedRequest, DecoderConfig, HeaderFacts};
+use crate::core::error::CoreError;
+use crate::core::request::{RequestParts, RouteKind};
+
+pub fn time_from(now: Option<f64>) -> DateTime<Utc> {
+    now.and_then(|seconds| DateTime::from_timestamp_micros((seconds * 1e6).round() as i64))
+        .unwrap_or_else(Utc::now)
+}
+
+#[pyclass(name = "Decoder", module = "hogflare._hogflare", frozen)]
+pub struct PyDecoder {
+    config: DecoderConfig,
+}
+
+#[pymethods]
+impl PyDecoder {
+    #[new]
+    #[pyo3(signature = (*, max_inflated_bytes, max_event_bytes, team_id=None, project_tokens=None))]
+    fn new(max_inflated_bytes: usize, max_event_bytes: usize, team_id: Option<i64>, project_tokens: Option<Vec<String>>) -> Self {
+        let project_tokens = project_tokens.map(|tokens| tokens.into_iter().collect::<HashSet<_>>());
+        Self { config: DecoderConfig { team_id, project_tokens, max_inflated_bytes, max_event_bytes } }
+    }
+
+    #[pyo3(signature = (route, body, *, query=b"".as_slice(), content_type=None, content_encoding=None, api_key=None, sent_at=None, now=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn decode(
+        &self,
+        py: Python<'_>,
+        route: &str,
+        body: &[u8],
+        query: &[u8],
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        api_key: Option<&str>,
+        sent_at: Option<&str>,
+        now: Option<f64>,
+    ) -> PyResult<PyBatch> {
+        let route = RouteKind::parse(route).ok_or_else(|| PyValueError::new_err(format!("unknown route kind {route:?}")))?;
+        let parts = RequestParts { route, body, query, content_type, content_encoding };
+        let headers = HeaderFacts { api_key, sent_at };
+        let now = time_from(now);
+        let decoded = py
+            .detach(|| decode::decode(&parts, headers, &self.config, now))
+            .map_err(PyCoreError::from)?;
+        Ok(PyBatch::new(decoded))
+    }
+}
+
+/// The decoded events of one request, held in Rust until the store commits them.
+#[pyclass(name = "Batch", module = "hogflare._hogflare", frozen)]
+pub struct PyBatch {
+    inner: Mutex<Option<DecodedRequest>>,
+    #[pyo3(get)]
+    token: String,
+    #[pyo3(get)]
+    accepted: usize,
+    #[pyo3(get)]
+    filtered: u32,
+    dropped: BTreeMap<&'static str, u32>,
+    warnings: BTreeMap<&'static str, u32>,
+}
+
+impl PyBatch {
+    fn new(decoded: DecodedRequest) -> Self {
+        Self {
+            token: decoded.token.clone(),
+            accepted: decoded.events.len(),
+            filtered: decoded.filtered,
+            dropped: decoded.dropped.iter().map(|(reason, count)| (reason.as_str(), *count)).collect(),
+            warnings: decoded.warnings.iter().map(|(warning, count)| (warning.as_str(), *count)).collect(),
+            inner: Mutex::new(Some(decoded)),
+        }
+    }
+
+    pub fn take(&self) -> Result<DecodedRequest, PyCoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| PyCoreError(CoreError::AlreadyCommitted))?
+            .take()
+            .ok_or(PyCoreError(CoreError::AlreadyCommitted))
+    }
+}
+
+#[pymethods]
+impl PyBatch {
+    /// Items dropped, by reason.
+    #[getter]
+    fn dropped(&self) -> BTreeMap<&'static str, u32> {
+        self.dropped.clone()
+    }
+
+    /// Items corrected on the way in, by kind.
+    #[getter]
+    fn warnings(&self) -> BTreeMap<&'static str, u32> {
+        self.warnings.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Batch(token={:?}, accepted={}, dropped={:?})", self.token, self.accepted, self.dropped)
+    }
+}

@@ -1,0 +1,23 @@
+//! Python bindings only: conversions, `#[pyclass]` wrappers and exception mapping.
+
+mod errors;
+mod exceptions;
+mod ingest;
+mod store;
+
+use pyo3::prelude::*;
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<ingest::PyDecoder>()?;
+    m.add_class::<ingest::PyBatch>()?;
+    m.add_class::<store::PyStore>()?;
+    m.add_class::<store::PyOutboxChunk>()?;
+    m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;
+    m.add("PayloadError", py.get_type::<exceptions::PayloadError>())?;
+    m.add("PayloadTooLargeError", py.get_type::<exceptions::PayloadTooLargeError>())?;
+    m.add("AuthError", py.get_type::<exceptions::AuthError>())?;
+    m.add("StorageError", py.get_type::<exceptions::StorageError>())?;
+    m.add("OutboxFullError", py.get_type::<exceptions::OutboxFullError>())?;
+    Ok(())
+}

@@ -143,3 +143,117 @@ pub fn route_for_path(path: &str) -> Option<RouteKind> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn config() -> DecoderConfig {
+        DecoderConfig { team_id: Some(7), project_tokens: None, max_inflated_bytes: 100 << 20, max_event_bytes: 1 << 20 }
+    }
+
+    /// Real requests recorded from the SDKs (`tests/fixtures/record.py`), decoded as the server would.
+    #[test]
+    fn real_sdk_payloads() {
+        let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
+        let cases = [
+            ("posthog_js_gzip", 1),
+            ("posthog_js_gzip_beacon", 2),
+            ("posthog_js_base64", 1),
+            ("posthog_js_base64_beacon", 2),
+            ("posthog_js_legacy_lz64", 1),
+            ("posthog_node_batch", 6),
+            ("posthog_python_batch", 1),
+        ];
+        for (name, expected) in cases {
+            let meta: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/{name}.json")).unwrap()).unwrap();
+            let body = std::fs::read(format!("{dir}/{name}.body")).unwrap();
+            let header = |key: &str| meta["headers"][key].as_str();
+            let parts = RequestParts {
+                route: route_for_path(meta["path"].as_str().unwrap()).unwrap(),
+                body: &body,
+                query: meta["query"].as_str().unwrap().as_bytes(),
+                content_type: header("content-type"),
+                content_encoding: header("content-encoding"),
+            };
+            let decoded = decode(&parts, HeaderFacts::default(), &config(), Utc::now()).unwrap();
+            assert_eq!(decoded.token, "phc_fixture_token", "{name}");
+            assert_eq!(decoded.events.len(), expected, "{name}");
+            assert!(decoded.dropped.is_empty(), "{name}: {:?}", decoded.dropped);
+            for event in &decoded.events {
+                assert!(!event.distinct_id.is_empty() && !event.event.is_empty(), "{name}");
+            }
+        }
+    }
+
+    fn decode_json(route: RouteKind, body: &Value) -> Result<DecodedRequest> {
+        let bytes = body.to_string();
+        let parts = RequestParts { route, body: bytes.as_bytes(), query: b"", content_type: None, content_encoding: None };
+        decode(&parts, HeaderFacts::default(), &config(), Utc::now())
+    }
+
+    #[test]
+    fn bad_items_are_dropped_and_counted_while_good_ones_stay() {
+        let body = serde_json::json!({"api_key": "phc", "batch": [
+            {"event": "ok", "distinct_id": "a"},
+            {"event": "no id"},
+            {"distinct_id": "no name"},
+            {"event": "bad uuid", "distinct_id": "a", "uuid": "nope"},
+            {"event": "$performance_event", "distinct_id": "a"},
+            "not an object",
+        ]});
+        let decoded = decode_json(RouteKind::Event, &body).unwrap();
+        assert_eq!(decoded.events.len(), 1);
+        assert_eq!(decoded.filtered, 1);
+        let dropped: Vec<(&str, u32)> = decoded.dropped.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+        assert_eq!(
+            dropped,
+            vec![("not_an_object", 1), ("missing_event_name", 1), ("missing_distinct_id", 1), ("invalid_uuid", 1)]
+        );
+    }
+
+    #[test]
+    fn a_request_with_only_bad_items_is_an_error_that_names_them() {
+        let err = decode_json(RouteKind::Event, &serde_json::json!({"event": "x", "token": "phc"})).unwrap_err();
+        assert_eq!(err.to_string(), "no valid event in request (missing_distinct_id: 1)");
+    }
+
+    #[test]
+    fn tokens() {
+        let mixed = serde_json::json!([{"event": "a", "distinct_id": "d", "token": "t1"}, {"event": "b", "distinct_id": "d", "token": "t2"}]);
+        assert!(matches!(decode_json(RouteKind::Event, &mixed), Err(CoreError::MultipleTokens)));
+        let none = serde_json::json!([{"event": "a", "distinct_id": "d"}]);
+        assert!(matches!(decode_json(RouteKind::Event, &none), Err(CoreError::NoToken)));
+        let partial = serde_json::json!([{"event": "a", "distinct_id": "d", "token": "t1"}, {"event": "b", "distinct_id": "d"}]);
+        assert_eq!(decode_json(RouteKind::Event, &partial).unwrap().token, "t1");
+        let personal = serde_json::json!({"event": "a", "distinct_id": "d", "api_key": "phx_secret"});
+        assert!(matches!(decode_json(RouteKind::Event, &personal), Err(CoreError::InvalidToken(_))));
+    }
+
+    #[test]
+    fn route_defaults_for_items_without_an_event_name() {
+        let body = serde_json::json!({"api_key": "phc", "distinct_id": "d", "$set": {"plan": "pro"}});
+        let decoded = decode_json(RouteKind::Engage, &body).unwrap();
+        assert_eq!(decoded.events[0].event, "$identify");
+        assert_eq!(decoded.events[0].properties["$set"]["plan"], "pro");
+        let alias = serde_json::json!({"api_key": "phc", "distinct_id": "d", "alias": "e"});
+        let decoded = decode_json(RouteKind::Alias, &alias).unwrap();
+        assert_eq!((decoded.events[0].event.as_str(), &decoded.events[0].properties["alias"]), ("$create_alias", &Value::from("e")));
+    }
+
+    #[test]
+    fn distinct_ids_are_stringified_cleaned_and_cut() {
+        let long = "x".repeat(300);
+        let body = serde_json::json!({"api_key": "phc", "batch": [
+            {"event": "a", "distinct_id": 42},
+            {"event": "a", "properties": {"distinct_id": "in-props"}},
+            {"event": "a", "$distinct_id": "dollar"},
+            {"event": "a", "distinct_id": "nul\u{0}byte"},
+            {"event": "a", "distinct_id": long},
+            {"event": "a", "distinct_id": {"id": 1}},
+        ]});
+        let ids: Vec<String> = decode_json(RouteKind::Event, &body).unwrap().events.into_iter().map(|e| e.distinct_id).collect();
+        assert_eq!(ids, vec!["42", "in-props", "dollar", "nul\u{FFFD}byte", &"x".repeat(200), r#"{"id":1}"#]);
+    }
+}

@@ -146,3 +146,34 @@ fn check(len: usize, cap: usize) -> Result<()> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn decodes_what_lz_string_wrote() {
+        let units = decompress_from_base64(&fixture("lz64_unicode.txt"), 1 << 20).unwrap();
+        assert_eq!(String::from_utf16(&units).unwrap(), format!("hello, wörld 👋 {}", "abc".repeat(50)));
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_cap() {
+        // 26 KB of lz64 that expands to 5.6 MB.
+        let bomb = fixture("lz64_bomb.txt");
+        assert!(matches!(decompress_from_base64(&bomb, 64 * 1024), Err(CoreError::PayloadTooLarge { .. })));
+        assert_eq!(decompress_from_base64(&bomb, 8 << 20).unwrap().len(), 5_600_004);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for input in ["!!!!", "AAAA", "////////", "a", "=", "BAAAAAAA"] {
+            let _ = decompress_from_base64(input, 1024);
+        }
+        assert!(decompress_from_base64("@@@@", 1024).is_err());
+    }
+}

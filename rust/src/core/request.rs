@@ -147,7 +147,12 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
     let mut hint = query.compression.as_deref().map_or(Compression::None, Compression::from_hint);
 
     let payload: Vec<u8> = if let Some(data) = query.data {
-        repair_base64_spaces(data).into_bytes()
+        let data = repair_base64_spaces(data).into_bytes();
+        if hint == Compression::None && codec::looks_like_base64(&data) {
+            codec::base64_decode(&data).unwrap_or(data)
+        } else {
+            data
+        }
     } else {
         let (decoded, encoding_hint) = apply_content_encoding(parts.body, parts.content_encoding, cap)?;
         let body = decoded.unwrap_or_else(|| parts.body.to_vec());

@@ -1,0 +1,97 @@
+# hogflare: every command a developer or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(BIN):$(PATH)
+CHROMIUM := /usr/bin/chromium
+HOST ?= 127.0.0.1
+PORT ?= 8080
+DATA_DIR ?= ./data
+
+.PHONY: help  ## list the targets
+help:
+	@grep -E '^\.PHONY: [a-z-]+ +## ' $(MAKEFILE_LIST) | sed -E 's/\.PHONY: ([a-z-]+) +## (.*)/  \1\t\2/' | expand -t 16
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(BIN)/python: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+.PHONY: install  ## install the Python environment into .venv
+install: $(BIN)/python
+
+.PHONY: build  ## build the Rust extension (release) into .venv
+build: install
+	rm -f python/hogflare/*.so
+	$(BIN)/maturin develop --uv --release --quiet
+
+.PHONY: build-dev  ## build the Rust extension (debug, faster to compile)
+build-dev: install
+	rm -f python/hogflare/*.so
+	$(BIN)/maturin develop --uv --quiet
+
+.PHONY: run  ## install, build and serve on http://$(HOST):$(PORT) with data in $(DATA_DIR)
+run: build
+	$(BIN)/hogflare serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+tests/js/node_modules: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+.PHONY: install-test  ## install what the SDK tests drive: node packages and Debian's chromium
+install-test: tests/js/node_modules $(CHROMIUM)
+
+.PHONY: format  ## format Python and Rust
+format: install
+	$(BIN)/ruff check --fix python tests benches
+	$(BIN)/ruff format python tests benches
+	cargo fmt
+
+.PHONY: lint-python  ## ruff, mypy --strict and stubtest
+lint-python: install
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest hogflare._hogflare --allowlist .mypy-stubtest-allowlist
+
+.PHONY: lint-rust  ## cargo fmt, clippy -D warnings, and no pyo3 in the core
+lint-rust:
+	cargo fmt --check
+	cargo clippy --all-targets --no-default-features -- -D warnings
+	cargo clippy --lib -- -D warnings
+	@! grep -rn 'pyo3' rust/src/core || (echo "rust/src/core must not use pyo3" && false)
+
+.PHONY: lint  ## every linter
+lint: lint-python lint-rust
+
+.PHONY: test-rust  ## cargo test of the pure core
+test-rust:
+	cargo test --no-default-features
+
+.PHONY: test-python  ## pytest: in-process, real servers, real SDKs, crash tests
+test-python: build install-test
+	$(BIN)/pytest
+
+.PHONY: test  ## install everything, lint, and run every test suite
+test: build install-test lint test-rust test-python
+
+.PHONY: bench  ## benchmarks (criterion and end-to-end load); figures go to benches/README.md
+bench: build
+	cargo bench --no-default-features --bench core
+	$(BIN)/python -m benches.bench_ingest
+
+.PHONY: clean  ## remove build outputs and environments
+clean:
+	rm -rf target .venv .tools tests/js/node_modules python/hogflare/*.so

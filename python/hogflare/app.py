@@ -9,7 +9,7 @@ import subprocess
 
 import structlog
 
-from hogflare._hogflare import Decoder, Store
+from hogflare._hogflare import Store
 from hogflare.capture import CAPTURE_ROUTES, CaptureService
 from hogflare.commit import GroupCommitter
 from hogflare.config import Settings
@@ -54,12 +54,6 @@ class App:
         self.settings = settings
         configure(settings.log_format, settings.log_level)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        decoder = Decoder(
-            max_inflated_bytes=settings.max_recording_body_bytes * settings.inflate_ratio,
-            max_event_bytes=settings.max_event_bytes,
-            team_id=settings.team_id,
-            project_tokens=list(settings.project_tokens) or None,
-        )
         if settings.store == "on":
             self.store = Store(str(settings.store_dir), map_size=settings.lmdb_map_size)
             self.committer = GroupCommitter(
@@ -69,7 +63,7 @@ class App:
             )
             if settings.shipper == "auto":
                 self._supervisor = asyncio.create_task(self._supervise_shipper())
-        self.capture = CaptureService(settings, decoder, self.committer)
+        self.capture = CaptureService(settings, self.committer)
 
     async def shutdown(self) -> None:
         if self._supervisor is not None:

@@ -37,13 +37,25 @@ _OFFLOAD_BYTES = 256 * 1024
 
 
 class CaptureService:
-    def __init__(self, settings: Settings, decoder: Decoder, committer: GroupCommitter | None) -> None:
+    def __init__(self, settings: Settings, committer: GroupCommitter | None) -> None:
         self.settings = settings
-        self.decoder = decoder
         self.committer = committer
+        # The inflated cap is a multiple of the route's wire cap, as in PostHog's capture.
+        self.decoders = {
+            limit: Decoder(
+                max_inflated_bytes=limit * settings.inflate_ratio,
+                max_event_bytes=settings.max_event_bytes,
+                team_id=settings.team_id,
+                project_tokens=list(settings.project_tokens) or None,
+            )
+            for limit in {settings.max_body_bytes, settings.max_recording_body_bytes}
+        }
+
+    def _limit(self, kind: str) -> int:
+        return self.settings.max_recording_body_bytes if kind == "recording" else self.settings.max_body_bytes
 
     def _decode(self, kind: str, body: bytes, request: Request) -> Batch:
-        return self.decoder.decode(
+        return self.decoders[self._limit(kind)].decode(
             kind,
             body,
             query=request.query,
@@ -55,8 +67,7 @@ class CaptureService:
 
     async def handle(self, request: Request, kind: str) -> Response:
         settings = self.settings
-        limit = settings.max_recording_body_bytes if kind == "recording" else settings.max_body_bytes
-        body = b"" if request.method == "GET" else await request.body(limit, settings.body_timeout_secs)
+        body = b"" if request.method == "GET" else await request.body(self._limit(kind), settings.body_timeout_secs)
         if len(body) > _OFFLOAD_BYTES:
             batch = await asyncio.get_running_loop().run_in_executor(None, self._decode, kind, body, request)
         else:

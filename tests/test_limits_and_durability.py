@@ -1,0 +1,161 @@
+"""Body caps, stalled bodies, duplicates, the outbox high-water mark, and group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hogflare._hogflare import Store
+from hogflare.app import App
+from hogflare.http import Message
+from hogflare.shipper import Shipper
+from tests.conftest import TOKEN, Hogflare, event, gz, make_settings
+
+
+async def started(tmp_path: Path, **overrides: Any) -> AsyncIterator[Hogflare]:
+    app = App(make_settings(tmp_path / "data", **overrides))
+    await app.startup()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        yield Hogflare(app, client)
+    await app.shutdown()
+
+
+@pytest.fixture
+async def small(tmp_path: Path) -> AsyncIterator[Hogflare]:
+    """Caps small enough to test at the edge: 10 kB on the wire, 2x that once inflated."""
+    async for hogflare in started(tmp_path, max_body_bytes=10_000, inflate_ratio=2, max_event_bytes=4_000):
+        yield hogflare
+
+
+def sized(total: int) -> bytes:
+    """A single-event JSON body of exactly ``total`` bytes."""
+    base = {"api_key": TOKEN, "event": "e", "distinct_id": "d", "properties": {"pad": ""}}
+    pad = total - len(json.dumps(base, separators=(",", ":")))
+    base["properties"]["pad"] = "x" * pad
+    body = json.dumps(base, separators=(",", ":")).encode()
+    assert len(body) == total
+    return body
+
+
+async def test_wire_cap_at_the_limit_passes_and_one_more_byte_is_413(small: Hogflare) -> None:
+    limit = small.settings.max_body_bytes
+    at_limit = sized(500) + b" " * (limit - 500)
+    assert (await small.post("/batch/", at_limit)).status_code == 200
+    over = await small.post("/batch/", at_limit + b" ")
+    assert over.status_code == 413
+    assert "exceeds the maximum of 10000 bytes" in over.json()["error"]
+
+
+async def test_inflated_cap_stops_a_gzip_bomb(small: Hogflare) -> None:
+    bomb = gz(b"[" + b" " * 50_000 + b"]")
+    assert len(bomb) < 10_000
+    response = await small.post("/i/v0/e/", bomb)
+    assert response.status_code == 413
+    fits = gz(json.dumps([event(token=TOKEN)]) + " " * 19_000)
+    assert (await small.post("/i/v0/e/", fits)).status_code == 200
+
+
+async def test_an_event_over_the_per_event_cap_is_dropped_alone(small: Hogflare) -> None:
+    batch = [event("small"), event("huge", properties={"blob": "x" * 5_000}), event("small too")]
+    response = await small.post("/batch/", gz(json.dumps({"api_key": TOKEN, "batch": batch})))
+    assert response.status_code == 200
+    assert sorted(row["event"] for row in small.rows()) == ["small", "small too"]
+    alone = await small.post("/batch/", gz(json.dumps({"api_key": TOKEN, "batch": [batch[1]]})))
+    assert alone.status_code == 400
+    assert "event_too_large" in alone.json()["error"]
+
+
+async def test_a_stalled_body_is_408(tmp_path: Path) -> None:
+    async for hogflare in started(tmp_path, body_timeout_secs=0.2):
+        sent: list[Message] = []
+        first = True
+
+        async def receive() -> Message:
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b'[{"event":', "more_body": True}
+            await asyncio.sleep(10)
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/e/", "query_string": b"", "headers": []}
+        await hogflare.app(scope, receive, send)
+        assert sent[0]["status"] == 408
+
+
+async def test_a_retried_request_is_stored_once(hogflare: Hogflare) -> None:
+    body = {"api_key": TOKEN, "batch": [event(f"e{i}", uuid=f"0190f0f0-0000-7000-8000-00000000000{i}") for i in range(3)]}
+    for _ in range(3):
+        assert (await hogflare.post("/batch/", body)).status_code == 200
+    assert len(hogflare.rows()) == 3
+    # Shipped rows are forgotten by the outbox, not by the dedupe window.
+    assert (await hogflare.post("/batch/", body)).status_code == 200
+    assert len(hogflare.rows()) == 3
+
+
+async def test_dedupe_is_per_project(hogflare: Hogflare) -> None:
+    item = event(uuid="0190f0f0-0000-7000-8000-000000000001")
+    await hogflare.post("/batch/", {"api_key": "phc_one", "batch": [item]})
+    await hogflare.post("/batch/", {"api_key": "phc_two", "batch": [item]})
+    assert sorted(row["api_key"] for row in hogflare.rows()) == ["phc_one", "phc_two"]
+
+
+async def test_uuids_are_forgotten_after_the_window(hogflare: Hogflare) -> None:
+    item = event(uuid="0190f0f0-0000-7000-8000-000000000001")
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [item]})
+    store = hogflare.app.store
+    assert store is not None
+    import time
+
+    eight_days_later = time.time() + 8 * 86_400
+    assert store.expire_seen(window_days=7, limit=1000, now=eight_days_later) == 1
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [item]})
+    assert len(hogflare.rows()) == 2
+
+
+async def test_outbox_high_water_mark_answers_503_then_recovers(tmp_path: Path) -> None:
+    async for hogflare in started(tmp_path, outbox_max_bytes=1):
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("a")]})).status_code == 200
+        refused = await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("b")]})
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) > 0
+        assert "outbox is full" in refused.json()["error"]
+        # Once the rows are delivered, the outbox drains and ingestion resumes by itself.
+        assert [row["event"] for row in hogflare.rows()] == ["a"]
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("c")]})).status_code == 200
+        assert [row["event"] for row in hogflare.rows(order="event")] == ["a", "c"]
+
+
+async def test_concurrent_requests_share_commits_and_all_land(hogflare: Hogflare) -> None:
+    async def send(i: int) -> int:
+        response = await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(f"e{i}", f"user-{i}")]})
+        return response.status_code
+
+    statuses = await asyncio.gather(*(send(i) for i in range(200)))
+    assert set(statuses) == {200}
+    assert len(hogflare.rows()) == 200
+
+
+async def test_rows_survive_reopening_the_store(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    app = App(settings)
+    await app.startup()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await client.post("/batch/", json={"api_key": TOKEN, "batch": [event("durable")]})
+    await app.shutdown()
+    # A new process would open the same store: the outbox still holds the row until it is shipped.
+    store = app.store
+    assert store is not None
+    assert store.outbox_state()[1] == 1
+    shipped = Shipper(settings, store=store).drain()
+    assert shipped == 1
+    assert isinstance(store, Store)

@@ -1,0 +1,120 @@
+"""Against a real ``hogflare serve`` process: the CLI, readiness, visibility, workers, shutdown."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hogflare.lake import Lake
+from hogflare.query import run
+from tests.conftest import TOKEN, event
+from tests.helpers.server import HOGFLARE, Server, query, wait_for_rows
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with Server(tmp_path_factory.mktemp("server") / "data") as running:
+        yield running
+
+
+def test_rows_are_queryable_within_the_flush_interval_plus_a_second(server: Server) -> None:
+    lake = Lake(server.data_dir / "lake")
+    body = {"api_key": TOKEN, "batch": [event("visible soon", "visibility-user")]}
+    assert httpx.post(f"{server.url}/batch/", json=body).status_code == 200
+    acknowledged = time.monotonic()
+    while time.monotonic() - acknowledged < 0.3 + 1.0:  # HOGFLARE_FLUSH_INTERVAL_SECS + 1 s
+        if run(lake, "select * from events where distinct_id = 'visibility-user'").num_rows:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("an acknowledged row was not queryable within the flush interval plus one second")
+
+
+def test_query_formats(server: Server) -> None:
+    body = {"api_key": TOKEN, "batch": [event("format check", "format-user", properties={"a": 1})]}
+    httpx.post(f"{server.url}/batch/", json=body)
+    wait_for_rows(server.data_dir, "select * from events where distinct_id = 'format-user'", 1)
+    sql = "select event, distinct_id, properties from events where distinct_id = 'format-user'"
+
+    def run(fmt: str) -> str:
+        args = [HOGFLARE, "query", "--data-dir", str(server.data_dir), "--format", fmt, sql]
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+    assert json.loads(run("json")) == [{"event": "format check", "distinct_id": "format-user", "properties": '{"a":1}'}]
+    assert list(csv.reader(io.StringIO(run("csv")))) == [
+        ["event", "distinct_id", "properties"],
+        ["format check", "format-user", '{"a":1}'],
+    ]
+    table = run("table")
+    assert "format check" in table and "(1 row)" in table
+
+
+def test_query_reports_sql_errors_clearly(server: Server) -> None:
+    args = [HOGFLARE, "query", "--data-dir", str(server.data_dir), "select nope from events"]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "nope" in result.stderr
+
+
+def test_help_is_clear() -> None:
+    for args in ([], ["serve"], ["query"], ["compact"]):
+        result = subprocess.run([HOGFLARE, *args, "--help"], capture_output=True, text=True, check=True)
+        assert "Usage: hogflare" in result.stdout
+    assert "--data-dir" in subprocess.run([HOGFLARE, "serve", "--help"], capture_output=True, text=True).stdout
+
+
+def test_readiness_reports_the_shipper(server: Server) -> None:
+    response = httpx.get(f"{server.url}/_readiness")
+    assert (response.status_code, response.json()) == (200, {"status": "ready"})
+
+
+def test_sigterm_ships_everything_before_exit(tmp_path: Path) -> None:
+    # A long flush interval: only the shutdown flush can get these rows into the lake in time.
+    server = Server(tmp_path / "data", env={"HOGFLARE_FLUSH_INTERVAL_SECS": "3600"}).start()
+    body = {"api_key": TOKEN, "batch": [event(f"e{i}", "shutdown-user") for i in range(50)]}
+    assert httpx.post(f"{server.url}/batch/", json=body).status_code == 200
+    server.stop()
+    assert len(query(server.data_dir, "select * from events")) == 50
+
+
+def test_several_workers_share_one_data_directory(tmp_path: Path) -> None:
+    with Server(tmp_path / "data", workers=2) as server, httpx.Client() as client:
+        for i in range(100):
+            body = {"api_key": TOKEN, "batch": [event(f"e{i}", f"user-{i % 7}", uuid=f"0190f0f0-0000-7000-8000-{i:012d}")]}
+            assert client.post(f"{server.url}/batch/", json=body).status_code == 200
+        rows = wait_for_rows(server.data_dir, "select distinct uuid from events", 100)
+        assert len(rows) == 100
+
+
+def test_app_addr_is_honoured(tmp_path: Path) -> None:
+    from tests.helpers.server import free_port
+
+    port = free_port()
+    server = Server(tmp_path / "data", env={"APP_ADDR": f"127.0.0.1:{port}"})
+    server.port = port
+    server.url = f"http://127.0.0.1:{port}"
+    # Start without --port so APP_ADDR decides.
+    server.data_dir.mkdir(parents=True)
+    process = subprocess.Popen(
+        [HOGFLARE, "serve", "--data-dir", str(server.data_dir)],
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    server.process = process
+    try:
+        server.wait_ready(30)
+        assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    finally:
+        server.stop()

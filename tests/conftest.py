@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class Hogflare:
         assert self.app.store is not None
         Shipper(self.settings, store=self.app.store).drain()
         table = run(Lake(self.settings.lake_dir), f"select * from events where {where} order by {order}")
-        rows = table.to_pylist()
+        rows: list[dict[str, Any]] = table.to_pylist()
         for row in rows:
             for column in ("properties", "context", "extra", "person_properties", "group_properties"):
                 if row.get(column) is not None:
@@ -92,8 +92,3 @@ async def hogflare(settings: Settings) -> AsyncIterator[Hogflare]:
     async with httpx.AsyncClient(transport=transport, base_url="http://hogflare.test") as client:
         yield Hogflare(app, client)
     await app.shutdown()
-
-
-@pytest.fixture
-def fixtures_dir() -> Iterator[Path]:
-    yield FIXTURES

@@ -8,9 +8,12 @@ import urllib.parse
 import zlib
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.conftest import FIXTURES, TOKEN, Err, Hogflare, event, fixture_bytes, gz
+from hogflare.app import App
+from tests.conftest import FIXTURES, TOKEN, Err, Hogflare, event, fixture_bytes, gz, make_settings
+from tests.fixtures.lzstring_shim import compress_to_base64
 
 EVENTS = [event("first", "user-a", properties={"n": 1}), event("second", "user-b", properties={"n": 2})]
 JSON_EVENTS = json.dumps(EVENTS)
@@ -25,8 +28,6 @@ def form(**fields: str) -> bytes:
 
 
 def lz64(text: str) -> str:
-    from tests.fixtures.lzstring_shim import compress_to_base64
-
     return compress_to_base64(text)
 
 
@@ -68,8 +69,20 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ("data envelope", "/capture/", "", {}, json.dumps({"data": EVENTS, "api_key": TOKEN}).encode()),
     ("data envelope base64", "/capture/", "", {}, json.dumps({"data": b64(JSON_EVENTS), "api_key": TOKEN}).encode()),
     ("gzip no hint", "/i/v0/e/", "", {"content-type": "text/plain"}, gz(JSON_EVENTS)),
-    ("gzip-js hint", "/e/", "compression=gzip-js&ver=1.100.0&_=1700000000000", {"content-type": "text/plain"}, gz(JSON_EVENTS)),
-    ("content-encoding gzip", "/batch/", "", {"content-encoding": "gzip", "content-type": "application/json"}, gz(JSON_EVENTS)),
+    (
+        "gzip-js hint",
+        "/e/",
+        "compression=gzip-js&ver=1.100.0&_=1700000000000",
+        {"content-type": "text/plain"},
+        gz(JSON_EVENTS),
+    ),
+    (
+        "content-encoding gzip",
+        "/batch/",
+        "",
+        {"content-encoding": "gzip", "content-type": "application/json"},
+        gz(JSON_EVENTS),
+    ),
     ("content-encoding deflate", "/batch/", "", {"content-encoding": "deflate"}, zlib.compress(JSON_EVENTS.encode())),
     ("content-encoding br", "/batch/", "", {"content-encoding": "br"}, brotli_available()),
     ("whole body base64", "/i/v0/e/", "", {}, b64(JSON_EVENTS).encode()),
@@ -91,11 +104,23 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes]] = [
         {"content-type": "application/x-www-form-urlencoded"},
         b"data=" + b64(json.dumps([event(">>>", "user-a"), event("?>?", "user-b")])).encode(),
     ),
-    ("form lz64", "/e/", "", {"content-type": "application/x-www-form-urlencoded"}, form(data=lz64(JSON_EVENTS), compression="lz64")),
+    (
+        "form lz64",
+        "/e/",
+        "",
+        {"content-type": "application/x-www-form-urlencoded"},
+        form(data=lz64(JSON_EVENTS), compression="lz64"),
+    ),
     ("query lz64 hint", "/e/", "compression=lz64", {"content-type": "text/plain"}, lz64(JSON_EVENTS).encode()),
     ("legacy double base64", "/e/", "", {}, b64(b64(JSON_EVENTS)).encode()),
     ("form body without form content type", "/e/", "", {"content-type": "text/plain"}, form(data=b64(JSON_EVENTS))),
-    ("curl json labelled as form", "/capture", "", {"content-type": "application/x-www-form-urlencoded"}, JSON_EVENTS.encode()),
+    (
+        "curl json labelled as form",
+        "/capture",
+        "",
+        {"content-type": "application/x-www-form-urlencoded"},
+        JSON_EVENTS.encode(),
+    ),
 ]
 
 
@@ -153,7 +178,8 @@ async def test_uuid_is_made_when_absent(hogflare: Hogflare) -> None:
 
 
 async def test_top_level_set_merges_into_properties_and_wins(hogflare: Hogflare) -> None:
-    item = event(properties={"$set": {"plan": "free", "seats": 1}}, **{"$set": {"plan": "pro"}, "$set_once": {"first": "x"}})
+    item = event(properties={"$set": {"plan": "free", "seats": 1}})
+    item.update({"$set": {"plan": "pro"}, "$set_once": {"first": "x"}})
     await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [item]})
     properties = hogflare.rows()[0]["properties"]
     assert properties["$set"] == {"plan": "pro", "seats": 1}
@@ -169,14 +195,9 @@ async def test_context_is_kept_and_unknown_keys_go_to_extra(hogflare: Hogflare) 
 
 
 async def test_team_id_fills_from_settings(tmp_path: Any) -> None:
-    from hogflare.app import App
-    from tests.conftest import make_settings
-
     app = App(make_settings(tmp_path / "data", team_id=42))
     await app.startup()
     try:
-        import httpx
-
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             await client.post("/batch/", json={"api_key": TOKEN, "batch": [event()]})
             assert Hogflare(app, client).rows()[0]["team_id"] == 42

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event, gz, make_settings
 
 
+@contextlib.asynccontextmanager
 async def started(tmp_path: Path, **overrides: Any) -> AsyncIterator[Hogflare]:
     app = App(make_settings(tmp_path / "data", **overrides))
     await app.startup()
@@ -29,16 +32,25 @@ async def started(tmp_path: Path, **overrides: Any) -> AsyncIterator[Hogflare]:
 @pytest.fixture
 async def small(tmp_path: Path) -> AsyncIterator[Hogflare]:
     """Caps small enough to test at the edge: 10 kB on the wire, 2x that once inflated."""
-    async for hogflare in started(tmp_path, max_body_bytes=10_000, inflate_ratio=2, max_event_bytes=4_000):
+    async with started(tmp_path, max_body_bytes=10_000, inflate_ratio=2, max_event_bytes=4_000) as hogflare:
         yield hogflare
+
+
+def sent_to(messages: list[Message]) -> Callable[[Message], Awaitable[None]]:
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    return send
 
 
 def sized(total: int) -> bytes:
     """A single-event JSON body of exactly ``total`` bytes."""
-    base = {"api_key": TOKEN, "event": "e", "distinct_id": "d", "properties": {"pad": ""}}
-    pad = total - len(json.dumps(base, separators=(",", ":")))
-    base["properties"]["pad"] = "x" * pad
-    body = json.dumps(base, separators=(",", ":")).encode()
+
+    def encode(pad: str) -> bytes:
+        body = {"api_key": TOKEN, "event": "e", "distinct_id": "d", "properties": {"pad": pad}}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    body = encode("x" * (total - len(encode(""))))
     assert len(body) == total
     return body
 
@@ -72,28 +84,26 @@ async def test_an_event_over_the_per_event_cap_is_dropped_alone(small: Hogflare)
 
 
 async def test_a_stalled_body_is_408(tmp_path: Path) -> None:
-    async for hogflare in started(tmp_path, body_timeout_secs=0.2):
+    async with started(tmp_path, body_timeout_secs=0.2) as hogflare:
         sent: list[Message] = []
-        first = True
+        chunks = [{"type": "http.request", "body": b'[{"event":', "more_body": True}]
 
         async def receive() -> Message:
-            nonlocal first
-            if first:
-                first = False
-                return {"type": "http.request", "body": b'[{"event":', "more_body": True}
+            if chunks:
+                return chunks.pop()
             await asyncio.sleep(10)
             raise AssertionError("unreachable")
 
-        async def send(message: Message) -> None:
-            sent.append(message)
-
         scope = {"type": "http", "method": "POST", "path": "/e/", "query_string": b"", "headers": []}
-        await hogflare.app(scope, receive, send)
+        await hogflare.app(scope, receive, sent_to(sent))
         assert sent[0]["status"] == 408
 
 
 async def test_a_retried_request_is_stored_once(hogflare: Hogflare) -> None:
-    body = {"api_key": TOKEN, "batch": [event(f"e{i}", uuid=f"0190f0f0-0000-7000-8000-00000000000{i}") for i in range(3)]}
+    body = {
+        "api_key": TOKEN,
+        "batch": [event(f"e{i}", uuid=f"0190f0f0-0000-7000-8000-00000000000{i}") for i in range(3)],
+    }
     for _ in range(3):
         assert (await hogflare.post("/batch/", body)).status_code == 200
     assert len(hogflare.rows()) == 3
@@ -114,8 +124,6 @@ async def test_uuids_are_forgotten_after_the_window(hogflare: Hogflare) -> None:
     await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [item]})
     store = hogflare.app.store
     assert store is not None
-    import time
-
     eight_days_later = time.time() + 8 * 86_400
     assert store.expire_seen(window_days=7, limit=1000, now=eight_days_later) == 1
     await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [item]})
@@ -123,7 +131,7 @@ async def test_uuids_are_forgotten_after_the_window(hogflare: Hogflare) -> None:
 
 
 async def test_outbox_high_water_mark_answers_503_then_recovers(tmp_path: Path) -> None:
-    async for hogflare in started(tmp_path, outbox_max_bytes=1):
+    async with started(tmp_path, outbox_max_bytes=1) as hogflare:
         assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("a")]})).status_code == 200
         refused = await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("b")]})
         assert refused.status_code == 503

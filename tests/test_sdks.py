@@ -28,7 +28,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def node(script: str, server: Server, scenario: str, run_id: str, timeout: float = 90) -> dict[str, Any]:
-    args = ["node", str(JS / script), "--host", server.url, "--token", TOKEN, "--scenario", scenario, "--run-id", run_id]
+    args = [
+        "node",
+        str(JS / script),
+        "--host",
+        server.url,
+        "--token",
+        TOKEN,
+        "--scenario",
+        scenario,
+        "--run-id",
+        run_id,
+    ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=JS)
     assert result.returncode == 0, result.stderr
     output: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -84,7 +95,9 @@ def test_posthog_js_in_chromium(server: Server, scenario: str) -> None:
     page = node("browser.mjs", server, scenario, run_id)
     assert page["page_errors"] == []
     sql = f"select * from events where distinct_id = '{page['distinct_id']}' order by timestamp"
-    expected = {"basic": {"$pageview", "custom event", "before unload"}, "instant": {"$pageview", "custom event"}}[scenario]
+    expected = {"basic": {"$pageview", "custom event", "before unload"}, "instant": {"$pageview", "custom event"}}[
+        scenario
+    ]
     rows = wait_for_rows(server.data_dir, sql, len(expected))
     events = {row["event"] for row in rows}
     assert expected <= events, events

@@ -16,7 +16,7 @@ import pytest
 from hogflare.lake import Lake
 from hogflare.query import run
 from tests.conftest import TOKEN, event
-from tests.helpers.server import HOGFLARE, Server, query, wait_for_rows
+from tests.helpers.server import HOGFLARE, Server, free_port, query, wait_for_rows
 
 pytestmark = pytest.mark.server
 
@@ -56,7 +56,8 @@ def test_query_formats(server: Server) -> None:
         ["format check", "format-user", '{"a":1}'],
     ]
     table = run("table")
-    assert "format check" in table and "(1 row)" in table
+    assert "format check" in table
+    assert "(1 row)" in table
 
 
 def test_query_reports_sql_errors_clearly(server: Server) -> None:
@@ -90,15 +91,16 @@ def test_sigterm_ships_everything_before_exit(tmp_path: Path) -> None:
 def test_several_workers_share_one_data_directory(tmp_path: Path) -> None:
     with Server(tmp_path / "data", workers=2) as server, httpx.Client() as client:
         for i in range(100):
-            body = {"api_key": TOKEN, "batch": [event(f"e{i}", f"user-{i % 7}", uuid=f"0190f0f0-0000-7000-8000-{i:012d}")]}
+            body = {
+                "api_key": TOKEN,
+                "batch": [event(f"e{i}", f"user-{i % 7}", uuid=f"0190f0f0-0000-7000-8000-{i:012d}")],
+            }
             assert client.post(f"{server.url}/batch/", json=body).status_code == 200
         rows = wait_for_rows(server.data_dir, "select distinct uuid from events", 100)
         assert len(rows) == 100
 
 
 def test_app_addr_is_honoured(tmp_path: Path) -> None:
-    from tests.helpers.server import free_port
-
     port = free_port()
     server = Server(tmp_path / "data", env={"APP_ADDR": f"127.0.0.1:{port}"})
     server.port = port

@@ -84,7 +84,11 @@ def close(a: dt.datetime, b: dt.datetime, seconds: float = 5.0) -> bool:
 async def test_clock_skew_is_corrected_with_the_envelope_sent_at(hogflare: Hogflare) -> None:
     # The client's clock runs 2 hours behind: it says the event happened a minute before sending.
     client_now = dt.datetime.now(UTC) - dt.timedelta(hours=2)
-    body = {"api_key": TOKEN, "sent_at": iso(client_now), "batch": [event(timestamp=iso(client_now - dt.timedelta(minutes=1)))]}
+    body = {
+        "api_key": TOKEN,
+        "sent_at": iso(client_now),
+        "batch": [event(timestamp=iso(client_now - dt.timedelta(minutes=1)))],
+    }
     await hogflare.post("/batch/", body)
     row = hogflare.rows()[0]
     assert close(row["timestamp"], dt.datetime.now(UTC) - dt.timedelta(minutes=1))

@@ -1,7 +1,23 @@
 """The Rust core of hogflare. Each call takes a whole request body or a whole commit."""
 
+import builtins
 from collections.abc import Sequence
 from os import PathLike
+from typing import Self, final
+
+__all__ = [
+    "AuthError",
+    "Batch",
+    "Decoder",
+    "HogflareError",
+    "OutboxChunk",
+    "OutboxFullError",
+    "PayloadError",
+    "PayloadTooLargeError",
+    "StorageError",
+    "Store",
+    "__version__",
+]
 
 __version__: str
 
@@ -23,23 +39,24 @@ class StorageError(HogflareError):
 class OutboxFullError(StorageError):
     """Rows wait for delivery past the high-water mark (503)."""
 
+@final
 class Decoder:
     """Decodes PostHog request bodies: every encoding, envelope and SDK shape."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         max_inflated_bytes: int,
         max_event_bytes: int,
         team_id: int | None = None,
         project_tokens: Sequence[str] | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def decode(
         self,
         route: str,
         body: bytes,
         *,
-        query: bytes = b"",
+        query: bytes | None = None,
         content_type: str | None = None,
         content_encoding: str | None = None,
         api_key: str | None = None,
@@ -51,6 +68,7 @@ class Decoder:
 
         Raises ``PayloadError``, ``PayloadTooLargeError`` or ``AuthError``."""
 
+@final
 class Batch:
     """The normalised events of one request, held in Rust until a store commits them."""
 
@@ -69,10 +87,13 @@ class Batch:
     def warnings(self) -> dict[str, int]:
         """Items corrected on the way in, by kind."""
 
+@final
 class Store:
     """The LMDB store under ``<data_dir>/store``: outbox, seen uuids, cursors."""
 
-    def __init__(self, path: str | PathLike[str], *, map_size: int | None = None, max_readers: int | None = None) -> None: ...
+    def __new__(
+        cls, path: str | PathLike[str], *, map_size: int | None = None, max_readers: int | None = None
+    ) -> Self: ...
     @property
     def path(self) -> str: ...
     def commit(
@@ -90,13 +111,15 @@ class Store:
     def expire_seen(self, *, window_days: int, limit: int, now: float | None = None) -> int: ...
     def check(self) -> None: ...
 
+@final
 class OutboxChunk:
     """Rows read from the outbox, in sequence order."""
 
     @property
     def last_seq(self) -> int: ...
     @property
-    def bytes(self) -> int: ...
+    def size(self) -> int:
+        """Bytes of the rows as stored."""
     def __len__(self) -> int: ...
-    def events_ipc(self, after: int = 0) -> bytes | None:
+    def events_ipc(self, after: int = 0) -> builtins.bytes | None:
         """Event rows with a sequence number above ``after`` as an Arrow IPC stream."""

@@ -27,7 +27,7 @@ from hogflare.http import (
 )
 from hogflare.logs import configure
 from hogflare.remote_config import array_config, flags_response, wants_config
-from hogflare.shipper import shipper_alive, spawn
+from hogflare.supervisor import shipper_alive, spawn
 
 log = structlog.get_logger("hogflare.app")
 

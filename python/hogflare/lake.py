@@ -16,7 +16,6 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -172,7 +171,7 @@ class Lake:
         _, column = TABLES[name]
         start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
         end = start + dt.timedelta(days=1)
-        row_filter = And(GreaterThanOrEqual(column, start.isoformat()), LessThan(column, end.isoformat()))
+        row_filter = f"{column} >= '{start.isoformat()}' and {column} < '{end.isoformat()}'"
         for _attempt in range(5):
             table = self.refresh(name)
             current = table.current_snapshot()

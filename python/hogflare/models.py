@@ -42,30 +42,30 @@ class RemoteConfig(msgspec.Struct, frozen=True):
     """``/array/<token>/config``: the document posthog-js boots from (PostHog's field names)."""
 
     token: str
-    supportedCompression: tuple[str, ...] = ("gzip", "gzip-js")  # noqa: N815
-    hasFeatureFlags: bool = False  # noqa: N815
-    captureDeadClicks: bool = False  # noqa: N815
-    capturePerformance: bool = False  # noqa: N815
+    supportedCompression: tuple[str, ...] = ("gzip", "gzip-js")
+    hasFeatureFlags: bool = False
+    captureDeadClicks: bool = False
+    capturePerformance: bool = False
     autocapture_opt_out: bool = False
-    autocaptureExceptions: bool = False  # noqa: N815
+    autocaptureExceptions: bool = False
     analytics: AnalyticsConfig = AnalyticsConfig()
-    elementsChainAsString: bool = True  # noqa: N815
-    errorTracking: ErrorTrackingConfig = ErrorTrackingConfig()  # noqa: N815
-    sessionRecording: SessionRecordingConfig | bool = False  # noqa: N815
+    elementsChainAsString: bool = True
+    errorTracking: ErrorTrackingConfig = ErrorTrackingConfig()
+    sessionRecording: SessionRecordingConfig | bool = False
     heatmaps: bool = False
     surveys: bool = False
     conversations: bool = False
-    productTours: bool = False  # noqa: N815
-    defaultIdentifiedOnly: bool = True  # noqa: N815
-    siteApps: tuple[Any, ...] = ()  # noqa: N815
+    productTours: bool = False
+    defaultIdentifiedOnly: bool = True
+    siteApps: tuple[Any, ...] = ()
 
 
 class FlagsResponse(msgspec.Struct, frozen=True):
     """``/flags?v=2``; ``/decide`` and ``config=true`` add the remote-config fields."""
 
-    featureFlags: dict[str, bool | str]  # noqa: N815
-    featureFlagPayloads: dict[str, str]  # noqa: N815
+    featureFlags: dict[str, bool | str]
+    featureFlagPayloads: dict[str, str]
     flags: dict[str, Any]
-    errorsWhileComputingFlags: bool  # noqa: N815
-    requestId: str  # noqa: N815
-    evaluatedAt: int  # noqa: N815
+    errorsWhileComputingFlags: bool
+    requestId: str
+    evaluatedAt: int

@@ -1,23 +1,17 @@
 """The shipper: one process per data directory that drains the outbox, in order, into the sinks.
 
-It holds ``<data_dir>/shipper.lock`` for as long as it runs; server workers check the lock and
-start a shipper when nobody holds it, so any number of workers (or a restart after a crash)
-ends with exactly one. Rows leave the outbox only once every sink has them.
+Rows leave the outbox only once every sink has them. See ``supervisor`` for how exactly one
+shipper runs per data directory.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from types import FrameType
-from typing import IO
 
 import pyarrow as pa
 import structlog
@@ -25,50 +19,15 @@ import structlog
 from hogflare._hogflare import OutboxChunk, Store
 from hogflare.config import Settings
 from hogflare.lake import EVENTS, Lake
+from hogflare.supervisor import acquire_lock, lock_path
 
 log = structlog.get_logger("hogflare.shipper")
 
-LOCK_NAME = "shipper.lock"
 LAKE_CURSOR = "lake"
 #: Largest chunk read from the outbox for one lake commit.
 _MAX_CHUNK_BYTES = 256 << 20
 _POLL_SECS = 0.05
 _MAINTENANCE_SECS = 300.0
-
-
-def lock_path(settings: Settings) -> Path:
-    return settings.data_dir / LOCK_NAME
-
-
-def shipper_alive(settings: Settings) -> bool:
-    """Whether some process holds the shipper lock of this data directory."""
-    path = lock_path(settings)
-    if not path.exists():
-        return False
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
-
-
-def _acquire(path: Path, patience: float) -> IO[str] | None:
-    """Take the lock, waiting out a worker's momentary liveness check; None if a shipper has it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a")
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                handle.close()
-                return None
-            time.sleep(0.05)
-        else:
-            return handle
 
 
 class Shipper:
@@ -90,7 +49,9 @@ class Shipper:
         if self._table_seq is None:
             self._table_seq = self._resume()
         cursor = min(self._table_seq.values())
-        chunk: OutboxChunk = self.store.read_outbox(cursor, max_rows=self.settings.flush_rows, max_bytes=_MAX_CHUNK_BYTES)
+        chunk: OutboxChunk = self.store.read_outbox(
+            cursor, max_rows=self.settings.flush_rows, max_bytes=_MAX_CHUNK_BYTES
+        )
         if len(chunk) == 0:
             return 0
         try:
@@ -158,7 +119,7 @@ class Shipper:
 
 def serve(settings: Settings) -> int:
     """Run the shipper of a data directory until SIGTERM/SIGINT, or until its parent goes away."""
-    lock = _acquire(lock_path(settings), patience=3.0)
+    lock = acquire_lock(lock_path(settings), patience=3.0)
     if lock is None:
         log.info("another shipper holds the lock; exiting")
         return 0
@@ -185,9 +146,3 @@ def serve(settings: Settings) -> int:
     log.info("shipper stopped")
     lock.close()
     return 0
-
-
-def spawn(settings: Settings) -> subprocess.Popen[bytes]:
-    """Start a shipper process for these settings."""
-    env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "hogflare", "ship"], env=env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -47,7 +48,16 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [HOGFLARE, "serve", "--port", str(self.port), "--workers", str(self.workers), "--data-dir", str(self.data_dir)],
+                [
+                    HOGFLARE,
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -88,10 +98,8 @@ class Server:
         """A crash: SIGKILL to the server, its workers and its shipper at once."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait()
         self._wait_group_gone()
 

@@ -49,9 +49,10 @@ pub fn is_zlib(bytes: &[u8]) -> bool {
 fn read_capped(reader: impl Read, cap: usize, codec: &'static str, size_hint: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(size_hint.min(cap).min(64 << 20));
     let mut limited = reader.take(cap as u64 + 1);
-    limited
-        .read_to_end(&mut out)
-        .map_err(|err| CoreError::Decompression { codec, detail: err.to_string() })?;
+    limited.read_to_end(&mut out).map_err(|err| CoreError::Decompression {
+        codec,
+        detail: err.to_string(),
+    })?;
     if out.len() > cap {
         return Err(CoreError::PayloadTooLarge { limit: cap });
     }
@@ -69,7 +70,12 @@ pub fn inflate_zlib(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
 }
 
 pub fn inflate_raw_deflate(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
-    read_capped(flate2::read::DeflateDecoder::new(bytes), cap, "deflate", bytes.len() * 8)
+    read_capped(
+        flate2::read::DeflateDecoder::new(bytes),
+        cap,
+        "deflate",
+        bytes.len() * 8,
+    )
 }
 
 pub fn unbrotli(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
@@ -113,7 +119,10 @@ pub fn base64_decode(bytes: &[u8]) -> Result<Vec<u8>> {
     LENIENT
         .decode(input)
         .or_else(|_| LENIENT_URL_SAFE.decode(input))
-        .map_err(|err| CoreError::Decompression { codec: "base64", detail: err.to_string() })
+        .map_err(|err| CoreError::Decompression {
+            codec: "base64",
+            detail: err.to_string(),
+        })
 }
 
 fn is_base64_byte(b: u8) -> bool {
@@ -186,7 +195,10 @@ mod tests {
     #[test]
     fn gzip_is_recognised_without_a_hint() {
         let body = gz(br#"{"event":"x"}"#);
-        assert_eq!(decompress(body, Compression::None, 1 << 20).unwrap(), br#"{"event":"x"}"#);
+        assert_eq!(
+            decompress(body, Compression::None, 1 << 20).unwrap(),
+            br#"{"event":"x"}"#
+        );
     }
 
     #[test]
@@ -201,12 +213,18 @@ mod tests {
     fn exactly_at_the_cap_passes_and_one_more_fails() {
         let data = vec![b'a'; 1000];
         assert_eq!(gunzip(&gz(&data), 1000).unwrap().len(), 1000);
-        assert!(matches!(gunzip(&gz(&data), 999), Err(CoreError::PayloadTooLarge { .. })));
+        assert!(matches!(
+            gunzip(&gz(&data), 999),
+            Err(CoreError::PayloadTooLarge { .. })
+        ));
     }
 
     #[test]
     fn base64_hint_accepts_missing_padding_and_whitespace() {
-        assert_eq!(decompress(b"eyJhIjox\nfQ".to_vec(), Compression::Base64, 100).unwrap(), br#"{"a":1}"#);
+        assert_eq!(
+            decompress(b"eyJhIjox\nfQ".to_vec(), Compression::Base64, 100).unwrap(),
+            br#"{"a":1}"#
+        );
     }
 
     #[test]

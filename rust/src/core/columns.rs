@@ -36,7 +36,11 @@ pub fn event_schema() -> Schema {
     for slot in 0..5 {
         fields.push(text(&format!("group{slot}"), true));
     }
-    fields.extend([text("group_properties", true), text("api_key", true), text("extra", true)]);
+    fields.extend([
+        text("group_properties", true),
+        text("api_key", true),
+        text("extra", true),
+    ]);
     Schema::new(fields)
 }
 

@@ -42,11 +42,7 @@ pub struct DecodedRequest {
     pub filtered: u32,
 }
 
-fn resolve_token(
-    unpacked: &request::Unpacked,
-    headers: HeaderFacts<'_>,
-    config: &DecoderConfig,
-) -> Result<String> {
+fn resolve_token(unpacked: &request::Unpacked, headers: HeaderFacts<'_>, config: &DecoderConfig) -> Result<String> {
     let raw = if let Some(token) = &unpacked.envelope.token {
         token.clone()
     } else {
@@ -150,7 +146,12 @@ mod tests {
     use serde_json::Value;
 
     fn config() -> DecoderConfig {
-        DecoderConfig { team_id: Some(7), project_tokens: None, max_inflated_bytes: 100 << 20, max_event_bytes: 1 << 20 }
+        DecoderConfig {
+            team_id: Some(7),
+            project_tokens: None,
+            max_inflated_bytes: 100 << 20,
+            max_event_bytes: 1 << 20,
+        }
     }
 
     /// Real requests recorded from the SDKs (`tests/fixtures/record.py`), decoded as the server would.
@@ -167,7 +168,8 @@ mod tests {
             ("posthog_python_batch", 1),
         ];
         for (name, expected) in cases {
-            let meta: Value = serde_json::from_str(&std::fs::read_to_string(format!("{dir}/{name}.json")).unwrap()).unwrap();
+            let meta: Value =
+                serde_json::from_str(&std::fs::read_to_string(format!("{dir}/{name}.json")).unwrap()).unwrap();
             let body = std::fs::read(format!("{dir}/{name}.body")).unwrap();
             let header = |key: &str| meta["headers"][key].as_str();
             let parts = RequestParts {
@@ -189,7 +191,13 @@ mod tests {
 
     fn decode_json(route: RouteKind, body: &Value) -> Result<DecodedRequest> {
         let bytes = body.to_string();
-        let parts = RequestParts { route, body: bytes.as_bytes(), query: b"", content_type: None, content_encoding: None };
+        let parts = RequestParts {
+            route,
+            body: bytes.as_bytes(),
+            query: b"",
+            content_type: None,
+            content_encoding: None,
+        };
         decode(&parts, HeaderFacts::default(), &config(), Utc::now())
     }
 
@@ -209,7 +217,12 @@ mod tests {
         let dropped: Vec<(&str, u32)> = decoded.dropped.iter().map(|(r, n)| (r.as_str(), *n)).collect();
         assert_eq!(
             dropped,
-            vec![("not_an_object", 1), ("missing_event_name", 1), ("missing_distinct_id", 1), ("invalid_uuid", 1)]
+            vec![
+                ("not_an_object", 1),
+                ("missing_event_name", 1),
+                ("missing_distinct_id", 1),
+                ("invalid_uuid", 1)
+            ]
         );
     }
 
@@ -222,13 +235,20 @@ mod tests {
     #[test]
     fn tokens() {
         let mixed = serde_json::json!([{"event": "a", "distinct_id": "d", "token": "t1"}, {"event": "b", "distinct_id": "d", "token": "t2"}]);
-        assert!(matches!(decode_json(RouteKind::Event, &mixed), Err(CoreError::MultipleTokens)));
+        assert!(matches!(
+            decode_json(RouteKind::Event, &mixed),
+            Err(CoreError::MultipleTokens)
+        ));
         let none = serde_json::json!([{"event": "a", "distinct_id": "d"}]);
         assert!(matches!(decode_json(RouteKind::Event, &none), Err(CoreError::NoToken)));
-        let partial = serde_json::json!([{"event": "a", "distinct_id": "d", "token": "t1"}, {"event": "b", "distinct_id": "d"}]);
+        let partial =
+            serde_json::json!([{"event": "a", "distinct_id": "d", "token": "t1"}, {"event": "b", "distinct_id": "d"}]);
         assert_eq!(decode_json(RouteKind::Event, &partial).unwrap().token, "t1");
         let personal = serde_json::json!({"event": "a", "distinct_id": "d", "api_key": "phx_secret"});
-        assert!(matches!(decode_json(RouteKind::Event, &personal), Err(CoreError::InvalidToken(_))));
+        assert!(matches!(
+            decode_json(RouteKind::Event, &personal),
+            Err(CoreError::InvalidToken(_))
+        ));
     }
 
     #[test]
@@ -239,7 +259,10 @@ mod tests {
         assert_eq!(decoded.events[0].properties["$set"]["plan"], "pro");
         let alias = serde_json::json!({"api_key": "phc", "distinct_id": "d", "alias": "e"});
         let decoded = decode_json(RouteKind::Alias, &alias).unwrap();
-        assert_eq!((decoded.events[0].event.as_str(), &decoded.events[0].properties["alias"]), ("$create_alias", &Value::from("e")));
+        assert_eq!(
+            (decoded.events[0].event.as_str(), &decoded.events[0].properties["alias"]),
+            ("$create_alias", &Value::from("e"))
+        );
     }
 
     #[test]
@@ -253,7 +276,22 @@ mod tests {
             {"event": "a", "distinct_id": long},
             {"event": "a", "distinct_id": {"id": 1}},
         ]});
-        let ids: Vec<String> = decode_json(RouteKind::Event, &body).unwrap().events.into_iter().map(|e| e.distinct_id).collect();
-        assert_eq!(ids, vec!["42", "in-props", "dollar", "nul\u{FFFD}byte", &"x".repeat(200), r#"{"id":1}"#]);
+        let ids: Vec<String> = decode_json(RouteKind::Event, &body)
+            .unwrap()
+            .events
+            .into_iter()
+            .map(|e| e.distinct_id)
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                "42",
+                "in-props",
+                "dollar",
+                "nul\u{FFFD}byte",
+                &"x".repeat(200),
+                r#"{"id":1}"#
+            ]
+        );
     }
 }

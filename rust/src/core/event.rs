@@ -114,7 +114,11 @@ fn stringify_id(value: &Value) -> Option<String> {
     if text.is_empty() {
         return None;
     }
-    let text = if text.contains('\0') { text.replace('\0', "\u{FFFD}") } else { text };
+    let text = if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    };
     Some(truncate_chars(text, MAX_ID_CHARS))
 }
 
@@ -199,7 +203,9 @@ fn apply_route_shape(route: RouteKind, map: &mut Map<String, Value>, properties:
             if !properties.contains_key("$set") && !properties.contains_key("$set_once") {
                 let set: Map<String, Value> = properties
                     .iter()
-                    .filter(|(key, _)| !key.starts_with('$') && key.as_str() != "distinct_id" && key.as_str() != "token")
+                    .filter(|(key, _)| {
+                        !key.starts_with('$') && key.as_str() != "distinct_id" && key.as_str() != "token"
+                    })
                     .map(|(key, value)| (key.clone(), value.clone()))
                     .collect();
                 if !set.is_empty() {
@@ -244,16 +250,25 @@ fn shape_recording(properties: &mut Map<String, Value>, distinct_id: &str) -> Re
         }
         _ => return Err(DropReason::InvalidSessionId),
     };
-    let items = match properties.shift_remove("$snapshot_data").or_else(|| properties.shift_remove("$snapshot_items")) {
+    let items = match properties
+        .shift_remove("$snapshot_data")
+        .or_else(|| properties.shift_remove("$snapshot_items"))
+    {
         Some(Value::Array(items)) => items,
         Some(object @ Value::Object(_)) => vec![object],
         _ => return Err(DropReason::MissingSnapshotData),
     };
     properties.insert("$snapshot_items".into(), Value::Array(items));
-    properties.entry("$window_id").or_insert_with(|| Value::String(session_id));
-    properties.entry("$snapshot_source").or_insert_with(|| Value::String("web".into()));
+    properties
+        .entry("$window_id")
+        .or_insert_with(|| Value::String(session_id));
+    properties
+        .entry("$snapshot_source")
+        .or_insert_with(|| Value::String("web".into()));
     properties.entry("$lib").or_insert_with(|| Value::String("web".into()));
-    properties.entry("distinct_id").or_insert_with(|| Value::String(distinct_id.to_owned()));
+    properties
+        .entry("distinct_id")
+        .or_insert_with(|| Value::String(distinct_id.to_owned()));
     Ok(())
 }
 
@@ -270,7 +285,7 @@ pub fn normalize(item: Value, ctx: &ItemContext<'_>, warnings: &mut Vec<Warning>
 
     let event = match map.shift_remove("event") {
         Some(Value::String(name)) if !name.is_empty() => truncate_chars(name, MAX_ID_CHARS),
-        None | Some(Value::Null) | Some(Value::String(_)) => match default_event_name(ctx.route, &map) {
+        None | Some(Value::Null | Value::String(_)) => match default_event_name(ctx.route, &map) {
             Some(name) => name.to_owned(),
             None => return Outcome::Dropped(DropReason::MissingEventName),
         },
@@ -295,7 +310,11 @@ pub fn normalize(item: Value, ctx: &ItemContext<'_>, warnings: &mut Vec<Warning>
         .or_else(|| {
             // The oldest recording shape keeps the id in `metadata`.
             (ctx.route == RouteKind::Recording)
-                .then(|| map.get("metadata").and_then(|m| m.get("distinct_id")).and_then(stringify_id))
+                .then(|| {
+                    map.get("metadata")
+                        .and_then(|m| m.get("distinct_id"))
+                        .and_then(stringify_id)
+                })
                 .flatten()
         });
     let Some(distinct_id) = distinct_id else {

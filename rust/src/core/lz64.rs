@@ -59,7 +59,10 @@ impl Bits<'_> {
 }
 
 fn invalid(detail: &str) -> CoreError {
-    CoreError::Decompression { codec: "lz64", detail: detail.into() }
+    CoreError::Decompression {
+        codec: "lz64",
+        detail: detail.into(),
+    }
 }
 
 /// Decompress to UTF-16 code units, refusing to produce more than `cap` bytes' worth (each unit
@@ -69,7 +72,12 @@ pub fn decompress_from_base64(input: &str, cap: usize) -> Result<Vec<u16>> {
     if input.is_empty() {
         return Ok(Vec::new());
     }
-    let mut bits = Bits { input, value: 0, position: Bits::RESET, index: 1 };
+    let mut bits = Bits {
+        input,
+        value: 0,
+        position: Bits::RESET,
+        index: 1,
+    };
     bits.value = bits.next_value(0)?;
 
     let mut out: Vec<u16> = Vec::new();
@@ -111,20 +119,22 @@ pub fn decompress_from_base64(input: &str, cap: usize) -> Result<Vec<u16>> {
             num_bits += 1;
         }
         if !literal {
-            if code < dictionary.len() {
-                let (start, len) = dictionary[code];
-                if len == 0 {
-                    return Err(invalid("reference to a reserved code"));
+            match code.cmp(&dictionary.len()) {
+                std::cmp::Ordering::Less => {
+                    let (start, len) = dictionary[code];
+                    if len == 0 {
+                        return Err(invalid("reference to a reserved code"));
+                    }
+                    check(out.len() + len, cap)?;
+                    out.extend_from_within(start..start + len);
                 }
-                check(out.len() + len, cap)?;
-                out.extend_from_within(start..start + len);
-            } else if code == dictionary.len() {
-                let (start, len) = w;
-                check(out.len() + len + 1, cap)?;
-                out.extend_from_within(start..start + len);
-                out.push(out[start]);
-            } else {
-                return Err(invalid("reference past the dictionary"));
+                std::cmp::Ordering::Equal => {
+                    let (start, len) = w;
+                    check(out.len() + len + 1, cap)?;
+                    out.extend_from_within(start..start + len);
+                    out.push(out[start]);
+                }
+                std::cmp::Ordering::Greater => return Err(invalid("reference past the dictionary")),
             }
         }
         let entry_len = out.len() - entry_start;
@@ -158,14 +168,20 @@ mod tests {
     #[test]
     fn decodes_what_lz_string_wrote() {
         let units = decompress_from_base64(&fixture("lz64_unicode.txt"), 1 << 20).unwrap();
-        assert_eq!(String::from_utf16(&units).unwrap(), format!("hello, wörld 👋 {}", "abc".repeat(50)));
+        assert_eq!(
+            String::from_utf16(&units).unwrap(),
+            format!("hello, wörld 👋 {}", "abc".repeat(50))
+        );
     }
 
     #[test]
     fn a_bomb_stops_at_the_cap() {
         // 26 KB of lz64 that expands to 5.6 MB.
         let bomb = fixture("lz64_bomb.txt");
-        assert!(matches!(decompress_from_base64(&bomb, 64 * 1024), Err(CoreError::PayloadTooLarge { .. })));
+        assert!(matches!(
+            decompress_from_base64(&bomb, 64 * 1024),
+            Err(CoreError::PayloadTooLarge { .. })
+        ));
         assert_eq!(decompress_from_base64(&bomb, 8 << 20).unwrap().len(), 5_600_004);
     }
 

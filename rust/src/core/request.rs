@@ -101,7 +101,9 @@ fn parse_query(query: &[u8]) -> QueryParams {
 
 /// urldecoding turns `+` into a space; in base64 data a space can only have been a `+`.
 fn repair_base64_spaces(value: String) -> String {
-    let loose = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b' '));
+    let loose = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b' '));
     if loose && value.contains(' ') {
         value.replace(' ', "+")
     } else {
@@ -144,7 +146,10 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
             .or_else(|| query.underscore.as_deref().and_then(timestamp::parse_query_millis)),
         ..Envelope::default()
     };
-    let mut hint = query.compression.as_deref().map_or(Compression::None, Compression::from_hint);
+    let mut hint = query
+        .compression
+        .as_deref()
+        .map_or(Compression::None, Compression::from_hint);
 
     let payload: Vec<u8> = if let Some(data) = query.data {
         let data = repair_base64_spaces(data).into_bytes();
@@ -157,7 +162,10 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
         let (decoded, encoding_hint) = apply_content_encoding(parts.body, parts.content_encoding, cap)?;
         let body = decoded.unwrap_or_else(|| parts.body.to_vec());
         // curl and some proxies label JSON as a form; a body that starts like JSON is JSON.
-        let looks_like_json = body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| matches!(b, b'{' | b'['));
+        let looks_like_json = body
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| matches!(b, b'{' | b'['));
         let is_form = (is_form_content_type(parts.content_type) && !looks_like_json) || body.starts_with(b"data=");
         if is_form {
             let mut data = None;
@@ -168,7 +176,10 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
                         hint = Compression::from_hint(&value);
                     }
                     "api_key" | "token" if !value.trim().is_empty() => {
-                        envelope.shared.entry(key.into_owned()).or_insert(Value::String(value.into_owned()));
+                        envelope
+                            .shared
+                            .entry(key.into_owned())
+                            .or_insert(Value::String(value.into_owned()));
                     }
                     _ => {}
                 }
@@ -239,7 +250,11 @@ fn classify(value: Value, envelope: &mut Envelope, hint: Compression, cap: usize
                         parse_json(&codec::decompress(bytes, inner_hint, cap)?)?
                     }
                     other @ (Value::Array(_) | Value::Object(_)) => other,
-                    _ => return Err(CoreError::InvalidShape("`data` must be an object, an array or a string".into())),
+                    _ => {
+                        return Err(CoreError::InvalidShape(
+                            "`data` must be an object, an array or a string".into(),
+                        ))
+                    }
                 };
                 for (key, value) in map {
                     if !key.starts_with("compression") {
@@ -265,7 +280,13 @@ mod tests {
     const CAP: usize = 1 << 20;
 
     fn parts<'a>(route: RouteKind, body: &'a [u8], query: &'a [u8], ct: Option<&'a str>) -> RequestParts<'a> {
-        RequestParts { route, body, query, content_type: ct, content_encoding: None }
+        RequestParts {
+            route,
+            body,
+            query,
+            content_type: ct,
+            content_encoding: None,
+        }
     }
 
     fn gz(data: &[u8]) -> Vec<u8> {
@@ -298,7 +319,8 @@ mod tests {
 
     #[test]
     fn batch_envelope_reads_token_sent_at_and_historical_flag() {
-        let body = json!({"token": "phc_x", "batch": [], "sent_at": "2024-01-01T00:00:00Z", "historical_migration": true});
+        let body =
+            json!({"token": "phc_x", "batch": [], "sent_at": "2024-01-01T00:00:00Z", "historical_migration": true});
         let out = unpack(&parts(RouteKind::Event, body.to_string().as_bytes(), b"", None), CAP).unwrap();
         assert_eq!(out.envelope.token.as_deref(), Some("phc_x"));
         assert!(out.envelope.historical_migration);
@@ -311,9 +333,17 @@ mod tests {
         let json = br#"[{"event":">>>","distinct_id":"d"}]"#;
         let encoded = b64(json);
         assert!(encoded.contains('+'));
-        let body = format!("data={}&compression=base64", encoded);
-        let out = unpack(&parts(RouteKind::Event, body.as_bytes(), b"", Some("application/x-www-form-urlencoded")), CAP)
-            .unwrap();
+        let body = format!("data={encoded}&compression=base64");
+        let out = unpack(
+            &parts(
+                RouteKind::Event,
+                body.as_bytes(),
+                b"",
+                Some("application/x-www-form-urlencoded"),
+            ),
+            CAP,
+        )
+        .unwrap();
         assert_eq!(out.items[0]["event"], ">>>");
     }
 
@@ -329,7 +359,7 @@ mod tests {
     #[test]
     fn legacy_get_data_query() {
         let data = b64(br#"{"event":"e","properties":{"distinct_id":"d","token":"t"}}"#);
-        let query = format!("data={}&ip=1&_=1700000000000", data);
+        let query = format!("data={data}&ip=1&_=1700000000000");
         let out = unpack(&parts(RouteKind::LegacyEvent, b"", query.as_bytes(), None), CAP).unwrap();
         assert_eq!(out.items[0]["event"], "e");
         assert!(out.envelope.sent_at.is_some());
@@ -346,17 +376,40 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(matches!(unpack(&parts(RouteKind::Event, b"", b"", None), CAP), Err(CoreError::EmptyPayload)));
-        assert!(matches!(unpack(&parts(RouteKind::Event, b"{", b"", None), CAP), Err(CoreError::InvalidJson(_))));
-        assert!(matches!(unpack(&parts(RouteKind::Event, b"42", b"", None), CAP), Err(CoreError::InvalidShape(_))));
-        let form = parts(RouteKind::Event, b"ver=1", b"", Some("application/x-www-form-urlencoded"));
+        assert!(matches!(
+            unpack(&parts(RouteKind::Event, b"", b"", None), CAP),
+            Err(CoreError::EmptyPayload)
+        ));
+        assert!(matches!(
+            unpack(&parts(RouteKind::Event, b"{", b"", None), CAP),
+            Err(CoreError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            unpack(&parts(RouteKind::Event, b"42", b"", None), CAP),
+            Err(CoreError::InvalidShape(_))
+        ));
+        let form = parts(
+            RouteKind::Event,
+            b"ver=1",
+            b"",
+            Some("application/x-www-form-urlencoded"),
+        );
         assert!(matches!(unpack(&form, CAP), Err(CoreError::InvalidForm(_))));
         let mut bad = parts(RouteKind::Event, b"[]", b"", None);
         bad.content_encoding = Some("compress");
-        assert!(matches!(unpack(&bad, CAP), Err(CoreError::UnsupportedContentEncoding(_))));
+        assert!(matches!(
+            unpack(&bad, CAP),
+            Err(CoreError::UnsupportedContentEncoding(_))
+        ));
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(matches!(unpack(&parts(RouteKind::Event, deep.as_bytes(), b"", None), CAP), Err(CoreError::InvalidJson(_))));
+        assert!(matches!(
+            unpack(&parts(RouteKind::Event, deep.as_bytes(), b"", None), CAP),
+            Err(CoreError::InvalidJson(_))
+        ));
         let invalid_utf8 = b"[{\"event\":\"\xff\"}]";
-        assert!(matches!(unpack(&parts(RouteKind::Event, invalid_utf8, b"", None), CAP), Err(CoreError::InvalidJson(_))));
+        assert!(matches!(
+            unpack(&parts(RouteKind::Event, invalid_utf8, b"", None), CAP),
+            Err(CoreError::InvalidJson(_))
+        ));
     }
 }

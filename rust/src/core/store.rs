@@ -29,7 +29,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { map_size: 256 << 30, max_readers: 1024 }
+        Self {
+            map_size: 256 << 30,
+            max_readers: 1024,
+        }
     }
 }
 
@@ -103,9 +106,13 @@ fn seen_key(project: u32, uuid: &Uuid) -> [u8; 20] {
 
 impl Store {
     pub fn open(path: &Path, config: &StoreConfig) -> Result<Self> {
-        std::fs::create_dir_all(path).map_err(|err| CoreError::Store(format!("cannot create {}: {err}", path.display())))?;
+        std::fs::create_dir_all(path)
+            .map_err(|err| CoreError::Store(format!("cannot create {}: {err}", path.display())))?;
         let mut options = EnvOpenOptions::new();
-        options.map_size(config.map_size).max_dbs(16).max_readers(config.max_readers);
+        options
+            .map_size(config.map_size)
+            .max_dbs(16)
+            .max_readers(config.max_readers);
         #[allow(unsafe_code)]
         // SAFETY: the environment is only ever opened through this function, never on a network
         // filesystem, and its files are not modified by anything but LMDB; LMDB's lock file
@@ -175,7 +182,8 @@ impl Store {
 
                 let row = EventRow::from_event(event, &batch.token, batch.team_id, created_at);
                 let encoded = OutboxRecord::Event(row).encode()?;
-                self.outbox.put_with_flags(&mut txn, PutFlags::APPEND, &next_seq, &encoded)?;
+                self.outbox
+                    .put_with_flags(&mut txn, PutFlags::APPEND, &next_seq, &encoded)?;
                 next_seq += 1;
                 rows += 1;
                 bytes += encoded.len() as u64;
@@ -202,7 +210,10 @@ impl Store {
     /// Up to `max_rows` rows (and about `max_bytes`) with sequence numbers above `after`.
     pub fn read_outbox(&self, after: u64, max_rows: usize, max_bytes: u64) -> Result<OutboxChunk> {
         let txn = self.env.read_txn()?;
-        let mut chunk = OutboxChunk { last_seq: after, ..OutboxChunk::default() };
+        let mut chunk = OutboxChunk {
+            last_seq: after,
+            ..OutboxChunk::default()
+        };
         let range = (Bound::Excluded(after), Bound::Unbounded);
         for entry in self.outbox.range(&txn, &range)? {
             let (seq, value) = entry?;
@@ -241,7 +252,11 @@ impl Store {
     pub fn cursor(&self, sink: &str) -> Result<Option<u64>> {
         let txn = self.env.read_txn()?;
         let key = format!("cursor.{sink}");
-        Ok(self.meta.get(&txn, &key)?.is_some().then(|| read_u64(self.meta, &txn, &key)).transpose()?)
+        self.meta
+            .get(&txn, &key)?
+            .is_some()
+            .then(|| read_u64(self.meta, &txn, &key))
+            .transpose()
     }
 
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<()> {
@@ -314,11 +329,18 @@ mod tests {
     }
 
     fn options() -> CommitOptions {
-        CommitOptions { dedupe_window_days: 7, max_outbox_bytes: u64::MAX, now: Utc::now() }
+        CommitOptions {
+            dedupe_window_days: 7,
+            max_outbox_bytes: u64::MAX,
+            now: Utc::now(),
+        }
     }
 
     fn small() -> StoreConfig {
-        StoreConfig { map_size: 64 << 20, max_readers: 16 }
+        StoreConfig {
+            map_size: 64 << 20,
+            max_readers: 16,
+        }
     }
 
     #[test]
@@ -326,10 +348,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &small()).unwrap();
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let out = store.commit(vec![batch("t1", &[a, b, a]), batch("t2", &[a])], options()).unwrap();
-        assert_eq!(out, vec![CommitOutcome { stored: 2, duplicates: 1 }, CommitOutcome { stored: 1, duplicates: 0 }]);
+        let out = store
+            .commit(vec![batch("t1", &[a, b, a]), batch("t2", &[a])], options())
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                CommitOutcome {
+                    stored: 2,
+                    duplicates: 1
+                },
+                CommitOutcome {
+                    stored: 1,
+                    duplicates: 0
+                }
+            ]
+        );
         let again = store.commit(vec![batch("t1", &[a, b])], options()).unwrap();
-        assert_eq!(again[0], CommitOutcome { stored: 0, duplicates: 2 });
+        assert_eq!(
+            again[0],
+            CommitOutcome {
+                stored: 0,
+                duplicates: 2
+            }
+        );
         assert_eq!(store.outbox_state().unwrap().rows, 3);
     }
 
@@ -340,7 +382,10 @@ mod tests {
         let uuids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
         store.commit(vec![batch("t", &uuids)], options()).unwrap();
         let chunk = store.read_outbox(0, 3, u64::MAX).unwrap();
-        assert_eq!(chunk.records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            chunk.records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         assert_eq!(chunk.last_seq, 3);
         assert_eq!(store.trim_outbox(3).unwrap(), 3);
         let state = store.outbox_state().unwrap();
@@ -355,9 +400,15 @@ mod tests {
     fn full_outbox_refuses_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &small()).unwrap();
-        let tight = CommitOptions { max_outbox_bytes: 0, ..options() };
+        let tight = CommitOptions {
+            max_outbox_bytes: 0,
+            ..options()
+        };
         store.commit(vec![batch("t", &[Uuid::now_v7()])], tight).unwrap();
-        assert!(matches!(store.commit(vec![batch("t", &[Uuid::now_v7()])], tight), Err(CoreError::OutboxFull { .. })));
+        assert!(matches!(
+            store.commit(vec![batch("t", &[Uuid::now_v7()])], tight),
+            Err(CoreError::OutboxFull { .. })
+        ));
     }
 
     #[test]
@@ -365,7 +416,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &small()).unwrap();
         let uuid = Uuid::now_v7();
-        let old = CommitOptions { now: Utc::now() - chrono::TimeDelta::days(10), ..options() };
+        let old = CommitOptions {
+            now: Utc::now() - chrono::TimeDelta::days(10),
+            ..options()
+        };
         store.commit(vec![batch("t", &[uuid])], old).unwrap();
         assert_eq!(store.expire_seen(Utc::now(), 7, 100).unwrap(), 1);
         assert_eq!(store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].stored, 1);

@@ -15,7 +15,11 @@ pub fn from_epoch_number(value: f64) -> Option<DateTime<Utc>> {
     if !value.is_finite() {
         return None;
     }
-    let millis = if value.abs() < SECONDS_THRESHOLD { value * 1000.0 } else { value };
+    let millis = if value.abs() < SECONDS_THRESHOLD {
+        value * 1000.0
+    } else {
+        value
+    };
     DateTime::from_timestamp_micros((millis * 1000.0).round() as i64)
 }
 
@@ -183,18 +187,30 @@ mod tests {
             ..ClientTime::default()
         };
         assert_eq!(resolve(now, client).0, at("2024-01-01T11:59:00Z"));
-        let ignored = ClientTime { ignore_sent_at: true, ..client };
+        let ignored = ClientTime {
+            ignore_sent_at: true,
+            ..client
+        };
         assert_eq!(resolve(now, ignored).0, at("2024-01-01T09:59:00Z"));
     }
 
     #[test]
     fn offset_and_future_clamp() {
         let now = at("2024-01-01T12:00:00Z");
-        let client = ClientTime { offset_ms: Some(1500), ..ClientTime::default() };
+        let client = ClientTime {
+            offset_ms: Some(1500),
+            ..ClientTime::default()
+        };
         assert_eq!(resolve(now, client).0, at("2024-01-01T11:59:58.500Z"));
-        let future = ClientTime { timestamp: Some(at("2024-01-03T12:00:00Z")), ..ClientTime::default() };
+        let future = ClientTime {
+            timestamp: Some(at("2024-01-03T12:00:00Z")),
+            ..ClientTime::default()
+        };
         assert_eq!(resolve(now, future), (now, true));
-        let near = ClientTime { timestamp: Some(at("2024-01-02T10:00:00Z")), ..ClientTime::default() };
+        let near = ClientTime {
+            timestamp: Some(at("2024-01-02T10:00:00Z")),
+            ..ClientTime::default()
+        };
         assert_eq!(resolve(now, near).0, at("2024-01-02T10:00:00Z"));
         assert_eq!(resolve(now, ClientTime::default()), (now, false));
     }

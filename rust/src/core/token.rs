@@ -64,7 +64,10 @@ mod tests {
             ("phx_personal", InvalidTokenReason::PersonalApiKey),
             ("phc_\0", InvalidTokenReason::NullByte),
         ] {
-            assert!(matches!(validate(token), Err(CoreError::InvalidToken(r)) if r == reason), "{token:?}");
+            assert!(
+                matches!(validate(token), Err(CoreError::InvalidToken(r)) if r == reason),
+                "{token:?}"
+            );
         }
         assert!(validate(&"x".repeat(64)).is_ok());
     }

@@ -27,27 +27,46 @@ pub struct PyDecoder {
 impl PyDecoder {
     #[new]
     #[pyo3(signature = (*, max_inflated_bytes, max_event_bytes, team_id=None, project_tokens=None))]
-    fn new(max_inflated_bytes: usize, max_event_bytes: usize, team_id: Option<i64>, project_tokens: Option<Vec<String>>) -> Self {
+    fn new(
+        max_inflated_bytes: usize,
+        max_event_bytes: usize,
+        team_id: Option<i64>,
+        project_tokens: Option<Vec<String>>,
+    ) -> Self {
         let project_tokens = project_tokens.map(|tokens| tokens.into_iter().collect::<HashSet<_>>());
-        Self { config: DecoderConfig { team_id, project_tokens, max_inflated_bytes, max_event_bytes } }
+        Self {
+            config: DecoderConfig {
+                team_id,
+                project_tokens,
+                max_inflated_bytes,
+                max_event_bytes,
+            },
+        }
     }
 
-    #[pyo3(signature = (route, body, *, query=b"".as_slice(), content_type=None, content_encoding=None, api_key=None, sent_at=None, now=None))]
+    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, now=None))]
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
         py: Python<'_>,
         route: &str,
         body: &[u8],
-        query: &[u8],
+        query: Option<&[u8]>,
         content_type: Option<&str>,
         content_encoding: Option<&str>,
         api_key: Option<&str>,
         sent_at: Option<&str>,
         now: Option<f64>,
     ) -> PyResult<PyBatch> {
-        let route = RouteKind::parse(route).ok_or_else(|| PyValueError::new_err(format!("unknown route kind {route:?}")))?;
-        let parts = RequestParts { route, body, query, content_type, content_encoding };
+        let route =
+            RouteKind::parse(route).ok_or_else(|| PyValueError::new_err(format!("unknown route kind {route:?}")))?;
+        let parts = RequestParts {
+            route,
+            body,
+            query: query.unwrap_or_default(),
+            content_type,
+            content_encoding,
+        };
         let headers = HeaderFacts { api_key, sent_at };
         let now = time_from(now);
         let decoded = py
@@ -77,8 +96,16 @@ impl PyBatch {
             token: decoded.token.clone(),
             accepted: decoded.events.len(),
             filtered: decoded.filtered,
-            dropped: decoded.dropped.iter().map(|(reason, count)| (reason.as_str(), *count)).collect(),
-            warnings: decoded.warnings.iter().map(|(warning, count)| (warning.as_str(), *count)).collect(),
+            dropped: decoded
+                .dropped
+                .iter()
+                .map(|(reason, count)| (reason.as_str(), *count))
+                .collect(),
+            warnings: decoded
+                .warnings
+                .iter()
+                .map(|(warning, count)| (warning.as_str(), *count))
+                .collect(),
             inner: Mutex::new(Some(decoded)),
         }
     }
@@ -107,6 +134,9 @@ impl PyBatch {
     }
 
     fn __repr__(&self) -> String {
-        format!("Batch(token={:?}, accepted={}, dropped={:?})", self.token, self.accepted, self.dropped)
+        format!(
+            "Batch(token={:?}, accepted={}, dropped={:?})",
+            self.token, self.accepted, self.dropped
+        )
     }
 }

@@ -15,7 +15,10 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyOutboxChunk>()?;
     m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;
     m.add("PayloadError", py.get_type::<exceptions::PayloadError>())?;
-    m.add("PayloadTooLargeError", py.get_type::<exceptions::PayloadTooLargeError>())?;
+    m.add(
+        "PayloadTooLargeError",
+        py.get_type::<exceptions::PayloadTooLargeError>(),
+    )?;
     m.add("AuthError", py.get_type::<exceptions::AuthError>())?;
     m.add("StorageError", py.get_type::<exceptions::StorageError>())?;
     m.add("OutboxFullError", py.get_type::<exceptions::OutboxFullError>())?;

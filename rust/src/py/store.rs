@@ -34,17 +34,27 @@ impl PyStore {
 
     /// Commit the batches in one synced transaction; returns `(stored, duplicates)` per batch.
     #[pyo3(signature = (batches, *, dedupe_window_days, max_outbox_bytes, now=None))]
+    #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
     fn commit(
         &self,
         py: Python<'_>,
-        batches: Vec<Bound<'_, PyBatch>>,
+        batches: Vec<PyRef<'_, PyBatch>>,
         dedupe_window_days: u32,
         max_outbox_bytes: u64,
         now: Option<f64>,
     ) -> PyResult<Vec<(u32, u32)>> {
-        let decoded = batches.iter().map(|batch| batch.get().take()).collect::<Result<Vec<_>, _>>()?;
-        let options = CommitOptions { dedupe_window_days, max_outbox_bytes, now: time_from(now) };
-        let outcomes = py.detach(|| self.inner.commit(decoded, options)).map_err(PyCoreError::from)?;
+        let decoded = batches
+            .iter()
+            .map(|batch| batch.take())
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = CommitOptions {
+            dedupe_window_days,
+            max_outbox_bytes,
+            now: time_from(now),
+        };
+        let outcomes = py
+            .detach(|| self.inner.commit(decoded, options))
+            .map_err(PyCoreError::from)?;
         Ok(outcomes.into_iter().map(|o| (o.stored, o.duplicates)).collect())
     }
 
@@ -56,8 +66,14 @@ impl PyStore {
 
     #[pyo3(signature = (after, *, max_rows, max_bytes))]
     fn read_outbox(&self, py: Python<'_>, after: u64, max_rows: usize, max_bytes: u64) -> PyResult<PyOutboxChunk> {
-        let chunk = py.detach(|| self.inner.read_outbox(after, max_rows, max_bytes)).map_err(PyCoreError::from)?;
-        Ok(PyOutboxChunk { last_seq: chunk.last_seq, bytes: chunk.bytes, records: chunk.records })
+        let chunk = py
+            .detach(|| self.inner.read_outbox(after, max_rows, max_bytes))
+            .map_err(PyCoreError::from)?;
+        Ok(PyOutboxChunk {
+            last_seq: chunk.last_seq,
+            size: chunk.bytes,
+            records: chunk.records,
+        })
     }
 
     fn trim_outbox(&self, py: Python<'_>, upto: u64) -> PyResult<u64> {
@@ -75,7 +91,9 @@ impl PyStore {
     #[pyo3(signature = (*, window_days, limit, now=None))]
     fn expire_seen(&self, py: Python<'_>, window_days: u32, limit: usize, now: Option<f64>) -> PyResult<usize> {
         let now = time_from(now);
-        Ok(py.detach(|| self.inner.expire_seen(now, window_days, limit)).map_err(PyCoreError::from)?)
+        Ok(py
+            .detach(|| self.inner.expire_seen(now, window_days, limit))
+            .map_err(PyCoreError::from)?)
     }
 
     fn check(&self) -> PyResult<()> {
@@ -89,7 +107,7 @@ pub struct PyOutboxChunk {
     #[pyo3(get)]
     last_seq: u64,
     #[pyo3(get)]
-    bytes: u64,
+    size: u64,
     records: Vec<(u64, OutboxRecord)>,
 }
 

@@ -1,0 +1,170 @@
+//! Criterion benchmarks of the pure core: decoding SDK bodies, committing to the store, and
+//! building the lake's Arrow columns. Run with `make bench`.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+#![recursion_limit = "256"]
+
+use std::hint::black_box;
+use std::io::Write;
+
+use _hogflare::core::columns;
+use _hogflare::core::decode::{self, DecoderConfig, HeaderFacts};
+use _hogflare::core::request::{RequestParts, RouteKind};
+use _hogflare::core::row::OutboxRecord;
+use _hogflare::core::store::{CommitOptions, Store, StoreConfig};
+use chrono::Utc;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+/// A posthog-js `$pageview` of about 1.5 kB, the event the performance targets are stated in.
+pub fn pageview(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "uuid": uuid::Uuid::now_v7().to_string(),
+        "event": "$pageview",
+        "distinct_id": format!("user-{}", i % 1000),
+        "timestamp": "2026-11-22T10:00:00.000Z",
+        "properties": {
+            "$os": "Mac OS X", "$os_version": "14.5.0", "$browser": "Chrome", "$browser_version": 131,
+            "$device_type": "Desktop", "$timezone": "Europe/Berlin", "$timezone_offset": -60,
+            "$current_url": format!("https://shop.example.com/products/item-{i}?utm_source=newsletter&utm_medium=email"),
+            "$host": "shop.example.com", "$pathname": format!("/products/item-{i}"),
+            "$raw_user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "$browser_language": "en-US", "$browser_language_prefix": "en", "$screen_height": 1117, "$screen_width": 1728,
+            "$viewport_height": 988, "$viewport_width": 1728, "$lib": "web", "$lib_version": "1.418.10",
+            "$insert_id": "k2j3h4g5f6d7s8a9", "$time": 1_763_805_600.123,
+            "distinct_id": format!("user-{}", i % 1000),
+            "$device_id": "0193a8f0-1111-7abc-8def-123456789abc", "$user_id": format!("user-{}", i % 1000),
+            "$session_id": "0193a8f0-2222-7abc-8def-123456789abc", "$window_id": "0193a8f0-3333-7abc-8def-123456789abc",
+            "$pageview_id": "0193a8f0-4444-7abc-8def-123456789abc", "$is_identified": true,
+            "$process_person_profile": true, "$referrer": "https://www.google.com/", "$referring_domain": "www.google.com",
+            "utm_source": "newsletter", "utm_medium": "email", "utm_campaign": "black-friday",
+            "title": "Item — Example Shop", "token": "phc_bench_token",
+            "$set": {"$current_url": format!("https://shop.example.com/products/item-{i}"), "$browser": "Chrome"},
+            "$set_once": {"$initial_referrer": "https://www.google.com/", "$initial_utm_source": "newsletter"},
+            "$active_feature_flags": ["new-checkout", "pricing-v2"], "$feature/new-checkout": true
+        }
+    })
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn batch_body(events: usize) -> Vec<u8> {
+    let batch: Vec<_> = (0..events).map(pageview).collect();
+    let body = serde_json::json!({"api_key": "phc_bench_token", "batch": batch, "sent_at": "2026-11-22T10:00:01.000Z"});
+    gzip(body.to_string().as_bytes())
+}
+
+fn config() -> DecoderConfig {
+    DecoderConfig {
+        team_id: None,
+        project_tokens: None,
+        max_inflated_bytes: 100 << 20,
+        max_event_bytes: 1 << 20,
+    }
+}
+
+fn decode_batch(body: &[u8]) -> decode::DecodedRequest {
+    let parts = RequestParts {
+        route: RouteKind::Event,
+        body,
+        query: b"",
+        content_type: None,
+        content_encoding: None,
+    };
+    decode::decode(&parts, HeaderFacts::default(), &config(), Utc::now()).unwrap()
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let body = batch_body(100);
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("batch_100_gzip", |b| b.iter(|| decode_batch(black_box(&body))));
+    let single = gzip(pageview(1).to_string().as_bytes());
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("single_gzip", |b| {
+        b.iter(|| {
+            let parts = RequestParts {
+                route: RouteKind::Event,
+                body: &single,
+                query: b"",
+                content_type: None,
+                content_encoding: None,
+            };
+            let mut decoded = decode::decode(
+                &parts,
+                HeaderFacts {
+                    api_key: Some("phc_bench_token"),
+                    sent_at: None,
+                },
+                &config(),
+                Utc::now(),
+            );
+            black_box(&mut decoded);
+        });
+    });
+    group.finish();
+}
+
+fn bench_commit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        &StoreConfig {
+            map_size: 8 << 30,
+            max_readers: 16,
+        },
+    )
+    .unwrap();
+    let options = CommitOptions {
+        dedupe_window_days: 7,
+        max_outbox_bytes: u64::MAX,
+        now: Utc::now(),
+    };
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(1000));
+    group.sample_size(20);
+    group.bench_function("commit_10x100_synced", |b| {
+        b.iter_batched(
+            || (0..10).map(|_| decode_batch(&batch_body(100))).collect::<Vec<_>>(),
+            |batches| store.commit(batches, options).unwrap(),
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+fn bench_columns(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        &StoreConfig {
+            map_size: 8 << 30,
+            max_readers: 16,
+        },
+    )
+    .unwrap();
+    let options = CommitOptions {
+        dedupe_window_days: 7,
+        max_outbox_bytes: u64::MAX,
+        now: Utc::now(),
+    };
+    store
+        .commit((0..100).map(|_| decode_batch(&batch_body(100))).collect(), options)
+        .unwrap();
+    let mut group = c.benchmark_group("outbox");
+    group.throughput(Throughput::Elements(10_000));
+    group.sample_size(20);
+    group.bench_function("read_10k_to_arrow_ipc", |b| {
+        b.iter(|| {
+            let chunk = store.read_outbox(0, 10_000, u64::MAX).unwrap();
+            let rows: Vec<_> = chunk.records.iter().map(|(_, OutboxRecord::Event(row))| row).collect();
+            columns::to_ipc(&columns::event_batch(&rows).unwrap()).unwrap()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_commit, bench_columns);
+criterion_main!(benches);

@@ -1,0 +1,61 @@
+"""Keeping exactly one shipper per data directory alive, without importing the shipper itself.
+
+The shipper holds ``<data_dir>/shipper.lock`` for as long as it runs. Server workers check the lock
+and start a shipper when nobody holds it, so any number of workers, or a restart after a crash,
+ends with exactly one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from hogflare.config import Settings
+
+LOCK_NAME = "shipper.lock"
+
+
+def lock_path(settings: Settings) -> Path:
+    return settings.data_dir / LOCK_NAME
+
+
+def shipper_alive(settings: Settings) -> bool:
+    """Whether some process holds the shipper lock of this data directory."""
+    path = lock_path(settings)
+    if not path.exists():
+        return False
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def acquire_lock(path: Path, patience: float) -> IO[str] | None:
+    """Take the lock, waiting out a worker's momentary liveness check; None if a shipper has it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a")
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                return None
+            time.sleep(0.05)
+        else:
+            return handle
+
+
+def spawn(settings: Settings) -> subprocess.Popen[bytes]:
+    """Start a shipper process for these settings."""
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "hogflare", "ship"], env=env)

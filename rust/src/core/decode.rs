@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
 use super::error::{CoreError, Result};
 use super::event::{self, DropReason, ItemContext, NormalizedEvent, Outcome, Warning};
+use super::rawjson;
 use super::request::{self, RequestParts, RouteKind};
 use super::timestamp;
 use super::token;
@@ -42,22 +42,33 @@ pub struct DecodedRequest {
     pub filtered: u32,
 }
 
-fn resolve_token(unpacked: &request::Unpacked, headers: HeaderFacts<'_>, config: &DecoderConfig) -> Result<String> {
+fn resolve_token(
+    unpacked: &request::Unpacked,
+    item_tokens: &[Option<String>],
+    headers: HeaderFacts<'_>,
+    config: &DecoderConfig,
+) -> Result<String> {
     let raw = if let Some(token) = &unpacked.envelope.token {
         token.clone()
     } else {
         let mut seen: Option<&str> = None;
-        for item in &unpacked.items {
-            let Value::Object(map) = item else { continue };
-            if let Some(found) = token::from_event(map) {
-                match seen {
-                    Some(previous) if previous.trim() != found.trim() => return Err(CoreError::MultipleTokens),
-                    _ => seen = Some(found),
-                }
+        for found in item_tokens.iter().flatten() {
+            match seen {
+                Some(previous) if previous.trim() != found.trim() => return Err(CoreError::MultipleTokens),
+                _ => seen = Some(found),
             }
         }
         seen.map(str::to_owned)
-            .or_else(|| token::from_envelope(&unpacked.envelope.shared).map(str::to_owned))
+            .or_else(|| {
+                ["api_key", "token"].into_iter().find_map(|key| {
+                    unpacked
+                        .envelope
+                        .shared
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .and_then(|(_, raw)| rawjson::as_str(raw).map(std::borrow::Cow::into_owned))
+                })
+            })
             .or_else(|| headers.api_key.filter(|key| !key.trim().is_empty()).map(str::to_owned))
             .ok_or(CoreError::NoToken)?
     };
@@ -76,16 +87,14 @@ pub fn decode(
     config: &DecoderConfig,
     now: DateTime<Utc>,
 ) -> Result<DecodedRequest> {
-    let mut unpacked = request::unpack(parts, config.max_inflated_bytes)?;
+    let unpacked = request::unpack(parts, config.max_inflated_bytes)?;
     if unpacked.items.is_empty() {
         return Err(CoreError::EmptyBatch);
     }
-    let token = resolve_token(&unpacked, headers, config)?;
     let sent_at = unpacked
         .envelope
         .sent_at
         .or_else(|| headers.sent_at.and_then(timestamp::parse_text));
-    let items = std::mem::take(&mut unpacked.items);
     let ctx = ItemContext {
         route: parts.route,
         now,
@@ -95,23 +104,30 @@ pub fn decode(
         max_event_bytes: config.max_event_bytes,
     };
 
+    let mut events = Vec::with_capacity(unpacked.items.len());
+    let mut dropped: BTreeMap<DropReason, u32> = BTreeMap::new();
+    let mut filtered = 0;
+    let mut item_tokens = Vec::with_capacity(unpacked.items.len());
+    let mut warnings = Vec::new();
+    for index in 0..unpacked.items.len() {
+        let normalized = event::normalize(unpacked.item(index), &ctx, &mut warnings);
+        item_tokens.push(normalized.token);
+        match normalized.outcome {
+            Outcome::Event(event) => events.push(*event),
+            Outcome::Filtered => filtered += 1,
+            Outcome::Dropped(reason) => *dropped.entry(reason).or_default() += 1,
+        }
+    }
+    let token = resolve_token(&unpacked, &item_tokens, headers, config)?;
     let mut decoded = DecodedRequest {
         token,
         team_id: config.team_id,
         created_at: now,
-        events: Vec::with_capacity(items.len()),
-        dropped: BTreeMap::new(),
+        events,
+        dropped,
         warnings: BTreeMap::new(),
-        filtered: 0,
+        filtered,
     };
-    let mut warnings = Vec::new();
-    for item in items {
-        match event::normalize(item, &ctx, &mut warnings) {
-            Outcome::Event(event) => decoded.events.push(*event),
-            Outcome::Filtered => decoded.filtered += 1,
-            Outcome::Dropped(reason) => *decoded.dropped.entry(reason).or_default() += 1,
-        }
-    }
     for warning in warnings {
         *decoded.warnings.entry(warning).or_default() += 1;
     }
@@ -189,6 +205,10 @@ mod tests {
         }
     }
 
+    fn props(event: &NormalizedEvent) -> Value {
+        serde_json::from_str(&event.properties).unwrap()
+    }
+
     fn decode_json(route: RouteKind, body: &Value) -> Result<DecodedRequest> {
         let bytes = body.to_string();
         let parts = RequestParts {
@@ -256,11 +276,11 @@ mod tests {
         let body = serde_json::json!({"api_key": "phc", "distinct_id": "d", "$set": {"plan": "pro"}});
         let decoded = decode_json(RouteKind::Engage, &body).unwrap();
         assert_eq!(decoded.events[0].event, "$identify");
-        assert_eq!(decoded.events[0].properties["$set"]["plan"], "pro");
+        assert_eq!(props(&decoded.events[0])["$set"]["plan"], "pro");
         let alias = serde_json::json!({"api_key": "phc", "distinct_id": "d", "alias": "e"});
         let decoded = decode_json(RouteKind::Alias, &alias).unwrap();
         assert_eq!(
-            (decoded.events[0].event.as_str(), &decoded.events[0].properties["alias"]),
+            (decoded.events[0].event.as_str(), &props(&decoded.events[0])["alias"]),
             ("$create_alias", &Value::from("e"))
         );
     }

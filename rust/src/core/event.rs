@@ -2,10 +2,13 @@
 //! (distinct_id and token lookup, uuid, timestamps, `$set` merging), checked item by item so a
 //! bad item never sinks its batch.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 use uuid::Uuid;
 
+use super::rawjson::{self, RawObject, Validated};
 use super::request::RouteKind;
 use super::timestamp::{self, ClientTime};
 
@@ -77,11 +80,21 @@ pub struct NormalizedEvent {
     pub event: String,
     pub distinct_id: String,
     pub timestamp: DateTime<Utc>,
-    pub properties: Map<String, Value>,
+    /// The event's properties as JSON text: as sent, with hogflare's additions appended.
+    pub properties: String,
     pub context: Option<String>,
     pub extra: Option<String>,
-    /// Bytes this event will take as a row, for the per-event cap.
-    pub approx_bytes: usize,
+}
+
+impl NormalizedEvent {
+    /// Bytes this event takes as a row, for the per-event cap.
+    pub fn size(&self) -> usize {
+        self.event.len()
+            + self.distinct_id.len()
+            + self.properties.len()
+            + self.context.as_ref().map_or(0, String::len)
+            + self.extra.as_ref().map_or(0, String::len)
+    }
 }
 
 /// Request-level facts every item of a request shares.
@@ -91,12 +104,31 @@ pub struct ItemContext<'a> {
     pub now: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
     pub historical_migration: bool,
-    pub shared: &'a Map<String, Value>,
+    /// Fields items inherit when they lack them: key and raw JSON value.
+    pub shared: &'a [(String, String)],
     pub max_event_bytes: usize,
 }
 
-/// Top-level keys that are read into the row; everything else lands in `extra`.
-const CONSUMED: [&str; 5] = ["distinct_id", "$distinct_id", "token", "$token", "api_key"];
+/// Top-level keys read into the row; everything else lands in `extra`.
+const CONSUMED: [&str; 17] = [
+    "event",
+    "distinct_id",
+    "$distinct_id",
+    "properties",
+    "uuid",
+    "timestamp",
+    "offset",
+    "sent_at",
+    "token",
+    "$token",
+    "api_key",
+    "$set",
+    "$set_once",
+    "$unset",
+    "context",
+    "$anon_distinct_id",
+    "alias",
+];
 
 fn truncate_chars(mut text: String, max: usize) -> String {
     if let Some((index, _)) = text.char_indices().nth(max) {
@@ -105,12 +137,7 @@ fn truncate_chars(mut text: String, max: usize) -> String {
     text
 }
 
-fn stringify_id(value: &Value) -> Option<String> {
-    let text = match value {
-        Value::Null => return None,
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    };
+fn clean_id(text: String) -> Option<String> {
     if text.is_empty() {
         return None;
     }
@@ -122,7 +149,24 @@ fn stringify_id(value: &Value) -> Option<String> {
     Some(truncate_chars(text, MAX_ID_CHARS))
 }
 
-fn default_event_name(route: RouteKind, map: &Map<String, Value>) -> Option<&'static str> {
+/// A distinct id from a raw JSON value: strings as they are, anything else as its JSON text.
+fn id_from_raw(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if rawjson::is_null(raw) {
+        return None;
+    }
+    clean_id(rawjson::as_str(raw).map_or_else(|| raw.to_owned(), Cow::into_owned))
+}
+
+fn id_from_value(value: &Value) -> Option<String> {
+    match value.get_type() {
+        JsonType::Null => None,
+        JsonType::String => clean_id(value.as_str().unwrap_or_default().to_owned()),
+        _ => clean_id(sonic_rs::to_string(value).unwrap_or_default()),
+    }
+}
+
+fn default_event_name(route: RouteKind, item: &RawObject<'_>) -> Option<&'static str> {
     match route {
         RouteKind::Engage | RouteKind::Identify => return Some("$identify"),
         RouteKind::Alias => return Some("$create_alias"),
@@ -131,7 +175,7 @@ fn default_event_name(route: RouteKind, map: &Map<String, Value>) -> Option<&'st
         RouteKind::Event | RouteKind::LegacyEvent => {}
     }
     // Old SDKs and Segment-style clients name the call in `type` instead.
-    match map.get("type").and_then(Value::as_str)?.to_ascii_lowercase().as_str() {
+    match rawjson::as_str(item.get("type")?)?.to_ascii_lowercase().as_str() {
         "identify" | "engage" => Some("$identify"),
         "alias" => Some("$create_alias"),
         "groupidentify" | "group_identify" | "group" => Some("$groupidentify"),
@@ -141,207 +185,262 @@ fn default_event_name(route: RouteKind, map: &Map<String, Value>) -> Option<&'st
     }
 }
 
-/// Merge a top-level `$set`/`$set_once` object into the one in properties; top level wins.
-fn merge_object_into(properties: &mut Map<String, Value>, key: &str, top: Value) {
-    let Value::Object(top) = top else { return };
-    match properties.get_mut(key) {
-        Some(Value::Object(existing)) => existing.extend(top),
-        _ => {
-            properties.insert(key.to_owned(), Value::Object(top));
-        }
-    }
-}
-
-fn merge_unset_into(properties: &mut Map<String, Value>, top: Value) {
-    let keys: Vec<Value> = match top {
-        Value::Array(keys) => keys,
-        Value::Object(map) => map.into_iter().map(|(key, _)| Value::String(key)).collect(),
-        Value::String(key) => vec![Value::String(key)],
-        _ => return,
-    };
-    match properties.get_mut("$unset") {
-        Some(Value::Array(existing)) => {
-            for key in keys {
-                if !existing.contains(&key) {
-                    existing.push(key);
-                }
-            }
-        }
-        _ => {
-            properties.insert("$unset".into(), Value::Array(keys));
-        }
-    }
-}
-
 fn is_true(value: Option<&Value>) -> bool {
-    match value {
-        Some(Value::Bool(flag)) => *flag,
-        Some(Value::String(text)) => text.eq_ignore_ascii_case("true"),
-        _ => false,
+    value.is_some_and(|value| {
+        value.as_bool() == Some(true) || value.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true"))
+    })
+}
+
+fn timestamp_from_raw(raw: &str) -> Option<DateTime<Utc>> {
+    match rawjson::as_str(raw) {
+        Some(text) => timestamp::parse_text(&text),
+        None => raw.trim().parse::<f64>().ok().and_then(timestamp::from_epoch_number),
     }
 }
 
-fn offset_ms(value: Option<Value>) -> Option<i64> {
-    match value? {
-        Value::Number(number) => number.as_i64().or_else(|| number.as_f64().map(|f| f as i64)),
-        Value::String(text) => text.trim().parse().ok(),
-        _ => None,
-    }
+fn offset_from_raw(raw: &str) -> Option<i64> {
+    let text = rawjson::as_str(raw).unwrap_or(Cow::Borrowed(raw));
+    let number: f64 = text.trim().parse().ok()?;
+    number.is_finite().then_some(number as i64)
 }
 
-/// Move Hogflare's route-specific top-level fields into the properties PostHog reads.
-fn apply_route_shape(route: RouteKind, map: &mut Map<String, Value>, properties: &mut Map<String, Value>) {
-    let mut lift = |from: &str, to: &str, map: &mut Map<String, Value>| {
-        if let Some(value) = map.shift_remove(from) {
-            properties.entry(to.to_owned()).or_insert(value);
+fn non_null(raw: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+    raw.filter(|raw| !rawjson::is_null(raw))
+}
+
+/// How the properties of an event are changed on the way in.
+struct PropertyEdits<'a> {
+    /// Entries to add when absent: key, raw JSON value.
+    append: Vec<(&'static str, String)>,
+    /// Entries to merge into an object (or, for `$unset`, a list) already in the properties.
+    merge: Vec<(&'static str, Cow<'a, str>)>,
+}
+
+impl<'a> PropertyEdits<'a> {
+    fn new() -> Self {
+        Self {
+            append: Vec::new(),
+            merge: Vec::new(),
         }
+    }
+
+    fn add(&mut self, present: &Value, key: &'static str, raw: String) {
+        if present.get(key).is_none() && !self.append.iter().any(|(k, _)| *k == key) {
+            self.append.push((key, raw));
+        }
+    }
+
+    /// A top-level `$set`-like field: merged into the one in properties, or added as it is.
+    fn top_level(&mut self, present: &Value, key: &'static str, raw: Cow<'a, str>) {
+        if present.get(key).is_some() {
+            self.merge.push((key, raw));
+        } else {
+            self.add(present, key, raw.into_owned());
+        }
+    }
+}
+
+/// Merge two raw objects (`top` wins), or two `$unset` lists; for anything else `top` wins.
+fn merge_raw(key: &str, existing: &str, top: &str) -> String {
+    if key == "$unset" {
+        let mut keys: Vec<Value> = unset_keys(existing);
+        for key in unset_keys(top) {
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        return sonic_rs::to_string(&keys).unwrap_or_default();
+    }
+    match (RawObject::parse(existing), RawObject::parse(top)) {
+        (Ok(mut into), Ok(from)) => {
+            for (name, value) in from.entries {
+                into.set(name, value);
+            }
+            into.to_json()
+        }
+        _ => top.to_owned(),
+    }
+}
+
+/// `$unset` as a list of keys: an array, the keys of an object, or one string.
+fn unset_keys(raw: &str) -> Vec<Value> {
+    let Ok(value) = rawjson::value(raw) else {
+        return Vec::new();
     };
-    match route {
-        RouteKind::Identify => {
-            lift("$anon_distinct_id", "$anon_distinct_id", map);
-            // Hogflare's /identify treats plain properties as the person's `$set`.
-            if !properties.contains_key("$set") && !properties.contains_key("$set_once") {
-                let set: Map<String, Value> = properties
-                    .iter()
-                    .filter(|(key, _)| {
-                        !key.starts_with('$') && key.as_str() != "distinct_id" && key.as_str() != "token"
-                    })
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect();
-                if !set.is_empty() {
-                    properties.insert("$set".into(), Value::Object(set));
-                }
-            }
-        }
-        RouteKind::Alias => lift("alias", "alias", map),
-        RouteKind::Groups => {
-            lift("group_type", "$group_type", map);
-            lift("group_key", "$group_key", map);
-            if !properties.contains_key("$group_set") {
-                let set: Map<String, Value> = properties
-                    .iter()
-                    .filter(|(key, _)| !key.starts_with('$'))
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect();
-                properties.insert("$group_set".into(), Value::Object(set));
-            }
-        }
-        RouteKind::Event | RouteKind::LegacyEvent | RouteKind::Engage | RouteKind::Recording => {}
-    }
-    if matches!(route, RouteKind::Event | RouteKind::LegacyEvent) {
-        if let Some(alias) = map.get("alias") {
-            if !properties.contains_key("alias") && matches!(map.get("type").and_then(Value::as_str), Some("alias")) {
-                properties.insert("alias".into(), alias.clone());
-                map.shift_remove("alias");
-            }
-        }
+    match value.get_type() {
+        JsonType::Array => value
+            .as_array()
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default(),
+        JsonType::Object => value
+            .as_object()
+            .map(|map| map.iter().map(|(k, _)| Value::from(k)).collect())
+            .unwrap_or_default(),
+        JsonType::String => vec![value],
+        _ => Vec::new(),
     }
 }
 
-/// Turn a `$snapshot` item into the `$snapshot_items` row capture and Hogflare store.
-fn shape_recording(properties: &mut Map<String, Value>, distinct_id: &str) -> Result<(), DropReason> {
-    let session_id = match properties.get("$session_id") {
-        Some(Value::String(id))
-            if !id.is_empty()
-                && id.chars().count() <= MAX_SESSION_ID_CHARS
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
-        {
-            id.clone()
+/// The keys of an object that do not start with `$`, as a raw object (Hogflare's plain shapes).
+fn plain_keys(properties: &str, skip: &[&str]) -> String {
+    let mut out = RawObject::default();
+    if let Ok(object) = RawObject::parse(properties) {
+        for (key, value) in object.entries {
+            if !key.starts_with('$') && !skip.contains(&key.as_ref()) {
+                out.entries.push((key, value));
+            }
         }
+    }
+    out.to_json()
+}
+
+fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.chars().count() <= MAX_SESSION_ID_CHARS
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// Turn a `$snapshot` item's properties into the `$snapshot_items` row capture and Hogflare store.
+fn shape_recording(properties: &str, distinct_id: &str) -> Result<String, DropReason> {
+    let mut object = RawObject::parse(properties).map_err(|_| DropReason::InvalidProperties)?;
+    let session_id = match object.get("$session_id").and_then(rawjson::as_str) {
+        Some(id) if valid_session_id(&id) => id.into_owned(),
         _ => return Err(DropReason::InvalidSessionId),
     };
-    let items = match properties
-        .shift_remove("$snapshot_data")
-        .or_else(|| properties.shift_remove("$snapshot_items"))
-    {
-        Some(Value::Array(items)) => items,
-        Some(object @ Value::Object(_)) => vec![object],
+    let data = non_null(object.take("$snapshot_data")).or_else(|| object.take("$snapshot_items"));
+    let items = match data {
+        Some(items) if items.trim_start().starts_with('[') => items,
+        Some(item) if item.trim_start().starts_with('{') => Cow::Owned(format!("[{item}]")),
         _ => return Err(DropReason::MissingSnapshotData),
     };
-    properties.insert("$snapshot_items".into(), Value::Array(items));
-    properties
-        .entry("$window_id")
-        .or_insert_with(|| Value::String(session_id));
-    properties
-        .entry("$snapshot_source")
-        .or_insert_with(|| Value::String("web".into()));
-    properties.entry("$lib").or_insert_with(|| Value::String("web".into()));
-    properties
-        .entry("distinct_id")
-        .or_insert_with(|| Value::String(distinct_id.to_owned()));
-    Ok(())
+    object.set("$snapshot_items", items);
+    for (key, default) in [
+        ("$window_id", session_id.as_str()),
+        ("$snapshot_source", "web"),
+        ("$lib", "web"),
+        ("distinct_id", distinct_id),
+    ] {
+        if !object.contains(key) {
+            object.set(key, rawjson::string_literal(default));
+        }
+    }
+    Ok(object.to_json())
 }
 
-/// Normalise one item. `warnings` collects what was corrected along the way.
-pub fn normalize(item: Value, ctx: &ItemContext<'_>, warnings: &mut Vec<Warning>) -> Outcome {
-    let Value::Object(mut map) = item else {
+/// What normalising one item gives: the event or why not, and the token it carried.
+#[derive(Debug)]
+pub struct Normalized {
+    pub outcome: Outcome,
+    pub token: Option<String>,
+}
+
+/// Normalise one item (the raw JSON text of one event). `warnings` collects what was corrected.
+pub fn normalize(raw_item: Validated<'_>, ctx: &ItemContext<'_>, warnings: &mut Vec<Warning>) -> Normalized {
+    let mut token = None;
+    let outcome = normalize_inner(raw_item, ctx, warnings, &mut token);
+    Normalized { outcome, token }
+}
+
+fn normalize_inner(
+    raw_item: Validated<'_>,
+    ctx: &ItemContext<'_>,
+    warnings: &mut Vec<Warning>,
+    token: &mut Option<String>,
+) -> Outcome {
+    if !raw_item.as_str().trim_start().starts_with('{') {
+        return Outcome::Dropped(DropReason::NotAnObject);
+    }
+    let Ok(mut item) = RawObject::parse_validated(raw_item) else {
         return Outcome::Dropped(DropReason::NotAnObject);
     };
     for (key, value) in ctx.shared {
-        if !map.contains_key(key) {
-            map.insert(key.clone(), value.clone());
+        if !item.contains(key) {
+            item.set(key.clone(), value.clone());
         }
     }
 
-    let event = match map.shift_remove("event") {
-        Some(Value::String(name)) if !name.is_empty() => truncate_chars(name, MAX_ID_CHARS),
-        None | Some(Value::Null | Value::String(_)) => match default_event_name(ctx.route, &map) {
+    let had_properties = item.contains("properties");
+    let properties_raw = non_null(item.take("properties")).unwrap_or(Cow::Borrowed("{}"));
+    let Ok(properties) = rawjson::value(&properties_raw) else {
+        return Outcome::Dropped(DropReason::InvalidProperties);
+    };
+    if !properties.is_object() {
+        return Outcome::Dropped(DropReason::InvalidProperties);
+    }
+    *token = ["token", "$token", "api_key"]
+        .into_iter()
+        .find_map(|key| item.get(key).and_then(rawjson::as_str).filter(|t| !t.trim().is_empty()))
+        .map(Cow::into_owned)
+        .or_else(|| {
+            properties
+                .get("token")
+                .and_then(JsonValueTrait::as_str)
+                .filter(|t| !t.trim().is_empty())
+                .map(str::to_owned)
+        });
+
+    let event = match non_null(item.take("event")) {
+        Some(raw) => match rawjson::as_str(&raw) {
+            Some(name) if !name.is_empty() => truncate_chars(name.into_owned(), MAX_ID_CHARS),
+            Some(_) => match default_event_name(ctx.route, &item) {
+                Some(name) => name.to_owned(),
+                None => return Outcome::Dropped(DropReason::MissingEventName),
+            },
+            None => return Outcome::Dropped(DropReason::InvalidEventName),
+        },
+        None => match default_event_name(ctx.route, &item) {
             Some(name) => name.to_owned(),
             None => return Outcome::Dropped(DropReason::MissingEventName),
         },
-        Some(_) => return Outcome::Dropped(DropReason::InvalidEventName),
     };
     if event == "$performance_event" {
         return Outcome::Filtered;
     }
 
-    let had_properties = map.contains_key("properties");
-    let mut properties = match map.shift_remove("properties") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(properties)) => properties,
-        Some(_) => return Outcome::Dropped(DropReason::InvalidProperties),
-    };
-
-    let distinct_id = [map.get("distinct_id"), map.get("$distinct_id")]
+    let distinct_id = ["distinct_id", "$distinct_id"]
         .into_iter()
-        .chain([properties.get("distinct_id"), properties.get("$distinct_id")])
-        .flatten()
-        .find_map(stringify_id)
+        .filter_map(|key| item.get(key))
+        .find_map(id_from_raw)
+        .or_else(|| {
+            ["distinct_id", "$distinct_id"]
+                .into_iter()
+                .filter_map(|key| properties.get(key))
+                .find_map(id_from_value)
+        })
         .or_else(|| {
             // The oldest recording shape keeps the id in `metadata`.
             (ctx.route == RouteKind::Recording)
-                .then(|| {
-                    map.get("metadata")
-                        .and_then(|m| m.get("distinct_id"))
-                        .and_then(stringify_id)
-                })
+                .then(|| item.get("metadata").and_then(|m| rawjson::value(m).ok()))
                 .flatten()
+                .and_then(|metadata| metadata.get("distinct_id").and_then(id_from_value))
         });
     let Some(distinct_id) = distinct_id else {
         return Outcome::Dropped(DropReason::MissingDistinctId);
     };
 
-    let uuid = match map.shift_remove("uuid") {
-        None | Some(Value::Null) => Uuid::now_v7(),
-        Some(Value::String(text)) if text.is_empty() => Uuid::now_v7(),
-        Some(Value::String(text)) => match Uuid::try_parse(text.trim()) {
-            Ok(uuid) => uuid,
-            Err(_) => return Outcome::Dropped(DropReason::InvalidUuid),
+    let uuid = match non_null(item.take("uuid")) {
+        None => Uuid::now_v7(),
+        Some(raw) => match rawjson::as_str(&raw) {
+            Some(text) if text.is_empty() => Uuid::now_v7(),
+            Some(text) => match Uuid::try_parse(text.trim()) {
+                Ok(uuid) => uuid,
+                Err(_) => return Outcome::Dropped(DropReason::InvalidUuid),
+            },
+            None => return Outcome::Dropped(DropReason::InvalidUuid),
         },
-        Some(_) => return Outcome::Dropped(DropReason::InvalidUuid),
     };
 
-    let raw_timestamp = map.shift_remove("timestamp");
-    let client_timestamp = raw_timestamp.as_ref().and_then(timestamp::parse_value);
-    if raw_timestamp.as_ref().is_some_and(|v| !v.is_null()) && client_timestamp.is_none() {
+    let raw_timestamp = non_null(item.take("timestamp"));
+    let client_timestamp = raw_timestamp.as_deref().and_then(timestamp_from_raw);
+    if raw_timestamp.is_some() && client_timestamp.is_none() {
         warnings.push(Warning::InvalidTimestamp);
     }
-    let item_sent_at = map.shift_remove("sent_at").as_ref().and_then(timestamp::parse_value);
+    let item_sent_at = non_null(item.take("sent_at")).as_deref().and_then(timestamp_from_raw);
     let sent_at = ctx.sent_at.or(item_sent_at);
     let client = ClientTime {
         timestamp: client_timestamp,
         sent_at,
-        offset_ms: offset_ms(map.shift_remove("offset")),
+        offset_ms: non_null(item.take("offset")).as_deref().and_then(offset_from_raw),
         ignore_sent_at: is_true(properties.get("$ignore_sent_at")),
     };
     let (timestamp, adjusted) = timestamp::resolve(ctx.now, client);
@@ -349,38 +448,88 @@ pub fn normalize(item: Value, ctx: &ItemContext<'_>, warnings: &mut Vec<Warning>
         warnings.push(Warning::TimestampAdjusted);
     }
 
-    if let Some(set) = map.shift_remove("$set") {
-        merge_object_into(&mut properties, "$set", set);
+    let mut edits = PropertyEdits::new();
+    for key in ["$set", "$set_once", "$unset"] {
+        if let Some(raw) = non_null(item.take(key)) {
+            edits.top_level(&properties, key, raw);
+        }
     }
-    if let Some(set_once) = map.shift_remove("$set_once") {
-        merge_object_into(&mut properties, "$set_once", set_once);
+    let lifted: &[(&str, &'static str)] = match ctx.route {
+        RouteKind::Identify => &[("$anon_distinct_id", "$anon_distinct_id")],
+        RouteKind::Alias => &[("alias", "alias")],
+        RouteKind::Groups => &[("group_type", "$group_type"), ("group_key", "$group_key")],
+        RouteKind::Event | RouteKind::LegacyEvent => {
+            let is_alias = item.get("type").and_then(rawjson::as_str).as_deref() == Some("alias");
+            if is_alias {
+                &[("alias", "alias")]
+            } else {
+                &[]
+            }
+        }
+        RouteKind::Engage | RouteKind::Recording => &[],
+    };
+    for (from, to) in lifted {
+        if let Some(raw) = non_null(item.take(from)) {
+            edits.add(&properties, to, raw.into_owned());
+        }
     }
-    if let Some(unset) = map.shift_remove("$unset") {
-        merge_unset_into(&mut properties, unset);
+    match ctx.route {
+        // Hogflare's /identify treats plain properties as the person's `$set`.
+        RouteKind::Identify if properties.get("$set").is_none() && properties.get("$set_once").is_none() => {
+            let set = plain_keys(&properties_raw, &["distinct_id", "token"]);
+            if set != "{}" {
+                edits.add(&properties, "$set", set);
+            }
+        }
+        RouteKind::Groups => edits.add(&properties, "$group_set", plain_keys(&properties_raw, &[])),
+        _ => {}
     }
-    apply_route_shape(ctx.route, &mut map, &mut properties);
     if let Some(sent_at) = sent_at {
-        properties
-            .entry("$sent_at")
-            .or_insert_with(|| Value::String(timestamp::format_rfc3339(sent_at)));
+        edits.add(
+            &properties,
+            "$sent_at",
+            rawjson::string_literal(&timestamp::format_rfc3339(sent_at)),
+        );
     }
 
+    let mut properties_json = if edits.merge.is_empty() {
+        if edits.append.is_empty() {
+            properties_raw.into_owned()
+        } else {
+            rawjson::append_entries(&properties_raw, &edits.append)
+        }
+    } else {
+        let Ok(mut object) = RawObject::parse(&properties_raw) else {
+            return Outcome::Dropped(DropReason::InvalidProperties);
+        };
+        for (key, top) in &edits.merge {
+            let merged = merge_raw(key, object.get(key).unwrap_or("{}"), top);
+            object.set(*key, merged);
+        }
+        for (key, raw) in edits.append {
+            object.set(key, raw);
+        }
+        object.to_json()
+    };
+
     let event = if ctx.route == RouteKind::Recording {
-        if !had_properties && (map.contains_key("metadata") || map.contains_key("chunk")) {
+        if !had_properties && (item.contains("metadata") || item.contains("chunk")) {
             // posthog-js's pre-2022 chunked recordings: kept whole, as Hogflare does.
-            for key in CONSUMED {
-                map.shift_remove(key);
+            let mut data = RawObject::default();
+            for (key, value) in item.entries.drain(..) {
+                if !CONSUMED.contains(&key.as_ref()) {
+                    data.entries.push((key, value));
+                }
             }
-            let data: Map<String, Value> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            properties.insert("data".into(), Value::Object(data));
-            map.clear();
+            properties_json = format!("{{\"data\":{}}}", data.to_json());
             "$snapshot".to_owned()
         } else {
             if event != "$snapshot" && event != "$snapshot_items" {
                 return Outcome::Dropped(DropReason::UnsupportedRecordingEvent);
             }
-            if let Err(reason) = shape_recording(&mut properties, &distinct_id) {
-                return Outcome::Dropped(reason);
+            match shape_recording(&properties_json, &distinct_id) {
+                Ok(shaped) => properties_json = shaped,
+                Err(reason) => return Outcome::Dropped(reason),
             }
             "$snapshot_items".to_owned()
         }
@@ -388,49 +537,25 @@ pub fn normalize(item: Value, ctx: &ItemContext<'_>, warnings: &mut Vec<Warning>
         event
     };
 
-    let context = match map.shift_remove("context") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(value.to_string()),
-    };
-    for key in CONSUMED {
-        map.shift_remove(key);
-    }
+    let context = non_null(item.take("context")).map(Cow::into_owned);
+    item.entries
+        .retain(|(key, value)| !CONSUMED.contains(&key.as_ref()) && !rawjson::is_null(value));
     if ctx.historical_migration {
-        map.insert("historical_migration".into(), Value::Bool(true));
+        item.set("historical_migration", "true");
     }
-    let extra = (!map.is_empty()).then(|| Value::Object(map).to_string());
+    let extra = (!item.is_empty()).then(|| item.to_json());
 
-    let approx_bytes = event.len()
-        + distinct_id.len()
-        + context.as_ref().map_or(0, String::len)
-        + extra.as_ref().map_or(0, String::len)
-        + approx_json_len(&properties);
-    if ctx.route != RouteKind::Recording && approx_bytes > ctx.max_event_bytes {
-        return Outcome::Dropped(DropReason::EventTooLarge);
-    }
-
-    Outcome::Event(Box::new(NormalizedEvent {
+    let normalized = NormalizedEvent {
         uuid,
         event,
         distinct_id,
         timestamp,
-        properties,
+        properties: properties_json,
         context,
         extra,
-        approx_bytes,
-    }))
-}
-
-/// A cheap upper-bound-ish estimate of a value's JSON size, without serialising it.
-fn approx_json_len(map: &Map<String, Value>) -> usize {
-    fn len(value: &Value) -> usize {
-        match value {
-            Value::Null | Value::Bool(_) => 5,
-            Value::Number(_) => 24,
-            Value::String(text) => text.len() + 2,
-            Value::Array(items) => 2 + items.iter().map(|v| len(v) + 1).sum::<usize>(),
-            Value::Object(map) => 2 + map.iter().map(|(k, v)| k.len() + 4 + len(v)).sum::<usize>(),
-        }
+    };
+    if ctx.route != RouteKind::Recording && normalized.size() > ctx.max_event_bytes {
+        return Outcome::Dropped(DropReason::EventTooLarge);
     }
-    2 + map.iter().map(|(k, v)| k.len() + 4 + len(v)).sum::<usize>()
+    Outcome::Event(Box::new(normalized))
 }

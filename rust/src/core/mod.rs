@@ -6,6 +6,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod lz64;
+pub mod rawjson;
 pub mod request;
 pub mod row;
 pub mod store;

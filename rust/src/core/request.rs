@@ -2,8 +2,8 @@
 //! or `data=` in the query), form bodies, content encodings, compression hints, the optimistic
 //! and legacy base64 unwraps, and every envelope an SDK has ever used.
 
+use super::rawjson::{self, RawObject, Validated};
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
 
 use super::codec::{self, Compression};
 use super::error::{CoreError, Result};
@@ -64,14 +64,32 @@ pub struct Envelope {
     pub token: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
     pub historical_migration: bool,
-    /// Fields of a form body or of a `{"data": …}` envelope that items inherit when they lack them.
-    pub shared: Map<String, Value>,
+    /// Fields of a form body or of a `{"data": …}` envelope that items inherit when they lack
+    /// them: key and raw JSON value.
+    pub shared: Vec<(String, String)>,
 }
 
+impl Envelope {
+    fn share(&mut self, key: &str, raw: String) {
+        if !self.shared.iter().any(|(k, _)| k == key) {
+            self.shared.push((key.to_owned(), raw));
+        }
+    }
+}
+
+/// The JSON text of a request and where each event's object sits in it.
 #[derive(Debug)]
 pub struct Unpacked {
-    pub items: Vec<Value>,
+    pub text: String,
+    pub items: Vec<std::ops::Range<usize>>,
     pub envelope: Envelope,
+}
+
+impl Unpacked {
+    /// The text of one item; `classify` validated every item while finding it.
+    pub fn item(&self, index: usize) -> Validated<'_> {
+        Validated(&self.text[self.items[index].clone()])
+    }
 }
 
 #[derive(Debug, Default)]
@@ -176,10 +194,7 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
                         hint = Compression::from_hint(&value);
                     }
                     "api_key" | "token" if !value.trim().is_empty() => {
-                        envelope
-                            .shared
-                            .entry(key.into_owned())
-                            .or_insert(Value::String(value.into_owned()));
+                        envelope.share(&key, rawjson::string_literal(&value));
                     }
                     _ => {}
                 }
@@ -211,62 +226,146 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
     if parts.route.is_legacy() && codec::is_strict_base64(&bytes) {
         bytes = codec::decompress(codec::base64_decode(&bytes)?, Compression::None, cap)?;
     }
-    let value = parse_json(&bytes)?;
-    let items = classify(value, &mut envelope, hint, cap, 0)?;
-    Ok(Unpacked { items, envelope })
+    let text = into_text(bytes)?;
+    let (text, items) = classify(text, &mut envelope, hint, cap, 0)?;
+    Ok(Unpacked { text, items, envelope })
 }
 
-pub fn parse_json(bytes: &[u8]) -> Result<Value> {
-    serde_json::from_slice(bytes).map_err(|err| CoreError::InvalidJson(err.to_string()))
+/// Nesting deeper than this is refused before parsing: no SDK sends it, and a parser would
+/// spend its stack on it.
+pub const MAX_DEPTH: usize = 256;
+
+/// Refuse JSON nested deeper than `max`, counting brackets outside strings. Strings are skipped
+/// with `memchr`, which is where a payload's bytes mostly are.
+fn check_depth(bytes: &[u8], max: usize) -> Result<()> {
+    let mut depth = 0usize;
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                // Find the closing quote, stepping over escapes.
+                at += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[at..]) {
+                        None => return Ok(()),
+                        Some(offset) if bytes[at + offset] == b'\\' => at += offset + 2,
+                        Some(offset) => {
+                            at += offset;
+                            break;
+                        }
+                    }
+                    if at >= bytes.len() {
+                        return Ok(());
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(CoreError::InvalidJson(format!("nesting deeper than {max} levels")));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        at += 1;
+    }
+    Ok(())
+}
+
+fn into_text(bytes: Vec<u8>) -> Result<String> {
+    check_depth(&bytes, MAX_DEPTH)?;
+    String::from_utf8(bytes).map_err(|err| CoreError::InvalidJson(format!("payload is not valid utf-8: {err}")))
+}
+
+/// Where `inner` (a slice of `outer`) starts and ends within `outer`.
+fn range_in(outer: &str, inner: &str) -> std::ops::Range<usize> {
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    start..start + inner.len()
+}
+
+/// The elements of an array, validated as they are read.
+fn array_ranges(text: &str) -> Result<Vec<std::ops::Range<usize>>> {
+    let mut items = Vec::new();
+    for item in sonic_rs::to_array_iter(text) {
+        let item = item.map_err(|err| CoreError::InvalidJson(err.to_string()))?;
+        items.push(range_in(text, item.as_raw_str()));
+    }
+    Ok(items)
 }
 
 /// Sort out the envelopes: a bare array, `{batch: […]}`, `{data: …}`, or one event.
-fn classify(value: Value, envelope: &mut Envelope, hint: Compression, cap: usize, depth: u8) -> Result<Vec<Value>> {
-    match value {
-        Value::Array(items) => Ok(items),
-        Value::Object(mut map) => {
-            if matches!(map.get("batch"), Some(Value::Array(_))) {
-                if let Some(token) = super::token::from_envelope(&map) {
-                    envelope.token = Some(token.to_owned());
-                }
-                if let Some(sent_at) = map.get("sent_at").and_then(timestamp::parse_value) {
-                    envelope.sent_at = Some(sent_at);
-                }
-                envelope.historical_migration = matches!(map.get("historical_migration"), Some(Value::Bool(true)));
-                let Some(Value::Array(items)) = map.shift_remove("batch") else {
-                    unreachable!("checked above");
-                };
-                Ok(items)
-            } else if depth == 0 && map.contains_key("data") && !map.contains_key("event") {
-                let inner = map.shift_remove("data").unwrap_or(Value::Null);
-                let inner_hint = map
-                    .get("compression")
-                    .and_then(Value::as_str)
-                    .map_or(hint, Compression::from_hint);
-                let inner = match inner {
-                    Value::String(text) => {
-                        let raw = text.into_bytes();
-                        let bytes = codec::base64_decode(&raw).unwrap_or(raw);
-                        parse_json(&codec::decompress(bytes, inner_hint, cap)?)?
-                    }
-                    other @ (Value::Array(_) | Value::Object(_)) => other,
-                    _ => {
-                        return Err(CoreError::InvalidShape(
-                            "`data` must be an object, an array or a string".into(),
-                        ))
-                    }
-                };
-                for (key, value) in map {
-                    if !key.starts_with("compression") {
-                        envelope.shared.entry(key).or_insert(value);
-                    }
-                }
-                classify(inner, envelope, hint, cap, depth + 1)
-            } else {
-                Ok(vec![Value::Object(map)])
-            }
+fn classify(
+    text: String,
+    envelope: &mut Envelope,
+    hint: Compression,
+    cap: usize,
+    depth: u8,
+) -> Result<(String, Vec<std::ops::Range<usize>>)> {
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => {
+            let items = array_ranges(&text)?;
+            Ok((text, items))
         }
-        _ => Err(CoreError::InvalidShape("expected a json object or array".into())),
+        Some(b'{') => {
+            let object = RawObject::parse(&text)?;
+            if let Some(batch) = object.get("batch").filter(|raw| raw.starts_with('[')) {
+                envelope.token = ["api_key", "token"]
+                    .into_iter()
+                    .find_map(|key| {
+                        object
+                            .get(key)
+                            .and_then(rawjson::as_str)
+                            .filter(|t| !t.trim().is_empty())
+                    })
+                    .map(std::borrow::Cow::into_owned)
+                    .or(envelope.token.take());
+                if let Some(sent_at) = object.get("sent_at").and_then(|raw| rawjson::value(raw).ok()) {
+                    envelope.sent_at = timestamp::parse_value(&sent_at).or(envelope.sent_at);
+                }
+                envelope.historical_migration = object.get("historical_migration").map(str::trim) == Some("true");
+                // Parsing the envelope validated everything in it, the batch included.
+                let items = rawjson::validated_elements(Validated(batch))?
+                    .into_iter()
+                    .map(|item| range_in(&text, item))
+                    .collect();
+                drop(object);
+                return Ok((text, items));
+            }
+            if depth == 0 && object.contains("data") && !object.contains("event") {
+                let data = object.get("data").unwrap_or("null");
+                let inner_hint = object
+                    .get("compression")
+                    .and_then(rawjson::as_str)
+                    .map_or(hint, |value| Compression::from_hint(&value));
+                let inner = if let Some(encoded) = rawjson::as_str(data) {
+                    let raw = encoded.as_bytes().to_vec();
+                    let bytes = codec::base64_decode(&raw).unwrap_or(raw);
+                    into_text(codec::decompress(bytes, inner_hint, cap)?)?
+                } else if data.starts_with('[') || data.starts_with('{') {
+                    data.to_owned()
+                } else {
+                    return Err(CoreError::InvalidShape(
+                        "`data` must be an object, an array or a string".into(),
+                    ));
+                };
+                for (key, value) in &object.entries {
+                    if key != "data" && !key.starts_with("compression") {
+                        envelope.share(key, value.to_string());
+                    }
+                }
+                drop(object);
+                return classify(inner, envelope, hint, cap, depth + 1);
+            }
+            drop(object);
+            let whole = range_in(&text, text.trim());
+            Ok((text, vec![whole]))
+        }
+        _ => {
+            // Anything else is refused; report a syntax error as such.
+            rawjson::value(&text)?;
+            Err(CoreError::InvalidShape("expected a json object or array".into()))
+        }
     }
 }
 
@@ -274,7 +373,12 @@ fn classify(value: Value, envelope: &mut Envelope, hint: Compression, cap: usize
 mod tests {
     use super::*;
     use base64::Engine;
-    use serde_json::json;
+    use sonic_rs::{json, JsonValueTrait};
+
+    fn first_event(out: &Unpacked) -> String {
+        let item: sonic_rs::Value = sonic_rs::from_str(out.item(0).as_str()).unwrap();
+        item["event"].as_str().unwrap().to_owned()
+    }
     use std::io::Write;
 
     const CAP: usize = 1 << 20;
@@ -313,7 +417,7 @@ mod tests {
             let body = case.to_string();
             let out = unpack(&parts(RouteKind::Event, body.as_bytes(), b"", None), CAP).unwrap();
             assert_eq!(out.items.len(), 1, "{case}");
-            assert_eq!(out.items[0]["event"], "e");
+            assert_eq!(first_event(&out), "e");
         }
     }
 
@@ -344,7 +448,7 @@ mod tests {
             CAP,
         )
         .unwrap();
-        assert_eq!(out.items[0]["event"], ">>>");
+        assert_eq!(first_event(&out), ">>>");
     }
 
     #[test]
@@ -361,7 +465,7 @@ mod tests {
         let data = b64(br#"{"event":"e","properties":{"distinct_id":"d","token":"t"}}"#);
         let query = format!("data={data}&ip=1&_=1700000000000");
         let out = unpack(&parts(RouteKind::LegacyEvent, b"", query.as_bytes(), None), CAP).unwrap();
-        assert_eq!(out.items[0]["event"], "e");
+        assert_eq!(first_event(&out), "e");
         assert!(out.envelope.sent_at.is_some());
     }
 
@@ -370,7 +474,7 @@ mod tests {
         let inner = b64(br#"{"event":"e","distinct_id":"d"}"#);
         let outer = b64(inner.as_bytes());
         let out = unpack(&parts(RouteKind::LegacyEvent, outer.as_bytes(), b"", None), CAP).unwrap();
-        assert_eq!(out.items[0]["event"], "e");
+        assert_eq!(first_event(&out), "e");
         assert!(unpack(&parts(RouteKind::Event, outer.as_bytes(), b"", None), CAP).is_err());
     }
 

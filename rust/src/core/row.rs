@@ -35,7 +35,6 @@ pub struct EventRow {
 
 impl EventRow {
     pub fn from_event(event: NormalizedEvent, token: &str, team_id: Option<i64>, created_at: i64) -> Self {
-        let properties = serde_json::Value::Object(event.properties).to_string();
         Self {
             uuid: event.uuid,
             team_id,
@@ -44,7 +43,7 @@ impl EventRow {
             distinct_id: event.distinct_id,
             created_at,
             timestamp: Some(timestamp::to_micros(event.timestamp)),
-            properties: Some(properties),
+            properties: Some(event.properties),
             context: event.context,
             person_id: None,
             person_created_at: None,

@@ -309,10 +309,9 @@ mod tests {
             event: "e".into(),
             distinct_id: "d".into(),
             timestamp: Utc::now(),
-            properties: serde_json::Map::new(),
+            properties: "{}".into(),
             context: None,
             extra: None,
-            approx_bytes: 10,
         }
     }
 

@@ -2,7 +2,7 @@
 //! `offset`, `$ignore_sent_at`, a clamp on the far future, and lenient parsing.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
-use serde_json::Value;
+use sonic_rs::{JsonType, JsonValueTrait, Value};
 
 /// Events more than this far in the future are moved to "now" (PostHog's ingestion rule).
 const MAX_FUTURE: TimeDelta = TimeDelta::hours(23);
@@ -91,9 +91,9 @@ pub fn parse_text(text: &str) -> Option<DateTime<Utc>> {
 
 /// A timestamp as any SDK sends it: an ISO string (strict or lenient) or epoch milliseconds.
 pub fn parse_value(value: &Value) -> Option<DateTime<Utc>> {
-    match value {
-        Value::String(text) => parse_text(text),
-        Value::Number(number) => number.as_f64().and_then(from_epoch_number),
+    match value.get_type() {
+        JsonType::String => value.as_str().and_then(parse_text),
+        JsonType::Number => value.as_f64().and_then(from_epoch_number),
         _ => None,
     }
 }
@@ -149,7 +149,7 @@ pub fn format_rfc3339(ts: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use sonic_rs::json;
 
     fn at(text: &str) -> DateTime<Utc> {
         parse_text(text).unwrap()

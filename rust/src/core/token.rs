@@ -1,6 +1,6 @@
 //! Project tokens: where PostHog looks for them, and what it refuses.
 
-use serde_json::{Map, Value};
+use sonic_rs::{JsonValueTrait, Object, Value};
 
 use super::error::{CoreError, InvalidTokenReason, Result};
 
@@ -27,32 +27,28 @@ pub fn validate(raw: &str) -> Result<String> {
 }
 
 fn as_token(value: Option<&Value>) -> Option<&str> {
-    match value {
-        Some(Value::String(text)) if !text.trim().is_empty() => Some(text),
-        _ => None,
-    }
+    value
+        .and_then(JsonValueTrait::as_str)
+        .filter(|text| !text.trim().is_empty())
 }
 
 /// An event's own token: `token`, `$token` or `api_key`, else `properties.token`.
-pub fn from_event(event: &Map<String, Value>) -> Option<&str> {
-    as_token(event.get("token"))
-        .or_else(|| as_token(event.get("$token")))
-        .or_else(|| as_token(event.get("api_key")))
-        .or_else(|| match event.get("properties") {
-            Some(Value::Object(properties)) => as_token(properties.get("token")),
-            _ => None,
-        })
+pub fn from_event(event: &Object) -> Option<&str> {
+    as_token(event.get(&"token"))
+        .or_else(|| as_token(event.get(&"$token")))
+        .or_else(|| as_token(event.get(&"api_key")))
+        .or_else(|| as_token(event.get(&"properties").and_then(|properties| properties.get("token"))))
 }
 
 /// An envelope's token: `api_key` or `token`.
-pub fn from_envelope(envelope: &Map<String, Value>) -> Option<&str> {
-    as_token(envelope.get("api_key")).or_else(|| as_token(envelope.get("token")))
+pub fn from_envelope(envelope: &Object) -> Option<&str> {
+    as_token(envelope.get(&"api_key")).or_else(|| as_token(envelope.get(&"token")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use sonic_rs::{json, JsonContainerTrait};
 
     #[test]
     fn posthog_rules() {

@@ -13,6 +13,9 @@ use crate::core::decode::{self, DecodedRequest, DecoderConfig, HeaderFacts};
 use crate::core::error::CoreError;
 use crate::core::request::{RequestParts, RouteKind};
 
+/// Bodies at least this large are decoded with the GIL released.
+const DETACH_ABOVE_BYTES: usize = 64 * 1024;
+
 pub fn time_from(now: Option<f64>) -> DateTime<Utc> {
     now.and_then(|seconds| DateTime::from_timestamp_micros((seconds * 1e6).round() as i64))
         .unwrap_or_else(Utc::now)
@@ -69,9 +72,15 @@ impl PyDecoder {
         };
         let headers = HeaderFacts { api_key, sent_at };
         let now = time_from(now);
-        let decoded = py
-            .detach(|| decode::decode(&parts, headers, &self.config, now))
-            .map_err(PyCoreError::from)?;
+        let work = || decode::decode(&parts, headers, &self.config, now);
+        // Handing the GIL over and taking it back costs more than decoding a small body, and
+        // under load the wait to take it back can reach the interpreter's switch interval.
+        let decoded = if body.len() >= DETACH_ABOVE_BYTES {
+            py.detach(work)
+        } else {
+            work()
+        };
+        let decoded = decoded.map_err(PyCoreError::from)?;
         Ok(PyBatch::new(decoded))
     }
 }

@@ -1,0 +1,69 @@
+"""Load generation with oha (built from crates.io) on 127.0.0.1, in bounded runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    ok: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[str, int]
+
+
+def oha_binary() -> str:
+    found = shutil.which("oha") or str(Path.home() / ".cargo/bin/oha")
+    if not Path(found).exists():
+        raise SystemExit("oha not found: run `cargo install oha --locked` (make bench does)")
+    return found
+
+
+def run(
+    url: str,
+    body: bytes,
+    *,
+    headers: dict[str, str],
+    connections: int,
+    duration: float | None = None,
+    requests: int | None = None,
+    rate: float | None = None,
+) -> LoadResult:
+    with tempfile.NamedTemporaryFile(suffix=".body") as handle:
+        handle.write(body)
+        handle.flush()
+        args = [oha_binary(), "--no-tui", "--output-format", "json", "-m", "POST", "-D", handle.name, "-c", str(connections)]
+        for name, value in headers.items():
+            args += ["-H", f"{name}: {value}"]
+        if duration is not None:
+            args += ["-z", f"{duration}s"]
+        if requests is not None:
+            args += ["-n", str(requests)]
+        if rate is not None:
+            args += ["-q", str(rate), "--latency-correction"]
+        args.append(url)
+        output = subprocess.run(args, capture_output=True, check=True, text=True).stdout
+    report: dict[str, Any] = json.loads(output)
+    summary = report["summary"]
+    statuses = {str(k): int(v) for k, v in report.get("statusCodeDistribution", {}).items()}
+    total = sum(statuses.values())
+    percentiles = report["latencyPercentiles"]
+    return LoadResult(
+        requests=total,
+        ok=statuses.get("200", 0),
+        seconds=summary["total"],
+        rps=summary["requestsPerSec"],
+        p50_ms=(percentiles.get("p50") or 0) * 1000,
+        p99_ms=(percentiles.get("p99") or 0) * 1000,
+        statuses=statuses,
+    )

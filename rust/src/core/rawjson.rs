@@ -1,0 +1,225 @@
+//! JSON kept as text. Event properties are stored exactly as the SDK sent them (key order,
+//! number spelling) and extended by splicing entries onto the end, which costs a copy instead of
+//! a parse and a serialisation per event.
+
+use std::borrow::Cow;
+
+use sonic_rs::LazyValue;
+
+use super::error::{CoreError, Result};
+
+fn invalid(err: &sonic_rs::Error) -> CoreError {
+    CoreError::InvalidJson(err.to_string())
+}
+
+/// JSON text a checking parser has already accepted: a value inside a document that was
+/// iterated with validation. Only this module and `request` make these.
+#[derive(Debug, Clone, Copy)]
+pub struct Validated<'a>(pub(super) &'a str);
+
+impl<'a> Validated<'a> {
+    pub fn as_str(self) -> &'a str {
+        self.0
+    }
+}
+
+/// The elements of a JSON array whose text has already been validated, as raw text.
+pub fn validated_elements(array: Validated<'_>) -> Result<Vec<&str>> {
+    #[allow(unsafe_code)]
+    // SAFETY: as in `RawObject::parse_validated`.
+    let iter = unsafe { sonic_rs::to_array_iter_unchecked(array.0) };
+    let mut out = Vec::new();
+    for element in iter {
+        match element.map_err(|err| invalid(&err))?.as_raw_cow() {
+            Cow::Borrowed(text) => out.push(text),
+            // A `&str` input always yields borrowed slices.
+            Cow::Owned(_) => {
+                return Err(CoreError::InvalidShape(
+                    "array element is not a slice of its input".into(),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON object as its entries: decoded key, raw value text.
+#[derive(Debug, Default, Clone)]
+pub struct RawObject<'a> {
+    pub entries: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// Read the entries of an object, validating every value.
+    pub fn parse(text: &'a str) -> Result<Self> {
+        Self::collect(sonic_rs::to_object_iter(text))
+    }
+
+    /// Read the entries of an object whose text has already been validated as JSON.
+    pub fn parse_validated(text: Validated<'a>) -> Result<Self> {
+        #[allow(unsafe_code)]
+        // SAFETY: `Validated` is only made from text a checking parser has accepted, which is
+        // what the unchecked iterator requires; it then skips values without re-validating them.
+        let entries = unsafe { sonic_rs::to_object_iter_unchecked(text.0) };
+        Self::collect(entries)
+    }
+
+    fn collect(iter: sonic_rs::ObjectJsonIter<'a>) -> Result<Self> {
+        let mut entries = Vec::with_capacity(16);
+        for entry in iter {
+            let (key, value): (Cow<'a, str>, LazyValue<'a>) = entry.map_err(|err| invalid(&err))?;
+            entries.push((key, value.as_raw_cow()));
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k == key)
+    }
+
+    /// Remove an entry, keeping the order of the others.
+    pub fn take(&mut self, key: &str) -> Option<Cow<'a, str>> {
+        let index = self.entries.iter().position(|(k, _)| k == key)?;
+        Some(self.entries.remove(index).1)
+    }
+
+    /// Set an entry's raw value, appending it when the key is new.
+    pub fn set(&mut self, key: impl Into<Cow<'a, str>>, raw: impl Into<Cow<'a, str>>) {
+        let key = key.into();
+        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = raw.into(),
+            None => self.entries.push((key, raw.into())),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn to_json(&self) -> String {
+        let size: usize = self.entries.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+        let mut out = String::with_capacity(size + 2);
+        out.push('{');
+        for (index, (key, value)) in self.entries.iter().enumerate() {
+            if index > 0 {
+                out.push(',');
+            }
+            push_key(&mut out, key);
+            out.push_str(value);
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Write `"key":`, escaping the key as JSON requires.
+pub fn push_key(out: &mut String, key: &str) {
+    push_string(out, key);
+    out.push(':');
+}
+
+/// Write a JSON string literal.
+pub fn push_string(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&sonic_rs::to_string(text).unwrap_or_default());
+    }
+}
+
+pub fn string_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    push_string(&mut out, text);
+    out
+}
+
+/// Append entries to the text of a JSON object (`additions` hold raw values).
+pub fn append_entries(object: &str, additions: &[(&str, String)]) -> String {
+    let trimmed = object.trim_end();
+    let body = trimmed.strip_suffix('}').unwrap_or(trimmed);
+    let empty = body
+        .trim_start()
+        .strip_prefix('{')
+        .is_some_and(|inside| inside.trim().is_empty());
+    let extra: usize = additions.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let mut out = String::with_capacity(body.len() + extra + 1);
+    out.push_str(body);
+    for (index, (key, value)) in additions.iter().enumerate() {
+        if index > 0 || !empty {
+            out.push(',');
+        }
+        push_key(&mut out, key);
+        out.push_str(value);
+    }
+    out.push('}');
+    out
+}
+
+/// The text of a JSON string value, unescaped; `None` when the raw value is not a string.
+pub fn as_str(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.starts_with('"') {
+        return None;
+    }
+    let inner = &raw[1..raw.len().saturating_sub(1)];
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    sonic_rs::from_str::<String>(raw).ok().map(Cow::Owned)
+}
+
+/// Parse a raw value (already validated) into a `sonic_rs::Value`.
+pub fn value(raw: &str) -> Result<sonic_rs::Value> {
+    sonic_rs::from_str(raw).map_err(|err| invalid(&err))
+}
+
+/// `null`, once whitespace is ignored.
+pub fn is_null(raw: &str) -> bool {
+    raw.trim() == "null"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_in_order() {
+        let mut object =
+            RawObject::parse(r#"{"b": 1, "a": {"x": [1, 2]}, "c\n": "é", "n": 12345678901234567890}"#).unwrap();
+        assert_eq!(object.get("a"), Some(r#"{"x": [1, 2]}"#));
+        object.set("z", "true");
+        object.take("b");
+        assert_eq!(
+            object.to_json(),
+            r#"{"a":{"x": [1, 2]},"c\n":"é","n":12345678901234567890,"z":true}"#
+        );
+    }
+
+    #[test]
+    fn appending_to_objects() {
+        let add = [("$sent_at", string_literal("2024")), ("n", "1".to_owned())];
+        assert_eq!(append_entries(r#"{"a":1}"#, &add), r#"{"a":1,"$sent_at":"2024","n":1}"#);
+        assert_eq!(append_entries("{ }\n", &add), r#"{ "$sent_at":"2024","n":1}"#);
+        assert_eq!(append_entries("{}", &[]), "{}");
+    }
+
+    #[test]
+    fn strings() {
+        assert_eq!(as_str(r#""plain""#).as_deref(), Some("plain"));
+        assert_eq!(as_str(r#""a\"b\u00e9""#).as_deref(), Some("a\"bé"));
+        assert_eq!(as_str("12"), None);
+        assert_eq!(string_literal("q\"\u{1}"), r#""q\"\u0001""#);
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        assert!(RawObject::parse(r#"{"a": [1, 2}"#).is_err());
+        assert!(RawObject::parse(r#"{"a": tru}"#).is_err());
+        assert!(RawObject::parse("[1]").is_err());
+    }
+}

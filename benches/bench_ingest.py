@@ -173,7 +173,9 @@ def load(server: Server, workload: str, duration: float, connections: int, rate:
     mark = server.rss.mark()
     before = server.lake_rows() if server.data_dir is not None and server.name == "hogflare" else 0
     started = time.monotonic()
-    result = loadgen.run(server.url + path, body, headers=headers, connections=connections, duration=duration, rate=rate)
+    result = loadgen.run(
+        server.url + path, body, headers=headers, connections=connections, duration=duration, rate=rate
+    )
     note = ""
     events_per_s = result.ok * per_request / result.seconds
     if server.name == "hogflare":
@@ -202,7 +204,9 @@ def million(server: Server) -> dict[str, Any]:
     """1M events in a row (10,000 batches of 100): the RSS timeline should stay flat."""
     mark = server.rss.mark()
     started = time.monotonic()
-    result = loadgen.run(server.url + "/batch/", batch_body(100), headers=BATCH_HEADERS, connections=16, requests=10_000)
+    result = loadgen.run(
+        server.url + "/batch/", batch_body(100), headers=BATCH_HEADERS, connections=16, requests=10_000
+    )
     while server.lake_rows() < 1_000_000 + 0:
         time.sleep(0.5)
         if time.monotonic() - started > 900:

@@ -6,10 +6,9 @@
 use std::hint::black_box;
 use std::io::Write;
 
-use _hogflare::core::columns;
 use _hogflare::core::decode::{self, DecoderConfig, HeaderFacts};
+use _hogflare::core::export;
 use _hogflare::core::request::{RequestParts, RouteKind};
-use _hogflare::core::row::OutboxRecord;
 use _hogflare::core::store::{CommitOptions, Store, StoreConfig};
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -135,10 +134,10 @@ fn bench_commit(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_columns(c: &mut Criterion) {
+fn bench_export(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
-        dir.path(),
+        &dir.path().join("store"),
         &StoreConfig {
             map_size: 8 << 30,
             max_readers: 16,
@@ -153,18 +152,15 @@ fn bench_columns(c: &mut Criterion) {
     store
         .commit((0..100).map(|_| decode_batch(&batch_body(100))).collect(), options)
         .unwrap();
+    let lake = dir.path().join("lake");
     let mut group = c.benchmark_group("outbox");
     group.throughput(Throughput::Elements(10_000));
     group.sample_size(20);
-    group.bench_function("read_10k_to_arrow_ipc", |b| {
-        b.iter(|| {
-            let chunk = store.read_outbox(0, 10_000, u64::MAX).unwrap();
-            let rows: Vec<_> = chunk.records.iter().map(|(_, OutboxRecord::Event(row))| row).collect();
-            columns::to_ipc(&columns::event_batch(&rows).unwrap()).unwrap()
-        });
+    group.bench_function("export_10k_to_parquet", |b| {
+        b.iter(|| export::export_events(&store, 0, 0, 10_000, u64::MAX, &lake).unwrap());
     });
     group.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_commit, bench_columns);
+criterion_group!(benches, bench_decode, bench_commit, bench_export);
 criterion_main!(benches);

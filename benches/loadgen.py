@@ -42,7 +42,18 @@ def run(
     with tempfile.NamedTemporaryFile(suffix=".body") as handle:
         handle.write(body)
         handle.flush()
-        args = [oha_binary(), "--no-tui", "--output-format", "json", "-m", "POST", "-D", handle.name, "-c", str(connections)]
+        args = [
+            oha_binary(),
+            "--no-tui",
+            "--output-format",
+            "json",
+            "-m",
+            "POST",
+            "-D",
+            handle.name,
+            "-c",
+            str(connections),
+        ]
         for name, value in headers.items():
             args += ["-H", f"{name}: {value}"]
         if duration is not None:

@@ -1,6 +1,5 @@
 """The Rust core of hogflare. Each call takes a whole request body or a whole commit."""
 
-import builtins
 from collections.abc import Sequence
 from os import PathLike
 from typing import Self, final
@@ -9,8 +8,8 @@ __all__ = [
     "AuthError",
     "Batch",
     "Decoder",
+    "Export",
     "HogflareError",
-    "OutboxChunk",
     "OutboxFullError",
     "PayloadError",
     "PayloadTooLargeError",
@@ -104,7 +103,11 @@ class Store:
         Raises ``OutboxFullError`` above the high-water mark, ``StorageError`` on store trouble."""
     def outbox_state(self) -> tuple[int, int, int]:
         """``(next_seq, rows, bytes)`` of the outbox."""
-    def read_outbox(self, after: int, *, max_rows: int, max_bytes: int) -> OutboxChunk: ...
+    def export_events(
+        self, after: int, *, skip_upto: int, max_rows: int, max_bytes: int, data_dir: str | PathLike[str]
+    ) -> Export:
+        """Write the events after ``after`` to Parquet files under ``data_dir``, one per day;
+        rows at or below ``skip_upto`` are already in the lake and are left out."""
     def trim_outbox(self, upto: int) -> int: ...
     def cursor(self, sink: str) -> int | None: ...
     def set_cursor(self, sink: str, seq: int) -> None: ...
@@ -112,14 +115,15 @@ class Store:
     def check(self) -> None: ...
 
 @final
-class OutboxChunk:
-    """Rows read from the outbox, in sequence order."""
+class Export:
+    """What ``Store.export_events`` did."""
 
     @property
-    def last_seq(self) -> int: ...
+    def entries(self) -> int:
+        """Outbox entries read."""
     @property
-    def size(self) -> int:
-        """Bytes of the rows as stored."""
-    def __len__(self) -> int: ...
-    def events_ipc(self, after: int = 0) -> builtins.bytes | None:
-        """Event rows with a sequence number above ``after`` as an Arrow IPC stream."""
+    def last_seq(self) -> int:
+        """The outbox position the export reached."""
+    @property
+    def files(self) -> list[tuple[int, str, int, int]]:
+        """``(day, path, rows, bytes)`` of each file written; ``day`` counts days since 1970-01-01."""

@@ -25,7 +25,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     outbox_max_bytes: int = 8 * GiB
     lmdb_map_size: int = 256 * GiB
     flush_interval_secs: float = 5.0
-    flush_rows: int = 200_000
+    flush_rows: int = 50_000
 
     max_body_bytes: int = 20 * MB
     max_recording_body_bytes: int = 25 * MB

@@ -7,7 +7,9 @@ row is never lost and never written twice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,27 +86,41 @@ def local_path(location: str) -> str:
     return location
 
 
+@contextlib.contextmanager
+def _creating(root: Path) -> Iterator[None]:
+    """Serialise catalog and table creation between processes (the shipper and `hogflare query`
+    may open a new lake at the same moment; SQLite's `CREATE TABLE` is not `IF NOT EXISTS` there)."""
+    with (root / "catalog.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Lake:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         warehouse = root / "warehouse"
         warehouse.mkdir(exist_ok=True)
-        self.catalog = SqlCatalog(
-            "hogflare", uri=f"sqlite:///{root / 'catalog.db'}", warehouse=warehouse.resolve().as_uri()
-        )
-        self.catalog.create_namespace_if_not_exists(NAMESPACE)
+        with _creating(root):
+            self.catalog = SqlCatalog(
+                "hogflare", uri=f"sqlite:///{root / 'catalog.db'}", warehouse=warehouse.resolve().as_uri()
+            )
+            self.catalog.create_namespace_if_not_exists(NAMESPACE)
         self._tables: dict[str, Table] = {}
 
     def table(self, name: str) -> Table:
         if name not in self._tables:
             schema, partition_column = TABLES[name]
-            self._tables[name] = self.catalog.create_table_if_not_exists(
-                f"{NAMESPACE}.{name}",
-                schema=schema,
-                partition_spec=_day_partition(schema, partition_column),
-                properties=_TABLE_PROPERTIES,
-            )
+            with _creating(self.root):
+                self._tables[name] = self.catalog.create_table_if_not_exists(
+                    f"{NAMESPACE}.{name}",
+                    schema=schema,
+                    partition_spec=_day_partition(schema, partition_column),
+                    properties=_TABLE_PROPERTIES,
+                )
         return self._tables[name]
 
     def refresh(self, name: str) -> Table:
@@ -112,14 +128,20 @@ class Lake:
         table.refresh()
         return table
 
-    def append(self, name: str, data: pa.Table, outbox_seq: int) -> None:
-        """Append rows and record, atomically, that outbox rows up to ``outbox_seq`` are in."""
+    def data_dir(self, name: str) -> Path:
+        """Where a table's Parquet files go (Iceberg's `<location>/data`)."""
+        return Path(local_path(self.table(name).location())) / "data"
+
+    def add_files(self, name: str, paths: list[str], outbox_seq: int) -> None:
+        """Commit Parquet files to a table and record, in the same atomic commit, that outbox
+        rows up to ``outbox_seq`` are in."""
+        properties = {SEQ_PROPERTY: str(outbox_seq)}
         table = self.table(name)
         try:
-            table.append(data, snapshot_properties={SEQ_PROPERTY: str(outbox_seq)})
+            table.add_files(paths, snapshot_properties=properties, check_duplicate_files=False)
         except CommitFailedException:
             # Someone else (compaction) committed first; nothing of ours landed. Try once more.
-            self.refresh(name).append(data, snapshot_properties={SEQ_PROPERTY: str(outbox_seq)})
+            self.refresh(name).add_files(paths, snapshot_properties=properties, check_duplicate_files=False)
 
     def outbox_seq(self, name: str) -> int:
         """The last outbox sequence number this table holds (0 when it holds none)."""

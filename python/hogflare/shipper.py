@@ -11,12 +11,12 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
-import pyarrow as pa
 import structlog
 
-from hogflare._hogflare import OutboxChunk, Store
+from hogflare._hogflare import Store
 from hogflare.config import Settings
 from hogflare.lake import EVENTS, Lake
 from hogflare.supervisor import acquire_lock, lock_path
@@ -25,7 +25,7 @@ log = structlog.get_logger("hogflare.shipper")
 
 LAKE_CURSOR = "lake"
 #: Largest chunk read from the outbox for one lake commit.
-_MAX_CHUNK_BYTES = 256 << 20
+_MAX_CHUNK_BYTES = 128 << 20
 _POLL_SECS = 0.05
 _MAINTENANCE_SECS = 300.0
 
@@ -45,27 +45,34 @@ class Shipper:
         return {EVENTS: max(stored, self.lake.outbox_seq(EVENTS))}
 
     def ship_once(self) -> int:
-        """Ship one chunk of the outbox; returns how many rows were read."""
+        """Ship one chunk of the outbox; returns how many outbox entries were read."""
         if self._table_seq is None:
             self._table_seq = self._resume()
         cursor = min(self._table_seq.values())
-        chunk: OutboxChunk = self.store.read_outbox(
-            cursor, max_rows=self.settings.flush_rows, max_bytes=_MAX_CHUNK_BYTES
+        export = self.store.export_events(
+            cursor,
+            skip_upto=self._table_seq[EVENTS],
+            max_rows=self.settings.flush_rows,
+            max_bytes=_MAX_CHUNK_BYTES,
+            data_dir=str(self.lake.data_dir(EVENTS)),
         )
-        if len(chunk) == 0:
+        if export.entries == 0:
             return 0
+        paths = [path for _, path, _, _ in export.files]
         try:
-            ipc = chunk.events_ipc(self._table_seq[EVENTS])
-            if ipc is not None:
-                self.lake.append(EVENTS, pa.ipc.open_stream(ipc).read_all(), chunk.last_seq)
-            self._table_seq[EVENTS] = chunk.last_seq
+            if paths:
+                self.lake.add_files(EVENTS, paths, export.last_seq)
         except Exception:
-            # Whatever happened, the lake's own record of what it holds is what counts next time.
+            # Nothing was committed: the files are orphans, and the lake's own record of what
+            # it holds decides where the next attempt starts.
+            for path in paths:
+                Path(path).unlink(missing_ok=True)
             self._table_seq = None
             raise
-        self.store.set_cursor(LAKE_CURSOR, chunk.last_seq)
-        self.store.trim_outbox(chunk.last_seq)
-        return len(chunk)
+        self._table_seq[EVENTS] = export.last_seq
+        self.store.set_cursor(LAKE_CURSOR, export.last_seq)
+        self.store.trim_outbox(export.last_seq)
+        return int(export.entries)
 
     def drain(self) -> int:
         """Ship until the outbox is empty; returns the rows shipped."""

@@ -1,15 +1,19 @@
-//! Outbox rows as Arrow columns, handed to Python as an Arrow IPC stream so pyarrow and
-//! pyiceberg can write them without building a Python object per value.
+//! Outbox rows as Arrow columns, written straight to Parquet: the lake's data files are made
+//! here, one per day, without passing through Python objects.
 
+use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_ipc::writer::StreamWriter;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
 
-use super::error::Result;
-use super::row::EventRow;
+use super::error::{CoreError, Result};
+use super::row::EventRowRef;
 
 fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -44,7 +48,7 @@ pub fn event_schema() -> Schema {
     Schema::new(fields)
 }
 
-fn strings<'a>(rows: &[&'a EventRow], get: impl Fn(&'a EventRow) -> Option<&'a str>) -> ArrayRef {
+fn strings<'a>(rows: &[&EventRowRef<'a>], get: impl Fn(&EventRowRef<'a>) -> Option<&'a str>) -> ArrayRef {
     let bytes: usize = rows.iter().map(|row| get(row).map_or(0, str::len)).sum();
     let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
     for row in rows {
@@ -53,7 +57,7 @@ fn strings<'a>(rows: &[&'a EventRow], get: impl Fn(&'a EventRow) -> Option<&'a s
     Arc::new(builder.finish())
 }
 
-fn timestamps(rows: &[&EventRow], get: impl Fn(&EventRow) -> Option<i64>) -> ArrayRef {
+fn timestamps(rows: &[&EventRowRef<'_>], get: impl Fn(&EventRowRef<'_>) -> Option<i64>) -> ArrayRef {
     let mut builder = TimestampMicrosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
     for row in rows {
         builder.append_option(get(row));
@@ -61,41 +65,66 @@ fn timestamps(rows: &[&EventRow], get: impl Fn(&EventRow) -> Option<i64>) -> Arr
     Arc::new(builder.finish())
 }
 
-pub fn event_batch(rows: &[&EventRow]) -> Result<RecordBatch> {
-    let uuids: Vec<String> = rows.iter().map(|row| row.uuid.hyphenated().to_string()).collect();
+pub fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
+    let mut uuids = StringBuilder::with_capacity(rows.len(), rows.len() * 36);
+    let mut buffer = uuid::Uuid::encode_buffer();
+    for row in rows {
+        uuids.append_value(row.uuid.hyphenated().encode_lower(&mut buffer));
+    }
     let mut team_ids = Int64Builder::with_capacity(rows.len());
     for row in rows {
         team_ids.append_option(row.team_id);
     }
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(arrow_array::StringArray::from_iter_values(&uuids)),
+        Arc::new(uuids.finish()),
         Arc::new(team_ids.finish()),
-        strings(rows, |row| Some(row.source.as_str())),
-        strings(rows, |row| Some(row.event.as_str())),
-        strings(rows, |row| Some(row.distinct_id.as_str())),
+        strings(rows, |row| Some(row.source)),
+        strings(rows, |row| Some(row.event)),
+        strings(rows, |row| Some(row.distinct_id)),
         timestamps(rows, |row| Some(row.created_at)),
         timestamps(rows, |row| row.timestamp),
-        strings(rows, |row| row.properties.as_deref()),
-        strings(rows, |row| row.context.as_deref()),
-        strings(rows, |row| row.person_id.as_deref()),
+        strings(rows, |row| row.properties),
+        strings(rows, |row| row.context),
+        strings(rows, |row| row.person_id),
         timestamps(rows, |row| row.person_created_at),
-        strings(rows, |row| row.person_properties.as_deref()),
+        strings(rows, |row| row.person_properties),
     ];
     for slot in 0..5 {
-        columns.push(strings(rows, |row| row.groups[slot].as_deref()));
+        columns.push(strings(rows, |row| row.groups[slot]));
     }
-    columns.push(strings(rows, |row| row.group_properties.as_deref()));
-    columns.push(strings(rows, |row| row.api_key.as_deref()));
-    columns.push(strings(rows, |row| row.extra.as_deref()));
+    columns.push(strings(rows, |row| row.group_properties));
+    columns.push(strings(rows, |row| row.api_key));
+    columns.push(strings(rows, |row| row.extra));
     Ok(RecordBatch::try_new(Arc::new(event_schema()), columns)?)
 }
 
-/// One record batch as an Arrow IPC stream.
-pub fn to_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
-    writer.write(batch)?;
-    writer.finish()?;
-    drop(writer);
-    Ok(out)
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_created_by("hogflare".into())
+        .build()
+}
+
+/// Write rows to a new Parquet file (created with a temporary name, then renamed into place,
+/// so a reader never sees half a file).
+pub fn write_parquet(rows: &[&EventRowRef<'_>], path: &Path) -> Result<u64> {
+    let batch = event_batch(rows)?;
+    let temporary = path.with_extension("parquet.tmp");
+    let io = |err: std::io::Error| CoreError::Store(format!("cannot write {}: {err}", path.display()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    let file = File::create(&temporary).map_err(io)?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
+        .map_err(|err| CoreError::Encoding(err.to_string()))?;
+    writer
+        .write(&batch)
+        .map_err(|err| CoreError::Encoding(err.to_string()))?;
+    let file = writer
+        .into_inner()
+        .map_err(|err| CoreError::Encoding(err.to_string()))?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)?;
+    Ok(std::fs::metadata(path).map_err(io)?.len())
 }

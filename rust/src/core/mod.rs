@@ -5,6 +5,7 @@ pub mod columns;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod lz64;
 pub mod rawjson;
 pub mod request;

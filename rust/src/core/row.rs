@@ -56,6 +56,42 @@ impl EventRow {
     }
 }
 
+/// An `EventRow` read back from the store without copying its text: the same encoding,
+/// borrowed from the store's memory map for as long as the read transaction lasts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EventRowRef<'a> {
+    pub uuid: Uuid,
+    pub team_id: Option<i64>,
+    pub source: &'a str,
+    pub event: &'a str,
+    pub distinct_id: &'a str,
+    pub created_at: i64,
+    pub timestamp: Option<i64>,
+    pub properties: Option<&'a str>,
+    pub context: Option<&'a str>,
+    pub person_id: Option<&'a str>,
+    pub person_created_at: Option<i64>,
+    pub person_properties: Option<&'a str>,
+    #[serde(borrow)]
+    pub groups: [Option<&'a str>; 5],
+    pub group_properties: Option<&'a str>,
+    pub api_key: Option<&'a str>,
+    pub extra: Option<&'a str>,
+}
+
+/// `OutboxRecord`, borrowed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum OutboxRecordRef<'a> {
+    #[serde(borrow)]
+    Event(EventRowRef<'a>),
+}
+
+impl<'a> OutboxRecordRef<'a> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self> {
+        Ok(postcard::from_bytes(bytes)?)
+    }
+}
+
 /// What one outbox entry holds. New kinds are appended at the end so stored entries keep
 /// their meaning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,7 +133,13 @@ mod tests {
             api_key: Some("phc".into()),
             extra: None,
         };
-        let record = OutboxRecord::Event(row);
-        assert_eq!(OutboxRecord::decode(&record.encode().unwrap()).unwrap(), record);
+        let record = OutboxRecord::Event(row.clone());
+        let encoded = record.encode().unwrap();
+        assert_eq!(OutboxRecord::decode(&encoded).unwrap(), record);
+        let OutboxRecordRef::Event(borrowed) = OutboxRecordRef::decode(&encoded).unwrap();
+        assert_eq!(
+            (borrowed.uuid, borrowed.properties, borrowed.groups[0]),
+            (row.uuid, Some(r#"{"a":1}"#), Some("g"))
+        );
     }
 }

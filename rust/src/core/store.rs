@@ -227,6 +227,30 @@ impl Store {
         Ok(chunk)
     }
 
+    /// Run `f` over the raw outbox entries after `after` (up to `max_rows` and about `max_bytes`),
+    /// inside one read transaction, so `f` can borrow the entries without copying them.
+    pub fn with_outbox<R>(
+        &self,
+        after: u64,
+        max_rows: usize,
+        max_bytes: u64,
+        f: impl FnOnce(&[(u64, &[u8])]) -> Result<R>,
+    ) -> Result<R> {
+        let txn = self.env.read_txn()?;
+        let range = (Bound::Excluded(after), Bound::Unbounded);
+        let mut entries = Vec::new();
+        let mut bytes = 0u64;
+        for entry in self.outbox.range(&txn, &range)? {
+            let (seq, value) = entry?;
+            entries.push((seq, value));
+            bytes += value.len() as u64;
+            if entries.len() >= max_rows || bytes >= max_bytes {
+                break;
+            }
+        }
+        f(&entries)
+    }
+
     /// Forget rows up to and including `upto`: every sink has them.
     pub fn trim_outbox(&self, upto: u64) -> Result<u64> {
         let mut txn = self.env.write_txn()?;

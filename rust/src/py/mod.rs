@@ -12,7 +12,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ingest::PyDecoder>()?;
     m.add_class::<ingest::PyBatch>()?;
     m.add_class::<store::PyStore>()?;
-    m.add_class::<store::PyOutboxChunk>()?;
+    m.add_class::<store::PyExport>()?;
     m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;
     m.add("PayloadError", py.get_type::<exceptions::PayloadError>())?;
     m.add(

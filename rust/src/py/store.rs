@@ -3,12 +3,10 @@
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
-use crate::core::columns;
-use crate::core::row::{EventRow, OutboxRecord};
+use crate::core::export;
 use crate::core::store::{CommitOptions, Store, StoreConfig};
 
 #[pyclass(name = "Store", module = "hogflare._hogflare", frozen)]
@@ -64,15 +62,37 @@ impl PyStore {
         Ok((state.next_seq, state.rows, state.bytes))
     }
 
-    #[pyo3(signature = (after, *, max_rows, max_bytes))]
-    fn read_outbox(&self, py: Python<'_>, after: u64, max_rows: usize, max_bytes: u64) -> PyResult<PyOutboxChunk> {
-        let chunk = py
-            .detach(|| self.inner.read_outbox(after, max_rows, max_bytes))
+    /// Write the events after `after` to Parquet files under `data_dir`, one per day; rows at or
+    /// below `skip_upto` are already in the lake and are left out.
+    #[pyo3(signature = (after, *, skip_upto, max_rows, max_bytes, data_dir))]
+    #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
+    fn export_events(
+        &self,
+        py: Python<'_>,
+        after: u64,
+        skip_upto: u64,
+        max_rows: usize,
+        max_bytes: u64,
+        data_dir: PathBuf,
+    ) -> PyResult<PyExport> {
+        let export = py
+            .detach(|| export::export_events(&self.inner, after, skip_upto, max_rows, max_bytes, &data_dir))
             .map_err(PyCoreError::from)?;
-        Ok(PyOutboxChunk {
-            last_seq: chunk.last_seq,
-            size: chunk.bytes,
-            records: chunk.records,
+        Ok(PyExport {
+            entries: export.entries,
+            last_seq: export.last_seq,
+            files: export
+                .files
+                .into_iter()
+                .map(|file| {
+                    (
+                        file.day,
+                        file.path.to_string_lossy().into_owned(),
+                        file.rows,
+                        file.bytes,
+                    )
+                })
+                .collect(),
         })
     }
 
@@ -101,39 +121,16 @@ impl PyStore {
     }
 }
 
-/// Rows read from the outbox; their columns are built on request.
-#[pyclass(name = "OutboxChunk", module = "hogflare._hogflare", frozen)]
-pub struct PyOutboxChunk {
+/// What `Store.export_events` did.
+#[pyclass(name = "Export", module = "hogflare._hogflare", frozen)]
+pub struct PyExport {
+    /// Outbox entries read.
+    #[pyo3(get)]
+    entries: u64,
+    /// The outbox position the export reached.
     #[pyo3(get)]
     last_seq: u64,
+    /// `(day, path, rows, bytes)` of each file written; `day` counts days since 1970-01-01.
     #[pyo3(get)]
-    size: u64,
-    records: Vec<(u64, OutboxRecord)>,
-}
-
-#[pymethods]
-impl PyOutboxChunk {
-    fn __len__(&self) -> usize {
-        self.records.len()
-    }
-
-    /// The event rows with a sequence number above `after`, as an Arrow IPC stream, or `None`.
-    #[pyo3(signature = (after=0))]
-    fn events_ipc<'py>(&self, py: Python<'py>, after: u64) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let rows: Vec<&EventRow> = self
-            .records
-            .iter()
-            .filter(|(seq, _)| *seq > after)
-            .map(|(_, record)| match record {
-                OutboxRecord::Event(row) => row,
-            })
-            .collect();
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let ipc = py
-            .detach(|| columns::event_batch(&rows).and_then(|batch| columns::to_ipc(&batch)))
-            .map_err(PyCoreError::from)?;
-        Ok(Some(PyBytes::new(py, &ipc)))
-    }
+    files: Vec<(i32, String, u64, u64)>,
 }

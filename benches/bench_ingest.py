@@ -247,14 +247,14 @@ def main() -> None:
     rows: list[Row] = []
     d = args.duration
     with nginx(args.workers) as server:
-        rows.append(load(server, "batch", d, 32))
+        rows.append(load(server, "batch", d, 64))
         rows.append(load(server, "single", d, 64))
     with hogflare("decode-only", args.workers, {"HOGFLARE_STORE": "off"}) as server:
-        rows.append(load(server, "batch", d, 32))
+        rows.append(load(server, "batch", d, 64))
         rows.append(load(server, "single", d, 64))
     million_result: dict[str, Any] = {}
     with hogflare("hogflare", args.workers, {}) as server:
-        rows.append(load(server, "batch", d, 32))
+        rows.append(load(server, "batch", d, 64))
         single = load(server, "single", d, 64)
         rows.append(single)
         half = round(single.req_per_s / 2, -2)

@@ -41,38 +41,50 @@ BATCH_HEADERS = {"content-type": "application/json", "content-encoding": "gzip"}
 SINGLE_HEADERS = {"content-type": "text/plain"}
 
 
+def _anonymous_rss(pid: int) -> int:
+    """RssAnon: memory the process owns, without the page cache its memory maps touch."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class RssSampler(threading.Thread):
-    """Peak and timeline of the summed RSS of a process group (server, workers, shipper)."""
+    """Memory of a process group (server, workers, shipper) over time.
+
+    Summing plain RSS over processes counts shared pages (libraries, the store's memory map) once
+    per process; PSS splits them fairly, and anonymous RSS leaves out the page cache that the
+    LMDB map pulls in. Samples are (time, PSS, anonymous RSS)."""
 
     def __init__(self, pgid: int) -> None:
         super().__init__(daemon=True)
         self.pgid = pgid
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
         self.stop = threading.Event()
 
-    def current(self) -> int:
-        total = 0
+    def current(self) -> tuple[int, int]:
+        pss = anonymous = 0
         for process in psutil.process_iter(["pid"]):
             try:
                 if os.getpgid(process.pid) == self.pgid:
-                    total += process.memory_info().rss
-            except (psutil.Error, ProcessLookupError):
+                    pss += process.memory_full_info().pss
+                    anonymous += _anonymous_rss(process.pid)
+            except (psutil.Error, ProcessLookupError, FileNotFoundError):
                 continue
-        return total
+        return pss, anonymous
 
     def run(self) -> None:
         while not self.stop.wait(0.25):
-            self.samples.append((time.monotonic(), self.current()))
-
-    @property
-    def peak_mb(self) -> float:
-        return max((rss for _, rss in self.samples), default=0) / 1e6
+            self.samples.append((time.monotonic(), *self.current()))
 
     def mark(self) -> int:
         return len(self.samples)
 
-    def peak_since(self, mark: int) -> float:
-        return max((rss for _, rss in self.samples[mark:]), default=0) / 1e6
+    def peak_since(self, mark: int) -> tuple[float, float]:
+        """Peak PSS and peak anonymous RSS, in MB, since ``mark``."""
+        window = self.samples[mark:]
+        return (max((s[1] for s in window), default=0) / 1e6, max((s[2] for s in window), default=0) / 1e6)
 
 
 @dataclass
@@ -160,7 +172,8 @@ class Row:
     req_per_s: float
     p50_ms: float
     p99_ms: float
-    peak_rss_mb: float
+    peak_pss_mb: float
+    peak_anon_mb: float
     errors: int
     note: str = ""
 
@@ -194,7 +207,8 @@ def load(server: Server, workload: str, duration: float, connections: int, rate:
         req_per_s=result.rps,
         p50_ms=result.p50_ms,
         p99_ms=result.p99_ms,
-        peak_rss_mb=server.rss.peak_since(mark),
+        peak_pss_mb=server.rss.peak_since(mark)[0],
+        peak_anon_mb=server.rss.peak_since(mark)[1],
         errors=result.requests - result.ok,
         note=note,
     )
@@ -211,26 +225,36 @@ def million(server: Server) -> dict[str, Any]:
         time.sleep(0.5)
         if time.monotonic() - started > 900:
             break
-    samples = [rss / 1e6 for _, rss in server.rss.samples[mark:]]
-    quarter = max(1, len(samples) // 4)
+    window = server.rss.samples[mark:]
+    pss = [sample[1] / 1e6 for sample in window]
+    anonymous = [sample[2] / 1e6 for sample in window]
+    quarter = max(1, len(window) // 4)
     return {
         "events": result.ok * 100,
         "seconds": round(time.monotonic() - started, 1),
-        "rss_mb_first_quarter_peak": round(max(samples[:quarter]), 1),
-        "rss_mb_last_quarter_peak": round(max(samples[-quarter:]), 1),
-        "rss_mb_peak": round(max(samples), 1),
+        "events_per_s_to_lake": round(result.ok * 100 / (time.monotonic() - started)),
+        "pss_mb_first_quarter_peak": round(max(pss[:quarter]), 1),
+        "pss_mb_last_quarter_peak": round(max(pss[-quarter:]), 1),
+        "pss_mb_peak": round(max(pss), 1),
+        "anon_mb_first_quarter_peak": round(max(anonymous[:quarter]), 1),
+        "anon_mb_last_quarter_peak": round(max(anonymous[-quarter:]), 1),
+        "anon_mb_peak": round(max(anonymous), 1),
+        "timeline_s_pss_anon_mb": [
+            (round(s[0] - window[0][0], 1), round(s[1] / 1e6), round(s[2] / 1e6))
+            for s in window[:: max(1, len(window) // 20)]
+        ],
     }
 
 
 def markdown(rows: list[Row]) -> str:
     lines = [
-        "| server | workload | events/s | req/s | p50 ms | p99 ms | peak RSS MB | non-200 | note |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| server | workload | events/s | req/s | p50 ms | p99 ms | peak PSS MB | peak anon MB | non-200 | note |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         lines.append(
             f"| {row.server} | {row.workload} | {row.events_per_s:,.0f} | {row.req_per_s:,.0f} | {row.p50_ms:.2f} | "
-            f"{row.p99_ms:.2f} | {row.peak_rss_mb:.0f} | {row.errors} | {row.note} |"
+            f"{row.p99_ms:.2f} | {row.peak_pss_mb:.0f} | {row.peak_anon_mb:.0f} | {row.errors} | {row.note} |"
         )
     return "\n".join(lines)
 

@@ -42,7 +42,13 @@ class Shipper:
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
         stored = self.store.cursor(LAKE_CURSOR) or 0
-        return {EVENTS: max(stored, self.lake.outbox_seq(EVENTS))}
+        positions = {EVENTS: max(stored, self.lake.outbox_seq(EVENTS))}
+        reached = min(positions.values())
+        if reached > stored:
+            # The lake committed rows the store never heard about (a crash in between).
+            self.store.set_cursor(LAKE_CURSOR, reached)
+            self.store.trim_outbox(reached)
+        return positions
 
     def ship_once(self) -> int:
         """Ship one chunk of the outbox; returns how many outbox entries were read."""

@@ -229,6 +229,12 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], Err]] = [
     ("invalid utf-8", b'[{"event":"\xff\xfe","distinct_id":"a","token":"t"}]', {}, Err(400, "invalid json")),
     ("deep nesting", b"[" * 10_000 + b"]" * 10_000, {}, Err(400, "nesting deeper than 256 levels")),
     ("only bad items", json.dumps([{"event": "x", "token": TOKEN}]).encode(), {}, Err(400, "missing_distinct_id")),
+    (
+        "10 MB string",
+        json.dumps(event(token=TOKEN, properties={"blob": "x" * 10_000_000})).encode(),
+        {},
+        Err(400, "event_too_large"),
+    ),
 ]
 
 

@@ -1,0 +1,88 @@
+"""What posthog-js boots from: `/array/<token>/config[.js]`, `/flags` and `/decide`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hogflare.app import App
+from tests.conftest import Hogflare, make_settings
+
+ORIGIN = {"origin": "https://app.example"}
+
+
+async def test_config_json_has_what_posthog_js_reads(hogflare: Hogflare) -> None:
+    response = await hogflare.client.get("/array/phc_abc/config", headers=ORIGIN)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    config = response.json()
+    assert config["token"] == "phc_abc"
+    assert config["supportedCompression"] == ["gzip", "gzip-js"]
+    assert config["autocapture_opt_out"] is False
+    assert config["hasFeatureFlags"] is False
+    assert config["sessionRecording"] is False
+    assert config["analytics"] == {"endpoint": "/i/v0/e/"}
+    assert config["elementsChainAsString"] is True
+
+
+async def test_config_js_parks_the_config_for_the_sdk(hogflare: Hogflare) -> None:
+    response = await hogflare.client.get("/array/phc_abc/config.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/javascript"
+    text = response.text
+    assert "window._POSTHOG_REMOTE_CONFIG = window._POSTHOG_REMOTE_CONFIG || {};" in text
+    match = re.search(r'window\._POSTHOG_REMOTE_CONFIG\["phc_abc"\] = \{ config: (\{.*\}), siteApps: \[\] \};', text)
+    assert match is not None
+    assert json.loads(match.group(1))["token"] == "phc_abc"
+
+
+@pytest.mark.parametrize("token", ["phx_personal", "bad token!", "x" * 65])
+async def test_a_malformed_token_is_400_invalid_token(hogflare: Hogflare, token: str) -> None:
+    response = await hogflare.client.get(f"/array/{token}/config")
+    assert (response.status_code, response.json()) == (400, {"detail": "Invalid token"})
+
+
+async def test_recording_is_offered_only_when_an_endpoint_is_configured(tmp_path: Path) -> None:
+    app = App(make_settings(tmp_path / "data", session_recording_endpoint="/s/"))
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            config = (await client.get("/array/phc_abc/config")).json()
+    finally:
+        await app.shutdown()
+    assert config["sessionRecording"]["endpoint"] == "/s/"
+    assert config["sessionRecording"]["recorderVersion"] == "v2"
+
+
+@pytest.mark.parametrize("path", ["/flags", "/flags/", "/flags/?v=2", "/flags?v=1"])
+async def test_flags_v2_shape(hogflare: Hogflare, path: str) -> None:
+    response = await hogflare.post(path, {"token": "phc_abc", "distinct_id": "u"}, headers=ORIGIN)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    body = response.json()
+    assert body["featureFlags"] == {}
+    assert body["featureFlagPayloads"] == {}
+    assert body["flags"] == {}
+    assert body["errorsWhileComputingFlags"] is False
+    assert isinstance(body["requestId"], str)
+    assert isinstance(body["evaluatedAt"], int)
+    assert "supportedCompression" not in body
+
+
+@pytest.mark.parametrize("path", ["/flags/?v=2&config=true", "/decide/?v=3", "/decide"])
+async def test_config_fields_merge_into_flags_and_decide(hogflare: Hogflare, path: str) -> None:
+    response = await hogflare.post(path, {"token": "phc_abc", "distinct_id": "u"})
+    body = response.json()
+    assert body["supportedCompression"] == ["gzip", "gzip-js"]
+    assert body["sessionRecording"] is False
+    assert body["featureFlags"] == {}
+
+
+async def test_flags_accepts_get(hogflare: Hogflare) -> None:
+    response = await hogflare.client.get("/flags/?v=2")
+    assert response.status_code == 200
+    assert response.json()["featureFlags"] == {}

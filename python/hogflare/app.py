@@ -21,6 +21,7 @@ from hogflare.http import (
     Response,
     Scope,
     Send,
+    StallWatch,
     cors_headers,
     error,
     ok,
@@ -46,6 +47,7 @@ class App:
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
         self.capture: CaptureService | None = None
+        self.watch = StallWatch(self.settings.body_timeout_secs)
         self._supervisor: asyncio.Task[None] | None = None
         self._shipper_process: subprocess.Popen[bytes] | None = None
 
@@ -63,7 +65,8 @@ class App:
             )
             if settings.shipper == "auto":
                 self._supervisor = asyncio.create_task(self._supervise_shipper())
-        self.capture = CaptureService(settings, self.committer)
+        self.watch = StallWatch(settings.body_timeout_secs)
+        self.capture = CaptureService(settings, self.committer, self.watch)
 
     async def shutdown(self) -> None:
         if self._supervisor is not None:
@@ -72,6 +75,7 @@ class App:
                 await self._supervisor
         if self.committer is not None:
             await self.committer.close()
+        await self.watch.close()
         process = self._shipper_process
         if process is not None and process.poll() is None:
             # The shipper flushes what it holds on SIGTERM; give it time to finish its commit.
@@ -148,7 +152,7 @@ class App:
             return await self.capture.handle(request, kind)
         if path in {"/flags", "/decide"}:
             if request.method == "POST":
-                await request.body(self.settings.max_body_bytes, self.settings.body_timeout_secs)
+                await request.body(self.settings.max_body_bytes, self.watch)
             return flags_response(self.settings, request, include_config=wants_config(request))
         if path.startswith("/array/"):
             parts = path.split("/")

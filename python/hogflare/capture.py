@@ -14,7 +14,7 @@ import structlog
 from hogflare._hogflare import Batch, Decoder
 from hogflare.commit import GroupCommitter
 from hogflare.config import Settings
-from hogflare.http import Request, Response, ok
+from hogflare.http import Request, Response, StallWatch, ok
 
 log = structlog.get_logger("hogflare.capture")
 
@@ -37,9 +37,10 @@ _OFFLOAD_BYTES = 256 * 1024
 
 
 class CaptureService:
-    def __init__(self, settings: Settings, committer: GroupCommitter | None) -> None:
+    def __init__(self, settings: Settings, committer: GroupCommitter | None, watch: StallWatch) -> None:
         self.settings = settings
         self.committer = committer
+        self.watch = watch
         # The inflated cap is a multiple of the route's wire cap, as in PostHog's capture.
         self.decoders = {
             limit: Decoder(
@@ -66,8 +67,7 @@ class CaptureService:
         )
 
     async def handle(self, request: Request, kind: str) -> Response:
-        settings = self.settings
-        body = b"" if request.method == "GET" else await request.body(self._limit(kind), settings.body_timeout_secs)
+        body = b"" if request.method == "GET" else await request.body(self._limit(kind), self.watch)
         if len(body) > _OFFLOAD_BYTES:
             batch = await asyncio.get_running_loop().run_in_executor(None, self._decode, kind, body, request)
         else:
@@ -78,6 +78,6 @@ class CaptureService:
             stored, duplicates = await self.committer.commit(batch)
             if duplicates:
                 log.debug("duplicates ignored", token=batch.token, duplicates=duplicates, stored=stored)
-        if request.query_param("beacon") == "1":
+        if b"beacon=1" in request.query and request.query_param("beacon") == "1":
             return Response(204)
         return ok()

@@ -30,8 +30,9 @@ class GroupCommitter:
         self._pending.append((batch, future))
         if self._inflight is None:
             self._start(loop)
-        # Shielded: a client that hangs up must not cancel the commit others share.
-        return await asyncio.shield(future)
+        # If this request is cancelled (the client hung up), only its future is: the batch is
+        # already in the commit, which goes on for everyone sharing it.
+        return await future
 
     def _run(self, batches: list[Batch]) -> list[tuple[int, int]]:
         return self._store.commit(

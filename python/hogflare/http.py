@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -57,31 +58,89 @@ class Request:
         client = self.scope.get("client")
         return client[0] if client else None
 
-    async def body(self, limit: int, timeout: float) -> bytes:
-        """Read the whole body, refusing more than ``limit`` bytes or a stall of ``timeout`` seconds."""
+    async def body(self, limit: int, watch: StallWatch) -> bytes:
+        """Read the whole body, refusing more than ``limit`` bytes or a stall ``watch`` catches."""
         declared = self.header(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    message = await self.receive()
-            except TimeoutError:
-                raise RequestTimeoutError(f"request body not received within {timeout:g} seconds") from None
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnectedError
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
-            if not message.get("more_body", False):
-                if not chunks:
-                    return chunk
+        task = watch.begin()
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await self.receive()
+                watch.progress(task)
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnectedError
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
+                if not message.get("more_body", False):
+                    if not chunks:
+                        return chunk
+                    chunks.append(chunk)
+                    return b"".join(chunks)
                 chunks.append(chunk)
-                return b"".join(chunks)
-            chunks.append(chunk)
+        except asyncio.CancelledError:
+            if watch.expired(task):
+                raise RequestTimeoutError(f"request body not received within {watch.timeout:g} seconds") from None
+            raise
+        finally:
+            watch.end(task)
+
+
+class StallWatch:
+    """Cancels body reads that make no progress for ``timeout`` seconds.
+
+    One sweep per fraction of the timeout over the reads in flight costs less than arming and
+    disarming a timer around every ``receive()``, which is most of what a small request costs.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def begin(self) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None, "body reads run inside a task"
+        self._deadlines[task] = task.get_loop().time() + self.timeout
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep())
+        return task
+
+    def progress(self, task: asyncio.Task[Any]) -> None:
+        if task in self._deadlines:
+            self._deadlines[task] = task.get_loop().time() + self.timeout
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        self._deadlines.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        if task in self._expired:
+            self._expired.discard(task)
+            task.uncancel()
+            return True
+        return False
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, self.timeout / 4)
+        while self._deadlines:
+            await asyncio.sleep(interval)
+            now = asyncio.get_running_loop().time()
+            for task, deadline in list(self._deadlines.items()):
+                if now >= deadline:
+                    del self._deadlines[task]
+                    self._expired.add(task)
+                    task.cancel()
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
 
 
 class Response:

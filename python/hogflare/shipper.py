@@ -27,6 +27,8 @@ LAKE_CURSOR = "lake"
 #: Largest chunk read from the outbox for one lake commit.
 _MAX_CHUNK_BYTES = 128 << 20
 _POLL_SECS = 0.05
+#: Rows freed per write transaction; each one briefly holds off ingestion's commits.
+_TRIM_SLICE = 5_000
 _MAINTENANCE_SECS = 300.0
 
 
@@ -46,9 +48,14 @@ class Shipper:
         reached = min(positions.values())
         if reached > stored:
             # The lake committed rows the store never heard about (a crash in between).
-            self.store.set_cursor(LAKE_CURSOR, reached)
-            self.store.trim_outbox(reached)
+            self._delivered(reached)
         return positions
+
+    def _delivered(self, seq: int) -> None:
+        """Every sink has the rows up to ``seq``: remember it, and free them in short slices."""
+        self.store.set_cursor(LAKE_CURSOR, seq)
+        while self.store.trim_outbox(seq, limit=_TRIM_SLICE):
+            pass
 
     def ship_once(self) -> int:
         """Ship one chunk of the outbox; returns how many outbox entries were read."""
@@ -76,8 +83,7 @@ class Shipper:
             self._table_seq = None
             raise
         self._table_seq[EVENTS] = export.last_seq
-        self.store.set_cursor(LAKE_CURSOR, export.last_seq)
-        self.store.trim_outbox(export.last_seq)
+        self._delivered(export.last_seq)
         return int(export.entries)
 
     def drain(self) -> int:
@@ -94,7 +100,7 @@ class Shipper:
     def maintain(self) -> None:
         """Forget old dedupe entries and old snapshot history."""
         now = time.time()
-        while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=50_000, now=now):
+        while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
         self.lake.expire_snapshots(EVENTS, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
 

@@ -251,20 +251,25 @@ impl Store {
         f(&entries)
     }
 
-    /// Forget rows up to and including `upto`: every sink has them.
-    pub fn trim_outbox(&self, upto: u64) -> Result<u64> {
+    /// Forget rows up to and including `upto` (every sink has them), at most `limit` per call:
+    /// a write transaction holds off ingestion's commits, so it is kept short.
+    pub fn trim_outbox(&self, upto: u64, limit: usize) -> Result<u64> {
         let mut txn = self.env.write_txn()?;
-        let range = (Bound::Unbounded, Bound::Included(upto));
-        let (mut count, mut size) = (0u64, 0u64);
-        for entry in self.outbox.range(&txn, &range)? {
-            let (_, value) = entry?;
+        let (mut count, mut size, mut last) = (0u64, 0u64, 0u64);
+        for entry in self.outbox.range(&txn, &(Bound::Unbounded, Bound::Included(upto)))? {
+            let (seq, value) = entry?;
             count += 1;
             size += value.len() as u64;
+            last = seq;
+            if count as usize >= limit {
+                break;
+            }
         }
         if count == 0 {
             return Ok(0);
         }
-        self.outbox.delete_range(&mut txn, &range)?;
+        self.outbox
+            .delete_range(&mut txn, &(Bound::Unbounded, Bound::Included(last)))?;
         let rows = read_u64(self.meta, &txn, META_ROWS)?.saturating_sub(count);
         let bytes = read_u64(self.meta, &txn, META_BYTES)?.saturating_sub(size);
         write_u64(self.meta, &mut txn, META_ROWS, rows)?;
@@ -410,7 +415,8 @@ mod tests {
             vec![1, 2, 3]
         );
         assert_eq!(chunk.last_seq, 3);
-        assert_eq!(store.trim_outbox(3).unwrap(), 3);
+        assert_eq!(store.trim_outbox(3, 2).unwrap(), 2);
+        assert_eq!(store.trim_outbox(3, 100).unwrap(), 1);
         let state = store.outbox_state().unwrap();
         assert_eq!((state.rows, state.next_seq), (2, 6));
         let rest = store.read_outbox(3, 10, u64::MAX).unwrap();

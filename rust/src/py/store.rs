@@ -96,8 +96,11 @@ impl PyStore {
         })
     }
 
-    fn trim_outbox(&self, py: Python<'_>, upto: u64) -> PyResult<u64> {
-        Ok(py.detach(|| self.inner.trim_outbox(upto)).map_err(PyCoreError::from)?)
+    #[pyo3(signature = (upto, *, limit=10_000))]
+    fn trim_outbox(&self, py: Python<'_>, upto: u64, limit: usize) -> PyResult<u64> {
+        Ok(py
+            .detach(|| self.inner.trim_outbox(upto, limit))
+            .map_err(PyCoreError::from)?)
     }
 
     fn cursor(&self, sink: &str) -> PyResult<Option<u64>> {

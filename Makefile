@@ -87,10 +87,18 @@ test-python: build install-test
 .PHONY: test  ## install everything, lint, and run every test suite
 test: build install-test lint test-rust test-python
 
-.PHONY: bench  ## benchmarks (criterion and end-to-end load); figures go to benches/README.md
-bench: build
+OHA := $(HOME)/.cargo/bin/oha
+$(OHA):
+	cargo install oha --locked --quiet
+
+/usr/sbin/nginx:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+
+.PHONY: bench  ## benchmarks (criterion, then end-to-end load against baselines); figures in benches/README.md
+bench: build $(OHA) /usr/sbin/nginx
 	cargo bench --no-default-features --bench core
-	$(BIN)/python -m benches.bench_ingest
+	$(BIN)/python -m benches.bench_ingest --workers 2
+	$(BIN)/python -m benches.bench_ingest --workers 1 --skip-million
 
 .PHONY: clean  ## remove build outputs and environments
 clean:

@@ -27,6 +27,7 @@ LAKE_CURSOR = "lake"
 #: Largest chunk read from the outbox for one lake commit.
 _MAX_CHUNK_BYTES = 128 << 20
 _POLL_SECS = 0.05
+_NICENESS = 10
 #: Rows freed per write transaction; each one briefly holds off ingestion's commits.
 _TRIM_SLICE = 5_000
 _MAINTENANCE_SECS = 300.0
@@ -159,6 +160,9 @@ def serve(settings: Settings) -> int:
                 stop.set()
 
     threading.Thread(target=watch_parent, daemon=True).start()
+    # Ingestion answers clients and shipping can catch up: when they compete for the CPU, the
+    # workers go first, and the outbox absorbs the difference.
+    os.nice(_NICENESS)
     shipper = Shipper(settings)
     log.info("shipper started", data_dir=str(settings.data_dir), pid=os.getpid())
     shipper.run(stop)

@@ -98,32 +98,12 @@ pub fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(event_schema()), columns)?)
 }
 
-/// Columns with few distinct values, where dictionary encoding pays; on the others (uuids, JSON
-/// text) building a dictionary only burns time before the writer gives up on it.
-const DICTIONARY_COLUMNS: [&str; 11] = [
-    "source",
-    "event",
-    "distinct_id",
-    "api_key",
-    "person_id",
-    "group0",
-    "group1",
-    "group2",
-    "group3",
-    "group4",
-    "team_id",
-];
-
 fn writer_properties() -> WriterProperties {
-    let mut builder = WriterProperties::builder()
+    WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(1 << 20))
-        .set_dictionary_enabled(false)
-        .set_created_by("hogflare".into());
-    for column in DICTIONARY_COLUMNS {
-        builder = builder.set_column_dictionary_enabled(column.into(), true);
-    }
-    builder.build()
+        .set_created_by("hogflare".into())
+        .build()
 }
 
 /// Write rows to a new Parquet file (created with a temporary name, then renamed into place,

@@ -110,7 +110,7 @@ pub fn decode(
     let mut item_tokens = Vec::with_capacity(unpacked.items.len());
     let mut warnings = Vec::new();
     for index in 0..unpacked.items.len() {
-        let normalized = event::normalize(unpacked.item(index), &ctx, &mut warnings);
+        let normalized = event::normalize(unpacked.item(index), unpacked.item_value(index), &ctx, &mut warnings);
         item_tokens.push(normalized.token);
         match normalized.outcome {
             Outcome::Event(event) => events.push(*event),

@@ -208,6 +208,59 @@ fn non_null(raw: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
     raw.filter(|raw| !rawjson::is_null(raw))
 }
 
+/// The properties an event's processing looks at, found in one pass over the object instead of
+/// one linear search each.
+#[derive(Default)]
+struct Known<'v> {
+    distinct_id: Option<&'v Value>,
+    dollar_distinct_id: Option<&'v Value>,
+    token: Option<&'v Value>,
+    ignore_sent_at: Option<&'v Value>,
+    present: u16,
+}
+
+const WATCHED: [&str; 9] = [
+    "$set",
+    "$set_once",
+    "$unset",
+    "$sent_at",
+    "alias",
+    "$anon_distinct_id",
+    "$group_type",
+    "$group_key",
+    "$group_set",
+];
+
+impl<'v> Known<'v> {
+    fn scan(properties: &'v Value) -> Self {
+        let mut known = Self::default();
+        let Some(object) = properties.as_object() else {
+            return known;
+        };
+        for (key, value) in object {
+            match key {
+                "distinct_id" => known.distinct_id = Some(value),
+                "$distinct_id" => known.dollar_distinct_id = Some(value),
+                "token" => known.token = Some(value),
+                "$ignore_sent_at" => known.ignore_sent_at = Some(value),
+                _ => {
+                    if let Some(bit) = WATCHED.iter().position(|watched| *watched == key) {
+                        known.present |= 1 << bit;
+                    }
+                }
+            }
+        }
+        known
+    }
+
+    fn has(&self, key: &str) -> bool {
+        WATCHED
+            .iter()
+            .position(|watched| *watched == key)
+            .is_some_and(|bit| self.present & (1 << bit) != 0)
+    }
+}
+
 /// How the properties of an event are changed on the way in.
 struct PropertyEdits<'a> {
     /// Entries to add when absent: key, raw JSON value.
@@ -224,18 +277,18 @@ impl<'a> PropertyEdits<'a> {
         }
     }
 
-    fn add(&mut self, present: &Value, key: &'static str, raw: String) {
-        if present.get(key).is_none() && !self.append.iter().any(|(k, _)| *k == key) {
+    fn add(&mut self, known: &Known<'_>, key: &'static str, raw: String) {
+        if !known.has(key) && !self.append.iter().any(|(k, _)| *k == key) {
             self.append.push((key, raw));
         }
     }
 
     /// A top-level `$set`-like field: merged into the one in properties, or added as it is.
-    fn top_level(&mut self, present: &Value, key: &'static str, raw: Cow<'a, str>) {
-        if present.get(key).is_some() {
+    fn top_level(&mut self, known: &Known<'_>, key: &'static str, raw: Cow<'a, str>) {
+        if known.has(key) {
             self.merge.push((key, raw));
         } else {
-            self.add(present, key, raw.into_owned());
+            self.add(known, key, raw.into_owned());
         }
     }
 }
@@ -335,14 +388,20 @@ pub struct Normalized {
 }
 
 /// Normalise one item (the raw JSON text of one event). `warnings` collects what was corrected.
-pub fn normalize(raw_item: Validated<'_>, ctx: &ItemContext<'_>, warnings: &mut Vec<Warning>) -> Normalized {
+pub fn normalize(
+    raw_item: Validated<'_>,
+    value: &Value,
+    ctx: &ItemContext<'_>,
+    warnings: &mut Vec<Warning>,
+) -> Normalized {
     let mut token = None;
-    let outcome = normalize_inner(raw_item, ctx, warnings, &mut token);
+    let outcome = normalize_inner(raw_item, value, ctx, warnings, &mut token);
     Normalized { outcome, token }
 }
 
 fn normalize_inner(
     raw_item: Validated<'_>,
+    value: &Value,
     ctx: &ItemContext<'_>,
     warnings: &mut Vec<Warning>,
     token: &mut Option<String>,
@@ -361,19 +420,21 @@ fn normalize_inner(
 
     let had_properties = item.contains("properties");
     let properties_raw = non_null(item.take("properties")).unwrap_or(Cow::Borrowed("{}"));
-    let Ok(properties) = rawjson::value(&properties_raw) else {
-        return Outcome::Dropped(DropReason::InvalidProperties);
+    let empty = Value::new_object();
+    let properties = match value.get("properties") {
+        None => &empty,
+        Some(properties) if properties.is_null() => &empty,
+        Some(properties) if properties.is_object() => properties,
+        Some(_) => return Outcome::Dropped(DropReason::InvalidProperties),
     };
-    if !properties.is_object() {
-        return Outcome::Dropped(DropReason::InvalidProperties);
-    }
+    let known = Known::scan(properties);
     *token = ["token", "$token", "api_key"]
         .into_iter()
         .find_map(|key| item.get(key).and_then(rawjson::as_str).filter(|t| !t.trim().is_empty()))
         .map(Cow::into_owned)
         .or_else(|| {
-            properties
-                .get("token")
+            known
+                .token
                 .and_then(JsonValueTrait::as_str)
                 .filter(|t| !t.trim().is_empty())
                 .map(str::to_owned)
@@ -402,9 +463,9 @@ fn normalize_inner(
         .filter_map(|key| item.get(key))
         .find_map(id_from_raw)
         .or_else(|| {
-            ["distinct_id", "$distinct_id"]
+            [known.distinct_id, known.dollar_distinct_id]
                 .into_iter()
-                .filter_map(|key| properties.get(key))
+                .flatten()
                 .find_map(id_from_value)
         })
         .or_else(|| {
@@ -441,7 +502,7 @@ fn normalize_inner(
         timestamp: client_timestamp,
         sent_at,
         offset_ms: non_null(item.take("offset")).as_deref().and_then(offset_from_raw),
-        ignore_sent_at: is_true(properties.get("$ignore_sent_at")),
+        ignore_sent_at: is_true(known.ignore_sent_at),
     };
     let (timestamp, adjusted) = timestamp::resolve(ctx.now, client);
     if adjusted {
@@ -451,7 +512,7 @@ fn normalize_inner(
     let mut edits = PropertyEdits::new();
     for key in ["$set", "$set_once", "$unset"] {
         if let Some(raw) = non_null(item.take(key)) {
-            edits.top_level(&properties, key, raw);
+            edits.top_level(&known, key, raw);
         }
     }
     let lifted: &[(&str, &'static str)] = match ctx.route {
@@ -470,23 +531,23 @@ fn normalize_inner(
     };
     for (from, to) in lifted {
         if let Some(raw) = non_null(item.take(from)) {
-            edits.add(&properties, to, raw.into_owned());
+            edits.add(&known, to, raw.into_owned());
         }
     }
     match ctx.route {
         // Hogflare's /identify treats plain properties as the person's `$set`.
-        RouteKind::Identify if properties.get("$set").is_none() && properties.get("$set_once").is_none() => {
+        RouteKind::Identify if !known.has("$set") && !known.has("$set_once") => {
             let set = plain_keys(&properties_raw, &["distinct_id", "token"]);
             if set != "{}" {
-                edits.add(&properties, "$set", set);
+                edits.add(&known, "$set", set);
             }
         }
-        RouteKind::Groups => edits.add(&properties, "$group_set", plain_keys(&properties_raw, &[])),
+        RouteKind::Groups => edits.add(&known, "$group_set", plain_keys(&properties_raw, &[])),
         _ => {}
     }
     if let Some(sent_at) = sent_at {
         edits.add(
-            &properties,
+            &known,
             "$sent_at",
             rawjson::string_literal(&timestamp::format_rfc3339(sent_at)),
         );

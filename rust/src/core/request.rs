@@ -2,6 +2,8 @@
 //! or `data=` in the query), form bodies, content encodings, compression hints, the optimistic
 //! and legacy base64 unwraps, and every envelope an SDK has ever used.
 
+use sonic_rs::JsonValueTrait;
+
 use super::rawjson::{self, RawObject, Validated};
 use chrono::{DateTime, Utc};
 
@@ -77,20 +79,42 @@ impl Envelope {
     }
 }
 
-/// The JSON text of a request and where each event's object sits in it.
+/// Where the items of a request sit in its document.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    Array,
+    Batch,
+    Single,
+}
+
+/// The JSON of a request: its text, the parsed document, and where each event sits in both.
 #[derive(Debug)]
 pub struct Unpacked {
     pub text: String,
+    document: sonic_rs::Value,
+    layout: Layout,
     pub items: Vec<std::ops::Range<usize>>,
     pub envelope: Envelope,
 }
 
 impl Unpacked {
-    /// The text of one item; `classify` validated every item while finding it.
+    /// The text of one item; `classify` validated all of it.
     pub fn item(&self, index: usize) -> Validated<'_> {
         Validated(&self.text[self.items[index].clone()])
     }
+
+    /// The parsed value of one item.
+    pub fn item_value(&self, index: usize) -> &sonic_rs::Value {
+        match self.layout {
+            Layout::Array => self.document.get(index),
+            Layout::Batch => self.document.get("batch").and_then(|batch| batch.get(index)),
+            Layout::Single => Some(&self.document),
+        }
+        .unwrap_or(&NULL)
+    }
 }
+
+static NULL: sonic_rs::Value = sonic_rs::Value::new();
 
 #[derive(Debug, Default)]
 struct QueryParams {
@@ -226,9 +250,7 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
     if parts.route.is_legacy() && codec::is_strict_base64(&bytes) {
         bytes = codec::decompress(codec::base64_decode(&bytes)?, Compression::None, cap)?;
     }
-    let text = into_text(bytes)?;
-    let (text, items) = classify(text, &mut envelope, hint, cap, 0)?;
-    Ok(Unpacked { text, items, envelope })
+    classify(into_text(bytes)?, &mut envelope, hint, cap, 0)
 }
 
 /// Nesting deeper than this is refused before parsing: no SDK sends it, and a parser would
@@ -284,89 +306,94 @@ fn range_in(outer: &str, inner: &str) -> std::ops::Range<usize> {
     start..start + inner.len()
 }
 
-/// The elements of an array, validated as they are read.
-fn array_ranges(text: &str) -> Result<Vec<std::ops::Range<usize>>> {
-    let mut items = Vec::new();
-    for item in sonic_rs::to_array_iter(text) {
-        let item = item.map_err(|err| CoreError::InvalidJson(err.to_string()))?;
-        items.push(range_in(text, item.as_raw_str()));
-    }
-    Ok(items)
-}
-
 /// Sort out the envelopes: a bare array, `{batch: […]}`, `{data: …}`, or one event.
-fn classify(
-    text: String,
-    envelope: &mut Envelope,
-    hint: Compression,
-    cap: usize,
-    depth: u8,
-) -> Result<(String, Vec<std::ops::Range<usize>>)> {
-    match text.trim_start().as_bytes().first() {
-        Some(b'[') => {
-            let items = array_ranges(&text)?;
-            Ok((text, items))
-        }
-        Some(b'{') => {
-            let object = RawObject::parse(&text)?;
-            if let Some(batch) = object.get("batch").filter(|raw| raw.starts_with('[')) {
-                envelope.token = ["api_key", "token"]
-                    .into_iter()
-                    .find_map(|key| {
-                        object
-                            .get(key)
-                            .and_then(rawjson::as_str)
-                            .filter(|t| !t.trim().is_empty())
-                    })
-                    .map(std::borrow::Cow::into_owned)
-                    .or(envelope.token.take());
-                if let Some(sent_at) = object.get("sent_at").and_then(|raw| rawjson::value(raw).ok()) {
-                    envelope.sent_at = timestamp::parse_value(&sent_at).or(envelope.sent_at);
-                }
-                envelope.historical_migration = object.get("historical_migration").map(str::trim) == Some("true");
-                // Parsing the envelope validated everything in it, the batch included.
-                let items = rawjson::validated_elements(Validated(batch))?
-                    .into_iter()
-                    .map(|item| range_in(&text, item))
-                    .collect();
-                drop(object);
-                return Ok((text, items));
-            }
-            if depth == 0 && object.contains("data") && !object.contains("event") {
-                let data = object.get("data").unwrap_or("null");
-                let inner_hint = object
-                    .get("compression")
-                    .and_then(rawjson::as_str)
-                    .map_or(hint, |value| Compression::from_hint(&value));
-                let inner = if let Some(encoded) = rawjson::as_str(data) {
-                    let raw = encoded.as_bytes().to_vec();
-                    let bytes = codec::base64_decode(&raw).unwrap_or(raw);
-                    into_text(codec::decompress(bytes, inner_hint, cap)?)?
-                } else if data.starts_with('[') || data.starts_with('{') {
-                    data.to_owned()
-                } else {
-                    return Err(CoreError::InvalidShape(
-                        "`data` must be an object, an array or a string".into(),
-                    ));
-                };
-                for (key, value) in &object.entries {
-                    if key != "data" && !key.starts_with("compression") {
-                        envelope.share(key, value.to_string());
-                    }
-                }
-                drop(object);
-                return classify(inner, envelope, hint, cap, depth + 1);
-            }
-            drop(object);
-            let whole = range_in(&text, text.trim());
-            Ok((text, vec![whole]))
-        }
-        _ => {
-            // Anything else is refused; report a syntax error as such.
-            rawjson::value(&text)?;
-            Err(CoreError::InvalidShape("expected a json object or array".into()))
-        }
+///
+/// The text is parsed once into a document, which validates all of it; the raw text of each
+/// item is then found with unchecked (fast) iteration over the same, now validated, text.
+fn classify(text: String, envelope: &mut Envelope, hint: Compression, cap: usize, depth: u8) -> Result<Unpacked> {
+    let document = rawjson::value(&text)?;
+    let validated = Validated(&text);
+    if document.is_array() {
+        let items = rawjson::validated_elements(validated)?
+            .into_iter()
+            .map(|item| range_in(&text, item))
+            .collect();
+        return Ok(Unpacked {
+            items,
+            document,
+            layout: Layout::Array,
+            text,
+            envelope: std::mem::take(envelope),
+        });
     }
+    if !document.is_object() {
+        return Err(CoreError::InvalidShape("expected a json object or array".into()));
+    }
+    if document.get("batch").is_some_and(JsonValueTrait::is_array) {
+        envelope.token = ["api_key", "token"]
+            .into_iter()
+            .find_map(|key| {
+                document
+                    .get(key)
+                    .and_then(JsonValueTrait::as_str)
+                    .filter(|t| !t.trim().is_empty())
+            })
+            .map(str::to_owned)
+            .or(envelope.token.take());
+        if let Some(sent_at) = document.get("sent_at").and_then(timestamp::parse_value) {
+            envelope.sent_at = Some(sent_at);
+        }
+        envelope.historical_migration =
+            document.get("historical_migration").and_then(JsonValueTrait::as_bool) == Some(true);
+        let object = RawObject::parse_validated(validated)?;
+        let batch = object.get("batch").unwrap_or("[]");
+        let items = rawjson::validated_elements(Validated(batch))?
+            .into_iter()
+            .map(|item| range_in(&text, item))
+            .collect();
+        drop(object);
+        return Ok(Unpacked {
+            items,
+            document,
+            layout: Layout::Batch,
+            text,
+            envelope: std::mem::take(envelope),
+        });
+    }
+    if depth == 0 && document.get("data").is_some() && document.get("event").is_none() {
+        let object = RawObject::parse_validated(validated)?;
+        let data = object.get("data").unwrap_or("null");
+        let inner_hint = document
+            .get("compression")
+            .and_then(JsonValueTrait::as_str)
+            .map_or(hint, Compression::from_hint);
+        let inner = if let Some(encoded) = rawjson::as_str(data) {
+            let raw = encoded.as_bytes().to_vec();
+            let bytes = codec::base64_decode(&raw).unwrap_or(raw);
+            into_text(codec::decompress(bytes, inner_hint, cap)?)?
+        } else if data.starts_with('[') || data.starts_with('{') {
+            data.to_owned()
+        } else {
+            return Err(CoreError::InvalidShape(
+                "`data` must be an object, an array or a string".into(),
+            ));
+        };
+        for (key, value) in &object.entries {
+            if key != "data" && !key.starts_with("compression") {
+                envelope.share(key, value.to_string());
+            }
+        }
+        drop(object);
+        return classify(inner, envelope, hint, cap, depth + 1);
+    }
+    let whole = range_in(&text, text.trim());
+    Ok(Unpacked {
+        items: vec![whole],
+        document,
+        layout: Layout::Single,
+        text,
+        envelope: std::mem::take(envelope),
+    })
 }
 
 #[cfg(test)]

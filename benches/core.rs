@@ -106,10 +106,9 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
 }
 
-fn bench_commit(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
+fn open_store(dir: &std::path::Path) -> (Store, CommitOptions) {
     let store = Store::open(
-        dir.path(),
+        dir,
         &StoreConfig {
             map_size: 8 << 30,
             max_readers: 16,
@@ -121,6 +120,12 @@ fn bench_commit(c: &mut Criterion) {
         max_outbox_bytes: u64::MAX,
         now: Utc::now(),
     };
+    (store, options)
+}
+
+fn bench_commit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, options) = open_store(dir.path());
     let mut group = c.benchmark_group("store");
     group.throughput(Throughput::Elements(1000));
     group.sample_size(20);
@@ -136,19 +141,7 @@ fn bench_commit(c: &mut Criterion) {
 
 fn bench_export(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        &dir.path().join("store"),
-        &StoreConfig {
-            map_size: 8 << 30,
-            max_readers: 16,
-        },
-    )
-    .unwrap();
-    let options = CommitOptions {
-        dedupe_window_days: 7,
-        max_outbox_bytes: u64::MAX,
-        now: Utc::now(),
-    };
+    let (store, options) = open_store(&dir.path().join("store"));
     store
         .commit((0..100).map(|_| decode_batch(&batch_body(100))).collect(), options)
         .unwrap();

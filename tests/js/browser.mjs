@@ -49,24 +49,31 @@ const browser = await chromium.launch({
     ],
 })
 
+// Start posthog-js on the page with hogflare as its host, register the run id, capture one
+// custom event, and resolve to the anonymous distinct id.
+function boot(tab, options, properties) {
+    return tab.evaluate(({ host, token, runId, options, properties }) => new Promise((resolve) => {
+        window.posthog.init(token, {
+            api_host: host,
+            opt_out_useragent_filter: true,
+            autocapture: false,
+            capture_pageview: true,
+            disable_session_recording: true,
+            ...options,
+            loaded: (ph) => {
+                ph.register({ run_id: runId })
+                ph.capture('custom event', properties)
+                resolve(ph.get_distinct_id())
+            },
+        })
+    }), { host, token, runId, options, properties })
+}
+
 const scenarios = {
     // A pageview on load, a custom event with properties, then the page closes: the queue is
     // flushed with sendBeacon as the page unloads.
     async basic(tab) {
-        const distinctId = await tab.evaluate(({ host, token, runId }) => new Promise((resolve) => {
-            window.posthog.init(token, {
-                api_host: host,
-                opt_out_useragent_filter: true,
-                autocapture: false,
-                capture_pageview: true,
-                disable_session_recording: true,
-                loaded: (ph) => {
-                    ph.register({ run_id: runId })
-                    ph.capture('custom event', { color: 'blue', size: 3, nested: { ok: true } })
-                    resolve(ph.get_distinct_id())
-                },
-            })
-        }), { host, token, runId })
+        const distinctId = await boot(tab, {}, { color: 'blue', size: 3, nested: { ok: true } })
         // Let the batched queue go out once (3 s), then capture one more that only the unload sends.
         await tab.waitForTimeout(3500)
         await tab.evaluate(() => window.posthog.capture('before unload', { last: true }))
@@ -74,21 +81,7 @@ const scenarios = {
     },
     // The same events with batching off: each is its own request with a timestamp, not an offset.
     async instant(tab) {
-        const distinctId = await tab.evaluate(({ host, token, runId }) => new Promise((resolve) => {
-            window.posthog.init(token, {
-                api_host: host,
-                opt_out_useragent_filter: true,
-                autocapture: false,
-                capture_pageview: true,
-                request_batching: false,
-                disable_session_recording: true,
-                loaded: (ph) => {
-                    ph.register({ run_id: runId })
-                    ph.capture('custom event', { color: 'green' })
-                    resolve(ph.get_distinct_id())
-                },
-            })
-        }), { host, token, runId })
+        const distinctId = await boot(tab, { request_batching: false }, { color: 'green' })
         await tab.waitForTimeout(1500)
         return { distinct_id: distinctId }
     },

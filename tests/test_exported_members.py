@@ -1,0 +1,24 @@
+"""The public API is exactly `hogflare.__all__`: a name cannot appear or vanish unnoticed."""
+
+import hogflare
+
+
+def test_all_exports() -> None:
+    public = {name for name in dir(hogflare) if not name.startswith("_")} - {
+        "app",
+        "capture",
+        "cli",
+        "commit",
+        "config",
+        "errors",
+        "http",
+        "lake",
+        "logs",
+        "models",
+        "query",
+        "remote_config",
+        "shipper",
+        "supervisor",
+    }
+    assert set(hogflare.__all__) == public | {"__version__"}
+    assert hogflare.__version__

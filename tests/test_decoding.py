@@ -68,6 +68,20 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ("token envelope", "/batch/", "", {}, json.dumps({"token": TOKEN, "batch": EVENTS}).encode()),
     ("data envelope", "/capture/", "", {}, json.dumps({"data": EVENTS, "api_key": TOKEN}).encode()),
     ("data envelope base64", "/capture/", "", {}, json.dumps({"data": b64(JSON_EVENTS), "api_key": TOKEN}).encode()),
+    (
+        "data envelope base64 hint",
+        "/capture/",
+        "",
+        {},
+        json.dumps({"data": b64(JSON_EVENTS), "compression": "base64", "api_key": TOKEN}).encode(),
+    ),
+    (
+        "data envelope lz64",
+        "/capture/",
+        "",
+        {},
+        json.dumps({"data": lz64(JSON_EVENTS), "compression": "lz64", "api_key": TOKEN}).encode(),
+    ),
     ("gzip no hint", "/i/v0/e/", "", {"content-type": "text/plain"}, gz(JSON_EVENTS)),
     (
         "gzip-js hint",

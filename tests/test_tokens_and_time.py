@@ -145,6 +145,16 @@ async def test_unparseable_timestamp_falls_back_to_now_and_the_event_is_kept(hog
     assert close(hogflare.rows()[0]["timestamp"], dt.datetime.now(UTC))
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [{"offset": 1e30}, {"offset": -1e30}, {"timestamp": 8.2e15, "sent_at": -8e15}, {"timestamp": "99999-01-01"}],
+)
+async def test_absurd_times_fall_back_to_now(hogflare: Hogflare, fields: dict[str, Any]) -> None:
+    response = await hogflare.post("/e/", [event(token=TOKEN, **fields)])
+    assert response.status_code == 200
+    assert close(hogflare.rows()[0]["timestamp"], dt.datetime.now(UTC))
+
+
 async def test_created_at_is_the_server_receive_time(hogflare: Hogflare) -> None:
     stamp = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(timestamp=iso(stamp))]})

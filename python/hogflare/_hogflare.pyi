@@ -61,9 +61,11 @@ class Decoder:
         api_key: str | None = None,
         sent_at: str | None = None,
         now: float | None = None,
+        detach: bool = False,
     ) -> Batch:
         """Decode one request. ``route`` is one of ``event``, ``legacy``, ``engage``, ``identify``,
-        ``alias``, ``groups``, ``recording``; ``now`` (epoch seconds) defaults to the clock.
+        ``alias``, ``groups``, ``recording``; ``now`` (epoch seconds) defaults to the clock;
+        ``detach`` releases the GIL while decoding (for large bodies, off the event loop).
 
         Raises ``PayloadError``, ``PayloadTooLargeError`` or ``AuthError``."""
 

@@ -32,8 +32,20 @@ CAPTURE_ROUTES: dict[str, str] = {
     "/s": "recording",
 }
 
-#: Bodies above this are decoded on a worker thread so the event loop keeps serving others.
+#: Bodies that may take longer than this (bytes, once inflated) to decode are decoded on a
+#: worker thread, with the GIL released, so the event loop keeps serving other requests.
 _OFFLOAD_BYTES = 256 * 1024
+#: A compressed body this large may inflate past that; gzip's trailer says by how much.
+_COMPRESSED_OFFLOAD_BYTES = 16 * 1024
+
+
+def decodes_slowly(body: bytes) -> bool:
+    if len(body) > _OFFLOAD_BYTES:
+        return True
+    if body[:2] == b"\x1f\x8b" and len(body) >= 18:
+        return int.from_bytes(body[-4:], "little") > _OFFLOAD_BYTES
+    starts_like_json = body[:1] in (b"{", b"[")
+    return len(body) > _COMPRESSED_OFFLOAD_BYTES and not starts_like_json
 
 
 class CaptureService:
@@ -55,7 +67,7 @@ class CaptureService:
     def _limit(self, kind: str) -> int:
         return self.settings.max_recording_body_bytes if kind == "recording" else self.settings.max_body_bytes
 
-    def _decode(self, kind: str, body: bytes, request: Request) -> Batch:
+    def _decode(self, kind: str, body: bytes, request: Request, detach: bool = False) -> Batch:
         return self.decoders[self._limit(kind)].decode(
             kind,
             body,
@@ -64,12 +76,14 @@ class CaptureService:
             content_encoding=request.header(b"content-encoding"),
             api_key=request.header(b"x-posthog-api-key"),
             sent_at=request.header(b"x-posthog-sent-at"),
+            detach=detach,
         )
 
     async def handle(self, request: Request, kind: str) -> Response:
         body = b"" if request.method == "GET" else await request.body(self._limit(kind), self.watch)
-        if len(body) > _OFFLOAD_BYTES:
-            batch = await asyncio.get_running_loop().run_in_executor(None, self._decode, kind, body, request)
+        if decodes_slowly(body):
+            loop = asyncio.get_running_loop()
+            batch = await loop.run_in_executor(None, self._decode, kind, body, request, True)
         else:
             batch = self._decode(kind, body, request)
         if batch.dropped:

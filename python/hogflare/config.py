@@ -33,7 +33,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_event_bytes: int = 1 * MB
     body_timeout_secs: float = 10.0
 
-    sinks: tuple[str, ...] = ("lake",)
     shipper: Literal["auto", "off"] = "auto"
     store: Literal["on", "off"] = "on"
     log_format: Literal["console", "json"] = "console"
@@ -105,14 +104,13 @@ ENV: dict[str, str] = {
     "inflate_ratio": "HOGFLARE_INFLATE_RATIO",
     "max_event_bytes": "HOGFLARE_MAX_EVENT_BYTES",
     "body_timeout_secs": "HOGFLARE_BODY_TIMEOUT_SECS",
-    "sinks": "HOGFLARE_SINKS",
     "shipper": "HOGFLARE_SHIPPER",
     "store": "HOGFLARE_STORE",
     "log_format": "HOGFLARE_LOG_FORMAT",
     "log_level": "HOGFLARE_LOG_LEVEL",
 }
 
-LIST_FIELDS = frozenset({"project_tokens", "sinks"})
+LIST_FIELDS = frozenset({"project_tokens"})
 
 
 def _explain(exc: msgspec.ValidationError) -> str:

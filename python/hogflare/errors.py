@@ -9,7 +9,8 @@
         └── OutboxFullError       503  rows wait for delivery past the high-water mark
 
 The classes raised by the Rust core are defined there and re-exported here, so ``except`` works
-the same on both sides. ``status_for`` is the only place an error becomes a status code.
+the same on both sides. ``status_for`` is the only place an error becomes a status code. Anything
+that is not a ``HogflareError`` is a bug, and the app answers it with a 500.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _STATUS: tuple[tuple[type[HogflareError], int], ...] = (
 
 
 def status_for(error: HogflareError) -> int:
-    """The HTTP status for an error; unknown subclasses are server trouble (503), never 500."""
+    """The HTTP status for an error; a subclass without an entry is server trouble (503)."""
     for cls, status in _STATUS:
         if isinstance(error, cls):
             return status

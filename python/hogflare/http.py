@@ -53,11 +53,6 @@ class Request:
         values = self._query_params.get(name)
         return values[0] if values else None
 
-    @property
-    def client_host(self) -> str | None:
-        client = self.scope.get("client")
-        return client[0] if client else None
-
     async def body(self, limit: int, watch: StallWatch) -> bytes:
         """Read the whole body, refusing more than ``limit`` bytes or a stall ``watch`` catches."""
         declared = self.header(b"content-length")

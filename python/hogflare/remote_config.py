@@ -1,8 +1,8 @@
 """SDK remote config (``/array/<token>/config[.js]``) and the flags endpoints (``/flags``, ``/decide``).
 
-Flag evaluation itself lives in the flags module; this one shapes what posthog-js and the server
-SDKs read when they boot: compression, the event endpoint, autocapture, and whether a recorder
-should start.
+This shapes what posthog-js and the server SDKs read when they boot: compression, the event
+endpoint, autocapture, and whether a recorder should start. No flags are evaluated yet: every
+request gets an empty set, which the SDKs take as "no flag is on".
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def array_config(settings: Settings, token: str, *, javascript: bool) -> Respons
 
 
 def flags_response(settings: Settings, request: Request, *, include_config: bool) -> Response:
-    """Answer ``/flags`` and ``/decide``: every flag hogflare evaluates (none configured yet)."""
+    """Answer ``/flags`` and ``/decide`` (with the remote-config fields when ``include_config``)."""
     flags = FlagsResponse(
         featureFlags={},
         featureFlagPayloads={},

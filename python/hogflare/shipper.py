@@ -62,6 +62,8 @@ class Shipper:
         """Ship one chunk of the outbox; returns how many outbox entries were read."""
         if self._table_seq is None:
             self._table_seq = self._resume()
+        # Each table knows how far it got; after a crash between the commits of two tables they
+        # differ, and the chunk is read from the lower one while each skips what it already has.
         cursor = min(self._table_seq.values())
         export = self.store.export_events(
             cursor,
@@ -77,15 +79,27 @@ class Shipper:
             if paths:
                 self.lake.add_files(EVENTS, paths, export.last_seq)
         except Exception:
-            # Nothing was committed: the files are orphans, and the lake's own record of what
-            # it holds decides where the next attempt starts.
-            for path in paths:
-                Path(path).unlink(missing_ok=True)
             self._table_seq = None
+            self._forget_unless_committed(paths, export.last_seq)
             raise
         self._table_seq[EVENTS] = export.last_seq
+        # The catalog's commit is synced, but the table metadata pyiceberg wrote is not: flush
+        # everything before the outbox lets go of the rows, so a power cut cannot lose them.
+        os.sync()
         self._delivered(export.last_seq)
         return int(export.entries)
+
+    def _forget_unless_committed(self, paths: list[str], seq: int) -> None:
+        """Delete the files of a failed commit, unless the commit did land after all (an error
+        raised after the catalog accepted it): then the lake references them."""
+        try:
+            landed = self.lake.outbox_seq(EVENTS) >= seq
+        except Exception:
+            log.exception("cannot tell whether the commit landed; keeping its files")
+            return
+        if not landed:
+            for path in paths:
+                Path(path).unlink(missing_ok=True)
 
     def drain(self) -> int:
         """Ship until the outbox is empty; returns the rows shipped."""
@@ -95,8 +109,10 @@ class Shipper:
         return total
 
     def pending(self) -> int:
+        if self._table_seq is None:
+            self._table_seq = self._resume()
         next_seq, _, _ = self.store.outbox_state()
-        return max(0, next_seq - 1 - min((self._table_seq or self._resume()).values()))
+        return max(0, next_seq - 1 - min(self._table_seq.values()))
 
     def maintain(self) -> None:
         """Forget old dedupe entries and old snapshot history."""

@@ -106,6 +106,13 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
+fn write_batch(file: File, batch: &RecordBatch) -> Result<File> {
+    let encoding = |err: parquet::errors::ParquetError| CoreError::Encoding(err.to_string());
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties())).map_err(encoding)?;
+    writer.write(batch).map_err(encoding)?;
+    writer.into_inner().map_err(encoding)
+}
+
 /// Write rows to a new Parquet file (created with a temporary name, then renamed into place,
 /// so a reader never sees half a file).
 pub fn write_parquet(rows: &[&EventRowRef<'_>], path: &Path) -> Result<u64> {
@@ -116,15 +123,20 @@ pub fn write_parquet(rows: &[&EventRowRef<'_>], path: &Path) -> Result<u64> {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     let file = File::create(&temporary).map_err(io)?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
-        .map_err(|err| CoreError::Encoding(err.to_string()))?;
-    writer
-        .write(&batch)
-        .map_err(|err| CoreError::Encoding(err.to_string()))?;
-    let file = writer
-        .into_inner()
-        .map_err(|err| CoreError::Encoding(err.to_string()))?;
+    let file = match write_batch(file, &batch) {
+        Ok(file) => file,
+        Err(err) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(err);
+        }
+    };
     file.sync_all().map_err(io)?;
     std::fs::rename(&temporary, path).map_err(io)?;
+    // The rename is only durable once the directory entry is.
+    if let Some(parent) = path.parent() {
+        File::open(parent)
+            .and_then(|directory| directory.sync_all())
+            .map_err(io)?;
+    }
     Ok(std::fs::metadata(path).map_err(io)?.len())
 }

@@ -42,9 +42,13 @@ pub struct DecodedRequest {
     pub filtered: u32,
 }
 
+/// The request's token: the envelope's, else the one its events agree on, else the form's or the
+/// header's. Only the events that are kept must agree: a dropped item naming another project
+/// does not sink the batch. When every item was dropped, the first token found still names the
+/// project, so the answer is a 400 about the items rather than a 401.
 fn resolve_token(
     unpacked: &request::Unpacked,
-    item_tokens: &[Option<String>],
+    item_tokens: &[(Option<String>, bool)],
     headers: HeaderFacts<'_>,
     config: &DecoderConfig,
 ) -> Result<String> {
@@ -52,13 +56,15 @@ fn resolve_token(
         token.clone()
     } else {
         let mut seen: Option<&str> = None;
-        for found in item_tokens.iter().flatten() {
+        for (found, _) in item_tokens.iter().filter(|(_, kept)| *kept) {
+            let Some(found) = found else { continue };
             match seen {
                 Some(previous) if previous.trim() != found.trim() => return Err(CoreError::MultipleTokens),
                 _ => seen = Some(found),
             }
         }
-        seen.map(str::to_owned)
+        seen.or_else(|| item_tokens.iter().find_map(|(found, _)| found.as_deref()))
+            .map(str::to_owned)
             .or_else(|| {
                 ["api_key", "token"].into_iter().find_map(|key| {
                     unpacked
@@ -111,7 +117,7 @@ pub fn decode(
     let mut warnings = Vec::new();
     for index in 0..unpacked.items.len() {
         let normalized = event::normalize(unpacked.item(index), unpacked.item_value(index), &ctx, &mut warnings);
-        item_tokens.push(normalized.token);
+        item_tokens.push((normalized.token, matches!(normalized.outcome, Outcome::Event(_))));
         match normalized.outcome {
             Outcome::Event(event) => events.push(*event),
             Outcome::Filtered => filtered += 1,
@@ -252,6 +258,16 @@ mod tests {
         assert!(matches!(
             decode_json(RouteKind::Event, &mixed),
             Err(CoreError::MultipleTokens)
+        ));
+        // A dropped item's token does not count against the kept ones.
+        let dropped_other =
+            serde_json::json!([{"event": "a", "distinct_id": "d", "token": "t1"}, {"event": "b", "token": "t2"}]);
+        assert_eq!(decode_json(RouteKind::Event, &dropped_other).unwrap().token, "t1");
+        // A lone item with bad properties is a 400 about the item, not a 401.
+        let bad_properties = serde_json::json!({"api_key": "phc", "event": "a", "distinct_id": "d", "properties": 7});
+        assert!(matches!(
+            decode_json(RouteKind::Event, &bad_properties),
+            Err(CoreError::NoValidEvent(_))
         ));
         let none = serde_json::json!([{"event": "a", "distinct_id": "d"}]);
         assert!(matches!(decode_json(RouteKind::Event, &none), Err(CoreError::NoToken)));

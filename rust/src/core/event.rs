@@ -418,6 +418,11 @@ fn normalize_inner(
         }
     }
 
+    // The item's own token first, so that even a dropped item tells which project it was for.
+    *token = ["token", "$token", "api_key"]
+        .into_iter()
+        .find_map(|key| item.get(key).and_then(rawjson::as_str).filter(|t| !t.trim().is_empty()))
+        .map(Cow::into_owned);
     let had_properties = item.contains("properties");
     let properties_raw = non_null(item.take("properties")).unwrap_or(Cow::Borrowed("{}"));
     let empty = Value::new_object();
@@ -428,17 +433,13 @@ fn normalize_inner(
         Some(_) => return Outcome::Dropped(DropReason::InvalidProperties),
     };
     let known = Known::scan(properties);
-    *token = ["token", "$token", "api_key"]
-        .into_iter()
-        .find_map(|key| item.get(key).and_then(rawjson::as_str).filter(|t| !t.trim().is_empty()))
-        .map(Cow::into_owned)
-        .or_else(|| {
-            known
-                .token
-                .and_then(JsonValueTrait::as_str)
-                .filter(|t| !t.trim().is_empty())
-                .map(str::to_owned)
-        });
+    if token.is_none() {
+        *token = known
+            .token
+            .and_then(JsonValueTrait::as_str)
+            .filter(|t| !t.trim().is_empty())
+            .map(str::to_owned);
+    }
 
     let event = match non_null(item.take("event")) {
         Some(raw) => match rawjson::as_str(&raw) {
@@ -520,7 +521,10 @@ fn normalize_inner(
         RouteKind::Alias => &[("alias", "alias")],
         RouteKind::Groups => &[("group_type", "$group_type"), ("group_key", "$group_key")],
         RouteKind::Event | RouteKind::LegacyEvent => {
-            let is_alias = item.get("type").and_then(rawjson::as_str).as_deref() == Some("alias");
+            let is_alias = item
+                .get("type")
+                .and_then(rawjson::as_str)
+                .is_some_and(|kind| kind.eq_ignore_ascii_case("alias"));
             if is_alias {
                 &[("alias", "alias")]
             } else {

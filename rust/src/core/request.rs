@@ -17,7 +17,7 @@ use super::timestamp;
 pub enum RouteKind {
     /// `/i/v0/e`, `/batch`
     Event,
-    /// `/e`, `/capture`, `/track`: PostHog unwraps base64 a second time on these
+    /// `/e`, `/capture`, `/track`
     LegacyEvent,
     /// `/engage`: an item without `event` is a `$identify`
     Engage,
@@ -45,6 +45,8 @@ impl RouteKind {
         })
     }
 
+    /// PostHog unwraps base64 a second time on its legacy paths (`/e`, `/capture`, `/track`,
+    /// `/engage`); Hogflare's own routes are treated the same.
     fn is_legacy(self) -> bool {
         !matches!(self, Self::Event | Self::Recording)
     }
@@ -369,7 +371,13 @@ fn classify(text: String, envelope: &mut Envelope, hint: Compression, cap: usize
             .map_or(hint, Compression::from_hint);
         let inner = if let Some(encoded) = rawjson::as_str(data) {
             let raw = encoded.as_bytes().to_vec();
-            let bytes = codec::base64_decode(&raw).unwrap_or(raw);
+            // A named packing is applied as it is; without one, the string is most likely the
+            // base64 the old SDKs wrote (of JSON, or of gzip).
+            let bytes = if inner_hint == Compression::None {
+                codec::base64_decode(&raw).unwrap_or(raw)
+            } else {
+                raw
+            };
             into_text(codec::decompress(bytes, inner_hint, cap)?)?
         } else if data.starts_with('[') || data.starts_with('{') {
             data.to_owned()

@@ -170,7 +170,13 @@ impl Store {
             let created_at = timestamp::to_micros(batch.created_at);
             for event in batch.events {
                 let key = seen_key(project, &event.uuid);
-                if self.seen.get(&txn, &key)?.is_some() {
+                // A uuid first stored within the window is a duplicate; an older one waits for
+                // the shipper's expiry and is stored again, as if it had been forgotten.
+                if self
+                    .seen
+                    .get(&txn, &key)?
+                    .is_some_and(|day| day.saturating_add(options.dedupe_window_days) >= today)
+                {
                     outcome.duplicates += 1;
                     continue;
                 }
@@ -208,6 +214,7 @@ impl Store {
     }
 
     /// Up to `max_rows` rows (and about `max_bytes`) with sequence numbers above `after`.
+    #[cfg(test)]
     pub fn read_outbox(&self, after: u64, max_rows: usize, max_bytes: u64) -> Result<OutboxChunk> {
         let txn = self.env.read_txn()?;
         let mut chunk = OutboxChunk {
@@ -311,14 +318,17 @@ impl Store {
             }
         }
         for key in &keys {
-            self.seen.delete(&mut txn, &key[4..])?;
+            // The uuid may have been stored again since (after its window): keep that sighting.
+            if self.seen.get(&txn, &key[4..])?.is_some_and(|day| day < cutoff) {
+                self.seen.delete(&mut txn, &key[4..])?;
+            }
             self.seen_by_day.delete(&mut txn, key)?;
         }
         txn.commit()?;
         Ok(keys.len())
     }
 
-    /// Whether the store accepts writes (the map is usable and a write transaction can begin).
+    /// Whether the store can be read: the environment is open and its metadata is readable.
     pub fn check(&self) -> Result<()> {
         let txn = self.env.read_txn()?;
         read_u64(self.meta, &txn, META_NEXT_SEQ)?;
@@ -450,7 +460,20 @@ mod tests {
             ..options()
         };
         store.commit(vec![batch("t", &[uuid])], old).unwrap();
+        // Past the window the uuid no longer counts as seen, even before expiry removes it.
+        assert_eq!(store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].stored, 1);
+        // Expiring the old sighting keeps the new one.
         assert_eq!(store.expire_seen(Utc::now(), 7, 100).unwrap(), 1);
+        assert_eq!(
+            store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].duplicates,
+            1
+        );
+        assert_eq!(
+            store
+                .expire_seen(Utc::now() + chrono::TimeDelta::days(10), 7, 100)
+                .unwrap(),
+            1
+        );
         assert_eq!(store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].stored, 1);
     }
 

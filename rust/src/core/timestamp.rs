@@ -109,17 +109,30 @@ pub struct ClientTime {
 
 /// The event time PostHog would store, and whether it had to be clamped or reset.
 pub fn resolve(now: DateTime<Utc>, client: ClientTime) -> (DateTime<Utc>, bool) {
+    // Out-of-range arithmetic (a timestamp and sent_at years apart, a huge offset) counts as a
+    // timestamp hogflare could not use: the event keeps `now`, and is flagged as adjusted.
+    let mut overflowed = false;
     let mut ts = now;
     if let Some(timestamp) = client.timestamp {
         ts = match client.sent_at {
-            Some(sent_at) if !client.ignore_sent_at => now + (timestamp - sent_at),
+            Some(sent_at) if !client.ignore_sent_at => {
+                now.checked_add_signed(timestamp - sent_at).unwrap_or_else(|| {
+                    overflowed = true;
+                    now
+                })
+            }
             _ => timestamp,
         };
     }
     if let Some(offset) = client.offset_ms {
-        ts = now - TimeDelta::milliseconds(offset);
+        ts = TimeDelta::try_milliseconds(offset)
+            .and_then(|delta| now.checked_sub_signed(delta))
+            .unwrap_or_else(|| {
+                overflowed = true;
+                now
+            });
     }
-    let mut adjusted = false;
+    let mut adjusted = overflowed;
     if ts - now > MAX_FUTURE {
         ts = now;
         adjusted = true;
@@ -213,6 +226,25 @@ mod tests {
         };
         assert_eq!(resolve(now, near).0, at("2024-01-02T10:00:00Z"));
         assert_eq!(resolve(now, ClientTime::default()), (now, false));
+    }
+
+    #[test]
+    fn arithmetic_out_of_range_falls_back_to_now() {
+        let now = at("2024-01-01T12:00:00Z");
+        let far = |text: &str| parse_value(&json!(text.parse::<f64>().unwrap()));
+        let skewed = ClientTime {
+            timestamp: far("8.2e15"),
+            sent_at: far("-8e15"),
+            ..ClientTime::default()
+        };
+        assert_eq!(resolve(now, skewed), (now, true));
+        for offset in [i64::MIN, i64::MAX, -100_000_000_000_000_000] {
+            let client = ClientTime {
+                offset_ms: Some(offset),
+                ..ClientTime::default()
+            };
+            assert_eq!(resolve(now, client), (now, true), "{offset}");
+        }
     }
 
     #[test]

@@ -1,6 +1,4 @@
-//! Project tokens: where PostHog looks for them, and what it refuses.
-
-use sonic_rs::{JsonValueTrait, Object, Value};
+//! Project tokens: what PostHog refuses.
 
 use super::error::{CoreError, InvalidTokenReason, Result};
 
@@ -26,29 +24,9 @@ pub fn validate(raw: &str) -> Result<String> {
     }
 }
 
-fn as_token(value: Option<&Value>) -> Option<&str> {
-    value
-        .and_then(JsonValueTrait::as_str)
-        .filter(|text| !text.trim().is_empty())
-}
-
-/// An event's own token: `token`, `$token` or `api_key`, else `properties.token`.
-pub fn from_event(event: &Object) -> Option<&str> {
-    as_token(event.get(&"token"))
-        .or_else(|| as_token(event.get(&"$token")))
-        .or_else(|| as_token(event.get(&"api_key")))
-        .or_else(|| as_token(event.get(&"properties").and_then(|properties| properties.get("token"))))
-}
-
-/// An envelope's token: `api_key` or `token`.
-pub fn from_envelope(envelope: &Object) -> Option<&str> {
-    as_token(envelope.get(&"api_key")).or_else(|| as_token(envelope.get(&"token")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonic_rs::{json, JsonContainerTrait};
 
     #[test]
     fn posthog_rules() {
@@ -66,16 +44,5 @@ mod tests {
             );
         }
         assert!(validate(&"x".repeat(64)).is_ok());
-    }
-
-    #[test]
-    fn event_token_sources_in_order() {
-        let event = json!({"api_key": "b", "properties": {"token": "c"}});
-        assert_eq!(from_event(event.as_object().unwrap()), Some("b"));
-        let event = json!({"properties": {"token": "c"}});
-        assert_eq!(from_event(event.as_object().unwrap()), Some("c"));
-        let event = json!({"$token": "a", "api_key": "b"});
-        assert_eq!(from_event(event.as_object().unwrap()), Some("a"));
-        assert_eq!(from_event(json!({"token": ""}).as_object().unwrap()), None);
     }
 }

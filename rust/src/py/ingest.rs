@@ -13,9 +13,6 @@ use crate::core::decode::{self, DecodedRequest, DecoderConfig, HeaderFacts};
 use crate::core::error::CoreError;
 use crate::core::request::{RequestParts, RouteKind};
 
-/// Bodies at least this large are decoded with the GIL released.
-const DETACH_ABOVE_BYTES: usize = 64 * 1024;
-
 pub fn time_from(now: Option<f64>) -> DateTime<Utc> {
     now.and_then(|seconds| DateTime::from_timestamp_micros((seconds * 1e6).round() as i64))
         .unwrap_or_else(Utc::now)
@@ -47,7 +44,7 @@ impl PyDecoder {
         }
     }
 
-    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, now=None))]
+    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, now=None, detach=false))]
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
@@ -60,6 +57,7 @@ impl PyDecoder {
         api_key: Option<&str>,
         sent_at: Option<&str>,
         now: Option<f64>,
+        detach: bool,
     ) -> PyResult<PyBatch> {
         let route =
             RouteKind::parse(route).ok_or_else(|| PyValueError::new_err(format!("unknown route kind {route:?}")))?;
@@ -72,14 +70,21 @@ impl PyDecoder {
         };
         let headers = HeaderFacts { api_key, sent_at };
         let now = time_from(now);
-        let work = || decode::decode(&parts, headers, &self.config, now);
-        // Handing the GIL over and taking it back costs more than decoding a small body, and
-        // under load the wait to take it back can reach the interpreter's switch interval.
-        let decoded = if body.len() >= DETACH_ABOVE_BYTES {
-            py.detach(work)
-        } else {
-            work()
+        // A panic here would be a bug that some input reaches: that input is refused, and the
+        // server and the rest of the traffic carry on.
+        let work = || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decode::decode(&parts, headers, &self.config, now)
+            }))
+            .unwrap_or_else(|_| {
+                Err(CoreError::InvalidShape(
+                    "the payload could not be decoded (internal error)".into(),
+                ))
+            })
         };
+        // Handing the GIL over and taking it back costs more than decoding a small body; large
+        // ones are decoded off the event loop (`detach=True`) with the GIL released.
+        let decoded = if detach { py.detach(work) } else { work() };
         let decoded = decoded.map_err(PyCoreError::from)?;
         Ok(PyBatch::new(decoded))
     }

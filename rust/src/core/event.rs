@@ -5,17 +5,17 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
+use sonic_rs::{JsonType, JsonValueTrait, Value};
 use uuid::Uuid;
 
+use super::properties::{merge_raw, plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
+use super::recording::shape_recording;
 use super::request::RouteKind;
 use super::timestamp::{self, ClientTime};
 
 /// PostHog cuts distinct ids and event names to this many characters.
 const MAX_ID_CHARS: usize = 200;
-/// `$session_id` as capture validates it.
-const MAX_SESSION_ID_CHARS: usize = 70;
 
 /// Why an item was dropped; the name is what logs and metrics show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -204,180 +204,8 @@ fn offset_from_raw(raw: &str) -> Option<i64> {
     number.is_finite().then_some(number as i64)
 }
 
-fn non_null(raw: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+pub(super) fn non_null(raw: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
     raw.filter(|raw| !rawjson::is_null(raw))
-}
-
-/// The properties an event's processing looks at, found in one pass over the object instead of
-/// one linear search each.
-#[derive(Default)]
-struct Known<'v> {
-    distinct_id: Option<&'v Value>,
-    dollar_distinct_id: Option<&'v Value>,
-    token: Option<&'v Value>,
-    ignore_sent_at: Option<&'v Value>,
-    present: u16,
-}
-
-const WATCHED: [&str; 9] = [
-    "$set",
-    "$set_once",
-    "$unset",
-    "$sent_at",
-    "alias",
-    "$anon_distinct_id",
-    "$group_type",
-    "$group_key",
-    "$group_set",
-];
-
-impl<'v> Known<'v> {
-    fn scan(properties: &'v Value) -> Self {
-        let mut known = Self::default();
-        let Some(object) = properties.as_object() else {
-            return known;
-        };
-        for (key, value) in object {
-            match key {
-                "distinct_id" => known.distinct_id = Some(value),
-                "$distinct_id" => known.dollar_distinct_id = Some(value),
-                "token" => known.token = Some(value),
-                "$ignore_sent_at" => known.ignore_sent_at = Some(value),
-                _ => {
-                    if let Some(bit) = WATCHED.iter().position(|watched| *watched == key) {
-                        known.present |= 1 << bit;
-                    }
-                }
-            }
-        }
-        known
-    }
-
-    fn has(&self, key: &str) -> bool {
-        WATCHED
-            .iter()
-            .position(|watched| *watched == key)
-            .is_some_and(|bit| self.present & (1 << bit) != 0)
-    }
-}
-
-/// How the properties of an event are changed on the way in.
-struct PropertyEdits<'a> {
-    /// Entries to add when absent: key, raw JSON value.
-    append: Vec<(&'static str, String)>,
-    /// Entries to merge into an object (or, for `$unset`, a list) already in the properties.
-    merge: Vec<(&'static str, Cow<'a, str>)>,
-}
-
-impl<'a> PropertyEdits<'a> {
-    fn new() -> Self {
-        Self {
-            append: Vec::new(),
-            merge: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, known: &Known<'_>, key: &'static str, raw: String) {
-        if !known.has(key) && !self.append.iter().any(|(k, _)| *k == key) {
-            self.append.push((key, raw));
-        }
-    }
-
-    /// A top-level `$set`-like field: merged into the one in properties, or added as it is.
-    fn top_level(&mut self, known: &Known<'_>, key: &'static str, raw: Cow<'a, str>) {
-        if known.has(key) {
-            self.merge.push((key, raw));
-        } else {
-            self.add(known, key, raw.into_owned());
-        }
-    }
-}
-
-/// Merge two raw objects (`top` wins), or two `$unset` lists; for anything else `top` wins.
-fn merge_raw(key: &str, existing: &str, top: &str) -> String {
-    if key == "$unset" {
-        let mut keys: Vec<Value> = unset_keys(existing);
-        for key in unset_keys(top) {
-            if !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-        return sonic_rs::to_string(&keys).unwrap_or_default();
-    }
-    match (RawObject::parse(existing), RawObject::parse(top)) {
-        (Ok(mut into), Ok(from)) => {
-            for (name, value) in from.entries {
-                into.set(name, value);
-            }
-            into.to_json()
-        }
-        _ => top.to_owned(),
-    }
-}
-
-/// `$unset` as a list of keys: an array, the keys of an object, or one string.
-fn unset_keys(raw: &str) -> Vec<Value> {
-    let Ok(value) = rawjson::value(raw) else {
-        return Vec::new();
-    };
-    match value.get_type() {
-        JsonType::Array => value
-            .as_array()
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default(),
-        JsonType::Object => value
-            .as_object()
-            .map(|map| map.iter().map(|(k, _)| Value::from(k)).collect())
-            .unwrap_or_default(),
-        JsonType::String => vec![value],
-        _ => Vec::new(),
-    }
-}
-
-/// The keys of an object that do not start with `$`, as a raw object (Hogflare's plain shapes).
-fn plain_keys(properties: &str, skip: &[&str]) -> String {
-    let mut out = RawObject::default();
-    if let Ok(object) = RawObject::parse(properties) {
-        for (key, value) in object.entries {
-            if !key.starts_with('$') && !skip.contains(&key.as_ref()) {
-                out.entries.push((key, value));
-            }
-        }
-    }
-    out.to_json()
-}
-
-fn valid_session_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.chars().count() <= MAX_SESSION_ID_CHARS
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-/// Turn a `$snapshot` item's properties into the `$snapshot_items` row capture and Hogflare store.
-fn shape_recording(properties: &str, distinct_id: &str) -> Result<String, DropReason> {
-    let mut object = RawObject::parse(properties).map_err(|_| DropReason::InvalidProperties)?;
-    let session_id = match object.get("$session_id").and_then(rawjson::as_str) {
-        Some(id) if valid_session_id(&id) => id.into_owned(),
-        _ => return Err(DropReason::InvalidSessionId),
-    };
-    let data = non_null(object.take("$snapshot_data")).or_else(|| object.take("$snapshot_items"));
-    let items = match data {
-        Some(items) if items.trim_start().starts_with('[') => items,
-        Some(item) if item.trim_start().starts_with('{') => Cow::Owned(format!("[{item}]")),
-        _ => return Err(DropReason::MissingSnapshotData),
-    };
-    object.set("$snapshot_items", items);
-    for (key, default) in [
-        ("$window_id", session_id.as_str()),
-        ("$snapshot_source", "web"),
-        ("$lib", "web"),
-        ("distinct_id", distinct_id),
-    ] {
-        if !object.contains(key) {
-            object.set(key, rawjson::string_literal(default));
-        }
-    }
-    Ok(object.to_json())
 }
 
 /// What normalising one item gives: the event or why not, and the token it carried.

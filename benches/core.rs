@@ -112,6 +112,7 @@ fn open_store(dir: &std::path::Path) -> (Store, CommitOptions) {
         &StoreConfig {
             map_size: 8 << 30,
             max_readers: 16,
+            ..StoreConfig::default()
         },
     )
     .unwrap();
@@ -150,7 +151,13 @@ fn bench_export(c: &mut Criterion) {
     group.throughput(Throughput::Elements(10_000));
     group.sample_size(20);
     group.bench_function("export_10k_to_parquet", |b| {
-        b.iter(|| export::export_events(&store, 0, 0, 10_000, u64::MAX, &lake).unwrap());
+        let to = export::Destination {
+            events_dir: &lake.join("events"),
+            events_upto: 0,
+            persons_dir: &lake.join("persons"),
+            persons_upto: 0,
+        };
+        b.iter(|| export::export(&store, 0, 10_000, u64::MAX, &to).unwrap());
     });
     group.finish();
 }

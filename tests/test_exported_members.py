@@ -10,6 +10,7 @@ def test_all_exports() -> None:
         "cli",
         "commit",
         "config",
+        "debug",
         "errors",
         "http",
         "lake",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from hogflare.lake import EVENTS, Lake
+from hogflare.lake import EVENTS, PERSONS, Lake
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event
 from tests.helpers.server import HOGFLARE
@@ -57,10 +57,20 @@ async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: H
     lake = Lake(hogflare.settings.lake_dir)
     # Ship by hand and "crash" right after the lake's commit: the store never hears of it, so
     # its cursor stays at 0 and the rows stay in the outbox.
-    export = store.export_events(0, skip_upto=0, max_rows=100, max_bytes=1 << 30, data_dir=str(lake.data_dir(EVENTS)))
-    lake.add_files(EVENTS, [path for _, path, _, _ in export.files], export.last_seq)
+    export = store.export(
+        0,
+        events_upto=0,
+        persons_upto=0,
+        max_rows=100,
+        max_bytes=1 << 30,
+        events_dir=str(lake.data_dir(EVENTS)),
+        persons_dir=str(lake.data_dir(PERSONS)),
+    )
+    for table in (EVENTS, PERSONS):
+        lake.add_files(table, [path for name, _, path, _, _ in export.files if name == table], export.last_seq)
     assert store.cursor("lake") is None
-    assert store.outbox_state()[1] == 2
+    # Two event rows, and the person snapshot each made.
+    assert store.outbox_state()[1] == 4
     # The next shipper reads the lake's own record and does not write them again.
     Shipper(hogflare.settings, store=store).drain()
     assert store.outbox_state()[1] == 0

@@ -167,7 +167,7 @@ async def test_timestamp_partitions_by_day(hogflare: Hogflare) -> None:
     days = [dt.datetime(2024, 5, day, 9, tzinfo=UTC) for day in (1, 2, 3)]
     await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(timestamp=iso(day)) for day in days]})
     hogflare.rows()
-    files = sorted(str(path) for path in (hogflare.settings.lake_dir / "warehouse").rglob("*.parquet"))
+    files = sorted(str(path) for path in (hogflare.settings.lake_dir / "warehouse").rglob("timestamp_day=*/*.parquet"))
     assert len(files) == 3
     assert all("timestamp_day=2024-05-0" in path for path in files)
     assert json.dumps([row["timestamp"].day for row in hogflare.rows()]) == "[1, 2, 3]"

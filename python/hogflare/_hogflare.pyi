@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 from os import PathLike
-from typing import Self, final
+from typing import Any, Self, final
 
 __all__ = [
     "AuthError",
@@ -90,26 +90,43 @@ class Batch:
 
 @final
 class Store:
-    """The LMDB store under ``<data_dir>/store``: outbox, seen uuids, cursors."""
+    """The LMDB store under ``<data_dir>/store``: outbox, persons, groups, seen uuids, cursors."""
 
     def __new__(
-        cls, path: str | PathLike[str], *, map_size: int | None = None, max_readers: int | None = None
+        cls,
+        path: str | PathLike[str],
+        *,
+        map_size: int | None = None,
+        max_readers: int | None = None,
+        group_types: Sequence[str | None] | None = None,
     ) -> Self: ...
     @property
     def path(self) -> str: ...
     def commit(
         self, batches: Sequence[Batch], *, dedupe_window_days: int, max_outbox_bytes: int, now: float | None = None
-    ) -> list[tuple[int, int]]:
-        """Commit batches in one synced transaction; ``(stored, duplicates)`` per batch.
+    ) -> list[tuple[int, int, dict[str, int]]]:
+        """Commit batches in one synced transaction, with the person and group changes they make;
+        ``(stored, duplicates, warnings)`` per batch, ``warnings`` counting refused merges and the like.
 
         Raises ``OutboxFullError`` above the high-water mark, ``StorageError`` on store trouble."""
     def outbox_state(self) -> tuple[int, int, int]:
         """``(next_seq, rows, bytes)`` of the outbox."""
-    def export_events(
-        self, after: int, *, skip_upto: int, max_rows: int, max_bytes: int, data_dir: str | PathLike[str]
+    def export(
+        self,
+        after: int,
+        *,
+        events_upto: int,
+        persons_upto: int,
+        max_rows: int,
+        max_bytes: int,
+        events_dir: str | PathLike[str],
+        persons_dir: str | PathLike[str],
     ) -> Export:
-        """Write the events after ``after`` to Parquet files under ``data_dir``, one per day;
-        rows at or below ``skip_upto`` are already in the lake and are left out."""
+        """Write the outbox entries after ``after`` to Parquet files, one per table and day; entries at
+        or below a table's ``*_upto`` are already in it and are left out."""
+    def person(self, token: str | None, distinct_id: str) -> dict[str, Any] | None:
+        """The person a distinct id belongs to in the project of ``token`` (any project when
+        ``None``); ``properties`` and ``properties_set_once`` are JSON text."""
     def trim_outbox(self, upto: int, *, limit: int = 10_000) -> int:
         """Forget rows up to ``upto`` (every sink has them), at most ``limit`` in one transaction."""
     def cursor(self, sink: str) -> int | None: ...
@@ -119,7 +136,7 @@ class Store:
 
 @final
 class Export:
-    """What ``Store.export_events`` did."""
+    """What ``Store.export`` did."""
 
     @property
     def entries(self) -> int:
@@ -128,5 +145,5 @@ class Export:
     def last_seq(self) -> int:
         """The outbox position the export reached."""
     @property
-    def files(self) -> list[tuple[int, str, int, int]]:
-        """``(day, path, rows, bytes)`` of each file written; ``day`` counts days since 1970-01-01."""
+    def files(self) -> list[tuple[str, int, str, int, int]]:
+        """``(table, day, path, rows, bytes)`` of each file written; ``day`` counts days since 1970-01-01."""

@@ -11,8 +11,9 @@ import structlog
 
 from hogflare._hogflare import Store
 from hogflare.capture import CAPTURE_ROUTES, CaptureService
-from hogflare.commit import GroupCommitter
+from hogflare.commit import GroupCommitter, open_store
 from hogflare.config import Settings
+from hogflare.debug import person_debug
 from hogflare.errors import HogflareError, OutboxFullError, StorageError, status_for
 from hogflare.http import (
     ClientDisconnectedError,
@@ -57,7 +58,7 @@ class App:
         configure(settings.log_format, settings.log_level)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.store == "on":
-            self.store = Store(str(settings.store_dir), map_size=settings.lmdb_map_size)
+            self.store = open_store(settings)
             self.committer = GroupCommitter(
                 self.store,
                 dedupe_window_days=settings.dedupe_window_days,
@@ -158,6 +159,8 @@ class App:
             parts = path.split("/")
             if len(parts) == 4 and parts[3] in {"config", "config.js"}:
                 return array_config(self.settings, parts[2], javascript=parts[3] == "config.js")
+        if path.startswith("/__debug/person/") and request.method == "GET":
+            return person_debug(self.settings, self.store, request, path.removeprefix("/__debug/person/"))
         if path == "/healthz":
             return Response.json({"status": "ok"})
         if path in _HEALTH:

@@ -89,9 +89,11 @@ class CaptureService:
         if batch.dropped:
             log.warning("items dropped", path=request.path, token=batch.token, dropped=batch.dropped)
         if batch.accepted and self.committer is not None:
-            stored, duplicates = await self.committer.commit(batch)
+            stored, duplicates, warnings = await self.committer.commit(batch)
             if duplicates:
                 log.debug("duplicates ignored", token=batch.token, duplicates=duplicates, stored=stored)
+            if warnings:
+                log.warning("person updates refused", path=request.path, token=batch.token, warnings=warnings)
         if b"beacon=1" in request.query and request.query_param("beacon") == "1":
             return Response(204)
         return ok()

@@ -11,6 +11,14 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from hogflare._hogflare import Batch, Store
+from hogflare.config import Settings
+
+#: ``(stored, duplicates, warnings)`` of one request's commit.
+Outcome = tuple[int, int, dict[str, int]]
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(str(settings.store_dir), map_size=settings.lmdb_map_size, group_types=settings.group_types)
 
 
 class GroupCommitter:
@@ -18,15 +26,15 @@ class GroupCommitter:
         self._store = store
         self._dedupe_window_days = dedupe_window_days
         self._max_outbox_bytes = max_outbox_bytes
-        self._pending: list[tuple[Batch, asyncio.Future[tuple[int, int]]]] = []
-        self._inflight: asyncio.Future[list[tuple[int, int]]] | None = None
+        self._pending: list[tuple[Batch, asyncio.Future[Outcome]]] = []
+        self._inflight: asyncio.Future[list[Outcome]] | None = None
         # One thread: LMDB allows one writer per environment, and the GIL is released inside.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="hogflare-commit")
 
-    async def commit(self, batch: Batch) -> tuple[int, int]:
-        """Store a batch durably; returns ``(stored, duplicates)`` once it is synced to disk."""
+    async def commit(self, batch: Batch) -> Outcome:
+        """Store a batch durably; returns ``(stored, duplicates, warnings)`` once it is synced to disk."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, int]] = loop.create_future()
+        future: asyncio.Future[Outcome] = loop.create_future()
         self._pending.append((batch, future))
         if self._inflight is None:
             self._start(loop)
@@ -34,7 +42,7 @@ class GroupCommitter:
         # already in the commit, which goes on for everyone sharing it.
         return await future
 
-    def _run(self, batches: list[Batch]) -> list[tuple[int, int]]:
+    def _run(self, batches: list[Batch]) -> list[Outcome]:
         return self._store.commit(
             batches, dedupe_window_days=self._dedupe_window_days, max_outbox_bytes=self._max_outbox_bytes
         )
@@ -48,8 +56,8 @@ class GroupCommitter:
     def _finish(
         self,
         loop: asyncio.AbstractEventLoop,
-        items: list[tuple[Batch, asyncio.Future[tuple[int, int]]]],
-        done: asyncio.Future[list[tuple[int, int]]],
+        items: list[tuple[Batch, asyncio.Future[Outcome]]],
+        done: asyncio.Future[list[Outcome]],
     ) -> None:
         self._inflight = None
         error = done.exception()

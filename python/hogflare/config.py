@@ -20,6 +20,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     team_id: int | None = None
     api_key: str | None = None
     session_recording_endpoint: str | None = None
+    person_debug_token: str | None = None
+    group_type_0: str | None = None
+    group_type_1: str | None = None
+    group_type_2: str | None = None
+    group_type_3: str | None = None
+    group_type_4: str | None = None
 
     dedupe_window_days: int = 7
     outbox_max_bytes: int = 8 * GiB
@@ -37,6 +43,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     store: Literal["on", "off"] = "on"
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
+
+    @property
+    def group_types(self) -> list[str | None]:
+        """Group types whose slot (0 to 4) is fixed; the others get a free slot on first sight."""
+        return [self.group_type_0, self.group_type_1, self.group_type_2, self.group_type_3, self.group_type_4]
 
     @property
     def store_dir(self) -> Path:
@@ -94,6 +105,8 @@ ENV: dict[str, str] = {
     "team_id": "POSTHOG_TEAM_ID",
     "api_key": "POSTHOG_API_KEY",
     "session_recording_endpoint": "POSTHOG_SESSION_RECORDING_ENDPOINT",
+    "person_debug_token": "PERSON_DEBUG_TOKEN",
+    **{f"group_type_{slot}": f"POSTHOG_GROUP_TYPE_{slot}" for slot in range(5)},
     "dedupe_window_days": "HOGFLARE_DEDUPE_WINDOW_DAYS",
     "outbox_max_bytes": "HOGFLARE_OUTBOX_MAX_BYTES",
     "lmdb_map_size": "HOGFLARE_LMDB_MAP_SIZE",

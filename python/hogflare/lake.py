@@ -26,10 +26,11 @@ from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
-from pyiceberg.types import LongType, NestedField, StringType, TimestamptzType
+from pyiceberg.types import BooleanType, ListType, LongType, NestedField, StringType, TimestamptzType
 
 NAMESPACE = "default"
 EVENTS = "hogflare_events"
+PERSONS = "hogflare_persons"
 SEQ_PROPERTY = "hogflare.outbox_seq"
 
 _TABLE_PROPERTIES = {
@@ -72,6 +73,31 @@ def event_schema() -> Schema:
     )
 
 
+def person_schema() -> Schema:
+    """Hogflare's person snapshot row, plus ``is_identified``."""
+    return Schema(
+        *_fields(
+            ("uuid", StringType(), True),
+            ("team_id", LongType(), False),
+            ("source", StringType(), True),
+            ("operation", StringType(), True),
+            ("person_id", StringType(), True),
+            ("person_int_id", LongType(), True),
+            ("canonical_distinct_id", StringType(), True),
+            ("distinct_ids", ListType(element_id=100, element_type=StringType(), element_required=True), True),
+            ("created_at", TimestamptzType(), True),
+            ("updated_at", TimestamptzType(), True),
+            ("version", LongType(), True),
+            ("is_identified", BooleanType(), True),
+            ("properties", StringType(), True),
+            ("properties_set_once", StringType(), True),
+            ("merged_properties", StringType(), True),
+            ("api_key", StringType(), False),
+            ("source_event_uuid", StringType(), True),
+        )
+    )
+
+
 def _day_partition(schema: Schema, column: str) -> PartitionSpec:
     source = schema.find_field(column)
     return PartitionSpec(
@@ -80,7 +106,10 @@ def _day_partition(schema: Schema, column: str) -> PartitionSpec:
 
 
 #: table name → (schema, partition column)
-TABLES: dict[str, tuple[Schema, str]] = {EVENTS: (event_schema(), "timestamp")}
+TABLES: dict[str, tuple[Schema, str]] = {
+    EVENTS: (event_schema(), "timestamp"),
+    PERSONS: (person_schema(), "updated_at"),
+}
 
 
 def local_path(location: str) -> str:

@@ -1,4 +1,5 @@
-"""``hogflare query``: DuckDB over the lake's live Parquet files, with a view per table."""
+"""``hogflare query``: DuckDB over the lake's live Parquet files, with a view per table and the
+views PostHog users expect on top: ``persons_latest`` and ``groups``."""
 
 from __future__ import annotations
 
@@ -12,10 +13,44 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from hogflare.lake import EVENTS, Lake
+from hogflare.lake import EVENTS, PERSONS, Lake
 
 #: view name → lake table
-VIEWS: dict[str, str] = {"events": EVENTS}
+VIEWS: dict[str, str] = {"events": EVENTS, "persons": PERSONS}
+
+#: Views over those: each live person's newest snapshot (a merged-away person's last snapshot
+#: says `merged`), and each group as its latest `$groupidentify` left it.
+DERIVED_VIEWS: dict[str, str] = {
+    "persons_latest": """
+        SELECT * EXCLUDE (newest) FROM (
+            SELECT *, row_number() OVER (
+                PARTITION BY person_id ORDER BY version DESC, updated_at DESC, uuid DESC
+            ) AS newest
+            FROM persons
+        ) WHERE newest = 1 AND operation <> 'merged'
+    """,
+    "groups": """
+        SELECT api_key, team_id, group_type, group_type_index, group_key,
+               json_extract(group_properties, '$."' || group_type || '"')::VARCHAR AS group_properties,
+               updated_at
+        FROM (
+            SELECT api_key, team_id,
+                   json_extract_string(properties, '$."$group_type"') AS group_type,
+                   json_extract_string(properties, '$."$group_key"') AS group_key,
+                   list_position([group0, group1, group2, group3, group4],
+                                 json_extract_string(properties, '$."$group_key"')) - 1 AS group_type_index,
+                   group_properties,
+                   timestamp AS updated_at,
+                   row_number() OVER (
+                       PARTITION BY api_key, json_extract_string(properties, '$."$group_type"'),
+                                    json_extract_string(properties, '$."$group_key"')
+                       ORDER BY created_at DESC, timestamp DESC, uuid DESC
+                   ) AS newest
+            FROM events
+            WHERE event = '$groupidentify' AND group_properties IS NOT NULL
+        ) WHERE newest = 1
+    """,
+}
 
 
 def _sql_string(text: str) -> str:
@@ -35,6 +70,8 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
             empty = lake.arrow_schema(table).empty_table()
             con.register(f"_{view}_empty", empty)
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM _{view}_empty")
+    for view, sql in DERIVED_VIEWS.items():
+        con.execute(f"CREATE VIEW {view} AS {sql}")
     return con
 
 

@@ -17,8 +17,9 @@ from types import FrameType
 import structlog
 
 from hogflare._hogflare import Store
+from hogflare.commit import open_store
 from hogflare.config import Settings
-from hogflare.lake import EVENTS, Lake
+from hogflare.lake import EVENTS, PERSONS, TABLES, Lake
 from hogflare.supervisor import acquire_lock, lock_path
 
 log = structlog.get_logger("hogflare.shipper")
@@ -38,14 +39,14 @@ class Shipper:
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store if store is not None else Store(str(settings.store_dir), map_size=settings.lmdb_map_size)
+        self.store = store if store is not None else open_store(settings)
         self.lake = Lake(settings.lake_dir)
         self._table_seq: dict[str, int] | None = None
 
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
         stored = self.store.cursor(LAKE_CURSOR) or 0
-        positions = {EVENTS: max(stored, self.lake.outbox_seq(EVENTS))}
+        positions = {table: max(stored, self.lake.outbox_seq(table)) for table in TABLES}
         reached = min(positions.values())
         if reached > stored:
             # The lake committed rows the store never heard about (a crash in between).
@@ -65,34 +66,42 @@ class Shipper:
         # Each table knows how far it got; after a crash between the commits of two tables they
         # differ, and the chunk is read from the lower one while each skips what it already has.
         cursor = min(self._table_seq.values())
-        export = self.store.export_events(
+        export = self.store.export(
             cursor,
-            skip_upto=self._table_seq[EVENTS],
+            events_upto=self._table_seq[EVENTS],
+            persons_upto=self._table_seq[PERSONS],
             max_rows=self.settings.flush_rows,
             max_bytes=_MAX_CHUNK_BYTES,
-            data_dir=str(self.lake.data_dir(EVENTS)),
+            events_dir=str(self.lake.data_dir(EVENTS)),
+            persons_dir=str(self.lake.data_dir(PERSONS)),
         )
         if export.entries == 0:
             return 0
-        paths = [path for _, path, _, _ in export.files]
-        try:
-            if paths:
-                self.lake.add_files(EVENTS, paths, export.last_seq)
-        except Exception:
-            self._table_seq = None
-            self._forget_unless_committed(paths, export.last_seq)
-            raise
-        self._table_seq[EVENTS] = export.last_seq
+        by_table: dict[str, list[str]] = {}
+        for table, _, path, _, _ in export.files:
+            by_table.setdefault(table, []).append(path)
+        # Persons first: a reader who sees an event row can find the person snapshot it made.
+        for table in sorted(by_table, key=lambda name: name != PERSONS):
+            try:
+                self.lake.add_files(table, by_table[table], export.last_seq)
+            except Exception:
+                self._table_seq = None
+                for name, leftover in by_table.items():
+                    self._forget_unless_committed(name, leftover, export.last_seq)
+                raise
+            self._table_seq[table] = export.last_seq
+        for table in self._table_seq:
+            self._table_seq[table] = export.last_seq
         self._delivered(export.last_seq)
         return int(export.entries)
 
-    def _forget_unless_committed(self, paths: list[str], seq: int) -> None:
+    def _forget_unless_committed(self, table: str, paths: list[str], seq: int) -> None:
         """Delete the files of a failed commit, unless the commit did land after all (an error
         raised after the catalog accepted it): then the lake references them."""
         try:
-            landed = self.lake.outbox_seq(EVENTS) >= seq
+            landed = self.lake.outbox_seq(table) >= seq
         except Exception:
-            log.exception("cannot tell whether the commit landed; keeping its files")
+            log.exception("cannot tell whether the commit landed; keeping its files", table=table)
             return
         if not landed:
             for path in paths:
@@ -116,7 +125,8 @@ class Shipper:
         now = time.time()
         while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
-        self.lake.expire_snapshots(EVENTS, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+        for table in TABLES:
+            self.lake.expire_snapshots(table, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
 
     def run(self, stop: threading.Event) -> None:
         """Ship every flush interval, or sooner when a full chunk is waiting, until ``stop`` is set."""

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{BooleanBuilder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -13,7 +13,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::error::{CoreError, Result};
-use super::row::EventRowRef;
+use super::row::{EventRowRef, PersonSnapshotRef};
 
 fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -48,16 +48,44 @@ pub fn event_schema() -> Schema {
     Schema::new(fields)
 }
 
-fn strings<'a>(rows: &[&EventRowRef<'a>], get: impl Fn(&EventRowRef<'a>) -> Option<&'a str>) -> ArrayRef {
-    let bytes: usize = rows.iter().map(|row| get(row).map_or(0, str::len)).sum();
-    let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
+/// The lake's person table: Hogflare's person snapshot row, plus `is_identified`.
+pub fn person_schema() -> Schema {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Schema::new(vec![
+        text("uuid", false),
+        Field::new("team_id", DataType::Int64, true),
+        text("source", false),
+        text("operation", false),
+        text("person_id", false),
+        Field::new("person_int_id", DataType::Int64, false),
+        text("canonical_distinct_id", false),
+        Field::new("distinct_ids", distinct_ids_type(), false),
+        Field::new("created_at", utc_micros(), false),
+        Field::new("updated_at", utc_micros(), false),
+        Field::new("version", DataType::Int64, false),
+        Field::new("is_identified", DataType::Boolean, false),
+        text("properties", false),
+        text("properties_set_once", false),
+        text("merged_properties", false),
+        text("api_key", true),
+        text("source_event_uuid", false),
+    ])
+}
+
+/// A list of strings, its element named as Iceberg names it.
+fn distinct_ids_type() -> DataType {
+    DataType::List(Arc::new(Field::new("element", DataType::Utf8, false)))
+}
+
+fn strings<T, S: AsRef<str>>(rows: &[&T], get: impl Fn(&T) -> Option<S>) -> ArrayRef {
+    let mut builder = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
     for row in rows {
         builder.append_option(get(row));
     }
     Arc::new(builder.finish())
 }
 
-fn timestamps(rows: &[&EventRowRef<'_>], get: impl Fn(&EventRowRef<'_>) -> Option<i64>) -> ArrayRef {
+fn timestamps<T>(rows: &[&T], get: impl Fn(&T) -> Option<i64>) -> ArrayRef {
     let mut builder = TimestampMicrosecondBuilder::with_capacity(rows.len()).with_timezone("UTC");
     for row in rows {
         builder.append_option(get(row));
@@ -65,19 +93,60 @@ fn timestamps(rows: &[&EventRowRef<'_>], get: impl Fn(&EventRowRef<'_>) -> Optio
     Arc::new(builder.finish())
 }
 
-pub fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
-    let mut uuids = StringBuilder::with_capacity(rows.len(), rows.len() * 36);
+fn integers<T>(rows: &[&T], get: impl Fn(&T) -> Option<i64>) -> ArrayRef {
+    let mut builder = Int64Builder::with_capacity(rows.len());
+    for row in rows {
+        builder.append_option(get(row));
+    }
+    Arc::new(builder.finish())
+}
+
+fn uuids<T>(rows: &[&T], get: impl Fn(&T) -> uuid::Uuid) -> ArrayRef {
+    let mut builder = StringBuilder::with_capacity(rows.len(), rows.len() * 36);
     let mut buffer = uuid::Uuid::encode_buffer();
     for row in rows {
-        uuids.append_value(row.uuid.hyphenated().encode_lower(&mut buffer));
+        builder.append_value(get(row).hyphenated().encode_lower(&mut buffer));
     }
-    let mut team_ids = Int64Builder::with_capacity(rows.len());
+    Arc::new(builder.finish())
+}
+
+pub fn person_batch(rows: &[&PersonSnapshotRef<'_>]) -> Result<RecordBatch> {
+    let mut distinct_ids =
+        ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, false)));
+    let mut identified = BooleanBuilder::with_capacity(rows.len());
     for row in rows {
-        team_ids.append_option(row.team_id);
+        for id in &row.person.distinct_ids {
+            distinct_ids.values().append_value(id);
+        }
+        distinct_ids.append(true);
+        identified.append_value(row.person.is_identified);
     }
+    let columns: Vec<ArrayRef> = vec![
+        uuids(rows, |row| row.uuid),
+        integers(rows, |row| row.team_id),
+        strings(rows, |_| Some(super::row::SOURCE_HOGFLARE)),
+        strings(rows, |row| Some(row.operation)),
+        uuids(rows, |row| row.person.uuid),
+        integers(rows, |row| i64::try_from(row.person.id).ok()),
+        strings(rows, |row| Some(row.canonical_distinct_id)),
+        Arc::new(distinct_ids.finish()),
+        timestamps(rows, |row| Some(row.person.created_at)),
+        timestamps(rows, |row| Some(row.updated_at)),
+        integers(rows, |row| i64::try_from(row.person.version).ok()),
+        Arc::new(identified.finish()),
+        strings(rows, |row| Some(row.person.properties_json(Some(false)))),
+        strings(rows, |row| Some(row.person.properties_json(Some(true)))),
+        strings(rows, |row| Some(row.person.properties_json(None))),
+        strings(rows, |row| row.api_key),
+        uuids(rows, |row| row.source_event_uuid),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(person_schema()), columns)?)
+}
+
+pub fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(uuids.finish()),
-        Arc::new(team_ids.finish()),
+        uuids(rows, |row| row.uuid),
+        integers(rows, |row| row.team_id),
         strings(rows, |row| Some(row.source)),
         strings(rows, |row| Some(row.event)),
         strings(rows, |row| Some(row.distinct_id)),
@@ -115,15 +184,14 @@ fn write_batch(file: File, batch: &RecordBatch) -> Result<File> {
 
 /// Write rows to a new Parquet file (created with a temporary name, then renamed into place,
 /// so a reader never sees half a file).
-pub fn write_parquet(rows: &[&EventRowRef<'_>], path: &Path) -> Result<u64> {
-    let batch = event_batch(rows)?;
+pub fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<u64> {
     let temporary = path.with_extension("parquet.tmp");
     let io = |err: std::io::Error| CoreError::Store(format!("cannot write {}: {err}", path.display()));
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     let file = File::create(&temporary).map_err(io)?;
-    let file = match write_batch(file, &batch) {
+    let file = match write_batch(file, batch) {
         Ok(file) => file,
         Err(err) => {
             let _ = std::fs::remove_file(&temporary);

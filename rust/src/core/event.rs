@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sonic_rs::{JsonType, JsonValueTrait, Value};
 use uuid::Uuid;
 
+use super::person_event::PersonEvent;
 use super::properties::{merge_raw, plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
@@ -84,6 +85,8 @@ pub struct NormalizedEvent {
     pub properties: String,
     pub context: Option<String>,
     pub extra: Option<String>,
+    /// What the event asks of persons and groups; not stored with the row.
+    pub person: PersonEvent,
 }
 
 impl NormalizedEvent {
@@ -303,6 +306,18 @@ fn normalize_inner(
                 .then(|| item.get("metadata").and_then(|m| rawjson::value(m).ok()))
                 .flatten()
                 .and_then(|metadata| metadata.get("distinct_id").and_then(id_from_value))
+        })
+        .or_else(|| {
+            // Hogflare's `/groups` names the row after the group it identifies.
+            (ctx.route == RouteKind::Groups)
+                .then(|| {
+                    item.get("group_key").and_then(id_from_raw).or_else(|| {
+                        ["$group_key", "group_key"]
+                            .into_iter()
+                            .find_map(|key| properties.get(key).and_then(id_from_value))
+                    })
+                })
+                .flatten()
         });
     let Some(distinct_id) = distinct_id else {
         return Outcome::Dropped(DropReason::MissingDistinctId);
@@ -438,6 +453,12 @@ fn normalize_inner(
     }
     let extra = (!item.is_empty()).then(|| item.to_json());
 
+    // A recording only makes sure its person exists; its (large) properties are not read.
+    let person = if ctx.route == RouteKind::Recording {
+        PersonEvent::default()
+    } else {
+        PersonEvent::read(&event, &properties_json)
+    };
     let normalized = NormalizedEvent {
         uuid,
         event,
@@ -446,6 +467,7 @@ fn normalize_inner(
         properties: properties_json,
         context,
         extra,
+        person,
     };
     if ctx.route != RouteKind::Recording && normalized.size() > ctx.max_event_bytes {
         return Outcome::Dropped(DropReason::EventTooLarge);

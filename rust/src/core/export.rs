@@ -1,5 +1,5 @@
-//! From the outbox to the lake's Parquet files: read a chunk of rows in order, group the events
-//! by day (the table's partition), and write one file per day.
+//! From the outbox to the lake's Parquet files: read a chunk of rows in order, group them by
+//! table and day (the tables' partition), and write one file per table and day.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,15 +8,32 @@ use chrono::DateTime;
 
 use super::columns;
 use super::error::Result;
-use super::row::{EventRowRef, OutboxRecordRef};
+use super::row::{EventRowRef, OutboxRecordRef, PersonSnapshotRef};
 use super::store::Store;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+/// The lake tables the outbox feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Table {
+    Events,
+    Persons,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Events => "hogflare_events",
+            Self::Persons => "hogflare_persons",
+        }
+    }
+}
+
 /// One Parquet file written for the lake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataFile {
-    /// Days since the epoch of the rows' `timestamp` (the partition).
+    pub table: Table,
+    /// Days since the epoch of the rows' partition column.
     pub day: i32,
     pub path: PathBuf,
     pub rows: u64,
@@ -32,53 +49,94 @@ pub struct Export {
     pub files: Vec<DataFile>,
 }
 
-fn day_of(row: &EventRowRef<'_>) -> i32 {
-    row.timestamp.unwrap_or(row.created_at).div_euclid(MICROS_PER_DAY) as i32
+/// Where each table's files go and how far each table already is: entries at or below a
+/// table's `upto` are in the lake and are left out.
+#[derive(Debug, Clone)]
+pub struct Destination<'a> {
+    pub events_dir: &'a Path,
+    pub events_upto: u64,
+    pub persons_dir: &'a Path,
+    pub persons_upto: u64,
 }
 
-fn day_directory(day: i32) -> String {
+fn day_of(micros: i64) -> i32 {
+    micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
+fn day_directory(column: &str, day: i32) -> String {
     let date = DateTime::from_timestamp(i64::from(day) * 86_400, 0)
         .map_or_else(|| "1970-01-01".to_owned(), |d| d.format("%Y-%m-%d").to_string());
-    format!("timestamp_day={date}")
+    format!("{column}_day={date}")
 }
 
-/// Export the events after `after` (skipping those at or below `skip_upto`, which the lake
-/// already holds) into Parquet files under `data_dir`, one per day.
-pub fn export_events(
-    store: &Store,
-    after: u64,
-    skip_upto: u64,
-    max_rows: usize,
-    max_bytes: u64,
-    data_dir: &Path,
-) -> Result<Export> {
+fn file_name(last_seq: u64) -> String {
+    format!("{last_seq:020}-{}.parquet", uuid::Uuid::now_v7().simple())
+}
+
+/// Export the outbox entries after `after` into Parquet files, one per table and day.
+pub fn export(store: &Store, after: u64, max_rows: usize, max_bytes: u64, to: &Destination<'_>) -> Result<Export> {
     store.with_outbox(after, max_rows, max_bytes, |entries| {
         let mut export = Export {
             entries: entries.len() as u64,
             last_seq: after,
             files: Vec::new(),
         };
-        let mut by_day: BTreeMap<i32, Vec<EventRowRef<'_>>> = BTreeMap::new();
+        let mut events: BTreeMap<i32, Vec<EventRowRef<'_>>> = BTreeMap::new();
+        let mut persons: BTreeMap<i32, Vec<PersonSnapshotRef<'_>>> = BTreeMap::new();
         for (seq, bytes) in entries {
             export.last_seq = *seq;
-            if *seq <= skip_upto {
-                continue;
-            }
             match OutboxRecordRef::decode(bytes)? {
-                OutboxRecordRef::Event(row) => by_day.entry(day_of(&row)).or_default().push(row),
+                OutboxRecordRef::Event(row) if *seq > to.events_upto => {
+                    events
+                        .entry(day_of(row.timestamp.unwrap_or(row.created_at)))
+                        .or_default()
+                        .push(row);
+                }
+                OutboxRecordRef::Person(row) if *seq > to.persons_upto => {
+                    persons.entry(day_of(row.updated_at)).or_default().push(row);
+                }
+                _ => {}
             }
         }
-        for (day, rows) in by_day {
-            let name = format!("{:020}-{}.parquet", export.last_seq, uuid::Uuid::now_v7().simple());
-            let path = data_dir.join(day_directory(day)).join(name);
-            let refs: Vec<&EventRowRef<'_>> = rows.iter().collect();
-            let bytes = columns::write_parquet(&refs, &path)?;
-            export.files.push(DataFile {
-                day,
-                path,
-                rows: rows.len() as u64,
-                bytes,
-            });
+        let written = (|| {
+            for (day, rows) in events {
+                let path = to
+                    .events_dir
+                    .join(day_directory("timestamp", day))
+                    .join(file_name(export.last_seq));
+                let refs: Vec<&EventRowRef<'_>> = rows.iter().collect();
+                let bytes = columns::write_parquet(&columns::event_batch(&refs)?, &path)?;
+                export.files.push(DataFile {
+                    table: Table::Events,
+                    day,
+                    path,
+                    rows: rows.len() as u64,
+                    bytes,
+                });
+            }
+            for (day, rows) in persons {
+                let path = to
+                    .persons_dir
+                    .join(day_directory("updated_at", day))
+                    .join(file_name(export.last_seq));
+                let refs: Vec<&PersonSnapshotRef<'_>> = rows.iter().collect();
+                let bytes = columns::write_parquet(&columns::person_batch(&refs)?, &path)?;
+                export.files.push(DataFile {
+                    table: Table::Persons,
+                    day,
+                    path,
+                    rows: rows.len() as u64,
+                    bytes,
+                });
+            }
+            Ok(())
+        })();
+        if let Err(err) = written {
+            // No commit will reference what was written so far.
+            for file in &export.files {
+                let _ = std::fs::remove_file(&file.path);
+            }
+            return Err(err);
         }
         Ok(export)
     })

@@ -101,19 +101,24 @@ impl<'a> RawObject<'a> {
     }
 
     pub fn to_json(&self) -> String {
-        let size: usize = self.entries.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-        let mut out = String::with_capacity(size + 2);
-        out.push('{');
-        for (index, (key, value)) in self.entries.iter().enumerate() {
-            if index > 0 {
-                out.push(',');
-            }
-            push_key(&mut out, key);
-            out.push_str(value);
-        }
-        out.push('}');
-        out
+        object_of(self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
+}
+
+/// A JSON object from keys and raw values.
+pub fn object_of<'a>(entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> String {
+    let size: usize = entries.clone().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let mut out = String::with_capacity(size + 2);
+    out.push('{');
+    for (index, (key, value)) in entries.enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        push_key(&mut out, key);
+        out.push_str(value);
+    }
+    out.push('}');
+    out
 }
 
 /// Write `"key":`, escaping the key as JSON requires.

@@ -1,15 +1,19 @@
-//! The rows hogflare ships: Hogflare's event row (the Cloudflare Pipelines schema and the lake
-//! table), kept in the outbox in a compact binary form until every sink has it.
+//! The rows hogflare ships: Hogflare's event row and person snapshot row (the Cloudflare
+//! Pipelines schemas and the lake tables), kept in the outbox in a compact binary form until
+//! every sink has them.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::Result;
 use super::event::NormalizedEvent;
+use super::person::Person;
 use super::timestamp;
 
 /// `source` of rows that came from an SDK.
 pub const SOURCE_POSTHOG: &str = "posthog";
+/// `source` of rows hogflare made itself.
+pub const SOURCE_HOGFLARE: &str = "hogflare";
 
 /// One event as it lands: the columns of Hogflare's `PipelineEvent`. JSON columns hold JSON text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,11 +83,99 @@ pub struct EventRowRef<'a> {
     pub extra: Option<&'a str>,
 }
 
+/// A person as one event left it: Hogflare's person snapshot row. The person is kept whole; the
+/// row's JSON columns are made from it when the row is exported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonSnapshot {
+    pub uuid: Uuid,
+    pub team_id: Option<i64>,
+    /// `capture`, `identify`, `alias`, `merge`, `session_recording`, or `merged` for a person
+    /// a merge removed.
+    pub operation: String,
+    pub person: Person,
+    pub canonical_distinct_id: String,
+    /// Microseconds since the epoch.
+    pub updated_at: i64,
+    pub api_key: Option<String>,
+    pub source_event_uuid: Uuid,
+}
+
+/// `PersonSnapshot` as the store writes it, borrowing the person it describes.
+#[derive(Debug, Serialize)]
+pub struct PersonSnapshotOf<'a> {
+    pub uuid: Uuid,
+    pub team_id: Option<i64>,
+    pub operation: &'a str,
+    pub person: &'a Person,
+    pub canonical_distinct_id: &'a str,
+    pub updated_at: i64,
+    pub api_key: Option<&'a str>,
+    pub source_event_uuid: Uuid,
+}
+
+impl PersonSnapshotOf<'_> {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        #[derive(Serialize)]
+        enum Entry<'b, 'c> {
+            #[allow(dead_code)]
+            Event(()),
+            Person(&'b PersonSnapshotOf<'c>),
+        }
+        Ok(postcard::to_stdvec(&Entry::Person(self))?)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PropertyRef<'a> {
+    pub key: &'a str,
+    pub value: &'a str,
+    pub once: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PersonRef<'a> {
+    pub id: u64,
+    pub uuid: Uuid,
+    pub created_at: i64,
+    pub version: u64,
+    pub is_identified: bool,
+    #[serde(borrow)]
+    pub properties: Vec<PropertyRef<'a>>,
+    pub distinct_ids: Vec<&'a str>,
+}
+
+impl PersonRef<'_> {
+    /// The properties as a JSON object: all of them, or those `$set_once` wrote, or the others.
+    pub fn properties_json(&self, once: Option<bool>) -> String {
+        super::rawjson::object_of(
+            self.properties
+                .iter()
+                .filter(move |p| once.is_none_or(|once| p.once == once))
+                .map(|p| (p.key, p.value)),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PersonSnapshotRef<'a> {
+    pub uuid: Uuid,
+    pub team_id: Option<i64>,
+    pub operation: &'a str,
+    #[serde(borrow)]
+    pub person: PersonRef<'a>,
+    pub canonical_distinct_id: &'a str,
+    pub updated_at: i64,
+    pub api_key: Option<&'a str>,
+    pub source_event_uuid: Uuid,
+}
+
 /// `OutboxRecord`, borrowed.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum OutboxRecordRef<'a> {
     #[serde(borrow)]
     Event(EventRowRef<'a>),
+    #[serde(borrow)]
+    Person(PersonSnapshotRef<'a>),
 }
 
 impl<'a> OutboxRecordRef<'a> {
@@ -95,8 +187,10 @@ impl<'a> OutboxRecordRef<'a> {
 /// What one outbox entry holds. New kinds are appended at the end so stored entries keep
 /// their meaning.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // made one at a time and encoded at once, never held in bulk
 pub enum OutboxRecord {
     Event(EventRow),
+    Person(PersonSnapshot),
 }
 
 impl OutboxRecord {
@@ -136,10 +230,56 @@ mod tests {
         let record = OutboxRecord::Event(row.clone());
         let encoded = record.encode().unwrap();
         assert_eq!(OutboxRecord::decode(&encoded).unwrap(), record);
-        let OutboxRecordRef::Event(borrowed) = OutboxRecordRef::decode(&encoded).unwrap();
+        let OutboxRecordRef::Event(borrowed) = OutboxRecordRef::decode(&encoded).unwrap() else {
+            panic!("an event row")
+        };
         assert_eq!(
             (borrowed.uuid, borrowed.properties, borrowed.groups[0]),
             (row.uuid, Some(r#"{"a":1}"#), Some("g"))
         );
+    }
+
+    #[test]
+    fn person_snapshots_round_trip_and_split_their_properties() {
+        let mut person = Person::new(
+            7,
+            Uuid::nil(),
+            5,
+            "anon",
+            &crate::core::person::PropertyUpdate::default(),
+        );
+        person.properties = vec![
+            crate::core::person::Property {
+                key: "plan".into(),
+                value: r#""pro""#.into(),
+                once: false,
+            },
+            crate::core::person::Property {
+                key: "ref".into(),
+                value: r#""ad""#.into(),
+                once: true,
+            },
+        ];
+        let snapshot = PersonSnapshotOf {
+            uuid: Uuid::now_v7(),
+            team_id: None,
+            operation: "identify",
+            person: &person,
+            canonical_distinct_id: "anon",
+            updated_at: 9,
+            api_key: Some("phc"),
+            source_event_uuid: Uuid::nil(),
+        };
+        let encoded = snapshot.encode().unwrap();
+        let OutboxRecord::Person(owned) = OutboxRecord::decode(&encoded).unwrap() else {
+            panic!("a person row")
+        };
+        assert_eq!((&owned.person, owned.operation.as_str()), (&person, "identify"));
+        let OutboxRecordRef::Person(borrowed) = OutboxRecordRef::decode(&encoded).unwrap() else {
+            panic!("a person row")
+        };
+        assert_eq!(borrowed.person.properties_json(None), r#"{"plan":"pro","ref":"ad"}"#);
+        assert_eq!(borrowed.person.properties_json(Some(false)), r#"{"plan":"pro"}"#);
+        assert_eq!(borrowed.person.properties_json(Some(true)), r#"{"ref":"ad"}"#);
     }
 }

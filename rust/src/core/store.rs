@@ -3,7 +3,7 @@
 //! cursors. One write transaction per group commit; LMDB syncs it before `commit` returns, so
 //! whatever `commit` accepted survives a crash.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 
@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use super::decode::DecodedRequest;
 use super::error::{CoreError, Result};
-use super::row::{EventRow, OutboxRecord};
+use super::person::Person;
+use super::persons::{group_property_entries, PersonDbs, PersonWarning, PersonWork, MAX_GROUP_TYPES};
+use super::row::{EventRow, OutboxRecord, PersonSnapshotOf};
 use super::timestamp;
 
 const SECONDS_PER_DAY: i64 = 86_400;
@@ -25,6 +27,9 @@ pub struct StoreConfig {
     /// Virtual size of the memory map; the file only grows as data is written.
     pub map_size: usize,
     pub max_readers: u32,
+    /// Group types whose index is fixed (`POSTHOG_GROUP_TYPE_0..4`); the others are numbered
+    /// in the free slots on first sight.
+    pub group_types: [Option<String>; MAX_GROUP_TYPES],
 }
 
 impl Default for StoreConfig {
@@ -32,6 +37,7 @@ impl Default for StoreConfig {
         Self {
             map_size: 256 << 30,
             max_readers: 1024,
+            group_types: Default::default(),
         }
     }
 }
@@ -44,10 +50,12 @@ pub struct CommitOptions {
     pub now: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitOutcome {
     pub stored: u32,
     pub duplicates: u32,
+    /// Person and group updates that could not be done as asked (the events still landed).
+    pub warnings: BTreeMap<PersonWarning, u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,6 +83,8 @@ pub struct Store {
     /// day(4) ‖ project(4) ‖ uuid(16), so old entries can be expired in key order
     seen_by_day: Database<Bytes, Unit>,
     outbox: Database<U64<BigEndian>, Bytes>,
+    persons: PersonDbs,
+    group_types: [Option<String>; MAX_GROUP_TYPES],
 }
 
 const META_NEXT_SEQ: &str = "outbox.next_seq";
@@ -91,6 +101,35 @@ fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
 
 fn write_u64(db: Database<Str, Bytes>, txn: &mut RwTxn, key: &str, value: u64) -> Result<()> {
     Ok(db.put(txn, key, &value.to_be_bytes())?)
+}
+
+/// The `operation` of the person snapshot an event writes.
+fn operation_of(event: &str) -> &'static str {
+    match event {
+        "$identify" => "identify",
+        "$create_alias" => "alias",
+        "$merge_dangerously" => "merge",
+        "$snapshot" | "$snapshot_items" => "session_recording",
+        _ => "capture",
+    }
+}
+
+/// Appends entries to the outbox while a commit runs, counting what it holds.
+struct OutboxWriter {
+    db: Database<U64<BigEndian>, Bytes>,
+    next_seq: u64,
+    rows: u64,
+    bytes: u64,
+}
+
+impl OutboxWriter {
+    fn append(&mut self, txn: &mut RwTxn, encoded: &[u8]) -> Result<()> {
+        self.db.put_with_flags(txn, PutFlags::APPEND, &self.next_seq, encoded)?;
+        self.next_seq += 1;
+        self.rows += 1;
+        self.bytes += encoded.len() as u64;
+        Ok(())
+    }
 }
 
 fn day_of(now: DateTime<Utc>) -> u32 {
@@ -128,6 +167,8 @@ impl Store {
             seen: env.create_database(&mut wtxn, Some("seen"))?,
             seen_by_day: env.create_database(&mut wtxn, Some("seen_by_day"))?,
             outbox: env.create_database(&mut wtxn, Some("outbox"))?,
+            persons: PersonDbs::create(&env, &mut wtxn)?,
+            group_types: config.group_types.clone(),
             env: env.clone(),
         };
         wtxn.commit()?;
@@ -150,23 +191,33 @@ impl Store {
         Ok(id)
     }
 
-    /// Store the events of many requests in one transaction and sync it to disk.
+    /// Store the events of many requests in one transaction and sync it to disk, with the person
+    /// and group changes they make and a person snapshot for each event that has a person.
     pub fn commit(&self, batches: Vec<DecodedRequest>, options: CommitOptions) -> Result<Vec<CommitOutcome>> {
         let mut txn = self.env.write_txn()?;
         let waiting = read_u64(self.meta, &txn, META_BYTES)?;
         if waiting > options.max_outbox_bytes {
             return Err(CoreError::OutboxFull { bytes: waiting });
         }
-        let mut next_seq = read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1);
-        let mut rows = read_u64(self.meta, &txn, META_ROWS)?;
-        let mut bytes = waiting;
+        let mut outbox = OutboxWriter {
+            db: self.outbox,
+            next_seq: read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1),
+            rows: read_u64(self.meta, &txn, META_ROWS)?,
+            bytes: waiting,
+        };
         let today = day_of(options.now);
+        let updated_at = timestamp::to_micros(options.now);
         let mut projects = HashMap::new();
         let mut outcomes = Vec::with_capacity(batches.len());
+        let mut persons = PersonWork::begin(self.persons, &txn, &self.group_types)?;
 
         for batch in batches {
             let mut outcome = CommitOutcome::default();
             let project = self.project_id(&mut txn, &mut projects, &batch.token)?;
+            // PostHog derives person uuids from the team id; without one the token names the project.
+            let team_key = batch
+                .team_id
+                .map_or_else(|| batch.token.clone(), |team| team.to_string());
             let created_at = timestamp::to_micros(batch.created_at);
             for event in batch.events {
                 let key = seen_key(project, &event.uuid);
@@ -186,22 +237,82 @@ impl Store {
                 by_day[4..].copy_from_slice(&key);
                 self.seen_by_day.put(&mut txn, &by_day, &())?;
 
-                let row = EventRow::from_event(event, &batch.token, batch.team_id, created_at);
-                let encoded = OutboxRecord::Event(row).encode()?;
-                self.outbox
-                    .put_with_flags(&mut txn, PutFlags::APPEND, &next_seq, &encoded)?;
-                next_seq += 1;
-                rows += 1;
-                bytes += encoded.len() as u64;
+                let applied = persons.apply(
+                    &mut txn,
+                    project,
+                    &team_key,
+                    &event.event,
+                    &event.distinct_id,
+                    timestamp::to_micros(event.timestamp),
+                    &event.person,
+                )?;
+                let snapshot = |operation: &str, person: &Person, canonical: &str| {
+                    PersonSnapshotOf {
+                        uuid: Uuid::new_v4(),
+                        team_id: batch.team_id,
+                        operation,
+                        person,
+                        canonical_distinct_id: canonical,
+                        updated_at,
+                        api_key: Some(&batch.token),
+                        source_event_uuid: event.uuid,
+                    }
+                    .encode()
+                };
+                if let Some(gone) = &applied.merged_away {
+                    let canonical = gone.distinct_ids.first().map_or("", String::as_str);
+                    outbox.append(&mut txn, &snapshot("merged", gone, canonical)?)?;
+                }
+                if let Some(person) = applied.person_id.and_then(|id| persons.person(id)) {
+                    let operation = operation_of(&event.event);
+                    outbox.append(&mut txn, &snapshot(operation, person, &event.distinct_id)?)?;
+                }
+
+                let mut row = EventRow::from_event(event, &batch.token, batch.team_id, created_at);
+                if let Some(person) = applied.person {
+                    row.person_id = Some(person.uuid.hyphenated().to_string());
+                    row.person_created_at = Some(person.created_at);
+                    row.person_properties = Some(person.properties);
+                }
+                if let Some(properties) = row.properties.as_deref() {
+                    if let Some(with_groups) = group_property_entries(properties, &applied.groups) {
+                        row.properties = Some(with_groups);
+                    }
+                }
+                row.groups = applied.groups;
+                row.group_properties = applied.group_properties;
+                outbox.append(&mut txn, &OutboxRecord::Event(row).encode()?)?;
                 outcome.stored += 1;
             }
+            outcome.warnings = std::mem::take(&mut persons.warnings);
             outcomes.push(outcome);
         }
-        write_u64(self.meta, &mut txn, META_NEXT_SEQ, next_seq)?;
-        write_u64(self.meta, &mut txn, META_ROWS, rows)?;
-        write_u64(self.meta, &mut txn, META_BYTES, bytes)?;
+        persons.finish(&mut txn)?;
+        write_u64(self.meta, &mut txn, META_NEXT_SEQ, outbox.next_seq)?;
+        write_u64(self.meta, &mut txn, META_ROWS, outbox.rows)?;
+        write_u64(self.meta, &mut txn, META_BYTES, outbox.bytes)?;
         txn.commit()?;
         Ok(outcomes)
+    }
+
+    /// The person a distinct id belongs to in the project of `token` (in any project when no
+    /// token is given), as last committed.
+    pub fn person(&self, token: Option<&str>, distinct_id: &str) -> Result<Option<Person>> {
+        let txn = self.env.read_txn()?;
+        let projects: Vec<u32> = match token {
+            Some(token) => self.projects.get(&txn, token)?.into_iter().collect(),
+            None => self
+                .projects
+                .iter(&txn)?
+                .map(|entry| entry.map(|(_, id)| id))
+                .collect::<heed::Result<_>>()?,
+        };
+        for project in projects {
+            if let Some(person) = self.persons.lookup(&txn, project, distinct_id)? {
+                return Ok(Some(person));
+            }
+        }
+        Ok(None)
     }
 
     pub fn outbox_state(&self) -> Result<OutboxState> {
@@ -340,7 +451,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::core::event::NormalizedEvent;
-    use std::collections::BTreeMap;
+    use crate::core::person_event::{PersonEvent, PersonMode};
 
     fn event(uuid: Uuid) -> NormalizedEvent {
         NormalizedEvent {
@@ -351,6 +462,11 @@ mod tests {
             properties: "{}".into(),
             context: None,
             extra: None,
+            // The outbox tests count event rows only: no person snapshots.
+            person: PersonEvent {
+                mode: PersonMode::Without,
+                ..PersonEvent::default()
+            },
         }
     }
 
@@ -378,6 +494,7 @@ mod tests {
         StoreConfig {
             map_size: 64 << 20,
             max_readers: 16,
+            ..StoreConfig::default()
         }
     }
 
@@ -394,11 +511,13 @@ mod tests {
             vec![
                 CommitOutcome {
                     stored: 2,
-                    duplicates: 1
+                    duplicates: 1,
+                    ..CommitOutcome::default()
                 },
                 CommitOutcome {
                     stored: 1,
-                    duplicates: 0
+                    duplicates: 0,
+                    ..CommitOutcome::default()
                 }
             ]
         );
@@ -407,7 +526,8 @@ mod tests {
             again[0],
             CommitOutcome {
                 stored: 0,
-                duplicates: 2
+                duplicates: 2,
+                ..CommitOutcome::default()
             }
         );
         assert_eq!(store.outbox_state().unwrap().rows, 3);
@@ -431,7 +551,9 @@ mod tests {
         assert_eq!((state.rows, state.next_seq), (2, 6));
         let rest = store.read_outbox(3, 10, u64::MAX).unwrap();
         assert_eq!(rest.records.len(), 2);
-        let OutboxRecord::Event(row) = &rest.records[0].1;
+        let OutboxRecord::Event(row) = &rest.records[0].1 else {
+            panic!("an event row")
+        };
         assert_eq!(row.uuid, uuids[3]);
     }
 

@@ -155,6 +155,10 @@ pub fn to_micros(ts: DateTime<Utc>) -> i64 {
     ts.timestamp_micros()
 }
 
+pub fn from_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
 pub fn format_rfc3339(ts: DateTime<Utc>) -> String {
     ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -1,13 +1,20 @@
 //! `Store` and `OutboxChunk`: the durable outbox as Python sees it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
-use crate::core::export;
+use crate::core::export::{self, Destination};
+use crate::core::persons::MAX_GROUP_TYPES;
 use crate::core::store::{CommitOptions, Store, StoreConfig};
+use crate::core::timestamp;
+
+/// `(stored, duplicates, warnings)` of one batch.
+type CommitResult = (u32, u32, BTreeMap<&'static str, u32>);
 
 #[pyclass(name = "Store", module = "hogflare._hogflare", frozen)]
 pub struct PyStore {
@@ -19,18 +26,35 @@ pub struct PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (path, *, map_size=None, max_readers=None))]
-    fn new(py: Python<'_>, path: PathBuf, map_size: Option<usize>, max_readers: Option<u32>) -> PyResult<Self> {
+    #[pyo3(signature = (path, *, map_size=None, max_readers=None, group_types=None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        map_size: Option<usize>,
+        max_readers: Option<u32>,
+        group_types: Option<Vec<Option<String>>>,
+    ) -> PyResult<Self> {
         let defaults = StoreConfig::default();
+        let mut fixed: [Option<String>; MAX_GROUP_TYPES] = Default::default();
+        for (slot, group_type) in group_types
+            .unwrap_or_default()
+            .into_iter()
+            .take(MAX_GROUP_TYPES)
+            .enumerate()
+        {
+            fixed[slot] = group_type.filter(|name| !name.is_empty());
+        }
         let config = StoreConfig {
             map_size: map_size.unwrap_or(defaults.map_size),
             max_readers: max_readers.unwrap_or(defaults.max_readers),
+            group_types: fixed,
         };
         let inner = py.detach(|| Store::open(&path, &config)).map_err(PyCoreError::from)?;
         Ok(Self { inner, path })
     }
 
-    /// Commit the batches in one synced transaction; returns `(stored, duplicates)` per batch.
+    /// Commit the batches in one synced transaction; returns `(stored, duplicates, warnings)` per
+    /// batch, `warnings` counting person and group updates that could not be done as asked.
     #[pyo3(signature = (batches, *, dedupe_window_days, max_outbox_bytes, now=None))]
     #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
     fn commit(
@@ -40,7 +64,7 @@ impl PyStore {
         dedupe_window_days: u32,
         max_outbox_bytes: u64,
         now: Option<f64>,
-    ) -> PyResult<Vec<(u32, u32)>> {
+    ) -> PyResult<Vec<CommitResult>> {
         let decoded = batches
             .iter()
             .map(|batch| batch.take())
@@ -53,7 +77,13 @@ impl PyStore {
         let outcomes = py
             .detach(|| self.inner.commit(decoded, options))
             .map_err(PyCoreError::from)?;
-        Ok(outcomes.into_iter().map(|o| (o.stored, o.duplicates)).collect())
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                let warnings = o.warnings.iter().map(|(w, n)| (w.as_str(), *n)).collect();
+                (o.stored, o.duplicates, warnings)
+            })
+            .collect())
     }
 
     /// `(next_seq, rows, bytes)` of the outbox.
@@ -62,21 +92,29 @@ impl PyStore {
         Ok((state.next_seq, state.rows, state.bytes))
     }
 
-    /// Write the events after `after` to Parquet files under `data_dir`, one per day; rows at or
-    /// below `skip_upto` are already in the lake and are left out.
-    #[pyo3(signature = (after, *, skip_upto, max_rows, max_bytes, data_dir))]
-    #[allow(clippy::needless_pass_by_value)] // pyo3 extracts arguments as owned values
-    fn export_events(
+    /// Write the outbox entries after `after` to Parquet files, one per table and day, under each
+    /// table's directory; entries at or below a table's `*_upto` are already in it and are left out.
+    #[pyo3(signature = (after, *, events_upto, persons_upto, max_rows, max_bytes, events_dir, persons_dir))]
+    #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
+    fn export(
         &self,
         py: Python<'_>,
         after: u64,
-        skip_upto: u64,
+        events_upto: u64,
+        persons_upto: u64,
         max_rows: usize,
         max_bytes: u64,
-        data_dir: PathBuf,
+        events_dir: PathBuf,
+        persons_dir: PathBuf,
     ) -> PyResult<PyExport> {
+        let to = Destination {
+            events_dir: &events_dir,
+            events_upto,
+            persons_dir: &persons_dir,
+            persons_upto,
+        };
         let export = py
-            .detach(|| export::export_events(&self.inner, after, skip_upto, max_rows, max_bytes, &data_dir))
+            .detach(|| export::export(&self.inner, after, max_rows, max_bytes, &to))
             .map_err(PyCoreError::from)?;
         Ok(PyExport {
             entries: export.entries,
@@ -86,6 +124,7 @@ impl PyStore {
                 .into_iter()
                 .map(|file| {
                     (
+                        file.table.name(),
                         file.day,
                         file.path.to_string_lossy().into_owned(),
                         file.rows,
@@ -94,6 +133,33 @@ impl PyStore {
                 })
                 .collect(),
         })
+    }
+
+    /// The person a distinct id belongs to in the project of `token` (any project when `None`),
+    /// or `None`. `properties` and `properties_set_once` are JSON text.
+    #[pyo3(signature = (token, distinct_id))]
+    fn person<'py>(
+        &self,
+        py: Python<'py>,
+        token: Option<&str>,
+        distinct_id: &str,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(person) = self.inner.person(token, distinct_id).map_err(PyCoreError::from)? else {
+            return Ok(None);
+        };
+        let record = PyDict::new(py);
+        record.set_item("id", person.id)?;
+        record.set_item("uuid", person.uuid.hyphenated().to_string())?;
+        record.set_item(
+            "created_at",
+            timestamp::format_rfc3339(timestamp::from_micros(person.created_at)),
+        )?;
+        record.set_item("version", person.version)?;
+        record.set_item("is_identified", person.is_identified)?;
+        record.set_item("distinct_ids", person.distinct_ids.clone())?;
+        record.set_item("properties", person.set_json())?;
+        record.set_item("properties_set_once", person.set_once_json())?;
+        Ok(Some(record))
     }
 
     #[pyo3(signature = (upto, *, limit=10_000))]
@@ -124,7 +190,7 @@ impl PyStore {
     }
 }
 
-/// What `Store.export_events` did.
+/// What `Store.export` did.
 #[pyclass(name = "Export", module = "hogflare._hogflare", frozen)]
 pub struct PyExport {
     /// Outbox entries read.
@@ -133,7 +199,7 @@ pub struct PyExport {
     /// The outbox position the export reached.
     #[pyo3(get)]
     last_seq: u64,
-    /// `(day, path, rows, bytes)` of each file written; `day` counts days since 1970-01-01.
+    /// `(table, day, path, rows, bytes)` of each file written; `day` counts days since 1970-01-01.
     #[pyo3(get)]
-    files: Vec<(i32, String, u64, u64)>,
+    files: Vec<(&'static str, i32, String, u64, u64)>,
 }

@@ -1,0 +1,358 @@
+//! What one event asks of persons and groups, read from its final properties: the property
+//! update (with PostHog's initial and UTM properties), the identity operation, the groups it
+//! names and, for `$groupidentify`, the group update. Read while decoding, outside the store's
+//! lock, so the commit only applies it.
+
+use std::borrow::Cow;
+
+use sonic_rs::JsonValueTrait;
+
+use super::person::PropertyUpdate;
+use super::rawjson::{self, RawObject};
+
+/// Properties PostHog copies into the person: the value into `$set`, the first value seen into
+/// `$set_once` as `$initial_<name>` (`person-property-utils.ts`).
+fn is_initial_property(key: &str) -> bool {
+    matches!(
+        key,
+        "$app_build"
+            | "$app_name"
+            | "$app_namespace"
+            | "$app_version"
+            | "$browser"
+            | "$browser_version"
+            | "$device_type"
+            | "$current_url"
+            | "$pathname"
+            | "$os"
+            | "$os_name"
+            | "$os_version"
+            | "$referring_domain"
+            | "$referrer"
+            | "$screen_height"
+            | "$screen_width"
+            | "$viewport_height"
+            | "$viewport_width"
+            | "$raw_user_agent"
+            | "utm_source"
+            | "utm_medium"
+            | "utm_campaign"
+            | "utm_content"
+            | "utm_name"
+            | "utm_term"
+            | "gclid"
+            | "gad_source"
+            | "gclsrc"
+            | "dclid"
+            | "gbraid"
+            | "wbraid"
+            | "fbclid"
+            | "msclkid"
+            | "twclid"
+            | "li_fat_id"
+            | "mc_cid"
+            | "igshid"
+            | "ttclid"
+            | "rdt_cid"
+            | "irclid"
+            | "_kx"
+            | "epik"
+            | "qclid"
+            | "sccid"
+    )
+}
+
+/// Events whose properties are not a page view's: no initial properties are derived from them.
+const NO_INITIAL_PROPERTIES: [&str; 3] = ["$snapshot", "$snapshot_items", "$performance_event"];
+
+/// PostHog's longest group type and group key.
+const MAX_GROUP_CHARS: usize = 400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityKind {
+    /// `$identify` with `$anon_distinct_id`.
+    Identify,
+    /// `$create_alias` with `alias`.
+    Alias,
+    /// `$merge_dangerously` with `alias`: merges even an identified person.
+    MergeDangerously,
+}
+
+/// Link the event's distinct id (the one merged into) with another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityOp {
+    pub kind: IdentityKind,
+    pub other: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupIdentify {
+    pub group_type: String,
+    pub group_key: String,
+    /// `$group_set`: key, raw JSON value.
+    pub set: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PersonMode {
+    /// The event resolves to a person, creating or updating it.
+    #[default]
+    Full,
+    /// `$process_person_profile: false`: the event reads the person but never writes it.
+    Personless,
+    /// The event has no person (`$groupidentify`).
+    Without,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersonEvent {
+    pub mode: PersonMode,
+    pub update: PropertyUpdate,
+    pub identity: Option<IdentityOp>,
+    /// `$groups`: group type, group key.
+    pub groups: Vec<(String, String)>,
+    pub group_identify: Option<GroupIdentify>,
+}
+
+fn text(raw: &str) -> Option<String> {
+    if rawjson::is_null(raw) {
+        return None;
+    }
+    let text = rawjson::as_str(raw).map_or_else(|| raw.trim().to_owned(), Cow::into_owned);
+    (!text.is_empty()).then_some(text)
+}
+
+fn entries(raw: &str) -> Vec<(String, String)> {
+    RawObject::parse(raw)
+        .map(|object| {
+            object
+                .entries
+                .into_iter()
+                .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `$unset`: an array of keys, the keys of an object, or one key.
+fn unset_keys(raw: &str) -> Vec<String> {
+    let raw = raw.trim();
+    if raw.starts_with('{') {
+        return entries(raw).into_iter().map(|(key, _)| key).collect();
+    }
+    if raw.starts_with('[') {
+        return sonic_rs::from_str::<Vec<sonic_rs::Value>>(raw)
+            .map(|keys| keys.iter().filter_map(|key| key.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+    }
+    rawjson::as_str(raw).map(Cow::into_owned).into_iter().collect()
+}
+
+fn push_absent(list: &mut Vec<(String, String)>, key: String, value: &str) {
+    if !list.iter().any(|(k, _)| *k == key) {
+        list.push((key, value.to_owned()));
+    }
+}
+
+impl PersonEvent {
+    /// Read an event's person and group operations from its (final) properties text.
+    pub fn read(event: &str, properties: &str) -> Self {
+        let mut out = Self::default();
+        let Ok(object) = RawObject::parse(properties) else {
+            return out;
+        };
+        let get = |key: &str| object.get(key).filter(|raw| !rawjson::is_null(raw));
+        if event == "$groupidentify" {
+            out.mode = PersonMode::Without;
+            let group_type = get("$group_type").and_then(text);
+            let group_key = get("$group_key").and_then(text);
+            if let (Some(group_type), Some(group_key)) = (group_type, group_key) {
+                if group_type.chars().count() <= MAX_GROUP_CHARS && group_key.chars().count() <= MAX_GROUP_CHARS {
+                    let set = get("$group_set").map(entries).unwrap_or_default();
+                    out.group_identify = Some(GroupIdentify {
+                        group_type,
+                        group_key,
+                        set,
+                    });
+                }
+            }
+        } else if get("$process_person_profile").is_some_and(|raw| raw.trim() == "false") {
+            out.mode = PersonMode::Personless;
+        }
+        if let Some(groups) = get("$groups") {
+            out.groups = entries(groups)
+                .into_iter()
+                .filter_map(|(group_type, raw)| Some((group_type, text(&raw)?)))
+                .collect();
+        }
+        if let Some(group) = &out.group_identify {
+            if !out.groups.iter().any(|(group_type, _)| *group_type == group.group_type) {
+                out.groups.push((group.group_type.clone(), group.group_key.clone()));
+            }
+        }
+        if out.mode != PersonMode::Full {
+            return out;
+        }
+
+        let update = &mut out.update;
+        update.set = get("$set").map(entries).unwrap_or_default();
+        update.set_once = get("$set_once").map(entries).unwrap_or_default();
+        update.unset = get("$unset").map(unset_keys).unwrap_or_default();
+        if !NO_INITIAL_PROPERTIES.contains(&event) {
+            let is_server = get("$is_server").is_some_and(|raw| raw.trim() == "true");
+            for (key, value) in &object.entries {
+                if !is_initial_property(key) || (is_server && matches!(key.as_ref(), "$os" | "$os_version")) {
+                    continue;
+                }
+                push_absent(&mut update.set, key.to_string(), value);
+                if !rawjson::is_null(value) {
+                    let name = key.strip_prefix('$').unwrap_or(key);
+                    push_absent(&mut update.set_once, format!("$initial_{name}"), value);
+                }
+            }
+        }
+
+        let other = |key: &str| get(key).and_then(text);
+        out.identity = match event {
+            "$identify" => other("$anon_distinct_id").map(|other| IdentityOp {
+                kind: IdentityKind::Identify,
+                other,
+            }),
+            "$create_alias" => other("alias").map(|other| IdentityOp {
+                kind: IdentityKind::Alias,
+                other,
+            }),
+            "$merge_dangerously" => other("alias").map(|other| IdentityOp {
+                kind: IdentityKind::MergeDangerously,
+                other,
+            }),
+            _ => None,
+        };
+        out
+    }
+}
+
+/// Distinct ids PostHog never merges on: placeholders SDKs and integrations send by mistake.
+pub fn is_illegal_merge_id(id: &str) -> bool {
+    const ANY_CASE: [&str; 10] = [
+        "anonymous",
+        "guest",
+        "distinctid",
+        "distinct_id",
+        "id",
+        "not_authenticated",
+        "email",
+        "undefined",
+        "true",
+        "false",
+    ];
+    const EXACT: [&str; 7] = ["[object Object]", "NaN", "None", "none", "null", "0", "undefined"];
+    let trimmed = id.trim();
+    if trimmed.is_empty() {
+        return true;
+    }
+    let bare = [('"', '"'), ('\'', '\'')]
+        .iter()
+        .find_map(|(open, close)| trimmed.strip_prefix(*open)?.strip_suffix(*close))
+        .unwrap_or(trimmed);
+    ANY_CASE.iter().any(|illegal| bare.eq_ignore_ascii_case(illegal)) || EXACT.contains(&bare)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn updates_and_initial_properties() {
+        let read = PersonEvent::read(
+            "$pageview",
+            r#"{"$browser":"Chrome","utm_source":null,"$set":{"plan":"pro","$browser":"Firefox"},
+               "$set_once":{"$initial_browser":"Safari"},"$unset":["old"]}"#,
+        );
+        assert_eq!(read.mode, PersonMode::Full);
+        assert_eq!(
+            read.update.set,
+            pairs(&[
+                ("plan", r#""pro""#),
+                ("$browser", r#""Firefox""#),
+                ("utm_source", "null")
+            ])
+        );
+        assert_eq!(read.update.set_once, pairs(&[("$initial_browser", r#""Safari""#)]));
+        assert_eq!(read.update.unset, vec!["old".to_owned()]);
+    }
+
+    #[test]
+    fn server_events_keep_the_os_out_and_snapshots_derive_nothing() {
+        let read = PersonEvent::read("e", r#"{"$os":"Linux","$is_server":true,"gclid":"x"}"#);
+        assert_eq!(read.update.set, pairs(&[("gclid", r#""x""#)]));
+        assert!(PersonEvent::read("$snapshot_items", r#"{"$current_url":"/"}"#)
+            .update
+            .is_empty());
+    }
+
+    #[test]
+    fn identity_operations() {
+        let identify = PersonEvent::read("$identify", r#"{"$anon_distinct_id":"anon"}"#);
+        assert_eq!(
+            identify.identity,
+            Some(IdentityOp {
+                kind: IdentityKind::Identify,
+                other: "anon".into()
+            })
+        );
+        let merge = PersonEvent::read("$merge_dangerously", r#"{"alias":7}"#);
+        assert_eq!(
+            merge.identity,
+            Some(IdentityOp {
+                kind: IdentityKind::MergeDangerously,
+                other: "7".into()
+            })
+        );
+        assert_eq!(PersonEvent::read("$pageview", r#"{"alias":"x"}"#).identity, None);
+    }
+
+    #[test]
+    fn groups_and_personless_events() {
+        let group = PersonEvent::read(
+            "$groupidentify",
+            r#"{"$group_type":"company","$group_key":"acme","$group_set":{"name":"Acme"},"$set":{"a":1}}"#,
+        );
+        assert_eq!(group.mode, PersonMode::Without);
+        assert!(group.update.is_empty());
+        assert_eq!(group.groups, pairs(&[("company", "acme")]));
+        assert_eq!(group.group_identify.unwrap().set, pairs(&[("name", r#""Acme""#)]));
+
+        let personless = PersonEvent::read(
+            "e",
+            r#"{"$process_person_profile":false,"$set":{"a":1},"$groups":{"org":5}}"#,
+        );
+        assert_eq!(personless.mode, PersonMode::Personless);
+        assert!(personless.update.is_empty());
+        assert_eq!(personless.groups, pairs(&[("org", "5")]));
+    }
+
+    #[test]
+    fn illegal_merge_ids() {
+        for id in [
+            "",
+            "  ",
+            "Anonymous",
+            "null",
+            "\"undefined\"",
+            "'guest'",
+            "[object Object]",
+            "0",
+            "None",
+        ] {
+            assert!(is_illegal_merge_id(id), "{id:?}");
+        }
+        for id in ["user-1", "Null", "NULL", "00", "nan"] {
+            assert!(!is_illegal_merge_id(id), "{id:?}");
+        }
+    }
+}

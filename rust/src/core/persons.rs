@@ -1,0 +1,504 @@
+//! The person and group store, inside the store's write transaction: which person a distinct id
+//! is, identify/alias/merge with PostHog's four cases and refusals, property updates, and groups.
+//! Persons touched by a commit stay decoded in memory and are written once, when it ends.
+
+use std::collections::{BTreeMap, HashMap};
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, U64, U8};
+use heed::{Database, Env, RwTxn};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::{CoreError, Result};
+use super::person::{Person, PropertyUpdate};
+use super::person_event::{is_illegal_merge_id, IdentityKind, IdentityOp, PersonEvent, PersonMode};
+use super::rawjson;
+
+/// PostHog's namespace for person uuids derived from a distinct id (`person-uuid.ts`).
+const PERSON_NAMESPACE: Uuid = Uuid::from_u128(0x932979b4_65c3_4424_8467_0b66ec27bc22);
+/// `created_at` of the stand-in person of a personless event: 1970-01-01T00:00:05Z.
+const PERSONLESS_CREATED_AT: i64 = 5_000_000;
+/// PostHog's `MAX_GROUP_TYPES_PER_TEAM`.
+pub const MAX_GROUP_TYPES: usize = 5;
+const META_NEXT_PERSON: &[u8] = b"persons.next_id";
+
+/// The person uuid PostHog derives from a distinct id: every project finds the same one.
+pub fn person_uuid(team_key: &str, distinct_id: &str) -> Uuid {
+    Uuid::new_v5(&PERSON_NAMESPACE, format!("{team_key}:{distinct_id}").as_bytes())
+}
+
+/// Something a person or group update could not do as asked; the event still lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PersonWarning {
+    CannotMergeWithIllegalDistinctId,
+    CannotMergeAlreadyIdentified,
+    TooManyGroupTypes,
+}
+
+impl PersonWarning {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CannotMergeWithIllegalDistinctId => "cannot_merge_with_illegal_distinct_id",
+            Self::CannotMergeAlreadyIdentified => "cannot_merge_already_identified",
+            Self::TooManyGroupTypes => "too_many_group_types",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub created_at: i64,
+    pub version: u64,
+    /// Key, raw JSON value.
+    pub properties: Vec<(String, String)>,
+}
+
+impl Group {
+    pub fn properties_json(&self) -> String {
+        rawjson::object_of(self.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+/// The person an event row shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowPerson {
+    pub uuid: Uuid,
+    pub created_at: i64,
+    pub properties: String,
+}
+
+/// What applying one event did, for its row and the person snapshots.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub person: Option<RowPerson>,
+    /// Internal id of the person the event resolved to (not for personless events).
+    pub person_id: Option<u64>,
+    /// A person removed by a merge, as it was last.
+    pub merged_away: Option<Person>,
+    pub groups: [Option<String>; MAX_GROUP_TYPES],
+    /// `{group type: properties}` for the groups the event names.
+    pub group_properties: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+pub struct PersonDbs {
+    persons: Database<U64<BigEndian>, Bytes>,
+    /// project(4) ‖ distinct id → person id
+    distinct_ids: Database<Bytes, U64<BigEndian>>,
+    /// project(4) ‖ group type index(1) ‖ group key → `Group`
+    groups: Database<Bytes, Bytes>,
+    /// project(4) ‖ group type → index
+    group_types: Database<Bytes, U8>,
+    meta: Database<Bytes, Bytes>,
+}
+
+fn project_key(project: u32, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + rest.len());
+    key.extend_from_slice(&project.to_be_bytes());
+    key.extend_from_slice(rest);
+    key
+}
+
+impl PersonDbs {
+    pub fn create(env: &Env, txn: &mut RwTxn) -> Result<Self> {
+        Ok(Self {
+            persons: env.create_database(txn, Some("persons"))?,
+            distinct_ids: env.create_database(txn, Some("distinct_ids"))?,
+            groups: env.create_database(txn, Some("groups"))?,
+            group_types: env.create_database(txn, Some("group_types"))?,
+            meta: env.create_database(txn, Some("persons_meta"))?,
+        })
+    }
+
+    /// The person a distinct id belongs to, read outside any commit.
+    pub fn lookup(&self, txn: &heed::RoTxn, project: u32, distinct_id: &str) -> Result<Option<Person>> {
+        let Some(id) = self
+            .distinct_ids
+            .get(txn, &project_key(project, distinct_id.as_bytes()))?
+        else {
+            return Ok(None);
+        };
+        Ok(self.persons.get(txn, &id)?.map(postcard::from_bytes).transpose()?)
+    }
+}
+
+/// The event's properties with PostHog's `$group_<index>` keys added for the groups it names
+/// (`None` when there are none to add). A key the client already sent is left as it is.
+pub fn group_property_entries(properties: &str, groups: &[Option<String>; MAX_GROUP_TYPES]) -> Option<String> {
+    let additions: Vec<(String, String)> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(index, key)| Some((format!("$group_{index}"), rawjson::string_literal(key.as_deref()?))))
+        .filter(|(name, _)| !properties.contains(&format!("\"{name}\"")))
+        .collect();
+    if additions.is_empty() {
+        return None;
+    }
+    let additions: Vec<(&str, String)> = additions.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    Some(rawjson::append_entries(properties, &additions))
+}
+
+/// The person and group work of one commit.
+pub struct PersonWork<'a> {
+    dbs: PersonDbs,
+    fixed_group_types: &'a [Option<String>; MAX_GROUP_TYPES],
+    persons: HashMap<u64, Person>,
+    dirty: Vec<u64>,
+    deleted: Vec<u64>,
+    groups: HashMap<Vec<u8>, Group>,
+    group_types: HashMap<(u32, String), Option<u8>>,
+    next_id: u64,
+    pub warnings: BTreeMap<PersonWarning, u32>,
+}
+
+impl<'a> PersonWork<'a> {
+    pub fn begin(
+        dbs: PersonDbs,
+        txn: &RwTxn,
+        fixed_group_types: &'a [Option<String>; MAX_GROUP_TYPES],
+    ) -> Result<Self> {
+        let next_id = dbs
+            .meta
+            .get(txn, META_NEXT_PERSON)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map_or(1, u64::from_be_bytes);
+        Ok(Self {
+            dbs,
+            fixed_group_types,
+            persons: HashMap::new(),
+            dirty: Vec::new(),
+            deleted: Vec::new(),
+            groups: HashMap::new(),
+            group_types: HashMap::new(),
+            next_id,
+            warnings: BTreeMap::new(),
+        })
+    }
+
+    fn warn(&mut self, warning: PersonWarning) {
+        *self.warnings.entry(warning).or_default() += 1;
+    }
+
+    pub fn person(&self, id: u64) -> Option<&Person> {
+        self.persons.get(&id)
+    }
+
+    fn resolve(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
+        let Some(id) = self
+            .dbs
+            .distinct_ids
+            .get(txn, &project_key(project, distinct_id.as_bytes()))?
+        else {
+            return Ok(None);
+        };
+        if !self.persons.contains_key(&id) {
+            let Some(bytes) = self.dbs.persons.get(txn, &id)? else {
+                return Ok(None);
+            };
+            self.persons.insert(id, postcard::from_bytes(bytes)?);
+        }
+        Ok(Some(id))
+    }
+
+    fn loaded(&mut self, id: u64) -> Result<&mut Person> {
+        self.persons
+            .get_mut(&id)
+            .ok_or_else(|| CoreError::Store(format!("person {id} is not loaded")))
+    }
+
+    /// The person, marked to be written when the commit ends.
+    fn touch(&mut self, id: u64) -> Result<&mut Person> {
+        if !self.dirty.contains(&id) {
+            self.dirty.push(id);
+        }
+        self.loaded(id)
+    }
+
+    fn link(&mut self, txn: &mut RwTxn, project: u32, distinct_id: &str, id: u64) -> Result<()> {
+        self.dbs
+            .distinct_ids
+            .put(txn, &project_key(project, distinct_id.as_bytes()), &id)?;
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        txn: &mut RwTxn,
+        project: u32,
+        team_key: &str,
+        distinct_ids: &[&str],
+        created_at: i64,
+        update: &PropertyUpdate,
+    ) -> Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut person = Person::new(
+            id,
+            person_uuid(team_key, distinct_ids[0]),
+            created_at,
+            distinct_ids[0],
+            update,
+        );
+        for distinct_id in distinct_ids {
+            if !person.distinct_ids.iter().any(|known| known == distinct_id) {
+                person.distinct_ids.push((*distinct_id).to_owned());
+            }
+            self.link(txn, project, distinct_id, id)?;
+        }
+        self.persons.insert(id, person);
+        self.touch(id)?;
+        Ok(id)
+    }
+
+    /// Apply one event. `timestamp` is the event's, in microseconds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &mut self,
+        txn: &mut RwTxn,
+        project: u32,
+        team_key: &str,
+        event: &str,
+        distinct_id: &str,
+        timestamp: i64,
+        fields: &PersonEvent,
+    ) -> Result<Applied> {
+        let mut applied = Applied::default();
+        self.apply_groups(txn, project, fields, &mut applied)?;
+        match fields.mode {
+            PersonMode::Without => {}
+            PersonMode::Personless => {
+                applied.person = Some(match self.resolve(txn, project, distinct_id)? {
+                    Some(id) => {
+                        let person = &self.persons[&id];
+                        RowPerson {
+                            uuid: person.uuid,
+                            created_at: person.created_at,
+                            properties: "{}".into(),
+                        }
+                    }
+                    None => RowPerson {
+                        uuid: person_uuid(team_key, distinct_id),
+                        created_at: PERSONLESS_CREATED_AT,
+                        properties: "{}".into(),
+                    },
+                });
+            }
+            PersonMode::Full => {
+                let id = match &fields.identity {
+                    Some(op) if op.other != distinct_id => {
+                        self.identify(txn, project, team_key, distinct_id, op, timestamp, fields, &mut applied)?
+                    }
+                    _ => None,
+                };
+                let id = match id {
+                    Some(id) => id,
+                    None => match self.resolve(txn, project, distinct_id)? {
+                        Some(id) => {
+                            if self.loaded(id)?.apply(event, &fields.update) {
+                                self.touch(id)?;
+                            }
+                            id
+                        }
+                        None => self.create(txn, project, team_key, &[distinct_id], timestamp, &fields.update)?,
+                    },
+                };
+                let person = &self.persons[&id];
+                applied.person_id = Some(id);
+                applied.person = Some(RowPerson {
+                    uuid: person.uuid,
+                    created_at: person.created_at,
+                    properties: person.properties_json(),
+                });
+            }
+        }
+        Ok(applied)
+    }
+
+    /// PostHog's `handleIdentifyOrAlias`: returns the person the event goes to, or `None` when
+    /// the link was refused and the event goes to its own distinct id's person as usual.
+    #[allow(clippy::too_many_arguments)]
+    fn identify(
+        &mut self,
+        txn: &mut RwTxn,
+        project: u32,
+        team_key: &str,
+        distinct_id: &str,
+        op: &IdentityOp,
+        timestamp: i64,
+        fields: &PersonEvent,
+        applied: &mut Applied,
+    ) -> Result<Option<u64>> {
+        if is_illegal_merge_id(&op.other) || is_illegal_merge_id(distinct_id) {
+            self.warn(PersonWarning::CannotMergeWithIllegalDistinctId);
+            return Ok(None);
+        }
+        let event = match op.kind {
+            IdentityKind::Identify => "$identify",
+            IdentityKind::Alias => "$create_alias",
+            IdentityKind::MergeDangerously => "$merge_dangerously",
+        };
+        let other = self.resolve(txn, project, &op.other)?;
+        let into = self.resolve(txn, project, distinct_id)?;
+        let id = match (other, into) {
+            (None, None) => {
+                let id = self.create(
+                    txn,
+                    project,
+                    team_key,
+                    &[distinct_id, &op.other],
+                    timestamp,
+                    &fields.update,
+                )?;
+                self.touch(id)?.is_identified = true;
+                return Ok(Some(id));
+            }
+            (Some(id), None) | (None, Some(id)) => {
+                let new_id = if other.is_some() {
+                    distinct_id
+                } else {
+                    op.other.as_str()
+                };
+                self.link(txn, project, new_id, id)?;
+                let person = self.touch(id)?;
+                person.distinct_ids.push(new_id.to_owned());
+                person.is_identified = true;
+                person.version += 1;
+                id
+            }
+            (Some(other), Some(into)) if other == into => {
+                if !self.persons[&into].is_identified {
+                    let person = self.touch(into)?;
+                    person.is_identified = true;
+                    person.version += 1;
+                }
+                into
+            }
+            (Some(other), Some(into)) => {
+                if self.persons[&other].is_identified && op.kind != IdentityKind::MergeDangerously {
+                    self.warn(PersonWarning::CannotMergeAlreadyIdentified);
+                    return Ok(None);
+                }
+                let mut gone = self
+                    .persons
+                    .remove(&other)
+                    .ok_or_else(|| CoreError::Store(format!("person {other} is not loaded")))?;
+                self.dirty.retain(|dirty| *dirty != other);
+                self.deleted.push(other);
+                for moved in &gone.distinct_ids {
+                    self.link(txn, project, moved, into)?;
+                }
+                self.touch(into)?.absorb(gone.clone());
+                gone.version += 1;
+                applied.merged_away = Some(gone);
+                into
+            }
+        };
+        self.touch(id)?.apply(event, &fields.update);
+        Ok(Some(id))
+    }
+
+    fn group_type_index(&mut self, txn: &mut RwTxn, project: u32, group_type: &str) -> Result<Option<u8>> {
+        if let Some(index) = self
+            .fixed_group_types
+            .iter()
+            .position(|fixed| fixed.as_deref() == Some(group_type))
+        {
+            return Ok(Some(index as u8));
+        }
+        let cache_key = (project, group_type.to_owned());
+        if let Some(index) = self.group_types.get(&cache_key) {
+            return Ok(*index);
+        }
+        let key = project_key(project, group_type.as_bytes());
+        let mut index = self.dbs.group_types.get(txn, &key)?;
+        if index.is_none() {
+            let mut used = [false; MAX_GROUP_TYPES];
+            for (slot, fixed) in self.fixed_group_types.iter().enumerate() {
+                used[slot] = fixed.is_some();
+            }
+            for entry in self.dbs.group_types.prefix_iter(txn, &project.to_be_bytes())? {
+                let (_, taken) = entry?;
+                if let Some(slot) = used.get_mut(usize::from(taken)) {
+                    *slot = true;
+                }
+            }
+            index = used.iter().position(|taken| !taken).map(|slot| slot as u8);
+            match index {
+                Some(free) => self.dbs.group_types.put(txn, &key, &free)?,
+                None => self.warn(PersonWarning::TooManyGroupTypes),
+            }
+        }
+        self.group_types.insert(cache_key, index);
+        Ok(index)
+    }
+
+    fn load_group(&mut self, txn: &RwTxn, key: &[u8]) -> Result<Option<&mut Group>> {
+        if !self.groups.contains_key(key) {
+            let Some(bytes) = self.dbs.groups.get(txn, key)? else {
+                return Ok(None);
+            };
+            self.groups.insert(key.to_vec(), postcard::from_bytes(bytes)?);
+        }
+        Ok(self.groups.get_mut(key))
+    }
+
+    fn apply_groups(
+        &mut self,
+        txn: &mut RwTxn,
+        project: u32,
+        fields: &PersonEvent,
+        applied: &mut Applied,
+    ) -> Result<()> {
+        if fields.groups.is_empty() {
+            return Ok(());
+        }
+        let mut properties = rawjson::RawObject::default();
+        for (group_type, group_key) in &fields.groups {
+            let Some(index) = self.group_type_index(txn, project, group_type)? else {
+                continue;
+            };
+            let mut key = project_key(project, &[index]);
+            key.extend_from_slice(group_key.as_bytes());
+            let identify = fields
+                .group_identify
+                .as_ref()
+                .filter(|group| group.group_type == *group_type && group.group_key == *group_key);
+            if let Some(identify) = identify {
+                self.load_group(txn, &key)?;
+                let group = self.groups.entry(key.clone()).or_default();
+                for (name, value) in &identify.set {
+                    match group.properties.iter_mut().find(|(existing, _)| existing == name) {
+                        Some(entry) => entry.1.clone_from(value),
+                        None => group.properties.push((name.clone(), value.clone())),
+                    }
+                }
+                group.version += 1;
+                let bytes = postcard::to_stdvec(&*group)?;
+                self.dbs.groups.put(txn, &key, &bytes)?;
+            }
+            let stored = self
+                .load_group(txn, &key)?
+                .map_or_else(|| "{}".to_owned(), |group| group.properties_json());
+            applied.groups[usize::from(index)] = Some(group_key.clone());
+            properties.entries.push((group_type.clone().into(), stored.into()));
+        }
+        if !properties.is_empty() {
+            applied.group_properties = Some(properties.to_json());
+        }
+        Ok(())
+    }
+
+    /// Write what the commit changed: every touched person once, the removed ones deleted.
+    pub fn finish(self, txn: &mut RwTxn) -> Result<BTreeMap<PersonWarning, u32>> {
+        for id in &self.dirty {
+            let bytes = postcard::to_stdvec(&self.persons[id])?;
+            self.dbs.persons.put(txn, id, &bytes)?;
+        }
+        for id in &self.deleted {
+            self.dbs.persons.delete(txn, id)?;
+        }
+        self.dbs.meta.put(txn, META_NEXT_PERSON, &self.next_id.to_be_bytes())?;
+        Ok(self.warnings)
+    }
+}

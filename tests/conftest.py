@@ -20,6 +20,16 @@ from hogflare.shipper import Shipper
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "phc_test_token"
+#: Columns of the lake's views that hold JSON text.
+JSON_COLUMNS = (
+    "properties",
+    "context",
+    "extra",
+    "person_properties",
+    "group_properties",
+    "properties_set_once",
+    "merged_properties",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,30 @@ class Hogflare:
         for row in rows:
             for column in ("properties", "context", "extra", "person_properties", "group_properties"):
                 if row.get(column) is not None:
+                    row[column] = json.loads(row[column])
+        return rows
+
+    def persons(self, where: str = "true", order: str = "updated_at, version") -> list[dict[str, Any]]:
+        """Every person snapshot row (view ``persons``), JSON columns decoded."""
+        return self.read("persons", where, order)
+
+    def persons_latest(self, where: str = "true", order: str = "person_int_id") -> list[dict[str, Any]]:
+        """The newest snapshot of each live person (view ``persons_latest``)."""
+        return self.read("persons_latest", where, order)
+
+    def groups(self, where: str = "true", order: str = "group_type_index, group_key") -> list[dict[str, Any]]:
+        """One row per group (view ``groups``)."""
+        return self.read("groups", where, order)
+
+    def read(self, view: str, where: str = "true", order: str = "1") -> list[dict[str, Any]]:
+        """Ship everything committed so far, then read ``view`` back from the lake."""
+        assert self.app.store is not None
+        Shipper(self.settings, store=self.app.store).drain()
+        table = run(Lake(self.settings.lake_dir), f"select * from {view} where {where} order by {order}")
+        rows: list[dict[str, Any]] = table.to_pylist()
+        for row in rows:
+            for column in JSON_COLUMNS:
+                if isinstance(row.get(column), str):
                     row[column] = json.loads(row[column])
         return rows
 

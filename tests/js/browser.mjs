@@ -69,6 +69,19 @@ function boot(tab, options, properties) {
     }), { host, token, runId, options, properties })
 }
 
+// Wait until posthog-js has sent what it queued: one flush interval, then no request to hogflare
+// in flight. The persons scenarios step through identity changes, and each step's events must reach
+// hogflare before the next step's, as they would on a real site where the steps are seconds apart.
+const inFlight = new Set()
+async function settle(tab, flushMs = 200) {
+    await tab.waitForTimeout(flushMs * 2)
+    while (inFlight.size > 0) await tab.waitForTimeout(50)
+    await tab.waitForTimeout(100)
+}
+
+// The fast queue the persons scenarios use; everything else is posthog-js's defaults.
+const quickQueue = { request_queue_config: { flush_interval_ms: 200 } }
+
 const scenarios = {
     // A pageview on load, a custom event with properties, then the page closes: the queue is
     // flushed with sendBeacon as the page unloads.
@@ -85,12 +98,65 @@ const scenarios = {
         await tab.waitForTimeout(1500)
         return { distinct_id: distinctId }
     },
+    // Every event processes the person (person_profiles: 'always'): anonymous browsing, identify,
+    // alias, person properties, a group, a super property, then reset to a new anonymous visitor.
+    async persons(tab) {
+        const userId = `js-user-${runId}`
+        const aliasId = `js-alias-${runId}`
+        const anonId = await boot(tab, { person_profiles: 'always', ...quickQueue }, { step: 'anonymous' })
+        await tab.evaluate(() => window.posthog.capture('anonymous browsing', { step: 'anonymous' }))
+        await settle(tab)
+        await tab.evaluate(
+            ({ userId }) => window.posthog.identify(userId, { name: 'Ada', plan: 'pro' }, { first_seen: '2024-01-01' }),
+            { userId }
+        )
+        await settle(tab)
+        await tab.evaluate(() => window.posthog.capture('after identify', { step: 'identified' }))
+        await settle(tab)
+        await tab.evaluate(({ aliasId }) => window.posthog.alias(aliasId), { aliasId })
+        await settle(tab)
+        await tab.evaluate(() => window.posthog.setPersonProperties({ plan: 'team', favourite: 'tea' }, { first_seen: '1999-12-31', signup: 'web' }))
+        await settle(tab)
+        await tab.evaluate(() => window.posthog.group('company', 'acme', { name: 'Acme' }))
+        await settle(tab)
+        await tab.evaluate(() => {
+            window.posthog.capture('with group', { step: 'grouped' })
+            window.posthog.register({ tier: 'gold' })
+            window.posthog.capture('registered', { step: 'registered' })
+        })
+        await settle(tab)
+        const newAnonId = await tab.evaluate(({ runId }) => {
+            window.posthog.reset()
+            window.posthog.register({ run_id: runId })
+            window.posthog.capture('after reset', { step: 'reset' })
+            return window.posthog.get_distinct_id()
+        }, { runId })
+        await settle(tab)
+        return { distinct_id: anonId, anon_id: anonId, user_id: userId, alias_id: aliasId, new_anon_id: newAnonId }
+    },
+    // posthog-js's default person_profiles ('identified_only'): anonymous events are personless
+    // until identify, which creates the person with both ids.
+    async identified_only(tab) {
+        const userId = `js-later-${runId}`
+        const anonId = await boot(tab, quickQueue, { step: 'anonymous' })
+        await tab.evaluate(() => window.posthog.capture('anonymous browsing', { step: 'anonymous' }))
+        await settle(tab)
+        await tab.evaluate(({ userId }) => window.posthog.identify(userId, { name: 'Bob' }), { userId })
+        await settle(tab)
+        await tab.evaluate(() => window.posthog.capture('after identify', { step: 'identified' }))
+        await settle(tab)
+        return { distinct_id: anonId, anon_id: anonId, user_id: userId }
+    },
 }
 
 const context = await browser.newContext()
 const tab = await context.newPage()
 const errors = []
 tab.on('pageerror', (err) => errors.push(String(err)))
+const toHogflare = (request) => request.url().startsWith(host)
+tab.on('request', (request) => toHogflare(request) && inFlight.add(request))
+tab.on('requestfinished', (request) => inFlight.delete(request))
+tab.on('requestfailed', (request) => inFlight.delete(request))
 await tab.goto(pageUrl)
 const result = await scenarios[scenario](tab)
 await tab.close({ runBeforeUnload: true })

@@ -30,6 +30,59 @@ const scenarios = {
         })
         return { distinct_ids: [...new Set(ids)], expected: 6 }
     },
+    // Persons and groups, one step per flush so each step reaches hogflare before the next:
+    // an anonymous capture with $set/$set_once, identify linking it, alias, a group, a capture with
+    // the group, and personless captures for a new id and for the identified user.
+    async persons() {
+        const anonId = `node-anon-${runId}`
+        const userId = `node-user-${runId}`
+        const aliasId = `node-alias-${runId}`
+        const ghostId = `node-ghost-${runId}`
+        const steps = [
+            () =>
+                client.capture({
+                    distinctId: anonId,
+                    event: 'node anonymous',
+                    properties: { run_id: runId, $set: { plan: 'free' }, $set_once: { first_seen: '2024-01-01' } },
+                }),
+            () =>
+                client.identify({
+                    distinctId: userId,
+                    properties: {
+                        $set: { name: 'Grace', plan: 'pro' },
+                        $set_once: { first_seen: '2025-06-01', signup: 'node' },
+                        $anon_distinct_id: anonId,
+                    },
+                }),
+            () => client.alias({ distinctId: userId, alias: aliasId }),
+            () => client.capture({ distinctId: aliasId, event: 'node via alias', properties: { run_id: runId } }),
+            () => client.groupIdentify({ groupType: 'company', groupKey: 'acme', properties: { name: 'Acme', employees: 11 } }),
+            () =>
+                client.capture({
+                    distinctId: userId,
+                    event: 'node with group',
+                    properties: { run_id: runId },
+                    groups: { company: 'acme' },
+                }),
+            () =>
+                client.capture({
+                    distinctId: ghostId,
+                    event: 'node personless',
+                    properties: { run_id: runId, $process_person_profile: false, $set: { ignored: true } },
+                }),
+            () =>
+                client.capture({
+                    distinctId: userId,
+                    event: 'node personless known',
+                    properties: { run_id: runId, $process_person_profile: false },
+                }),
+        ]
+        for (const step of steps) {
+            step()
+            await client.flush()
+        }
+        return { anon_id: anonId, user_id: userId, alias_id: aliasId, ghost_id: ghostId }
+    },
 }
 
 const result = await scenarios[args.scenario ?? 'capture']()

@@ -108,6 +108,7 @@ impl Person {
         for (key, value) in &update.set {
             person.put(key, value, false);
         }
+        person.properties.retain(|property| !update.unset.contains(&property.key));
         person
     }
 
@@ -160,11 +161,13 @@ impl Person {
                 }
             }
         }
+        // `$unset` runs last, so it also removes what this very update set.
+        let pending = |key: &str| set_once.iter().chain(set.iter()).any(|(k, _)| *k == key);
         let unset: Vec<&str> = update
             .unset
             .iter()
             .map(String::as_str)
-            .filter(|key| self.get(key).is_some())
+            .filter(|key| self.get(key).is_some() || pending(key))
             .collect();
         promote |= !unset.is_empty();
         let has_changes = !set_once.is_empty() || !set.is_empty() || !unset.is_empty();
@@ -271,6 +274,13 @@ mod tests {
         let mut p = person(&[("plan", r#""pro""#)]);
         assert!(!p.apply("e", &update(&[("plan", r#""pro""#)], &[], &["missing"])));
         assert_eq!(p.version, 0);
+    }
+
+    #[test]
+    fn unset_runs_after_set_and_set_once() {
+        let mut p = person(&[("seed", "1")]);
+        p.apply("e", &update(&[("a", "1")], &[("b", "2")], &["a", "b"]));
+        assert_eq!(p.properties_json(), r#"{"seed":1}"#);
     }
 
     #[test]

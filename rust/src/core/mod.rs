@@ -6,9 +6,12 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod groups;
 pub mod lz64;
 pub mod person;
 pub mod person_event;
+#[cfg(test)]
+mod person_store_tests;
 pub mod persons;
 mod properties;
 pub mod rawjson;

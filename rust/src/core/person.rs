@@ -108,7 +108,9 @@ impl Person {
         for (key, value) in &update.set {
             person.put(key, value, false);
         }
-        person.properties.retain(|property| !update.unset.contains(&property.key));
+        person
+            .properties
+            .retain(|property| !update.unset.contains(&property.key));
         person
     }
 

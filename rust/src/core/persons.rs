@@ -1,26 +1,23 @@
-//! The person and group store, inside the store's write transaction: which person a distinct id
-//! is, identify/alias/merge with PostHog's four cases and refusals, property updates, and groups.
-//! Persons touched by a commit stay decoded in memory and are written once, when it ends.
+//! The person store, inside the store's write transaction: which person a distinct id is,
+//! identify/alias/merge with PostHog's four cases and refusals, and property updates. Persons
+//! touched by a commit stay decoded in memory and are written once, when it ends.
 
 use std::collections::{BTreeMap, HashMap};
 
 use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64, U8};
+use heed::types::{Bytes, U64};
 use heed::{Database, Env, RwTxn};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::{CoreError, Result};
+use super::groups::{project_key, GroupDbs, GroupWork, MAX_GROUP_TYPES};
 use super::person::{Person, PropertyUpdate};
 use super::person_event::{is_illegal_merge_id, IdentityKind, IdentityOp, PersonEvent, PersonMode};
-use super::rawjson;
 
 /// PostHog's namespace for person uuids derived from a distinct id (`person-uuid.ts`).
 const PERSON_NAMESPACE: Uuid = Uuid::from_u128(0x932979b4_65c3_4424_8467_0b66ec27bc22);
 /// `created_at` of the stand-in person of a personless event: 1970-01-01T00:00:05Z.
 const PERSONLESS_CREATED_AT: i64 = 5_000_000;
-/// PostHog's `MAX_GROUP_TYPES_PER_TEAM`.
-pub const MAX_GROUP_TYPES: usize = 5;
 const META_NEXT_PERSON: &[u8] = b"persons.next_id";
 
 /// The person uuid PostHog derives from a distinct id: every project finds the same one.
@@ -43,20 +40,6 @@ impl PersonWarning {
             Self::CannotMergeAlreadyIdentified => "cannot_merge_already_identified",
             Self::TooManyGroupTypes => "too_many_group_types",
         }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Group {
-    pub created_at: i64,
-    pub version: u64,
-    /// Key, raw JSON value.
-    pub properties: Vec<(String, String)>,
-}
-
-impl Group {
-    pub fn properties_json(&self) -> String {
-        rawjson::object_of(self.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 }
 
@@ -86,18 +69,8 @@ pub struct PersonDbs {
     persons: Database<U64<BigEndian>, Bytes>,
     /// project(4) ‖ distinct id → person id
     distinct_ids: Database<Bytes, U64<BigEndian>>,
-    /// project(4) ‖ group type index(1) ‖ group key → `Group`
-    groups: Database<Bytes, Bytes>,
-    /// project(4) ‖ group type → index
-    group_types: Database<Bytes, U8>,
+    groups: GroupDbs,
     meta: Database<Bytes, Bytes>,
-}
-
-fn project_key(project: u32, rest: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(4 + rest.len());
-    key.extend_from_slice(&project.to_be_bytes());
-    key.extend_from_slice(rest);
-    key
 }
 
 impl PersonDbs {
@@ -105,8 +78,7 @@ impl PersonDbs {
         Ok(Self {
             persons: env.create_database(txn, Some("persons"))?,
             distinct_ids: env.create_database(txn, Some("distinct_ids"))?,
-            groups: env.create_database(txn, Some("groups"))?,
-            group_types: env.create_database(txn, Some("group_types"))?,
+            groups: GroupDbs::create(env, txn)?,
             meta: env.create_database(txn, Some("persons_meta"))?,
         })
     }
@@ -123,33 +95,15 @@ impl PersonDbs {
     }
 }
 
-/// The event's properties with PostHog's `$group_<index>` keys added for the groups it names
-/// (`None` when there are none to add). A key the client already sent is left as it is.
-pub fn group_property_entries(properties: &str, groups: &[Option<String>; MAX_GROUP_TYPES]) -> Option<String> {
-    let additions: Vec<(String, String)> = groups
-        .iter()
-        .enumerate()
-        .filter_map(|(index, key)| Some((format!("$group_{index}"), rawjson::string_literal(key.as_deref()?))))
-        .filter(|(name, _)| !properties.contains(&format!("\"{name}\"")))
-        .collect();
-    if additions.is_empty() {
-        return None;
-    }
-    let additions: Vec<(&str, String)> = additions.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    Some(rawjson::append_entries(properties, &additions))
-}
-
 /// The person and group work of one commit.
 pub struct PersonWork<'a> {
     dbs: PersonDbs,
-    fixed_group_types: &'a [Option<String>; MAX_GROUP_TYPES],
+    groups: GroupWork<'a>,
     persons: HashMap<u64, Person>,
     dirty: Vec<u64>,
     deleted: Vec<u64>,
-    groups: HashMap<Vec<u8>, Group>,
-    group_types: HashMap<(u32, String), Option<u8>>,
     next_id: u64,
-    pub warnings: BTreeMap<PersonWarning, u32>,
+    warnings: BTreeMap<PersonWarning, u32>,
 }
 
 impl<'a> PersonWork<'a> {
@@ -165,15 +119,26 @@ impl<'a> PersonWork<'a> {
             .map_or(1, u64::from_be_bytes);
         Ok(Self {
             dbs,
-            fixed_group_types,
+            groups: GroupWork::begin(dbs.groups, fixed_group_types),
             persons: HashMap::new(),
             dirty: Vec::new(),
             deleted: Vec::new(),
-            groups: HashMap::new(),
-            group_types: HashMap::new(),
             next_id,
             warnings: BTreeMap::new(),
         })
+    }
+
+    /// Warnings so far, the groups' included; the count starts again.
+    pub fn take_warnings(&mut self) -> BTreeMap<PersonWarning, u32> {
+        self.take_group_warnings();
+        std::mem::take(&mut self.warnings)
+    }
+
+    fn take_group_warnings(&mut self) {
+        let refused = std::mem::take(&mut self.groups.refused_types);
+        if refused > 0 {
+            *self.warnings.entry(PersonWarning::TooManyGroupTypes).or_default() += refused;
+        }
     }
 
     fn warn(&mut self, warning: PersonWarning) {
@@ -264,7 +229,7 @@ impl<'a> PersonWork<'a> {
         fields: &PersonEvent,
     ) -> Result<Applied> {
         let mut applied = Applied::default();
-        self.apply_groups(txn, project, fields, &mut applied)?;
+        (applied.groups, applied.group_properties) = self.groups.apply(txn, project, fields)?;
         match fields.mode {
             PersonMode::Without => {}
             PersonMode::Personless => {
@@ -398,99 +363,9 @@ impl<'a> PersonWork<'a> {
         Ok(Some(id))
     }
 
-    fn group_type_index(&mut self, txn: &mut RwTxn, project: u32, group_type: &str) -> Result<Option<u8>> {
-        if let Some(index) = self
-            .fixed_group_types
-            .iter()
-            .position(|fixed| fixed.as_deref() == Some(group_type))
-        {
-            return Ok(Some(index as u8));
-        }
-        let cache_key = (project, group_type.to_owned());
-        if let Some(index) = self.group_types.get(&cache_key) {
-            return Ok(*index);
-        }
-        let key = project_key(project, group_type.as_bytes());
-        let mut index = self.dbs.group_types.get(txn, &key)?;
-        if index.is_none() {
-            let mut used = [false; MAX_GROUP_TYPES];
-            for (slot, fixed) in self.fixed_group_types.iter().enumerate() {
-                used[slot] = fixed.is_some();
-            }
-            for entry in self.dbs.group_types.prefix_iter(txn, &project.to_be_bytes())? {
-                let (_, taken) = entry?;
-                if let Some(slot) = used.get_mut(usize::from(taken)) {
-                    *slot = true;
-                }
-            }
-            index = used.iter().position(|taken| !taken).map(|slot| slot as u8);
-            match index {
-                Some(free) => self.dbs.group_types.put(txn, &key, &free)?,
-                None => self.warn(PersonWarning::TooManyGroupTypes),
-            }
-        }
-        self.group_types.insert(cache_key, index);
-        Ok(index)
-    }
-
-    fn load_group(&mut self, txn: &RwTxn, key: &[u8]) -> Result<Option<&mut Group>> {
-        if !self.groups.contains_key(key) {
-            let Some(bytes) = self.dbs.groups.get(txn, key)? else {
-                return Ok(None);
-            };
-            self.groups.insert(key.to_vec(), postcard::from_bytes(bytes)?);
-        }
-        Ok(self.groups.get_mut(key))
-    }
-
-    fn apply_groups(
-        &mut self,
-        txn: &mut RwTxn,
-        project: u32,
-        fields: &PersonEvent,
-        applied: &mut Applied,
-    ) -> Result<()> {
-        if fields.groups.is_empty() {
-            return Ok(());
-        }
-        let mut properties = rawjson::RawObject::default();
-        for (group_type, group_key) in &fields.groups {
-            let Some(index) = self.group_type_index(txn, project, group_type)? else {
-                continue;
-            };
-            let mut key = project_key(project, &[index]);
-            key.extend_from_slice(group_key.as_bytes());
-            let identify = fields
-                .group_identify
-                .as_ref()
-                .filter(|group| group.group_type == *group_type && group.group_key == *group_key);
-            if let Some(identify) = identify {
-                self.load_group(txn, &key)?;
-                let group = self.groups.entry(key.clone()).or_default();
-                for (name, value) in &identify.set {
-                    match group.properties.iter_mut().find(|(existing, _)| existing == name) {
-                        Some(entry) => entry.1.clone_from(value),
-                        None => group.properties.push((name.clone(), value.clone())),
-                    }
-                }
-                group.version += 1;
-                let bytes = postcard::to_stdvec(&*group)?;
-                self.dbs.groups.put(txn, &key, &bytes)?;
-            }
-            let stored = self
-                .load_group(txn, &key)?
-                .map_or_else(|| "{}".to_owned(), |group| group.properties_json());
-            applied.groups[usize::from(index)] = Some(group_key.clone());
-            properties.entries.push((group_type.clone().into(), stored.into()));
-        }
-        if !properties.is_empty() {
-            applied.group_properties = Some(properties.to_json());
-        }
-        Ok(())
-    }
-
     /// Write what the commit changed: every touched person once, the removed ones deleted.
-    pub fn finish(self, txn: &mut RwTxn) -> Result<BTreeMap<PersonWarning, u32>> {
+    pub fn finish(mut self, txn: &mut RwTxn) -> Result<BTreeMap<PersonWarning, u32>> {
+        self.take_group_warnings();
         for id in &self.dirty {
             let bytes = postcard::to_stdvec(&self.persons[id])?;
             self.dbs.persons.put(txn, id, &bytes)?;

@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use super::decode::DecodedRequest;
 use super::error::{CoreError, Result};
+use super::groups::{self, MAX_GROUP_TYPES};
 use super::person::Person;
-use super::persons::{group_property_entries, PersonDbs, PersonWarning, PersonWork, MAX_GROUP_TYPES};
+use super::persons::{PersonDbs, PersonWarning, PersonWork};
 use super::row::{EventRow, OutboxRecord, PersonSnapshotOf};
 use super::timestamp;
 
@@ -275,7 +276,7 @@ impl Store {
                     row.person_properties = Some(person.properties);
                 }
                 if let Some(properties) = row.properties.as_deref() {
-                    if let Some(with_groups) = group_property_entries(properties, &applied.groups) {
+                    if let Some(with_groups) = groups::property_entries(properties, &applied.groups) {
                         row.properties = Some(with_groups);
                     }
                 }
@@ -284,7 +285,7 @@ impl Store {
                 outbox.append(&mut txn, &OutboxRecord::Event(row).encode()?)?;
                 outcome.stored += 1;
             }
-            outcome.warnings = std::mem::take(&mut persons.warnings);
+            outcome.warnings = persons.take_warnings();
             outcomes.push(outcome);
         }
         persons.finish(&mut txn)?;

@@ -9,7 +9,7 @@ use pyo3::types::PyDict;
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
 use crate::core::export::{self, Destination};
-use crate::core::persons::MAX_GROUP_TYPES;
+use crate::core::groups::MAX_GROUP_TYPES;
 use crate::core::store::{CommitOptions, Store, StoreConfig};
 use crate::core::timestamp;
 

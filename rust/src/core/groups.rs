@@ -1,0 +1,179 @@
+//! Groups as PostHog keeps them: group types numbered 0–4 per project on first sight (or fixed
+//! by configuration), groups created and updated only by `$groupidentify`, and the `$group_<i>`
+//! properties, group columns and `group_properties` every event naming groups gets.
+
+use std::collections::HashMap;
+
+use heed::types::{Bytes, U8};
+use heed::{Database, Env, RwTxn};
+use serde::{Deserialize, Serialize};
+
+use super::error::Result;
+use super::person_event::PersonEvent;
+use super::rawjson;
+
+/// PostHog's `MAX_GROUP_TYPES_PER_TEAM`.
+pub const MAX_GROUP_TYPES: usize = 5;
+
+pub(super) fn project_key(project: u32, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + rest.len());
+    key.extend_from_slice(&project.to_be_bytes());
+    key.extend_from_slice(rest);
+    key
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub created_at: i64,
+    pub version: u64,
+    /// Key, raw JSON value.
+    pub properties: Vec<(String, String)>,
+}
+
+impl Group {
+    pub fn properties_json(&self) -> String {
+        rawjson::object_of(self.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+}
+
+/// The event's properties with PostHog's `$group_<index>` keys added for the groups it names
+/// (`None` when there are none to add). A key the client already sent is left as it is.
+pub fn property_entries(properties: &str, groups: &[Option<String>; MAX_GROUP_TYPES]) -> Option<String> {
+    let additions: Vec<(String, String)> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(index, key)| Some((format!("$group_{index}"), rawjson::string_literal(key.as_deref()?))))
+        .filter(|(name, _)| !properties.contains(&format!("\"{name}\"")))
+        .collect();
+    if additions.is_empty() {
+        return None;
+    }
+    let additions: Vec<(&str, String)> = additions.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    Some(rawjson::append_entries(properties, &additions))
+}
+
+#[derive(Clone, Copy)]
+pub struct GroupDbs {
+    /// project(4) ‖ group type index(1) ‖ group key → `Group`
+    groups: Database<Bytes, Bytes>,
+    /// project(4) ‖ group type → index
+    group_types: Database<Bytes, U8>,
+}
+
+impl GroupDbs {
+    pub fn create(env: &Env, txn: &mut RwTxn) -> Result<Self> {
+        Ok(Self {
+            groups: env.create_database(txn, Some("groups"))?,
+            group_types: env.create_database(txn, Some("group_types"))?,
+        })
+    }
+}
+
+/// The group work of one commit.
+pub struct GroupWork<'a> {
+    groups_db: Database<Bytes, Bytes>,
+    group_types_db: Database<Bytes, U8>,
+    fixed: &'a [Option<String>; MAX_GROUP_TYPES],
+    groups: HashMap<Vec<u8>, Group>,
+    types: HashMap<(u32, String), Option<u8>>,
+    /// Group types refused because the project already has five.
+    pub refused_types: u32,
+}
+
+impl<'a> GroupWork<'a> {
+    pub fn begin(dbs: GroupDbs, fixed: &'a [Option<String>; MAX_GROUP_TYPES]) -> Self {
+        Self {
+            groups_db: dbs.groups,
+            group_types_db: dbs.group_types,
+            fixed,
+            groups: HashMap::new(),
+            types: HashMap::new(),
+            refused_types: 0,
+        }
+    }
+
+    fn type_index(&mut self, txn: &mut RwTxn, project: u32, group_type: &str) -> Result<Option<u8>> {
+        if let Some(index) = self.fixed.iter().position(|fixed| fixed.as_deref() == Some(group_type)) {
+            return Ok(Some(index as u8));
+        }
+        let cache_key = (project, group_type.to_owned());
+        if let Some(index) = self.types.get(&cache_key) {
+            return Ok(*index);
+        }
+        let key = project_key(project, group_type.as_bytes());
+        let mut index = self.group_types_db.get(txn, &key)?;
+        if index.is_none() {
+            let mut used = [false; MAX_GROUP_TYPES];
+            for (slot, fixed) in self.fixed.iter().enumerate() {
+                used[slot] = fixed.is_some();
+            }
+            for entry in self.group_types_db.prefix_iter(txn, &project.to_be_bytes())? {
+                let (_, taken) = entry?;
+                if let Some(slot) = used.get_mut(usize::from(taken)) {
+                    *slot = true;
+                }
+            }
+            index = used.iter().position(|taken| !taken).map(|slot| slot as u8);
+            match index {
+                Some(free) => self.group_types_db.put(txn, &key, &free)?,
+                None => self.refused_types += 1,
+            }
+        }
+        self.types.insert(cache_key, index);
+        Ok(index)
+    }
+
+    fn load_group(&mut self, txn: &RwTxn, key: &[u8]) -> Result<Option<&mut Group>> {
+        if !self.groups.contains_key(key) {
+            let Some(bytes) = self.groups_db.get(txn, key)? else {
+                return Ok(None);
+            };
+            self.groups.insert(key.to_vec(), postcard::from_bytes(bytes)?);
+        }
+        Ok(self.groups.get_mut(key))
+    }
+
+    /// Apply an event's group operations; returns its group columns and `group_properties`.
+    pub fn apply(
+        &mut self,
+        txn: &mut RwTxn,
+        project: u32,
+        fields: &PersonEvent,
+    ) -> Result<([Option<String>; MAX_GROUP_TYPES], Option<String>)> {
+        let mut columns: [Option<String>; MAX_GROUP_TYPES] = Default::default();
+        if fields.groups.is_empty() {
+            return Ok((columns, None));
+        }
+        let mut properties = rawjson::RawObject::default();
+        for (group_type, group_key) in &fields.groups {
+            let Some(index) = self.type_index(txn, project, group_type)? else {
+                continue;
+            };
+            let mut key = project_key(project, &[index]);
+            key.extend_from_slice(group_key.as_bytes());
+            let identify = fields
+                .group_identify
+                .as_ref()
+                .filter(|group| group.group_type == *group_type && group.group_key == *group_key);
+            if let Some(identify) = identify {
+                self.load_group(txn, &key)?;
+                let group = self.groups.entry(key.clone()).or_default();
+                for (name, value) in &identify.set {
+                    match group.properties.iter_mut().find(|(existing, _)| existing == name) {
+                        Some(entry) => entry.1.clone_from(value),
+                        None => group.properties.push((name.clone(), value.clone())),
+                    }
+                }
+                group.version += 1;
+                let bytes = postcard::to_stdvec(&*group)?;
+                self.groups_db.put(txn, &key, &bytes)?;
+            }
+            let stored = self
+                .load_group(txn, &key)?
+                .map_or_else(|| "{}".to_owned(), |group| group.properties_json());
+            columns[usize::from(index)] = Some(group_key.clone());
+            properties.entries.push((group_type.clone().into(), stored.into()));
+        }
+        Ok((columns, (!properties.is_empty()).then(|| properties.to_json())))
+    }
+}

@@ -1,0 +1,209 @@
+//! The person store through the whole core: request bodies decoded, committed, and the outbox
+//! read back, as the server does it.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::decode::{self, DecoderConfig, HeaderFacts};
+use super::person::Person;
+use super::persons::{person_uuid, PersonWarning};
+use super::request::{RequestParts, RouteKind};
+use super::row::{EventRow, OutboxRecord, PersonSnapshot};
+use super::store::{CommitOptions, Store, StoreConfig};
+
+const TOKEN: &str = "phc_persons";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Store,
+    read: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_group_types(Default::default())
+    }
+
+    fn with_group_types(group_types: [Option<String>; 5]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            map_size: 64 << 20,
+            max_readers: 16,
+            group_types,
+        };
+        let store = Store::open(dir.path(), &config).unwrap();
+        Self {
+            _dir: dir,
+            store,
+            read: 0,
+        }
+    }
+
+    /// Commit one `/batch` body; returns the rows it added to the outbox and the warnings.
+    fn send(&mut self, batch: serde_json::Value) -> (Vec<EventRow>, Vec<PersonSnapshot>, Vec<PersonWarning>) {
+        let body = serde_json::json!({"api_key": TOKEN, "batch": batch}).to_string();
+        let parts = RequestParts {
+            route: RouteKind::Event,
+            body: body.as_bytes(),
+            query: b"",
+            content_type: None,
+            content_encoding: None,
+        };
+        let config = DecoderConfig {
+            team_id: None,
+            project_tokens: None,
+            max_inflated_bytes: 1 << 20,
+            max_event_bytes: 1 << 20,
+        };
+        let decoded = decode::decode(&parts, HeaderFacts::default(), &config, Utc::now()).unwrap();
+        let options = CommitOptions {
+            dedupe_window_days: 7,
+            max_outbox_bytes: u64::MAX,
+            now: Utc::now(),
+        };
+        let outcome = self.store.commit(vec![decoded], options).unwrap();
+        let chunk = self.store.read_outbox(self.read, usize::MAX, u64::MAX).unwrap();
+        self.read = chunk.last_seq;
+        let (mut events, mut persons) = (Vec::new(), Vec::new());
+        for (_, record) in chunk.records {
+            match record {
+                OutboxRecord::Event(row) => events.push(row),
+                OutboxRecord::Person(snapshot) => persons.push(snapshot),
+            }
+        }
+        (events, persons, outcome[0].warnings.keys().copied().collect())
+    }
+
+    fn person(&self, distinct_id: &str) -> Option<Person> {
+        self.store.person(Some(TOKEN), distinct_id).unwrap()
+    }
+}
+
+fn capture(distinct_id: &str, properties: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"event": "e", "distinct_id": distinct_id, "properties": properties})
+}
+
+fn identify(distinct_id: &str, anon: &str) -> serde_json::Value {
+    serde_json::json!({"event": "$identify", "distinct_id": distinct_id, "properties": {"$anon_distinct_id": anon}})
+}
+
+#[test]
+fn identify_links_an_anonymous_person_to_the_user() {
+    let mut h = Harness::new();
+    h.send(serde_json::json!([capture(
+        "anon",
+        serde_json::json!({"$set": {"a": 1}})
+    )]));
+    let (events, snapshots, _) = h.send(serde_json::json!([identify("user", "anon")]));
+    let person = h.person("user").unwrap();
+    assert_eq!(h.person("anon").unwrap().id, person.id);
+    assert_eq!(person.distinct_ids, vec!["anon", "user"]);
+    assert!(person.is_identified);
+    assert_eq!(person.uuid, person_uuid(TOKEN, "anon"));
+    assert_eq!(events[0].person_id.as_deref(), Some(person.uuid.to_string().as_str()));
+    assert_eq!(snapshots[0].operation, "identify");
+}
+
+#[test]
+fn identify_with_neither_person_creates_one_with_both_ids() {
+    let mut h = Harness::new();
+    h.send(serde_json::json!([identify("user", "anon")]));
+    let person = h.person("anon").unwrap();
+    assert_eq!((person.distinct_ids.len(), person.is_identified), (2, true));
+    assert_eq!(h.person("user").unwrap().id, person.id);
+}
+
+#[test]
+fn merging_two_persons_keeps_the_identified_one_and_its_values() {
+    let mut h = Harness::new();
+    h.send(serde_json::json!([
+        capture("anon", serde_json::json!({"$set": {"plan": "free", "ref": "ad"}})),
+        capture("user", serde_json::json!({"$set": {"plan": "pro"}})),
+    ]));
+    let older = h.person("anon").unwrap().created_at;
+    let (_, snapshots, _) = h.send(serde_json::json!([identify("user", "anon")]));
+    let person = h.person("anon").unwrap();
+    assert_eq!(person.uuid, person_uuid(TOKEN, "user"));
+    assert_eq!(person.properties_json(), r#"{"plan":"pro","ref":"ad"}"#);
+    assert_eq!(person.created_at, older);
+    let operations: Vec<&str> = snapshots.iter().map(|s| s.operation.as_str()).collect();
+    assert_eq!(operations, ["merged", "identify"]);
+}
+
+#[test]
+fn an_identified_person_is_merged_only_dangerously() {
+    let mut h = Harness::new();
+    h.send(serde_json::json!([identify("a", "a-anon"), identify("b", "b-anon")]));
+    let (_, _, warnings) = h.send(serde_json::json!([identify("b", "a")]));
+    assert_eq!(warnings, [PersonWarning::CannotMergeAlreadyIdentified]);
+    assert_ne!(h.person("a").unwrap().id, h.person("b").unwrap().id);
+    let merge = serde_json::json!({"event": "$merge_dangerously", "distinct_id": "b", "properties": {"alias": "a"}});
+    let (_, _, warnings) = h.send(serde_json::json!([merge]));
+    assert!(warnings.is_empty());
+    assert_eq!(h.person("a").unwrap().id, h.person("b").unwrap().id);
+    assert_eq!(h.person("a-anon").unwrap().distinct_ids.len(), 4);
+}
+
+#[test]
+fn illegal_ids_are_never_merged() {
+    let mut h = Harness::new();
+    let (events, _, warnings) = h.send(serde_json::json!([identify("user", "undefined")]));
+    assert_eq!(warnings, [PersonWarning::CannotMergeWithIllegalDistinctId]);
+    assert!(h.person("undefined").is_none());
+    assert!(events[0].person_id.is_some());
+}
+
+#[test]
+fn personless_events_read_but_never_write() {
+    let mut h = Harness::new();
+    let personless = capture(
+        "ghost",
+        serde_json::json!({"$process_person_profile": false, "$set": {"a": 1}}),
+    );
+    let (events, snapshots, _) = h.send(serde_json::json!([personless]));
+    assert!(snapshots.is_empty());
+    assert!(h.person("ghost").is_none());
+    assert_eq!(events[0].person_id, Some(person_uuid(TOKEN, "ghost").to_string()));
+    assert_eq!(events[0].person_properties.as_deref(), Some("{}"));
+    assert_eq!(events[0].person_created_at, Some(5_000_000));
+}
+
+#[test]
+fn groups_take_slots_and_events_read_them() {
+    let mut h = Harness::with_group_types([None, Some("org".into()), None, None, None]);
+    let group = serde_json::json!({"event": "$groupidentify", "distinct_id": "u", "properties":
+        {"$group_type": "company", "$group_key": "acme", "$group_set": {"name": "Acme"}}});
+    let (events, snapshots, _) = h.send(serde_json::json!([group]));
+    assert!(snapshots.is_empty() && events[0].person_id.is_none());
+    assert_eq!(events[0].groups[0].as_deref(), Some("acme"));
+    let (events, _, _) = h.send(serde_json::json!([capture(
+        "u",
+        serde_json::json!({"$groups": {"company": "acme", "org": "o1", "team": "t"}})
+    )]));
+    let row = &events[0];
+    assert_eq!(
+        row.groups,
+        [Some("acme".into()), Some("o1".into()), Some("t".into()), None, None]
+    );
+    assert_eq!(
+        row.group_properties.as_deref(),
+        Some(r#"{"company":{"name":"Acme"},"org":{},"team":{}}"#)
+    );
+    assert!(row.properties.as_deref().unwrap().contains(r#""$group_1":"o1""#));
+    // company, org and team hold three of the five slots: x and y take the last two.
+    let many = serde_json::json!({"$groups": {"x": "1", "y": "2", "z": "3"}});
+    let (_, _, warnings) = h.send(serde_json::json!([capture("u", many)]));
+    assert_eq!(warnings, [PersonWarning::TooManyGroupTypes]);
+}
+
+#[test]
+fn duplicates_change_no_person() {
+    let mut h = Harness::new();
+    let uuid = Uuid::now_v7().to_string();
+    let event = serde_json::json!({"event": "e", "distinct_id": "d", "uuid": uuid, "properties": {"$set": {"n": 1}}});
+    h.send(serde_json::json!([event]));
+    let again = serde_json::json!({"event": "e", "distinct_id": "d", "uuid": uuid, "properties": {"$set": {"n": 2}}});
+    let (events, snapshots, _) = h.send(serde_json::json!([again]));
+    assert!(events.is_empty() && snapshots.is_empty());
+    assert_eq!(h.person("d").unwrap().properties_json(), r#"{"n":1}"#);
+}

@@ -1,5 +1,6 @@
 //! The person store through the whole core: request bodies decoded, committed, and the outbox
 //! read back, as the server does it.
+#![allow(clippy::needless_pass_by_value)] // `json!` values read best handed over whole
 
 use chrono::Utc;
 use uuid::Uuid;

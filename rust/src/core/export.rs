@@ -98,36 +98,31 @@ pub fn export(store: &Store, after: u64, max_rows: usize, max_bytes: u64, to: &D
                 _ => {}
             }
         }
+        let last_seq = export.last_seq;
+        let mut write = |table: Table, day: i32, rows: usize, batch: Result<arrow_array::RecordBatch>| {
+            let (dir, column) = match table {
+                Table::Events => (to.events_dir, "timestamp"),
+                Table::Persons => (to.persons_dir, "updated_at"),
+            };
+            let path = dir.join(day_directory(column, day)).join(file_name(last_seq));
+            let bytes = columns::write_parquet(&batch?, &path)?;
+            export.files.push(DataFile {
+                table,
+                day,
+                path,
+                rows: rows as u64,
+                bytes,
+            });
+            Ok::<_, super::error::CoreError>(())
+        };
         let written = (|| {
             for (day, rows) in events {
-                let path = to
-                    .events_dir
-                    .join(day_directory("timestamp", day))
-                    .join(file_name(export.last_seq));
                 let refs: Vec<&EventRowRef<'_>> = rows.iter().collect();
-                let bytes = columns::write_parquet(&columns::event_batch(&refs)?, &path)?;
-                export.files.push(DataFile {
-                    table: Table::Events,
-                    day,
-                    path,
-                    rows: rows.len() as u64,
-                    bytes,
-                });
+                write(Table::Events, day, refs.len(), columns::event_batch(&refs))?;
             }
             for (day, rows) in persons {
-                let path = to
-                    .persons_dir
-                    .join(day_directory("updated_at", day))
-                    .join(file_name(export.last_seq));
                 let refs: Vec<&PersonSnapshotRef<'_>> = rows.iter().collect();
-                let bytes = columns::write_parquet(&columns::person_batch(&refs)?, &path)?;
-                export.files.push(DataFile {
-                    table: Table::Persons,
-                    day,
-                    path,
-                    rows: rows.len() as u64,
-                    bytes,
-                });
+                write(Table::Persons, day, refs.len(), columns::person_batch(&refs))?;
             }
             Ok(())
         })();

@@ -9,6 +9,7 @@ __all__ = [
     "Batch",
     "Decoder",
     "Export",
+    "FlagSet",
     "HogflareError",
     "OutboxFullError",
     "PayloadError",
@@ -127,6 +128,12 @@ class Store:
     def person(self, token: str | None, distinct_id: str) -> dict[str, Any] | None:
         """The person a distinct id belongs to in the project of ``token`` (any project when
         ``None``); ``properties`` and ``properties_set_once`` are JSON text."""
+    def person_properties(self, token: str, distinct_id: str) -> str | None:
+        """All the properties of the person ``distinct_id`` belongs to, as JSON object text;
+        ``None`` when the distinct id has no person. Never creates one."""
+    def group_properties(self, token: str, groups: str) -> str:
+        """``{type: {properties}}`` (JSON text) for the groups named in the JSON ``{type: key}``;
+        a group never identified gives ``{}``."""
     def trim_outbox(self, upto: int, *, limit: int = 10_000) -> int:
         """Forget rows up to ``upto`` (every sink has them), at most ``limit`` in one transaction."""
     def cursor(self, sink: str) -> int | None: ...
@@ -147,3 +154,41 @@ class Export:
     @property
     def files(self) -> list[tuple[str, int, str, int, int]]:
         """``(table, day, path, rows, bytes)`` of each file written; ``day`` counts days since 1970-01-01."""
+
+@final
+class FlagSet:
+    """Every flag hogflare evaluates, compiled once. Immutable; share it freely between requests."""
+
+    @staticmethod
+    def compile(hogflare: str | None = None, definitions: str | None = None) -> tuple[FlagSet, list[str]]:
+        """Compile Hogflare's ``HOGFLARE_FEATURE_FLAGS`` JSON text (an array, or ``{"flags": [...],
+        "group_type_mapping": {...}}``) and the flags file text (PostHog's local-evaluation document
+        ``{"flags": [...], "group_type_mapping": {...}, "cohorts": {...}}``, or a bare array of PostHog
+        flag objects). Returns the set and one plain-words message per problem: a bad flag is left out
+        with a message; an unreadable document gives one message and contributes no flags. Flags from
+        both sources are kept; on the same key the file wins."""
+    def __len__(self) -> int: ...
+    def keys(self) -> list[str]: ...
+    def has_active_flags(self) -> bool: ...
+    def group_type_mapping(self) -> dict[str, str]:
+        """``{"0": "company", ...}``"""
+    def definitions(self) -> bytes:
+        """PostHog's local-evaluation document for every flag the SDKs can evaluate themselves
+        (payloads as JSON strings), with ``group_type_mapping`` and ``cohorts``."""
+    def evaluate(
+        self,
+        distinct_id: str,
+        *,
+        person_properties: str = "{}",
+        groups: str = "{}",
+        group_properties: str = "{}",
+        anon_distinct_id: str | None = None,
+        device_id: str | None = None,
+        flag_keys: list[str] | None = None,
+        environments: list[str] | None = None,
+        now: float | None = None,
+    ) -> bytes:
+        """Evaluate every flag for one user in one call, with the GIL released. Properties are JSON
+        object text (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``).
+        Returns JSON ``{"flags": {key: {"key", "enabled", "variant", "reason", "metadata"}},
+        "errorsWhileComputingFlags": bool}``, payloads as JSON-encoded strings."""

@@ -69,6 +69,21 @@ impl GroupDbs {
     }
 }
 
+impl GroupDbs {
+    /// A group as last committed, read outside any commit.
+    pub fn lookup(&self, txn: &heed::RoTxn, project: u32, group_type: &str, group_key: &str) -> Result<Option<Group>> {
+        let Some(index) = self
+            .group_types
+            .get(txn, &project_key(project, group_type.as_bytes()))?
+        else {
+            return Ok(None);
+        };
+        let mut key = project_key(project, &[index]);
+        key.extend_from_slice(group_key.as_bytes());
+        Ok(self.groups.get(txn, &key)?.map(postcard::from_bytes).transpose()?)
+    }
+}
+
 /// The group work of one commit.
 pub struct GroupWork<'a> {
     groups_db: Database<Bytes, Bytes>,

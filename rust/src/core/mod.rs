@@ -6,6 +6,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod export;
+pub mod flags;
 pub mod groups;
 pub mod lz64;
 pub mod person;

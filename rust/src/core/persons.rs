@@ -69,7 +69,7 @@ pub struct PersonDbs {
     persons: Database<U64<BigEndian>, Bytes>,
     /// project(4) ‖ distinct id → person id
     distinct_ids: Database<Bytes, U64<BigEndian>>,
-    groups: GroupDbs,
+    pub groups: GroupDbs,
     meta: Database<Bytes, Bytes>,
 }
 

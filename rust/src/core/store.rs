@@ -296,6 +296,23 @@ impl Store {
         Ok(outcomes)
     }
 
+    /// The stored properties of the groups `{type: key}` names, as `{type: properties}` JSON; a
+    /// group never identified reads as `{}`.
+    pub fn group_properties(&self, token: &str, groups: &[(String, String)]) -> Result<String> {
+        let txn = self.env.read_txn()?;
+        let project = self.projects.get(&txn, token)?;
+        let mut object = super::rawjson::RawObject::default();
+        for (group_type, group_key) in groups {
+            let group = match project {
+                Some(project) => self.persons.groups.lookup(&txn, project, group_type, group_key)?,
+                None => None,
+            };
+            let properties = group.map_or_else(|| "{}".to_owned(), |group| group.properties_json());
+            object.entries.push((group_type.as_str().into(), properties.into()));
+        }
+        Ok(object.to_json())
+    }
+
     /// The person a distinct id belongs to in the project of `token` (in any project when no
     /// token is given), as last committed.
     pub fn person(&self, token: Option<&str>, distinct_id: &str) -> Result<Option<Person>> {

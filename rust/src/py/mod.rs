@@ -2,6 +2,7 @@
 
 mod errors;
 mod exceptions;
+mod flags;
 mod ingest;
 mod store;
 
@@ -13,6 +14,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ingest::PyBatch>()?;
     m.add_class::<store::PyStore>()?;
     m.add_class::<store::PyExport>()?;
+    m.add_class::<flags::PyFlagSet>()?;
     m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;
     m.add("PayloadError", py.get_type::<exceptions::PayloadError>())?;
     m.add(

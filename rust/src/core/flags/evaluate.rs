@@ -1,0 +1,434 @@
+//! One user's flags, as PostHog's flag service decides them: holdouts, early-access enrollment,
+//! conditions in order with their rollouts, variants by hash, and the reason for each answer.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sha1::{Digest, Sha1};
+use sonic_rs::{JsonValueTrait, Value};
+
+use super::compile::{CohortNode, Condition, Filter, Flag, Source};
+use super::FlagSet;
+
+/// Why a flag has its value, with PostHog's codes; the higher `priority` wins across conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    SuperConditionValue,
+    HoldoutConditionValue,
+    ConditionMatch,
+    OutOfRolloutBound,
+    NoConditionMatch,
+    NoGroupType,
+    FlagDisabled,
+    MissingDependency,
+}
+
+impl Reason {
+    fn priority(self) -> i8 {
+        match self {
+            Self::SuperConditionValue => 6,
+            Self::HoldoutConditionValue => 5,
+            Self::ConditionMatch => 4,
+            Self::OutOfRolloutBound => 3,
+            Self::NoConditionMatch => 2,
+            Self::NoGroupType => 1,
+            Self::FlagDisabled => 0,
+            Self::MissingDependency => -1,
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::SuperConditionValue => "super_condition_value",
+            Self::HoldoutConditionValue => "holdout_condition_value",
+            Self::ConditionMatch => "condition_match",
+            Self::OutOfRolloutBound => "out_of_rollout_bound",
+            Self::NoConditionMatch => "no_condition_match",
+            Self::NoGroupType => "no_group_type",
+            Self::FlagDisabled => "flag_disabled",
+            Self::MissingDependency => "missing_dependency",
+        }
+    }
+
+    pub fn description(self, condition_index: Option<usize>) -> String {
+        match self {
+            Self::SuperConditionValue => "Super condition value".into(),
+            Self::HoldoutConditionValue => "Holdout condition value".into(),
+            Self::ConditionMatch => format!("Matched condition set {}", condition_index.unwrap_or(0) + 1),
+            Self::OutOfRolloutBound => "Out of rollout bound".into(),
+            Self::NoConditionMatch => "No matching condition set".into(),
+            Self::NoGroupType => "No group type".into(),
+            Self::FlagDisabled => "Flag is disabled".into(),
+            Self::MissingDependency => "A flag this flag depends on is missing or circular".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagResult {
+    pub enabled: bool,
+    pub variant: Option<String>,
+    pub reason: Reason,
+    pub condition_index: Option<usize>,
+    /// The payload, as the JSON-encoded string PostHog stores.
+    pub payload: Option<String>,
+    /// Something needed to decide was missing (an unknown cohort, a missing dependency).
+    pub error: bool,
+}
+
+impl FlagResult {
+    fn off(reason: Reason, condition_index: Option<usize>) -> Self {
+        Self {
+            enabled: false,
+            variant: None,
+            reason,
+            condition_index,
+            payload: None,
+            error: false,
+        }
+    }
+}
+
+/// Who is asking, and what is known about them.
+pub struct Context<'a> {
+    pub distinct_id: &'a str,
+    pub person: &'a Value,
+    /// `{group type: group key}`
+    pub groups: &'a Value,
+    /// `{group type: properties}`
+    pub group_properties: &'a Value,
+    pub anon_distinct_id: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+/// PostHog's bucketing: the first 15 hex digits of a SHA-1, as a fraction of the largest.
+pub fn hash(prefix: &str, identifier: &str, salt: &str) -> f64 {
+    let mut hasher = Sha1::new();
+    hasher.update(prefix.as_bytes());
+    hasher.update(identifier.as_bytes());
+    hasher.update(salt.as_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) >> 4) as f64 / 0x0FFF_FFFF_FFFF_FFFF_u64 as f64
+}
+
+fn flag_hash(flag: &Flag, identifier: &str, salt: &str) -> f64 {
+    hash(
+        &format!("{}.", flag.definition.key),
+        identifier,
+        &format!("{}{salt}", flag.salt),
+    )
+}
+
+/// A person property, with PostHog's fallback of `$initial_x` to `x` when the initial one is
+/// missing.
+fn person_property<'v>(person: &'v Value, key: &str) -> Option<&'v Value> {
+    person.get(key).or_else(|| {
+        let rest = key.strip_prefix("$initial_")?;
+        person.get(&format!("${rest}")).or_else(|| person.get(rest))
+    })
+}
+
+pub struct Evaluation<'s, 'c> {
+    set: &'s FlagSet,
+    context: &'c Context<'c>,
+    done: HashMap<usize, FlagResult>,
+    visiting: Vec<usize>,
+}
+
+impl<'s, 'c> Evaluation<'s, 'c> {
+    pub fn new(set: &'s FlagSet, context: &'c Context<'c>) -> Self {
+        Self {
+            set,
+            context,
+            done: HashMap::new(),
+            visiting: Vec::new(),
+        }
+    }
+
+    fn group_key(&self, index: u8) -> Option<String> {
+        let name = self.set.group_type(index)?;
+        let key = self.context.groups.get(name)?;
+        key.as_str()
+            .map_or_else(|| (!key.is_null()).then(|| key.to_string()), |k| Some(k.to_owned()))
+    }
+
+    fn identifier(&self, flag: &Flag, aggregation: Option<u8>) -> Option<String> {
+        if let Some(index) = aggregation {
+            return self.group_key(index);
+        }
+        let context = self.context;
+        if flag.definition.bucketing_identifier.as_deref() == Some("device_id") {
+            if let Some(device) = context.device_id.filter(|d| !d.is_empty()) {
+                return Some(device.to_owned());
+            }
+        }
+        if flag.definition.ensure_experience_continuity {
+            if let Some(anon) = context.anon_distinct_id.filter(|a| !a.is_empty()) {
+                return Some(anon.to_owned());
+            }
+        }
+        Some(context.distinct_id.to_owned())
+    }
+
+    /// Evaluate one flag (by index), caching the answer for flags that depend on it.
+    pub fn flag(&mut self, index: usize) -> FlagResult {
+        if let Some(done) = self.done.get(&index) {
+            return done.clone();
+        }
+        if self.visiting.contains(&index) {
+            let mut result = FlagResult::off(Reason::MissingDependency, None);
+            result.error = true;
+            return result;
+        }
+        self.visiting.push(index);
+        let result = self.decide(&self.set.flags[index]);
+        self.visiting.pop();
+        self.done.insert(index, result.clone());
+        result
+    }
+
+    fn decide(&mut self, flag: &Flag) -> FlagResult {
+        let definition = &flag.definition;
+        if !definition.active || definition.deleted {
+            return FlagResult::off(Reason::FlagDisabled, None);
+        }
+        let aggregation = definition.filters.aggregation_group_type_index;
+        if let Some(holdout) = &definition.filters.holdout {
+            if let Some(identifier) = self.identifier(flag, aggregation) {
+                if hash("holdout-", &identifier, "") <= holdout.exclusion_percentage / 100.0 {
+                    let mut result = FlagResult::off(Reason::HoldoutConditionValue, None);
+                    result.enabled = true;
+                    result.variant = Some(format!("holdout-{}", holdout.id));
+                    return result;
+                }
+            }
+        }
+        if definition.filters.feature_enrollment == Some(true) {
+            let key = format!("$feature_enrollment/{}", definition.key);
+            if let Some(value) = person_property(self.context.person, &key) {
+                let enabled = value
+                    .as_bool()
+                    .unwrap_or_else(|| value.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true")));
+                let mut result = FlagResult::off(Reason::SuperConditionValue, Some(0));
+                result.enabled = enabled;
+                result.payload = enabled.then(|| flag.payloads.get("true").cloned()).flatten();
+                return result;
+            }
+        }
+        if let Some(condition) = &flag.super_condition {
+            let named = condition.filters.iter().any(|f| match f {
+                Filter::Property { key, .. } => person_property(self.context.person, key).is_some(),
+                _ => false,
+            });
+            if named {
+                let (matched, error) = self.condition_matches(condition, aggregation);
+                let mut result = FlagResult::off(Reason::SuperConditionValue, Some(0));
+                result.error = error;
+                if matched && self.in_rollout(flag, condition, aggregation) {
+                    result.enabled = true;
+                    result.payload = flag.payloads.get("true").cloned();
+                }
+                return result;
+            }
+        }
+
+        let mut best: Option<FlagResult> = None;
+        let mut error = false;
+        for (index, condition) in flag.conditions.iter().enumerate() {
+            let aggregation = condition.aggregation;
+            let Some(identifier) = self.identifier(flag, aggregation) else {
+                keep_better(&mut best, FlagResult::off(Reason::NoGroupType, Some(index)));
+                continue;
+            };
+            let (matched, condition_error) = self.condition_matches(condition, aggregation);
+            error |= condition_error;
+            if !matched {
+                keep_better(&mut best, FlagResult::off(Reason::NoConditionMatch, Some(index)));
+                continue;
+            }
+            if !self.in_rollout(flag, condition, aggregation) {
+                keep_better(&mut best, FlagResult::off(Reason::OutOfRolloutBound, Some(index)));
+                if definition.filters.early_exit == Some(true) {
+                    break;
+                }
+                continue;
+            }
+            let variant = condition
+                .variant
+                .as_ref()
+                .filter(|v| flag.variants.iter().any(|(key, _)| key == *v))
+                .cloned()
+                .or_else(|| variant_of(flag, &identifier));
+            let payload = flag.payloads.get(variant.as_deref().unwrap_or("true")).cloned();
+            return FlagResult {
+                enabled: true,
+                variant,
+                reason: Reason::ConditionMatch,
+                condition_index: Some(index),
+                payload,
+                error,
+            };
+        }
+        let mut best = best.unwrap_or_else(|| FlagResult::off(Reason::NoConditionMatch, None));
+        best.error = error;
+        best
+    }
+
+    fn in_rollout(&self, flag: &Flag, condition: &Condition, aggregation: Option<u8>) -> bool {
+        match condition.rollout {
+            None => true,
+            Some(rollout) if rollout >= 100.0 => true,
+            Some(rollout) => self
+                .identifier(flag, aggregation)
+                .is_some_and(|id| flag_hash(flag, &id, "") <= rollout / 100.0),
+        }
+    }
+
+    /// Whether every filter of a condition holds, and whether deciding needed something missing.
+    fn condition_matches(&mut self, condition: &Condition, aggregation: Option<u8>) -> (bool, bool) {
+        let mut error = false;
+        for filter in &condition.filters {
+            let (matched, filter_error) = self.filter_matches(filter, aggregation);
+            error |= filter_error;
+            if !matched {
+                return (false, error);
+            }
+        }
+        (true, error)
+    }
+
+    fn properties_for(&self, source: Source) -> Option<&'c Value> {
+        match source {
+            Source::Person => Some(self.context.person),
+            Source::Group(index) => self.context.group_properties.get(self.set.group_type(index)?),
+        }
+    }
+
+    fn filter_matches(&mut self, filter: &Filter, aggregation: Option<u8>) -> (bool, bool) {
+        match filter {
+            Filter::Property {
+                key,
+                source,
+                operator,
+                negated,
+            } => {
+                let source = match (source, aggregation) {
+                    (Source::Person, Some(index)) => Source::Group(index),
+                    (source, _) => *source,
+                };
+                let value = self.properties_for(source).and_then(|props| match source {
+                    Source::Person => person_property(props, key),
+                    Source::Group(_) => props.get(key),
+                });
+                (operator.matches(value, self.context.now) != *negated, false)
+            }
+            Filter::Cohort { id, positive } => match self.set.cohorts.get(id) {
+                Some(tree) => {
+                    let tree = tree.clone();
+                    let (matched, error) = self.cohort_matches(&tree);
+                    (matched == *positive, error)
+                }
+                None => (false, true),
+            },
+            Filter::Flag { key, expected } => {
+                let Some(index) = self.set.index_of(key) else {
+                    return (false, true);
+                };
+                let result = self.flag(index);
+                if result.reason == Reason::MissingDependency {
+                    return (false, true);
+                }
+                let matched = match (expected.as_bool(), expected.as_str()) {
+                    (Some(true), _) => result.enabled,
+                    (Some(false), _) => !result.enabled,
+                    (None, Some(variant)) => result.variant.as_deref() == Some(variant),
+                    _ => false,
+                };
+                (matched, result.error)
+            }
+        }
+    }
+
+    fn cohort_matches(&mut self, node: &CohortNode) -> (bool, bool) {
+        match node {
+            CohortNode::Filter(filter) => self.filter_matches(filter, None),
+            CohortNode::Group { all, nodes } => {
+                if nodes.is_empty() {
+                    return (true, false);
+                }
+                let mut error = false;
+                for child in nodes {
+                    let (matched, child_error) = self.cohort_matches(child);
+                    error |= child_error;
+                    if matched != *all {
+                        return (matched, error);
+                    }
+                }
+                (*all, error)
+            }
+        }
+    }
+}
+
+/// Keep the higher-priority of two non-matching answers (the first on a tie).
+fn keep_better(best: &mut Option<FlagResult>, candidate: FlagResult) {
+    if best
+        .as_ref()
+        .is_none_or(|current| candidate.reason.priority() > current.reason.priority())
+    {
+        *best = Some(candidate);
+    }
+}
+
+/// The variant an identifier falls in: variants in stored order, each taking its share of [0, 1).
+fn variant_of(flag: &Flag, identifier: &str) -> Option<String> {
+    if flag.variants.is_empty() {
+        return None;
+    }
+    let position = flag_hash(flag, identifier, "variant");
+    let mut low = 0.0;
+    for (key, rollout) in &flag.variants {
+        let high = low + rollout / 100.0;
+        if position >= low && position < high {
+            return Some(key.clone());
+        }
+        low = high;
+    }
+    None
+}
+
+/// `value` read as an object, or an empty one.
+pub fn object_or_empty(value: Value) -> Value {
+    if value.is_object() {
+        value
+    } else {
+        Value::new_object()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hogflare_test_vectors() {
+        assert!((hash("rollout.", "user-1", "") * 100.0 - 90.215_596_333_375_09).abs() < 1e-9);
+        assert!((hash("multi.", "user-1", "variant") * 100.0 - 33.732_873_818_499_52).abs() < 1e-9);
+    }
+
+    #[test]
+    fn initial_properties_fall_back() {
+        let person: Value = sonic_rs::from_str(r#"{"$browser":"Chrome","utm_source":"x"}"#).unwrap();
+        assert_eq!(
+            person_property(&person, "$initial_browser").and_then(|v| v.as_str()),
+            Some("Chrome")
+        );
+        assert_eq!(
+            person_property(&person, "$initial_utm_source").and_then(|v| v.as_str()),
+            Some("x")
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! Feature flags: every flag hogflare serves, from Hogflare's `HOGFLARE_FEATURE_FLAGS` and from a
+//! PostHog local-evaluation document, compiled into one set and evaluated for a user in one call.
+
+mod compile;
+mod evaluate;
+mod model;
+mod property;
+mod semver;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+
+pub use evaluate::{hash, FlagResult, Reason};
+use evaluate::{object_or_empty, Context, Evaluation};
+use model::{Definitions, FlagDefinition};
+
+use super::rawjson;
+
+/// Every flag, compiled.
+#[derive(Debug, Default)]
+pub struct FlagSet {
+    flags: Vec<compile::Flag>,
+    by_key: HashMap<String, usize>,
+    /// Flags the SDKs can evaluate themselves (Hogflare's `salt` they cannot).
+    servable: Vec<bool>,
+    group_types: BTreeMap<u8, String>,
+    cohorts: HashMap<String, compile::CohortNode>,
+    raw_cohorts: BTreeMap<String, Value>,
+}
+
+/// Who a flag evaluation is for. JSON arguments are objects (anything else reads as `{}`).
+#[derive(Debug, Default)]
+pub struct Request<'a> {
+    pub distinct_id: &'a str,
+    pub person_properties: &'a str,
+    pub groups: &'a str,
+    pub group_properties: &'a str,
+    pub anon_distinct_id: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub flag_keys: Option<&'a [String]>,
+    pub environments: Option<&'a [String]>,
+}
+
+fn parse_object(text: &str) -> Value {
+    object_or_empty(sonic_rs::from_str(text).unwrap_or_default())
+}
+
+impl FlagSet {
+    /// Compile both sources. Problems come back as messages; a bad flag is left out, a document
+    /// that cannot be read contributes nothing, and neither stops the other flags.
+    pub fn compile(hogflare: Option<&str>, definitions: Option<&str>) -> (Self, Vec<String>) {
+        let mut set = Self::default();
+        let mut problems = Vec::new();
+        let mut pending: Vec<(FlagDefinition, String, bool)> = Vec::new();
+
+        if let Some(text) = definitions.filter(|t| !t.trim().is_empty()) {
+            match read_document(text) {
+                Ok(document) => {
+                    set.add_group_types(&document.group_type_mapping);
+                    for (id, cohort) in document.cohorts {
+                        match compile::cohort(&cohort) {
+                            Ok(tree) => {
+                                set.cohorts.insert(id.clone(), tree);
+                                set.raw_cohorts.insert(id, cohort);
+                            }
+                            Err(err) => problems.push(format!("flags file: cohort {id}: {err}")),
+                        }
+                    }
+                    for flag in document.flags {
+                        match model::from_json::<FlagDefinition>(&flag) {
+                            Ok(definition) => pending.push((definition, String::new(), true)),
+                            Err(err) => problems.push(format!("flags file: flag {}: {err}", describe(&flag))),
+                        }
+                    }
+                }
+                Err(err) => problems.push(format!("flags file: {err}")),
+            }
+        }
+        if let Some(text) = hogflare.filter(|t| !t.trim().is_empty()) {
+            match read_document(text) {
+                Ok(document) => {
+                    set.add_group_types(&document.group_type_mapping);
+                    for flag in document.flags {
+                        let mut assign = |name: &str| set.group_index(name);
+                        match model::from_hogflare(&flag, &mut assign) {
+                            Ok((definition, _)) if pending.iter().any(|(d, _, _)| d.key == definition.key) => {
+                                problems.push(format!(
+                                    "HOGFLARE_FEATURE_FLAGS: flag {:?} is also in the flags file, which wins",
+                                    definition.key
+                                ));
+                            }
+                            Ok((definition, hogflare_only)) => {
+                                let salt = flag.get("salt").and_then(|s| s.as_str()).unwrap_or_default().to_owned();
+                                pending.push((definition, salt, !hogflare_only));
+                            }
+                            Err(err) => {
+                                problems.push(format!("HOGFLARE_FEATURE_FLAGS: flag {}: {err}", describe(&flag)));
+                            }
+                        }
+                    }
+                }
+                Err(err) => problems.push(format!("HOGFLARE_FEATURE_FLAGS: {err}")),
+            }
+        }
+        for (definition, salt, servable) in pending {
+            let key = definition.key.clone();
+            if set.by_key.contains_key(&key) {
+                problems.push(format!("flag {key:?} is defined twice; the first one is used"));
+                continue;
+            }
+            match compile::flag(definition, salt) {
+                Ok(flag) => {
+                    set.by_key.insert(key, set.flags.len());
+                    set.flags.push(flag);
+                    set.servable.push(servable);
+                }
+                Err(err) => problems.push(format!("flag {key:?}: {err}")),
+            }
+        }
+        (set, problems)
+    }
+
+    fn add_group_types(&mut self, mapping: &BTreeMap<String, Value>) {
+        for (left, right) in mapping {
+            // Hogflare accepts the mapping either way round.
+            let (index, name) = match (left.parse::<u8>(), right.as_str(), right.as_u64()) {
+                (Ok(index), Some(name), _) => (index, name.to_owned()),
+                (_, _, Some(index)) => (index as u8, left.clone()),
+                _ => continue,
+            };
+            self.group_types.insert(index, name);
+        }
+    }
+
+    /// A group type's index, numbering a new one in the first free slot.
+    fn group_index(&mut self, name: &str) -> Option<u8> {
+        if let Some((index, _)) = self.group_types.iter().find(|(_, known)| *known == name) {
+            return Some(*index);
+        }
+        let free = (0..5u8).find(|index| !self.group_types.contains_key(index))?;
+        self.group_types.insert(free, name.to_owned());
+        Some(free)
+    }
+
+    pub fn group_type(&self, index: u8) -> Option<&str> {
+        self.group_types.get(&index).map(String::as_str)
+    }
+
+    pub fn group_type_mapping(&self) -> &BTreeMap<u8, String> {
+        &self.group_types
+    }
+
+    pub(crate) fn index_of(&self, key: &str) -> Option<usize> {
+        self.by_key.get(key).copied().or_else(|| {
+            // PostHog's stored flag dependencies name the flag by id.
+            let id: i64 = key.parse().ok()?;
+            self.flags.iter().position(|flag| flag.definition.id == Some(id))
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.flags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.flags.iter().map(|flag| flag.definition.key.as_str())
+    }
+
+    pub fn has_active_flags(&self) -> bool {
+        self.flags
+            .iter()
+            .any(|flag| flag.definition.active && !flag.definition.deleted)
+    }
+
+    /// Evaluate every flag the request asks for; `(key, result)` in definition order.
+    pub fn evaluate(&self, request: &Request<'_>, now: DateTime<Utc>) -> Vec<(&str, FlagResult)> {
+        let person = parse_object(request.person_properties);
+        let groups = parse_object(request.groups);
+        let group_properties = parse_object(request.group_properties);
+        let context = Context {
+            distinct_id: request.distinct_id,
+            person: &person,
+            groups: &groups,
+            group_properties: &group_properties,
+            anon_distinct_id: request.anon_distinct_id,
+            device_id: request.device_id,
+            now,
+        };
+        let mut evaluation = Evaluation::new(self, &context);
+        let mut out = Vec::with_capacity(self.flags.len());
+        for (index, flag) in self.flags.iter().enumerate() {
+            let key = flag.definition.key.as_str();
+            if request.flag_keys.is_some_and(|keys| !keys.iter().any(|k| k == key)) {
+                continue;
+            }
+            if let (Some(wanted), Some(tags)) = (request.environments, flag.definition.evaluation_tags.as_ref()) {
+                if !wanted.is_empty() && !tags.is_empty() && !tags.iter().any(|tag| wanted.contains(tag)) {
+                    continue;
+                }
+            }
+            out.push((key, evaluation.flag(index)));
+        }
+        out
+    }
+
+    /// The evaluation as the `/flags?v=2` body's `flags` and `errorsWhileComputingFlags`.
+    pub fn evaluate_json(&self, request: &Request<'_>, now: DateTime<Utc>) -> String {
+        let results = self.evaluate(request, now);
+        let mut out = String::with_capacity(64 + results.len() * 192);
+        out.push_str(r#"{"flags":{"#);
+        let mut errors = false;
+        for (position, (key, result)) in results.iter().enumerate() {
+            errors |= result.error;
+            let flag = &self.flags[self.by_key[*key]];
+            if position > 0 {
+                out.push(',');
+            }
+            rawjson::push_key(&mut out, key);
+            out.push_str(r#"{"key":"#);
+            rawjson::push_string(&mut out, key);
+            out.push_str(if result.enabled {
+                r#","enabled":true,"variant":"#
+            } else {
+                r#","enabled":false,"variant":"#
+            });
+            push_optional(&mut out, result.variant.as_deref());
+            out.push_str(r#","reason":{"code":"#);
+            rawjson::push_string(&mut out, result.reason.code());
+            out.push_str(r#","condition_index":"#);
+            out.push_str(
+                &result
+                    .condition_index
+                    .map_or_else(|| "null".to_owned(), |i| i.to_string()),
+            );
+            out.push_str(r#","description":"#);
+            rawjson::push_string(&mut out, &result.reason.description(result.condition_index));
+            out.push_str(r#"},"metadata":{"id":"#);
+            out.push_str(
+                &flag
+                    .definition
+                    .id
+                    .map_or_else(|| "null".to_owned(), |id| id.to_string()),
+            );
+            out.push_str(r#","version":"#);
+            out.push_str(
+                &flag
+                    .definition
+                    .version
+                    .map_or_else(|| "null".to_owned(), |v| v.to_string()),
+            );
+            out.push_str(r#","description":"#);
+            push_optional(&mut out, flag.definition.description.as_deref());
+            out.push_str(r#","payload":"#);
+            push_optional(&mut out, result.payload.as_deref());
+            out.push_str("}}");
+        }
+        out.push_str(r#"},"errorsWhileComputingFlags":"#);
+        out.push_str(if errors { "true}" } else { "false}" });
+        out
+    }
+
+    /// PostHog's local-evaluation document for the flags the SDKs can evaluate themselves.
+    pub fn definitions_json(&self) -> String {
+        let flags: Vec<&FlagDefinition> = self
+            .flags
+            .iter()
+            .zip(&self.servable)
+            .filter(|(_, servable)| **servable)
+            .map(|(flag, _)| &flag.definition)
+            .collect();
+        let mapping: BTreeMap<String, &str> = self
+            .group_types
+            .iter()
+            .map(|(index, name)| (index.to_string(), name.as_str()))
+            .collect();
+        let mut document = String::from(r#"{"flags":"#);
+        document.push_str(&sonic_rs::to_string(&flags).unwrap_or_else(|_| "[]".into()));
+        document.push_str(r#","group_type_mapping":"#);
+        document.push_str(&sonic_rs::to_string(&mapping).unwrap_or_else(|_| "{}".into()));
+        document.push_str(r#","cohorts":"#);
+        document.push_str(&sonic_rs::to_string(&self.raw_cohorts).unwrap_or_else(|_| "{}".into()));
+        document.push('}');
+        document
+    }
+}
+
+fn push_optional(out: &mut String, text: Option<&str>) {
+    match text {
+        Some(text) => rawjson::push_string(out, text),
+        None => out.push_str("null"),
+    }
+}
+
+fn describe(flag: &Value) -> String {
+    flag.get("key")
+        .and_then(|k| k.as_str())
+        .map_or_else(|| "(without a key)".to_owned(), |k| format!("{k:?}"))
+}
+
+/// A document of flags: `{"flags": [...], ...}` or a bare array.
+fn read_document(text: &str) -> Result<Definitions, String> {
+    let value: Value = sonic_rs::from_str(text).map_err(|err| format!("not valid JSON ({err})"))?;
+    if let Some(flags) = value.as_array() {
+        return Ok(Definitions {
+            flags: flags.iter().cloned().collect(),
+            ..Definitions::default()
+        });
+    }
+    if !value.is_object() {
+        return Err("expected a JSON array of flags or an object with \"flags\"".into());
+    }
+    sonic_rs::from_str(text).map_err(|err| format!("unreadable document ({err})"))
+}

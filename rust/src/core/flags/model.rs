@@ -1,0 +1,306 @@
+//! Flag definitions as PostHog stores them (the local-evaluation document), and Hogflare's own
+//! flag format turned into them, so both sources compile the same way and the definitions
+//! endpoint can serve every flag as a PostHog flag object.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FlagDefinition {
+    #[serde(default)]
+    pub id: Option<i64>,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub key: String,
+    #[serde(default)]
+    pub filters: Filters,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub ensure_experience_continuity: bool,
+    #[serde(default)]
+    pub version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub bucketing_identifier: Option<String>,
+    /// Environments the flag is evaluated in; none means everywhere.
+    #[serde(default, alias = "evaluation_environments")]
+    pub evaluation_tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Filters {
+    #[serde(default)]
+    pub groups: Vec<ConditionDefinition>,
+    #[serde(default)]
+    pub multivariate: Option<Multivariate>,
+    #[serde(default)]
+    pub aggregation_group_type_index: Option<u8>,
+    /// Variant (or `"true"`) → payload, as a JSON-encoded string.
+    #[serde(default)]
+    pub payloads: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub super_groups: Option<Vec<ConditionDefinition>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_enrollment: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_exit: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConditionDefinition {
+    #[serde(default)]
+    pub properties: Option<Vec<PropertyFilter>>,
+    #[serde(default)]
+    pub rollout_percentage: Option<f64>,
+    #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation_group_type_index: Option<u8>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Multivariate {
+    #[serde(default)]
+    pub variants: Vec<VariantDefinition>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VariantDefinition {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub rollout_percentage: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Holdout {
+    pub id: i64,
+    #[serde(default)]
+    pub exclusion_percentage: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PropertyFilter {
+    pub key: String,
+    #[serde(default)]
+    pub value: Value,
+    #[serde(default, alias = "op")]
+    pub operator: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_type_index: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negation: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency_chain: Option<Vec<String>>,
+}
+
+/// PostHog's local-evaluation document.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Definitions {
+    #[serde(default)]
+    pub flags: Vec<Value>,
+    #[serde(default)]
+    pub group_type_mapping: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub cohorts: BTreeMap<String, Value>,
+}
+
+/// A typed definition from a JSON value. Values go back through text: sonic-rs cannot read a
+/// `Value` field out of another `Value`.
+pub fn from_json<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, String> {
+    let text = sonic_rs::to_string(value).map_err(|err| err.to_string())?;
+    sonic_rs::from_str(&text).map_err(|err| err.to_string())
+}
+
+/// A payload as PostHog stores it: a JSON-encoded string.
+pub fn encoded_payload(payload: &Value) -> Value {
+    if payload.is_str() {
+        payload.clone()
+    } else {
+        Value::from(sonic_rs::to_string(payload).unwrap_or_default().as_str())
+    }
+}
+
+/// A flag in Hogflare's format, turned into a PostHog flag object. `group_index` names a group
+/// type's index. Returns the definition and the Hogflare-only settings PostHog has no field for
+/// (`salt`, per-condition variant lists) as `true` when present.
+pub fn from_hogflare(
+    flag: &Value,
+    group_index: &mut dyn FnMut(&str) -> Option<u8>,
+) -> Result<(FlagDefinition, bool), String> {
+    let key = flag
+        .get("key")
+        .and_then(|k| k.as_str())
+        .filter(|k| !k.is_empty())
+        .ok_or("a flag has no key")?;
+    let mut definition = FlagDefinition {
+        key: key.to_owned(),
+        active: flag.get("active").and_then(JsonValueTrait::as_bool).unwrap_or(true),
+        id: flag.get("id").and_then(JsonValueTrait::as_i64),
+        version: flag.get("version").and_then(JsonValueTrait::as_i64),
+        description: flag.get("description").and_then(|d| d.as_str()).map(str::to_owned),
+        evaluation_tags: flag.get("evaluation_environments").and_then(strings),
+        ..FlagDefinition::default()
+    };
+    let mut hogflare_only = flag.get("salt").and_then(|s| s.as_str()).is_some_and(|s| !s.is_empty());
+    if let Some(filters) = flag.get("filters").filter(|f| JsonValueTrait::is_object(*f)) {
+        definition.filters = from_json(filters).map_err(|err| format!("invalid filters: {err}"))?;
+    }
+    let group_type = flag.get("group_type").and_then(|g| g.as_str());
+    let aggregation = match group_type {
+        Some(name) => Some(group_index(name).ok_or_else(|| format!("unknown group type {name:?}"))?),
+        None => definition.filters.aggregation_group_type_index,
+    };
+    definition.filters.aggregation_group_type_index = aggregation;
+
+    let variants = flag.get("variants").and_then(|v| v.as_array());
+    if let Some(variants) = variants {
+        let mut list = Vec::new();
+        for variant in variants {
+            let key = variant
+                .get("key")
+                .and_then(|k| k.as_str())
+                .ok_or("a variant has no key")?;
+            let rollout = variant
+                .get("rollout_percentage")
+                .and_then(JsonValueTrait::as_f64)
+                .unwrap_or(0.0);
+            list.push(VariantDefinition {
+                key: key.to_owned(),
+                name: None,
+                rollout_percentage: rollout,
+            });
+            if let Some(payload) = variant.get("payload").filter(|p| !p.is_null()) {
+                definition
+                    .filters
+                    .payloads
+                    .insert(key.to_owned(), encoded_payload(payload));
+            }
+        }
+        definition.filters.multivariate = Some(Multivariate { variants: list });
+    }
+    if let Some(payload) = flag.get("payload").filter(|p| !p.is_null()) {
+        definition
+            .filters
+            .payloads
+            .insert("true".into(), encoded_payload(payload));
+    }
+    if let Some(payloads) = flag.get("variant_payloads").and_then(|p| p.as_object()) {
+        for (variant, payload) in payloads {
+            definition
+                .filters
+                .payloads
+                .entry(variant.to_owned())
+                .or_insert_with(|| encoded_payload(payload));
+        }
+    }
+
+    let rollout = flag.get("rollout_percentage").and_then(JsonValueTrait::as_f64);
+    match flag
+        .get("conditions")
+        .and_then(|c| c.as_array())
+        .filter(|c| !c.is_empty())
+    {
+        Some(conditions) => {
+            definition.filters.groups.clear();
+            for condition in conditions {
+                hogflare_only |= condition.get("variants").is_some_and(|v| !v.is_null());
+                let mut properties = Vec::new();
+                for filter in condition
+                    .get("properties")
+                    .and_then(|p| p.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    properties.push(hogflare_filter(filter, aggregation, group_index)?);
+                }
+                definition.filters.groups.push(ConditionDefinition {
+                    properties: Some(properties),
+                    rollout_percentage: condition
+                        .get("rollout_percentage")
+                        .and_then(JsonValueTrait::as_f64)
+                        .or(rollout),
+                    variant: condition.get("variant").and_then(|v| v.as_str()).map(str::to_owned),
+                    aggregation_group_type_index: None,
+                });
+            }
+        }
+        None if definition.filters.groups.is_empty() => {
+            definition.filters.groups.push(ConditionDefinition {
+                properties: Some(Vec::new()),
+                rollout_percentage: Some(rollout.unwrap_or(100.0)),
+                ..ConditionDefinition::default()
+            });
+        }
+        None => {}
+    }
+    Ok((definition, hogflare_only))
+}
+
+fn strings(value: &Value) -> Option<Vec<String>> {
+    value
+        .as_array()
+        .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+}
+
+/// Hogflare's filter `{key, value, type, group_type, operator|op}`, as PostHog's.
+fn hogflare_filter(
+    filter: &Value,
+    flag_group: Option<u8>,
+    group_index: &mut dyn FnMut(&str) -> Option<u8>,
+) -> Result<PropertyFilter, String> {
+    let key = filter
+        .get("key")
+        .and_then(|k| k.as_str())
+        .ok_or("a condition filter has no key")?;
+    let operator = filter
+        .get("operator")
+        .or_else(|| filter.get("op"))
+        .and_then(|o| o.as_str())
+        .unwrap_or("eq")
+        .to_ascii_lowercase();
+    let operator = match operator.as_str() {
+        "eq" | "is" | "equals" | "in" => "exact",
+        "neq" | "ne" | "not_eq" | "not_in" => "is_not",
+        "contains" => "icontains",
+        "not_contains" => "not_icontains",
+        other => other,
+    }
+    .to_owned();
+    let value = filter.get("value").cloned().unwrap_or_default();
+    let group = match (flag_group, filter.get("type").and_then(|t| t.as_str())) {
+        // A group flag reads every filter from its group.
+        (Some(index), _) => Some(index),
+        (None, Some("group")) => {
+            let name = filter
+                .get("group_type")
+                .and_then(|g| g.as_str())
+                .ok_or("a group filter has no group_type")?;
+            Some(group_index(name).ok_or_else(|| format!("unknown group type {name:?}"))?)
+        }
+        _ => None,
+    };
+    Ok(PropertyFilter {
+        key: key.to_owned(),
+        value,
+        operator: Some(operator),
+        kind: Some(if group.is_some() { "group" } else { "person" }.to_owned()),
+        group_type_index: group,
+        ..PropertyFilter::default()
+    })
+}

@@ -143,6 +143,13 @@ pub fn cohort(value: &Value) -> Result<CohortNode, String> {
 }
 
 fn node(value: &Value) -> Result<CohortNode, String> {
+    if value.get("key").is_none() && value.get("values").is_none() {
+        // A cohort with no properties holds everyone.
+        return Ok(CohortNode::Group {
+            all: true,
+            nodes: Vec::new(),
+        });
+    }
     if let Some(values) = value.get("values").and_then(|v| v.as_array()) {
         let all = !value
             .get("type")

@@ -136,6 +136,8 @@ pub struct Evaluation<'s, 'c> {
     context: &'c Context<'c>,
     done: HashMap<usize, FlagResult>,
     visiting: Vec<usize>,
+    /// A flag the one being decided depends on is missing or part of a cycle.
+    missing_dependency: bool,
 }
 
 impl<'s, 'c> Evaluation<'s, 'c> {
@@ -145,6 +147,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             context,
             done: HashMap::new(),
             visiting: Vec::new(),
+            missing_dependency: false,
         }
     }
 
@@ -184,7 +187,12 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             return result;
         }
         self.visiting.push(index);
-        let result = self.decide(&self.set.flags[index]);
+        let outer = std::mem::take(&mut self.missing_dependency);
+        let mut result = self.decide(&self.set.flags[index]);
+        if std::mem::replace(&mut self.missing_dependency, outer) && !result.enabled {
+            result = FlagResult::off(Reason::MissingDependency, None);
+            result.error = true;
+        }
         self.visiting.pop();
         self.done.insert(index, result.clone());
         result
@@ -196,16 +204,6 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             return FlagResult::off(Reason::FlagDisabled, None);
         }
         let aggregation = definition.filters.aggregation_group_type_index;
-        if let Some(holdout) = &definition.filters.holdout {
-            if let Some(identifier) = self.identifier(flag, aggregation) {
-                if hash("holdout-", &identifier, "") <= holdout.exclusion_percentage / 100.0 {
-                    let mut result = FlagResult::off(Reason::HoldoutConditionValue, None);
-                    result.enabled = true;
-                    result.variant = Some(format!("holdout-{}", holdout.id));
-                    return result;
-                }
-            }
-        }
         if definition.filters.feature_enrollment == Some(true) {
             let key = format!("$feature_enrollment/{}", definition.key);
             if let Some(value) = person_property(self.context.person, &key) {
@@ -235,6 +233,18 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             }
         }
 
+        if let Some(holdout) = &definition.filters.holdout {
+            if let Some(identifier) = self.identifier(flag, aggregation) {
+                if hash("holdout-", &identifier, "") <= holdout.exclusion_percentage / 100.0 {
+                    let mut result = FlagResult::off(Reason::HoldoutConditionValue, None);
+                    result.enabled = true;
+                    let variant = format!("holdout-{}", holdout.id);
+                    result.payload = flag.payloads.get(&variant).cloned();
+                    result.variant = Some(variant);
+                    return result;
+                }
+            }
+        }
         let mut best: Option<FlagResult> = None;
         let mut error = false;
         for (index, condition) in flag.conditions.iter().enumerate() {
@@ -249,7 +259,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                 keep_better(&mut best, FlagResult::off(Reason::NoConditionMatch, Some(index)));
                 continue;
             }
-            if !self.in_rollout(flag, condition, aggregation) {
+            if !self.in_rollout(flag, condition, aggregation) || self.lacks_device_id(flag, aggregation) {
                 keep_better(&mut best, FlagResult::off(Reason::OutOfRolloutBound, Some(index)));
                 if definition.filters.early_exit == Some(true) {
                     break;
@@ -275,6 +285,13 @@ impl<'s, 'c> Evaluation<'s, 'c> {
         let mut best = best.unwrap_or_else(|| FlagResult::off(Reason::NoConditionMatch, None));
         best.error = error;
         best
+    }
+
+    /// A person condition of a flag bucketed by device has no one to bucket without a device id.
+    fn lacks_device_id(&self, flag: &Flag, aggregation: Option<u8>) -> bool {
+        aggregation.is_none()
+            && flag.definition.bucketing_identifier.as_deref() == Some("device_id")
+            && self.context.device_id.is_none_or(str::is_empty)
     }
 
     fn in_rollout(&self, flag: &Flag, condition: &Condition, aggregation: Option<u8>) -> bool {
@@ -335,10 +352,12 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             },
             Filter::Flag { key, expected } => {
                 let Some(index) = self.set.index_of(key) else {
+                    self.missing_dependency = true;
                     return (false, true);
                 };
                 let result = self.flag(index);
                 if result.reason == Reason::MissingDependency {
+                    self.missing_dependency = true;
                     return (false, true);
                 }
                 let matched = match (expected.as_bool(), expected.as_str()) {
@@ -373,11 +392,12 @@ impl<'s, 'c> Evaluation<'s, 'c> {
     }
 }
 
-/// Keep the higher-priority of two non-matching answers (the first on a tie).
+/// Keep the higher-priority of two non-matching answers; on a tie the later condition is the
+/// one reported, as PostHog's flag service does.
 fn keep_better(best: &mut Option<FlagResult>, candidate: FlagResult) {
     if best
         .as_ref()
-        .is_none_or(|current| candidate.reason.priority() > current.reason.priority())
+        .is_none_or(|current| candidate.reason.priority() >= current.reason.priority())
     {
         *best = Some(candidate);
     }

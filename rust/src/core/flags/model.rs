@@ -127,12 +127,12 @@ pub fn from_json<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, Str
     sonic_rs::from_str(&text).map_err(|err| err.to_string())
 }
 
-/// A payload as PostHog stores it: a JSON-encoded string.
+/// A Hogflare payload as PostHog stores it: a JSON-encoded string. Hogflare reads a string that
+/// parses as JSON as that JSON, and any other string as itself.
 pub fn encoded_payload(payload: &Value) -> Value {
-    if payload.is_str() {
-        payload.clone()
-    } else {
-        Value::from(sonic_rs::to_string(payload).unwrap_or_default().as_str())
+    match payload.as_str() {
+        Some(text) if sonic_rs::from_str::<Value>(text).is_ok() => payload.clone(),
+        _ => Value::from(sonic_rs::to_string(payload).unwrap_or_default().as_str()),
     }
 }
 
@@ -274,15 +274,23 @@ fn hogflare_filter(
         .and_then(|o| o.as_str())
         .unwrap_or("eq")
         .to_ascii_lowercase();
+    let mut value = filter.get("value").cloned().unwrap_or_default();
     let operator = match operator.as_str() {
         "eq" | "is" | "equals" | "in" => "exact",
         "neq" | "ne" | "not_eq" | "not_in" => "is_not",
-        "contains" => "icontains",
-        "not_contains" => "not_icontains",
+        // Hogflare's `contains` is case-sensitive; PostHog's only case-sensitive test is a regex.
+        "contains" | "not_contains" => {
+            let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            value = Value::from(regex::escape(&text).as_str());
+            if operator == "contains" {
+                "regex"
+            } else {
+                "not_regex"
+            }
+        }
         other => other,
     }
     .to_owned();
-    let value = filter.get("value").cloned().unwrap_or_default();
     let group = match (flag_group, filter.get("type").and_then(|t| t.as_str())) {
         // A group flag reads every filter from its group.
         (Some(index), _) => Some(index),

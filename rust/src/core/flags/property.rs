@@ -23,8 +23,10 @@ pub enum DateTarget {
 
 #[derive(Debug, Clone)]
 pub enum Operator {
-    Exact(Vec<String>),
-    IsNot(Vec<String>),
+    /// The values to compare with, and the filter's own boolean when it is one: then the
+    /// property is read as a boolean (`"true"` in any case is true, anything else false).
+    Exact(Vec<String>, Option<bool>),
+    IsNot(Vec<String>, Option<bool>),
     IsSet,
     IsNotSet,
     IContains(String),
@@ -84,7 +86,12 @@ fn relative(text: &str) -> Option<Duration> {
 /// A date from a filter value or a property: RFC 3339, a plain date or date-time, or (for
 /// properties) unix seconds.
 pub fn parse_date(value: &Value) -> Option<DateTime<Utc>> {
-    if let Some(seconds) = value.as_f64().filter(|_| value.is_number()) {
+    let seconds = if value.is_number() {
+        value.as_f64()
+    } else {
+        value.as_str().and_then(|t| t.trim().parse::<f64>().ok())
+    };
+    if let Some(seconds) = seconds.filter(|s| s.is_finite()) {
         return DateTime::from_timestamp_micros((seconds * 1e6) as i64);
     }
     let text = value.as_str()?.trim();
@@ -125,8 +132,8 @@ impl Operator {
             None => parse_date(value).map(DateTarget::Fixed),
         };
         Ok(match operator {
-            "exact" => Self::Exact(list()),
-            "is_not" => Self::IsNot(list()),
+            "exact" => Self::Exact(list(), value.as_bool()),
+            "is_not" => Self::IsNot(list(), value.as_bool()),
             "is_set" => Self::IsSet,
             "is_not_set" => Self::IsNotSet,
             "icontains" => Self::IContains(lower()),
@@ -157,15 +164,12 @@ impl Operator {
             // Absent: only the negative operators hold.
             return matches!(
                 self,
-                Self::IsNot(_) | Self::IsNotSet | Self::NotIContains(_) | Self::NotRegex(Some(_))
+                Self::IsNot(..) | Self::IsNotSet | Self::NotIContains(_) | Self::NotRegex(Some(_))
             ) || matches!(self, Self::StartsWith(_, false) | Self::EndsWith(_, false));
         };
-        if value.is_null() {
-            return matches!(self, Self::IsNot(_) | Self::IsSet);
-        }
         match self {
-            Self::Exact(expected) => exact(expected, value),
-            Self::IsNot(expected) => !exact(expected, value),
+            Self::Exact(expected, boolean) => exact(expected, *boolean, value),
+            Self::IsNot(expected, boolean) => !exact(expected, *boolean, value),
             Self::IsSet => true,
             Self::IsNotSet => false,
             Self::IContains(needle) => text_of(value).to_lowercase().contains(needle.as_str()),
@@ -190,10 +194,7 @@ impl Operator {
                 match op {
                     DateOp::Before => actual < target,
                     DateOp::After => actual > target,
-                    DateOp::Exact => {
-                        actual == target
-                            || actual.date_naive() == target.date_naive() && target.time() == chrono::NaiveTime::MIN
-                    }
+                    DateOp::Exact => actual == target,
                 }
             }
             Self::StartsWith(prefix, positive) => {
@@ -207,7 +208,13 @@ impl Operator {
 
 /// PostHog's `exact`: case-insensitive text equality against any of the expected values, with
 /// booleans and `"true"`/`"false"` compared by truth.
-fn exact(expected: &[String], value: &Value) -> bool {
+fn exact(expected: &[String], boolean: Option<bool>, value: &Value) -> bool {
+    if let Some(wanted) = boolean {
+        let truth = value
+            .as_bool()
+            .unwrap_or_else(|| value.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true")));
+        return truth == wanted;
+    }
     let actual = text_of(value).to_lowercase();
     expected.iter().any(|candidate| {
         candidate.to_lowercase() == actual

@@ -99,3 +99,128 @@ fn definitions_round_trip_through_the_posthog_format() {
     assert_eq!(reason.get("code").unwrap().as_str(), Some("no_group_type"));
     assert!(parsed.get("flags").unwrap().as_array().unwrap().len() == 1);
 }
+
+fn fixture(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/flags")
+        .join(name);
+    sonic_rs::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Evaluate one flag of a set for a fixture context; `Some(difference)` when it is not `expected`.
+fn differs(set: &FlagSet, key: &str, context: &Value, expected: &Value) -> Option<String> {
+    let text = |field: &str| {
+        context
+            .get(field)
+            .map_or_else(|| "{}".to_owned(), |v| sonic_rs::to_string(v).unwrap())
+    };
+    let (person, groups, group_properties) = (text("person_properties"), text("groups"), text("group_properties"));
+    let request = Request {
+        distinct_id: context.get("distinct_id").and_then(|d| d.as_str()).unwrap_or_default(),
+        person_properties: &person,
+        groups: &groups,
+        group_properties: &group_properties,
+        anon_distinct_id: context.get("anon_distinct_id").and_then(|d| d.as_str()),
+        device_id: context.get("device_id").and_then(|d| d.as_str()),
+        ..Request::default()
+    };
+    let out: Value = sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap();
+    let got = out.get("flags").unwrap().get(key).unwrap();
+    let reason = got.get("reason").unwrap();
+    let actual = [
+        got.get("enabled").unwrap().clone(),
+        got.get("variant").unwrap().clone(),
+        reason.get("code").unwrap().clone(),
+        reason.get("condition_index").unwrap().clone(),
+        got.get("metadata").unwrap().get("payload").unwrap().clone(),
+    ];
+    let wanted = ["enabled", "variant", "reason", "condition_index", "payload"]
+        .map(|field| expected.get(field).cloned().unwrap_or_default());
+    (actual != wanted).then(|| format!("got {actual:?}, want {wanted:?}"))
+}
+
+/// Every case of the shared table: PostHog's answers (from posthog-python where it decides, from
+/// the flag service's rules where only the server can), including the reason and payload.
+#[test]
+fn fixture_cases() {
+    let cases = fixture("cases.json");
+    let mut failures = Vec::new();
+    for case in cases.as_array().unwrap() {
+        let name = case.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let mut flags = vec![case.get("flag").unwrap().clone()];
+        flags.extend(
+            case.get("other_flags")
+                .and_then(|o| o.as_array())
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        let empty = Value::new_object();
+        let document = format!(
+            r#"{{"flags":{},"group_type_mapping":{},"cohorts":{}}}"#,
+            sonic_rs::to_string(&flags).unwrap(),
+            sonic_rs::to_string(case.get("group_type_mapping").unwrap_or(&empty)).unwrap(),
+            sonic_rs::to_string(case.get("cohorts").unwrap_or(&empty)).unwrap(),
+        );
+        let (set, problems) = FlagSet::compile(None, Some(&document));
+        if !problems.is_empty() {
+            failures.push(format!("{name}: {problems:?}"));
+            continue;
+        }
+        let key = case.get("flag").unwrap().get("key").unwrap().as_str().unwrap();
+        if let Some(difference) = differs(&set, key, case.get("context").unwrap(), case.get("expected").unwrap()) {
+            failures.push(format!("{name}: {difference}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A Hogflare-format flag and its PostHog-format equivalent answer alike.
+#[test]
+fn hogflare_format_matches_its_posthog_equivalent() {
+    let pairs = fixture("hogflare_format.json");
+    let mut failures = Vec::new();
+    for pair in pairs.as_array().unwrap() {
+        let name = pair.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let mapping = pair
+            .get("group_type_mapping")
+            .map_or_else(|| "{}".to_owned(), ToString::to_string);
+        let hogflare = format!(
+            r#"{{"flags":[{}],"group_type_mapping":{mapping}}}"#,
+            pair.get("hogflare").unwrap()
+        );
+        let posthog = format!(
+            r#"{{"flags":[{}],"group_type_mapping":{mapping}}}"#,
+            pair.get("posthog").unwrap()
+        );
+        let (from_hogflare, problems) = FlagSet::compile(Some(&hogflare), None);
+        let (from_posthog, more) = FlagSet::compile(None, Some(&posthog));
+        if !problems.is_empty() || !more.is_empty() {
+            failures.push(format!("{name}: {problems:?} {more:?}"));
+            continue;
+        }
+        let key = pair.get("posthog").unwrap().get("key").unwrap().as_str().unwrap();
+        for case in pair.get("contexts").unwrap().as_array().unwrap() {
+            let (context, expected) = (case.get("context").unwrap(), case.get("expected").unwrap());
+            for (format, set) in [("hogflare", &from_hogflare), ("posthog", &from_posthog)] {
+                if let Some(difference) = differs(set, key, context, expected) {
+                    failures.push(format!(
+                        "{name} ({format}, {}): {difference}",
+                        context.get("distinct_id").unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} answers differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -11,6 +11,8 @@ def test_all_exports() -> None:
         "commit",
         "config",
         "debug",
+        "flags",
+        "flags_api",
         "errors",
         "http",
         "lake",

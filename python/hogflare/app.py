@@ -15,6 +15,8 @@ from hogflare.commit import GroupCommitter, open_store
 from hogflare.config import Settings
 from hogflare.debug import person_debug
 from hogflare.errors import HogflareError, OutboxFullError, StorageError, status_for
+from hogflare.flags import FlagsService
+from hogflare.flags_api import DEFINITIONS_ROUTES, FLAGS_ROUTES, FlagsEndpoints
 from hogflare.http import (
     ClientDisconnectedError,
     Receive,
@@ -28,7 +30,7 @@ from hogflare.http import (
     ok,
 )
 from hogflare.logs import configure
-from hogflare.remote_config import array_config, flags_response, wants_config
+from hogflare.remote_config import array_config
 from hogflare.supervisor import shipper_alive, spawn
 
 log = structlog.get_logger("hogflare.app")
@@ -48,6 +50,7 @@ class App:
         self.store: Store | None = None
         self.committer: GroupCommitter | None = None
         self.capture: CaptureService | None = None
+        self.flags: FlagsEndpoints | None = None
         self.watch = StallWatch(self.settings.body_timeout_secs)
         self._supervisor: asyncio.Task[None] | None = None
         self._shipper_process: subprocess.Popen[bytes] | None = None
@@ -68,6 +71,7 @@ class App:
                 self._supervisor = asyncio.create_task(self._supervise_shipper())
         self.watch = StallWatch(settings.body_timeout_secs)
         self.capture = CaptureService(settings, self.committer, self.watch)
+        self.flags = FlagsEndpoints(settings, FlagsService(settings, self.store), self.watch)
 
     async def shutdown(self) -> None:
         if self._supervisor is not None:
@@ -151,14 +155,20 @@ class App:
                 return error(405, "method not allowed")
             assert self.capture is not None, "startup() has not run"
             return await self.capture.handle(request, kind)
-        if path in {"/flags", "/decide"}:
-            if request.method == "POST":
-                await request.body(self.settings.max_body_bytes, self.watch)
-            return flags_response(self.settings, request, include_config=wants_config(request))
+        if path in FLAGS_ROUTES:
+            assert self.flags is not None, "startup() has not run"
+            return await self.flags.answer(request)
+        if path in DEFINITIONS_ROUTES:
+            assert self.flags is not None, "startup() has not run"
+            return self.flags.definitions(request)
         if path.startswith("/array/"):
             parts = path.split("/")
             if len(parts) == 4 and parts[3] in {"config", "config.js"}:
-                return array_config(self.settings, parts[2], javascript=parts[3] == "config.js")
+                assert self.flags is not None, "startup() has not run"
+                has_flags = self.flags.has_active_flags()
+                return array_config(
+                    self.settings, parts[2], javascript=parts[3] == "config.js", has_feature_flags=has_flags
+                )
         if path.startswith("/__debug/person/") and request.method == "GET":
             return person_debug(self.settings, self.store, request, path.removeprefix("/__debug/person/"))
         if path == "/healthz":

@@ -26,6 +26,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     group_type_2: str | None = None
     group_type_3: str | None = None
     group_type_4: str | None = None
+    feature_flags: str | None = None
+    feature_flags_file: Path | None = None
+    personal_api_keys: tuple[str, ...] = ()
+    project_secret_keys: tuple[str, ...] = ()
 
     dedupe_window_days: int = 7
     outbox_max_bytes: int = 8 * GiB
@@ -57,6 +61,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
 
+    @property
+    def flags_file(self) -> Path:
+        """The flags file: ``HOGFLARE_FEATURE_FLAGS_FILE``, else ``flags.json`` in the data directory."""
+        return self.feature_flags_file or self.data_dir / "flags.json"
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from environment variables, then apply explicit overrides."""
@@ -71,8 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             else:
                 raw[field] = value.strip()
         raw.update({key: value for key, value in overrides.items() if value is not None})
-        if "data_dir" in raw:
-            raw["data_dir"] = str(raw["data_dir"])
+        for field in ("data_dir", "feature_flags_file"):
+            if field in raw:
+                raw[field] = str(raw[field])
         try:
             return msgspec.convert(raw, cls, strict=False, dec_hook=_dec_hook)
         except msgspec.ValidationError as exc:
@@ -107,6 +117,10 @@ ENV: dict[str, str] = {
     "session_recording_endpoint": "POSTHOG_SESSION_RECORDING_ENDPOINT",
     "person_debug_token": "PERSON_DEBUG_TOKEN",
     **{f"group_type_{slot}": f"POSTHOG_GROUP_TYPE_{slot}" for slot in range(5)},
+    "feature_flags": "HOGFLARE_FEATURE_FLAGS",
+    "feature_flags_file": "HOGFLARE_FEATURE_FLAGS_FILE",
+    "personal_api_keys": "HOGFLARE_PERSONAL_API_KEYS",
+    "project_secret_keys": "HOGFLARE_PROJECT_SECRET_KEYS",
     "dedupe_window_days": "HOGFLARE_DEDUPE_WINDOW_DAYS",
     "outbox_max_bytes": "HOGFLARE_OUTBOX_MAX_BYTES",
     "lmdb_map_size": "HOGFLARE_LMDB_MAP_SIZE",
@@ -123,7 +137,7 @@ ENV: dict[str, str] = {
     "log_level": "HOGFLARE_LOG_LEVEL",
 }
 
-LIST_FIELDS = frozenset({"project_tokens"})
+LIST_FIELDS = frozenset({"project_tokens", "personal_api_keys", "project_secret_keys"})
 
 
 def _explain(exc: msgspec.ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""The wire contracts hogflare owns: what it answers to SDKs for config and flags."""
+"""The wire contracts hogflare owns: what SDKs send for flags, and what it answers for config and flags."""
 
 from __future__ import annotations
 
@@ -60,12 +60,120 @@ class RemoteConfig(msgspec.Struct, frozen=True):
     siteApps: tuple[Any, ...] = ()
 
 
-class FlagsResponse(msgspec.Struct, frozen=True):
-    """``/flags?v=2``; ``/decide`` and ``config=true`` add the remote-config fields."""
+class FlagsRequest(msgspec.Struct, kw_only=True):
+    """A ``/flags`` or ``/decide`` body; each field also has the alias older SDKs send."""
 
+    token: str | None = None
+    dollar_token: str | None = msgspec.field(default=None, name="$token")
+    api_key: str | None = None
+    distinct_id: str | int | float | None = None
+    dollar_distinct_id: str | int | float | None = msgspec.field(default=None, name="$distinct_id")
+    person_properties: dict[str, Any] | None = None
+    dollar_properties: dict[str, Any] | None = msgspec.field(default=None, name="$properties")
+    groups: dict[str, Any] | None = None
+    dollar_groups: dict[str, Any] | None = msgspec.field(default=None, name="$groups")
+    group_properties: dict[str, dict[str, Any] | None] | None = None
+    dollar_group_properties: dict[str, dict[str, Any] | None] | None = msgspec.field(
+        default=None, name="$group_properties"
+    )
+    anon_distinct_id: str | int | float | None = msgspec.field(default=None, name="$anon_distinct_id")
+    device_id: str | int | float | None = msgspec.field(default=None, name="$device_id")
+    flag_keys_to_evaluate: list[str] | None = None
+    flag_keys: list[str] | None = None
+    evaluation_environments: list[str] | None = None
+    evaluation_contexts: list[str] | None = None
+    disable_flags: Any = None
+
+
+class FlagReason(msgspec.Struct, frozen=True, gc=False):
+    code: str
+    condition_index: int | None = None
+    description: str | None = None
+
+
+class FlagMetadata(msgspec.Struct, frozen=True, gc=False):
+    id: int | None = None
+    version: int | None = None
+    description: str | None = None
+    #: The payload as a JSON-encoded string, as PostHog stores and sends it.
+    payload: str | None = None
+
+
+class FlagDetail(msgspec.Struct, frozen=True, kw_only=True):
+    """One flag's answer in the v2 ``flags`` map."""
+
+    key: str
+    enabled: bool
+    variant: str | None = None
+    reason: FlagReason
+    metadata: FlagMetadata = FlagMetadata()
+
+    @property
+    def value(self) -> bool | str:
+        """What an SDK reads as the flag's value: the variant, else whether it is on."""
+        return self.variant if self.variant is not None else self.enabled
+
+
+class Evaluation(msgspec.Struct, frozen=True):
+    """Every flag's answer for one user, as the core evaluates them."""
+
+    flags: dict[str, FlagDetail]
+    errorsWhileComputingFlags: bool = False
+
+
+class FlagsResponse(msgspec.Struct):
+    """``/flags`` (every version) and ``/decide?v>=4``: PostHog's v2 ``flags`` map, with the v1
+    ``featureFlags``/``featureFlagPayloads`` maps alongside for SDKs that read only those."""
+
+    flags: dict[str, FlagDetail]
     featureFlags: dict[str, bool | str]
     featureFlagPayloads: dict[str, str]
-    flags: dict[str, Any]
     errorsWhileComputingFlags: bool
     requestId: str
     evaluatedAt: int
+
+
+class DecideV1Response(msgspec.Struct):
+    """``/decide`` without ``v`` or with ``v=1``: the keys of the flags that are on."""
+
+    featureFlags: list[str]
+    requestId: str
+    evaluatedAt: int
+
+
+class DecideV2Response(msgspec.Struct):
+    """``/decide?v=2``: the flags that are on, with their values."""
+
+    featureFlags: dict[str, bool | str]
+    requestId: str
+    evaluatedAt: int
+
+
+class DecideV3Response(msgspec.Struct):
+    """``/decide?v=3``: every flag's value, and the payloads of those that are on."""
+
+    featureFlags: dict[str, bool | str]
+    featureFlagPayloads: dict[str, str]
+    errorsWhileComputingFlags: bool
+    requestId: str
+    evaluatedAt: int
+
+
+class ApiError(msgspec.Struct, frozen=True):
+    """PostHog's (Django REST framework's) error body on its private API."""
+
+    type: str
+    code: str
+    detail: str
+    attr: str | None = None
+
+
+class FlagSummary(msgspec.Struct, frozen=True):
+    """One line of ``hogflare flags list``."""
+
+    key: str
+    active: bool
+    type: str
+    source: str
+    #: Whether server SDKs get it from the definitions endpoint (else they ask ``/flags``).
+    local: bool

@@ -138,6 +138,7 @@ fn an_identified_person_is_merged_only_dangerously() {
     let (_, _, warnings) = h.send(serde_json::json!([identify("b", "a")]));
     assert_eq!(warnings, [PersonWarning::CannotMergeAlreadyIdentified]);
     assert_ne!(h.person("a").unwrap().id, h.person("b").unwrap().id);
+    assert!(h.person("b").unwrap().is_identified);
     let merge = serde_json::json!({"event": "$merge_dangerously", "distinct_id": "b", "properties": {"alias": "a"}});
     let (_, _, warnings) = h.send(serde_json::json!([merge]));
     assert!(warnings.is_empty());

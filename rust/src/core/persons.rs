@@ -180,6 +180,15 @@ impl<'a> PersonWork<'a> {
         self.loaded(id)
     }
 
+    fn mark_identified(&mut self, id: u64) -> Result<u64> {
+        if !self.loaded(id)?.is_identified {
+            let person = self.touch(id)?;
+            person.is_identified = true;
+            person.version += 1;
+        }
+        Ok(id)
+    }
+
     fn link(&mut self, txn: &mut RwTxn, project: u32, distinct_id: &str, id: u64) -> Result<()> {
         self.dbs
             .distinct_ids
@@ -331,17 +340,13 @@ impl<'a> PersonWork<'a> {
                 person.version += 1;
                 id
             }
-            (Some(other), Some(into)) if other == into => {
-                if !self.persons[&into].is_identified {
-                    let person = self.touch(into)?;
-                    person.is_identified = true;
-                    person.version += 1;
-                }
-                into
-            }
+            (Some(other), Some(into)) if other == into => self.mark_identified(into)?,
             (Some(other), Some(into)) => {
                 if self.persons[&other].is_identified && op.kind != IdentityKind::MergeDangerously {
+                    // PostHog refuses the merge but still counts the event's own person as
+                    // identified: the event came from someone who identified.
                     self.warn(PersonWarning::CannotMergeAlreadyIdentified);
+                    self.mark_identified(into)?;
                     return Ok(None);
                 }
                 let mut gone = self

@@ -60,7 +60,7 @@ fn filter(definition: &PropertyFilter, flag_aggregation: Option<u8>) -> Result<F
     let negated = definition.negation.unwrap_or(false);
     match definition.kind.as_deref().unwrap_or("person") {
         "cohort" => Ok(Filter::Cohort {
-            id: text_of(&definition.value),
+            id: text_of(&definition.value).into_owned(),
             positive: operator != "not_in" && !negated,
         }),
         "flag" => Ok(Filter::Flag {
@@ -124,7 +124,7 @@ pub fn flag(definition: FlagDefinition, salt: String) -> Result<Flag, String> {
         .payloads
         .iter()
         .filter(|(_, payload)| !payload.is_null())
-        .map(|(key, payload)| (key.clone(), text_of(payload)))
+        .map(|(key, payload)| (key.clone(), text_of(payload).into_owned()))
         .collect();
     Ok(Flag {
         definition,

@@ -1,7 +1,7 @@
 //! One user's flags, as PostHog's flag service decides them: holdouts, early-access enrollment,
 //! conditions in order with their rollouts, variants by hash, and the reason for each answer.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use sha1::{Digest, Sha1};
@@ -50,17 +50,23 @@ impl Reason {
         }
     }
 
-    pub fn description(self, condition_index: Option<usize>) -> String {
+    /// PostHog's description of the reason, written as a JSON string.
+    pub fn push_description(self, out: &mut String, condition_index: Option<usize>) {
+        out.push('"');
         match self {
-            Self::SuperConditionValue => "Super condition value".into(),
-            Self::HoldoutConditionValue => "Holdout condition value".into(),
-            Self::ConditionMatch => format!("Matched condition set {}", condition_index.unwrap_or(0) + 1),
-            Self::OutOfRolloutBound => "Out of rollout bound".into(),
-            Self::NoConditionMatch => "No matching condition set".into(),
-            Self::NoGroupType => "No group type".into(),
-            Self::FlagDisabled => "Flag is disabled".into(),
-            Self::MissingDependency => "A flag this flag depends on is missing or circular".into(),
+            Self::SuperConditionValue => out.push_str("Super condition value"),
+            Self::HoldoutConditionValue => out.push_str("Holdout condition value"),
+            Self::ConditionMatch => {
+                out.push_str("Matched condition set ");
+                out.push_str(&(condition_index.unwrap_or(0) + 1).to_string());
+            }
+            Self::OutOfRolloutBound => out.push_str("Out of rollout bound"),
+            Self::NoConditionMatch => out.push_str("No matching condition set"),
+            Self::NoGroupType => out.push_str("No group type"),
+            Self::FlagDisabled => out.push_str("Feature flag is disabled"),
+            Self::MissingDependency => out.push_str("A flag this flag depends on is missing or circular"),
         }
+        out.push('"');
     }
 }
 
@@ -102,24 +108,22 @@ pub struct Context<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// PostHog's bucketing: the first 15 hex digits of a SHA-1, as a fraction of the largest.
-pub fn hash(prefix: &str, identifier: &str, salt: &str) -> f64 {
+/// PostHog's bucketing: the first 15 hex digits of a SHA-1 of the parts, as a fraction of the
+/// largest.
+pub fn hash(parts: &[&str]) -> f64 {
     let mut hasher = Sha1::new();
-    hasher.update(prefix.as_bytes());
-    hasher.update(identifier.as_bytes());
-    hasher.update(salt.as_bytes());
+    for part in parts {
+        hasher.update(part.as_bytes());
+    }
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     (u64::from_be_bytes(first) >> 4) as f64 / 0x0FFF_FFFF_FFFF_FFFF_u64 as f64
 }
 
+/// `hash("{flag key}.{identifier}{salt}")`, with Hogflare's per-flag salt before PostHog's.
 fn flag_hash(flag: &Flag, identifier: &str, salt: &str) -> f64 {
-    hash(
-        &format!("{}.", flag.definition.key),
-        identifier,
-        &format!("{}{salt}", flag.salt),
-    )
+    hash(&[&flag.definition.key, ".", identifier, &flag.salt, salt])
 }
 
 /// A person property, with PostHog's fallback of `$initial_x` to `x` when the initial one is
@@ -134,7 +138,7 @@ fn person_property<'v>(person: &'v Value, key: &str) -> Option<&'v Value> {
 pub struct Evaluation<'s, 'c> {
     set: &'s FlagSet,
     context: &'c Context<'c>,
-    done: HashMap<usize, FlagResult>,
+    done: Vec<Option<FlagResult>>,
     visiting: Vec<usize>,
     /// A flag the one being decided depends on is missing or part of a cycle.
     missing_dependency: bool,
@@ -145,40 +149,44 @@ impl<'s, 'c> Evaluation<'s, 'c> {
         Self {
             set,
             context,
-            done: HashMap::new(),
+            done: vec![None; set.flags.len()],
             visiting: Vec::new(),
             missing_dependency: false,
         }
     }
 
-    fn group_key(&self, index: u8) -> Option<String> {
+    fn group_key(&self, index: u8) -> Option<Cow<'c, str>> {
         let name = self.set.group_type(index)?;
         let key = self.context.groups.get(name)?;
-        key.as_str()
-            .map_or_else(|| (!key.is_null()).then(|| key.to_string()), |k| Some(k.to_owned()))
+        match key.as_str() {
+            Some(text) => Some(Cow::Borrowed(text)),
+            None => (!key.is_null()).then(|| Cow::Owned(key.to_string())),
+        }
     }
 
-    fn identifier(&self, flag: &Flag, aggregation: Option<u8>) -> Option<String> {
+    /// Who the flag is bucketed by: the group key for a group condition, else the device id,
+    /// the anonymous id (experience continuity) or the distinct id, as the flag says.
+    fn identifier(&self, flag: &Flag, aggregation: Option<u8>) -> Option<Cow<'c, str>> {
         if let Some(index) = aggregation {
             return self.group_key(index);
         }
         let context = self.context;
         if flag.definition.bucketing_identifier.as_deref() == Some("device_id") {
             if let Some(device) = context.device_id.filter(|d| !d.is_empty()) {
-                return Some(device.to_owned());
+                return Some(Cow::Borrowed(device));
             }
         }
         if flag.definition.ensure_experience_continuity {
             if let Some(anon) = context.anon_distinct_id.filter(|a| !a.is_empty()) {
-                return Some(anon.to_owned());
+                return Some(Cow::Borrowed(anon));
             }
         }
-        Some(context.distinct_id.to_owned())
+        Some(Cow::Borrowed(context.distinct_id))
     }
 
     /// Evaluate one flag (by index), caching the answer for flags that depend on it.
     pub fn flag(&mut self, index: usize) -> FlagResult {
-        if let Some(done) = self.done.get(&index) {
+        if let Some(done) = &self.done[index] {
             return done.clone();
         }
         if self.visiting.contains(&index) {
@@ -194,7 +202,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             result.error = true;
         }
         self.visiting.pop();
-        self.done.insert(index, result.clone());
+        self.done[index] = Some(result.clone());
         result
     }
 
@@ -225,7 +233,8 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                 let (matched, error) = self.condition_matches(condition, aggregation);
                 let mut result = FlagResult::off(Reason::SuperConditionValue, Some(0));
                 result.error = error;
-                if matched && self.in_rollout(flag, condition, aggregation) {
+                let identifier = self.identifier(flag, aggregation);
+                if matched && identifier.is_some_and(|id| in_rollout(flag, condition, &id)) {
                     result.enabled = true;
                     result.payload = flag.payloads.get("true").cloned();
                 }
@@ -235,7 +244,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
 
         if let Some(holdout) = &definition.filters.holdout {
             if let Some(identifier) = self.identifier(flag, aggregation) {
-                if hash("holdout-", &identifier, "") <= holdout.exclusion_percentage / 100.0 {
+                if hash(&["holdout-", &identifier]) <= holdout.exclusion_percentage / 100.0 {
                     let mut result = FlagResult::off(Reason::HoldoutConditionValue, None);
                     result.enabled = true;
                     let variant = format!("holdout-{}", holdout.id);
@@ -259,7 +268,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                 keep_better(&mut best, FlagResult::off(Reason::NoConditionMatch, Some(index)));
                 continue;
             }
-            if !self.in_rollout(flag, condition, aggregation) || self.lacks_device_id(flag, aggregation) {
+            if !in_rollout(flag, condition, &identifier) || self.lacks_device_id(flag, aggregation) {
                 keep_better(&mut best, FlagResult::off(Reason::OutOfRolloutBound, Some(index)));
                 if definition.filters.early_exit == Some(true) {
                     break;
@@ -292,16 +301,6 @@ impl<'s, 'c> Evaluation<'s, 'c> {
         aggregation.is_none()
             && flag.definition.bucketing_identifier.as_deref() == Some("device_id")
             && self.context.device_id.is_none_or(str::is_empty)
-    }
-
-    fn in_rollout(&self, flag: &Flag, condition: &Condition, aggregation: Option<u8>) -> bool {
-        match condition.rollout {
-            None => true,
-            Some(rollout) if rollout >= 100.0 => true,
-            Some(rollout) => self
-                .identifier(flag, aggregation)
-                .is_some_and(|id| flag_hash(flag, &id, "") <= rollout / 100.0),
-        }
     }
 
     /// Whether every filter of a condition holds, and whether deciding needed something missing.
@@ -392,6 +391,14 @@ impl<'s, 'c> Evaluation<'s, 'c> {
     }
 }
 
+fn in_rollout(flag: &Flag, condition: &Condition, identifier: &str) -> bool {
+    match condition.rollout {
+        None => true,
+        Some(rollout) if rollout >= 100.0 => true,
+        Some(rollout) => flag_hash(flag, identifier, "") <= rollout / 100.0,
+    }
+}
+
 /// Keep the higher-priority of two non-matching answers; on a tie the later condition is the
 /// one reported, as PostHog's flag service does.
 fn keep_better(best: &mut Option<FlagResult>, candidate: FlagResult) {
@@ -435,8 +442,8 @@ mod tests {
 
     #[test]
     fn hogflare_test_vectors() {
-        assert!((hash("rollout.", "user-1", "") * 100.0 - 90.215_596_333_375_09).abs() < 1e-9);
-        assert!((hash("multi.", "user-1", "variant") * 100.0 - 33.732_873_818_499_52).abs() < 1e-9);
+        assert!((hash(&["rollout.", "user-1"]) * 100.0 - 90.215_596_333_375_09).abs() < 1e-9);
+        assert!((hash(&["multi.", "user-1", "variant"]) * 100.0 - 33.732_873_818_499_52).abs() < 1e-9);
     }
 
     #[test]

@@ -235,27 +235,13 @@ impl FlagSet {
             out.push_str(r#","reason":{"code":"#);
             rawjson::push_string(&mut out, result.reason.code());
             out.push_str(r#","condition_index":"#);
-            out.push_str(
-                &result
-                    .condition_index
-                    .map_or_else(|| "null".to_owned(), |i| i.to_string()),
-            );
+            push_number(&mut out, result.condition_index.map(|i| i as i64));
             out.push_str(r#","description":"#);
-            rawjson::push_string(&mut out, &result.reason.description(result.condition_index));
+            result.reason.push_description(&mut out, result.condition_index);
             out.push_str(r#"},"metadata":{"id":"#);
-            out.push_str(
-                &flag
-                    .definition
-                    .id
-                    .map_or_else(|| "null".to_owned(), |id| id.to_string()),
-            );
+            push_number(&mut out, flag.definition.id);
             out.push_str(r#","version":"#);
-            out.push_str(
-                &flag
-                    .definition
-                    .version
-                    .map_or_else(|| "null".to_owned(), |v| v.to_string()),
-            );
+            push_number(&mut out, flag.definition.version);
             out.push_str(r#","description":"#);
             push_optional(&mut out, flag.definition.description.as_deref());
             out.push_str(r#","payload":"#);
@@ -289,6 +275,16 @@ impl FlagSet {
         document.push_str(&sonic_rs::to_string(&self.raw_cohorts).unwrap_or_else(|_| "{}".into()));
         document.push('}');
         document
+    }
+}
+
+fn push_number(out: &mut String, number: Option<i64>) {
+    use std::fmt::Write;
+    match number {
+        Some(number) => {
+            let _ = write!(out, "{number}");
+        }
+        None => out.push_str("null"),
     }
 }
 

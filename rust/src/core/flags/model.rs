@@ -143,6 +143,7 @@ pub fn from_hogflare(
     flag: &Value,
     group_index: &mut dyn FnMut(&str) -> Option<u8>,
 ) -> Result<(FlagDefinition, bool), String> {
+    check_hogflare_types(flag)?;
     let key = flag
         .get("key")
         .and_then(|k| k.as_str())
@@ -250,6 +251,123 @@ pub fn from_hogflare(
         None => {}
     }
     Ok((definition, hogflare_only))
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Boolean,
+    Integer,
+    Percentage,
+    List,
+    Object,
+}
+
+/// Refuse a field of the wrong type rather than ignore it: a mistyped `conditions` or
+/// `rollout_percentage` would otherwise turn a flag on for everyone.
+fn check_fields(what: &str, value: &Value, fields: &[(&str, Kind)]) -> Result<(), String> {
+    if !value.is_object() {
+        return Err(format!("{what} is not an object"));
+    }
+    for (name, kind) in fields {
+        let Some(field) = value.get(name).filter(|f| !f.is_null()) else {
+            continue;
+        };
+        let fits = match kind {
+            Kind::Text => field.is_str(),
+            Kind::Boolean => field.is_boolean(),
+            Kind::Integer => field.as_i64().is_some(),
+            Kind::Percentage => field.as_f64().is_some_and(|p| (0.0..=100.0).contains(&p)),
+            Kind::List => field.is_array(),
+            Kind::Object => field.is_object(),
+        };
+        if !fits {
+            let expected = match kind {
+                Kind::Text => "a string",
+                Kind::Boolean => "true or false",
+                Kind::Integer => "an integer",
+                Kind::Percentage => "a number from 0 to 100",
+                Kind::List => "a list",
+                Kind::Object => "an object",
+            };
+            return Err(format!("{what}: `{name}` must be {expected}, not {field}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_hogflare_types(flag: &Value) -> Result<(), String> {
+    use Kind::{Boolean, Integer, List, Object, Percentage, Text};
+    check_fields(
+        "the flag",
+        flag,
+        &[
+            ("key", Text),
+            ("active", Boolean),
+            ("type", Text),
+            ("rollout_percentage", Percentage),
+            ("variants", List),
+            ("variant_payloads", Object),
+            ("conditions", List),
+            ("group_type", Text),
+            ("evaluation_environments", List),
+            ("salt", Text),
+            ("id", Integer),
+            ("version", Integer),
+            ("description", Text),
+            ("filters", Object),
+        ],
+    )?;
+    if let Some(kind) = flag.get("type").and_then(|t| t.as_str()) {
+        if kind != "boolean" && kind != "multivariate" {
+            return Err(format!("`type` must be \"boolean\" or \"multivariate\", not {kind:?}"));
+        }
+    }
+    for variant in flag.get("variants").and_then(|v| v.as_array()).into_iter().flatten() {
+        check_fields(
+            "a variant",
+            variant,
+            &[("key", Text), ("rollout_percentage", Percentage)],
+        )?;
+    }
+    for (index, condition) in flag
+        .get("conditions")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let what = format!("condition {}", index + 1);
+        check_fields(
+            &what,
+            condition,
+            &[
+                ("properties", List),
+                ("rollout_percentage", Percentage),
+                ("variant", Text),
+                ("variants", List),
+            ],
+        )?;
+        for filter in condition
+            .get("properties")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            check_fields(
+                &what,
+                filter,
+                &[
+                    ("key", Text),
+                    ("operator", Text),
+                    ("op", Text),
+                    ("type", Text),
+                    ("group_type", Text),
+                ],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn strings(value: &Value) -> Option<Vec<String>> {

@@ -1,6 +1,8 @@
 //! Property operators, compiled once per flag and matched as PostHog's flag service matches them
 //! (the server's rules: it has every stored property, so a missing key is an absent value).
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, Utc};
 use regex::Regex;
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
@@ -42,10 +44,19 @@ pub enum Operator {
 }
 
 /// The text PostHog compares: a string's own text, anything else as JSON.
-pub fn text_of(value: &Value) -> String {
+pub fn text_of(value: &Value) -> Cow<'_, str> {
     match value.as_str() {
-        Some(text) => text.to_owned(),
-        None => sonic_rs::to_string(value).unwrap_or_default(),
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(sonic_rs::to_string(value).unwrap_or_default()),
+    }
+}
+
+/// Lower case, without a copy when it already is.
+fn lower(text: Cow<'_, str>) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        Cow::Owned(text.to_lowercase())
+    } else {
+        text
     }
 }
 
@@ -120,11 +131,11 @@ impl Operator {
         use std::cmp::Ordering::{Greater, Less};
         let list = || -> Vec<String> {
             match value.as_array() {
-                Some(items) => items.iter().map(text_of).collect(),
-                None => vec![text_of(value)],
+                Some(items) => items.iter().map(|item| text_of(item).to_lowercase()).collect(),
+                None => vec![text_of(value).to_lowercase()],
             }
         };
-        let lower = || text_of(value).to_lowercase();
+        let lowered = || text_of(value).to_lowercase();
         let regex = || Regex::new(&text_of(value)).ok();
         let number = || number_of(value);
         let date = || match value.as_str().and_then(relative) {
@@ -136,8 +147,8 @@ impl Operator {
             "is_not" => Self::IsNot(list(), value.as_bool()),
             "is_set" => Self::IsSet,
             "is_not_set" => Self::IsNotSet,
-            "icontains" => Self::IContains(lower()),
-            "not_icontains" => Self::NotIContains(lower()),
+            "icontains" => Self::IContains(lowered()),
+            "not_icontains" => Self::NotIContains(lowered()),
             "regex" => Self::Regex(regex()),
             "not_regex" => Self::NotRegex(regex()),
             "gt" => Self::Compare(Greater, false, number()),
@@ -147,10 +158,10 @@ impl Operator {
             "is_date_before" => Self::Date(DateOp::Before, date()),
             "is_date_after" => Self::Date(DateOp::After, date()),
             "is_date_exact" => Self::Date(DateOp::Exact, date()),
-            "starts_with" => Self::StartsWith(lower(), true),
-            "not_starts_with" => Self::StartsWith(lower(), false),
-            "ends_with" => Self::EndsWith(lower(), true),
-            "not_ends_with" => Self::EndsWith(lower(), false),
+            "starts_with" => Self::StartsWith(lowered(), true),
+            "not_starts_with" => Self::StartsWith(lowered(), false),
+            "ends_with" => Self::EndsWith(lowered(), true),
+            "not_ends_with" => Self::EndsWith(lowered(), false),
             other => match SemverOp::parse(other) {
                 Some(op) => Self::Semver(op, SemverRange::parse(op, &text_of(value))),
                 None => return Err(format!("unknown operator {other:?}")),
@@ -172,8 +183,8 @@ impl Operator {
             Self::IsNot(expected, boolean) => !exact(expected, *boolean, value),
             Self::IsSet => true,
             Self::IsNotSet => false,
-            Self::IContains(needle) => text_of(value).to_lowercase().contains(needle.as_str()),
-            Self::NotIContains(needle) => !text_of(value).to_lowercase().contains(needle.as_str()),
+            Self::IContains(needle) => lower(text_of(value)).contains(needle.as_str()),
+            Self::NotIContains(needle) => !lower(text_of(value)).contains(needle.as_str()),
             Self::Regex(pattern) => pattern.as_ref().is_some_and(|p| p.is_match(&text_of(value))),
             Self::NotRegex(pattern) => pattern.as_ref().is_some_and(|p| !p.is_match(&text_of(value))),
             Self::Compare(direction, or_equal, expected) => match (number_of(value), expected) {
@@ -197,10 +208,8 @@ impl Operator {
                     DateOp::Exact => actual == target,
                 }
             }
-            Self::StartsWith(prefix, positive) => {
-                text_of(value).to_lowercase().starts_with(prefix.as_str()) == *positive
-            }
-            Self::EndsWith(suffix, positive) => text_of(value).to_lowercase().ends_with(suffix.as_str()) == *positive,
+            Self::StartsWith(prefix, positive) => lower(text_of(value)).starts_with(prefix.as_str()) == *positive,
+            Self::EndsWith(suffix, positive) => lower(text_of(value)).ends_with(suffix.as_str()) == *positive,
             Self::Semver(op, range) => range.as_ref().is_some_and(|range| range.matches(*op, &text_of(value))),
         }
     }
@@ -215,9 +224,8 @@ fn exact(expected: &[String], boolean: Option<bool>, value: &Value) -> bool {
             .unwrap_or_else(|| value.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true")));
         return truth == wanted;
     }
-    let actual = text_of(value).to_lowercase();
+    let actual = lower(text_of(value));
     expected.iter().any(|candidate| {
-        candidate.to_lowercase() == actual
-            || matches!((truthiness(candidate), truthiness(&actual)), (Some(a), Some(b)) if a == b)
+        *candidate == actual || matches!((truthiness(candidate), truthiness(&actual)), (Some(a), Some(b)) if a == b)
     })
 }

@@ -69,6 +69,21 @@ fn bad_flags_are_reported_and_the_others_kept() {
 }
 
 #[test]
+fn mistyped_fields_are_refused_not_ignored() {
+    for flag in [
+        r#"{"key": "a", "conditions": "everyone"}"#,
+        r#"{"key": "b", "rollout_percentage": "lots"}"#,
+        r#"{"key": "c", "rollout_percentage": 150}"#,
+        r#"{"key": "d", "variants": "x"}"#,
+        r#"{"key": "e", "type": "weird"}"#,
+        r#"{"key": "f", "conditions": [{"properties": {"key": "plan"}}]}"#,
+    ] {
+        let (set, problems) = FlagSet::compile(Some(&format!("[{flag}]")), None);
+        assert!(set.is_empty() && problems.len() == 1, "{flag}: {problems:?}");
+    }
+}
+
+#[test]
 fn definitions_round_trip_through_the_posthog_format() {
     let hogflare = r#"{"flags": [{"key": "g", "group_type": "company", "rollout_percentage": 50}], "group_type_mapping": {"0": "company"}}"#;
     let (set, problems) = FlagSet::compile(Some(hogflare), None);

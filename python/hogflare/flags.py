@@ -1,0 +1,253 @@
+"""The flags hogflare serves: compiled from ``HOGFLARE_FEATURE_FLAGS`` and the flags file, the file
+reloaded when it changes, and evaluated for one user with the person and group properties the store
+holds under the ones the request sends.
+
+A bad flag is reported and left out; the others are served. A flags file that no longer reads at
+all (half written, broken JSON) keeps the flags it gave before, and says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from hogflare._hogflare import FlagSet, Store
+from hogflare.config import Settings
+from hogflare.models import Evaluation, FlagSummary
+
+log = structlog.get_logger("hogflare.flags")
+
+ENV_SOURCE = "HOGFLARE_FEATURE_FLAGS"
+#: How often, at most, a request looks at the flags file for changes.
+CHECK_INTERVAL_SECS = 1.0
+
+#: Called with ``(source, message)`` for every problem found while loading flags.
+ProblemSink = Callable[[str, str], None]
+#: ``(mtime_ns, size, inode)`` of the flags file, or ``None`` when there is none.
+Stamp = tuple[int, int, int] | None
+
+_decode_evaluation = msgspec.json.Decoder(Evaluation).decode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+_encode = msgspec.json.Encoder().encode
+NO_FLAGS = Evaluation(flags={})
+
+
+def _log_problem(source: str, message: str) -> None:
+    log.warning("feature flag problem", source=source, problem=message)
+
+
+class FlagsService:
+    """The current flag set of one process, and evaluation against it."""
+
+    def __init__(self, settings: Settings, store: Store | None = None, *, report: ProblemSink = _log_problem) -> None:
+        self.store = store
+        self.path: Path = settings.flags_file
+        self._path_given = settings.feature_flags_file is not None
+        self._env_text = settings.feature_flags
+        self._report = report
+        self._seen: set[str] = set()
+        self.problems: list[tuple[str, str]] = []
+        self.file_keys: frozenset[str] = frozenset()
+        self._file_text: str | None = None
+        self._stamp: Stamp = None
+        self._next_check = 0.0
+        self._definitions: tuple[bytes, str] | None = None
+        if self._env_text is not None:
+            _, problems = FlagSet.compile(hogflare=self._env_text)
+            self._problems(ENV_SOURCE, problems)
+        self._flags = self._combine()
+        self._check_file(first=True)
+
+    @property
+    def configured(self) -> bool:
+        """Whether any flags were asked for: the variable is set, or a flags file exists or was named."""
+        return self._env_text is not None or self._path_given or self._stamp is not None
+
+    def current(self) -> FlagSet:
+        """The flag set to answer with, after picking up a changed flags file (checked once a second)."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + CHECK_INTERVAL_SECS
+            self._check_file()
+        return self._flags
+
+    def definitions(self) -> tuple[bytes, str]:
+        """The local-evaluation document of the current flags and its ``ETag``."""
+        flags = self.current()
+        if self._definitions is None:
+            body = flags.definitions()
+            self._definitions = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+        return self._definitions
+
+    def evaluate(
+        self,
+        token: str | None,
+        distinct_id: str,
+        *,
+        person_properties: dict[str, Any] | None = None,
+        groups: dict[str, str] | None = None,
+        group_properties: dict[str, dict[str, Any] | None] | None = None,
+        anon_distinct_id: str | None = None,
+        device_id: str | None = None,
+        flag_keys: list[str] | None = None,
+        environments: list[str] | None = None,
+    ) -> Evaluation:
+        """Every flag for one user. Stored properties are read (never written: no person is made),
+        and the request's own win over them."""
+        flags = self.current()
+        if not len(flags):
+            return NO_FLAGS
+        groups = groups or {}
+        raw = flags.evaluate(
+            distinct_id,
+            person_properties=self._person_properties(token, distinct_id, person_properties),
+            groups=_encode(groups).decode() if groups else "{}",
+            group_properties=self._group_properties(token, groups, group_properties or {}),
+            anon_distinct_id=anon_distinct_id,
+            device_id=device_id,
+            flag_keys=flag_keys,
+            environments=environments,
+        )
+        return _decode_evaluation(raw)
+
+    def _person_properties(self, token: str | None, distinct_id: str, overrides: dict[str, Any] | None) -> str:
+        stored = self.store.person_properties(token, distinct_id) if self.store is not None and token else None
+        properties = _decode_object(stored) if stored else {}
+        if overrides:
+            properties.update(overrides)
+        properties.setdefault("distinct_id", distinct_id)
+        return _encode(properties).decode()
+
+    def _group_properties(
+        self, token: str | None, groups: dict[str, str], overrides: dict[str, dict[str, Any] | None]
+    ) -> str:
+        if not groups:
+            return "{}"
+        stored: dict[str, Any] = {}
+        if self.store is not None and token:
+            stored = _decode_object(self.store.group_properties(token, _encode(groups).decode()))
+        merged: dict[str, dict[str, Any]] = {}
+        for group_type, key in groups.items():
+            properties = dict(stored.get(group_type) or {})
+            properties.update(overrides.get(group_type) or {})
+            properties["$group_key"] = key
+            merged[group_type] = properties
+        return _encode(merged).decode()
+
+    # --- loading ---------------------------------------------------------------------------------
+
+    def _problems(self, source: str, messages: list[str]) -> None:
+        for message in messages:
+            self._seen.add(message)
+            plain = _without_source(message)
+            self.problems.append((source, plain))
+            self._report(source, plain)
+
+    def _combine(self) -> FlagSet:
+        flags, problems = FlagSet.compile(hogflare=self._env_text, definitions=self._file_text)
+        # Each source's own problems were reported when it was read; only what the two cause together is new.
+        self._problems("flags", [message for message in problems if message not in self._seen])
+        self._definitions = None
+        return flags
+
+    def _check_file(self, *, first: bool = False) -> None:
+        source = str(self.path)
+        try:
+            info = os.stat(self.path)
+            stamp: Stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        except OSError as exc:
+            if first:
+                self._problems(source, [f"cannot read the flags file: {exc.strerror}"])
+            return
+        if stamp == self._stamp and not first:
+            return
+        self._stamp = stamp
+        self.problems = [problem for problem in self.problems if problem[0] != source]
+        if stamp is None:
+            if first and self._path_given:
+                self._problems(source, ["the flags file does not exist (HOGFLARE_FEATURE_FLAGS_FILE)"])
+            elif self._file_text is not None:
+                log.info("flags file removed; its flags are no longer served", source=source)
+                self._replace_file(None, frozenset())
+            return
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeError) as exc:
+            self._problems(source, [f"cannot read the flags file: {exc}"])
+            return
+        file_flags, problems = FlagSet.compile(definitions=text)
+        if problems and not len(file_flags) and self._file_text is not None:
+            self._problems(source, problems)
+            kept = len(self.file_keys)
+            self._problems(source, [f"the file gave no flags; the {kept} flags it gave before are still served"])
+            return
+        self._problems(source, problems)
+        self._replace_file(text, frozenset(file_flags.keys()))
+        if not first:
+            log.info("flags file reloaded", source=source, flags=len(self.file_keys), problems=len(problems))
+
+    def _replace_file(self, text: str | None, keys: frozenset[str]) -> None:
+        self._file_text = text
+        self.file_keys = keys
+        self._flags = self._combine()
+
+    def source_of(self, key: str) -> str:
+        """Where a flag comes from: the file wins over the variable on the same key."""
+        return str(self.path) if key in self.file_keys else ENV_SOURCE
+
+    def summaries(self) -> list[FlagSummary]:
+        """Each flag served: whether it is active, its type, its source, and whether SDKs can evaluate it locally."""
+        flags = self.current()
+        local = {flag.get("key"): flag for flag in _flag_objects(self.definitions()[0])}
+        raw = {flag.get("key"): flag for flag in _flag_objects((self._env_text or "").encode())}
+        out = []
+        keys = flags.keys()
+        for key in keys:
+            flag = local.get(key) or raw.get(key) or {}
+            out.append(
+                FlagSummary(
+                    key=key,
+                    active=flag.get("active") is not False,
+                    type=_flag_type(flag),
+                    source=self.source_of(key),
+                    local=key in local,
+                )
+            )
+        return out
+
+
+def _without_source(message: str) -> str:
+    """A compile message without the source name it may start with (the caller names the source)."""
+    for prefix in (f"{ENV_SOURCE}: ", "flags file: "):
+        if message.startswith(prefix):
+            return message.removeprefix(prefix).rstrip()
+    return message.rstrip()
+
+
+def _flag_objects(text: bytes) -> list[dict[str, Any]]:
+    """The flag objects of a flags document (``{"flags": [...]}`` or a bare array), best effort."""
+    try:
+        document = msgspec.json.decode(text) if text.strip() else []
+    except msgspec.DecodeError:
+        return []
+    flags = document.get("flags") if isinstance(document, dict) else document
+    return [flag for flag in flags if isinstance(flag, dict)] if isinstance(flags, list) else []
+
+
+def _flag_type(flag: dict[str, Any]) -> str:
+    filters = flag.get("filters")
+    filters = filters if isinstance(filters, dict) else {}
+    multivariate = filters.get("multivariate")
+    multivariate = multivariate if isinstance(multivariate, dict) else {}
+    if flag.get("type") == "multivariate" or flag.get("variants") or multivariate.get("variants"):
+        return "multivariate"
+    return "boolean"

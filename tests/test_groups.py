@@ -1,0 +1,154 @@
+"""Groups: ``$groupidentify`` on every route, group type slots, and the group columns of events."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TOKEN, Hogflare
+from tests.helpers.persons import at, capture, person_uuid, post_ok, send, started
+
+
+def group_identify(group_type: str, key: str, props: dict[str, Any], distinct_id: str = "u") -> dict[str, Any]:
+    """posthog-python's and posthog-node's ``group_identify`` item."""
+    properties = {"$group_type": group_type, "$group_key": key, "$group_set": props}
+    return capture(distinct_id, properties, "$groupidentify")
+
+
+GROUP_BODIES: list[tuple[str, str, Any]] = [
+    ("/e", "/e", [{**group_identify("company", "acme", {"name": "Acme"}), "token": TOKEN}]),
+    ("/i/v0/e", "/i/v0/e", [{**group_identify("company", "acme", {"name": "Acme"}), "token": TOKEN}]),
+    ("/capture", "/capture", {"api_key": TOKEN, **group_identify("company", "acme", {"name": "Acme"})}),
+    ("/batch", "/batch", {"api_key": TOKEN, "batch": [group_identify("company", "acme", {"name": "Acme"})]}),
+    ("/groups", "/groups",
+     {"api_key": TOKEN, "group_type": "company", "group_key": "acme", "properties": {"name": "Acme"}}),
+    ("/groups with $group_set", "/groups",
+     {"api_key": TOKEN,
+      "properties": {"$group_type": "company", "$group_key": "acme", "$group_set": {"name": "Acme"}}}),
+    ("/batch type groupidentify", "/batch",
+     {"api_key": TOKEN, "batch": [{"type": "groupidentify", "distinct_id": "u", "properties": {
+         "$group_type": "company", "$group_key": "acme", "$group_set": {"name": "Acme"}}}]}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "path", "body"), GROUP_BODIES, ids=[case[0] for case in GROUP_BODIES])
+async def test_groupidentify_on_every_route(hogflare: Hogflare, case: str, path: str, body: Any) -> None:
+    await post_ok(hogflare, path, body)
+    [group] = hogflare.groups()
+    assert {key: group[key] for key in ("api_key", "group_type", "group_type_index", "group_key")} == {
+        "api_key": TOKEN,
+        "group_type": "company",
+        "group_type_index": 0,
+        "group_key": "acme",
+    }
+    assert group["group_properties"] == {"name": "Acme"}
+    [row] = hogflare.rows()
+    assert row["event"] == "$groupidentify"
+    assert row["person_id"] is None
+    assert row["group0"] == "acme"
+    assert row["group_properties"] == {"company": {"name": "Acme"}}
+    assert hogflare.persons() == []
+
+
+async def test_group_set_is_a_set(hogflare: Hogflare) -> None:
+    await send(
+        hogflare,
+        {**group_identify("company", "acme", {"name": "Acme", "plan": "free"}), "timestamp": at(1)},
+        {**group_identify("company", "acme", {"plan": "pro", "seats": 5}), "timestamp": at(2)},
+    )
+    [group] = hogflare.groups()
+    assert group["group_properties"] == {"name": "Acme", "plan": "pro", "seats": 5}
+    rows = hogflare.rows(order="timestamp")
+    assert [row["group_properties"]["company"] for row in rows] == [
+        {"name": "Acme", "plan": "free"},
+        {"name": "Acme", "plan": "pro", "seats": 5},
+    ]
+
+
+async def test_groupidentify_leaves_persons_alone(hogflare: Hogflare) -> None:
+    await send(hogflare, capture("u", {"$set": {"a": 1}}))
+    item = group_identify("company", "acme", {"name": "Acme"}, distinct_id="u")
+    item["properties"]["$set"] = {"a": 2}
+    await send(hogflare, item)
+    [person] = hogflare.persons_latest()
+    assert person["merged_properties"] == {"a": 1}
+    assert len(hogflare.persons()) == 1
+
+
+async def test_events_carry_their_groups(hogflare: Hogflare) -> None:
+    await send(hogflare, group_identify("company", "acme", {"name": "Acme"}))
+    await send(hogflare, capture("u", {"$groups": {"company": "acme", "project": "p1"}, "$set": {"a": 1}}, "click"))
+    [row] = hogflare.rows("event = 'click'")
+    assert (row["properties"]["$group_0"], row["properties"]["$group_1"]) == ("acme", "p1")
+    assert [row[f"group{slot}"] for slot in range(5)] == ["acme", "p1", None, None, None]
+    assert row["group_properties"] == {"company": {"name": "Acme"}, "project": {}}
+    assert row["person_id"] == person_uuid("u")
+    assert row["person_properties"] == {"a": 1}
+    # Events never create groups.
+    assert [group["group_type"] for group in hogflare.groups()] == ["company"]
+
+
+async def test_group_properties_as_of_the_event(hogflare: Hogflare) -> None:
+    groups = {"$groups": {"company": "acme"}}
+    await send(
+        hogflare,
+        capture("u", groups, "before"),
+        group_identify("company", "acme", {"name": "Acme"}),
+        capture("u", groups, "after"),
+        group_identify("company", "acme", {"name": "Acme Inc"}),
+    )
+    before, after = (hogflare.rows(f"event = '{name}'")[0] for name in ("before", "after"))
+    assert before["group_properties"] == {"company": {}}
+    assert after["group_properties"] == {"company": {"name": "Acme"}}
+    assert before["group0"] == after["group0"] == "acme"
+
+
+async def test_at_most_five_group_types(hogflare: Hogflare) -> None:
+    await send(hogflare, *(group_identify(f"type{i}", f"key{i}", {"i": i}) for i in range(6)))
+    groups = hogflare.groups()
+    assert [(g["group_type"], g["group_type_index"], g["group_key"]) for g in groups] == [
+        (f"type{i}", i, f"key{i}") for i in range(5)
+    ]
+    all_six = {f"type{i}": f"key{i}" for i in range(6)}
+    await send(hogflare, capture("u", {"$groups": all_six}, "click"))
+    [row] = hogflare.rows("event = 'click'")
+    assert [row[f"group{slot}"] for slot in range(5)] == [f"key{i}" for i in range(5)]
+    assert "$group_5" not in row["properties"]
+    assert row["group_properties"] == {f"type{i}": {"i": i} for i in range(5)}
+
+
+async def test_group_types_and_groups_survive_a_restart(tmp_path: Path) -> None:
+    async with started(tmp_path / "data") as first:
+        await send(first, group_identify("company", "acme", {"name": "Acme"}), capture("u", {"$groups": {"team": "t"}}))
+    del first
+    gc.collect()  # the first app's store is closed before the next one opens it, as across processes
+    async with started(tmp_path / "data") as hogflare:
+        await send(hogflare, capture("u", {"$groups": {"company": "acme", "team": "t", "org": "o"}}, "click"))
+        [row] = hogflare.rows("event = 'click'")
+        assert [row[f"group{slot}"] for slot in range(3)] == ["acme", "t", "o"]
+        assert row["group_properties"] == {"company": {"name": "Acme"}, "team": {}, "org": {}}
+
+
+async def test_fixed_group_type_slots(tmp_path: Path) -> None:
+    env = {"POSTHOG_GROUP_TYPE_0": "organization", "POSTHOG_GROUP_TYPE_2": "company"}
+    async with started(tmp_path / "data", env) as hogflare:
+        await send(
+            hogflare,
+            group_identify("team", "t1", {"n": 1}),
+            group_identify("company", "acme", {"n": 2}),
+            capture("u", {"$groups": {"organization": "org", "company": "acme", "team": "t1", "desk": "d"}}, "click"),
+        )
+        groups = hogflare.groups()
+        assert [(g["group_type"], g["group_type_index"]) for g in groups] == [("team", 1), ("company", 2)]
+        [row] = hogflare.rows("event = 'click'")
+        assert [row[f"group{slot}"] for slot in range(5)] == ["org", "t1", "acme", "d", None]
+        assert {key: row["properties"][key] for key in ("$group_0", "$group_1", "$group_2", "$group_3")} == {
+            "$group_0": "org",
+            "$group_1": "t1",
+            "$group_2": "acme",
+            "$group_3": "d",
+        }
+        assert row["group_properties"] == {"organization": {}, "company": {"n": 2}, "team": {"n": 1}, "desk": {}}

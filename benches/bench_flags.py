@@ -1,0 +1,152 @@
+"""`/flags?v=2` under load: 50 flags (mixed operators, 5 regex, 2 multivariate, 1 group flag) for
+100,000 users whose persons are in the store, on a real `hogflare serve`.
+
+    .venv/bin/python -m benches.bench_flags [--workers 2] [--duration 10]
+
+First the server's cheapest route (`/_health`) at full speed, as the ceiling of its HTTP path in
+the same run; then `/flags` at full speed (requests/s) and at half that rate for the latency a
+client sees. Targets: at least 10,000 req/s on 2 cores, p99 at most 10 ms at half load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benches import loadgen
+from benches.bench_ingest import hogflare
+
+RESULTS = Path(__file__).parent / "results"
+TOKEN = "phc_bench_flags"
+USERS = 100_000
+
+_OPERATORS: list[tuple[str, str, Any]] = [
+    ("plan", "exact", "pro"),
+    ("plan", "is_not", "free"),
+    ("email", "icontains", "example"),
+    ("age", "gt", 30),
+    ("visits", "lte", 1000),
+    ("email", "is_set", "is_set"),
+    ("signed_up", "is_date_after", "-30d"),
+    ("app_version", "semver_gte", "1.2.0"),
+    ("country", "exact", ["de", "fr", "us"]),
+]
+
+
+def flag_document() -> dict[str, Any]:
+    """The flags file: 50 PostHog flag objects."""
+    flags: list[dict[str, Any]] = []
+    for i in range(50):
+        key, operator, value = ("email", "regex", rf"^user{i}-[0-9]+@") if i < 5 else _OPERATORS[i % len(_OPERATORS)]
+        group = i == 30
+        prop: dict[str, Any] = {"key": key, "operator": operator, "value": value, "type": "person"}
+        filters: dict[str, Any] = {
+            "groups": [
+                {"properties": [prop], "rollout_percentage": [100, 50, 20][i % 3]},
+                {"properties": [], "rollout_percentage": 5},
+            ]
+        }
+        if group:
+            prop.update(type="group", group_type_index=0)
+            filters["aggregation_group_type_index"] = 0
+        if i in (10, 20):
+            filters["multivariate"] = {
+                "variants": [{"key": "control", "rollout_percentage": 50}, {"key": "test", "rollout_percentage": 50}]
+            }
+            filters["payloads"] = {"test": json.dumps({"color": "blue"})}
+        flags.append({"id": i + 1, "key": f"flag-{i}", "active": True, "filters": filters})
+    return {"flags": flags, "group_type_mapping": {"0": "company"}}
+
+
+def person(i: int, rng: random.Random) -> dict[str, Any]:
+    return {
+        "plan": rng.choice(["free", "pro", "team"]),
+        "email": f"user{i % 7}-{i}@example.com",
+        "age": rng.randint(18, 80),
+        "visits": rng.randint(0, 2000),
+        "signed_up": f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}T10:00:00Z",
+        "app_version": f"1.{rng.randint(0, 5)}.{rng.randint(0, 9)}",
+        "country": rng.choice(["de", "fr", "us", "gb", "jp"]),
+    }
+
+
+def seed_persons(url: str) -> float:
+    """Store 100,000 persons through `/batch`; returns the seconds it took."""
+    rng = random.Random(7)
+    started = time.monotonic()
+    with httpx.Client(timeout=60) as client:
+        for start in range(0, USERS, 500):
+            batch = [
+                {"event": "$set", "distinct_id": f"user-{i}", "properties": {"$set": person(i, rng)}}
+                for i in range(start, start + 500)
+            ]
+            response = client.post(f"{url}/batch/", json={"api_key": TOKEN, "batch": batch})
+            response.raise_for_status()
+    return time.monotonic() - started
+
+
+def bodies(count: int = 4000) -> list[bytes]:
+    """`/flags?v=2` bodies as posthog-js sends them, for random stored users (one per line)."""
+    rng = random.Random(11)
+    out = []
+    for _ in range(count):
+        user = rng.randrange(USERS)
+        body = {
+            "token": TOKEN,
+            "distinct_id": f"user-{user}",
+            "groups": {"company": f"company-{user % 500}"},
+            "person_properties": {"$current_url": "https://example.com/"},
+        }
+        out.append(json.dumps(body).encode())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    headers = {"content-type": "application/json"}
+    with hogflare("hogflare", args.workers, {}) as server:
+        assert server.data_dir is not None
+        (server.data_dir / "flags.json").write_text(json.dumps(flag_document()))
+        seeding = seed_persons(server.url)
+        url = f"{server.url}/flags/?v=2"
+        check = httpx.post(url, content=bodies(1)[0], headers=headers, timeout=10).json()
+        assert len(check["flags"]) == 50, check
+        loadgen.run(url, bodies(), headers=headers, connections=args.connections, duration=2)  # warm-up
+        # The same server's cheapest route: the ceiling of its HTTP path on this machine, right now.
+        ceiling = loadgen.run(
+            f"{server.url}/_health", b"{}", headers=headers, connections=args.connections, duration=args.duration
+        )
+        full = loadgen.run(url, bodies(), headers=headers, connections=args.connections, duration=args.duration)
+        half = loadgen.run(
+            url, bodies(), headers=headers, connections=args.connections, duration=args.duration, rate=full.rps / 2
+        )
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": 2, "python": platform.python_version()},
+        "workers": args.workers,
+        "flags": 50,
+        "persons": USERS,
+        "seed_seconds": round(seeding, 1),
+        "health_route_req_per_s": round(ceiling.rps),
+        "flags_vs_health_route": round(full.rps / ceiling.rps, 3),
+        "full": {"req_per_s": round(full.rps), "p50_ms": full.p50_ms, "p99_ms": full.p99_ms, "statuses": full.statuses},
+        "half": {"req_per_s": round(half.rps), "p50_ms": half.p50_ms, "p99_ms": half.p99_ms, "statuses": half.statuses},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"flags-w{args.workers}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

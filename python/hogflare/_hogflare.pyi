@@ -14,6 +14,8 @@ __all__ = [
     "OutboxFullError",
     "PayloadError",
     "PayloadTooLargeError",
+    "PipelineChunk",
+    "SignatureVerifier",
     "StorageError",
     "Store",
     "__version__",
@@ -31,7 +33,7 @@ class PayloadTooLargeError(PayloadError):
     """The payload is bigger than hogflare accepts (413)."""
 
 class AuthError(HogflareError):
-    """The project token is missing or refused (401)."""
+    """The project token is missing or refused, or the request is not signed as required (401)."""
 
 class StorageError(HogflareError):
     """The store cannot take the events now; retry (503)."""
@@ -61,12 +63,18 @@ class Decoder:
         content_encoding: str | None = None,
         api_key: str | None = None,
         sent_at: str | None = None,
+        client_ip: str | None = None,
+        cf_ray: str | None = None,
+        country_code: str | None = None,
         now: float | None = None,
         detach: bool = False,
     ) -> Batch:
         """Decode one request. ``route`` is one of ``event``, ``legacy``, ``engage``, ``identify``,
         ``alias``, ``groups``, ``recording``; ``now`` (epoch seconds) defaults to the clock;
         ``detach`` releases the GIL while decoding (for large bodies, off the event loop).
+        ``client_ip`` (``$ip``), ``cf_ray`` (``cf_ray``) and ``country_code``
+        (``$geoip_country_code``) are added to each event that lacks them; ``capture_internal``
+        events get ``127.0.0.1`` and ``$geoip_disable`` ones no country.
 
         Raises ``PayloadError``, ``PayloadTooLargeError`` or ``AuthError``."""
 
@@ -125,6 +133,12 @@ class Store:
     ) -> Export:
         """Write the outbox entries after ``after`` to Parquet files, one per table and day; entries at
         or below a table's ``*_upto`` are already in it and are left out."""
+    def pipeline(
+        self, after: int, *, max_rows: int, max_bytes: int, max_body_bytes: int, persons: bool
+    ) -> PipelineChunk:
+        """The outbox entries after ``after`` as Cloudflare Pipelines POST bodies: JSON arrays of at
+        most ``max_body_bytes`` (never empty) of Hogflare's event rows and, when ``persons``, its
+        person snapshot rows, each stream apart."""
     def person(self, token: str | None, distinct_id: str) -> dict[str, Any] | None:
         """The person a distinct id belongs to in the project of ``token`` (any project when
         ``None``); ``properties`` and ``properties_set_once`` are JSON text."""
@@ -154,6 +168,30 @@ class Export:
     @property
     def files(self) -> list[tuple[str, int, str, int, int]]:
         """``(table, day, path, rows, bytes)`` of each file written; ``day`` counts days since 1970-01-01."""
+
+@final
+class PipelineChunk:
+    """What ``Store.pipeline`` read."""
+
+    @property
+    def entries(self) -> int:
+        """Outbox entries read."""
+    @property
+    def last_seq(self) -> int:
+        """The outbox position the chunk reached."""
+    @property
+    def event_rows(self) -> int: ...
+    @property
+    def person_rows(self) -> int: ...
+    @property
+    def oversized(self) -> int:
+        """Rows bigger than the body limit on their own, each sent alone."""
+    @property
+    def events(self) -> list[bytes]:
+        """Bodies for the events stream."""
+    @property
+    def persons(self) -> list[bytes]:
+        """Bodies for the persons stream."""
 
 @final
 class FlagSet:
@@ -192,3 +230,27 @@ class FlagSet:
         object text (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``).
         Returns JSON ``{"flags": {key: {"key", "enabled", "variant", "reason", "metadata"}},
         "errorsWhileComputingFlags": bool}``, payloads as JSON-encoded strings."""
+
+@final
+class SignatureVerifier:
+    """Checks request signatures: an HMAC of the raw body with the shared secret.
+
+    ``X-POSTHOG-SIGNATURE`` is ``sha256=<hex>`` or bare hex (sha256); ``X-HUB-SIGNATURE`` is
+    ``sha1=<hex>`` or bare hex (sha1); either valid one is enough. With ``tolerance_secs``, the
+    client also sends ``X-POSTHOG-TIMESTAMP`` (unix seconds) and signs ``<timestamp>.<body>``."""
+
+    def __new__(cls, secret: bytes, *, tolerance_secs: int | None = None) -> Self: ...
+    def verify(
+        self,
+        body: bytes,
+        *,
+        posthog_signature: str | None = None,
+        hub_signature: str | None = None,
+        timestamp: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Return when a header carries a valid signature of ``body``, compared in constant time.
+
+        Raises ``AuthError``: ``missing signature header``, ``signature verification failed``,
+        ``missing signature timestamp header`` or ``signature timestamp outside the tolerance
+        window``."""

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import subprocess
 
 import structlog
 
-from hogflare._hogflare import Store
+from hogflare._hogflare import SignatureVerifier, Store
 from hogflare.capture import CAPTURE_ROUTES, CaptureService
 from hogflare.commit import GroupCommitter, open_store
 from hogflare.config import Settings
@@ -39,6 +40,8 @@ _HEALTH = {"/_health", "/_liveness", "/_livez"}
 _READINESS = {"/_readiness", "/_readyz"}
 _SHIPPER_CHECK_SECS = 1.0
 _SHIPPER_STOP_SECS = 30.0
+#: Bodies above this size are hashed on a worker thread, so the event loop keeps serving.
+_SIGNATURE_OFFLOAD_BYTES = 256 * 1024
 
 
 class App:
@@ -51,6 +54,7 @@ class App:
         self.committer: GroupCommitter | None = None
         self.capture: CaptureService | None = None
         self.flags: FlagsEndpoints | None = None
+        self.signatures: SignatureVerifier | None = None
         self.watch = StallWatch(self.settings.body_timeout_secs)
         self._supervisor: asyncio.Task[None] | None = None
         self._shipper_process: subprocess.Popen[bytes] | None = None
@@ -72,6 +76,10 @@ class App:
         self.watch = StallWatch(settings.body_timeout_secs)
         self.capture = CaptureService(settings, self.committer, self.watch)
         self.flags = FlagsEndpoints(settings, FlagsService(settings, self.store), self.watch)
+        if settings.signing_secret:
+            self.signatures = SignatureVerifier(
+                settings.signing_secret.encode(), tolerance_secs=settings.signature_tolerance_secs
+            )
 
     async def shutdown(self) -> None:
         if self._supervisor is not None:
@@ -150,6 +158,8 @@ class App:
         if request.method == "OPTIONS":
             return ok()
         kind = CAPTURE_ROUTES.get(path)
+        if self.signatures is not None and request.method == "POST" and (kind is not None or path in FLAGS_ROUTES):
+            await self._check_signature(request, kind)
         if kind is not None:
             if request.method not in {"GET", "POST"}:
                 return error(405, "method not allowed")
@@ -178,6 +188,26 @@ class App:
         if path in _READINESS:
             return await self._readiness()
         return error(404, f"no route for {request.method} {request.path}")
+
+    async def _check_signature(self, request: Request, kind: str | None) -> None:
+        """Refuse a payload not signed with ``POSTHOG_SIGNING_SECRET`` (``AuthError``, 401).
+
+        The body read here is the one the route handler then gets, so both see the same bytes."""
+        assert self.signatures is not None, "startup() has not run"
+        assert self.capture is not None, "startup() has not run"
+        limit = self.capture.body_limit(kind) if kind is not None else self.settings.max_body_bytes
+        body = await request.body(limit, self.watch)
+        verify = functools.partial(
+            self.signatures.verify,
+            body,
+            posthog_signature=request.header(b"x-posthog-signature"),
+            hub_signature=request.header(b"x-hub-signature"),
+            timestamp=request.header(b"x-posthog-timestamp"),
+        )
+        if len(body) > _SIGNATURE_OFFLOAD_BYTES:
+            await asyncio.to_thread(verify)
+        else:
+            verify()
 
     async def _readiness(self) -> Response:
         problems: list[str] = []

@@ -14,6 +14,7 @@ import structlog
 from hogflare._hogflare import Batch, Decoder
 from hogflare.commit import GroupCommitter
 from hogflare.config import Settings
+from hogflare.enrichment import ClientAddress, request_facts
 from hogflare.http import Request, Response, StallWatch, ok
 
 log = structlog.get_logger("hogflare.capture")
@@ -63,12 +64,14 @@ class CaptureService:
             )
             for limit in {settings.max_body_bytes, settings.max_recording_body_bytes}
         }
+        self.client_address = ClientAddress(settings.trusted_proxies)
 
-    def _limit(self, kind: str) -> int:
+    def body_limit(self, kind: str) -> int:
         return self.settings.max_recording_body_bytes if kind == "recording" else self.settings.max_body_bytes
 
     def _decode(self, kind: str, body: bytes, request: Request, detach: bool = False) -> Batch:
-        return self.decoders[self._limit(kind)].decode(
+        facts = request_facts(request, self.client_address, store_ip=self.settings.store_ip)
+        return self.decoders[self.body_limit(kind)].decode(
             kind,
             body,
             query=request.query,
@@ -77,10 +80,13 @@ class CaptureService:
             api_key=request.header(b"x-posthog-api-key"),
             sent_at=request.header(b"x-posthog-sent-at"),
             detach=detach,
+            client_ip=facts.client_ip,
+            cf_ray=facts.cf_ray,
+            country_code=facts.country_code,
         )
 
     async def handle(self, request: Request, kind: str) -> Response:
-        body = b"" if request.method == "GET" else await request.body(self._limit(kind), self.watch)
+        body = b"" if request.method == "GET" else await request.body(self.body_limit(kind), self.watch)
         if decodes_slowly(body):
             loop = asyncio.get_running_loop()
             batch = await loop.run_in_executor(None, self._decode, kind, body, request, True)

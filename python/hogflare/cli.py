@@ -127,6 +127,29 @@ def compact(
             typer.echo(f"{table} {day}: {replaced} files rewritten as one")
 
 
+class FailStatus(StrEnum):
+    too_many_requests = "429"
+    internal_error = "500"
+    unavailable = "503"
+
+
+@cli.command("fake-pipeline")
+def fake_pipeline(  # noqa: PLR0917 - typer options
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8088,
+    db: Annotated[Path | None, typer.Option(help="DuckDB file for the rows. Default: in memory.")] = None,
+    token: Annotated[str | None, typer.Option(help="Require `Authorization: Bearer TOKEN` (else 401).")] = None,
+    fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of POSTs to fail.")] = 0.0,
+    status: Annotated[FailStatus, typer.Option(help="Status of a failed POST.")] = FailStatus.unavailable,
+    delay: Annotated[float, typer.Option(min=0.0, help="Seconds to wait before answering a POST.")] = 0.0,
+) -> None:
+    """A local stand-in for a Cloudflare Pipelines stream: POST a JSON array, read it back at GET /events."""
+    from hogflare import fake_pipeline as fake
+
+    typer.echo(f"fake pipeline on http://{host}:{port}/ (rows at /events)", err=True)
+    fake.serve(host=host, port=port, db=db, token=token, fail_rate=fail_rate, status=int(status.value), delay=delay)
+
+
 @cli.command(hidden=True)
 def ship(data_dir: DataDir = None) -> None:
     """Run the shipper of a data directory in the foreground (the server starts one itself)."""

@@ -30,12 +30,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     feature_flags_file: Path | None = None
     personal_api_keys: tuple[str, ...] = ()
     project_secret_keys: tuple[str, ...] = ()
+    signing_secret: str | None = None
+    signature_tolerance_secs: int | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    store_ip: bool = True
 
     dedupe_window_days: int = 7
     outbox_max_bytes: int = 8 * GiB
     lmdb_map_size: int = 256 * GiB
     flush_interval_secs: float = 5.0
     flush_rows: int = 50_000
+
+    pipeline_endpoint: str | None = None
+    pipeline_auth_token: str | None = None
+    persons_pipeline_endpoint: str | None = None
+    persons_pipeline_auth_token: str | None = None
+    pipeline_timeout_secs: float = 10.0
+    pipeline_max_body_bytes: int = 1 * MB
+    sinks: str | None = None
 
     max_body_bytes: int = 20 * MB
     max_recording_body_bytes: int = 25 * MB
@@ -62,6 +74,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.data_dir / "lake"
 
     @property
+    def enabled_sinks(self) -> tuple[str, ...]:
+        """``HOGFLARE_SINKS`` (``lake``, ``pipelines``), else the lake plus Pipelines when its endpoint is set."""
+        if self.sinks is None:
+            return ("lake", "pipelines") if self.pipeline_endpoint else ("lake",)
+        names = tuple(dict.fromkeys(part.strip() for part in self.sinks.split(",") if part.strip()))
+        unknown = [name for name in names if name not in SINKS]
+        if unknown or not names:
+            raise ConfigError(f"invalid setting: HOGFLARE_SINKS names {', '.join(SINKS)}, not {self.sinks!r}")
+        if "pipelines" in names and not self.pipeline_endpoint:
+            raise ConfigError(
+                "invalid setting: HOGFLARE_SINKS has pipelines but CLOUDFLARE_PIPELINE_ENDPOINT is not set"
+            )
+        return names
+
+    @property
     def flags_file(self) -> Path:
         """The flags file: ``HOGFLARE_FEATURE_FLAGS_FILE``, else ``flags.json`` in the data directory."""
         return self.feature_flags_file or self.data_dir / "flags.json"
@@ -84,9 +111,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if field in raw:
                 raw[field] = str(raw[field])
         try:
-            return msgspec.convert(raw, cls, strict=False, dec_hook=_dec_hook)
+            settings = msgspec.convert(raw, cls, strict=False, dec_hook=_dec_hook)
         except msgspec.ValidationError as exc:
             raise ConfigError(_explain(exc)) from exc
+        settings.enabled_sinks  # noqa: B018 - refuse a bad HOGFLARE_SINKS at startup
+        return settings
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes another process (a worker, the shipper) see these settings."""
@@ -105,6 +134,9 @@ def _dec_hook(kind: type, value: Any) -> Any:
     raise TypeError(f"cannot read {value!r} as {kind.__name__}")
 
 
+SINKS = ("lake", "pipelines")
+
+
 class ConfigError(ValueError):
     """A setting has a value hogflare cannot use."""
 
@@ -121,11 +153,22 @@ ENV: dict[str, str] = {
     "feature_flags_file": "HOGFLARE_FEATURE_FLAGS_FILE",
     "personal_api_keys": "HOGFLARE_PERSONAL_API_KEYS",
     "project_secret_keys": "HOGFLARE_PROJECT_SECRET_KEYS",
+    "signing_secret": "POSTHOG_SIGNING_SECRET",
+    "signature_tolerance_secs": "HOGFLARE_SIGNATURE_TOLERANCE_SECS",
+    "trusted_proxies": "HOGFLARE_TRUSTED_PROXIES",
+    "store_ip": "HOGFLARE_STORE_IP",
     "dedupe_window_days": "HOGFLARE_DEDUPE_WINDOW_DAYS",
     "outbox_max_bytes": "HOGFLARE_OUTBOX_MAX_BYTES",
     "lmdb_map_size": "HOGFLARE_LMDB_MAP_SIZE",
     "flush_interval_secs": "HOGFLARE_FLUSH_INTERVAL_SECS",
     "flush_rows": "HOGFLARE_FLUSH_ROWS",
+    "pipeline_endpoint": "CLOUDFLARE_PIPELINE_ENDPOINT",
+    "pipeline_auth_token": "CLOUDFLARE_PIPELINE_AUTH_TOKEN",
+    "persons_pipeline_endpoint": "CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT",
+    "persons_pipeline_auth_token": "CLOUDFLARE_PERSONS_PIPELINE_AUTH_TOKEN",
+    "pipeline_timeout_secs": "CLOUDFLARE_PIPELINE_TIMEOUT_SECS",
+    "pipeline_max_body_bytes": "HOGFLARE_PIPELINE_MAX_BODY_BYTES",
+    "sinks": "HOGFLARE_SINKS",
     "max_body_bytes": "HOGFLARE_MAX_BODY_BYTES",
     "max_recording_body_bytes": "HOGFLARE_MAX_RECORDING_BODY_BYTES",
     "inflate_ratio": "HOGFLARE_INFLATE_RATIO",
@@ -137,7 +180,7 @@ ENV: dict[str, str] = {
     "log_level": "HOGFLARE_LOG_LEVEL",
 }
 
-LIST_FIELDS = frozenset({"project_tokens", "personal_api_keys", "project_secret_keys"})
+LIST_FIELDS = frozenset({"project_tokens", "personal_api_keys", "project_secret_keys", "trusted_proxies"})
 
 
 def _explain(exc: msgspec.ValidationError) -> str:

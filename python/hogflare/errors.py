@@ -3,7 +3,7 @@
     HogflareError
     ├── PayloadError              400  the body is not a PostHog payload
     │   └── PayloadTooLargeError  413  bigger than we accept, on the wire or once inflated
-    ├── AuthError                 401  project token missing, refused, or inconsistent
+    ├── AuthError                 401  project token missing, refused, or inconsistent; bad signature
     ├── RequestTimeoutError       408  the client stopped sending its body
     └── StorageError              503  the store cannot take events now; retry
         └── OutboxFullError       503  rows wait for delivery past the high-water mark

@@ -26,7 +26,7 @@ class ClientDisconnectedError(Exception):
 
 
 class Request:
-    __slots__ = ("_headers", "_query_params", "method", "path", "query", "receive", "scope")
+    __slots__ = ("_body", "_headers", "_query_params", "method", "path", "query", "receive", "scope")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -36,6 +36,7 @@ class Request:
         self.query: bytes = scope.get("query_string", b"")
         self._headers: dict[bytes, str] | None = None
         self._query_params: dict[str, list[str]] | None = None
+        self._body: bytes | None = None
 
     def header(self, name: bytes) -> str | None:
         """A request header by lower-case name; repeated headers are joined with a comma."""
@@ -54,7 +55,14 @@ class Request:
         return values[0] if values else None
 
     async def body(self, limit: int, watch: StallWatch) -> bytes:
-        """Read the whole body, refusing more than ``limit`` bytes or a stall ``watch`` catches."""
+        """Read the whole body, refusing more than ``limit`` bytes or a stall ``watch`` catches.
+
+        The bytes are kept: the signature check and the route handler read the same body once."""
+        if self._body is None:
+            self._body = await self._read_body(limit, watch)
+        return self._body
+
+    async def _read_body(self, limit: int, watch: StallWatch) -> bytes:
         declared = self.header(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")

@@ -1,7 +1,8 @@
 """The shipper: one process per data directory that drains the outbox, in order, into the sinks.
 
-Rows leave the outbox only once every sink has them. See ``supervisor`` for how exactly one
-shipper runs per data directory.
+Rows leave the outbox only once every enabled sink (``HOGFLARE_SINKS``: the lake, Cloudflare
+Pipelines) has them; each sink keeps its own cursor. See ``supervisor`` for how exactly one shipper
+runs per data directory.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from hogflare._hogflare import Store
 from hogflare.commit import open_store
 from hogflare.config import Settings
 from hogflare.lake import EVENTS, PERSONS, TABLES, Lake
+from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
 from hogflare.supervisor import acquire_lock, lock_path
 
 log = structlog.get_logger("hogflare.shipper")
@@ -35,16 +37,19 @@ _MAINTENANCE_SECS = 300.0
 
 
 class Shipper:
-    """Moves rows from the outbox to the lake. ``ship_once`` is one chunk; ``run`` loops."""
+    """Moves rows from the outbox to the sinks. ``ship_once`` is one chunk each; ``run`` loops."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.store = store if store is not None else open_store(settings)
-        self.lake = Lake(settings.lake_dir)
+        sinks = settings.enabled_sinks
+        self.lake = Lake(settings.lake_dir) if LAKE_CURSOR in sinks else None
+        self.pipelines = PipelinesSink(settings, self.store) if PIPELINES_CURSOR in sinks else None
         self._table_seq: dict[str, int] | None = None
 
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
+        assert self.lake is not None
         stored = self.store.cursor(LAKE_CURSOR) or 0
         positions = {table: max(stored, self.lake.outbox_seq(table)) for table in TABLES}
         reached = min(positions.values())
@@ -54,13 +59,30 @@ class Shipper:
         return positions
 
     def _delivered(self, seq: int) -> None:
-        """Every sink has the rows up to ``seq``: remember it, and free them in short slices."""
+        """The lake has the rows up to ``seq``: remember it, and free what every sink has."""
         self.store.set_cursor(LAKE_CURSOR, seq)
-        while self.store.trim_outbox(seq, limit=_TRIM_SLICE):
+        self._trim()
+
+    def _trim(self) -> None:
+        """Free, in short slices, the rows every enabled sink has."""
+        cursors = [self.store.cursor(name) or 0 for name in self.settings.enabled_sinks]
+        upto = min(cursors)
+        while upto and self.store.trim_outbox(upto, limit=_TRIM_SLICE):
             pass
 
     def ship_once(self) -> int:
-        """Ship one chunk of the outbox; returns how many outbox entries were read."""
+        """Ship one chunk of the outbox to each sink; returns how many outbox entries they took."""
+        shipped = self._ship_lake() if self.lake is not None else 0
+        if self.pipelines is not None:
+            sent = self.pipelines.ship_once()
+            if sent:
+                self._trim()
+            shipped += sent
+        return shipped
+
+    def _ship_lake(self) -> int:
+        """Ship one chunk of the outbox to the lake; returns how many outbox entries were read."""
+        assert self.lake is not None
         if self._table_seq is None:
             self._table_seq = self._resume()
         # Each table knows how far it got; after a crash between the commits of two tables they
@@ -98,6 +120,7 @@ class Shipper:
     def _forget_unless_committed(self, table: str, paths: list[str], seq: int) -> None:
         """Delete the files of a failed commit, unless the commit did land after all (an error
         raised after the catalog accepted it): then the lake references them."""
+        assert self.lake is not None
         try:
             landed = self.lake.outbox_seq(table) >= seq
         except Exception:
@@ -115,18 +138,25 @@ class Shipper:
         return total
 
     def pending(self) -> int:
-        if self._table_seq is None:
-            self._table_seq = self._resume()
+        """Outbox entries some enabled sink still lacks."""
+        positions: list[int] = []
+        if self.lake is not None:
+            if self._table_seq is None:
+                self._table_seq = self._resume()
+            positions.append(min(self._table_seq.values()))
+        if self.pipelines is not None:
+            positions.append(self.pipelines.position)
         next_seq, _, _ = self.store.outbox_state()
-        return max(0, next_seq - 1 - min(self._table_seq.values()))
+        return max(0, next_seq - 1 - min(positions))
 
     def maintain(self) -> None:
         """Forget old dedupe entries and old snapshot history."""
         now = time.time()
         while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
-        for table in TABLES:
-            self.lake.expire_snapshots(table, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+        if self.lake is not None:
+            for table in TABLES:
+                self.lake.expire_snapshots(table, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
 
     def run(self, stop: threading.Event) -> None:
         """Ship every flush interval, or sooner when a full chunk is waiting, until ``stop`` is set."""
@@ -139,9 +169,10 @@ class Shipper:
                 waiting = self.pending()
                 now = time.monotonic()
                 if waiting and (waiting >= self.settings.flush_rows or now - last_flush >= interval):
-                    self.ship_once()
+                    shipped = self.ship_once()
                     last_flush = time.monotonic()
-                    continue
+                    if shipped:
+                        continue
                 if waiting == 0:
                     last_flush = now
                 if now - last_maintenance >= _MAINTENANCE_SECS:
@@ -158,6 +189,8 @@ class Shipper:
             self.drain()
         except Exception:
             log.exception("final flush failed; rows stay in the outbox for the next start")
+        if self.pipelines is not None:
+            self.pipelines.close()
 
 
 def serve(settings: Settings) -> int:

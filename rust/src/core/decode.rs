@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use super::enrich::Enrichment;
 use super::error::{CoreError, Result};
 use super::event::{self, DropReason, ItemContext, NormalizedEvent, Outcome, Warning};
 use super::rawjson;
@@ -28,6 +29,8 @@ pub struct DecoderConfig {
 pub struct HeaderFacts<'a> {
     pub api_key: Option<&'a str>,
     pub sent_at: Option<&'a str>,
+    /// What the connection and proxy headers say about the client, added to every event.
+    pub enrichment: Enrichment<'a>,
 }
 
 /// Everything decoded from one request.
@@ -108,6 +111,7 @@ pub fn decode(
         historical_migration: unpacked.envelope.historical_migration,
         shared: &unpacked.envelope.shared,
         max_event_bytes: config.max_event_bytes,
+        enrichment: headers.enrichment,
     };
 
     let mut events = Vec::with_capacity(unpacked.items.len());

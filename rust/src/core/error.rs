@@ -59,6 +59,16 @@ pub enum CoreError {
     #[error("API key is not a project token of this server")]
     UnknownToken,
 
+    // -- the request is not signed as configured (401)
+    #[error("missing signature header")]
+    MissingSignature,
+    #[error("signature verification failed")]
+    SignatureMismatch,
+    #[error("missing signature timestamp header")]
+    MissingSignatureTimestamp,
+    #[error("signature timestamp outside the tolerance window")]
+    SignatureTimestampOutOfRange,
+
     // -- the server cannot take the events now (503)
     #[error("outbox is full ({bytes} bytes waiting for delivery); retry later")]
     OutboxFull { bytes: u64 },

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sonic_rs::{JsonType, JsonValueTrait, Value};
 use uuid::Uuid;
 
+use super::enrich::Enrichment;
 use super::person_event::PersonEvent;
 use super::properties::{merge_raw, plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
@@ -110,6 +111,7 @@ pub struct ItemContext<'a> {
     /// Fields items inherit when they lack them: key and raw JSON value.
     pub shared: &'a [(String, String)],
     pub max_event_bytes: usize,
+    pub enrichment: Enrichment<'a>,
 }
 
 /// Top-level keys read into the row; everything else lands in `extra`.
@@ -188,7 +190,7 @@ fn default_event_name(route: RouteKind, item: &RawObject<'_>) -> Option<&'static
     }
 }
 
-fn is_true(value: Option<&Value>) -> bool {
+pub(super) fn is_true(value: Option<&Value>) -> bool {
     value.is_some_and(|value| {
         value.as_bool() == Some(true) || value.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true"))
     })
@@ -399,6 +401,7 @@ fn normalize_inner(
             rawjson::string_literal(&timestamp::format_rfc3339(sent_at)),
         );
     }
+    ctx.enrichment.apply(&known, &mut edits);
 
     let mut properties_json = if edits.merge.is_empty() {
         if edits.append.is_empty() {

@@ -3,6 +3,7 @@
 pub mod codec;
 pub mod columns;
 pub mod decode;
+pub mod enrich;
 pub mod error;
 pub mod event;
 pub mod export;
@@ -14,11 +15,13 @@ pub mod person_event;
 #[cfg(test)]
 mod person_store_tests;
 pub mod persons;
+pub mod pipeline;
 mod properties;
 pub mod rawjson;
 mod recording;
 pub mod request;
 pub mod row;
+pub mod signing;
 pub mod store;
 pub mod timestamp;
 pub mod token;

@@ -16,10 +16,12 @@ pub(super) struct Known<'v> {
     pub dollar_distinct_id: Option<&'v Value>,
     pub token: Option<&'v Value>,
     pub ignore_sent_at: Option<&'v Value>,
+    pub capture_internal: Option<&'v Value>,
+    pub geoip_disable: Option<&'v Value>,
     present: u16,
 }
 
-const WATCHED: [&str; 9] = [
+const WATCHED: [&str; 12] = [
     "$set",
     "$set_once",
     "$unset",
@@ -29,6 +31,9 @@ const WATCHED: [&str; 9] = [
     "$group_type",
     "$group_key",
     "$group_set",
+    "$ip",
+    "cf_ray",
+    "$geoip_country_code",
 ];
 
 impl<'v> Known<'v> {
@@ -43,6 +48,8 @@ impl<'v> Known<'v> {
                 "$distinct_id" => known.dollar_distinct_id = Some(value),
                 "token" => known.token = Some(value),
                 "$ignore_sent_at" => known.ignore_sent_at = Some(value),
+                "capture_internal" => known.capture_internal = Some(value),
+                "$geoip_disable" => known.geoip_disable = Some(value),
                 _ => {
                     if let Some(bit) = WATCHED.iter().position(|watched| *watched == key) {
                         known.present |= 1 << bit;

@@ -27,9 +27,14 @@ impl From<PyCoreError> for PyErr {
             | CoreError::EmptyBatch
             | CoreError::NoValidEvent(_) => PayloadError::new_err(message),
             CoreError::PayloadTooLarge { .. } => PayloadTooLargeError::new_err(message),
-            CoreError::NoToken | CoreError::MultipleTokens | CoreError::InvalidToken(_) | CoreError::UnknownToken => {
-                AuthError::new_err(message)
-            }
+            CoreError::NoToken
+            | CoreError::MultipleTokens
+            | CoreError::InvalidToken(_)
+            | CoreError::UnknownToken
+            | CoreError::MissingSignature
+            | CoreError::SignatureMismatch
+            | CoreError::MissingSignatureTimestamp
+            | CoreError::SignatureTimestampOutOfRange => AuthError::new_err(message),
             CoreError::OutboxFull { .. } => OutboxFullError::new_err(message),
             CoreError::Store(_) | CoreError::Encoding(_) => StorageError::new_err(message),
             CoreError::AlreadyCommitted => PyRuntimeError::new_err(message),

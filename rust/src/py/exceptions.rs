@@ -26,7 +26,7 @@ create_exception!(
     hogflare,
     AuthError,
     HogflareError,
-    "The project token is missing or refused (401)."
+    "The project token is missing or refused, or the request is not signed as required (401)."
 );
 create_exception!(
     hogflare,

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 
 use super::errors::PyCoreError;
 use crate::core::decode::{self, DecodedRequest, DecoderConfig, HeaderFacts};
+use crate::core::enrich::Enrichment;
 use crate::core::error::CoreError;
 use crate::core::request::{RequestParts, RouteKind};
 
@@ -44,7 +45,7 @@ impl PyDecoder {
         }
     }
 
-    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, now=None, detach=false))]
+    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, client_ip=None, cf_ray=None, country_code=None, now=None, detach=false))]
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
@@ -56,6 +57,9 @@ impl PyDecoder {
         content_encoding: Option<&str>,
         api_key: Option<&str>,
         sent_at: Option<&str>,
+        client_ip: Option<&str>,
+        cf_ray: Option<&str>,
+        country_code: Option<&str>,
         now: Option<f64>,
         detach: bool,
     ) -> PyResult<PyBatch> {
@@ -68,7 +72,16 @@ impl PyDecoder {
             content_type,
             content_encoding,
         };
-        let headers = HeaderFacts { api_key, sent_at };
+        let enrichment = Enrichment {
+            client_ip,
+            cf_ray,
+            country_code,
+        };
+        let headers = HeaderFacts {
+            api_key,
+            sent_at,
+            enrichment,
+        };
         let now = time_from(now);
         // A panic here would be a bug that some input reaches: that input is refused, and the
         // server and the rest of the traffic carry on.

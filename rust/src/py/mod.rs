@@ -4,6 +4,7 @@ mod errors;
 mod exceptions;
 mod flags;
 mod ingest;
+mod signing;
 mod store;
 
 use pyo3::prelude::*;
@@ -14,7 +15,9 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ingest::PyBatch>()?;
     m.add_class::<store::PyStore>()?;
     m.add_class::<store::PyExport>()?;
+    m.add_class::<store::PyPipelineChunk>()?;
     m.add_class::<flags::PyFlagSet>()?;
+    m.add_class::<signing::PySignatureVerifier>()?;
     m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;
     m.add("PayloadError", py.get_type::<exceptions::PayloadError>())?;
     m.add(

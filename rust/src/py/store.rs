@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
 use crate::core::export::{self, Destination};
 use crate::core::groups::MAX_GROUP_TYPES;
+use crate::core::pipeline;
 use crate::core::store::{CommitOptions, Store, StoreConfig};
 use crate::core::timestamp;
 
@@ -135,6 +136,33 @@ impl PyStore {
         })
     }
 
+    /// The outbox entries after `after` as Cloudflare Pipelines POST bodies: JSON arrays of at
+    /// most `max_body_bytes`, event rows and person snapshot rows (only when `persons`) apart.
+    #[pyo3(signature = (after, *, max_rows, max_bytes, max_body_bytes, persons))]
+    fn pipeline(
+        &self,
+        py: Python<'_>,
+        after: u64,
+        max_rows: usize,
+        max_bytes: u64,
+        max_body_bytes: usize,
+        persons: bool,
+    ) -> PyResult<PyPipelineChunk> {
+        let chunk = py
+            .detach(|| pipeline::pipeline(&self.inner, after, max_rows, max_bytes, max_body_bytes, persons))
+            .map_err(PyCoreError::from)?;
+        let bytes = |bodies: Vec<Vec<u8>>| bodies.iter().map(|body| PyBytes::new(py, body).unbind()).collect();
+        Ok(PyPipelineChunk {
+            entries: chunk.entries,
+            last_seq: chunk.last_seq,
+            event_rows: chunk.events.rows,
+            person_rows: chunk.persons.rows,
+            oversized: chunk.events.oversized + chunk.persons.oversized,
+            events: bytes(chunk.events.bodies),
+            persons: bytes(chunk.persons.bodies),
+        })
+    }
+
     /// All the properties of the person a distinct id belongs to, as JSON object text, or `None`.
     fn person_properties(&self, py: Python<'_>, token: &str, distinct_id: &str) -> PyResult<Option<String>> {
         let person = py
@@ -226,4 +254,28 @@ pub struct PyExport {
     /// `(table, day, path, rows, bytes)` of each file written; `day` counts days since 1970-01-01.
     #[pyo3(get)]
     files: Vec<(&'static str, i32, String, u64, u64)>,
+}
+
+/// What `Store.pipeline` read: the POST bodies of each stream and the outbox position reached.
+#[pyclass(name = "PipelineChunk", module = "hogflare._hogflare", frozen)]
+pub struct PyPipelineChunk {
+    /// Outbox entries read.
+    #[pyo3(get)]
+    entries: u64,
+    /// The outbox position the chunk reached.
+    #[pyo3(get)]
+    last_seq: u64,
+    #[pyo3(get)]
+    event_rows: u64,
+    #[pyo3(get)]
+    person_rows: u64,
+    /// Rows bigger than the body limit on their own, each sent alone.
+    #[pyo3(get)]
+    oversized: u64,
+    /// Bodies for the events stream.
+    #[pyo3(get)]
+    events: Vec<Py<PyBytes>>,
+    /// Bodies for the persons stream.
+    #[pyo3(get)]
+    persons: Vec<Py<PyBytes>>,
 }

@@ -1,0 +1,206 @@
+"""The Cloudflare Pipelines sink: the outbox, as Hogflare's stream rows, POSTed to its streams.
+
+Rows go out in JSON arrays of at most ``HOGFLARE_PIPELINE_MAX_BODY_BYTES`` (Cloudflare takes 1 MB
+per request), person snapshots before events, as Hogflare sends them. The sink keeps its own outbox
+cursor and moves it only once every body of a chunk was accepted, so a crash resends (at least
+once) and an outage leaves the rows in the outbox. A timeout, a connection error, 429 or 5xx is
+retried later with exponential backoff and jitter (``Retry-After`` honoured); any other 4xx means
+the configuration is wrong (endpoint, token, schema): it is logged loudly and the sink parks,
+trying again only every few minutes, without dropping anything.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import httpx
+import structlog
+
+from hogflare._hogflare import Store
+from hogflare.config import Settings
+
+log = structlog.get_logger("hogflare.pipelines")
+
+PIPELINES_CURSOR = "pipelines"
+#: Largest chunk of the outbox read at once; its bodies are held in memory until delivered.
+_MAX_CHUNK_BYTES = 16 << 20
+_BACKOFF_FIRST_SECS = 0.5
+_BACKOFF_MAX_SECS = 30.0
+_RETRY_AFTER_MAX_SECS = 300.0
+PARK_SECS = 300.0
+_RETRIED = frozenset({408, 429})
+
+
+class RetryLaterError(Exception):
+    """The stream could not take the rows now; try again after a while."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RefusedError(Exception):
+    """The stream refused the rows in a way retrying will not fix (a 4xx other than 429)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    name: str
+    url: str
+    token: str | None
+
+
+def retry_after_secs(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds to wait: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class PipelinesSink:
+    """Ships the outbox to the events stream (and the persons stream when one is configured).
+
+    ``ship_once`` never sleeps: when the stream must be left alone for a while, it returns 0 and
+    ``due`` says when to call again, so the lake keeps shipping meanwhile.
+    """
+
+    def __init__(self, settings: Settings, store: Store, client: httpx.Client | None = None) -> None:
+        if not settings.pipeline_endpoint:
+            raise ValueError("the Pipelines sink needs CLOUDFLARE_PIPELINE_ENDPOINT")
+        self.settings = settings
+        self.store = store
+        self.events = Stream("events", settings.pipeline_endpoint, settings.pipeline_auth_token)
+        self.persons = (
+            Stream(
+                "persons",
+                settings.persons_pipeline_endpoint,
+                settings.persons_pipeline_auth_token or settings.pipeline_auth_token,
+            )
+            if settings.persons_pipeline_endpoint
+            else None
+        )
+        self._client = client
+        self._pending: deque[tuple[Stream, bytes]] = deque()
+        self._pending_seq: int | None = None
+        self._pending_entries = 0
+        self._pending_rows = 0
+        self._next_attempt = 0.0
+        self._failures = 0
+        self.parked = False
+        self.rows_sent = 0
+        self.batches_sent = 0
+        self.retries = 0
+
+    @property
+    def position(self) -> int:
+        """The last outbox entry the streams have."""
+        return self.store.cursor(PIPELINES_CURSOR) or 0
+
+    def due(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) >= self._next_attempt
+
+    def ship_once(self) -> int:
+        """Send one chunk of the outbox; returns the outbox entries delivered (0 when waiting)."""
+        if not self.due():
+            return 0
+        if self._pending_seq is None:
+            chunk = self.store.pipeline(
+                self.position,
+                max_rows=self.settings.flush_rows,
+                max_bytes=_MAX_CHUNK_BYTES,
+                max_body_bytes=self.settings.pipeline_max_body_bytes,
+                persons=self.persons is not None,
+            )
+            if chunk.entries == 0:
+                self.close()  # idle: no connection left open between flushes
+                return 0
+            if chunk.oversized:
+                log.warning(
+                    "rows bigger than a Pipelines request; each is sent alone and may be refused",
+                    rows=chunk.oversized,
+                    limit=self.settings.pipeline_max_body_bytes,
+                )
+            if self.persons is not None:
+                self._pending.extend((self.persons, body) for body in chunk.persons)
+            self._pending.extend((self.events, body) for body in chunk.events)
+            self._pending_seq = chunk.last_seq
+            self._pending_entries = chunk.entries
+            self._pending_rows = chunk.event_rows + chunk.person_rows
+        try:
+            while self._pending:
+                stream, body = self._pending[0]
+                self._post(stream, body)
+                self._pending.popleft()
+                self.batches_sent += 1
+        except RetryLaterError as exc:
+            self.close()
+            self._wait(exc)
+            return 0
+        except RefusedError as exc:
+            self.close()
+            self._park(exc)
+            return 0
+        self.store.set_cursor(PIPELINES_CURSOR, self._pending_seq)
+        self._pending_seq = None
+        self.rows_sent += self._pending_rows
+        if self._failures or self.parked:
+            log.info("Pipelines stream accepting rows again", after_failures=self._failures)
+        self._failures = 0
+        self.parked = False
+        return int(self._pending_entries)
+
+    def _post(self, stream: Stream, body: bytes) -> None:
+        headers = {"content-type": "application/json"}
+        if stream.token:
+            headers["authorization"] = f"Bearer {stream.token}"
+        try:
+            if self._client is None:
+                self._client = httpx.Client(timeout=self.settings.pipeline_timeout_secs)
+            response = self._client.post(stream.url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise RetryLaterError(f"{stream.name} stream unreachable: {exc!r}") from exc
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        detail = f"{stream.name} stream answered {status}: {response.text[:500]}"
+        if status in _RETRIED or status >= 500:
+            raise RetryLaterError(detail, retry_after_secs(response.headers.get("retry-after")))
+        raise RefusedError(detail)
+
+    def _wait(self, exc: RetryLaterError) -> None:
+        self._failures += 1
+        self.retries += 1
+        backoff = min(_BACKOFF_MAX_SECS, _BACKOFF_FIRST_SECS * 2 ** (self._failures - 1))
+        delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not secrets
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, _RETRY_AFTER_MAX_SECS))
+        self._next_attempt = time.monotonic() + delay
+        log.warning("Pipelines delivery failed; rows stay in the outbox", error=str(exc), retry_in_secs=round(delay, 2))
+
+    def _park(self, exc: RefusedError) -> None:
+        self.parked = True
+        self._next_attempt = time.monotonic() + PARK_SECS
+        log.error(
+            "PIPELINES SINK PARKED: the stream refused rows; check CLOUDFLARE_PIPELINE_ENDPOINT, the auth "
+            "tokens and the stream schema. Rows stay in the outbox and are retried later.",
+            error=str(exc),
+            retry_in_secs=PARK_SECS,
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,497 @@
+//! From the outbox to Cloudflare Pipelines: outbox entries as Hogflare's stream rows (the event
+//! row `PipelineEvent` and the person snapshot row), grouped into POST bodies. Each body is a JSON
+//! array of at most `max_body_bytes` (Cloudflare takes 1 MB per request) and never empty. JSON
+//! columns are written as JSON values, copied from the stored text; fields that are `None` are
+//! left out, as Hogflare's serializer does.
+
+use uuid::Uuid;
+
+use super::error::Result;
+use super::rawjson::{push_key, push_string};
+use super::row::{EventRowRef, OutboxRecordRef, PersonSnapshotRef, SOURCE_HOGFLARE};
+use super::store::Store;
+use super::timestamp;
+
+/// One stream's rows, as the bodies of its POSTs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Bodies {
+    pub bodies: Vec<Vec<u8>>,
+    pub rows: u64,
+    /// Rows that alone exceed the body limit; each is sent in a body of its own.
+    pub oversized: u64,
+}
+
+/// What one read of the outbox gave: the bodies of each stream and the position reached.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PipelineChunk {
+    /// Outbox entries read.
+    pub entries: u64,
+    pub last_seq: u64,
+    pub events: Bodies,
+    pub persons: Bodies,
+}
+
+/// Groups rows into JSON arrays of at most `limit` bytes.
+struct Packer {
+    limit: usize,
+    current: Vec<u8>,
+    out: Bodies,
+}
+
+impl Packer {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            current: Vec::new(),
+            out: Bodies::default(),
+        }
+    }
+
+    fn push(&mut self, row: &str) {
+        self.out.rows += 1;
+        // `[` + row + `]` alone, or `,` + row appended to an open body.
+        if !self.current.is_empty() && self.current.len() + 1 + row.len() + 1 > self.limit {
+            self.close();
+        }
+        if self.current.is_empty() {
+            if row.len() + 2 > self.limit {
+                self.out.oversized += 1;
+            }
+            self.current.reserve(row.len().max(self.limit.min(1 << 20)) + 2);
+            self.current.push(b'[');
+        } else {
+            self.current.push(b',');
+        }
+        self.current.extend_from_slice(row.as_bytes());
+    }
+
+    fn close(&mut self) {
+        if !self.current.is_empty() {
+            let mut body = std::mem::take(&mut self.current);
+            body.push(b']');
+            self.out.bodies.push(body);
+        }
+    }
+
+    fn finish(mut self) -> Bodies {
+        self.close();
+        self.out
+    }
+}
+
+fn rfc3339(micros: i64) -> String {
+    timestamp::from_micros(micros).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Each writer below adds `,"key":value`; the row's first field, `uuid`, is written without the comma.
+fn field(out: &mut String, key: &str) {
+    out.push(',');
+    push_key(out, key);
+}
+
+fn push_uuid(out: &mut String, key: &str, uuid: Uuid) {
+    let mut buffer = Uuid::encode_buffer();
+    field(out, key);
+    out.push('"');
+    out.push_str(uuid.hyphenated().encode_lower(&mut buffer));
+    out.push('"');
+}
+
+fn push_text(out: &mut String, key: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        field(out, key);
+        push_string(out, value);
+    }
+}
+
+fn push_integer(out: &mut String, key: &str, value: Option<i64>) {
+    if let Some(value) = value {
+        field(out, key);
+        out.push_str(&value.to_string());
+    }
+}
+
+fn push_time(out: &mut String, key: &str, micros: Option<i64>) {
+    if let Some(micros) = micros {
+        field(out, key);
+        push_string(out, &rfc3339(micros));
+    }
+}
+
+/// A JSON column: the stored JSON text as a value, left out when absent or `null`.
+fn push_json(out: &mut String, key: &str, value: Option<&str>) {
+    if let Some(value) = value.map(str::trim).filter(|v| !v.is_empty() && *v != "null") {
+        field(out, key);
+        out.push_str(value);
+    }
+}
+
+fn open_row(out: &mut String, uuid: Uuid) {
+    let mut buffer = Uuid::encode_buffer();
+    out.push_str("{\"uuid\":\"");
+    out.push_str(uuid.hyphenated().encode_lower(&mut buffer));
+    out.push('"');
+}
+
+const GROUP_KEYS: [&str; 5] = ["group0", "group1", "group2", "group3", "group4"];
+
+fn is_empty_object(text: &str) -> bool {
+    text.trim()
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .is_some_and(|inside| inside.trim().is_empty())
+}
+
+/// Hogflare's event row: `uuid, team_id?, source, event, distinct_id, created_at, timestamp?,
+/// properties?, context?, person_id?, person_created_at?, person_properties?, group0..4?,
+/// group_properties?, api_key?, extra?` (`extra` left out when empty).
+pub fn event_row(row: &EventRowRef<'_>, out: &mut String) {
+    open_row(out, row.uuid);
+    push_integer(out, "team_id", row.team_id);
+    push_text(out, "source", Some(row.source));
+    push_text(out, "event", Some(row.event));
+    push_text(out, "distinct_id", Some(row.distinct_id));
+    push_time(out, "created_at", Some(row.created_at));
+    push_time(out, "timestamp", row.timestamp);
+    push_json(out, "properties", row.properties);
+    push_json(out, "context", row.context);
+    push_text(out, "person_id", row.person_id);
+    push_time(out, "person_created_at", row.person_created_at);
+    push_json(out, "person_properties", row.person_properties);
+    for (key, group) in GROUP_KEYS.iter().zip(row.groups) {
+        push_text(out, key, group);
+    }
+    push_json(out, "group_properties", row.group_properties);
+    push_text(out, "api_key", row.api_key);
+    push_json(out, "extra", row.extra.filter(|extra| !is_empty_object(extra)));
+    out.push('}');
+}
+
+/// Hogflare's person snapshot row: `uuid, team_id?, source, operation, person_id, person_int_id,
+/// canonical_distinct_id, distinct_ids, created_at, updated_at, version, properties,
+/// properties_set_once, merged_properties, api_key?, source_event_uuid`.
+pub fn person_row(row: &PersonSnapshotRef<'_>, out: &mut String) {
+    let person = &row.person;
+    open_row(out, row.uuid);
+    push_integer(out, "team_id", row.team_id);
+    push_text(out, "source", Some(SOURCE_HOGFLARE));
+    push_text(out, "operation", Some(row.operation));
+    push_uuid(out, "person_id", person.uuid);
+    push_integer(out, "person_int_id", Some(i64::try_from(person.id).unwrap_or(i64::MAX)));
+    push_text(out, "canonical_distinct_id", Some(row.canonical_distinct_id));
+    field(out, "distinct_ids");
+    out.push('[');
+    for (index, id) in person.distinct_ids.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        push_string(out, id);
+    }
+    out.push(']');
+    push_time(out, "created_at", Some(person.created_at));
+    push_time(out, "updated_at", Some(row.updated_at));
+    push_integer(out, "version", Some(i64::try_from(person.version).unwrap_or(i64::MAX)));
+    push_json(out, "properties", Some(&person.properties_json(Some(false))));
+    push_json(out, "properties_set_once", Some(&person.properties_json(Some(true))));
+    push_json(out, "merged_properties", Some(&person.properties_json(None)));
+    push_text(out, "api_key", row.api_key);
+    push_uuid(out, "source_event_uuid", row.source_event_uuid);
+    out.push('}');
+}
+
+/// Read the outbox entries after `after` (up to `max_rows` and about `max_bytes` of them) and
+/// make the POST bodies of each stream. Person snapshots are only made when `persons` is set
+/// (Hogflare writes them only when a persons stream is configured).
+pub fn pipeline(
+    store: &Store,
+    after: u64,
+    max_rows: usize,
+    max_bytes: u64,
+    max_body_bytes: usize,
+    persons: bool,
+) -> Result<PipelineChunk> {
+    store.with_outbox(after, max_rows, max_bytes, |entries| {
+        let mut events = Packer::new(max_body_bytes);
+        let mut snapshots = Packer::new(max_body_bytes);
+        let mut row = String::with_capacity(4096);
+        let mut last_seq = after;
+        for (seq, bytes) in entries {
+            last_seq = *seq;
+            row.clear();
+            match OutboxRecordRef::decode(bytes)? {
+                OutboxRecordRef::Event(event) => {
+                    event_row(&event, &mut row);
+                    events.push(&row);
+                }
+                OutboxRecordRef::Person(person) if persons => {
+                    person_row(&person, &mut row);
+                    snapshots.push(&row);
+                }
+                OutboxRecordRef::Person(_) => {}
+            }
+        }
+        Ok(PipelineChunk {
+            entries: entries.len() as u64,
+            last_seq,
+            events: events.finish(),
+            persons: snapshots.finish(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::person::{Person, Property, PropertyUpdate};
+    use crate::core::row::{PersonSnapshotOf, SOURCE_POSTHOG};
+
+    fn event(properties: Option<&str>) -> EventRowRef<'_> {
+        EventRowRef {
+            uuid: Uuid::from_u128(1),
+            team_id: None,
+            source: SOURCE_POSTHOG,
+            event: "$pageview",
+            distinct_id: "user \"1\"",
+            created_at: 1_700_000_000_123_456,
+            timestamp: Some(1_700_000_000_000_000),
+            properties,
+            context: None,
+            person_id: None,
+            person_created_at: None,
+            person_properties: None,
+            groups: [None, Some("acme"), None, None, None],
+            group_properties: None,
+            api_key: Some("phc_x"),
+            extra: Some("{}"),
+        }
+    }
+
+    /// The top-level keys as written (serde_json's map sorts them).
+    fn keys_in_order<'a>(text: &str, value: &'a serde_json::Value) -> Vec<&'a str> {
+        let mut keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_by_key(|key| text.find(&format!("\"{key}\":")).unwrap());
+        keys
+    }
+
+    fn event_text(row: &EventRowRef<'_>) -> String {
+        let mut out = String::new();
+        event_row(row, &mut out);
+        out
+    }
+
+    #[test]
+    fn event_rows_have_hogflares_shape_with_none_left_out() {
+        let text = event_text(&event(Some(r#"{"$current_url":"https://a.example/","n":[1,2]}"#)));
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"uuid":"00000000-0000-0000-0000-000000000001","source":"posthog","event":"$pageview","#,
+                r#""distinct_id":"user \"1\"","created_at":"2023-11-14T22:13:20.123456Z","#,
+                r#""timestamp":"2023-11-14T22:13:20.000000Z","#,
+                r#""properties":{"$current_url":"https://a.example/","n":[1,2]},"group1":"acme","api_key":"phc_x"}"#
+            )
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            value["properties"].is_object(),
+            "JSON columns are JSON values, not text"
+        );
+    }
+
+    #[test]
+    fn every_optional_column_is_written_when_present() {
+        let mut row = event(Some("null"));
+        row.team_id = Some(2);
+        row.context = Some(r#"{"ip":"1.2.3.4"}"#);
+        row.person_id = Some("p");
+        row.person_created_at = Some(0);
+        row.person_properties = Some(r#"{"plan":"pro"}"#);
+        row.group_properties = Some(r#"{"company":{"size":3}}"#);
+        row.extra = Some(r#"{"$sent_at":"x"}"#);
+        let text = event_text(&row);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let keys = keys_in_order(&text, &value);
+        assert_eq!(
+            keys,
+            [
+                "uuid",
+                "team_id",
+                "source",
+                "event",
+                "distinct_id",
+                "created_at",
+                "timestamp",
+                "context",
+                "person_id",
+                "person_created_at",
+                "person_properties",
+                "group1",
+                "group_properties",
+                "api_key",
+                "extra"
+            ]
+        );
+        assert_eq!(value["team_id"], 2);
+        assert_eq!(value["extra"]["$sent_at"], "x");
+        assert_eq!(value["person_created_at"], "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn person_rows_have_hogflares_shape() {
+        let mut person = Person::new(7, Uuid::from_u128(2), 5, "anon", &PropertyUpdate::default());
+        person.distinct_ids.push("user@example.com".into());
+        person.properties = vec![
+            Property {
+                key: "plan".into(),
+                value: r#""pro""#.into(),
+                once: false,
+            },
+            Property {
+                key: "ref".into(),
+                value: r#""ad""#.into(),
+                once: true,
+            },
+        ];
+        let encoded = PersonSnapshotOf {
+            uuid: Uuid::from_u128(3),
+            team_id: None,
+            operation: "identify",
+            person: &person,
+            canonical_distinct_id: "anon",
+            updated_at: 9,
+            api_key: Some("phc"),
+            source_event_uuid: Uuid::from_u128(4),
+        }
+        .encode()
+        .unwrap();
+        let OutboxRecordRef::Person(snapshot) = OutboxRecordRef::decode(&encoded).unwrap() else {
+            panic!("a person row")
+        };
+        let mut text = String::new();
+        person_row(&snapshot, &mut text);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let keys = keys_in_order(&text, &value);
+        assert_eq!(
+            keys,
+            [
+                "uuid",
+                "source",
+                "operation",
+                "person_id",
+                "person_int_id",
+                "canonical_distinct_id",
+                "distinct_ids",
+                "created_at",
+                "updated_at",
+                "version",
+                "properties",
+                "properties_set_once",
+                "merged_properties",
+                "api_key",
+                "source_event_uuid"
+            ]
+        );
+        assert_eq!(value["source"], "hogflare");
+        assert_eq!(value["person_int_id"], 7);
+        assert_eq!(value["person_id"], "00000000-0000-0000-0000-000000000002");
+        assert_eq!(value["distinct_ids"], serde_json::json!(["anon", "user@example.com"]));
+        assert_eq!(value["properties"], serde_json::json!({"plan": "pro"}));
+        assert_eq!(value["properties_set_once"], serde_json::json!({"ref": "ad"}));
+        assert_eq!(
+            value["merged_properties"],
+            serde_json::json!({"plan": "pro", "ref": "ad"})
+        );
+        assert_eq!(value["updated_at"], "1970-01-01T00:00:00.000009Z");
+    }
+
+    #[test]
+    fn bodies_stay_under_the_limit_and_are_never_empty() {
+        let mut packer = Packer::new(1_000);
+        let row = format!(r#"{{"x":"{}"}}"#, "a".repeat(92)); // 100 bytes
+        for _ in 0..25 {
+            packer.push(&row);
+        }
+        let out = packer.finish();
+        assert_eq!(out.rows, 25);
+        assert_eq!(out.oversized, 0);
+        // 9 rows: `[` + 9·100 + 8 commas + `]` = 910; a tenth would make 1011.
+        assert_eq!(out.bodies.iter().map(Vec::len).collect::<Vec<_>>(), [910, 910, 708]);
+        for body in &out.bodies {
+            let rows: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
+            assert!(!rows.is_empty() && body.len() <= 1_000);
+        }
+        assert!(Packer::new(1_000).finish().bodies.is_empty());
+    }
+
+    #[test]
+    fn a_row_over_the_limit_goes_alone() {
+        let mut packer = Packer::new(100);
+        packer.push(r#"{"a":1}"#);
+        packer.push(&format!(r#"{{"x":"{}"}}"#, "b".repeat(200)));
+        packer.push(r#"{"a":2}"#);
+        let out = packer.finish();
+        assert_eq!(out.oversized, 1);
+        assert_eq!(out.bodies.len(), 3);
+    }
+
+    #[test]
+    fn the_store_gives_one_mb_bodies_per_stream() {
+        use crate::core::decode::DecodedRequest;
+        use crate::core::event::NormalizedEvent;
+        use crate::core::person_event::{PersonEvent, PersonMode};
+        use crate::core::store::{CommitOptions, StoreConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            map_size: 256 << 20,
+            max_readers: 16,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir.path(), &config).unwrap();
+        let big = format!(r#"{{"blob":"{}"}}"#, "z".repeat(10_000));
+        let events = (0..300u128)
+            .map(|n| NormalizedEvent {
+                uuid: Uuid::from_u128(n + 1),
+                event: "e".into(),
+                distinct_id: "d".into(),
+                timestamp: chrono::Utc::now(),
+                properties: big.clone(),
+                context: None,
+                extra: None,
+                person: PersonEvent {
+                    mode: PersonMode::Without,
+                    ..PersonEvent::default()
+                },
+            })
+            .collect();
+        let request = DecodedRequest {
+            token: "phc".into(),
+            team_id: None,
+            created_at: chrono::Utc::now(),
+            events,
+            dropped: std::collections::BTreeMap::new(),
+            warnings: std::collections::BTreeMap::new(),
+            filtered: 0,
+        };
+        let options = CommitOptions {
+            dedupe_window_days: 7,
+            max_outbox_bytes: u64::MAX,
+            now: chrono::Utc::now(),
+        };
+        store.commit(vec![request], options).unwrap();
+        let chunk = pipeline(&store, 0, 10_000, u64::MAX, 1_000_000, true).unwrap();
+        assert_eq!((chunk.entries, chunk.last_seq, chunk.events.rows), (300, 300, 300));
+        assert_eq!(chunk.events.bodies.len(), 4);
+        assert!(chunk.persons.bodies.is_empty());
+        let mut seen = 0;
+        for body in &chunk.events.bodies {
+            assert!(body.len() <= 1_000_000);
+            let rows: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
+            assert!(rows.iter().all(|row| row["properties"]["blob"].is_string()));
+            seen += rows.len();
+        }
+        assert_eq!(seen, 300);
+        let rest = pipeline(&store, 200, 10_000, u64::MAX, 1_000_000, true).unwrap();
+        assert_eq!((rest.entries, rest.last_seq), (100, 300));
+    }
+}

@@ -96,6 +96,7 @@ fn bench_decode(c: &mut Criterion) {
                 HeaderFacts {
                     api_key: Some("phc_bench_token"),
                     sent_at: None,
+                    ..HeaderFacts::default()
                 },
                 &config(),
                 Utc::now(),

@@ -97,7 +97,10 @@ $(OHA):
 .PHONY: bench  ## benchmarks (criterion, then end-to-end load against baselines); figures in benches/README.md
 bench: build $(OHA) /usr/sbin/nginx
 	cargo bench --no-default-features --bench core
+	cargo bench --no-default-features --bench flags
+	$(BIN)/python -m benches.bench_flags --workers 2
 	$(BIN)/python -m benches.bench_ingest --workers 2
+	$(BIN)/python -m benches.bench_ingest --workers 2 --persons
 	$(BIN)/python -m benches.bench_ingest --workers 1 --skip-million
 
 .PHONY: clean  ## remove build outputs and environments

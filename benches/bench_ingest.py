@@ -1,11 +1,16 @@
 """End-to-end ingestion benchmark: hogflare against two baselines measured in the same run.
 
     make bench            # or: .venv/bin/python -m benches.bench_ingest [--duration 10] [--workers 1]
+    .venv/bin/python -m benches.bench_ingest --persons    # the person workloads (make bench runs both)
 
 Baselines: (a) nginx answering 200 to the same requests (the ceiling of any HTTP server on this
 machine), (b) hogflare with the store and the lake switched off (decode only). Then hogflare as
 it runs in production: every 200 synced to disk, every row shipped to the lake, the drain at the
 end included. The load generator (oha) runs on the same two cores, all on 127.0.0.1.
+
+With ``--persons``: the same pageview in `/batch` bodies that ask for different person work:
+personless capture (the baseline), `$set` changes across 100,000 users, and identify-heavy
+traffic, each against a fresh hogflare in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +38,15 @@ import httpx
 import psutil
 
 from benches import loadgen
-from benches.workloads import batch_body, event_size, single_body
+from benches.workloads import (
+    PERSON_USERS,
+    PERSON_WORKLOADS,
+    batch_body,
+    event_size,
+    person_bodies,
+    seed_bodies,
+    single_body,
+)
 from hogflare.lake import Lake
 from hogflare.query import run as query
 from tests.helpers.server import HOGFLARE, free_port
@@ -39,6 +54,9 @@ from tests.helpers.server import HOGFLARE, free_port
 RESULTS = Path(__file__).parent / "results"
 BATCH_HEADERS = {"content-type": "application/json", "content-encoding": "gzip"}
 SINGLE_HEADERS = {"content-type": "text/plain"}
+#: The person workloads' bodies are base64 text, one of many picked at random per request.
+PERSON_PATH = "/batch/?compression=base64"
+PERSON_HEADERS = {"content-type": "text/plain"}
 
 
 def _anonymous_rss(pid: int) -> int:
@@ -102,6 +120,25 @@ class Server:
     def lake_rows(self) -> int:
         assert self.data_dir is not None
         return int(query(Lake(self.data_dir / "lake"), "select count(*) as n from events").column("n")[0].as_py())
+
+    def person_stats(self) -> dict[str, int]:
+        """What the events did to persons, from the lake: ``changes`` counts distinct (person,
+        version) pairs, each a change some event made; every personful event writes a snapshot."""
+        assert self.data_dir is not None
+        lake = Lake(self.data_dir / "lake")
+        table = query(
+            lake,
+            """select count(*) as snapshots,
+                      count(distinct person_int_id) as persons,
+                      count(distinct (person_int_id, version)) as changes,
+                      count(*) filter (where operation = 'merged') as merged
+               from persons""",
+        )
+        stats = {name: int(table.column(name)[0].as_py() or 0) for name in table.column_names}
+        live = query(lake, "select count(*) as n from persons_latest")
+        stats["live"] = int(live.column("n")[0].as_py())
+        stats["events"] = self.lake_rows()
+        return stats
 
 
 def wait_ready(url: str, path: str, timeout: float = 30) -> None:
@@ -176,21 +213,42 @@ class Row:
     peak_anon_mb: float
     errors: int
     note: str = ""
+    acked_events_per_s: float = 0.0
+    persons: dict[str, int] = field(default_factory=dict)
 
 
-def load(server: Server, workload: str, duration: float, connections: int, rate: float | None = None) -> Row:
-    path, body, headers, per_request = {
-        "batch": ("/batch/", batch_body(100), BATCH_HEADERS, 100),
-        "single": ("/i/v0/e/", single_body(), SINGLE_HEADERS, 1),
-    }[workload]
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    body: bytes | list[bytes]
+    headers: dict[str, str]
+    events_per_request: int
+
+
+def foundation_workload(name: str) -> Workload:
+    return {
+        "batch": lambda: Workload("batch", "/batch/", batch_body(100), BATCH_HEADERS, 100),
+        "single": lambda: Workload("single", "/i/v0/e/", single_body(), SINGLE_HEADERS, 1),
+    }[name]()
+
+
+def load(server: Server, workload: Workload, duration: float, connections: int, rate: float | None = None) -> Row:
+    per_request = workload.events_per_request
     mark = server.rss.mark()
     before = server.lake_rows() if server.data_dir is not None and server.name == "hogflare" else 0
     started = time.monotonic()
     result = loadgen.run(
-        server.url + path, body, headers=headers, connections=connections, duration=duration, rate=rate
+        server.url + workload.path,
+        workload.body,
+        headers=workload.headers,
+        connections=connections,
+        duration=duration,
+        rate=rate,
     )
     note = ""
-    events_per_s = result.ok * per_request / result.seconds
+    acked = result.ok * per_request / result.seconds
+    events_per_s = acked
     if server.name == "hogflare":
         # Durable means in the lake: include the time until the shipper has written every row.
         expected = before + result.ok * per_request
@@ -199,7 +257,7 @@ def load(server: Server, workload: str, duration: float, connections: int, rate:
         total = time.monotonic() - started
         events_per_s = result.ok * per_request / total
         note = f"lake drained {total - result.seconds:.1f}s after the load"
-    label = workload if rate is None else f"{workload} at {rate:,.0f} req/s"
+    label = workload.name if rate is None else f"{workload.name} at {rate:,.0f} req/s"
     return Row(
         server=server.name,
         workload=label,
@@ -211,6 +269,7 @@ def load(server: Server, workload: str, duration: float, connections: int, rate:
         peak_anon_mb=server.rss.peak_since(mark)[1],
         errors=result.requests - result.ok,
         note=note,
+        acked_events_per_s=acked,
     )
 
 
@@ -278,18 +337,138 @@ def median_rows(runs: list[list[Row]]) -> list[Row]:
 def one_round(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     d = args.duration
+    batch, single_event = foundation_workload("batch"), foundation_workload("single")
     with nginx(args.workers) as server:
-        rows.append(load(server, "batch", d, 64))
-        rows.append(load(server, "single", d, 64))
+        rows.append(load(server, batch, d, 64))
+        rows.append(load(server, single_event, d, 64))
     with hogflare("decode-only", args.workers, {"HOGFLARE_STORE": "off"}) as server:
-        rows.append(load(server, "batch", d, 64))
-        rows.append(load(server, "single", d, 64))
+        rows.append(load(server, batch, d, 64))
+        rows.append(load(server, single_event, d, 64))
     with hogflare("hogflare", args.workers, {}) as server:
-        rows.append(load(server, "batch", d, 64))
-        single = load(server, "single", d, 64)
+        rows.append(load(server, batch, d, 64))
+        single = load(server, single_event, d, 64)
         rows.append(single)
-        rows.append(load(server, "single", d, 64, rate=round(single.req_per_s / 2, -2)))
+        rows.append(load(server, single_event, d, 64, rate=round(single.req_per_s / 2, -2)))
     return rows
+
+
+PERSONS_TARGET = 0.70
+
+
+def seed(server: Server, bodies: list[bytes]) -> None:
+    """Create the 100,000 users before the load (not timed), and wait until the lake has them."""
+    with httpx.Client(base_url=server.url, headers=BATCH_HEADERS, timeout=60) as client:
+
+        def post(body: bytes) -> None:
+            client.post("/batch/", content=body).raise_for_status()
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(post, bodies))
+    while server.lake_rows() < PERSON_USERS:
+        time.sleep(0.2)
+
+
+def persons_round(
+    args: argparse.Namespace, workloads: dict[str, Workload], seeds: list[bytes], index: int
+) -> dict[str, Row]:
+    """Each workload against a fresh hogflare whose store holds the 100,000 users; the order
+    rotates from round to round so that no workload always runs first or last."""
+    shift = index % len(PERSON_WORKLOADS)
+    rows = {}
+    for name in PERSON_WORKLOADS[shift:] + PERSON_WORKLOADS[:shift]:
+        with hogflare("hogflare", args.workers, {}) as server:
+            seed(server, seeds)
+            before = server.person_stats()
+            row = load(server, workloads[name], args.duration, 64)
+            after = server.person_stats()
+            # What the load did; `live` stays the count of persons at the end.
+            row.persons = {key: value - before[key] if key != "live" else value for key, value in after.items()}
+            rows[name] = row
+    return {name: rows[name] for name in PERSON_WORKLOADS}
+
+
+def persons_markdown(medians: dict[str, dict[str, float]], rows: dict[str, Row]) -> str:
+    lines = [
+        "| workload | events/s acknowledged | events/s to the lake | req/s | p50 ms | p99 ms | peak PSS MB | "
+        "peak anon MB | person changes / event | live persons | merges | non-200 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in rows.items():
+        persons = row.persons
+        changes = persons.get("changes", 0) / max(1, persons.get("events", 0))
+        lines.append(
+            f"| {name} | {medians[name]['acknowledged']:,.0f} | {medians[name]['lake']:,.0f} | {row.req_per_s:,.0f} | "
+            f"{row.p50_ms:.2f} | {row.p99_ms:.2f} | {row.peak_pss_mb:.0f} | {row.peak_anon_mb:.0f} | {changes:.2f} | "
+            f"{persons.get('live', 0):,} | {persons.get('merged', 0):,} | {row.errors} |"
+        )
+    return "\n".join(lines)
+
+
+def persons_main(args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    workloads = {
+        name: Workload(name, PERSON_PATH, person_bodies(name, args.bodies), PERSON_HEADERS, 100)
+        for name in PERSON_WORKLOADS
+    }
+    print(f"generated {args.bodies:,} bodies per workload in {time.monotonic() - started:.0f}s", flush=True)
+    seeds = seed_bodies()
+    runs = [persons_round(args, workloads, seeds, index) for index in range(args.repeats)]
+
+    medians = {
+        name: {
+            "acknowledged": statistics.median(run[name].acked_events_per_s for run in runs),
+            "lake": statistics.median(run[name].events_per_s for run in runs),
+        }
+        for name in PERSON_WORKLOADS
+    }
+    # Latency, memory and person counts: the round with the median acknowledged events/s.
+    rows = {
+        name: sorted((run[name] for run in runs), key=lambda row: row.acked_events_per_s)[len(runs) // 2]
+        for name in PERSON_WORKLOADS
+    }
+    ratios: dict[str, float] = {}
+    paired: dict[str, list[float]] = {}
+    for name in PERSON_WORKLOADS[1:]:
+        for metric, label in (("acknowledged", "acknowledged events/s"), ("lake", "events/s to the lake")):
+            key = f"{name} / capture-only ({label})"
+            ratios[key] = medians[name][metric] / medians["capture-only"][metric]
+            paired[key] = [
+                (run[name].acked_events_per_s / run["capture-only"].acked_events_per_s)
+                if metric == "acknowledged"
+                else (run[name].events_per_s / run["capture-only"].events_per_s)
+                for run in runs
+            ]
+    sample = workloads["set-heavy"].body
+    assert isinstance(sample, list)
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "workers": args.workers,
+        "duration_s": args.duration,
+        "repeats": args.repeats,
+        "bodies_per_workload": args.bodies,
+        "events_per_body": 100,
+        "body_bytes_mean": {
+            name: round(statistics.mean(len(body) for body in workload.body))
+            for name, workload in workloads.items()
+            if isinstance(workload.body, list)
+        },
+        "medians_events_per_s": {name: {k: round(v) for k, v in m.items()} for name, m in medians.items()},
+        "rows": {name: asdict(row) for name, row in rows.items()},
+        "all_runs": [{name: asdict(row) for name, row in run.items()} for run in runs],
+        "target": PERSONS_TARGET,
+        "ratios": {key: round(value, 3) for key, value in ratios.items()},
+        "ratios_per_round": {key: [round(value, 3) for value in values] for key, values in paired.items()},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"persons-w{args.workers}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(persons_markdown(medians, rows))
+    print()
+    for key, value in ratios.items():
+        verdict = "met" if value >= PERSONS_TARGET else "not met"
+        rounds = ", ".join(f"{v:.0%}" for v in paired[key])
+        print(f"- {key}: {value:.0%} (target {PERSONS_TARGET:.0%}: {verdict}; per round {rounds})")
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -298,7 +477,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="server worker processes (nginx and hogflare)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--skip-million", action="store_true", help="skip the 1M-event memory run")
+    parser.add_argument(
+        "--persons", action="store_true", help="run the person workloads (capture-only, set-heavy, identify-heavy)"
+    )
+    parser.add_argument("--bodies", type=int, default=4000, help="distinct request bodies per person workload")
     args = parser.parse_args()
+    if args.persons:
+        persons_main(args)
+        return
     if not shutil.which("nginx"):
         raise SystemExit("nginx not found: apt-get install nginx-light (make bench does)")
 

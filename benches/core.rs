@@ -1,8 +1,9 @@
-//! Criterion benchmarks of the pure core: decoding SDK bodies, committing to the store, and
-//! building the lake's Arrow columns. Run with `make bench`.
+//! Criterion benchmarks of the pure core: decoding SDK bodies, committing to the store (with and
+//! without person work), and building the lake's Arrow columns. Run with `make bench`.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 #![recursion_limit = "256"]
 
+use std::cell::Cell;
 use std::hint::black_box;
 use std::io::Write;
 
@@ -141,6 +142,138 @@ fn bench_commit(c: &mut Criterion) {
     group.finish();
 }
 
+/// The person workloads of `benches/workloads.py`: the pageview personless, with `$set` values
+/// that change on every event across 100,000 users, or half of it `$identify` of fresh anonymous
+/// ids (each group of four: anonymous pageview, its identify, the user's pageview, an identify
+/// of an anonymous id without events).
+#[derive(Clone, Copy)]
+enum PersonWorkload {
+    Personless,
+    SetHeavy,
+    IdentifyHeavy,
+}
+
+const PLANS: [&str; 5] = ["free", "starter", "pro", "team", "enterprise"];
+
+fn user(n: usize) -> String {
+    format!("user-{}", n * 7919 % 100_000)
+}
+
+fn changing_set(slot: usize) -> serde_json::Value {
+    serde_json::json!({
+        "$current_url": format!("https://shop.example.com/products/item-{slot}"), "$browser": "Chrome",
+        "plan": PLANS[slot % PLANS.len()], "pageviews": slot
+    })
+}
+
+fn person_event(workload: PersonWorkload, slot: usize) -> serde_json::Value {
+    let mut event = pageview(slot);
+    let (distinct_id, identified) = match workload {
+        PersonWorkload::Personless | PersonWorkload::SetHeavy => (user(slot), true),
+        PersonWorkload::IdentifyHeavy => match slot % 4 {
+            0 => (format!("01938f00-0000-7000-8000-{slot:012x}"), false),
+            1 | 3 => (user(slot / 2), true),
+            _ => (user(slot / 2 - 1), true),
+        },
+    };
+    let properties = event["properties"].as_object_mut().unwrap();
+    properties.insert("distinct_id".into(), distinct_id.clone().into());
+    if identified {
+        properties.insert("$user_id".into(), distinct_id.clone().into());
+    } else {
+        properties.remove("$user_id");
+    }
+    properties.insert("$is_identified".into(), identified.into());
+    match workload {
+        PersonWorkload::Personless => {
+            properties.insert("$process_person_profile".into(), false.into());
+            properties.remove("$set");
+            properties.remove("$set_once");
+        }
+        PersonWorkload::SetHeavy => {
+            properties.insert("$set".into(), changing_set(slot));
+        }
+        PersonWorkload::IdentifyHeavy => {
+            if slot % 4 != 0 {
+                properties.insert("$set".into(), changing_set(slot));
+            }
+            if slot % 2 == 1 {
+                let anonymous = slot - usize::from(slot % 4 == 1);
+                let anonymous = format!("01938f00-0000-7000-8000-{anonymous:012x}");
+                properties.insert("$anon_distinct_id".into(), anonymous.into());
+                event["event"] = "$identify".into();
+            }
+        }
+    }
+    event["distinct_id"] = distinct_id.into();
+    event
+}
+
+fn person_batch(workload: PersonWorkload, first_slot: usize) -> Vec<u8> {
+    let batch: Vec<_> = (first_slot..first_slot + 100)
+        .map(|slot| person_event(workload, slot))
+        .collect();
+    let body = serde_json::json!({"api_key": "phc_bench_token", "batch": batch, "sent_at": "2026-11-22T10:00:01.000Z"});
+    gzip(body.to_string().as_bytes())
+}
+
+/// Create the 100,000 users with one small `$set` event each, as `benches/workloads.py` does
+/// before the end-to-end person workloads.
+fn seed_users(store: &Store, options: CommitOptions) {
+    for first in (0..100_000).step_by(1000) {
+        let batches = (first..first + 1000)
+            .step_by(100)
+            .map(|start| {
+                let batch: Vec<_> = (start..start + 100)
+                    .map(|n| {
+                        serde_json::json!({
+                            "event": "$set", "distinct_id": user(n), "timestamp": "2026-11-22T09:00:00.000Z",
+                            "properties": {"$set": {"plan": "free", "signed_up": true}, "$lib": "posthog-node"}
+                        })
+                    })
+                    .collect();
+                let body = serde_json::json!({"api_key": "phc_bench_token", "batch": batch});
+                decode_batch(&gzip(body.to_string().as_bytes()))
+            })
+            .collect();
+        store.commit(batches, options).unwrap();
+    }
+}
+
+/// One synced commit of 10 requests of 100 events into a store that holds the 100,000 users,
+/// each iteration further along the slots, so users recur with new `$set` values and every
+/// `$identify` brings an anonymous id never seen.
+fn bench_commit_persons(c: &mut Criterion) {
+    let mut group = c.benchmark_group("persons");
+    group.throughput(Throughput::Elements(1000));
+    group.sample_size(20);
+    for (name, workload) in [
+        ("commit_10x100_personless", PersonWorkload::Personless),
+        ("commit_10x100_set", PersonWorkload::SetHeavy),
+        ("commit_10x100_identify", PersonWorkload::IdentifyHeavy),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, options) = open_store(dir.path());
+        seed_users(&store, options);
+        let next = Cell::new(0usize);
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    (0..10)
+                        .map(|_| {
+                            let first = next.replace(next.get() + 100);
+                            decode_batch(&person_batch(workload, first))
+                        })
+                        .collect::<Vec<_>>()
+                },
+                |batches| store.commit(batches, options).unwrap(),
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 fn bench_export(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (store, options) = open_store(&dir.path().join("store"));
@@ -163,5 +296,5 @@ fn bench_export(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_commit, bench_export);
+criterion_group!(benches, bench_decode, bench_commit, bench_commit_persons, bench_export);
 criterion_main!(benches);

@@ -31,7 +31,7 @@ def oha_binary() -> str:
 
 def run(
     url: str,
-    body: bytes,
+    body: bytes | list[bytes],
     *,
     headers: dict[str, str],
     connections: int,
@@ -39,8 +39,17 @@ def run(
     requests: int | None = None,
     rate: float | None = None,
 ) -> LoadResult:
+    """One bounded oha run. ``body`` is one request body, or a list of text bodies of which oha
+    sends a random one with each request (`oha -Z`: one body per line, so no line breaks)."""
     with tempfile.NamedTemporaryFile(suffix=".body") as handle:
-        handle.write(body)
+        if isinstance(body, bytes):
+            handle.write(body)
+            body_option = "-D"
+        else:
+            if any(b"\n" in line or b"\r" in line for line in body):
+                raise ValueError("bodies sent in rotation must be single lines")
+            handle.write(b"\n".join(body) + b"\n")
+            body_option = "-Z"
         handle.flush()
         args = [
             oha_binary(),
@@ -49,7 +58,7 @@ def run(
             "json",
             "-m",
             "POST",
-            "-D",
+            body_option,
             handle.name,
             "-c",
             str(connections),

@@ -7,50 +7,15 @@
 // getFeatureFlagPayload), identifies the visitor with a person property that a flag targets, and
 // reloads its flags. Prints one JSON object: what the page saw at each step, hogflare's own answer
 // for the visitor before identify, the requests the page made to hogflare, and any errors.
-import http from 'node:http'
-import { readFileSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
-import { dirname, join } from 'node:path'
-import { chromium } from 'playwright-core'
+import { args, launchChromium, servePage } from './harness.mjs'
 
-const here = dirname(fileURLToPath(import.meta.url))
-const args = Object.fromEntries(
-    process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), [])
-)
 const host = args.host
 const token = args.token
 const runId = args['run-id'] ?? String(Date.now())
 const userId = `js-flags-user-${runId}`
-const bundle = readFileSync(join(here, 'node_modules/posthog-js/dist/array.full.js'))
 
-const page = `<!doctype html><html><head><title>hogflare flags page</title>
-<script src="/posthog.js"></script></head><body><p>flags</p></body></html>`
-
-const server = http.createServer((req, res) => {
-    if (req.url.startsWith('/posthog.js')) {
-        res.writeHead(200, { 'content-type': 'application/javascript' })
-        res.end(bundle)
-    } else {
-        res.writeHead(200, { 'content-type': 'text/html' })
-        res.end(page)
-    }
-})
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
-const pageUrl = `http://127.0.0.1:${server.address().port}/`
-
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-sync',
-    ],
-})
+const { server, pageUrl } = await servePage('hogflare flags page', '<p>flags</p>')
+const browser = await launchChromium()
 const context = await browser.newContext()
 const tab = await context.newPage()
 const pageErrors = []

@@ -232,7 +232,7 @@ impl PersonEvent {
     }
 }
 
-/// Distinct ids PostHog never merges on: placeholders SDKs and integrations send by mistake.
+/// Distinct ids PostHog never merges on: values SDKs and integrations send by mistake instead of a real id.
 pub fn is_illegal_merge_id(id: &str) -> bool {
     const ANY_CASE: [&str; 10] = [
         "anonymous",

@@ -39,7 +39,8 @@ log = structlog.get_logger("hogflare.app")
 _HEALTH = {"/_health", "/_liveness", "/_livez"}
 _READINESS = {"/_readiness", "/_readyz"}
 _SHIPPER_CHECK_SECS = 1.0
-_SHIPPER_STOP_SECS = 30.0
+#: Beyond the shutdown deadline: the shipper may be in the middle of one last request to a stream.
+_SHIPPER_STOP_GRACE_SECS = 5.0
 #: Bodies above this size are hashed on a worker thread, so the event loop keeps serving.
 _SIGNATURE_OFFLOAD_BYTES = 256 * 1024
 
@@ -94,7 +95,8 @@ class App:
             # The shipper flushes what it holds on SIGTERM; give it time to finish its commit.
             process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.to_thread(process.wait, _SHIPPER_STOP_SECS)
+                grace = self.settings.shutdown_timeout_secs + self.settings.pipeline_timeout_secs
+                await asyncio.to_thread(process.wait, grace + _SHIPPER_STOP_GRACE_SECS)
             except subprocess.TimeoutExpired:
                 log.warning("shipper did not stop in time; the outbox keeps its rows for the next start")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from enum import StrEnum
@@ -74,6 +75,9 @@ def serve(
         loop=Loops.auto,
         http1_settings=HTTP1Settings(header_read_timeout=10_000),
         respawn_failed_workers=True,
+        # A worker's shutdown waits for in-flight commits and the shipper's last flush, both
+        # bounded by the shutdown deadline; past that (with a margin) Granian kills it.
+        workers_kill_timeout=math.ceil(settings.shutdown_timeout_secs + settings.pipeline_timeout_secs) + 15,
         log_access=False,
     ).serve()
 

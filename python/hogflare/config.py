@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 MB = 1_000_000
 GiB = 1 << 30
+
+#: Durations (seconds, may be fractional) and sizes cannot be negative; some must be positive.
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+PositiveCount = Annotated[int, msgspec.Meta(gt=0)]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -31,29 +37,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     personal_api_keys: tuple[str, ...] = ()
     project_secret_keys: tuple[str, ...] = ()
     signing_secret: str | None = None
-    signature_tolerance_secs: int | None = None
+    signature_tolerance_secs: Annotated[int, msgspec.Meta(ge=0)] | None = None
     trusted_proxies: tuple[str, ...] = ()
     store_ip: bool = True
 
-    dedupe_window_days: int = 7
-    outbox_max_bytes: int = 8 * GiB
-    lmdb_map_size: int = 256 * GiB
-    flush_interval_secs: float = 5.0
-    flush_rows: int = 50_000
+    dedupe_window_days: PositiveCount = 7
+    outbox_max_bytes: Count = 8 * GiB
+    lmdb_map_size: PositiveCount = 256 * GiB
+    flush_interval_secs: Seconds = 5.0
+    flush_rows: PositiveCount = 50_000
 
     pipeline_endpoint: str | None = None
     pipeline_auth_token: str | None = None
     persons_pipeline_endpoint: str | None = None
     persons_pipeline_auth_token: str | None = None
-    pipeline_timeout_secs: float = 10.0
-    pipeline_max_body_bytes: int = 1 * MB
+    pipeline_timeout_secs: PositiveSeconds = 10.0
+    pipeline_max_body_bytes: PositiveCount = 1 * MB
     sinks: str | None = None
 
-    max_body_bytes: int = 20 * MB
-    max_recording_body_bytes: int = 25 * MB
-    inflate_ratio: int = 5
-    max_event_bytes: int = 1 * MB
-    body_timeout_secs: float = 10.0
+    max_body_bytes: PositiveCount = 20 * MB
+    max_recording_body_bytes: PositiveCount = 25 * MB
+    inflate_ratio: PositiveCount = 5
+    max_event_bytes: PositiveCount = 1 * MB
+    body_timeout_secs: PositiveSeconds = 10.0
+    #: On SIGTERM: how long in-flight requests and the shipper's last flush may take.
+    shutdown_timeout_secs: Seconds = 30.0
 
     shipper: Literal["auto", "off"] = "auto"
     store: Literal["on", "off"] = "on"
@@ -174,6 +182,7 @@ ENV: dict[str, str] = {
     "inflate_ratio": "HOGFLARE_INFLATE_RATIO",
     "max_event_bytes": "HOGFLARE_MAX_EVENT_BYTES",
     "body_timeout_secs": "HOGFLARE_BODY_TIMEOUT_SECS",
+    "shutdown_timeout_secs": "HOGFLARE_SHUTDOWN_TIMEOUT_SECS",
     "shipper": "HOGFLARE_SHIPPER",
     "store": "HOGFLARE_STORE",
     "log_format": "HOGFLARE_LOG_FORMAT",

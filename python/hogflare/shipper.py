@@ -130,10 +130,11 @@ class Shipper:
             for path in paths:
                 Path(path).unlink(missing_ok=True)
 
-    def drain(self) -> int:
-        """Ship until the outbox is empty; returns the rows shipped."""
+    def drain(self, deadline: float | None = None) -> int:
+        """Ship until the outbox is empty, or until ``time.monotonic()`` passes ``deadline``;
+        returns the rows shipped. What is left stays in the outbox for the next start."""
         total = 0
-        while shipped := self.ship_once():
+        while (deadline is None or time.monotonic() < deadline) and (shipped := self.ship_once()):
             total += shipped
         return total
 
@@ -185,10 +186,18 @@ class Shipper:
                 backoff = min(backoff * 2, 30.0)
                 continue
             stop.wait(_POLL_SECS)
+        # A chunk already being shipped when the deadline passes finishes; none is started after.
+        deadline = time.monotonic() + self.settings.shutdown_timeout_secs
         try:
-            self.drain()
+            shipped = self.drain(deadline)
         except Exception:
             log.exception("final flush failed; rows stay in the outbox for the next start")
+        else:
+            left = self.pending()
+            if left:
+                log.warning("shutdown deadline reached; rows stay in the outbox for the next start", left=left)
+            else:
+                log.info("final flush done", entries=shipped)
         if self.pipelines is not None:
             self.pipelines.close()
 

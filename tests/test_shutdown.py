@@ -1,0 +1,81 @@
+"""Graceful shutdown of a real server: SIGTERM stops new connections, finishes the requests in
+flight, and ships what the outbox holds within ``HOGFLARE_SHUTDOWN_TIMEOUT_SECS``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.server import Server, query
+
+pytestmark = pytest.mark.timeout(180)
+
+#: The shipper only ships when told to stop: every row shipped was shipped by the final flush.
+NO_BACKGROUND_SHIPPING = {"HOGFLARE_FLUSH_INTERVAL_SECS": "3600", "HOGFLARE_FLUSH_ROWS": "1000000"}
+
+
+def batch_body(uuids: list[str]) -> bytes:
+    batch = [{"event": "shutdown test", "distinct_id": f"user-{n % 7}", "uuid": u} for n, u in enumerate(uuids)]
+    return json.dumps({"api_key": "phc_shutdown", "batch": batch}).encode()
+
+
+def send_batches(server: Server, count: int, size: int = 100) -> list[str]:
+    acknowledged: list[str] = []
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(count):
+            uuids = [str(uuid.uuid4()) for _ in range(size)]
+            response = client.post("/batch", content=batch_body(uuids), headers={"content-type": "application/json"})
+            assert response.status_code == 200, response.text
+            acknowledged += uuids
+    return acknowledged
+
+
+def lake_uuids(data_dir: Path) -> list[str]:
+    return [row["uuid"] for row in query(data_dir, "select uuid from events")]
+
+
+def test_sigterm_finishes_the_request_in_flight_and_ships_it(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", env=NO_BACKGROUND_SHIPPING).start()
+    assert server.process is not None
+    acknowledged = send_batches(server, 3)
+    in_flight = str(uuid.uuid4())
+    body = batch_body([in_flight])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        head = "POST /batch HTTP/1.1\r\nHost: hogflare\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {len(body)}"
+        connection.sendall(f"{head}\r\n\r\n".encode() + body[:20])
+        time.sleep(0.3)  # the request is being read when the signal comes
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/_health", timeout=2)
+        connection.sendall(body[20:])
+        status_line = connection.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 200 OK"
+    assert server.process.wait(120) == 0
+    landed = lake_uuids(server.data_dir)
+    assert sorted(landed) == sorted([*acknowledged, in_flight])
+
+
+def test_rows_left_at_the_deadline_ship_after_the_next_start(tmp_path: Path) -> None:
+    env = {**NO_BACKGROUND_SHIPPING, "HOGFLARE_SHUTDOWN_TIMEOUT_SECS": "0"}
+    server = Server(tmp_path / "data", env=env).start()
+    acknowledged = send_batches(server, 5)
+    server.stop(timeout=120)
+    assert server.process is not None
+    assert server.process.returncode == 0
+    assert "shutdown deadline reached" in server.log()
+    assert lake_uuids(server.data_dir) == []
+
+    with Server(tmp_path / "data", env=NO_BACKGROUND_SHIPPING):
+        pass  # a plain start and stop: its final flush has time enough
+    landed = lake_uuids(tmp_path / "data")
+    assert len(landed) == len(acknowledged)
+    assert set(landed) == set(acknowledged)

@@ -23,7 +23,7 @@ $(UV):
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(BIN)/python: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen
+	$(UV) sync --frozen --inexact
 	@touch $@
 
 .PHONY: install  ## install the Python environment into .venv

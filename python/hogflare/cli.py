@@ -1,4 +1,4 @@
-"""The ``hogflare`` command: serve, query, compact, flags."""
+"""The ``hogflare`` command: serve, query, compact, flags, doctor."""
 
 from __future__ import annotations
 
@@ -152,6 +152,24 @@ def fake_pipeline(  # noqa: PLR0917 - typer options
 
     typer.echo(f"fake pipeline on http://{host}:{port}/ (rows at /events)", err=True)
     fake.serve(host=host, port=port, db=db, token=token, fail_rate=fail_rate, status=int(status.value), delay=delay)
+
+
+@cli.command()
+def doctor(data_dir: DataDir = None) -> None:
+    """Check the data directory, the store, the lake, each configured sink and the flags; say what is wrong.
+
+    Exits 1 when something needs fixing, 0 otherwise. Safe to run beside a running server."""
+    from hogflare.doctor import Level, examine
+
+    findings = examine(_settings(data_dir))
+    width = max(len(finding.subject) for finding in findings)
+    for finding in findings:
+        typer.echo(f"{finding.level.value:<8} {finding.subject:<{width}}  {finding.message}")
+    problems = sum(finding.level is Level.problem for finding in findings)
+    warnings = sum(finding.level is Level.warning for finding in findings)
+    typer.echo(f"{problems} problems, {warnings} warnings", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 @cli.command(hidden=True)

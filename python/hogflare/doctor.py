@@ -1,0 +1,197 @@
+"""``hogflare doctor``: look at a data directory and the configured sinks, and say what is wrong.
+
+Every check reads; none changes anything. A check that cannot even look (the lake's catalog does
+not open, a stream does not answer) is itself the finding. The server may be running meanwhile:
+LMDB and the catalog are made for several readers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import NamedTuple
+
+import httpx
+
+from hogflare.config import GiB, Settings
+
+#: Below this much free disk, the outbox and the lake soon stop growing.
+_LOW_DISK_BYTES = 1 * GiB
+#: Fraction of a limit at which a warning becomes due.
+_NEARLY = 0.8
+_STREAM_CHECK_TIMEOUT_SECS = 10.0
+
+
+class Level(StrEnum):
+    ok = "ok"
+    warning = "warning"
+    problem = "problem"
+
+
+class Finding(NamedTuple):
+    level: Level
+    subject: str
+    message: str
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def check_data_dir(settings: Settings) -> Iterator[Finding]:
+    path = settings.data_dir
+    if not path.exists():
+        parent = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+        if os.access(parent, os.W_OK):
+            yield Finding(Level.ok, "data directory", f"{path} does not exist yet; the server creates it")
+        else:
+            yield Finding(Level.problem, "data directory", f"{path} does not exist and {parent} is not writable")
+        return
+    if not path.is_dir():
+        yield Finding(Level.problem, "data directory", f"{path} is not a directory")
+        return
+    if not os.access(path, os.W_OK | os.X_OK):
+        yield Finding(Level.problem, "data directory", f"{path} is not writable by this user")
+        return
+    free = shutil.disk_usage(path).free
+    level = Level.warning if free < _LOW_DISK_BYTES else Level.ok
+    yield Finding(level, "data directory", f"{path}: writable, {_size(free)} free on its disk")
+
+
+def check_store(settings: Settings) -> Iterator[Finding]:
+    from hogflare.commit import open_store
+    from hogflare.errors import HogflareError
+
+    if not (settings.store_dir / "data.mdb").exists():
+        yield Finding(Level.ok, "store", "no store yet (nothing has been ingested)")
+        return
+    try:
+        store = open_store(settings)
+        store.check()
+        next_seq, rows, waiting = store.outbox_state()
+        cursors = {sink: store.cursor(sink) or 0 for sink in settings.enabled_sinks}
+    except HogflareError as exc:
+        yield Finding(Level.problem, "store", f"{settings.store_dir} cannot be read: {exc}")
+        return
+    used = (settings.store_dir / "data.mdb").stat().st_size
+    map_level = Level.warning if used >= _NEARLY * settings.lmdb_map_size else Level.ok
+    yield Finding(
+        map_level,
+        "store",
+        f"{_size(used)} used of the {_size(settings.lmdb_map_size)} map (HOGFLARE_LMDB_MAP_SIZE)",
+    )
+    limit = settings.outbox_max_bytes
+    if waiting >= limit:
+        level, note = Level.problem, "at the high-water mark: ingestion answers 503"
+    elif waiting >= _NEARLY * limit:
+        level, note = Level.warning, "near the high-water mark"
+    else:
+        level, note = Level.ok, "below the high-water mark"
+    yield Finding(level, "outbox", f"{rows} rows, {_size(waiting)} waiting; {note} (HOGFLARE_OUTBOX_MAX_BYTES)")
+    for sink, cursor in cursors.items():
+        behind = max(0, next_seq - 1 - cursor)
+        yield Finding(Level.ok, f"sink {sink}", f"{behind} outbox entries not yet delivered")
+
+
+def check_shipper(settings: Settings) -> Iterator[Finding]:
+    from hogflare.supervisor import shipper_alive
+
+    if shipper_alive(settings):
+        yield Finding(Level.ok, "shipper", "running")
+    else:
+        yield Finding(Level.ok, "shipper", "not running (expected only while no server uses this data directory)")
+
+
+def check_lake(settings: Settings) -> Iterator[Finding]:
+    from hogflare.lake import TABLES, Lake
+
+    if not (settings.lake_dir / "catalog.db").exists():
+        yield Finding(Level.ok, "lake", "no lake yet (nothing has been shipped)")
+        return
+    try:
+        lake = Lake(settings.lake_dir)
+    except Exception as exc:  # whatever stops the catalog from opening is the finding
+        yield Finding(Level.problem, "lake", f"the catalog {settings.lake_dir / 'catalog.db'} does not open: {exc}")
+        return
+    for name in TABLES:
+        try:
+            files = lake.data_files(name)
+            seq = lake.outbox_seq(name)
+        except Exception as exc:
+            yield Finding(Level.problem, f"lake {name}", f"cannot be read: {exc}")
+            continue
+        missing = [path for path in files if not Path(path).exists()]
+        if missing:
+            shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
+            message = f"{len(missing)} of {len(files)} data files are missing: {shown}"
+            yield Finding(Level.problem, f"lake {name}", message)
+        else:
+            yield Finding(Level.ok, f"lake {name}", f"{len(files)} data files, up to outbox entry {seq}")
+
+
+def check_streams(settings: Settings, client: httpx.Client | None = None) -> Iterator[Finding]:
+    """Each configured stream is sent an empty JSON array with its token: no row, but the answer
+    tells whether the endpoint exists and takes the token."""
+    if "pipelines" not in settings.enabled_sinks:
+        return
+    streams = [("events", settings.pipeline_endpoint, settings.pipeline_auth_token)]
+    if settings.persons_pipeline_endpoint:
+        token = settings.persons_pipeline_auth_token or settings.pipeline_auth_token
+        streams.append(("persons", settings.persons_pipeline_endpoint, token))
+    with client or httpx.Client(timeout=min(settings.pipeline_timeout_secs, _STREAM_CHECK_TIMEOUT_SECS)) as http:
+        for name, url, token in streams:
+            assert url is not None
+            yield _stream_finding(http, f"{name} stream", url, token)
+
+
+def _stream_finding(http: httpx.Client, subject: str, url: str, token: str | None) -> Finding:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    try:
+        response = http.post(url, content=b"[]", headers=headers)
+    except httpx.HTTPError as exc:
+        return Finding(Level.problem, subject, f"{url} does not answer: {exc!r}")
+    status = response.status_code
+    if status in {401, 403}:
+        return Finding(Level.problem, subject, f"{url} refused the auth token ({status}): check the *_AUTH_TOKEN")
+    if status == 404:
+        return Finding(Level.problem, subject, f"{url} has no stream (404): check the *_PIPELINE_ENDPOINT")
+    if 200 <= status < 300:
+        return Finding(Level.ok, subject, f"{url} reachable and accepts the token")
+    return Finding(Level.warning, subject, f"{url} reachable; an empty test batch got {status}: {response.text[:200]}")
+
+
+def check_flags(settings: Settings) -> Iterator[Finding]:
+    from hogflare.flags import FlagsService
+
+    problems: list[tuple[str, str]] = []
+    service = FlagsService(settings, None, report=lambda source, message: problems.append((source, message)))
+    for source, message in problems:
+        # The full message points at the spot in the file; `hogflare flags list` prints it.
+        yield Finding(Level.problem, "flags", f"{source}: {message.splitlines()[0]}")
+    if service.configured:
+        yield Finding(Level.ok, "flags", f"{len(service.current())} flags loaded")
+    else:
+        yield Finding(Level.ok, "flags", "no flags configured")
+
+
+CHECKS: tuple[Callable[[Settings], Iterator[Finding]], ...] = (
+    check_data_dir,
+    check_store,
+    check_shipper,
+    check_lake,
+    check_streams,
+    check_flags,
+)
+
+
+def examine(settings: Settings) -> list[Finding]:
+    return [finding for check in CHECKS for finding in check(settings)]

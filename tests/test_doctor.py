@@ -1,0 +1,127 @@
+"""``hogflare doctor`` run as an operator would: on a fresh directory, beside a running server, and
+against each thing that can be wrong with a data directory or a sink."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.server import HOGFLARE, Server, free_port, wait_for_rows
+from tests.test_pipelines import Fake
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def doctor(data_dir: Path, **env: str) -> tuple[int, dict[str, list[tuple[str, str]]]]:
+    """Exit code, and each subject's ``(level, message)`` lines."""
+    result = subprocess.run(
+        [HOGFLARE, "doctor", "--data-dir", str(data_dir)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    findings: dict[str, list[tuple[str, str]]] = {}
+    for line in result.stdout.splitlines():
+        level, rest = line.split(maxsplit=1)
+        subject, _, message = rest.partition("  ")
+        findings.setdefault(subject.strip(), []).append((level, message.strip()))
+    return result.returncode, findings
+
+
+def send(server: Server, count: int) -> httpx.Response:
+    batch = [{"event": "doctor", "distinct_id": f"u{n}", "uuid": str(uuid.uuid4())} for n in range(count)]
+    return httpx.post(f"{server.url}/batch", json={"api_key": "phc_doctor", "batch": batch}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[Fake]:
+    fake = Fake("--token", "stream-secret")
+    yield fake
+    fake.stop()
+
+
+def test_a_fresh_directory_is_fine(tmp_path: Path) -> None:
+    code, findings = doctor(tmp_path / "data")
+    assert code == 0
+    assert findings["data directory"][0][0] == "ok"
+    assert "does not exist yet" in findings["data directory"][0][1]
+    assert "no store yet" in findings["store"][0][1]
+    assert "no lake yet" in findings["lake"][0][1]
+
+
+def test_beside_a_running_server_and_after_a_lost_data_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Server(data) as server:
+        assert send(server, 20).status_code == 200
+        wait_for_rows(data, "select uuid from events", 20)
+        code, findings = doctor(data)
+        assert code == 0, findings
+        assert findings["shipper"] == [("ok", "running")]
+        assert findings["outbox"][0][0] == "ok"
+        level, message = findings["lake hogflare_events"][0]
+        assert level == "ok"
+        assert "1 data files" in message
+    parquet = next((data / "lake").rglob("*.parquet"))
+    parquet.unlink()
+    code, findings = doctor(data)
+    assert code == 1
+    problems = [message for level, message in findings["lake hogflare_events"] if level == "problem"]
+    problems += [message for level, message in findings["lake hogflare_persons"] if level == "problem"]
+    assert any(parquet.name in message for message in problems)
+
+
+def test_stream_reachability_and_token(tmp_path: Path, fake: Fake) -> None:
+    good = {"CLOUDFLARE_PIPELINE_ENDPOINT": fake.url, "CLOUDFLARE_PIPELINE_AUTH_TOKEN": "stream-secret"}
+    code, findings = doctor(tmp_path / "data", **good)
+    assert code == 0
+    assert findings["events stream"][0][0] == "ok"
+
+    code, findings = doctor(tmp_path / "data", **{**good, "CLOUDFLARE_PIPELINE_AUTH_TOKEN": "wrong"})
+    assert code == 1
+    assert findings["events stream"][0][0] == "problem"
+    assert "refused the auth token (401)" in findings["events stream"][0][1]
+
+    persons = {"CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT": f"http://127.0.0.1:{free_port()}/"}
+    code, findings = doctor(tmp_path / "data", **good, **persons)
+    assert code == 1
+    assert findings["events stream"][0][0] == "ok"
+    assert findings["persons stream"][0][0] == "problem"
+    assert "does not answer" in findings["persons stream"][0][1]
+    rows = httpx.get(f"{fake.url}/events", headers={"authorization": "Bearer stream-secret"}).json()
+    assert rows == []  # the checks sent no rows
+
+
+def test_a_full_outbox_is_a_problem(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {
+        "HOGFLARE_SINKS": "pipelines",
+        "CLOUDFLARE_PIPELINE_ENDPOINT": f"http://127.0.0.1:{free_port()}/",
+        "HOGFLARE_OUTBOX_MAX_BYTES": "1000",
+    }
+    with Server(data, env=env) as server:
+        assert send(server, 20).status_code == 200
+        assert send(server, 20).status_code == 503
+        code, findings = doctor(data, **env)
+    assert code == 1
+    level, message = findings["outbox"][0]
+    assert level == "problem"
+    assert "ingestion answers 503" in message
+    assert findings["events stream"][0][0] == "problem"
+
+
+def test_a_broken_flags_file_is_named(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "flags.json").write_text(json.dumps({"flags": [{"key": "beta", "filters": {"groups": "nope"}}]}))
+    code, findings = doctor(data)
+    assert code == 1
+    assert any(level == "problem" and "beta" in message for level, message in findings["flags"])

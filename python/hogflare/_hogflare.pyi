@@ -217,6 +217,8 @@ class FlagSet:
         self,
         distinct_id: str,
         *,
+        stored_person: str | None = None,
+        stored_groups: str | None = None,
         person_properties: str = "{}",
         groups: str = "{}",
         group_properties: str = "{}",
@@ -227,9 +229,36 @@ class FlagSet:
         now: float | None = None,
     ) -> bytes:
         """Evaluate every flag for one user in one call, with the GIL released. Properties are JSON
-        object text (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``).
+        object text (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``);
+        the request's override the stored ones (``stored_person``, ``stored_groups`` as the store
+        returns them), ``$group_key`` joins each group's and ``distinct_id`` the person's.
         Returns JSON ``{"flags": {key: {"key", "enabled", "variant", "reason", "metadata"}},
         "errorsWhileComputingFlags": bool}``, payloads as JSON-encoded strings."""
+    def respond(
+        self,
+        distinct_id: str,
+        *,
+        request_id: str | None = None,
+        decide: bool = False,
+        version: int | None = None,
+        evaluate: bool = True,
+        stored_person: str | None = None,
+        stored_groups: str | None = None,
+        person_properties: str = "{}",
+        groups: str = "{}",
+        group_properties: str = "{}",
+        anon_distinct_id: str | None = None,
+        device_id: str | None = None,
+        flag_keys: list[str] | None = None,
+        environments: list[str] | None = None,
+        now: float | None = None,
+    ) -> bytes:
+        """The whole ``/flags`` (``decide=False``) or ``/decide`` answer body, evaluated as
+        ``evaluate`` does, in the shape of PostHog's ``get_versioned_response`` for ``version``
+        (``/flags``, ``/decide?v>=4``: the v2 ``flags`` map with ``featureFlags`` and
+        ``featureFlagPayloads``; ``/decide`` v1: keys of the flags that are on; v2: their values;
+        v3: every value and the payloads). ``evaluate=False`` answers with no flags. ``requestId``
+        is ``request_id`` or a new UUID; ``evaluatedAt`` is ``now`` in milliseconds."""
 
 @final
 class SignatureVerifier:

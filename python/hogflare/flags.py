@@ -34,7 +34,6 @@ ProblemSink = Callable[[str, str], None]
 Stamp = tuple[int, int, int] | None
 
 _decode_evaluation = msgspec.json.Decoder(Evaluation).decode
-_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
 NO_FLAGS = Evaluation(flags={})
 
@@ -86,7 +85,26 @@ class FlagsService:
             self._definitions = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
         return self._definitions
 
-    def evaluate(
+    def evaluate(self, token: str | None, distinct_id: str, **request: Any) -> Evaluation:
+        """Every flag for one user (the v2 ``flags`` map), as ``respond`` evaluates them."""
+        flags = self.current()
+        if not len(flags):
+            return NO_FLAGS
+        return _decode_evaluation(flags.evaluate(distinct_id, **self._arguments(token, distinct_id, **request)))
+
+    def respond(
+        self, token: str | None, distinct_id: str, *, decide: bool, version: int | None, **request: Any
+    ) -> bytes:
+        """The ``/flags`` or ``/decide`` answer body for one user, in the shape ``decide`` and
+        ``version`` ask for. Stored properties are read (never written: no person is made), and
+        the request's own win over them."""
+        flags = self.current()
+        if not len(flags):
+            return flags.respond(distinct_id, decide=decide, version=version, evaluate=False)
+        arguments = self._arguments(token, distinct_id, **request)
+        return flags.respond(distinct_id, decide=decide, version=version, **arguments)
+
+    def _arguments(
         self,
         token: str | None,
         distinct_id: str,
@@ -94,52 +112,24 @@ class FlagsService:
         person_properties: dict[str, Any] | None = None,
         groups: dict[str, str] | None = None,
         group_properties: dict[str, dict[str, Any] | None] | None = None,
-        anon_distinct_id: str | None = None,
-        device_id: str | None = None,
-        flag_keys: list[str] | None = None,
-        environments: list[str] | None = None,
-    ) -> Evaluation:
-        """Every flag for one user. Stored properties are read (never written: no person is made),
-        and the request's own win over them."""
-        flags = self.current()
-        if not len(flags):
-            return NO_FLAGS
-        groups = groups or {}
-        raw = flags.evaluate(
-            distinct_id,
-            person_properties=self._person_properties(token, distinct_id, person_properties),
-            groups=_encode(groups).decode() if groups else "{}",
-            group_properties=self._group_properties(token, groups, group_properties or {}),
-            anon_distinct_id=anon_distinct_id,
-            device_id=device_id,
-            flag_keys=flag_keys,
-            environments=environments,
-        )
-        return _decode_evaluation(raw)
-
-    def _person_properties(self, token: str | None, distinct_id: str, overrides: dict[str, Any] | None) -> str:
-        stored = self.store.person_properties(token, distinct_id) if self.store is not None and token else None
-        properties = _decode_object(stored) if stored else {}
-        if overrides:
-            properties.update(overrides)
-        properties.setdefault("distinct_id", distinct_id)
-        return _encode(properties).decode()
-
-    def _group_properties(
-        self, token: str | None, groups: dict[str, str], overrides: dict[str, dict[str, Any] | None]
-    ) -> str:
-        if not groups:
-            return "{}"
-        stored: dict[str, Any] = {}
-        if self.store is not None and token:
-            stored = _decode_object(self.store.group_properties(token, _encode(groups).decode()))
-        merged: dict[str, dict[str, Any]] = {}
-        for group_type, key in groups.items():
-            properties = dict(stored.get(group_type) or {})
-            properties.update(overrides.get(group_type) or {})
-            properties["$group_key"] = key
-            merged[group_type] = properties
-        return _encode(merged).decode()
+        **rest: Any,
+    ) -> dict[str, Any]:
+        """``FlagSet`` keyword arguments: the stored properties as the store keeps them (JSON
+        text), the request's encoded once; the core merges them."""
+        arguments = dict(rest)
+        store = self.store if token is not None else None
+        if store is not None and token is not None:
+            arguments["stored_person"] = store.person_properties(token, distinct_id)
+        if person_properties:
+            arguments["person_properties"] = _encode(person_properties).decode()
+        if groups:
+            encoded_groups = _encode(groups).decode()
+            arguments["groups"] = encoded_groups
+            if store is not None and token is not None:
+                arguments["stored_groups"] = store.group_properties(token, encoded_groups)
+            if group_properties:
+                arguments["group_properties"] = _encode(group_properties).decode()
+        return arguments
 
     # --- loading ---------------------------------------------------------------------------------
 

@@ -12,8 +12,6 @@ import base64
 import binascii
 import hmac
 import json
-import time
-import uuid
 import zlib
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -22,17 +20,9 @@ import msgspec
 
 from hogflare.config import Settings
 from hogflare.errors import PayloadError, PayloadTooLargeError
-from hogflare.flags import NO_FLAGS, FlagsService
+from hogflare.flags import FlagsService
 from hogflare.http import Request, Response, StallWatch, error
-from hogflare.models import (
-    ApiError,
-    DecideV1Response,
-    DecideV2Response,
-    DecideV3Response,
-    Evaluation,
-    FlagsRequest,
-    FlagsResponse,
-)
+from hogflare.models import ApiError, FlagsRequest
 from hogflare.remote_config import config_fields
 
 #: Paths (without trailing slash) of each endpoint.
@@ -40,6 +30,7 @@ FLAGS_ROUTES = frozenset({"/flags", "/decide"})
 DEFINITIONS_ROUTES = frozenset({"/api/feature_flag/local_evaluation", "/flags/definitions"})
 
 _decode_request = msgspec.json.Decoder(FlagsRequest).decode
+_encode = msgspec.json.Encoder().encode
 _MAX_DISTINCT_ID = 200
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 T = TypeVar("T")
@@ -50,6 +41,7 @@ class FlagsEndpoints:
         self.settings = settings
         self.service = service
         self.watch = watch
+        self._config: tuple[bool, bytes] | None = None
 
     def has_active_flags(self) -> bool:
         """What remote config reports as ``hasFeatureFlags``: posthog-js asks ``/flags`` only when true."""
@@ -62,10 +54,10 @@ class FlagsEndpoints:
         config = request.query_param("config")
         include_config = decide if config is None else config.lower() in {"true", "1", "yes"}
         if request.method == "GET":
-            evaluation = NO_FLAGS
+            body = self.service.respond(None, "", decide=decide, version=version, evaluate=False)
         elif request.method == "POST":
-            body = await request.body(self.settings.max_body_bytes, self.watch)
-            parsed = read_request(body, request, self.settings.max_body_bytes * self.settings.inflate_ratio)
+            raw = await request.body(self.settings.max_body_bytes, self.watch)
+            parsed = read_request(raw, request, self.settings.max_body_bytes * self.settings.inflate_ratio)
             token = parsed.token or parsed.api_key or parsed.dollar_token
             if not token:
                 return Response(401, b"No API token provided. Please include a valid API token in your request.", _TEXT)
@@ -75,26 +67,33 @@ class FlagsEndpoints:
                     b"The provided API key is invalid or has expired. Please check your API key and try again.",
                     _TEXT,
                 )
-            evaluation = self._evaluate(token, parsed)
+            body = self._respond(token, parsed, decide=decide, version=version)
         else:
             return error(405, "method not allowed")
-        shaped = _shape(evaluation, decide=decide, version=version)
-        if not include_config:
-            return Response.json(shaped)
-        payload = msgspec.structs.asdict(shaped)
-        payload.update(config_fields(self.settings, has_feature_flags=self.has_active_flags()))
-        return Response.json(payload)
+        if include_config:
+            body = _with_config(body, self._config_fields())
+        return Response(200, body, [(b"content-type", b"application/json")])
 
-    def _evaluate(self, token: str, parsed: FlagsRequest) -> Evaluation:
+    def _config_fields(self) -> bytes:
+        """The remote-config keys, encoded once per flag set (``hasFeatureFlags`` follows it)."""
+        has_flags = self.has_active_flags()
+        if self._config is None or self._config[0] != has_flags:
+            fields = _encode(config_fields(self.settings, has_feature_flags=has_flags))
+            self._config = (has_flags, fields)
+        return self._config[1]
+
+    def _respond(self, token: str, parsed: FlagsRequest, *, decide: bool, version: int | None) -> bytes:
         if _truthy(parsed.disable_flags):
-            return NO_FLAGS
+            return self.service.respond(token, "", decide=decide, version=version, evaluate=False)
         distinct_id = _text(_either(parsed.distinct_id, parsed.dollar_distinct_id))
         if distinct_id is None:
             raise PayloadError("The distinct_id field is missing from the request. Please include a valid identifier.")
         groups = _either(parsed.groups, parsed.dollar_groups) or {}
-        return self.service.evaluate(
+        return self.service.respond(
             token,
             distinct_id[:_MAX_DISTINCT_ID],
+            decide=decide,
+            version=version,
             person_properties=_either(parsed.person_properties, parsed.dollar_properties),
             groups={kind: key for kind, value in groups.items() if (key := _text(value)) is not None},
             group_properties=_either(parsed.group_properties, parsed.dollar_group_properties),
@@ -165,44 +164,10 @@ def _version(value: str | None) -> int | None:
         return 1
 
 
-def _shape(
-    evaluation: Evaluation, *, decide: bool, version: int | None
-) -> FlagsResponse | DecideV1Response | DecideV2Response | DecideV3Response:
-    """The answer each version asks for (PostHog's ``get_versioned_response``)."""
-    request_id = str(uuid.uuid4())
-    evaluated_at = int(time.time() * 1000)
-    flags = evaluation.flags
-    if decide and (version is None or version < 4):
-        if version == 2:
-            active = {key: flag.value for key, flag in flags.items() if flag.enabled}
-            return DecideV2Response(featureFlags=active, requestId=request_id, evaluatedAt=evaluated_at)
-        if version == 3:
-            return DecideV3Response(
-                featureFlags={key: flag.value for key, flag in flags.items()},
-                featureFlagPayloads=_payloads(evaluation),
-                errorsWhileComputingFlags=evaluation.errorsWhileComputingFlags,
-                requestId=request_id,
-                evaluatedAt=evaluated_at,
-            )
-        on = [key for key, flag in flags.items() if flag.enabled]
-        return DecideV1Response(featureFlags=on, requestId=request_id, evaluatedAt=evaluated_at)
-    return FlagsResponse(
-        flags=flags,
-        featureFlags={key: flag.value for key, flag in flags.items()},
-        featureFlagPayloads=_payloads(evaluation),
-        errorsWhileComputingFlags=evaluation.errorsWhileComputingFlags,
-        requestId=request_id,
-        evaluatedAt=evaluated_at,
-    )
-
-
-def _payloads(evaluation: Evaluation) -> dict[str, str]:
-    """Payloads of the flags that are on, as the JSON strings PostHog sends (SDKs parse them)."""
-    return {
-        key: flag.metadata.payload
-        for key, flag in evaluation.flags.items()
-        if flag.enabled and flag.metadata.payload is not None
-    }
+def _with_config(answer: bytes, config: bytes) -> bytes:
+    """The flags answer with the remote-config keys after its own (both are JSON objects, and
+    their keys never meet)."""
+    return answer[:-1] + b"," + config[1:]
 
 
 # --- request bodies ------------------------------------------------------------------------------

@@ -121,44 +121,6 @@ class Evaluation(msgspec.Struct, frozen=True):
     errorsWhileComputingFlags: bool = False
 
 
-class FlagsResponse(msgspec.Struct):
-    """``/flags`` (every version) and ``/decide?v>=4``: PostHog's v2 ``flags`` map, with the v1
-    ``featureFlags``/``featureFlagPayloads`` maps alongside for SDKs that read only those."""
-
-    flags: dict[str, FlagDetail]
-    featureFlags: dict[str, bool | str]
-    featureFlagPayloads: dict[str, str]
-    errorsWhileComputingFlags: bool
-    requestId: str
-    evaluatedAt: int
-
-
-class DecideV1Response(msgspec.Struct):
-    """``/decide`` without ``v`` or with ``v=1``: the keys of the flags that are on."""
-
-    featureFlags: list[str]
-    requestId: str
-    evaluatedAt: int
-
-
-class DecideV2Response(msgspec.Struct):
-    """``/decide?v=2``: the flags that are on, with their values."""
-
-    featureFlags: dict[str, bool | str]
-    requestId: str
-    evaluatedAt: int
-
-
-class DecideV3Response(msgspec.Struct):
-    """``/decide?v=3``: every flag's value, and the payloads of those that are on."""
-
-    featureFlags: dict[str, bool | str]
-    featureFlagPayloads: dict[str, str]
-    errorsWhileComputingFlags: bool
-    requestId: str
-    evaluatedAt: int
-
-
 class ApiError(msgspec.Struct, frozen=True):
     """PostHog's (Django REST framework's) error body on its private API."""
 

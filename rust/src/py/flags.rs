@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::ingest::time_from;
-use crate::core::flags::{FlagSet, Request};
+use crate::core::flags::{FlagSet, Request, Shape, Stored};
 
 #[pyclass(name = "FlagSet", module = "hogflare._hogflare", frozen)]
 pub struct PyFlagSet {
@@ -50,12 +50,15 @@ impl PyFlagSet {
     }
 
     /// Every flag for one user, as JSON `{"flags": {...}, "errorsWhileComputingFlags": bool}`.
-    #[pyo3(signature = (distinct_id, *, person_properties="{}", groups="{}", group_properties="{}", anon_distinct_id=None, device_id=None, flag_keys=None, environments=None, now=None))]
+    /// The stored properties are overridden by the request's; `distinct_id` joins the person's.
+    #[pyo3(signature = (distinct_id, *, stored_person=None, stored_groups=None, person_properties="{}", groups="{}", group_properties="{}", anon_distinct_id=None, device_id=None, flag_keys=None, environments=None, now=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
     fn evaluate<'py>(
         &self,
         py: Python<'py>,
         distinct_id: &str,
+        stored_person: Option<&str>,
+        stored_groups: Option<&str>,
         person_properties: &str,
         groups: &str,
         group_properties: &str,
@@ -74,9 +77,71 @@ impl PyFlagSet {
             device_id,
             flag_keys: flag_keys.as_deref(),
             environments: environments.as_deref(),
+            stored: Some(Stored {
+                person: stored_person,
+                groups: stored_groups,
+            }),
         };
         let now = time_from(now);
         let body = py.detach(|| self.inner.evaluate_json(&request, now));
+        PyBytes::new(py, body.as_bytes())
+    }
+
+    /// The whole `/flags` or `/decide` answer for one user, in the shape the route and its `v`
+    /// ask for, evaluated as `evaluate` does. `evaluate=False` answers with no flags (a GET, or
+    /// `disable_flags`). Without a `request_id`, a new UUID is the answer's `requestId`.
+    #[pyo3(signature = (distinct_id, *, request_id=None, decide=false, version=None, evaluate=true, stored_person=None, stored_groups=None, person_properties="{}", groups="{}", group_properties="{}", anon_distinct_id=None, device_id=None, flag_keys=None, environments=None, now=None))]
+    #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
+    fn respond<'py>(
+        &self,
+        py: Python<'py>,
+        distinct_id: &str,
+        request_id: Option<&str>,
+        decide: bool,
+        version: Option<i64>,
+        evaluate: bool,
+        stored_person: Option<&str>,
+        stored_groups: Option<&str>,
+        person_properties: &str,
+        groups: &str,
+        group_properties: &str,
+        anon_distinct_id: Option<&str>,
+        device_id: Option<&str>,
+        flag_keys: Option<Vec<String>>,
+        environments: Option<Vec<String>>,
+        now: Option<f64>,
+    ) -> Bound<'py, PyBytes> {
+        let request = Request {
+            distinct_id,
+            person_properties,
+            groups,
+            group_properties,
+            anon_distinct_id,
+            device_id,
+            flag_keys: flag_keys.as_deref(),
+            environments: environments.as_deref(),
+            stored: Some(Stored {
+                person: stored_person,
+                groups: stored_groups,
+            }),
+        };
+        let now = time_from(now);
+        let shape = Shape::for_request(decide, version);
+        let body = py.detach(|| {
+            let results = if evaluate {
+                self.inner.evaluate(&request, now)
+            } else {
+                Vec::new()
+            };
+            let generated;
+            let request_id = if let Some(id) = request_id {
+                id
+            } else {
+                generated = uuid::Uuid::new_v4().to_string();
+                &generated
+            };
+            self.inner.respond(&results, shape, request_id, now.timestamp_millis())
+        });
         PyBytes::new(py, body.as_bytes())
     }
 }

@@ -5,6 +5,7 @@ mod compile;
 mod evaluate;
 mod model;
 mod property;
+mod respond;
 mod semver;
 #[cfg(test)]
 mod tests;
@@ -15,8 +16,10 @@ use chrono::{DateTime, Utc};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 pub use evaluate::{hash, FlagResult, Reason};
-use evaluate::{object_or_empty, Context, Evaluation};
+use evaluate::{Context, Evaluation};
 use model::{Definitions, FlagDefinition};
+use respond::parse_object;
+pub use respond::{Shape, Stored};
 
 use super::rawjson;
 
@@ -43,10 +46,10 @@ pub struct Request<'a> {
     pub device_id: Option<&'a str>,
     pub flag_keys: Option<&'a [String]>,
     pub environments: Option<&'a [String]>,
-}
-
-fn parse_object(text: &str) -> Value {
-    object_or_empty(sonic_rs::from_str(text).unwrap_or_default())
+    /// For a server's evaluation: what the store knows, which `person_properties` and
+    /// `group_properties` override (and `distinct_id` joins the person's properties). Without
+    /// it, the request's properties are all there is.
+    pub stored: Option<Stored<'a>>,
 }
 
 impl FlagSet {
@@ -182,9 +185,17 @@ impl FlagSet {
 
     /// Evaluate every flag the request asks for; `(key, result)` in definition order.
     pub fn evaluate(&self, request: &Request<'_>, now: DateTime<Utc>) -> Vec<(&str, FlagResult)> {
-        let person = parse_object(request.person_properties);
         let groups = parse_object(request.groups);
-        let group_properties = parse_object(request.group_properties);
+        let (person, group_properties) = match request.stored {
+            Some(stored) => (
+                respond::person_properties(stored.person, request.person_properties, request.distinct_id),
+                respond::group_properties(&groups, stored.groups, request.group_properties),
+            ),
+            None => (
+                parse_object(request.person_properties),
+                parse_object(request.group_properties),
+            ),
+        };
         let context = Context {
             distinct_id: request.distinct_id,
             person: &person,
@@ -215,40 +226,10 @@ impl FlagSet {
     pub fn evaluate_json(&self, request: &Request<'_>, now: DateTime<Utc>) -> String {
         let results = self.evaluate(request, now);
         let mut out = String::with_capacity(64 + results.len() * 192);
-        out.push_str(r#"{"flags":{"#);
-        let mut errors = false;
-        for (position, (key, result)) in results.iter().enumerate() {
-            errors |= result.error;
-            let flag = &self.flags[self.by_key[*key]];
-            if position > 0 {
-                out.push(',');
-            }
-            rawjson::push_key(&mut out, key);
-            out.push_str(r#"{"key":"#);
-            rawjson::push_string(&mut out, key);
-            out.push_str(if result.enabled {
-                r#","enabled":true,"variant":"#
-            } else {
-                r#","enabled":false,"variant":"#
-            });
-            push_optional(&mut out, result.variant.as_deref());
-            out.push_str(r#","reason":{"code":"#);
-            rawjson::push_string(&mut out, result.reason.code());
-            out.push_str(r#","condition_index":"#);
-            push_number(&mut out, result.condition_index.map(|i| i as i64));
-            out.push_str(r#","description":"#);
-            result.reason.push_description(&mut out, result.condition_index);
-            out.push_str(r#"},"metadata":{"id":"#);
-            push_number(&mut out, flag.definition.id);
-            out.push_str(r#","version":"#);
-            push_number(&mut out, flag.definition.version);
-            out.push_str(r#","description":"#);
-            push_optional(&mut out, flag.definition.description.as_deref());
-            out.push_str(r#","payload":"#);
-            push_optional(&mut out, result.payload.as_deref());
-            out.push_str("}}");
-        }
-        out.push_str(r#"},"errorsWhileComputingFlags":"#);
+        out.push('{');
+        self.push_flags(&mut out, &results);
+        let errors = results.iter().any(|(_, result)| result.error);
+        out.push_str(r#","errorsWhileComputingFlags":"#);
         out.push_str(if errors { "true}" } else { "false}" });
         out
     }

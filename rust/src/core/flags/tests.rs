@@ -239,3 +239,109 @@ fn hogflare_format_matches_its_posthog_equivalent() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn request_properties_override_the_stored_ones() {
+    let definitions = r#"[
+        {"key": "pro", "active": true, "filters": {"groups": [{"rollout_percentage": 100,
+            "properties": [{"key": "plan", "value": "pro", "operator": "exact", "type": "person"}]}]}},
+        {"key": "me", "active": true, "filters": {"groups": [{"rollout_percentage": 100,
+            "properties": [{"key": "distinct_id", "value": "u1", "operator": "exact", "type": "person"}]}]}},
+        {"key": "big", "active": true, "filters": {"aggregation_group_type_index": 0, "groups": [{"rollout_percentage": 100,
+            "properties": [{"key": "size", "value": 10, "operator": "gt", "type": "group", "group_type_index": 0},
+                           {"key": "$group_key", "value": "acme", "operator": "exact", "type": "group", "group_type_index": 0}]}]}}
+    ]"#;
+    let document = format!(r#"{{"flags": {definitions}, "group_type_mapping": {{"0": "company"}}}}"#);
+    let (set, problems) = FlagSet::compile(None, Some(&document));
+    assert!(problems.is_empty(), "{problems:?}");
+    let enabled = |person: &str, stored_groups: &str, group_overrides: &str| -> Vec<bool> {
+        let request = Request {
+            distinct_id: "u1",
+            person_properties: person,
+            groups: r#"{"company": "acme"}"#,
+            group_properties: group_overrides,
+            stored: Some(super::Stored {
+                person: Some(r#"{"plan": "free", "name": "Ada"}"#),
+                groups: Some(stored_groups),
+            }),
+            ..Request::default()
+        };
+        let results = set.evaluate(&request, Utc::now());
+        results.iter().map(|(_, result)| result.enabled).collect()
+    };
+    // Stored properties alone; `distinct_id` is there for the `me` flag.
+    assert_eq!(enabled("{}", r#"{"company": {"size": 50}}"#, "{}"), [false, true, true]);
+    // The request's person properties and group properties win over the stored ones.
+    assert_eq!(
+        enabled(
+            r#"{"plan": "pro"}"#,
+            r#"{"company": {"size": 50}}"#,
+            r#"{"company": {"size": 2}}"#
+        ),
+        [true, true, false]
+    );
+    // A `distinct_id` the request sends is the one used.
+    assert_eq!(
+        enabled(r#"{"distinct_id": "other"}"#, "{}", r#"{"company": {"size": 11}}"#),
+        [false, false, true]
+    );
+}
+
+#[test]
+fn each_version_gets_its_shape() {
+    use super::Shape;
+    let definitions = r#"[
+        {"key": "on", "active": true, "filters": {"groups": [{"rollout_percentage": 100}],
+            "payloads": {"true": "{\"a\":1}"}}},
+        {"key": "off", "active": true, "filters": {"groups": [{"rollout_percentage": 0}],
+            "payloads": {"true": "2"}}},
+        {"key": "multi", "active": true, "filters": {"groups": [{"rollout_percentage": 100}],
+            "multivariate": {"variants": [{"key": "b", "rollout_percentage": 100}]}}}
+    ]"#;
+    let (set, problems) = FlagSet::compile(None, Some(definitions));
+    assert!(problems.is_empty(), "{problems:?}");
+    let request = Request {
+        distinct_id: "u1",
+        person_properties: "{}",
+        groups: "{}",
+        group_properties: "{}",
+        ..Request::default()
+    };
+    let results = set.evaluate(&request, Utc::now());
+    let answer =
+        |shape| -> Value { sonic_rs::from_str(&set.respond(&results, shape, "rid", 1_700_000_000_000)).unwrap() };
+
+    let v1 = answer(Shape::for_request(true, None));
+    assert_eq!(
+        sonic_rs::to_string(v1.get("featureFlags").unwrap()).unwrap(),
+        r#"["on","multi"]"#
+    );
+    assert!(v1.get("flags").is_none());
+    let v2 = answer(Shape::for_request(true, Some(2)));
+    assert_eq!(
+        sonic_rs::to_string(v2.get("featureFlags").unwrap()).unwrap(),
+        r#"{"on":true,"multi":"b"}"#
+    );
+    let v3 = answer(Shape::for_request(true, Some(3)));
+    assert_eq!(
+        sonic_rs::to_string(v3.get("featureFlags").unwrap()).unwrap(),
+        r#"{"on":true,"off":false,"multi":"b"}"#
+    );
+    assert_eq!(
+        sonic_rs::to_string(v3.get("featureFlagPayloads").unwrap()).unwrap(),
+        r#"{"on":"{\"a\":1}"}"#
+    );
+    for shape in [
+        Shape::for_request(true, Some(4)),
+        Shape::for_request(false, Some(1)),
+        Shape::for_request(false, None),
+    ] {
+        let flags = answer(shape);
+        assert_eq!(flags.get("flags").unwrap().as_object().unwrap().len(), 3);
+        assert_eq!(flags.get("errorsWhileComputingFlags").unwrap().as_bool(), Some(false));
+        assert_eq!(flags.get("requestId").unwrap().as_str(), Some("rid"));
+        assert_eq!(flags.get("evaluatedAt").unwrap().as_i64(), Some(1_700_000_000_000));
+    }
+    let nothing: Value = sonic_rs::from_str(&set.respond(&[], Shape::Flags, "rid", 0)).unwrap();
+    assert_eq!(sonic_rs::to_string(nothing.get("flags").unwrap()).unwrap(), "{}");
+}

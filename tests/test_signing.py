@@ -7,6 +7,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from hogflare.app import App
 from hogflare.config import Settings
 from tests.conftest import TOKEN, Hogflare, event, gz, make_settings
+from tests.helpers.server import Server, wait_for_rows
 
 SECRET = "whsec_test"
 FLAGS = json.dumps({"flags": [{"key": "on-for-all"}]})
@@ -204,3 +207,38 @@ def test_settings_from_the_environment() -> None:
     )
     assert (settings.signing_secret, settings.signature_tolerance_secs) == ("s3cret", 120)
     assert Settings.from_env({}).signing_secret is None
+
+
+RECIPE = r"""
+payload='[
+  {
+    "api_key": "phc_example",
+    "event": "purchase",
+    "distinct_id": "user_12345",
+    "properties": { "amount": 29.99 }
+  }
+]'
+signature=$(printf '%s' "$payload" | openssl dgst -sha256 -hmac "$POSTHOG_SIGNING_SECRET" | awk '{print $2}')
+curl -sS -o /dev/null -w '%{http_code} ' -X POST "$HOGFLARE/capture" \
+  -H "Content-Type: application/json" -H "X-POSTHOG-SIGNATURE: sha256=$signature" -d "$payload"
+curl -sS -o /dev/null -w '%{http_code} ' -X POST "$HOGFLARE/capture" \
+  -H "Content-Type: application/json" -H "X-POSTHOG-SIGNATURE: sha256=$signature" -d "${payload/29.99/0.01}"
+curl -sS -o /dev/null -w '%{http_code}' -X POST "$HOGFLARE/capture" -H "Content-Type: application/json" -d "$payload"
+"""
+
+
+def test_the_readme_recipe_against_a_running_server(tmp_path: Path) -> None:
+    """Hogflare's README signs with openssl and sends with curl; the same shell lines work here."""
+    with Server(tmp_path / "data", env={"POSTHOG_SIGNING_SECRET": SECRET}) as server:
+        result = subprocess.run(
+            ["bash", "-c", RECIPE],
+            env={**os.environ, "POSTHOG_SIGNING_SECRET": SECRET, "HOGFLARE": server.url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert result.stdout.split() == ["200", "401", "401"]
+        rows = wait_for_rows(server.data_dir, "select event, distinct_id, properties from events", 1)
+    assert [(row["event"], row["distinct_id"]) for row in rows] == [("purchase", "user_12345")]
+    assert json.loads(rows[0]["properties"])["amount"] == 29.99

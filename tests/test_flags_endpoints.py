@@ -252,6 +252,12 @@ async def test_every_encoding_an_sdk_sends_is_read(
         ({"content-type": "text/plain"}, PRO, "&compression=lz64", "unsupported compression"),
         ({"content-type": "application/xml"}, PRO, "", "unsupported content type"),
         ({"content-type": "application/json"}, json.dumps({"token": TOKEN}).encode(), "", "distinct_id"),
+        (
+            {"content-type": "application/json"},
+            b'{"token": "t", "distinct_id": "u", "person_properties": {"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}}",
+            "",
+            "nested too deeply",
+        ),
     ],
 )
 async def test_a_bad_body_is_400_and_says_why(

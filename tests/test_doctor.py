@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.helpers.server import HOGFLARE, Server, free_port, wait_for_rows
-from tests.test_pipelines import Fake
+from tests.helpers.stream import FakeStream
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,8 +43,8 @@ def send(server: Server, count: int) -> httpx.Response:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[Fake]:
-    fake = Fake("--token", "stream-secret")
+def fake() -> Iterator[FakeStream]:
+    fake = FakeStream("--token", "stream-secret")
     yield fake
     fake.stop()
 
@@ -79,7 +79,7 @@ def test_beside_a_running_server_and_after_a_lost_data_file(tmp_path: Path) -> N
     assert any(parquet.name in message for message in problems)
 
 
-def test_stream_reachability_and_token(tmp_path: Path, fake: Fake) -> None:
+def test_stream_reachability_and_token(tmp_path: Path, fake: FakeStream) -> None:
     good = {"CLOUDFLARE_PIPELINE_ENDPOINT": fake.url, "CLOUDFLARE_PIPELINE_AUTH_TOKEN": "stream-secret"}
     code, findings = doctor(tmp_path / "data", **good)
     assert code == 0

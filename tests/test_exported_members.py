@@ -19,6 +19,7 @@ def test_all_exports() -> None:
         "http",
         "lake",
         "logs",
+        "metrics",
         "models",
         "pipelines",
         "query",

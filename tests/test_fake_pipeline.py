@@ -53,5 +53,6 @@ async def test_failures_on_request(fake: tuple[FakePipeline, httpx.AsyncClient])
     assert (await client.post("/", json=[{"a": 1}])).status_code == 503
     app.configure({"fail_rate": 0.0})
     assert (await client.post("/", json=[{"a": 1}])).status_code == 200
-    assert (await client.get("/stats")).json() == {"posts": 3, "failures": 2, "max_body_bytes": 9}
+    stats = {"rows": 1, "posts": 3, "failures": 2, "in_flight": 0, "max_body_bytes": 9}
+    assert (await client.get("/stats")).json() == stats
     assert (await client.get("/events")).json() == [{"a": 1}]

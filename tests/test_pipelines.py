@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +19,8 @@ from hogflare.config import ConfigError, Settings
 from hogflare.pipelines import PIPELINES_CURSOR, retry_after_secs
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event, make_settings
-from tests.helpers.server import HOGFLARE, Server, free_port, query
+from tests.helpers.server import Server, query
+from tests.helpers.stream import FakeStream
 
 EVENT_REQUIRED = {"uuid", "source", "event", "distinct_id", "created_at"}
 EVENT_OPTIONAL = {
@@ -55,62 +55,15 @@ PERSON_REQUIRED = {
 PERSON_OPTIONAL = {"team_id", "api_key"}
 
 
-class Fake:
-    """A ``hogflare fake-pipeline`` process."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [HOGFLARE, "fake-pipeline", "--port", str(self.port), *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise TimeoutError("fake pipeline not ready")
-
-    def rows(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = httpx.get(f"{self.url}/events", headers=self.auth).json()
-        return rows
-
-    def stats(self) -> dict[str, int]:
-        stats: dict[str, int] = httpx.get(f"{self.url}/stats", headers=self.auth).json()
-        return stats
-
-    def configure(self, **changes: Any) -> None:
-        httpx.post(f"{self.url}/config", json=changes, headers=self.auth).raise_for_status()
-        if "token" in changes or not hasattr(self, "token"):
-            self.token: str | None = changes.get("token")
-
-    def reset(self) -> None:
-        self.configure(token=None, fail_rate=0, delay=0)
-        httpx.post(f"{self.url}/reset").raise_for_status()
-
-    @property
-    def auth(self) -> dict[str, str]:
-        token = getattr(self, "token", None)
-        return {"authorization": f"Bearer {token}"} if token else {}
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
 @pytest.fixture(scope="module")
-def fake_process() -> Iterator[Fake]:
-    fake = Fake()
+def fake_process() -> Iterator[FakeStream]:
+    fake = FakeStream()
     yield fake
     fake.stop()
 
 
 @pytest.fixture
-def fake(fake_process: Fake) -> Fake:
+def fake(fake_process: FakeStream) -> FakeStream:
     fake_process.reset()
     return fake_process
 
@@ -121,7 +74,7 @@ def events_and_persons(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
 
 
 @pytest.fixture
-async def streaming(tmp_path: Path, fake: Fake) -> AsyncIterator[Hogflare]:
+async def streaming(tmp_path: Path, fake: FakeStream) -> AsyncIterator[Hogflare]:
     """The in-process app with both sinks, the events and persons streams on the fake."""
     settings = make_settings(
         tmp_path / "data",
@@ -152,7 +105,7 @@ def ship_until(ship: Shipper, done: Any, timeout: float = 15.0) -> None:
     raise AssertionError("not delivered in time")
 
 
-async def test_rows_arrive_with_hogflares_shapes(streaming: Hogflare, fake: Fake) -> None:
+async def test_rows_arrive_with_hogflares_shapes(streaming: Hogflare, fake: FakeStream) -> None:
     batch = [
         event("$pageview", "anon-1", properties={"$current_url": "https://a.example/", "n": [1, {"x": None}]}),
         event("$identify", "user-1", properties={"$anon_distinct_id": "anon-1", "$set": {"plan": "pro"}}),
@@ -186,7 +139,7 @@ async def test_rows_arrive_with_hogflares_shapes(streaming: Hogflare, fake: Fake
     assert streaming.app.store.outbox_state()[1] == 0
 
 
-async def test_bodies_stay_within_a_megabyte(streaming: Hogflare, fake: Fake) -> None:
+async def test_bodies_stay_within_a_megabyte(streaming: Hogflare, fake: FakeStream) -> None:
     blob = "x" * 40_000
     for start in range(0, 80, 20):
         batch = [event("big", f"user-{n}", properties={"blob": blob, "n": n}) for n in range(start, start + 20)]
@@ -199,7 +152,7 @@ async def test_bodies_stay_within_a_megabyte(streaming: Hogflare, fake: Fake) ->
     assert stats["posts"] >= 4
 
 
-async def test_an_outage_loses_nothing(streaming: Hogflare, fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_outage_loses_nothing(streaming: Hogflare, fake: FakeStream, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipelines, "_BACKOFF_MAX_SECS", 0.3)
     ship = shipper(streaming)
     assert ship.pipelines is not None
@@ -228,7 +181,7 @@ async def test_an_outage_loses_nothing(streaming: Hogflare, fake: Fake, monkeypa
     assert set(sent) <= {row["uuid"] for row in events}
 
 
-async def test_a_stream_that_times_out_is_retried(tmp_path: Path, fake: Fake) -> None:
+async def test_a_stream_that_times_out_is_retried(tmp_path: Path, fake: FakeStream) -> None:
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, pipeline_timeout_secs=0.3)
     app = App(settings)
     await app.startup()
@@ -253,7 +206,7 @@ async def test_a_stream_that_times_out_is_retried(tmp_path: Path, fake: Fake) ->
         await app.shutdown()
 
 
-async def test_the_outbox_limit_counts_rows_the_stream_lacks(tmp_path: Path, fake: Fake) -> None:
+async def test_the_outbox_limit_counts_rows_the_stream_lacks(tmp_path: Path, fake: FakeStream) -> None:
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, outbox_max_bytes=2_000)
     app = App(settings)
     await app.startup()
@@ -282,7 +235,7 @@ async def test_the_outbox_limit_counts_rows_the_stream_lacks(tmp_path: Path, fak
 
 
 async def test_a_refusing_stream_parks_the_sink_loudly(
-    tmp_path: Path, fake: Fake, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake: FakeStream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake.configure(token="right")
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, pipeline_auth_token="wrong")
@@ -322,7 +275,7 @@ async def test_a_refusing_stream_parks_the_sink_loudly(
         await app.shutdown()
 
 
-async def test_pipelines_only(tmp_path: Path, fake: Fake) -> None:
+async def test_pipelines_only(tmp_path: Path, fake: FakeStream) -> None:
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, sinks="pipelines")
     assert settings.enabled_sinks == ("pipelines",)
     app = App(settings)
@@ -363,7 +316,7 @@ def test_retry_after() -> None:
     assert retry_after_secs("soon") is None
 
 
-def test_a_real_server_feeds_lake_and_stream(tmp_path: Path, fake: Fake) -> None:
+def test_a_real_server_feeds_lake_and_stream(tmp_path: Path, fake: FakeStream) -> None:
     env = {
         "CLOUDFLARE_PIPELINE_ENDPOINT": fake.url,
         "CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT": f"{fake.url}/persons",

@@ -52,7 +52,11 @@ class Decoder:
         max_event_bytes: int,
         team_id: int | None = None,
         project_tokens: Sequence[str] | None = None,
-    ) -> Self: ...
+        geoip_db: Sequence[str | PathLike[str]] | None = None,
+    ) -> Self:
+        """``geoip_db``: MaxMind DB files (GeoIP2/GeoLite2 City or DB-IP Lite City layout) to
+        locate events from, mapped into memory once; none turns GeoIP off. Raises ``ValueError``
+        for a file that cannot be read as one."""
     def decode(
         self,
         route: str,
@@ -64,6 +68,7 @@ class Decoder:
         api_key: str | None = None,
         sent_at: str | None = None,
         client_ip: str | None = None,
+        geoip_ip: str | None = None,
         cf_ray: str | None = None,
         country_code: str | None = None,
         now: float | None = None,
@@ -73,8 +78,11 @@ class Decoder:
         ``alias``, ``groups``, ``recording``; ``now`` (epoch seconds) defaults to the clock;
         ``detach`` releases the GIL while decoding (for large bodies, off the event loop).
         ``client_ip`` (``$ip``), ``cf_ray`` (``cf_ray``) and ``country_code``
-        (``$geoip_country_code``) are added to each event that lacks them; ``capture_internal``
-        events get ``127.0.0.1`` and ``$geoip_disable`` ones no country.
+        (``$geoip_country_code``, when no database locates the event) are added to each event
+        that lacks them; ``capture_internal`` events get ``127.0.0.1`` and ``$geoip_disable``
+        ones no location. With a GeoIP database, each event is located by its own ``$ip``, else
+        by ``geoip_ip`` (else ``client_ip``), and gets the ``$geoip_*`` properties it lacks, the
+        same in ``$set`` and as ``$initial_geoip_*`` in ``$set_once`` unless the client set them.
 
         Raises ``PayloadError``, ``PayloadTooLargeError`` or ``AuthError``."""
 
@@ -120,6 +128,12 @@ class Store:
         Raises ``OutboxFullError`` above the high-water mark, ``StorageError`` on store trouble."""
     def outbox_state(self) -> tuple[int, int, int]:
         """``(next_seq, rows, bytes)`` of the outbox."""
+    def counts(self) -> tuple[int, int, int]:
+        """``(persons, distinct_ids, groups)`` over every project, from LMDB's statistics (no scan)."""
+    def pending_since(self, after: int) -> float | None:
+        """When the oldest outbox row after ``after`` reached the store (epoch seconds), or ``None``."""
+    def last_sync_secs(self) -> float:
+        """Seconds the last ``commit`` spent writing and syncing its transaction."""
     def export(
         self,
         after: int,

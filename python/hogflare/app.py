@@ -7,9 +7,11 @@ import contextlib
 import functools
 import signal
 import subprocess
+from time import perf_counter
 
 import structlog
 
+from hogflare import metrics
 from hogflare._hogflare import SignatureVerifier, Store
 from hogflare.capture import CAPTURE_ROUTES, CaptureService
 from hogflare.commit import GroupCommitter, open_store
@@ -30,7 +32,7 @@ from hogflare.http import (
     error,
     ok,
 )
-from hogflare.logs import configure
+from hogflare.logs import begin_request, configure, end_request, flush_summaries
 from hogflare.remote_config import array_config
 from hogflare.supervisor import shipper_alive, spawn
 
@@ -38,11 +40,32 @@ log = structlog.get_logger("hogflare.app")
 
 _HEALTH = {"/_health", "/_liveness", "/_livez"}
 _READINESS = {"/_readiness", "/_readyz"}
+_METRICS = "/metrics"
+#: The ``route`` label of each path hogflare serves (without its trailing slash); a fixed set, so
+#: scanners probing random paths add no series.
+_ROUTE_LABELS = {
+    path: path
+    for path in (*CAPTURE_ROUTES, *FLAGS_ROUTES, *DEFINITIONS_ROUTES, *_HEALTH, *_READINESS, "/healthz", _METRICS)
+}
 _SHIPPER_CHECK_SECS = 1.0
 #: Beyond the shutdown deadline: the shipper may be in the middle of one last request to a stream.
 _SHIPPER_STOP_GRACE_SECS = 5.0
 #: Bodies above this size are hashed on a worker thread, so the event loop keeps serving.
 _SIGNATURE_OFFLOAD_BYTES = 256 * 1024
+
+
+def route_label(path: str) -> str:
+    """The ``route`` label of a request path."""
+    path = path.rstrip("/") or "/"
+    label = _ROUTE_LABELS.get(path)
+    if label is not None:
+        return label
+    parts = path.split("/")
+    if len(parts) == 4 and parts[1] == "array" and parts[3] in {"config", "config.js"}:
+        return f"/array/:token/{parts[3]}"
+    if path.startswith("/__debug/person/"):
+        return "/__debug/person"
+    return "other"
 
 
 class App:
@@ -99,6 +122,8 @@ class App:
                 await asyncio.to_thread(process.wait, grace + _SHIPPER_STOP_GRACE_SECS)
             except subprocess.TimeoutExpired:
                 log.warning("shipper did not stop in time; the outbox keeps its rows for the next start")
+        flush_summaries()
+        metrics.flush()
 
     async def _supervise_shipper(self) -> None:
         while True:
@@ -132,17 +157,27 @@ class App:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = perf_counter()
         request = Request(scope, receive)
+        rid, bound = begin_request(request.header(b"x-request-id"))
+        status = 499
         try:
-            response = await self._route(request)
-        except HogflareError as exc:
-            response = self._error_response(exc)
-        except ClientDisconnectedError:
-            return
-        except Exception:
-            log.exception("unhandled error", path=request.path, method=request.method)
-            response = error(500, "internal server error")
-        await response.send(send, cors_headers(request))
+            try:
+                response = await self._route(request)
+            except HogflareError as exc:
+                response = self._error_response(exc)
+            except ClientDisconnectedError:
+                return
+            except Exception:
+                log.exception("unhandled error", path=request.path, method=request.method)
+                response = error(500, "internal server error")
+            status = response.status
+            headers = cors_headers(request)
+            headers.append((b"x-request-id", rid.encode()))
+            await response.send(send, headers)
+        finally:
+            metrics.observe_request(route_label(request.path), status, perf_counter() - started)
+            end_request(bound)
 
     def _error_response(self, exc: HogflareError) -> Response:
         status = status_for(exc)
@@ -183,6 +218,12 @@ class App:
                 )
         if path.startswith("/__debug/person/") and request.method == "GET":
             return person_debug(self.settings, self.store, request, path.removeprefix("/__debug/person/"))
+        return await self._operations(request, path)
+
+    async def _operations(self, request: Request, path: str) -> Response:
+        """Health, readiness and metrics, for orchestrators and monitoring; else 404."""
+        if path == _METRICS and request.method == "GET":
+            return metrics.render(self.store, self.settings)
         if path == "/healthz":
             return Response.json({"status": "ok"})
         if path in _HEALTH:

@@ -11,11 +11,13 @@ import asyncio
 
 import structlog
 
+from hogflare import metrics
 from hogflare._hogflare import Batch, Decoder
 from hogflare.commit import GroupCommitter
-from hogflare.config import Settings
-from hogflare.enrichment import ClientAddress, request_facts
+from hogflare.config import ConfigError, Settings
+from hogflare.enrichment import ClientAddress, geoip_databases, request_facts
 from hogflare.http import Request, Response, StallWatch, ok
+from hogflare.logs import LogSummary
 
 log = structlog.get_logger("hogflare.capture")
 
@@ -54,17 +56,25 @@ class CaptureService:
         self.settings = settings
         self.committer = committer
         self.watch = watch
+        geoip_db = geoip_databases(settings)
         # The inflated cap is a multiple of the route's wire cap, as in PostHog's capture.
-        self.decoders = {
-            limit: Decoder(
-                max_inflated_bytes=limit * settings.inflate_ratio,
-                max_event_bytes=settings.max_event_bytes,
-                team_id=settings.team_id,
-                project_tokens=list(settings.project_tokens) or None,
-            )
-            for limit in {settings.max_body_bytes, settings.max_recording_body_bytes}
-        }
+        try:
+            self.decoders = {
+                limit: Decoder(
+                    max_inflated_bytes=limit * settings.inflate_ratio,
+                    max_event_bytes=settings.max_event_bytes,
+                    team_id=settings.team_id,
+                    project_tokens=list(settings.project_tokens) or None,
+                    geoip_db=geoip_db,
+                )
+                for limit in {settings.max_body_bytes, settings.max_recording_body_bytes}
+            }
+        except ValueError as exc:
+            raise ConfigError(f"invalid setting: HOGFLARE_GEOIP_DB: {exc}") from exc
         self.client_address = ClientAddress(settings.trusted_proxies)
+        # A flood of bad items must not become a flood of log lines (see LogSummary).
+        self.dropped_log = LogSummary(log, "items dropped", "reason", settings.log_summary_secs)
+        self.warnings_log = LogSummary(log, "person updates refused", "warning", settings.log_summary_secs)
 
     def body_limit(self, kind: str) -> int:
         return self.settings.max_recording_body_bytes if kind == "recording" else self.settings.max_body_bytes
@@ -81,6 +91,7 @@ class CaptureService:
             sent_at=request.header(b"x-posthog-sent-at"),
             detach=detach,
             client_ip=facts.client_ip,
+            geoip_ip=facts.geoip_ip,
             cf_ray=facts.cf_ray,
             country_code=facts.country_code,
         )
@@ -92,14 +103,21 @@ class CaptureService:
             batch = await loop.run_in_executor(None, self._decode, kind, body, request, True)
         else:
             batch = self._decode(kind, body, request)
-        if batch.dropped:
-            log.warning("items dropped", path=request.path, token=batch.token, dropped=batch.dropped)
+        dropped = batch.dropped
+        if dropped:
+            for reason, count in dropped.items():
+                metrics.count_dropped(reason, count)
+                self.dropped_log.add(reason, count, token=batch.token, path=request.path)
+        if batch.filtered:
+            metrics.count_filtered(batch.filtered)
         if batch.accepted and self.committer is not None:
             stored, duplicates, warnings = await self.committer.commit(batch)
+            metrics.count_events(stored, duplicates)
             if duplicates:
                 log.debug("duplicates ignored", token=batch.token, duplicates=duplicates, stored=stored)
-            if warnings:
-                log.warning("person updates refused", path=request.path, token=batch.token, warnings=warnings)
+            for warning, count in warnings.items():
+                metrics.count_person_warning(warning, count)
+                self.warnings_log.add(warning, count, token=batch.token, path=request.path)
         if b"beacon=1" in request.query and request.query_param("beacon") == "1":
             return Response(204)
         return ok()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -64,6 +65,7 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Workers and the shipper read their settings from the environment.
     os.environ.update(settings.to_env())
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir(settings.data_dir))
     bind_host, bind_port = _address(host, port)
     typer.echo(f"hogflare serving on http://{bind_host}:{bind_port} with data in {settings.data_dir}", err=True)
     Server(
@@ -80,6 +82,17 @@ def serve(
         workers_kill_timeout=math.ceil(settings.shutdown_timeout_secs + settings.pipeline_timeout_secs) + 15,
         log_access=False,
     ).serve()
+
+
+def _fresh_metrics_dir(data_dir: Path) -> Path:
+    """An empty ``<data_dir>/metrics`` for the counters every worker and the shipper share (see
+    ``hogflare.metrics``, not imported here: prometheus-client picks its storage on import, and the
+    workers inherit this process's modules). Counts of a previous run are not carried over;
+    Prometheus reads a counter that starts again from zero as a restart."""
+    path = data_dir / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 class OutputFormat(StrEnum):
@@ -147,7 +160,14 @@ def fake_pipeline(  # noqa: PLR0917 - typer options
     status: Annotated[FailStatus, typer.Option(help="Status of a failed POST.")] = FailStatus.unavailable,
     delay: Annotated[float, typer.Option(min=0.0, help="Seconds to wait before answering a POST.")] = 0.0,
 ) -> None:
-    """A local stand-in for a Cloudflare Pipelines stream: POST a JSON array, read it back at GET /events."""
+    """A local stand-in for a Cloudflare Pipelines stream: POST a JSON array, read it back at GET /events.
+
+    GET /stats counts the rows, POSTs, failures and POSTs in flight; POST /reset forgets the rows.
+
+    POST /config changes how it misbehaves while it runs, e.g. to take the stream down and bring it back.
+
+    Its JSON body holds any of: {"fail_rate": 1, "status": 429, "retry_after": 2, "delay": 0, "token": null}
+    """
     from hogflare import fake_pipeline as fake
 
     typer.echo(f"fake pipeline on http://{host}:{port}/ (rows at /events)", err=True)

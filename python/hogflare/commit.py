@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter
 
+from hogflare import metrics
 from hogflare._hogflare import Batch, Store
 from hogflare.config import Settings
 
@@ -43,9 +45,12 @@ class GroupCommitter:
         return await future
 
     def _run(self, batches: list[Batch]) -> list[Outcome]:
-        return self._store.commit(
+        started = perf_counter()
+        outcomes = self._store.commit(
             batches, dedupe_window_days=self._dedupe_window_days, max_outbox_bytes=self._max_outbox_bytes
         )
+        metrics.observe_commit(len(batches), perf_counter() - started, self._store.last_sync_secs())
+        return outcomes
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         items, self._pending = self._pending, []

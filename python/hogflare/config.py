@@ -40,6 +40,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     signature_tolerance_secs: Annotated[int, msgspec.Meta(ge=0)] | None = None
     trusted_proxies: tuple[str, ...] = ()
     store_ip: bool = True
+    geoip_db: str | None = None
 
     dedupe_window_days: PositiveCount = 7
     outbox_max_bytes: Count = 8 * GiB
@@ -67,6 +68,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     store: Literal["on", "off"] = "on"
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
+    #: Dropped items and refused person updates are logged as one line per reason per interval.
+    log_summary_secs: Seconds = 10.0
 
     @property
     def group_types(self) -> list[str | None]:
@@ -97,6 +100,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return names
 
     @property
+    def geoip_paths(self) -> tuple[Path, ...] | None:
+        """The GeoIP databases ``HOGFLARE_GEOIP_DB`` names (comma-separated; ``off`` or empty for
+        none), or ``None`` when it is unset and the packaged database is used."""
+        if self.geoip_db is None:
+            return None
+        if self.geoip_db.strip().lower() in ("", "off"):
+            return ()
+        paths = tuple(Path(part.strip()).expanduser() for part in self.geoip_db.split(",") if part.strip())
+        for path in paths:
+            if not path.is_file():
+                raise ConfigError(f"invalid setting: HOGFLARE_GEOIP_DB: {path} is not a file (a .mmdb, or off)")
+        return paths
+
+    @property
     def flags_file(self) -> Path:
         """The flags file: ``HOGFLARE_FEATURE_FLAGS_FILE``, else ``flags.json`` in the data directory."""
         return self.feature_flags_file or self.data_dir / "flags.json"
@@ -114,6 +131,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raw[field] = tuple(part.strip() for part in value.split(",") if part.strip())
             else:
                 raw[field] = value.strip()
+        if not env.get(ENV["geoip_db"], "unset").strip():
+            raw["geoip_db"] = "off"  # set but empty turns GeoIP off instead of meaning "unset"
         raw.update({key: value for key, value in overrides.items() if value is not None})
         for field in ("data_dir", "feature_flags_file"):
             if field in raw:
@@ -123,6 +142,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         except msgspec.ValidationError as exc:
             raise ConfigError(_explain(exc)) from exc
         settings.enabled_sinks  # noqa: B018 - refuse a bad HOGFLARE_SINKS at startup
+        settings.geoip_paths  # noqa: B018 - refuse a missing HOGFLARE_GEOIP_DB file at startup
         return settings
 
     def to_env(self) -> dict[str, str]:
@@ -165,6 +185,7 @@ ENV: dict[str, str] = {
     "signature_tolerance_secs": "HOGFLARE_SIGNATURE_TOLERANCE_SECS",
     "trusted_proxies": "HOGFLARE_TRUSTED_PROXIES",
     "store_ip": "HOGFLARE_STORE_IP",
+    "geoip_db": "HOGFLARE_GEOIP_DB",
     "dedupe_window_days": "HOGFLARE_DEDUPE_WINDOW_DAYS",
     "outbox_max_bytes": "HOGFLARE_OUTBOX_MAX_BYTES",
     "lmdb_map_size": "HOGFLARE_LMDB_MAP_SIZE",
@@ -187,6 +208,7 @@ ENV: dict[str, str] = {
     "store": "HOGFLARE_STORE",
     "log_format": "HOGFLARE_LOG_FORMAT",
     "log_level": "HOGFLARE_LOG_LEVEL",
+    "log_summary_secs": "HOGFLARE_LOG_SUMMARY_SECS",
 }
 
 LIST_FIELDS = frozenset({"project_tokens", "personal_api_keys", "project_secret_keys", "trusted_proxies"})

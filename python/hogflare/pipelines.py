@@ -22,6 +22,7 @@ import structlog
 
 from hogflare._hogflare import Store
 from hogflare.config import Settings
+from hogflare.metrics import SinkCounters
 
 log = structlog.get_logger("hogflare.pipelines")
 
@@ -103,6 +104,8 @@ class PipelinesSink:
         self.rows_sent = 0
         self.batches_sent = 0
         self.retries = 0
+        self._counted = SinkCounters(PIPELINES_CURSOR)
+        self._counted.parked(False)
 
     @property
     def position(self) -> int:
@@ -145,6 +148,7 @@ class PipelinesSink:
                 self._post(stream, body)
                 self._pending.popleft()
                 self.batches_sent += 1
+                self._counted.batches.inc()
         except RetryLaterError as exc:
             self.close()
             self._wait(exc)
@@ -156,8 +160,10 @@ class PipelinesSink:
         self.store.set_cursor(PIPELINES_CURSOR, self._pending_seq)
         self._pending_seq = None
         self.rows_sent += self._pending_rows
+        self._counted.rows.inc(self._pending_rows)
         if self._failures or self.parked:
             log.info("Pipelines stream accepting rows again", after_failures=self._failures)
+            self._counted.parked(False)
         self._failures = 0
         self.parked = False
         return int(self._pending_entries)
@@ -183,6 +189,7 @@ class PipelinesSink:
     def _wait(self, exc: RetryLaterError) -> None:
         self._failures += 1
         self.retries += 1
+        self._counted.retries.inc()
         backoff = min(_BACKOFF_MAX_SECS, _BACKOFF_FIRST_SECS * 2 ** (self._failures - 1))
         delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not secrets
         if exc.retry_after is not None:
@@ -192,6 +199,7 @@ class PipelinesSink:
 
     def _park(self, exc: RefusedError) -> None:
         self.parked = True
+        self._counted.parked(True)
         self._next_attempt = time.monotonic() + PARK_SECS
         log.error(
             "PIPELINES SINK PARKED: the stream refused rows; check CLOUDFLARE_PIPELINE_ENDPOINT, the auth "

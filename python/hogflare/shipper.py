@@ -21,6 +21,7 @@ from hogflare._hogflare import Store
 from hogflare.commit import open_store
 from hogflare.config import Settings
 from hogflare.lake import EVENTS, PERSONS, TABLES, Lake
+from hogflare.metrics import SinkCounters
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
 from hogflare.supervisor import acquire_lock, lock_path
 
@@ -46,6 +47,7 @@ class Shipper:
         self.lake = Lake(settings.lake_dir) if LAKE_CURSOR in sinks else None
         self.pipelines = PipelinesSink(settings, self.store) if PIPELINES_CURSOR in sinks else None
         self._table_seq: dict[str, int] | None = None
+        self._counted = SinkCounters(LAKE_CURSOR)
 
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
@@ -72,7 +74,13 @@ class Shipper:
 
     def ship_once(self) -> int:
         """Ship one chunk of the outbox to each sink; returns how many outbox entries they took."""
-        shipped = self._ship_lake() if self.lake is not None else 0
+        shipped = 0
+        if self.lake is not None:
+            try:
+                shipped = self._ship_lake()
+            except Exception:
+                self._counted.retries.inc()
+                raise
         if self.pipelines is not None:
             sent = self.pipelines.ship_once()
             if sent:
@@ -100,8 +108,10 @@ class Shipper:
         if export.entries == 0:
             return 0
         by_table: dict[str, list[str]] = {}
-        for table, _, path, _, _ in export.files:
+        rows: dict[str, int] = {}
+        for table, _, path, count, _ in export.files:
             by_table.setdefault(table, []).append(path)
+            rows[table] = rows.get(table, 0) + count
         # Persons first: a reader who sees an event row can find the person snapshot it made.
         for table in sorted(by_table, key=lambda name: name != PERSONS):
             try:
@@ -112,6 +122,8 @@ class Shipper:
                     self._forget_unless_committed(name, leftover, export.last_seq)
                 raise
             self._table_seq[table] = export.last_seq
+            self._counted.batches.inc()
+            self._counted.rows.inc(rows[table])
         for table in self._table_seq:
             self._table_seq[table] = export.last_seq
         self._delivered(export.last_seq)

@@ -1,12 +1,14 @@
 //! The whole decode of one request: unpack the body, settle the token, normalise every item.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::enrich::Enrichment;
+use super::enrich::{Enrichment, Locator};
 use super::error::{CoreError, Result};
 use super::event::{self, DropReason, ItemContext, NormalizedEvent, Outcome, Warning};
+use super::geoip::GeoIp;
 use super::rawjson;
 use super::request::{self, RequestParts, RouteKind};
 use super::timestamp;
@@ -22,6 +24,8 @@ pub struct DecoderConfig {
     pub max_inflated_bytes: usize,
     /// Largest single analytics event, in bytes (PostHog discards events over 1 MB).
     pub max_event_bytes: usize,
+    /// Where events are located from; `None` turns GeoIP off.
+    pub geoip: Option<Arc<GeoIp>>,
 }
 
 /// Headers that carry request-level facts.
@@ -104,6 +108,14 @@ pub fn decode(
         .envelope
         .sent_at
         .or_else(|| headers.sent_at.and_then(timestamp::parse_text));
+    // Recordings are not located: PostHog's GeoIP transformation runs on analytics events.
+    let mut enrichment = headers.enrichment;
+    let locator = config
+        .geoip
+        .as_deref()
+        .filter(|_| parts.route != RouteKind::Recording)
+        .map(|geoip| Locator::new(geoip, enrichment.geoip_ip.or(enrichment.client_ip)));
+    enrichment.locator = locator.as_ref();
     let ctx = ItemContext {
         route: parts.route,
         now,
@@ -111,7 +123,7 @@ pub fn decode(
         historical_migration: unpacked.envelope.historical_migration,
         shared: &unpacked.envelope.shared,
         max_event_bytes: config.max_event_bytes,
-        enrichment: headers.enrichment,
+        enrichment,
     };
 
     let mut events = Vec::with_capacity(unpacked.items.len());
@@ -119,8 +131,8 @@ pub fn decode(
     let mut filtered = 0;
     let mut item_tokens = Vec::with_capacity(unpacked.items.len());
     let mut warnings = Vec::new();
-    for index in 0..unpacked.items.len() {
-        let normalized = event::normalize(unpacked.item(index), unpacked.item_value(index), &ctx, &mut warnings);
+    for (index, value) in unpacked.item_values().enumerate() {
+        let normalized = event::normalize(unpacked.item(index), value, &ctx, &mut warnings);
         item_tokens.push((normalized.token, matches!(normalized.outcome, Outcome::Event(_))));
         match normalized.outcome {
             Outcome::Event(event) => events.push(*event),
@@ -177,6 +189,7 @@ mod tests {
             project_tokens: None,
             max_inflated_bytes: 100 << 20,
             max_event_bytes: 1 << 20,
+            geoip: None,
         }
     }
 

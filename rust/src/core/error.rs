@@ -78,6 +78,10 @@ pub enum CoreError {
     AlreadyCommitted,
     #[error("cannot encode outbox rows: {0}")]
     Encoding(String),
+
+    // -- a setting names something unusable (refused at startup)
+    #[error("cannot read GeoIP database {path}: {detail}")]
+    GeoIpDatabase { path: String, detail: String },
 }
 
 pub type Result<T> = std::result::Result<T, CoreError>;

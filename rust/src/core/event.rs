@@ -3,6 +3,7 @@
 //! bad item never sinks its batch.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use sonic_rs::{JsonType, JsonValueTrait, Value};
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use super::enrich::Enrichment;
 use super::person_event::PersonEvent;
-use super::properties::{merge_raw, plain_keys, Known, PropertyEdits};
+use super::properties::{plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
 use super::request::RouteKind;
@@ -245,9 +246,16 @@ fn normalize_inner(
     let Ok(mut item) = RawObject::parse_validated(raw_item) else {
         return Outcome::Dropped(DropReason::NotAnObject);
     };
-    for (key, value) in ctx.shared {
-        if !item.contains(key) {
-            item.set(key.clone(), value.clone());
+    if !ctx.shared.is_empty() {
+        // The item's keys once in a set: an envelope may share many fields with an item of many.
+        let present: HashSet<&str> = item.entries.iter().map(|(key, _)| key.as_ref()).collect();
+        let missing: Vec<&(String, String)> = ctx
+            .shared
+            .iter()
+            .filter(|(key, _)| !present.contains(key.as_str()))
+            .collect();
+        for (key, value) in missing {
+            item.entries.push((Cow::Owned(key.clone()), Cow::Owned(value.clone())));
         }
     }
 
@@ -403,24 +411,8 @@ fn normalize_inner(
     }
     ctx.enrichment.apply(&known, &mut edits);
 
-    let mut properties_json = if edits.merge.is_empty() {
-        if edits.append.is_empty() {
-            properties_raw.into_owned()
-        } else {
-            rawjson::append_entries(&properties_raw, &edits.append)
-        }
-    } else {
-        let Ok(mut object) = RawObject::parse(&properties_raw) else {
-            return Outcome::Dropped(DropReason::InvalidProperties);
-        };
-        for (key, top) in &edits.merge {
-            let merged = merge_raw(key, object.get(key).unwrap_or("{}"), top);
-            object.set(*key, merged);
-        }
-        for (key, raw) in edits.append {
-            object.set(key, raw);
-        }
-        object.to_json()
+    let Some(mut properties_json) = edits.finish(&known, properties_raw) else {
+        return Outcome::Dropped(DropReason::InvalidProperties);
     };
 
     let event = if ctx.route == RouteKind::Recording {

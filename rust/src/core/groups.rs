@@ -39,17 +39,22 @@ impl Group {
 /// The event's properties with PostHog's `$group_<index>` keys added for the groups it names
 /// (`None` when there are none to add). A key the client already sent is left as it is.
 pub fn property_entries(properties: &str, groups: &[Option<String>; MAX_GROUP_TYPES]) -> Option<String> {
-    let additions: Vec<(String, String)> = groups
+    const NAMES: [(&str, &str); MAX_GROUP_TYPES] = [
+        ("$group_0", "\"$group_0\""),
+        ("$group_1", "\"$group_1\""),
+        ("$group_2", "\"$group_2\""),
+        ("$group_3", "\"$group_3\""),
+        ("$group_4", "\"$group_4\""),
+    ];
+    let additions: Vec<(&str, String)> = groups
         .iter()
-        .enumerate()
-        .filter_map(|(index, key)| Some((format!("$group_{index}"), rawjson::string_literal(key.as_deref()?))))
-        .filter(|(name, _)| !properties.contains(&format!("\"{name}\"")))
+        .zip(NAMES)
+        .filter_map(|(key, (name, quoted))| {
+            let key = key.as_deref()?;
+            (!properties.contains(quoted)).then(|| (name, rawjson::string_literal(key)))
+        })
         .collect();
-    if additions.is_empty() {
-        return None;
-    }
-    let additions: Vec<(&str, String)> = additions.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    Some(rawjson::append_entries(properties, &additions))
+    (!additions.is_empty()).then(|| rawjson::append_entries(properties, &additions))
 }
 
 #[derive(Clone, Copy)]

@@ -2,18 +2,27 @@
 
 pub mod codec;
 pub mod columns;
+pub mod countries;
 pub mod decode;
 pub mod enrich;
 pub mod error;
 pub mod event;
 pub mod export;
 pub mod flags;
+pub mod geoip;
+#[cfg(test)]
+mod geoip_tests;
 pub mod groups;
 pub mod lz64;
 pub mod person;
 pub mod person_event;
 #[cfg(test)]
+mod person_model_tests;
+pub mod person_properties;
+pub mod person_record;
+#[cfg(test)]
 mod person_store_tests;
+pub mod person_update;
 pub mod persons;
 pub mod pipeline;
 mod properties;

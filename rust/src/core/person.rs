@@ -2,10 +2,12 @@
 //! for fast-changing keys, and which events force an update. Identity (who is whom) is in
 //! `identity`; this module is one person's state.
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::rawjson;
+use super::error::Result;
+use super::person_properties::{Change, PersonProperties, Unset};
+use super::person_record::{self, PersonHeader, PersonRef};
+pub use super::person_update::PropertyUpdate;
 
 /// Events that never change a person: nothing orders them against the person's other updates.
 const NO_PERSON_UPDATE_EVENTS: [&str; 2] = ["$exception", "$$heatmap"];
@@ -15,68 +17,45 @@ const FORCED_UPDATE_EVENTS: [&str; 4] = ["$identify", "$create_alias", "$merge_d
 
 /// Keys that change too often to be worth a person write on their own; they ride along when
 /// something else changes (PostHog's `FILTERED_PERSON_UPDATE_PROPERTIES`).
-const FILTERED: [&str; 31] = [
-    "$current_url",
-    "$pathname",
-    "$referring_domain",
-    "$referrer",
-    "$screen_height",
-    "$screen_width",
-    "$viewport_height",
-    "$viewport_width",
-    "$browser",
-    "$browser_version",
-    "$device_type",
-    "$raw_user_agent",
-    "$os",
-    "$os_name",
-    "$os_version",
-    "$geoip_postal_code",
-    "$geoip_time_zone",
-    "$geoip_latitude",
-    "$geoip_longitude",
-    "$geoip_accuracy_radius",
-    "$geoip_subdivision_1_code",
-    "$geoip_subdivision_1_name",
-    "$geoip_subdivision_2_code",
-    "$geoip_subdivision_2_name",
-    "$geoip_subdivision_3_code",
-    "$geoip_subdivision_3_name",
-    "$geoip_city_confidence",
-    "$geoip_country_confidence",
-    "$geoip_postal_code_confidence",
-    "$geoip_subdivision_1_confidence",
-    "$geoip_subdivision_2_confidence",
-];
-
 fn filtered(key: &str) -> bool {
-    FILTERED.contains(&key)
-}
-
-/// What one event asks of its person's properties. Values are raw JSON text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PropertyUpdate {
-    pub set: Vec<(String, String)>,
-    pub set_once: Vec<(String, String)>,
-    pub unset: Vec<String>,
-}
-
-impl PropertyUpdate {
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.set_once.is_empty() && self.unset.is_empty()
-    }
-}
-
-/// One property: raw JSON value, and whether `$set_once` (rather than `$set`) wrote it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Property {
-    pub key: String,
-    pub value: String,
-    pub once: bool,
+    matches!(
+        key,
+        "$current_url"
+            | "$pathname"
+            | "$referring_domain"
+            | "$referrer"
+            | "$screen_height"
+            | "$screen_width"
+            | "$viewport_height"
+            | "$viewport_width"
+            | "$browser"
+            | "$browser_version"
+            | "$device_type"
+            | "$raw_user_agent"
+            | "$os"
+            | "$os_name"
+            | "$os_version"
+            | "$geoip_postal_code"
+            | "$geoip_time_zone"
+            | "$geoip_latitude"
+            | "$geoip_longitude"
+            | "$geoip_accuracy_radius"
+            | "$geoip_subdivision_1_code"
+            | "$geoip_subdivision_1_name"
+            | "$geoip_subdivision_2_code"
+            | "$geoip_subdivision_2_name"
+            | "$geoip_subdivision_3_code"
+            | "$geoip_subdivision_3_name"
+            | "$geoip_city_confidence"
+            | "$geoip_country_confidence"
+            | "$geoip_postal_code_confidence"
+            | "$geoip_subdivision_1_confidence"
+            | "$geoip_subdivision_2_confidence"
+    )
 }
 
 /// A person as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Person {
     /// Monotonic integer id, unique across projects.
     pub id: u64,
@@ -86,50 +65,48 @@ pub struct Person {
     /// Bumped every time the person changes.
     pub version: u64,
     pub is_identified: bool,
-    pub properties: Vec<Property>,
+    pub properties: PersonProperties,
     pub distinct_ids: Vec<String>,
 }
 
 impl Person {
     /// A new person, created by an event: `{...$set_once, ...$set}` as PostHog creates it.
     pub fn new(id: u64, uuid: Uuid, created_at: i64, distinct_id: &str, update: &PropertyUpdate) -> Self {
-        let mut person = Self {
+        let order = update.order();
+        let once = update.once_writes();
+        let changes: Vec<Change<'_>> = (0..update.writes())
+            .map(|index| {
+                let (key, value) = update.write(index);
+                Change {
+                    key,
+                    value,
+                    once: index < once,
+                    at: None,
+                }
+            })
+            .collect();
+        let mut unset = Unset::default();
+        for key in update.unset() {
+            unset
+                .changes
+                .extend(update.writes_of(&order, key).map(|index| index as u32));
+        }
+        let mut properties = PersonProperties::default();
+        properties.update(&changes, &order.sorted, &unset);
+        Self {
             id,
             uuid,
             created_at,
             version: 0,
             is_identified: false,
-            properties: Vec::new(),
+            properties,
             distinct_ids: vec![distinct_id.to_owned()],
-        };
-        for (key, value) in &update.set_once {
-            person.put(key, value, true);
         }
-        for (key, value) in &update.set {
-            person.put(key, value, false);
-        }
-        person
-            .properties
-            .retain(|property| !update.unset.contains(&property.key));
-        person
     }
 
-    pub fn get(&self, key: &str) -> Option<&Property> {
-        self.properties.iter().find(|property| property.key == key)
-    }
-
-    fn put(&mut self, key: &str, value: &str, once: bool) {
-        match self.properties.iter_mut().find(|property| property.key == key) {
-            Some(property) => {
-                value.clone_into(&mut property.value);
-                property.once = once;
-            }
-            None => self.properties.push(Property {
-                key: key.to_owned(),
-                value: value.to_owned(),
-                once,
-            }),
-        }
+    /// A property's raw JSON value, and whether `$set_once` wrote it.
+    pub fn get(&self, key: &str) -> Option<(&str, bool)> {
+        self.properties.get(key)
     }
 
     /// Apply an event's update with PostHog's rules; returns whether the person changed (and so
@@ -143,91 +120,139 @@ impl Person {
             return false;
         }
         let force = FORCED_UPDATE_EVENTS.contains(&event);
-        let mut set_once: Vec<(&str, &str)> = Vec::new();
+        let properties = &self.properties;
+        let order = update.order();
+        let once = update.once_writes();
+        let writes: Vec<(&str, &str)> = (0..update.writes()).map(|index| update.write(index)).collect();
+        let mut found = vec![None; writes.len()];
+        properties.join(
+            order
+                .sorted
+                .iter()
+                .map(|&index| (index as usize, writes[index as usize].0)),
+            &mut found,
+        );
+        // `$set_once` entries first, then `$set`'s, in the order they are written.
+        let mut changes: Vec<Change<'_>> = Vec::with_capacity(writes.len());
+        let mut change_of = vec![u32::MAX; writes.len()];
         let mut promote = false;
-        for (key, value) in &update.set_once {
-            let overridden = update.set.iter().any(|(set_key, _)| set_key == key);
-            if !overridden && self.get(key).is_none() && !set_once.iter().any(|(k, _)| k == key) {
-                promote |= !filtered(key);
-                set_once.push((key, value));
-            }
-        }
-        let mut set: Vec<(&str, &str)> = Vec::new();
-        for (key, value) in &update.set {
-            match self.get(key) {
-                Some(existing) if existing.value == *value && !existing.once => {}
-                existing => {
-                    // A new key is always worth writing, filtered or not.
-                    promote |= existing.is_none() || !filtered(key);
-                    set.push((key, value));
-                }
+        for (index, (&(key, value), at)) in writes.iter().zip(&found).enumerate() {
+            let written = if index < once {
+                order.fills[index] && at.is_none()
+            } else {
+                at.is_none_or(|at| properties.at(at) != (value, false))
+            };
+            if written {
+                // A new key `$set` is always worth writing, filtered or not.
+                promote = promote || (index >= once && at.is_none()) || !filtered(key);
+                change_of[index] = changes.len() as u32;
+                changes.push(Change {
+                    key,
+                    value,
+                    once: index < once,
+                    at: *at,
+                });
             }
         }
         // `$unset` runs last, so it also removes what this very update set.
-        let pending = |key: &str| set_once.iter().chain(set.iter()).any(|(k, _)| *k == key);
-        let unset: Vec<&str> = update
-            .unset
-            .iter()
-            .map(String::as_str)
-            .filter(|key| self.get(key).is_some() || pending(key))
-            .collect();
+        let mut unset = Unset::default();
+        for key in update.unset() {
+            unset.entries.extend(properties.find(key));
+            let pending = update.writes_of(&order, key).map(|index| change_of[index]);
+            unset.changes.extend(pending.filter(|change| *change != u32::MAX));
+        }
         promote |= !unset.is_empty();
-        let has_changes = !set_once.is_empty() || !set.is_empty() || !unset.is_empty();
-        if !has_changes || !(promote || force) {
+        if (changes.is_empty() && unset.is_empty()) || !(promote || force) {
             return false;
         }
-        for (key, value) in set_once {
-            self.put(key, value, true);
-        }
-        for (key, value) in set {
-            self.put(key, value, false);
-        }
-        self.properties
-            .retain(|property| !unset.contains(&property.key.as_str()));
+        let new_keys: Vec<u32> = order
+            .sorted
+            .iter()
+            .map(|&index| change_of[index as usize])
+            .filter(|&change| change != u32::MAX && changes[change as usize].at.is_none())
+            .collect();
+        self.properties.update(&changes, &new_keys, &unset);
         self.version += 1;
         true
     }
 
     /// Fold another person into this one: this one's properties win, the older `created_at`
     /// stays, every distinct id moves over.
-    pub fn absorb(&mut self, other: Person) {
-        for property in other.properties {
-            if self.get(&property.key).is_none() {
-                self.properties.push(property);
+    pub fn absorb(&mut self, other: &Person) {
+        let theirs = &other.properties;
+        let mut found = vec![None; theirs.len()];
+        let sorted = theirs.sorted().iter().map(|&at| at as usize);
+        self.properties
+            .join(sorted.clone().map(|at| (at, theirs.key(at as u32))), &mut found);
+        let mut change_of = vec![u32::MAX; theirs.len()];
+        let mut changes: Vec<Change<'_>> = Vec::new();
+        for (at, (key, value, once)) in theirs.iter().enumerate() {
+            if found[at].is_none() {
+                change_of[at] = changes.len() as u32;
+                changes.push(Change {
+                    key,
+                    value,
+                    once,
+                    at: None,
+                });
             }
         }
+        let new_keys: Vec<u32> = sorted
+            .map(|at| change_of[at])
+            .filter(|&change| change != u32::MAX)
+            .collect();
+        self.properties.update(&changes, &new_keys, &Unset::default());
         self.created_at = self.created_at.min(other.created_at);
-        for id in other.distinct_ids {
-            if !self.distinct_ids.contains(&id) {
-                self.distinct_ids.push(id);
+        for id in &other.distinct_ids {
+            if !self.distinct_ids.contains(id) {
+                self.distinct_ids.push(id.clone());
             }
         }
         self.is_identified = true;
         self.version += 1;
     }
 
-    fn object(&self, once: Option<bool>) -> String {
-        rawjson::object_of(
-            self.properties
-                .iter()
-                .filter(move |p| once.is_none_or(|once| p.once == once))
-                .map(|p| (p.key.as_str(), p.value.as_str())),
-        )
-    }
-
     /// All properties, as PostHog shows a person: a JSON object.
     pub fn properties_json(&self) -> String {
-        self.object(None)
+        self.properties.json().to_owned()
     }
 
     /// Hogflare's split: the properties `$set` wrote.
     pub fn set_json(&self) -> String {
-        self.object(Some(false))
+        self.properties.split_json(false)
     }
 
     /// Hogflare's split: the properties `$set_once` wrote.
     pub fn set_once_json(&self) -> String {
-        self.object(Some(true))
+        self.properties.split_json(true)
+    }
+
+    pub fn header(&self) -> PersonHeader {
+        PersonHeader {
+            id: self.id,
+            uuid: self.uuid,
+            created_at: self.created_at,
+            version: self.version,
+            is_identified: self.is_identified,
+        }
+    }
+
+    /// Append the stored layout (`person_record`) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        person_record::encode(&self.header(), &self.distinct_ids, &self.properties, out);
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let stored = PersonRef::parse(bytes)?;
+        Ok(Self {
+            id: stored.id,
+            uuid: stored.uuid,
+            created_at: stored.created_at,
+            version: stored.version,
+            is_identified: stored.is_identified,
+            properties: stored.properties(),
+            distinct_ids: stored.distinct_ids.iter().map(|id| (*id).to_owned()).collect(),
+        })
     }
 }
 
@@ -236,12 +261,7 @@ mod tests {
     use super::*;
 
     fn update(set: &[(&str, &str)], set_once: &[(&str, &str)], unset: &[&str]) -> PropertyUpdate {
-        let pairs = |items: &[(&str, &str)]| items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        PropertyUpdate {
-            set: pairs(set),
-            set_once: pairs(set_once),
-            unset: unset.iter().map(|k| (*k).to_owned()).collect(),
-        }
+        PropertyUpdate::of(set, set_once, unset)
     }
 
     fn person(set: &[(&str, &str)]) -> Person {
@@ -296,13 +316,13 @@ mod tests {
     fn fast_changing_keys_alone_do_not_write() {
         let mut p = person(&[("$current_url", r#""/a""#), ("plan", r#""free""#)]);
         assert!(!p.apply("$pageview", &update(&[("$current_url", r#""/b""#)], &[], &[])));
-        assert_eq!(p.get("$current_url").unwrap().value, r#""/a""#);
+        assert_eq!(p.get("$current_url"), Some((r#""/a""#, false)));
         // ... but ride along with a real change, and are written when the event forces it.
         assert!(p.apply(
             "$pageview",
             &update(&[("$current_url", r#""/b""#), ("plan", r#""pro""#)], &[], &[])
         ));
-        assert_eq!(p.get("$current_url").unwrap().value, r#""/b""#);
+        assert_eq!(p.get("$current_url"), Some((r#""/b""#, false)));
         assert!(p.apply("$set", &update(&[("$current_url", r#""/c""#)], &[], &[])));
         // A new fast-changing key is written; one only offered through $set_once is not on its own.
         assert!(p.apply("e", &update(&[("$browser", r#""Chrome""#)], &[], &[])));
@@ -325,7 +345,7 @@ mod tests {
             "anon",
             &update(&[("plan", r#""free""#), ("ref", r#""ad""#)], &[], &[]),
         );
-        keep.absorb(gone);
+        keep.absorb(&gone);
         assert_eq!(keep.properties_json(), r#"{"plan":"pro","ref":"ad"}"#);
         assert_eq!((keep.created_at, keep.is_identified), (100, true));
         assert_eq!(keep.distinct_ids, vec!["user", "anon"]);

@@ -148,12 +148,6 @@ fn unset_keys(raw: &str) -> Vec<String> {
     rawjson::as_str(raw).map(Cow::into_owned).into_iter().collect()
 }
 
-fn push_absent(list: &mut Vec<(String, String)>, key: String, value: &str) {
-    if !list.iter().any(|(k, _)| *k == key) {
-        list.push((key, value.to_owned()));
-    }
-}
-
 impl PersonEvent {
     /// Read an event's person and group operations from its (final) properties text.
     pub fn read(event: &str, properties: &str) -> Self {
@@ -195,22 +189,56 @@ impl PersonEvent {
         }
 
         let update = &mut out.update;
-        update.set = get("$set").map(entries).unwrap_or_default();
-        update.set_once = get("$set_once").map(entries).unwrap_or_default();
-        update.unset = get("$unset").map(unset_keys).unwrap_or_default();
+        let object_entries = |raw| RawObject::parse(raw).map(|object| object.entries).unwrap_or_default();
+        // The initial properties' values usually go in twice, besides `$set` and `$set_once`.
+        update.reserve(
+            ["$set", "$set_once"]
+                .map(|key| get(key).map_or(0, str::len))
+                .iter()
+                .sum::<usize>()
+                + 2048,
+        );
+        let set = get("$set").map(object_entries).unwrap_or_default();
+        let set_once = get("$set_once").map(object_entries).unwrap_or_default();
+        for (key, value) in &set {
+            update.push_set(key, value);
+        }
+        for (key, value) in &set_once {
+            update.push_set_once(key, value);
+        }
+        for key in get("$unset").map(unset_keys).unwrap_or_default() {
+            update.push_unset(&key);
+        }
         if !NO_INITIAL_PROPERTIES.contains(&event) {
             let is_server = get("$is_server").is_some_and(|raw| raw.trim() == "true");
+            // Only a key's first use can add anything; the others are skipped before the search
+            // of the lists, so properties that repeat a key many times stay linear to read.
+            let (mut seen_set, mut seen_once): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+            let mut initial = String::new();
             for (key, value) in &object.entries {
                 if !is_initial_property(key) || (is_server && matches!(key.as_ref(), "$os" | "$os_version")) {
                     continue;
                 }
-                push_absent(&mut update.set, key.to_string(), value);
-                if !rawjson::is_null(value) {
-                    let name = key.strip_prefix('$').unwrap_or(key);
-                    push_absent(&mut update.set_once, format!("$initial_{name}"), value);
+                // Each name is added once, so it only has to be looked for among `$set`'s own.
+                if !seen_set.contains(&key.as_ref()) {
+                    seen_set.push(key);
+                    if !set.iter().any(|(known, _)| known == key) {
+                        update.push_set(key, value);
+                    }
+                }
+                if !rawjson::is_null(value) && !seen_once.contains(&key.as_ref()) {
+                    seen_once.push(key);
+                    initial.clear();
+                    initial.push_str("$initial_");
+                    initial.push_str(key.strip_prefix('$').unwrap_or(key));
+                    if !set_once.iter().any(|(known, _)| *known == initial) {
+                        update.push_set_once(&initial, value);
+                    }
                 }
             }
         }
+
+        update.seal();
 
         let other = |key: &str| get(key).and_then(text);
         out.identity = match event {
@@ -275,21 +303,24 @@ mod tests {
         );
         assert_eq!(read.mode, PersonMode::Full);
         assert_eq!(
-            read.update.set,
-            pairs(&[
+            read.update.set().collect::<Vec<_>>(),
+            [
                 ("plan", r#""pro""#),
                 ("$browser", r#""Firefox""#),
                 ("utm_source", "null")
-            ])
+            ]
         );
-        assert_eq!(read.update.set_once, pairs(&[("$initial_browser", r#""Safari""#)]));
-        assert_eq!(read.update.unset, vec!["old".to_owned()]);
+        assert_eq!(
+            read.update.set_once().collect::<Vec<_>>(),
+            [("$initial_browser", r#""Safari""#)]
+        );
+        assert_eq!(read.update.unset().collect::<Vec<_>>(), ["old"]);
     }
 
     #[test]
     fn server_events_keep_the_os_out_and_snapshots_derive_nothing() {
         let read = PersonEvent::read("e", r#"{"$os":"Linux","$is_server":true,"gclid":"x"}"#);
-        assert_eq!(read.update.set, pairs(&[("gclid", r#""x""#)]));
+        assert_eq!(read.update.set().collect::<Vec<_>>(), [("gclid", r#""x""#)]);
         assert!(PersonEvent::read("$snapshot_items", r#"{"$current_url":"/"}"#)
             .update
             .is_empty());

@@ -55,6 +55,7 @@ impl Harness {
             project_tokens: None,
             max_inflated_bytes: 1 << 20,
             max_event_bytes: 1 << 20,
+            geoip: None,
         };
         let decoded = decode::decode(&parts, HeaderFacts::default(), &config, Utc::now()).unwrap();
         let options = CommitOptions {

@@ -13,6 +13,7 @@ use super::error::{CoreError, Result};
 use super::groups::{project_key, GroupDbs, GroupWork, MAX_GROUP_TYPES};
 use super::person::{Person, PropertyUpdate};
 use super::person_event::{is_illegal_merge_id, IdentityKind, IdentityOp, PersonEvent, PersonMode};
+use super::person_record::PersonHeader;
 
 /// PostHog's namespace for person uuids derived from a distinct id (`person-uuid.ts`).
 const PERSON_NAMESPACE: Uuid = Uuid::from_u128(0x932979b4_65c3_4424_8467_0b66ec27bc22);
@@ -91,7 +92,38 @@ impl PersonDbs {
         else {
             return Ok(None);
         };
-        Ok(self.persons.get(txn, &id)?.map(postcard::from_bytes).transpose()?)
+        self.persons.get(txn, &id)?.map(Person::decode).transpose()
+    }
+}
+
+/// A person a commit has read or made.
+struct Loaded {
+    person: Person,
+    /// To be written when the commit ends.
+    dirty: bool,
+    /// `person` in the stored layout, while `fresh`: made at most once per change, for the
+    /// snapshot rows and the final write alike.
+    encoded: Vec<u8>,
+    fresh: bool,
+}
+
+impl Loaded {
+    fn new(person: Person) -> Self {
+        Self {
+            person,
+            dirty: false,
+            encoded: Vec::new(),
+            fresh: false,
+        }
+    }
+
+    fn encoded(&mut self) -> &[u8] {
+        if !self.fresh {
+            self.encoded.clear();
+            self.person.encode(&mut self.encoded);
+            self.fresh = true;
+        }
+        &self.encoded
     }
 }
 
@@ -99,7 +131,8 @@ impl PersonDbs {
 pub struct PersonWork<'a> {
     dbs: PersonDbs,
     groups: GroupWork<'a>,
-    persons: HashMap<u64, Person>,
+    persons: HashMap<u64, Loaded, ahash::RandomState>,
+    /// Persons to write, in the order they were first changed.
     dirty: Vec<u64>,
     deleted: Vec<u64>,
     next_id: u64,
@@ -120,7 +153,7 @@ impl<'a> PersonWork<'a> {
         Ok(Self {
             dbs,
             groups: GroupWork::begin(dbs.groups, fixed_group_types),
-            persons: HashMap::new(),
+            persons: HashMap::default(),
             dirty: Vec::new(),
             deleted: Vec::new(),
             next_id,
@@ -145,8 +178,29 @@ impl<'a> PersonWork<'a> {
         *self.warnings.entry(warning).or_default() += 1;
     }
 
-    pub fn person(&self, id: u64) -> Option<&Person> {
-        self.persons.get(&id)
+    /// A person the commit has loaded, in the stored layout.
+    pub fn encoded(&mut self, id: u64) -> Option<&[u8]> {
+        Some(self.persons.get_mut(&id)?.encoded())
+    }
+
+    /// The uuid and `created_at` of the person a distinct id belongs to, read in place when
+    /// the commit has not loaded it: all a personless event's row needs.
+    fn peek(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<(Uuid, i64)>> {
+        let Some(id) = self
+            .dbs
+            .distinct_ids
+            .get(txn, &project_key(project, distinct_id.as_bytes()))?
+        else {
+            return Ok(None);
+        };
+        if let Some(loaded) = self.persons.get(&id) {
+            return Ok(Some((loaded.person.uuid, loaded.person.created_at)));
+        }
+        let Some(bytes) = self.dbs.persons.get(txn, &id)? else {
+            return Ok(None);
+        };
+        let header = PersonHeader::read(bytes)?;
+        Ok(Some((header.uuid, header.created_at)))
     }
 
     fn resolve(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
@@ -161,12 +215,12 @@ impl<'a> PersonWork<'a> {
             let Some(bytes) = self.dbs.persons.get(txn, &id)? else {
                 return Ok(None);
             };
-            self.persons.insert(id, postcard::from_bytes(bytes)?);
+            self.persons.insert(id, Loaded::new(Person::decode(bytes)?));
         }
         Ok(Some(id))
     }
 
-    fn loaded(&mut self, id: u64) -> Result<&mut Person> {
+    fn loaded(&mut self, id: u64) -> Result<&mut Loaded> {
         self.persons
             .get_mut(&id)
             .ok_or_else(|| CoreError::Store(format!("person {id} is not loaded")))
@@ -174,14 +228,20 @@ impl<'a> PersonWork<'a> {
 
     /// The person, marked to be written when the commit ends.
     fn touch(&mut self, id: u64) -> Result<&mut Person> {
-        if !self.dirty.contains(&id) {
+        let loaded = self
+            .persons
+            .get_mut(&id)
+            .ok_or_else(|| CoreError::Store(format!("person {id} is not loaded")))?;
+        if !loaded.dirty {
+            loaded.dirty = true;
             self.dirty.push(id);
         }
-        self.loaded(id)
+        loaded.fresh = false;
+        Ok(&mut loaded.person)
     }
 
     fn mark_identified(&mut self, id: u64) -> Result<u64> {
-        if !self.loaded(id)?.is_identified {
+        if !self.loaded(id)?.person.is_identified {
             let person = self.touch(id)?;
             person.is_identified = true;
             person.version += 1;
@@ -220,7 +280,7 @@ impl<'a> PersonWork<'a> {
             }
             self.link(txn, project, distinct_id, id)?;
         }
-        self.persons.insert(id, person);
+        self.persons.insert(id, Loaded::new(person));
         self.touch(id)?;
         Ok(id)
     }
@@ -242,15 +302,12 @@ impl<'a> PersonWork<'a> {
         match fields.mode {
             PersonMode::Without => {}
             PersonMode::Personless => {
-                applied.person = Some(match self.resolve(txn, project, distinct_id)? {
-                    Some(id) => {
-                        let person = &self.persons[&id];
-                        RowPerson {
-                            uuid: person.uuid,
-                            created_at: person.created_at,
-                            properties: "{}".into(),
-                        }
-                    }
+                applied.person = Some(match self.peek(txn, project, distinct_id)? {
+                    Some((uuid, created_at)) => RowPerson {
+                        uuid,
+                        created_at,
+                        properties: "{}".into(),
+                    },
                     None => RowPerson {
                         uuid: person_uuid(team_key, distinct_id),
                         created_at: PERSONLESS_CREATED_AT,
@@ -269,7 +326,7 @@ impl<'a> PersonWork<'a> {
                     Some(id) => id,
                     None => match self.resolve(txn, project, distinct_id)? {
                         Some(id) => {
-                            if self.loaded(id)?.apply(event, &fields.update) {
+                            if self.loaded(id)?.person.apply(event, &fields.update) {
                                 self.touch(id)?;
                             }
                             id
@@ -277,7 +334,7 @@ impl<'a> PersonWork<'a> {
                         None => self.create(txn, project, team_key, &[distinct_id], timestamp, &fields.update)?,
                     },
                 };
-                let person = &self.persons[&id];
+                let person = &self.loaded(id)?.person;
                 applied.person_id = Some(id);
                 applied.person = Some(RowPerson {
                     uuid: person.uuid,
@@ -342,23 +399,26 @@ impl<'a> PersonWork<'a> {
             }
             (Some(other), Some(into)) if other == into => self.mark_identified(into)?,
             (Some(other), Some(into)) => {
-                if self.persons[&other].is_identified && op.kind != IdentityKind::MergeDangerously {
+                if self.loaded(other)?.person.is_identified && op.kind != IdentityKind::MergeDangerously {
                     // PostHog refuses the merge but still counts the event's own person as
                     // identified: the event came from someone who identified.
                     self.warn(PersonWarning::CannotMergeAlreadyIdentified);
                     self.mark_identified(into)?;
                     return Ok(None);
                 }
-                let mut gone = self
+                let removed = self
                     .persons
                     .remove(&other)
                     .ok_or_else(|| CoreError::Store(format!("person {other} is not loaded")))?;
-                self.dirty.retain(|dirty| *dirty != other);
+                if removed.dirty {
+                    self.dirty.retain(|dirty| *dirty != other);
+                }
+                let mut gone = removed.person;
                 self.deleted.push(other);
                 for moved in &gone.distinct_ids {
                     self.link(txn, project, moved, into)?;
                 }
-                self.touch(into)?.absorb(gone.clone());
+                self.touch(into)?.absorb(&gone);
                 gone.version += 1;
                 applied.merged_away = Some(gone);
                 into
@@ -372,8 +432,11 @@ impl<'a> PersonWork<'a> {
     pub fn finish(mut self, txn: &mut RwTxn) -> Result<BTreeMap<PersonWarning, u32>> {
         self.take_group_warnings();
         for id in &self.dirty {
-            let bytes = postcard::to_stdvec(&self.persons[id])?;
-            self.dbs.persons.put(txn, id, &bytes)?;
+            let loaded = self
+                .persons
+                .get_mut(id)
+                .ok_or_else(|| CoreError::Store(format!("person {id} is not loaded")))?;
+            self.dbs.persons.put(txn, id, loaded.encoded())?;
         }
         for id in &self.deleted {
             self.dbs.persons.delete(txn, id)?;

@@ -242,7 +242,7 @@ pub fn pipeline(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::person::{Person, Property, PropertyUpdate};
+    use crate::core::person::{Person, PropertyUpdate};
     use crate::core::row::{PersonSnapshotOf, SOURCE_POSTHOG};
 
     fn event(properties: Option<&str>) -> EventRowRef<'_> {
@@ -338,25 +338,17 @@ mod tests {
 
     #[test]
     fn person_rows_have_hogflares_shape() {
-        let mut person = Person::new(7, Uuid::from_u128(2), 5, "anon", &PropertyUpdate::default());
+        let plan = PropertyUpdate::of(&[("plan", r#""pro""#)], &[], &[]);
+        let mut person = Person::new(7, Uuid::from_u128(2), 5, "anon", &plan);
+        person.apply("e", &PropertyUpdate::of(&[], &[("ref", r#""ad""#)], &[]));
         person.distinct_ids.push("user@example.com".into());
-        person.properties = vec![
-            Property {
-                key: "plan".into(),
-                value: r#""pro""#.into(),
-                once: false,
-            },
-            Property {
-                key: "ref".into(),
-                value: r#""ad""#.into(),
-                once: true,
-            },
-        ];
+        let mut stored = Vec::new();
+        person.encode(&mut stored);
         let encoded = PersonSnapshotOf {
             uuid: Uuid::from_u128(3),
             team_id: None,
             operation: "identify",
-            person: &person,
+            person: &stored,
             canonical_distinct_id: "anon",
             updated_at: 9,
             api_key: Some("phc"),

@@ -3,9 +3,12 @@
 //! and its properties carry a `$set`).
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 
+use super::enrich::Entries;
+use super::geoip;
 use super::rawjson::{self, RawObject};
 
 /// The properties an event's processing looks at, found in one pass over the object instead of
@@ -18,10 +21,15 @@ pub(super) struct Known<'v> {
     pub ignore_sent_at: Option<&'v Value>,
     pub capture_internal: Option<&'v Value>,
     pub geoip_disable: Option<&'v Value>,
+    /// The event's own address: it is located instead of the request's.
+    pub ip: Option<&'v Value>,
+    pub process_person_profile: Option<&'v Value>,
     present: u16,
+    /// Which of `geoip::FIELDS` the event carries.
+    geoip_present: u16,
 }
 
-const WATCHED: [&str; 12] = [
+const WATCHED: [&str; 11] = [
     "$set",
     "$set_once",
     "$unset",
@@ -33,8 +41,18 @@ const WATCHED: [&str; 12] = [
     "$group_set",
     "$ip",
     "cf_ray",
-    "$geoip_country_code",
 ];
+
+/// The bit of a `$geoip_*` property in `Known::geoip_present`.
+fn geoip_bit(key: &str) -> Option<u16> {
+    if !key.starts_with("$geoip_") {
+        return None;
+    }
+    geoip::FIELDS
+        .iter()
+        .position(|field| field.property == key)
+        .map(|index| 1 << index)
+}
 
 impl<'v> Known<'v> {
     pub fn scan(properties: &'v Value) -> Self {
@@ -50,9 +68,15 @@ impl<'v> Known<'v> {
                 "$ignore_sent_at" => known.ignore_sent_at = Some(value),
                 "capture_internal" => known.capture_internal = Some(value),
                 "$geoip_disable" => known.geoip_disable = Some(value),
+                "$process_person_profile" => known.process_person_profile = Some(value),
                 _ => {
-                    if let Some(bit) = WATCHED.iter().position(|watched| *watched == key) {
+                    if let Some(bit) = geoip_bit(key) {
+                        known.geoip_present |= bit;
+                    } else if let Some(bit) = WATCHED.iter().position(|watched| *watched == key) {
                         known.present |= 1 << bit;
+                        if key == "$ip" {
+                            known.ip = Some(value);
+                        }
                     }
                 }
             }
@@ -61,6 +85,9 @@ impl<'v> Known<'v> {
     }
 
     pub fn has(&self, key: &str) -> bool {
+        if let Some(bit) = geoip_bit(key) {
+            return self.geoip_present & bit != 0;
+        }
         WATCHED
             .iter()
             .position(|watched| *watched == key)
@@ -74,6 +101,8 @@ pub(super) struct PropertyEdits<'a> {
     pub append: Vec<(&'static str, String)>,
     /// Entries to merge into an object (or, for `$unset`, a list) already in the properties.
     pub merge: Vec<(&'static str, Cow<'a, str>)>,
+    /// Entries for an object such as `$set`, each added only where the event does not have it.
+    pub defaults: Vec<(&'static str, Entries)>,
 }
 
 impl<'a> PropertyEdits<'a> {
@@ -81,6 +110,7 @@ impl<'a> PropertyEdits<'a> {
         Self {
             append: Vec::new(),
             merge: Vec::new(),
+            defaults: Vec::new(),
         }
     }
 
@@ -88,6 +118,64 @@ impl<'a> PropertyEdits<'a> {
         if !known.has(key) && !self.append.iter().any(|(k, _)| *k == key) {
             self.append.push((key, raw));
         }
+    }
+
+    /// Entries for the object under `key` (`$set`, `$set_once`) that lose to what the client sent.
+    pub fn defaults(&mut self, key: &'static str, entries: Entries) {
+        if !entries.is_empty() {
+            self.defaults.push((key, entries));
+        }
+    }
+
+    /// The edited properties; `None` when properties that must be parsed are not an object.
+    /// Without merges the SDK's text is kept byte for byte and the edits are spliced into it.
+    pub fn finish(mut self, known: &Known<'_>, properties: Cow<'_, str>) -> Option<String> {
+        let mut nested = Vec::new();
+        for (key, entries) in std::mem::take(&mut self.defaults) {
+            if let Some((_, raw)) = self.append.iter_mut().find(|(k, _)| *k == key) {
+                if let Some(with) = with_defaults(raw, &entries) {
+                    *raw = with;
+                }
+            } else if known.has(key) {
+                nested.push((key, entries));
+            } else {
+                self.append.push((key, object_of(&entries)));
+            }
+        }
+        if self.merge.is_empty() {
+            let append = |text: &str| rawjson::append_entries(text, &self.append);
+            if nested.is_empty() {
+                return Some(if self.append.is_empty() {
+                    properties.into_owned()
+                } else {
+                    append(&properties)
+                });
+            }
+            if let Some(spliced) = splice_defaults(&properties, &nested) {
+                return Some(if self.append.is_empty() {
+                    spliced
+                } else {
+                    append(&spliced)
+                });
+            }
+        }
+        let mut object = RawObject::parse(&properties).ok()?;
+        for (key, top) in &self.merge {
+            let merged = merge_raw(key, object.get(key).unwrap_or("{}"), top);
+            object.set(*key, merged);
+        }
+        for (key, raw) in self.append {
+            object.set(key, raw);
+        }
+        for (key, entries) in &nested {
+            let with = object
+                .get(key)
+                .map_or_else(|| Some(object_of(entries)), |raw| with_defaults(raw, entries));
+            if let Some(with) = with {
+                object.set(*key, with);
+            }
+        }
+        Some(object.to_json())
     }
 
     /// A top-level `$set`-like field: merged into the one in properties, or added as it is.
@@ -100,12 +188,49 @@ impl<'a> PropertyEdits<'a> {
     }
 }
 
+fn object_of(entries: &[(&'static str, String)]) -> String {
+    rawjson::object_of(entries.iter().map(|(key, raw)| (*key, raw.as_str())))
+}
+
+/// `existing` with the entries it lacks spliced on; `None` when nothing changes or it is
+/// neither an object nor `null`.
+fn with_defaults(existing: &str, entries: &[(&'static str, String)]) -> Option<String> {
+    if rawjson::is_null(existing) {
+        return Some(object_of(entries));
+    }
+    let object = RawObject::parse(existing).ok()?;
+    let missing: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|(key, _)| !object.contains(key))
+        .map(|(key, raw)| (*key, raw.as_str()))
+        .collect();
+    (!missing.is_empty()).then(|| rawjson::append_entries(existing, &missing))
+}
+
+/// Defaults spliced into objects the properties already hold, leaving every other byte as it
+/// was; `None` when a value cannot be found in the text (the caller then rebuilds the object).
+fn splice_defaults(properties: &str, nested: &[(&'static str, Entries)]) -> Option<String> {
+    let mut replacements = Vec::with_capacity(nested.len());
+    for (key, entries) in nested {
+        let Cow::Borrowed(existing) = sonic_rs::get(properties, [*key]).ok()?.as_raw_cow() else {
+            return None;
+        };
+        if let Some(with) = with_defaults(existing, entries) {
+            let start = rawjson::offset_in(properties, existing)?;
+            replacements.push((start..start + existing.len(), with));
+        }
+    }
+    Some(rawjson::splice(properties, replacements))
+}
+
 /// Merge two raw objects (`top` wins), or two `$unset` lists; for anything else `top` wins.
 pub(super) fn merge_raw(key: &str, existing: &str, top: &str) -> String {
+    // Both merges look keys up in a set: a `$set` of many keys must not cost their square.
     if key == "$unset" {
         let mut keys: Vec<Value> = unset_keys(existing);
+        let mut seen: HashSet<String> = keys.iter().map(ToString::to_string).collect();
         for key in unset_keys(top) {
-            if !keys.contains(&key) {
+            if seen.insert(key.to_string()) {
                 keys.push(key);
             }
         }
@@ -113,8 +238,17 @@ pub(super) fn merge_raw(key: &str, existing: &str, top: &str) -> String {
     }
     match (RawObject::parse(existing), RawObject::parse(top)) {
         (Ok(mut into), Ok(from)) => {
+            let mut at: HashMap<Cow<'_, str>, usize> = HashMap::with_capacity(into.entries.len());
+            for (index, (name, _)) in into.entries.iter().enumerate() {
+                at.entry(name.clone()).or_insert(index);
+            }
             for (name, value) in from.entries {
-                into.set(name, value);
+                if let Some(&index) = at.get(&name) {
+                    into.entries[index].1 = value;
+                } else {
+                    at.insert(name.clone(), into.entries.len());
+                    into.entries.push((name, value));
+                }
             }
             into.to_json()
         }

@@ -145,14 +145,14 @@ pub fn string_literal(text: &str) -> String {
 }
 
 /// Append entries to the text of a JSON object (`additions` hold raw values).
-pub fn append_entries(object: &str, additions: &[(&str, String)]) -> String {
+pub fn append_entries<V: AsRef<str>>(object: &str, additions: &[(&str, V)]) -> String {
     let trimmed = object.trim_end();
     let body = trimmed.strip_suffix('}').unwrap_or(trimmed);
     let empty = body
         .trim_start()
         .strip_prefix('{')
         .is_some_and(|inside| inside.trim().is_empty());
-    let extra: usize = additions.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    let extra: usize = additions.iter().map(|(k, v)| k.len() + v.as_ref().len() + 4).sum();
     let mut out = String::with_capacity(body.len() + extra + 1);
     out.push_str(body);
     for (index, (key, value)) in additions.iter().enumerate() {
@@ -160,9 +160,30 @@ pub fn append_entries(object: &str, additions: &[(&str, String)]) -> String {
             out.push(',');
         }
         push_key(&mut out, key);
-        out.push_str(value);
+        out.push_str(value.as_ref());
     }
     out.push('}');
+    out
+}
+
+/// Where `part`, a slice of `text` (a raw value `RawObject::parse` borrowed), starts in it.
+pub fn offset_in(text: &str, part: &str) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    (start + part.len() <= text.len() && text.is_char_boundary(start)).then_some(start)
+}
+
+/// `text` with each range replaced; ranges must not overlap.
+pub fn splice(text: &str, mut replacements: Vec<(std::ops::Range<usize>, String)>) -> String {
+    replacements.sort_by_key(|(range, _)| range.start);
+    let extra: usize = replacements.iter().map(|(_, with)| with.len()).sum();
+    let mut out = String::with_capacity(text.len() + extra);
+    let mut done = 0;
+    for (range, with) in replacements {
+        out.push_str(&text[done..range.start]);
+        out.push_str(&with);
+        done = range.end;
+    }
+    out.push_str(&text[done..]);
     out
 }
 
@@ -210,7 +231,21 @@ mod tests {
         let add = [("$sent_at", string_literal("2024")), ("n", "1".to_owned())];
         assert_eq!(append_entries(r#"{"a":1}"#, &add), r#"{"a":1,"$sent_at":"2024","n":1}"#);
         assert_eq!(append_entries("{ }\n", &add), r#"{ "$sent_at":"2024","n":1}"#);
-        assert_eq!(append_entries("{}", &[]), "{}");
+        assert_eq!(append_entries::<&str>("{}", &[]), "{}");
+    }
+
+    #[test]
+    fn splicing_into_a_nested_object() {
+        let text = r#"{"a": 1, "$set": {"x": 2} , "b": 3}"#;
+        let object = RawObject::parse(text).unwrap();
+        let inner = object.get("$set").unwrap();
+        let start = offset_in(text, inner).unwrap();
+        let with = append_entries(inner, &[("y", "4".to_owned())]);
+        assert_eq!(
+            splice(text, vec![(start..start + inner.len(), with)]),
+            r#"{"a": 1, "$set": {"x": 2,"y":4} , "b": 3}"#
+        );
+        assert_eq!(offset_in(text, "elsewhere"), None);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! or `data=` in the query), form bodies, content encodings, compression hints, the optimistic
 //! and legacy base64 unwraps, and every envelope an SDK has ever used.
 
-use sonic_rs::JsonValueTrait;
+use std::collections::HashSet;
+
+use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
 use super::rawjson::{self, RawObject, Validated};
 use chrono::{DateTime, Utc};
@@ -71,13 +73,21 @@ pub struct Envelope {
     /// Fields of a form body or of a `{"data": …}` envelope that items inherit when they lack
     /// them: key and raw JSON value.
     pub shared: Vec<(String, String)>,
+    /// The keys of `shared`, so that an envelope of many fields is not quadratic to read.
+    shared_keys: HashSet<String>,
 }
 
 impl Envelope {
     fn share(&mut self, key: &str, raw: String) {
-        if !self.shared.iter().any(|(k, _)| k == key) {
+        if self.shared_keys.insert(key.to_owned()) {
             self.shared.push((key.to_owned(), raw));
         }
+    }
+
+    /// What the copies of the shared fields would take if every item carried them.
+    fn shared_bytes(&self, items: usize) -> usize {
+        let one: usize = self.shared.iter().map(|(key, raw)| key.len() + raw.len()).sum();
+        one.saturating_mul(items)
     }
 }
 
@@ -105,14 +115,20 @@ impl Unpacked {
         Validated(&self.text[self.items[index].clone()])
     }
 
-    /// The parsed value of one item.
-    pub fn item_value(&self, index: usize) -> &sonic_rs::Value {
-        match self.layout {
-            Layout::Array => self.document.get(index),
-            Layout::Batch => self.document.get("batch").and_then(|batch| batch.get(index)),
-            Layout::Single => Some(&self.document),
-        }
-        .unwrap_or(&NULL)
+    /// The parsed value of each item, in order. The envelope's `batch` is looked up once: a
+    /// lookup by key scans the envelope's keys, and an envelope may have many.
+    pub fn item_values(&self) -> impl Iterator<Item = &sonic_rs::Value> {
+        let (single, array) = match self.layout {
+            Layout::Array => (None, Some(&self.document)),
+            Layout::Batch => (None, self.document.get("batch")),
+            Layout::Single => (Some(&self.document), None),
+        };
+        let elements = array.and_then(|array| array.as_array()).map(|array| array.iter());
+        single
+            .into_iter()
+            .chain(elements.into_iter().flatten())
+            .chain(std::iter::repeat(&NULL))
+            .take(self.items.len())
     }
 }
 
@@ -252,7 +268,15 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
     if parts.route.is_legacy() && codec::is_strict_base64(&bytes) {
         bytes = codec::decompress(codec::base64_decode(&bytes)?, Compression::None, cap)?;
     }
-    classify(into_text(bytes)?, &mut envelope, hint, cap, 0)
+    let unpacked = classify(into_text(bytes)?, &mut envelope, hint, cap, 0)?;
+    // Each item that lacks a shared field gets its own copy, so the copies count against the
+    // cap as if the client had sent them: else one large field beside many small items would
+    // take memory in proportion to their product.
+    let copies = unpacked.envelope.shared_bytes(unpacked.items.len());
+    if unpacked.text.len().saturating_add(copies) > cap {
+        return Err(CoreError::PayloadTooLarge { limit: cap });
+    }
+    Ok(unpacked)
 }
 
 /// Nesting deeper than this is refused before parsing: no SDK sends it, and a parser would
@@ -453,6 +477,31 @@ mod tests {
             let out = unpack(&parts(RouteKind::Event, body.as_bytes(), b"", None), CAP).unwrap();
             assert_eq!(out.items.len(), 1, "{case}");
             assert_eq!(first_event(&out), "e");
+        }
+    }
+
+    #[test]
+    fn shared_fields_count_against_the_cap_once_per_item() {
+        let items = vec![r#"{"event":"a","distinct_id":"b"}"#; 100].join(",");
+        let body = format!(r#"{{"data":[{items}],"pad":"{}"}}"#, "x".repeat(1000));
+        let out = unpack(&parts(RouteKind::Event, body.as_bytes(), b"", None), 1 << 20).unwrap();
+        assert_eq!(out.item_values().count(), 100);
+        assert!(matches!(
+            unpack(&parts(RouteKind::Event, body.as_bytes(), b"", None), 64 << 10),
+            Err(CoreError::PayloadTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn item_values_follow_the_items_in_every_layout() {
+        for body in [
+            r#"{"k":1,"batch":[{"event":"a"},{"event":"b"}],"z":2}"#,
+            r#"[{"event":"a"},{"event":"b"}]"#,
+            r#"{"event":"a"}"#,
+        ] {
+            let out = unpack(&parts(RouteKind::Event, body.as_bytes(), b"", None), CAP).unwrap();
+            let names: Vec<&str> = out.item_values().filter_map(|item| item["event"].as_str()).collect();
+            assert_eq!(names, ["a", "b"][..out.items.len()], "{body}");
         }
     }
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::error::Result;
 use super::event::NormalizedEvent;
 use super::person::Person;
+pub use super::person_record::PersonRef;
 use super::timestamp;
 
 /// `source` of rows that came from an SDK.
@@ -83,8 +84,9 @@ pub struct EventRowRef<'a> {
     pub extra: Option<&'a str>,
 }
 
-/// A person as one event left it: Hogflare's person snapshot row. The person is kept whole; the
-/// row's JSON columns are made from it when the row is exported.
+/// A person as one event left it: Hogflare's person snapshot row. The person is kept whole, in
+/// the store's layout (`person_record`); the row's JSON columns are made from it when the row is
+/// exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersonSnapshot {
     pub uuid: Uuid,
@@ -92,6 +94,7 @@ pub struct PersonSnapshot {
     /// `capture`, `identify`, `alias`, `merge`, `session_recording`, or `merged` for a person
     /// a merge removed.
     pub operation: String,
+    #[serde(with = "stored_person")]
     pub person: Person,
     pub canonical_distinct_id: String,
     /// Microseconds since the epoch.
@@ -100,13 +103,41 @@ pub struct PersonSnapshot {
     pub source_event_uuid: Uuid,
 }
 
-/// `PersonSnapshot` as the store writes it, borrowing the person it describes.
+/// A person field in the outbox: the person's stored layout, as bytes.
+mod stored_person {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Person, PersonRef};
+
+    pub fn serialize<S: Serializer>(person: &Person, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::new();
+        person.encode(&mut bytes);
+        serializer.serialize_bytes(&bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Person, D::Error> {
+        Person::decode(<&[u8]>::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+
+    pub fn serialize_encoded<S: Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn borrow<'de: 'a, 'a, D: Deserializer<'de>>(deserializer: D) -> Result<PersonRef<'a>, D::Error> {
+        PersonRef::parse(<&'de [u8]>::deserialize(deserializer)?).map_err(D::Error::custom)
+    }
+}
+
+/// `PersonSnapshot` as the store writes it, with the person already encoded
+/// (`Person::encode`).
 #[derive(Debug, Serialize)]
 pub struct PersonSnapshotOf<'a> {
     pub uuid: Uuid,
     pub team_id: Option<i64>,
     pub operation: &'a str,
-    pub person: &'a Person,
+    #[serde(serialize_with = "stored_person::serialize_encoded")]
+    pub person: &'a [u8],
     pub canonical_distinct_id: &'a str,
     pub updated_at: i64,
     pub api_key: Option<&'a str>,
@@ -114,45 +145,22 @@ pub struct PersonSnapshotOf<'a> {
 }
 
 impl PersonSnapshotOf<'_> {
-    pub fn encode(&self) -> Result<Vec<u8>> {
+    /// Append the outbox entry to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
         #[derive(Serialize)]
         enum Entry<'b, 'c> {
             #[allow(dead_code)]
             Event(()),
             Person(&'b PersonSnapshotOf<'c>),
         }
-        Ok(postcard::to_stdvec(&Entry::Person(self))?)
+        *out = postcard::to_extend(&Entry::Person(self), std::mem::take(out))?;
+        Ok(())
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct PropertyRef<'a> {
-    pub key: &'a str,
-    pub value: &'a str,
-    pub once: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct PersonRef<'a> {
-    pub id: u64,
-    pub uuid: Uuid,
-    pub created_at: i64,
-    pub version: u64,
-    pub is_identified: bool,
-    #[serde(borrow)]
-    pub properties: Vec<PropertyRef<'a>>,
-    pub distinct_ids: Vec<&'a str>,
-}
-
-impl PersonRef<'_> {
-    /// The properties as a JSON object: all of them, or those `$set_once` wrote, or the others.
-    pub fn properties_json(&self, once: Option<bool>) -> String {
-        super::rawjson::object_of(
-            self.properties
-                .iter()
-                .filter(move |p| once.is_none_or(|once| p.once == once))
-                .map(|p| (p.key, p.value)),
-        )
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
+        Ok(out)
     }
 }
 
@@ -161,7 +169,7 @@ pub struct PersonSnapshotRef<'a> {
     pub uuid: Uuid,
     pub team_id: Option<i64>,
     pub operation: &'a str,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "stored_person::borrow")]
     pub person: PersonRef<'a>,
     pub canonical_distinct_id: &'a str,
     pub updated_at: i64,
@@ -196,6 +204,12 @@ pub enum OutboxRecord {
 impl OutboxRecord {
     pub fn encode(&self) -> Result<Vec<u8>> {
         Ok(postcard::to_stdvec(self)?)
+    }
+
+    /// Append the encoded entry to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        *out = postcard::to_extend(self, std::mem::take(out))?;
+        Ok(())
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self> {
@@ -241,30 +255,15 @@ mod tests {
 
     #[test]
     fn person_snapshots_round_trip_and_split_their_properties() {
-        let mut person = Person::new(
-            7,
-            Uuid::nil(),
-            5,
-            "anon",
-            &crate::core::person::PropertyUpdate::default(),
-        );
-        person.properties = vec![
-            crate::core::person::Property {
-                key: "plan".into(),
-                value: r#""pro""#.into(),
-                once: false,
-            },
-            crate::core::person::Property {
-                key: "ref".into(),
-                value: r#""ad""#.into(),
-                once: true,
-            },
-        ];
+        let update = crate::core::person::PropertyUpdate::of(&[("plan", r#""pro""#)], &[("ref", r#""ad""#)], &[]);
+        let person = Person::new(7, Uuid::nil(), 5, "anon", &update);
+        let mut encoded_person = Vec::new();
+        person.encode(&mut encoded_person);
         let snapshot = PersonSnapshotOf {
             uuid: Uuid::now_v7(),
             team_id: None,
             operation: "identify",
-            person: &person,
+            person: &encoded_person,
             canonical_distinct_id: "anon",
             updated_at: 9,
             api_key: Some("phc"),
@@ -278,7 +277,7 @@ mod tests {
         let OutboxRecordRef::Person(borrowed) = OutboxRecordRef::decode(&encoded).unwrap() else {
             panic!("a person row")
         };
-        assert_eq!(borrowed.person.properties_json(None), r#"{"plan":"pro","ref":"ad"}"#);
+        assert_eq!(borrowed.person.properties_json(None), r#"{"ref":"ad","plan":"pro"}"#);
         assert_eq!(borrowed.person.properties_json(Some(false)), r#"{"plan":"pro"}"#);
         assert_eq!(borrowed.person.properties_json(Some(true)), r#"{"ref":"ad"}"#);
     }

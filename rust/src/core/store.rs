@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use heed::byteorder::BigEndian;
@@ -18,7 +20,7 @@ use super::error::{CoreError, Result};
 use super::groups::{self, MAX_GROUP_TYPES};
 use super::person::Person;
 use super::persons::{PersonDbs, PersonWarning, PersonWork};
-use super::row::{EventRow, OutboxRecord, PersonSnapshotOf};
+use super::row::{EventRow, OutboxRecord, OutboxRecordRef, PersonSnapshotOf};
 use super::timestamp;
 
 const SECONDS_PER_DAY: i64 = 86_400;
@@ -67,6 +69,14 @@ pub struct OutboxState {
     pub bytes: u64,
 }
 
+/// How many persons, distinct ids and groups the store holds, over every project.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub persons: u64,
+    pub distinct_ids: u64,
+    pub groups: u64,
+}
+
 /// Rows read from the outbox, in order.
 #[derive(Debug, Default)]
 pub struct OutboxChunk {
@@ -86,12 +96,20 @@ pub struct Store {
     outbox: Database<U64<BigEndian>, Bytes>,
     persons: PersonDbs,
     group_types: [Option<String>; MAX_GROUP_TYPES],
+    /// The person tables again, only to count their entries for monitoring.
+    counted: [Database<Bytes, Unit>; 3],
+    /// Nanoseconds the last `commit` spent writing and syncing its transaction.
+    last_sync_nanos: AtomicU64,
 }
 
 const META_NEXT_SEQ: &str = "outbox.next_seq";
 const META_ROWS: &str = "outbox.rows";
 const META_BYTES: &str = "outbox.bytes";
 const META_NEXT_PROJECT: &str = "projects.next";
+const META_FORMAT: &str = "store.format";
+/// How this code lays out persons and outbox rows. 2: persons in `person_record`'s layout, which
+/// person snapshot rows carry too (1 was postcard throughout, and recorded no format).
+const STORE_FORMAT: u64 = 2;
 
 fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
     Ok(db
@@ -170,10 +188,36 @@ impl Store {
             outbox: env.create_database(&mut wtxn, Some("outbox"))?,
             persons: PersonDbs::create(&env, &mut wtxn)?,
             group_types: config.group_types.clone(),
+            counted: [
+                env.create_database(&mut wtxn, Some("persons"))?,
+                env.create_database(&mut wtxn, Some("distinct_ids"))?,
+                env.create_database(&mut wtxn, Some("groups"))?,
+            ],
+            last_sync_nanos: AtomicU64::new(0),
             env: env.clone(),
         };
+        store.check_format(&mut wtxn, path)?;
         wtxn.commit()?;
         Ok(store)
+    }
+
+    /// Stamp a new store with the format this code writes; refuse one written in another, whose
+    /// persons and rows it would misread.
+    fn check_format(&self, txn: &mut RwTxn, path: &Path) -> Result<()> {
+        let format = match self.meta.get(txn, META_FORMAT)? {
+            Some(_) => read_u64(self.meta, txn, META_FORMAT)?,
+            // Stores written before the format was recorded hold their metadata without it.
+            None if !self.meta.is_empty(txn)? => 1,
+            None => return write_u64(self.meta, txn, META_FORMAT, STORE_FORMAT),
+        };
+        if format == STORE_FORMAT {
+            return Ok(());
+        }
+        Err(CoreError::Store(format!(
+            "the store in {} has format {format}, and this hogflare reads format {STORE_FORMAT} only: \
+             let the hogflare that wrote it deliver its outbox, then move the directory aside",
+            path.display()
+        )))
     }
 
     fn project_id(&self, txn: &mut RwTxn, cache: &mut HashMap<String, u32>, token: &str) -> Result<u32> {
@@ -211,6 +255,8 @@ impl Store {
         let mut projects = HashMap::new();
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut persons = PersonWork::begin(self.persons, &txn, &self.group_types)?;
+        // Each outbox entry is encoded here, then copied into the transaction.
+        let mut entry = Vec::with_capacity(4096);
 
         for batch in batches {
             let mut outcome = CommitOutcome::default();
@@ -247,7 +293,8 @@ impl Store {
                     timestamp::to_micros(event.timestamp),
                     &event.person,
                 )?;
-                let snapshot = |operation: &str, person: &Person, canonical: &str| {
+                let snapshot = |operation: &str, person: &[u8], canonical: &str, out: &mut Vec<u8>| {
+                    out.clear();
                     PersonSnapshotOf {
                         uuid: Uuid::new_v4(),
                         team_id: batch.team_id,
@@ -258,20 +305,25 @@ impl Store {
                         api_key: Some(&batch.token),
                         source_event_uuid: event.uuid,
                     }
-                    .encode()
+                    .encode_into(out)
                 };
                 if let Some(gone) = &applied.merged_away {
                     let canonical = gone.distinct_ids.first().map_or("", String::as_str);
-                    outbox.append(&mut txn, &snapshot("merged", gone, canonical)?)?;
+                    let mut encoded = Vec::new();
+                    gone.encode(&mut encoded);
+                    snapshot("merged", &encoded, canonical, &mut entry)?;
+                    outbox.append(&mut txn, &entry)?;
                 }
-                if let Some(person) = applied.person_id.and_then(|id| persons.person(id)) {
+                if let Some(person) = applied.person_id.and_then(|id| persons.encoded(id)) {
                     let operation = operation_of(&event.event);
-                    outbox.append(&mut txn, &snapshot(operation, person, &event.distinct_id)?)?;
+                    snapshot(operation, person, &event.distinct_id, &mut entry)?;
+                    outbox.append(&mut txn, &entry)?;
                 }
 
                 let mut row = EventRow::from_event(event, &batch.token, batch.team_id, created_at);
                 if let Some(person) = applied.person {
-                    row.person_id = Some(person.uuid.hyphenated().to_string());
+                    let mut text = Uuid::encode_buffer();
+                    row.person_id = Some(person.uuid.hyphenated().encode_lower(&mut text).to_owned());
                     row.person_created_at = Some(person.created_at);
                     row.person_properties = Some(person.properties);
                 }
@@ -282,7 +334,9 @@ impl Store {
                 }
                 row.groups = applied.groups;
                 row.group_properties = applied.group_properties;
-                outbox.append(&mut txn, &OutboxRecord::Event(row).encode()?)?;
+                entry.clear();
+                OutboxRecord::Event(row).encode_into(&mut entry)?;
+                outbox.append(&mut txn, &entry)?;
                 outcome.stored += 1;
             }
             outcome.warnings = persons.take_warnings();
@@ -292,8 +346,42 @@ impl Store {
         write_u64(self.meta, &mut txn, META_NEXT_SEQ, outbox.next_seq)?;
         write_u64(self.meta, &mut txn, META_ROWS, outbox.rows)?;
         write_u64(self.meta, &mut txn, META_BYTES, outbox.bytes)?;
+        let syncing = Instant::now();
         txn.commit()?;
+        let nanos = u64::try_from(syncing.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_sync_nanos.store(nanos, Ordering::Relaxed);
         Ok(outcomes)
+    }
+
+    /// How long the last `commit` took to write its pages and sync them to disk.
+    pub fn last_sync(&self) -> Duration {
+        Duration::from_nanos(self.last_sync_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Entry counts from LMDB's own statistics: no table is scanned.
+    pub fn counts(&self) -> Result<StoreCounts> {
+        let txn = self.env.read_txn()?;
+        let [persons, distinct_ids, groups] = self.counted;
+        Ok(StoreCounts {
+            persons: persons.len(&txn)?,
+            distinct_ids: distinct_ids.len(&txn)?,
+            groups: groups.len(&txn)?,
+        })
+    }
+
+    /// When the oldest row after `after` reached the store (microseconds since the epoch), or
+    /// `None` when there is no such row: how far behind a sink at `after` is.
+    pub fn pending_since(&self, after: u64) -> Result<Option<i64>> {
+        let txn = self.env.read_txn()?;
+        let range = (Bound::Excluded(after), Bound::Unbounded);
+        let Some(entry) = self.outbox.range(&txn, &range)?.next() else {
+            return Ok(None);
+        };
+        let (_, value) = entry?;
+        Ok(Some(match OutboxRecordRef::decode(value)? {
+            OutboxRecordRef::Event(row) => row.created_at,
+            OutboxRecordRef::Person(snapshot) => snapshot.updated_at,
+        }))
     }
 
     /// The stored properties of the groups `{type: key}` names, as `{type: properties}` JSON; a
@@ -615,6 +703,49 @@ mod tests {
             1
         );
         assert_eq!(store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].stored, 1);
+    }
+
+    #[test]
+    fn monitoring_reads_counts_and_the_age_of_pending_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &small()).unwrap();
+        assert_eq!(store.counts().unwrap(), StoreCounts::default());
+        assert_eq!(store.pending_since(0).unwrap(), None);
+
+        let mut request = batch("t", &[Uuid::now_v7(), Uuid::now_v7()]);
+        request.events[0].person.mode = PersonMode::Full;
+        let received = timestamp::to_micros(request.created_at);
+        let options = options();
+        store.commit(vec![request], options).unwrap();
+        assert!(store.last_sync() > Duration::ZERO);
+        let counts = StoreCounts {
+            persons: 1,
+            distinct_ids: 1,
+            groups: 0,
+        };
+        assert_eq!(store.counts().unwrap(), counts);
+        // Rows: the person's snapshot (commit time), then the two event rows (request time).
+        assert_eq!(store.pending_since(0).unwrap(), Some(timestamp::to_micros(options.now)));
+        assert_eq!(store.pending_since(1).unwrap(), Some(received));
+        assert_eq!(store.pending_since(3).unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &small()).unwrap();
+        store.commit(vec![batch("t", &[Uuid::now_v7()])], options()).unwrap();
+        // What a store written before the format was recorded looks like.
+        let mut txn = store.env.write_txn().unwrap();
+        store.meta.delete(&mut txn, META_FORMAT).unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        let refused = Store::open(dir.path(), &small()).err().unwrap().to_string();
+        assert!(refused.contains("has format 1"), "{refused}");
+        // A new store gets the current format, and opens again.
+        let fresh = tempfile::tempdir().unwrap();
+        drop(Store::open(fresh.path(), &small()).unwrap());
+        assert!(Store::open(fresh.path(), &small()).is_ok());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Core errors to Python exceptions: one exhaustive match, so every new variant needs a decision.
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::PyErr;
 
 use super::exceptions::{AuthError, OutboxFullError, PayloadError, PayloadTooLargeError, StorageError};
@@ -38,6 +38,7 @@ impl From<PyCoreError> for PyErr {
             CoreError::OutboxFull { .. } => OutboxFullError::new_err(message),
             CoreError::Store(_) | CoreError::Encoding(_) => StorageError::new_err(message),
             CoreError::AlreadyCommitted => PyRuntimeError::new_err(message),
+            CoreError::GeoIpDatabase { .. } => PyValueError::new_err(message),
         }
     }
 }

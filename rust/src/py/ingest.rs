@@ -2,7 +2,8 @@
 //! GIL released while Rust works.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use pyo3::exceptions::PyValueError;
@@ -12,6 +13,7 @@ use super::errors::PyCoreError;
 use crate::core::decode::{self, DecodedRequest, DecoderConfig, HeaderFacts};
 use crate::core::enrich::Enrichment;
 use crate::core::error::CoreError;
+use crate::core::geoip::GeoIp;
 use crate::core::request::{RequestParts, RouteKind};
 
 pub fn time_from(now: Option<f64>) -> DateTime<Utc> {
@@ -26,26 +28,35 @@ pub struct PyDecoder {
 
 #[pymethods]
 impl PyDecoder {
+    /// `geoip_db`: MaxMind DB files to locate events from (opened here, once); none turns GeoIP off.
     #[new]
-    #[pyo3(signature = (*, max_inflated_bytes, max_event_bytes, team_id=None, project_tokens=None))]
+    #[pyo3(signature = (*, max_inflated_bytes, max_event_bytes, team_id=None, project_tokens=None, geoip_db=None))]
     fn new(
         max_inflated_bytes: usize,
         max_event_bytes: usize,
         team_id: Option<i64>,
         project_tokens: Option<Vec<String>>,
-    ) -> Self {
+        geoip_db: Option<Vec<PathBuf>>,
+    ) -> PyResult<Self> {
         let project_tokens = project_tokens.map(|tokens| tokens.into_iter().collect::<HashSet<_>>());
-        Self {
+        let geoip = match geoip_db {
+            Some(paths) if !paths.is_empty() => Some(Arc::new(GeoIp::open(&paths).map_err(PyCoreError::from)?)),
+            _ => None,
+        };
+        Ok(Self {
             config: DecoderConfig {
                 team_id,
                 project_tokens,
                 max_inflated_bytes,
                 max_event_bytes,
+                geoip,
             },
-        }
+        })
     }
 
-    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, client_ip=None, cf_ray=None, country_code=None, now=None, detach=false))]
+    /// `client_ip` is stored as `$ip`; `geoip_ip` (else `client_ip`) is the address events
+    /// without their own `$ip` are located by.
+    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, client_ip=None, geoip_ip=None, cf_ray=None, country_code=None, now=None, detach=false))]
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
@@ -58,6 +69,7 @@ impl PyDecoder {
         api_key: Option<&str>,
         sent_at: Option<&str>,
         client_ip: Option<&str>,
+        geoip_ip: Option<&str>,
         cf_ray: Option<&str>,
         country_code: Option<&str>,
         now: Option<f64>,
@@ -74,8 +86,10 @@ impl PyDecoder {
         };
         let enrichment = Enrichment {
             client_ip,
+            geoip_ip,
             cf_ray,
             country_code,
+            locator: None,
         };
         let headers = HeaderFacts {
             api_key,

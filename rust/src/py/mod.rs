@@ -9,6 +9,13 @@ mod store;
 
 use pyo3::prelude::*;
 
+/// The store commit decodes, updates and re-encodes persons under LMDB's single writer, so its
+/// many short-lived allocations are serialised across every worker; mimalloc serves them in
+/// about two thirds of the instructions glibc's allocator needs. Python's own objects still
+/// come from Python's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<ingest::PyDecoder>()?;

@@ -93,6 +93,23 @@ impl PyStore {
         Ok((state.next_seq, state.rows, state.bytes))
     }
 
+    /// `(persons, distinct_ids, groups)` over every project, from LMDB's statistics (no scan).
+    fn counts(&self) -> PyResult<(u64, u64, u64)> {
+        let counts = self.inner.counts().map_err(PyCoreError::from)?;
+        Ok((counts.persons, counts.distinct_ids, counts.groups))
+    }
+
+    /// When the oldest outbox row after `after` reached the store (epoch seconds), or `None`.
+    fn pending_since(&self, after: u64) -> PyResult<Option<f64>> {
+        let since = self.inner.pending_since(after).map_err(PyCoreError::from)?;
+        Ok(since.map(|micros| micros as f64 / 1e6))
+    }
+
+    /// Seconds the last `commit` spent writing and syncing its transaction.
+    fn last_sync_secs(&self) -> f64 {
+        self.inner.last_sync().as_secs_f64()
+    }
+
     /// Write the outbox entries after `after` to Parquet files, one per table and day, under each
     /// table's directory; entries at or below a table's `*_upto` are already in it and are left out.
     #[pyo3(signature = (after, *, events_upto, persons_upto, max_rows, max_bytes, events_dir, persons_dir))]

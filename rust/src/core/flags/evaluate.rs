@@ -140,6 +140,8 @@ pub struct Evaluation<'s, 'c> {
     context: &'c Context<'c>,
     done: Vec<Option<FlagResult>>,
     visiting: Vec<usize>,
+    /// Cohorts being decided: one that reaches itself through its filters cannot be.
+    cohorts_visiting: Vec<String>,
     /// A flag the one being decided depends on is missing or part of a cycle.
     missing_dependency: bool,
 }
@@ -151,6 +153,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             context,
             done: vec![None; set.flags.len()],
             visiting: Vec::new(),
+            cohorts_visiting: Vec::new(),
             missing_dependency: false,
         }
     }
@@ -342,9 +345,12 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                 (operator.matches(value, self.context.now) != *negated, false)
             }
             Filter::Cohort { id, positive } => match self.set.cohorts.get(id) {
+                Some(_) if self.cohorts_visiting.contains(id) => (false, true),
                 Some(tree) => {
                     let tree = tree.clone();
+                    self.cohorts_visiting.push(id.clone());
                     let (matched, error) = self.cohort_matches(&tree);
+                    self.cohorts_visiting.pop();
                     (matched == *positive, error)
                 }
                 None => (false, true),

@@ -345,3 +345,16 @@ fn each_version_gets_its_shape() {
     let nothing: Value = sonic_rs::from_str(&set.respond(&[], Shape::Flags, "rid", 0)).unwrap();
     assert_eq!(sonic_rs::to_string(nothing.get("flags").unwrap()).unwrap(), "{}");
 }
+
+#[test]
+fn a_cohort_that_contains_itself_is_an_error_not_a_crash() {
+    let document = r#"{"flags": [{"id": 1, "key": "f", "active": true, "filters": {"groups": [
+        {"properties": [{"key": "id", "type": "cohort", "value": 1}], "rollout_percentage": 100}]}}],
+        "cohorts": {"1": {"type": "OR", "values": [{"type": "OR", "values": [{"key": "id", "type": "cohort", "value": 1}]}]}}}"#;
+    let (set, problems) = FlagSet::compile(None, Some(document));
+    assert!(problems.is_empty(), "{problems:?}");
+    let out = evaluate(&set, "u1", "{}");
+    let flag = out.get("flags").unwrap().get("f").unwrap();
+    assert_eq!(flag.get("enabled").unwrap().as_bool(), Some(false));
+    assert_eq!(out.get("errorsWhileComputingFlags").unwrap().as_bool(), Some(true));
+}

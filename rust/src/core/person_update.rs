@@ -1,0 +1,172 @@
+//! What one event asks of its person's properties: `$set`, `$set_once` and `$unset`, read while
+//! decoding, outside the store's lock, and kept so that the commit applies them cheaply: keys
+//! already escaped as the stored JSON has them, every key and value in one string, and the keys'
+//! order and which `$set_once` entries can fill a key worked out in advance.
+
+use std::borrow::Cow;
+
+use super::person_properties::escaped;
+
+/// A key and its raw value in `PropertyUpdate::text`: key start, key end (value start), value end.
+type Span = [u32; 3];
+
+/// What `PropertyUpdate::seal` works out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Order {
+    /// The writes (`$set_once` entries, then `$set`'s) in key order, ties in write order.
+    pub sorted: Vec<u32>,
+    /// Per `$set_once` entry: whether it can fill a key, being the first of its key that no
+    /// `$set` of the same key overrides.
+    pub fills: Vec<bool>,
+}
+
+/// Keys are as they appear in JSON (escaped), values raw JSON text, all in one string so an
+/// update costs a few allocations, not one per key and value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PropertyUpdate {
+    text: String,
+    set_once: Vec<Span>,
+    set: Vec<Span>,
+    unset: Vec<Span>,
+    /// `None` until `seal`, and again after any change.
+    order: Option<Order>,
+}
+
+impl PropertyUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.set_once.is_empty() && self.unset.is_empty()
+    }
+
+    fn push(&mut self, key: &str, value: &str) -> Span {
+        self.order = None;
+        let start = self.text.len() as u32;
+        self.text.push_str(&escaped(key));
+        let middle = self.text.len() as u32;
+        self.text.push_str(value);
+        [start, middle, self.text.len() as u32]
+    }
+
+    fn pair(&self, [start, middle, end]: Span) -> (&str, &str) {
+        (
+            &self.text[start as usize..middle as usize],
+            &self.text[middle as usize..end as usize],
+        )
+    }
+
+    /// Make room for about `bytes` of keys and values.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.text.reserve(bytes);
+    }
+
+    /// Add a `$set` entry (key as decoded from JSON).
+    pub fn push_set(&mut self, key: &str, value: &str) {
+        let span = self.push(key, value);
+        self.set.push(span);
+    }
+
+    /// Add a `$set_once` entry (key as decoded from JSON).
+    pub fn push_set_once(&mut self, key: &str, value: &str) {
+        let span = self.push(key, value);
+        self.set_once.push(span);
+    }
+
+    /// Add an `$unset` key (as decoded from JSON).
+    pub fn push_unset(&mut self, key: &str) {
+        let span = self.push(key, "");
+        self.unset.push(span);
+    }
+
+    /// An update of decoded keys and raw values.
+    pub fn of(set: &[(&str, &str)], set_once: &[(&str, &str)], unset: &[&str]) -> Self {
+        let mut update = Self::default();
+        for (key, value) in set {
+            update.push_set(key, value);
+        }
+        for (key, value) in set_once {
+            update.push_set_once(key, value);
+        }
+        for key in unset {
+            update.push_unset(key);
+        }
+        update.seal();
+        update
+    }
+
+    /// `$set`: escaped key, raw value.
+    pub fn set(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.set.iter().map(|span| self.pair(*span))
+    }
+
+    /// `$set_once`: escaped key, raw value.
+    pub fn set_once(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.set_once.iter().map(|span| self.pair(*span))
+    }
+
+    /// `$unset`: escaped keys.
+    pub fn unset(&self) -> impl Iterator<Item = &str> + '_ {
+        self.unset.iter().map(|span| self.pair(*span).0)
+    }
+
+    /// How many writes there are: the `$set_once` entries, then the `$set` ones.
+    pub fn writes(&self) -> usize {
+        self.set_once.len() + self.set.len()
+    }
+
+    /// How many of the writes are `$set_once`'s.
+    pub fn once_writes(&self) -> usize {
+        self.set_once.len()
+    }
+
+    /// A write's escaped key and raw value.
+    pub fn write(&self, index: usize) -> (&str, &str) {
+        match index.checked_sub(self.set_once.len()) {
+            None => self.pair(self.set_once[index]),
+            Some(set) => self.pair(self.set[set]),
+        }
+    }
+
+    fn order_of(&self) -> Order {
+        // Key, then write index: ties stay in write order.
+        let mut sorted: Vec<(&str, u32)> = (0..self.writes())
+            .map(|index| (self.write(index).0, index as u32))
+            .collect();
+        sorted.sort_unstable();
+        let mut fills = vec![false; self.set_once.len()];
+        let once = self.set_once.len() as u32;
+        for run in sorted.chunk_by(|a, b| a.0 == b.0) {
+            // In write order, so a `$set` of the key would come last.
+            if run[run.len() - 1].1 < once {
+                fills[run[0].1 as usize] = true;
+            }
+        }
+        Order {
+            sorted: sorted.into_iter().map(|(_, index)| index).collect(),
+            fills,
+        }
+    }
+
+    /// Sort the keys and find the `$set_once` entries that can fill one, so the commit need not.
+    pub fn seal(&mut self) {
+        self.order = Some(self.order_of());
+    }
+
+    pub fn order(&self) -> Cow<'_, Order> {
+        match &self.order {
+            Some(order) => Cow::Borrowed(order),
+            None => Cow::Owned(self.order_of()),
+        }
+    }
+
+    /// The writes with this (escaped) key, by index.
+    pub fn writes_of<'a>(&'a self, order: &'a Order, key: &'a str) -> impl Iterator<Item = usize> + 'a {
+        let start = order.sorted.partition_point(|&at| self.write(at as usize).0 < key);
+        order.sorted[start..]
+            .iter()
+            .map(|&at| at as usize)
+            .take_while(move |&at| self.write(at).0 == key)
+    }
+
+    pub fn has_unset(&self) -> bool {
+        !self.unset.is_empty()
+    }
+}

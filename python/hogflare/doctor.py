@@ -183,6 +183,28 @@ def check_flags(settings: Settings) -> Iterator[Finding]:
         yield Finding(Level.ok, "flags", "no flags configured")
 
 
+def check_geoip(settings: Settings) -> Iterator[Finding]:
+    from hogflare._hogflare import Decoder
+    from hogflare.enrichment import PACKAGED_GEOIP, PACKAGED_GEOIP_DIR
+
+    paths = settings.geoip_paths
+    if paths == ():
+        yield Finding(Level.ok, "geoip", "off (HOGFLARE_GEOIP_DB)")
+        return
+    if paths is None:
+        paths = tuple(path for path in PACKAGED_GEOIP if path.is_file())
+        if not paths:
+            message = f"no database installed in {PACKAGED_GEOIP_DIR}: events get no $geoip_* properties"
+            yield Finding(Level.warning, "geoip", message)
+            return
+    try:
+        Decoder(max_inflated_bytes=1, max_event_bytes=1, geoip_db=[str(path) for path in paths])
+    except ValueError as exc:
+        yield Finding(Level.problem, "geoip", f"cannot be read (HOGFLARE_GEOIP_DB): {exc}")
+        return
+    yield Finding(Level.ok, "geoip", ", ".join(path.name for path in paths))
+
+
 CHECKS: tuple[Callable[[Settings], Iterator[Finding]], ...] = (
     check_data_dir,
     check_store,
@@ -190,6 +212,7 @@ CHECKS: tuple[Callable[[Settings], Iterator[Finding]], ...] = (
     check_lake,
     check_streams,
     check_flags,
+    check_geoip,
 )
 
 

@@ -123,34 +123,29 @@ def measure(server: Server, stream: str | None, label: str, duration: float, rat
     )
 
 
+def each_config(
+    args: argparse.Namespace, order: list[bool], label: str, duration: float, rate: float | None
+) -> dict[bool, Measure]:
+    """One fresh server per configuration (with the stream or without), measured alike."""
+    out: dict[bool, Measure] = {}
+    for with_stream in order:
+        env = {}
+        with fake_pipeline() as stream:
+            if with_stream:
+                env["CLOUDFLARE_PIPELINE_ENDPOINT"] = stream
+            with hogflare("hogflare", args.workers, env) as server:
+                out[with_stream] = measure(server, stream if with_stream else None, label, duration, rate)
+    return out
+
+
 def one_round(args: argparse.Namespace, index: int) -> list[Measure]:
     """Lake only and lake + pipelines, in an order that alternates from round to round."""
-    out: list[Measure] = []
-    configs = [False, True] if index % 2 == 0 else [True, False]
-    full: dict[bool, Measure] = {}
-    for with_stream in configs:
-        with (
-            fake_pipeline() as stream,
-            hogflare(
-                "hogflare", args.workers, {"CLOUDFLARE_PIPELINE_ENDPOINT": stream} if with_stream else {}
-            ) as server,
-        ):
-            full[with_stream] = measure(server, stream if with_stream else None, "full", args.duration, None)
+    order = [False, True] if index % 2 == 0 else [True, False]
+    full = each_config(args, order, "full", args.duration, None)
     steady_rate = round(full[False].acked_events_per_s / 100 / 2, -1)  # requests/s of 100 events
-    steady: dict[bool, Measure] = {}
-    for with_stream in configs:
-        with (
-            fake_pipeline() as stream,
-            hogflare(
-                "hogflare", args.workers, {"CLOUDFLARE_PIPELINE_ENDPOINT": stream} if with_stream else {}
-            ) as server,
-        ):
-            label = f"steady {steady_rate * 100:,.0f} events/s"
-            steady[with_stream] = measure(
-                server, stream if with_stream else None, label, args.steady_duration, steady_rate
-            )
-    out += [full[False], full[True], steady[False], steady[True]]
-    return out
+    label = f"steady {steady_rate * 100:,.0f} events/s"
+    steady = each_config(args, order, label, args.steady_duration, steady_rate)
+    return [full[False], full[True], steady[False], steady[True]]
 
 
 def markdown(rows: list[Measure]) -> str:

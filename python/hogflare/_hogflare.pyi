@@ -227,27 +227,6 @@ class FlagSet:
     def definitions(self) -> bytes:
         """PostHog's local-evaluation document for every flag the SDKs can evaluate themselves
         (payloads as JSON strings), with ``group_type_mapping`` and ``cohorts``."""
-    def evaluate(
-        self,
-        distinct_id: str,
-        *,
-        stored_person: str | None = None,
-        stored_groups: str | None = None,
-        person_properties: str = "{}",
-        groups: str = "{}",
-        group_properties: str = "{}",
-        anon_distinct_id: str | None = None,
-        device_id: str | None = None,
-        flag_keys: list[str] | None = None,
-        environments: list[str] | None = None,
-        now: float | None = None,
-    ) -> bytes:
-        """Evaluate every flag for one user in one call, with the GIL released. Properties are JSON
-        object text (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``);
-        the request's override the stored ones (``stored_person``, ``stored_groups`` as the store
-        returns them), ``$group_key`` joins each group's and ``distinct_id`` the person's.
-        Returns JSON ``{"flags": {key: {"key", "enabled", "variant", "reason", "metadata"}},
-        "errorsWhileComputingFlags": bool}``, payloads as JSON-encoded strings."""
     def respond(
         self,
         distinct_id: str,
@@ -267,8 +246,12 @@ class FlagSet:
         environments: list[str] | None = None,
         now: float | None = None,
     ) -> bytes:
-        """The whole ``/flags`` (``decide=False``) or ``/decide`` answer body, evaluated as
-        ``evaluate`` does, in the shape of PostHog's ``get_versioned_response`` for ``version``
+        """The whole ``/flags`` (``decide=False``) or ``/decide`` answer body for one user, every
+        flag evaluated in one call with the GIL released. Properties are JSON object text
+        (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``); the
+        request's override the stored ones (``stored_person``, ``stored_groups`` as the store
+        returns them), ``$group_key`` joins each group's and ``distinct_id`` the person's.
+        The shape is PostHog's ``get_versioned_response`` for ``version``
         (``/flags``, ``/decide?v>=4``: the v2 ``flags`` map with ``featureFlags`` and
         ``featureFlagPayloads``; ``/decide`` v1: keys of the flags that are on; v2: their values;
         v3: every value and the payloads). ``evaluate=False`` answers with no flags. ``requestId``

@@ -90,7 +90,8 @@ class FlagsService:
         flags = self.current()
         if not len(flags):
             return NO_FLAGS
-        return _decode_evaluation(flags.evaluate(distinct_id, **self._arguments(token, distinct_id, **request)))
+        # The v2 answer holds the ``flags`` map; decoding it reads only what ``Evaluation`` names.
+        return _decode_evaluation(flags.respond(distinct_id, **self._arguments(token, distinct_id, **request)))
 
     def respond(
         self, token: str | None, distinct_id: str, *, decide: bool, version: int | None, **request: Any

@@ -49,47 +49,10 @@ impl PyFlagSet {
         PyBytes::new(py, self.inner.definitions_json().as_bytes())
     }
 
-    /// Every flag for one user, as JSON `{"flags": {...}, "errorsWhileComputingFlags": bool}`.
-    /// The stored properties are overridden by the request's; `distinct_id` joins the person's.
-    #[pyo3(signature = (distinct_id, *, stored_person=None, stored_groups=None, person_properties="{}", groups="{}", group_properties="{}", anon_distinct_id=None, device_id=None, flag_keys=None, environments=None, now=None))]
-    #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
-    fn evaluate<'py>(
-        &self,
-        py: Python<'py>,
-        distinct_id: &str,
-        stored_person: Option<&str>,
-        stored_groups: Option<&str>,
-        person_properties: &str,
-        groups: &str,
-        group_properties: &str,
-        anon_distinct_id: Option<&str>,
-        device_id: Option<&str>,
-        flag_keys: Option<Vec<String>>,
-        environments: Option<Vec<String>>,
-        now: Option<f64>,
-    ) -> Bound<'py, PyBytes> {
-        let request = Request {
-            distinct_id,
-            person_properties,
-            groups,
-            group_properties,
-            anon_distinct_id,
-            device_id,
-            flag_keys: flag_keys.as_deref(),
-            environments: environments.as_deref(),
-            stored: Some(Stored {
-                person: stored_person,
-                groups: stored_groups,
-            }),
-        };
-        let now = time_from(now);
-        let body = py.detach(|| self.inner.evaluate_json(&request, now));
-        PyBytes::new(py, body.as_bytes())
-    }
-
     /// The whole `/flags` or `/decide` answer for one user, in the shape the route and its `v`
-    /// ask for, evaluated as `evaluate` does. `evaluate=False` answers with no flags (a GET, or
-    /// `disable_flags`). Without a `request_id`, a new UUID is the answer's `requestId`.
+    /// ask for. The stored properties are overridden by the request's, and `distinct_id` joins
+    /// the person's. `evaluate=False` answers with no flags (a GET, or `disable_flags`). Without
+    /// a `request_id`, a new UUID is the answer's `requestId`.
     #[pyo3(signature = (distinct_id, *, request_id=None, decide=false, version=None, evaluate=true, stored_person=None, stored_groups=None, person_properties="{}", groups="{}", group_properties="{}", anon_distinct_id=None, device_id=None, flag_keys=None, environments=None, now=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
     fn respond<'py>(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -118,11 +119,18 @@ def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")
 
 
-@pytest.fixture
-async def hogflare(settings: Settings) -> AsyncIterator[Hogflare]:
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Hogflare]:
+    """The app started with ``settings``, a client on it, and shut down afterwards."""
     app = App(settings)
     await app.startup()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://hogflare.test") as client:
         yield Hogflare(app, client)
     await app.shutdown()
+
+
+@pytest.fixture
+async def hogflare(settings: Settings) -> AsyncIterator[Hogflare]:
+    async with running(settings) as app:
+        yield app

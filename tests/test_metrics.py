@@ -10,8 +10,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from hogflare.app import App
 from hogflare.config import Settings
 from hogflare.logs import add_request_id, flush_summaries
-from tests.conftest import TOKEN, Hogflare, event, make_settings
+from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 from tests.helpers.persons import identify
 from tests.helpers.server import Server, wait_for_rows
 from tests.helpers.stream import FakeStream
@@ -53,15 +51,6 @@ async def scrape(hogflare: Hogflare) -> Scrape:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
     return Scrape(response.text)
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Hogflare]:
-    app = App(settings)
-    await app.startup()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hogflare.test") as client:
-        yield Hogflare(app, client)
-    await app.shutdown()
 
 
 @pytest.fixture

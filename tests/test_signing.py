@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -16,9 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hogflare.app import App
 from hogflare.config import Settings
-from tests.conftest import TOKEN, Hogflare, event, gz, make_settings
+from tests.conftest import TOKEN, Hogflare, event, gz, make_settings, running
 from tests.helpers.server import Server, wait_for_rows
 
 SECRET = "whsec_test"
@@ -133,7 +131,7 @@ async def test_recording_is_signed(hogflare: Hogflare) -> None:
 
 
 async def test_without_a_secret_nothing_is_checked(tmp_path: Path) -> None:
-    async with serve(make_settings(tmp_path / "data")) as hogflare:
+    async with running(make_settings(tmp_path / "data")) as hogflare:
         response = await post(hogflare, "/e/", capture_body(), x_posthog_signature="sha256=00")
         assert response.status_code == 200
 
@@ -141,19 +139,10 @@ async def test_without_a_secret_nothing_is_checked(tmp_path: Path) -> None:
 # -- replay protection: HOGFLARE_SIGNATURE_TOLERANCE_SECS
 
 
-@contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[Hogflare]:
-    app = App(settings)
-    await app.startup()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hogflare.test") as client:
-        yield Hogflare(app, client)
-    await app.shutdown()
-
-
 @pytest.fixture
 async def timestamped(tmp_path: Path) -> AsyncIterator[Hogflare]:
     settings = make_settings(tmp_path / "data", signing_secret=SECRET, signature_tolerance_secs=300)
-    async with serve(settings) as hogflare:
+    async with running(settings) as hogflare:
         yield hogflare
 
 

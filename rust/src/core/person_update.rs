@@ -126,21 +126,28 @@ impl PropertyUpdate {
     }
 
     fn order_of(&self) -> Order {
-        // Key, then write index: ties stay in write order.
-        let mut sorted: Vec<(&str, u32)> = (0..self.writes())
-            .map(|index| (self.write(index).0, index as u32))
+        // Key, then write index: ties stay in write order. The keys' first bytes, zero-padded,
+        // order them as the keys do and settle most comparisons without comparing the text.
+        let mut sorted: Vec<(u128, &str, u32)> = (0..self.writes())
+            .map(|index| {
+                let key = self.write(index).0;
+                let mut head = [0u8; 16];
+                let len = key.len().min(16);
+                head[..len].copy_from_slice(&key.as_bytes()[..len]);
+                (u128::from_be_bytes(head), key, index as u32)
+            })
             .collect();
         sorted.sort_unstable();
         let mut fills = vec![false; self.set_once.len()];
         let once = self.set_once.len() as u32;
-        for run in sorted.chunk_by(|a, b| a.0 == b.0) {
+        for run in sorted.chunk_by(|a, b| a.1 == b.1) {
             // In write order, so a `$set` of the key would come last.
-            if run[run.len() - 1].1 < once {
-                fills[run[0].1 as usize] = true;
+            if run[run.len() - 1].2 < once {
+                fills[run[0].2 as usize] = true;
             }
         }
         Order {
-            sorted: sorted.into_iter().map(|(_, index)| index).collect(),
+            sorted: sorted.into_iter().map(|(_, _, index)| index).collect(),
             fills,
         }
     }

@@ -141,6 +141,17 @@ class Server:
         return stats
 
 
+def run_facts(args: argparse.Namespace) -> dict[str, Any]:
+    """What every results file records about the run: when, on what, with which settings."""
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "workers": args.workers,
+        "duration_s": args.duration,
+        "repeats": args.repeats,
+    }
+
+
 def wait_ready(url: str, path: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -441,11 +452,7 @@ def persons_main(args: argparse.Namespace) -> None:
     sample = workloads["set-heavy"].body
     assert isinstance(sample, list)
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
-        "workers": args.workers,
-        "duration_s": args.duration,
-        "repeats": args.repeats,
+        **run_facts(args),
         "bodies_per_workload": args.bodies,
         "events_per_body": 100,
         "body_bytes_mean": {
@@ -506,11 +513,7 @@ def main() -> None:
         "single: decode-only / nginx (req/s)": by["decode-only", "single"].req_per_s / by["nginx", "single"].req_per_s,
     }
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
-        "workers": args.workers,
-        "duration_s": args.duration,
-        "repeats": args.repeats,
+        **run_facts(args),
         "event_bytes": event_size(),
         "batch_body_bytes": len(batch_body(100)),
         "single_body_bytes": len(single_body()),

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,7 +26,7 @@ from pathlib import Path
 import httpx
 
 from benches import loadgen
-from benches.bench_ingest import RESULTS, Server, foundation_workload, hogflare, stop, wait_ready
+from benches.bench_ingest import RESULTS, Server, foundation_workload, hogflare, run_facts, stop, wait_ready
 from hogflare._hogflare import Store
 from tests.helpers.server import HOGFLARE, free_port
 
@@ -178,12 +176,8 @@ def main() -> None:
     steady = median_run[3]
     keeps_up = steady.outbox_rows_last_third_max <= max(steady.outbox_rows_first_third_max, 1) * 1.5
     report = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
-        "workers": args.workers,
-        "duration_s": args.duration,
+        **run_facts(args),
         "steady_duration_s": args.steady_duration,
-        "repeats": args.repeats,
         "target_cost": TARGET_COST,
         "cost_per_round": [round(value, 3) for value in costs],
         "cost_median": round(cost, 3),

@@ -53,6 +53,15 @@ async def test_failures_on_request(fake: tuple[FakePipeline, httpx.AsyncClient])
     assert (await client.post("/", json=[{"a": 1}])).status_code == 503
     app.configure({"fail_rate": 0.0})
     assert (await client.post("/", json=[{"a": 1}])).status_code == 200
-    stats = {"rows": 1, "posts": 3, "failures": 2, "in_flight": 0, "max_body_bytes": 9}
+    stats = {"rows": 1, "posts": 3, "failures": 2, "in_flight": 0, "max_in_flight": 1, "max_body_bytes": 9}
     assert (await client.get("/stats")).json() == stats
     assert (await client.get("/events")).json() == [{"a": 1}]
+
+
+async def test_discarding_counts_rows_but_keeps_none() -> None:
+    app = FakePipeline(discard=True)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fake") as client:
+        assert (await client.post("/", json=[{"a": 1}, {"a": 2}])).status_code == 200
+        assert (await client.post("/", content=b"[1]")).status_code == 400
+        assert (await client.get("/stats")).json()["rows"] == 2
+        assert (await client.get("/events")).json() == []

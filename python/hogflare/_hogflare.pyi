@@ -148,11 +148,12 @@ class Store:
         """Write the outbox entries after ``after`` to Parquet files, one per table and day; entries at
         or below a table's ``*_upto`` are already in it and are left out."""
     def pipeline(
-        self, after: int, *, max_rows: int, max_bytes: int, max_body_bytes: int, persons: bool
+        self, after: int, *, max_rows: int, max_bytes: int, max_body_bytes: int, lanes: int, persons: bool
     ) -> PipelineChunk:
         """The outbox entries after ``after`` as Cloudflare Pipelines POST bodies: JSON arrays of at
         most ``max_body_bytes`` (never empty) of Hogflare's event rows and, when ``persons``, its
-        person snapshot rows, each stream apart."""
+        person snapshot rows, each stream apart. Each stream's bodies come in at most ``lanes``
+        lanes: all rows of a distinct id (events) or a person (snapshots) share one lane, in order."""
     def person(self, token: str | None, distinct_id: str) -> dict[str, Any] | None:
         """The person a distinct id belongs to in the project of ``token`` (any project when
         ``None``); ``properties`` and ``properties_set_once`` are JSON text."""
@@ -201,11 +202,11 @@ class PipelineChunk:
     def oversized(self) -> int:
         """Rows bigger than the body limit on their own, each sent alone."""
     @property
-    def events(self) -> list[bytes]:
-        """Bodies for the events stream."""
+    def events(self) -> list[list[bytes]]:
+        """Bodies for the events stream, lane by lane (lanes without rows left out)."""
     @property
-    def persons(self) -> list[bytes]:
-        """Bodies for the persons stream."""
+    def persons(self) -> list[list[bytes]]:
+        """Bodies for the persons stream, lane by lane (lanes without rows left out)."""
 
 @final
 class FlagSet:

@@ -159,10 +159,14 @@ def fake_pipeline(  # noqa: PLR0917 - typer options
     fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of POSTs to fail.")] = 0.0,
     status: Annotated[FailStatus, typer.Option(help="Status of a failed POST.")] = FailStatus.unavailable,
     delay: Annotated[float, typer.Option(min=0.0, help="Seconds to wait before answering a POST.")] = 0.0,
+    discard: Annotated[
+        bool, typer.Option(help="Check and count the rows but keep none (for load tests; GET /events is empty).")
+    ] = False,
 ) -> None:
     """A local stand-in for a Cloudflare Pipelines stream: POST a JSON array, read it back at GET /events.
 
-    GET /stats counts the rows, POSTs, failures and POSTs in flight; POST /reset forgets the rows.
+    GET /stats counts the rows, POSTs, failures and POSTs in flight (now and at most); POST /reset
+    forgets the rows.
 
     POST /config changes how it misbehaves while it runs, e.g. to take the stream down and bring it back.
 
@@ -171,7 +175,16 @@ def fake_pipeline(  # noqa: PLR0917 - typer options
     from hogflare import fake_pipeline as fake
 
     typer.echo(f"fake pipeline on http://{host}:{port}/ (rows at /events)", err=True)
-    fake.serve(host=host, port=port, db=db, token=token, fail_rate=fail_rate, status=int(status.value), delay=delay)
+    fake.serve(
+        host=host,
+        port=port,
+        db=db,
+        token=token,
+        fail_rate=fail_rate,
+        status=int(status.value),
+        delay=delay,
+        discard=discard,
+    )
 
 
 @cli.command()

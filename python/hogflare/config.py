@@ -54,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     persons_pipeline_auth_token: str | None = None
     pipeline_timeout_secs: PositiveSeconds = 10.0
     pipeline_max_body_bytes: PositiveCount = 1 * MB
+    pipeline_concurrency: PositiveCount = 4
     sinks: str | None = None
 
     max_body_bytes: PositiveCount = 20 * MB
@@ -197,6 +198,7 @@ ENV: dict[str, str] = {
     "persons_pipeline_auth_token": "CLOUDFLARE_PERSONS_PIPELINE_AUTH_TOKEN",
     "pipeline_timeout_secs": "CLOUDFLARE_PIPELINE_TIMEOUT_SECS",
     "pipeline_max_body_bytes": "HOGFLARE_PIPELINE_MAX_BODY_BYTES",
+    "pipeline_concurrency": "HOGFLARE_PIPELINE_CONCURRENCY",
     "sinks": "HOGFLARE_SINKS",
     "max_body_bytes": "HOGFLARE_MAX_BODY_BYTES",
     "max_recording_body_bytes": "HOGFLARE_MAX_RECORDING_BODY_BYTES",

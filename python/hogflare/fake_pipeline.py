@@ -3,8 +3,10 @@
 ``POST /`` (any path) with a JSON array of objects stores each one in DuckDB and answers
 ``{"status":"ok"}``; ``GET /events`` returns every stored row as a JSON array, in the order they
 arrived; ``GET /stats`` counts the rows, the POSTs, the failures, the POSTs being answered right
-now, and the largest body; ``POST /reset`` forgets the rows; ``GET /health`` answers ok. With a
-token, requests without ``Authorization: Bearer <token>`` get 401.
+now and at most at once, and the largest body; ``POST /reset`` forgets the rows; ``GET /health``
+answers ok. With a token, requests without ``Authorization: Bearer <token>`` get 401. With
+``discard``, rows are checked and counted but not kept, so a load test measures the sender rather
+than the fake's storage.
 
 It can be told to misbehave: ``fail_rate`` of the POSTs (0 to 1) are answered with ``status`` (429
 comes with ``Retry-After``), each after ``delay`` seconds. A delayed POST that does not fail still
@@ -43,6 +45,7 @@ class FakePipeline:
         status: int = 503,
         delay: float = 0.0,
         retry_after: float = 1.0,
+        discard: bool = False,
     ) -> None:
         self.db = duckdb.connect(str(db) if db else ":memory:")
         self.db.execute("create table if not exists events (data json)")
@@ -52,9 +55,12 @@ class FakePipeline:
         self.status = status
         self.delay = delay
         self.retry_after = retry_after
+        self.discard = discard
+        self.discarded = 0
         self.posts = 0
         self.failures = 0
         self.in_flight = 0
+        self.max_in_flight = 0
         self.max_body_bytes = 0
         self._watch: StallWatch | None = None
 
@@ -84,10 +90,11 @@ class FakePipeline:
             with self.lock:
                 (rows,) = self.db.execute("select count(*) from events").fetchone() or (0,)
             stats = {
-                "rows": rows,
+                "rows": rows + self.discarded,
                 "posts": self.posts,
                 "failures": self.failures,
                 "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
                 "max_body_bytes": self.max_body_bytes,
             }
             return Response.json(stats)
@@ -98,7 +105,7 @@ class FakePipeline:
         if path == "/reset":
             with self.lock:
                 self.db.execute("delete from events")
-            self.posts = self.failures = self.max_body_bytes = 0
+            self.posts = self.failures = self.max_body_bytes = self.max_in_flight = self.discarded = 0
             return Response.json({"status": "ok"})
         if path == "/config":
             self.configure(_decode.decode(body or b"{}"))
@@ -108,6 +115,7 @@ class FakePipeline:
     async def ingest(self, body: bytes) -> Response:
         self.posts += 1
         self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._ingest(body)
         finally:
@@ -127,7 +135,9 @@ class FakePipeline:
             return Response.json({"error": f"invalid json: {exc}"}, 400)
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             return Response.json({"error": "body must be a JSON array of objects"}, 400)
-        if rows:
+        if self.discard:
+            self.discarded += len(rows)
+        elif rows:
             # One statement per POST: DuckDB splits the array itself, thirty times faster than a
             # parameter set per row, so the fake keeps up with a server under load.
             with self.lock:
@@ -157,12 +167,20 @@ def serve(
     fail_rate: float,
     status: int,
     delay: float,
+    discard: bool = False,
 ) -> None:
     """Serve a fake stream with Granian (one worker, which reads its options from the environment)."""
     from granian.constants import Interfaces
     from granian.server import Server
 
-    options = {"db": str(db) if db else None, "token": token, "fail_rate": fail_rate, "status": status, "delay": delay}
+    options = {
+        "db": str(db) if db else None,
+        "token": token,
+        "fail_rate": fail_rate,
+        "status": status,
+        "delay": delay,
+        "discard": discard,
+    }
     os.environ[_ENV] = msgspec.json.encode(options).decode()
     Server(
         "hogflare.fake_pipeline:app",

@@ -1,9 +1,13 @@
 """The Cloudflare Pipelines sink: the outbox, as Hogflare's stream rows, POSTed to its streams.
 
 Rows go out in JSON arrays of at most ``HOGFLARE_PIPELINE_MAX_BODY_BYTES`` (Cloudflare takes 1 MB
-per request), person snapshots before events, as Hogflare sends them. The sink keeps its own outbox
-cursor and moves it only once every body of a chunk was accepted, so a crash resends (at least
-once) and an outage leaves the rows in the outbox. A timeout, a connection error, 429 or 5xx is
+per request), person snapshots before events, as Hogflare sends them. Each chunk's bodies come in
+lanes (a distinct id's rows, or a person's snapshots, all in one lane): the lanes are POSTed side by
+side, ``HOGFLARE_PIPELINE_CONCURRENCY`` at most, each lane's bodies one after another, so a stream
+far away is not paid for one round trip at a time and each user's rows still arrive in order. The
+sink keeps its own outbox cursor and moves it only once every body of a chunk was accepted, so a
+crash resends (at least once) and an outage leaves the rows in the outbox; after a failure only
+the bodies not yet accepted are sent again. A timeout, a connection error, 429 or 5xx is
 retried later with exponential backoff and jitter (``Retry-After`` honoured); any other 4xx means
 the configuration is wrong (endpoint, token, schema): it is logged loudly and the sink parks,
 trying again only every few minutes, without dropping anything.
@@ -15,6 +19,7 @@ import email.utils
 import random
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -78,7 +83,7 @@ class PipelinesSink:
     ``due`` says when to call again, so the lake keeps shipping meanwhile.
     """
 
-    def __init__(self, settings: Settings, store: Store, client: httpx.Client | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store) -> None:
         if not settings.pipeline_endpoint:
             raise ValueError("the Pipelines sink needs CLOUDFLARE_PIPELINE_ENDPOINT")
         self.settings = settings
@@ -93,8 +98,13 @@ class PipelinesSink:
             if settings.persons_pipeline_endpoint
             else None
         )
-        self._client = client
-        self._pending: deque[tuple[Stream, bytes]] = deque()
+        self._lanes = settings.pipeline_concurrency
+        # One client per lane: each lane keeps its own connection, and no client is shared
+        # between threads.
+        self._clients: list[httpx.Client | None] = [None] * self._lanes
+        self._pool: ThreadPoolExecutor | None = None
+        #: What the current chunk still has to send: per stream (persons first), its lanes.
+        self._pending: deque[tuple[Stream, list[deque[bytes]]]] = deque()
         self._pending_seq: int | None = None
         self._pending_entries = 0
         self._pending_rows = 0
@@ -125,6 +135,7 @@ class PipelinesSink:
                 max_rows=self.settings.flush_rows,
                 max_bytes=_MAX_CHUNK_BYTES,
                 max_body_bytes=self.settings.pipeline_max_body_bytes,
+                lanes=self._lanes,
                 persons=self.persons is not None,
             )
             if chunk.entries == 0:
@@ -136,27 +147,25 @@ class PipelinesSink:
                     rows=chunk.oversized,
                     limit=self.settings.pipeline_max_body_bytes,
                 )
-            if self.persons is not None:
-                self._pending.extend((self.persons, body) for body in chunk.persons)
-            self._pending.extend((self.events, body) for body in chunk.events)
+            if self.persons is not None and chunk.persons:
+                self._pending.append((self.persons, [deque(lane) for lane in chunk.persons]))
+            if chunk.events:
+                self._pending.append((self.events, [deque(lane) for lane in chunk.events]))
             self._pending_seq = chunk.last_seq
             self._pending_entries = chunk.entries
             self._pending_rows = chunk.event_rows + chunk.person_rows
-        try:
-            while self._pending:
-                stream, body = self._pending[0]
-                self._post(stream, body)
-                self._pending.popleft()
-                self.batches_sent += 1
-                self._counted.batches.inc()
-        except RetryLaterError as exc:
-            self.close()
-            self._wait(exc)
-            return 0
-        except RefusedError as exc:
-            self.close()
-            self._park(exc)
-            return 0
+        while self._pending:
+            stream, lanes = self._pending[0]
+            failure = self._send(stream, lanes)
+            if isinstance(failure, RefusedError):
+                self.close()
+                self._park(failure)
+                return 0
+            if failure is not None:
+                self.close()
+                self._wait(failure)
+                return 0
+            self._pending.popleft()
         self.store.set_cursor(PIPELINES_CURSOR, self._pending_seq)
         self._pending_seq = None
         self.rows_sent += self._pending_rows
@@ -168,14 +177,47 @@ class PipelinesSink:
         self.parked = False
         return int(self._pending_entries)
 
-    def _post(self, stream: Stream, body: bytes) -> None:
+    def _send(self, stream: Stream, lanes: list[deque[bytes]]) -> RetryLaterError | RefusedError | None:
+        """POST the lanes side by side; a lane stops at its first failure, the others go on. Returns
+        the failure that decides what happens next (a refusal over a retry), or ``None``."""
+        before = sum(map(len, lanes))
+        if len(lanes) == 1:
+            failures = [self._send_lane(0, stream, lanes[0])]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._lanes, thread_name_prefix="pipelines")
+            failures = list(self._pool.map(self._send_lane, range(len(lanes)), [stream] * len(lanes), lanes))
+        sent = before - sum(map(len, lanes))
+        self.batches_sent += sent
+        self._counted.batches.inc(sent)
+        lanes[:] = [lane for lane in lanes if lane]
+        refused = [failure for failure in failures if isinstance(failure, RefusedError)]
+        retried = [failure for failure in failures if isinstance(failure, RetryLaterError)]
+        if refused:
+            return refused[0]
+        if retried:
+            return max(retried, key=lambda failure: failure.retry_after or 0.0)
+        return None
+
+    def _send_lane(self, index: int, stream: Stream, bodies: deque[bytes]) -> RetryLaterError | RefusedError | None:
+        """POST one lane's bodies in order, forgetting each once accepted."""
+        while bodies:
+            try:
+                self._post(index, stream, bodies[0])
+            except (RetryLaterError, RefusedError) as failure:
+                return failure
+            bodies.popleft()
+        return None
+
+    def _post(self, index: int, stream: Stream, body: bytes) -> None:
         headers = {"content-type": "application/json"}
         if stream.token:
             headers["authorization"] = f"Bearer {stream.token}"
         try:
-            if self._client is None:
-                self._client = httpx.Client(timeout=self.settings.pipeline_timeout_secs)
-            response = self._client.post(stream.url, content=body, headers=headers)
+            client = self._clients[index]
+            if client is None:
+                client = self._clients[index] = httpx.Client(timeout=self.settings.pipeline_timeout_secs)
+            response = client.post(stream.url, content=body, headers=headers)
         except httpx.TransportError as exc:
             raise RetryLaterError(f"{stream.name} stream unreachable: {exc!r}") from exc
         status = response.status_code
@@ -209,6 +251,15 @@ class PipelinesSink:
         )
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close the connections (the sink reopens them when it next sends)."""
+        for index, client in enumerate(self._clients):
+            if client is not None:
+                client.close()
+                self._clients[index] = None
+
+    def shutdown(self) -> None:
+        """Close the connections and stop the lane threads."""
+        self.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None

@@ -1,8 +1,9 @@
 """The shipper: one process per data directory that drains the outbox, in order, into the sinks.
 
 Rows leave the outbox only once every enabled sink (``HOGFLARE_SINKS``: the lake, Cloudflare
-Pipelines) has them; each sink keeps its own cursor. See ``supervisor`` for how exactly one shipper
-runs per data directory.
+Pipelines) has them; each sink keeps its own cursor and ships from its own thread, so a slow
+stream never holds back the lake, nor the lake the stream. See ``supervisor`` for how exactly one
+shipper runs per data directory.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -76,17 +78,26 @@ class Shipper:
         """Ship one chunk of the outbox to each sink; returns how many outbox entries they took."""
         shipped = 0
         if self.lake is not None:
-            try:
-                shipped = self._ship_lake()
-            except Exception:
-                self._counted.retries.inc()
-                raise
+            shipped = self.ship_lake()
         if self.pipelines is not None:
-            sent = self.pipelines.ship_once()
-            if sent:
-                self._trim()
-            shipped += sent
+            shipped += self.ship_pipelines()
         return shipped
+
+    def ship_lake(self) -> int:
+        """One chunk to the lake; returns the outbox entries it took."""
+        try:
+            return self._ship_lake()
+        except Exception:
+            self._counted.retries.inc()
+            raise
+
+    def ship_pipelines(self) -> int:
+        """One chunk to the streams (none while they are left alone after a failure)."""
+        assert self.pipelines is not None
+        sent = self.pipelines.ship_once()
+        if sent:
+            self._trim()
+        return sent
 
     def _ship_lake(self) -> int:
         """Ship one chunk of the outbox to the lake; returns how many outbox entries were read."""
@@ -152,15 +163,23 @@ class Shipper:
 
     def pending(self) -> int:
         """Outbox entries some enabled sink still lacks."""
-        positions: list[int] = []
-        if self.lake is not None:
-            if self._table_seq is None:
-                self._table_seq = self._resume()
-            positions.append(min(self._table_seq.values()))
-        if self.pipelines is not None:
-            positions.append(self.pipelines.position)
+        return max(self.lake_pending(), self.pipelines_pending())
+
+    def lake_pending(self) -> int:
+        """Outbox entries the lake lacks."""
+        if self.lake is None:
+            return 0
+        if self._table_seq is None:
+            self._table_seq = self._resume()
+        return self._after(min(self._table_seq.values()))
+
+    def pipelines_pending(self) -> int:
+        """Outbox entries the streams lack."""
+        return 0 if self.pipelines is None else self._after(self.pipelines.position)
+
+    def _after(self, position: int) -> int:
         next_seq, _, _ = self.store.outbox_state()
-        return max(0, next_seq - 1 - min(positions))
+        return max(0, next_seq - 1 - position)
 
     def maintain(self) -> None:
         """Forget old dedupe entries and old snapshot history."""
@@ -172,46 +191,88 @@ class Shipper:
                 self.lake.expire_snapshots(table, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
 
     def run(self, stop: threading.Event) -> None:
-        """Ship every flush interval, or sooner when a full chunk is waiting, until ``stop`` is set."""
-        interval = self.settings.flush_interval_secs
-        last_flush = time.monotonic()
-        last_maintenance = time.monotonic()
+        """Ship each sink from its own thread until ``stop`` is set, then make a last delivery
+        bounded by the shutdown timeout."""
+        loops = []
+        if self.lake is not None:
+            loops.append(SinkLoop(LAKE_CURSOR, self.ship_lake, self.lake_pending, self.settings, stop))
+        if self.pipelines is not None:
+            loops.append(SinkLoop(PIPELINES_CURSOR, self.ship_pipelines, self.pipelines_pending, self.settings, stop))
+        # Maintenance rides with the first sink: snapshot expiry must not race the lake's commits.
+        loops[0].maintain = self.maintain
+        for loop in loops:
+            loop.start()
+        for loop in loops:
+            loop.join()
+        if self.pipelines is not None:
+            self.pipelines.shutdown()
+
+
+class SinkLoop(threading.Thread):
+    """Ships one sink every flush interval, or sooner when a full chunk is waiting, until ``stop``;
+    then ships what is left until the shutdown deadline."""
+
+    def __init__(
+        self,
+        sink: str,
+        ship: Callable[[], int],
+        pending: Callable[[], int],
+        settings: Settings,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"ship-{sink}", daemon=True)
+        self.sink = sink
+        self.ship = ship
+        self.pending = pending
+        self.settings = settings
+        self.stop = stop
+        self.maintain: Callable[[], None] | None = None
+
+    def run(self) -> None:
+        last_flush = last_maintenance = time.monotonic()
         backoff = 0.5
-        while not stop.is_set():
+        while not self.stop.is_set():
             try:
+                if self.maintain is not None and time.monotonic() - last_maintenance >= _MAINTENANCE_SECS:
+                    last_maintenance = time.monotonic()
+                    self.maintain()
                 waiting = self.pending()
                 now = time.monotonic()
-                if waiting and (waiting >= self.settings.flush_rows or now - last_flush >= interval):
-                    shipped = self.ship_once()
+                if waiting and (
+                    waiting >= self.settings.flush_rows or now - last_flush >= self.settings.flush_interval_secs
+                ):
+                    shipped = self.ship()
                     last_flush = time.monotonic()
                     if shipped:
                         continue
                 if waiting == 0:
                     last_flush = now
-                if now - last_maintenance >= _MAINTENANCE_SECS:
-                    self.maintain()
-                    last_maintenance = now
                 backoff = 0.5
             except Exception:
-                log.exception("shipping failed; will retry", retry_in_secs=backoff)
-                stop.wait(backoff)
+                log.exception("shipping failed; will retry", sink=self.sink, retry_in_secs=backoff)
+                self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            stop.wait(_POLL_SECS)
+            self.stop.wait(_POLL_SECS)
+        self.last_delivery()
+
+    def last_delivery(self) -> None:
         # A chunk already being shipped when the deadline passes finishes; none is started after.
         deadline = time.monotonic() + self.settings.shutdown_timeout_secs
+        shipped = 0
         try:
-            shipped = self.drain(deadline)
+            while time.monotonic() < deadline and (entries := self.ship()):
+                shipped += entries
         except Exception:
-            log.exception("final flush failed; rows stay in the outbox for the next start")
+            log.exception("final flush failed; rows stay in the outbox for the next start", sink=self.sink)
+            return
+        left = self.pending()
+        if left:
+            log.warning(
+                "shutdown deadline reached; rows stay in the outbox for the next start", sink=self.sink, left=left
+            )
         else:
-            left = self.pending()
-            if left:
-                log.warning("shutdown deadline reached; rows stay in the outbox for the next start", left=left)
-            else:
-                log.info("final flush done", entries=shipped)
-        if self.pipelines is not None:
-            self.pipelines.close()
+            log.info("final flush done", sink=self.sink, entries=shipped)
 
 
 def serve(settings: Settings) -> int:

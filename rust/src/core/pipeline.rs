@@ -3,6 +3,12 @@
 //! array of at most `max_body_bytes` (Cloudflare takes 1 MB per request) and never empty. JSON
 //! columns are written as JSON values, copied from the stored text; fields that are `None` are
 //! left out, as Hogflare's serializer does.
+//!
+//! Bodies are sorted into lanes that may be POSTed side by side: every row of one distinct id
+//! (events) or of one person (snapshots) is in the same lane, in outbox order, so sending each
+//! lane's bodies one after another keeps their order while the lanes overlap.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use uuid::Uuid;
 
@@ -12,13 +18,19 @@ use super::row::{EventRowRef, OutboxRecordRef, PersonSnapshotRef, SOURCE_HOGFLAR
 use super::store::Store;
 use super::timestamp;
 
-/// One stream's rows, as the bodies of its POSTs.
+/// One stream's rows, as the bodies of its POSTs, lane by lane (lanes without rows left out).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Bodies {
-    pub bodies: Vec<Vec<u8>>,
+    pub lanes: Vec<Vec<Vec<u8>>>,
     pub rows: u64,
     /// Rows that alone exceed the body limit; each is sent in a body of its own.
     pub oversized: u64,
+}
+
+impl Bodies {
+    pub fn count(&self) -> usize {
+        self.lanes.iter().map(Vec::len).sum()
+    }
 }
 
 /// What one read of the outbox gave: the bodies of each stream and the position reached.
@@ -31,11 +43,50 @@ pub struct PipelineChunk {
     pub persons: Bodies,
 }
 
+/// Sorts rows into lanes by a key (a distinct id, a person), each lane packed apart.
+struct Lanes {
+    packers: Vec<Packer>,
+    rows: u64,
+    oversized: u64,
+}
+
+impl Lanes {
+    fn new(lanes: usize, limit: usize) -> Self {
+        Self {
+            packers: (0..lanes.max(1)).map(|_| Packer::new(limit)).collect(),
+            rows: 0,
+            oversized: 0,
+        }
+    }
+
+    fn push(&mut self, key: impl Hash, row: &str) {
+        // SipHash with fixed keys: the same key lands in the same lane in every chunk and process.
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let lane = (hasher.finish() % self.packers.len() as u64) as usize;
+        self.rows += 1;
+        self.oversized += u64::from(self.packers[lane].push(row));
+    }
+
+    fn finish(self) -> Bodies {
+        Bodies {
+            lanes: self
+                .packers
+                .into_iter()
+                .map(Packer::finish)
+                .filter(|bodies| !bodies.is_empty())
+                .collect(),
+            rows: self.rows,
+            oversized: self.oversized,
+        }
+    }
+}
+
 /// Groups rows into JSON arrays of at most `limit` bytes.
 struct Packer {
     limit: usize,
     current: Vec<u8>,
-    out: Bodies,
+    bodies: Vec<Vec<u8>>,
 }
 
 impl Packer {
@@ -43,39 +94,38 @@ impl Packer {
         Self {
             limit,
             current: Vec::new(),
-            out: Bodies::default(),
+            bodies: Vec::new(),
         }
     }
 
-    fn push(&mut self, row: &str) {
-        self.out.rows += 1;
+    /// Adds a row; true when it alone exceeds the limit (it gets a body of its own).
+    fn push(&mut self, row: &str) -> bool {
         // `[` + row + `]` alone, or `,` + row appended to an open body.
         if !self.current.is_empty() && self.current.len() + 1 + row.len() + 1 > self.limit {
             self.close();
         }
+        let oversized = row.len() + 2 > self.limit;
         if self.current.is_empty() {
-            if row.len() + 2 > self.limit {
-                self.out.oversized += 1;
-            }
             self.current.reserve(row.len().max(self.limit.min(1 << 20)) + 2);
             self.current.push(b'[');
         } else {
             self.current.push(b',');
         }
         self.current.extend_from_slice(row.as_bytes());
+        oversized
     }
 
     fn close(&mut self) {
         if !self.current.is_empty() {
             let mut body = std::mem::take(&mut self.current);
             body.push(b']');
-            self.out.bodies.push(body);
+            self.bodies.push(body);
         }
     }
 
-    fn finish(mut self) -> Bodies {
+    fn finish(mut self) -> Vec<Vec<u8>> {
         self.close();
-        self.out
+        self.bodies
     }
 }
 
@@ -199,20 +249,34 @@ pub fn person_row(row: &PersonSnapshotRef<'_>, out: &mut String) {
     out.push('}');
 }
 
+/// How to cut a chunk of the outbox into POST bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    pub max_body_bytes: usize,
+    /// How many lanes the rows are sorted into (at least one).
+    pub lanes: usize,
+    /// Whether to make person snapshot rows (Hogflare writes them only when a persons stream is
+    /// configured).
+    pub persons: bool,
+}
+
 /// Read the outbox entries after `after` (up to `max_rows` and about `max_bytes` of them) and
-/// make the POST bodies of each stream. Person snapshots are only made when `persons` is set
-/// (Hogflare writes them only when a persons stream is configured).
+/// make the POST bodies of each stream.
 pub fn pipeline(
     store: &Store,
     after: u64,
     max_rows: usize,
     max_bytes: u64,
-    max_body_bytes: usize,
-    persons: bool,
+    limits: BodyLimits,
 ) -> Result<PipelineChunk> {
+    let BodyLimits {
+        max_body_bytes,
+        lanes,
+        persons,
+    } = limits;
     store.with_outbox(after, max_rows, max_bytes, |entries| {
-        let mut events = Packer::new(max_body_bytes);
-        let mut snapshots = Packer::new(max_body_bytes);
+        let mut events = Lanes::new(lanes, max_body_bytes);
+        let mut snapshots = Lanes::new(lanes, max_body_bytes);
         let mut row = String::with_capacity(4096);
         let mut last_seq = after;
         for (seq, bytes) in entries {
@@ -221,11 +285,11 @@ pub fn pipeline(
             match OutboxRecordRef::decode(bytes)? {
                 OutboxRecordRef::Event(event) => {
                     event_row(&event, &mut row);
-                    events.push(&row);
+                    events.push(event.distinct_id, &row);
                 }
                 OutboxRecordRef::Person(person) if persons => {
                     person_row(&person, &mut row);
-                    snapshots.push(&row);
+                    snapshots.push(person.person.uuid, &row);
                 }
                 OutboxRecordRef::Person(_) => {}
             }
@@ -398,32 +462,58 @@ mod tests {
 
     #[test]
     fn bodies_stay_under_the_limit_and_are_never_empty() {
-        let mut packer = Packer::new(1_000);
+        let mut lanes = Lanes::new(1, 1_000);
         let row = format!(r#"{{"x":"{}"}}"#, "a".repeat(92)); // 100 bytes
         for _ in 0..25 {
-            packer.push(&row);
+            lanes.push("d", &row);
         }
-        let out = packer.finish();
+        let out = lanes.finish();
         assert_eq!(out.rows, 25);
         assert_eq!(out.oversized, 0);
         // 9 rows: `[` + 9·100 + 8 commas + `]` = 910; a tenth would make 1011.
-        assert_eq!(out.bodies.iter().map(Vec::len).collect::<Vec<_>>(), [910, 910, 708]);
-        for body in &out.bodies {
+        assert_eq!(out.lanes[0].iter().map(Vec::len).collect::<Vec<_>>(), [910, 910, 708]);
+        for body in &out.lanes[0] {
             let rows: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
             assert!(!rows.is_empty() && body.len() <= 1_000);
         }
-        assert!(Packer::new(1_000).finish().bodies.is_empty());
+        assert!(Lanes::new(4, 1_000).finish().lanes.is_empty());
     }
 
     #[test]
     fn a_row_over_the_limit_goes_alone() {
-        let mut packer = Packer::new(100);
-        packer.push(r#"{"a":1}"#);
-        packer.push(&format!(r#"{{"x":"{}"}}"#, "b".repeat(200)));
-        packer.push(r#"{"a":2}"#);
-        let out = packer.finish();
+        let mut lanes = Lanes::new(1, 100);
+        lanes.push("d", r#"{"a":1}"#);
+        lanes.push("d", &format!(r#"{{"x":"{}"}}"#, "b".repeat(200)));
+        lanes.push("d", r#"{"a":2}"#);
+        let out = lanes.finish();
         assert_eq!(out.oversized, 1);
-        assert_eq!(out.bodies.len(), 3);
+        assert_eq!(out.count(), 3);
+    }
+
+    #[test]
+    fn each_key_keeps_to_one_lane_in_order() {
+        let mut lanes = Lanes::new(4, 200);
+        for n in 0..1_000 {
+            let key = format!("user-{}", n % 37);
+            lanes.push(&key, &format!(r#"{{"d":"{key}","n":{n}}}"#));
+        }
+        let out = lanes.finish();
+        assert_eq!(out.lanes.len(), 4, "37 keys spread over every lane");
+        let mut lane_of = std::collections::HashMap::new();
+        let mut last = std::collections::HashMap::new();
+        for (lane, bodies) in out.lanes.iter().enumerate() {
+            for body in bodies {
+                let rows: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
+                for row in rows {
+                    let key = row["d"].as_str().unwrap().to_owned();
+                    let n = row["n"].as_u64().unwrap();
+                    assert_eq!(*lane_of.entry(key.clone()).or_insert(lane), lane);
+                    assert!(last.insert(key, n).is_none_or(|before| before < n));
+                }
+            }
+        }
+        assert_eq!(last.len(), 37);
+        assert_eq!(out.rows, 1_000);
     }
 
     #[test]
@@ -471,19 +561,24 @@ mod tests {
             now: chrono::Utc::now(),
         };
         store.commit(vec![request], options).unwrap();
-        let chunk = pipeline(&store, 0, 10_000, u64::MAX, 1_000_000, true).unwrap();
+        let limits = BodyLimits {
+            max_body_bytes: 1_000_000,
+            lanes: 1,
+            persons: true,
+        };
+        let chunk = pipeline(&store, 0, 10_000, u64::MAX, limits).unwrap();
         assert_eq!((chunk.entries, chunk.last_seq, chunk.events.rows), (300, 300, 300));
-        assert_eq!(chunk.events.bodies.len(), 4);
-        assert!(chunk.persons.bodies.is_empty());
+        assert_eq!(chunk.events.count(), 4);
+        assert!(chunk.persons.lanes.is_empty());
         let mut seen = 0;
-        for body in &chunk.events.bodies {
+        for body in chunk.events.lanes.concat() {
             assert!(body.len() <= 1_000_000);
-            let rows: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
+            let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
             assert!(rows.iter().all(|row| row["properties"]["blob"].is_string()));
             seen += rows.len();
         }
         assert_eq!(seen, 300);
-        let rest = pipeline(&store, 200, 10_000, u64::MAX, 1_000_000, true).unwrap();
+        let rest = pipeline(&store, 200, 10_000, u64::MAX, limits).unwrap();
         assert_eq!((rest.entries, rest.last_seq), (100, 300));
     }
 }

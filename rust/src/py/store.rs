@@ -154,8 +154,10 @@ impl PyStore {
     }
 
     /// The outbox entries after `after` as Cloudflare Pipelines POST bodies: JSON arrays of at
-    /// most `max_body_bytes`, event rows and person snapshot rows (only when `persons`) apart.
-    #[pyo3(signature = (after, *, max_rows, max_bytes, max_body_bytes, persons))]
+    /// most `max_body_bytes`, event rows and person snapshot rows (only when `persons`) apart,
+    /// each stream's bodies sorted into at most `lanes` lanes by distinct id or person.
+    #[pyo3(signature = (after, *, max_rows, max_bytes, max_body_bytes, lanes, persons))]
+    #[allow(clippy::too_many_arguments)]
     fn pipeline(
         &self,
         py: Python<'_>,
@@ -163,20 +165,31 @@ impl PyStore {
         max_rows: usize,
         max_bytes: u64,
         max_body_bytes: usize,
+        lanes: usize,
         persons: bool,
     ) -> PyResult<PyPipelineChunk> {
+        let limits = pipeline::BodyLimits {
+            max_body_bytes,
+            lanes,
+            persons,
+        };
         let chunk = py
-            .detach(|| pipeline::pipeline(&self.inner, after, max_rows, max_bytes, max_body_bytes, persons))
+            .detach(|| pipeline::pipeline(&self.inner, after, max_rows, max_bytes, limits))
             .map_err(PyCoreError::from)?;
-        let bytes = |bodies: Vec<Vec<u8>>| bodies.iter().map(|body| PyBytes::new(py, body).unbind()).collect();
+        let bytes = |lanes: Vec<Vec<Vec<u8>>>| {
+            lanes
+                .iter()
+                .map(|bodies| bodies.iter().map(|body| PyBytes::new(py, body).unbind()).collect())
+                .collect()
+        };
         Ok(PyPipelineChunk {
             entries: chunk.entries,
             last_seq: chunk.last_seq,
             event_rows: chunk.events.rows,
             person_rows: chunk.persons.rows,
             oversized: chunk.events.oversized + chunk.persons.oversized,
-            events: bytes(chunk.events.bodies),
-            persons: bytes(chunk.persons.bodies),
+            events: bytes(chunk.events.lanes),
+            persons: bytes(chunk.persons.lanes),
         })
     }
 
@@ -289,10 +302,10 @@ pub struct PyPipelineChunk {
     /// Rows bigger than the body limit on their own, each sent alone.
     #[pyo3(get)]
     oversized: u64,
-    /// Bodies for the events stream.
+    /// Bodies for the events stream, lane by lane.
     #[pyo3(get)]
-    events: Vec<Py<PyBytes>>,
-    /// Bodies for the persons stream.
+    events: Vec<Vec<Py<PyBytes>>>,
+    /// Bodies for the persons stream, lane by lane.
     #[pyo3(get)]
-    persons: Vec<Py<PyBytes>>,
+    persons: Vec<Vec<Py<PyBytes>>>,
 }

@@ -1,0 +1,132 @@
+"""The Pipelines sink POSTs side by side: lanes overlap, each distinct id keeps its order, a failed
+POST resends only what the stream lacks, and a slow stream never holds back the lake."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hogflare import pipelines
+from hogflare.config import Settings
+from hogflare.shipper import Shipper
+from tests.conftest import TOKEN, event, make_settings, running
+from tests.helpers.server import Server, wait_for_rows
+from tests.helpers.stream import FakeStream
+
+USERS = 24
+
+
+@pytest.fixture(scope="module")
+def fake_process() -> Iterator[FakeStream]:
+    fake = FakeStream()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake(fake_process: FakeStream) -> FakeStream:
+    fake_process.reset()
+    return fake_process
+
+
+def lane_settings(tmp_path: Path, fake: FakeStream, concurrency: int) -> Settings:
+    # Small bodies, so that every lane has several and the order within a lane is put to the test.
+    return make_settings(
+        tmp_path / "data",
+        pipeline_endpoint=fake.url,
+        pipeline_max_body_bytes=2_000,
+        pipeline_concurrency=concurrency,
+        sinks="pipelines",
+    )
+
+
+async def send_numbered(settings: Settings, rounds: int = 4) -> dict[str, list[str]]:
+    """``rounds`` batches, each with an event per user; returns each user's uuids in sending order."""
+    sent: dict[str, list[str]] = {}
+    async with running(settings) as hogflare:
+        for round_ in range(rounds):
+            batch = []
+            for user in range(USERS):
+                distinct_id = f"user-{user}"
+                item = event("numbered", distinct_id, uuid=str(uuid.uuid4()), properties={"round": round_})
+                sent.setdefault(distinct_id, []).append(item["uuid"])
+                batch.append(item)
+            assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        assert hogflare.app.store is not None
+        shipper = Shipper(settings, store=hogflare.app.store)
+        deadline = time.monotonic() + 60
+        while hogflare.app.store.outbox_state()[1] and time.monotonic() < deadline:
+            shipper.ship_once()
+            time.sleep(0.02)
+        assert hogflare.app.store.outbox_state()[1] == 0, "the stream took every row"
+        assert shipper.pipelines is not None
+        shipper.pipelines.shutdown()
+    return sent
+
+
+def arrival_by_user(fake: FakeStream) -> dict[str, list[str]]:
+    arrived: dict[str, list[str]] = {}
+    for row in fake.events():
+        arrived.setdefault(row["distinct_id"], []).append(row["uuid"])
+    return arrived
+
+
+async def test_lanes_overlap_and_each_distinct_id_keeps_its_order(tmp_path: Path, fake: FakeStream) -> None:
+    fake.configure(delay=0.1)
+    sent = await send_numbered(lane_settings(tmp_path, fake, concurrency=4))
+    stats = fake.stats()
+    assert 2 <= stats["max_in_flight"] <= 4, stats
+    assert arrival_by_user(fake) == sent, "each user's rows arrive once, in the order they were sent"
+
+
+async def test_one_lane_sends_one_post_at_a_time(tmp_path: Path, fake: FakeStream) -> None:
+    fake.configure(delay=0.02)
+    sent = await send_numbered(lane_settings(tmp_path, fake, concurrency=1), rounds=2)
+    assert fake.stats()["max_in_flight"] == 1
+    assert arrival_by_user(fake) == sent
+
+
+async def test_after_failures_only_the_rows_the_stream_lacks_are_sent_again(
+    tmp_path: Path, fake: FakeStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipelines, "_BACKOFF_MAX_SECS", 0.1)
+    # Half the POSTs fail: the lanes that got through are not sent again, the others resume where
+    # they stopped, so every row arrives exactly once and in order.
+    fake.configure(fail_rate=0.5, status=503)
+    settings = lane_settings(tmp_path, fake, concurrency=4)
+    sent = await send_numbered(settings)
+    assert fake.stats()["failures"] > 0
+    assert arrival_by_user(fake) == sent
+
+
+def test_a_slow_stream_does_not_hold_back_the_lake(tmp_path: Path, fake: FakeStream) -> None:
+    env = {
+        "CLOUDFLARE_PIPELINE_ENDPOINT": fake.url,
+        "HOGFLARE_SINKS": "lake,pipelines",
+        "HOGFLARE_FLUSH_INTERVAL_SECS": "0.2",
+        "CLOUDFLARE_PIPELINE_TIMEOUT_SECS": "30",
+    }
+    data_dir = tmp_path / "data"
+    fake.configure(delay=15)
+    with Server(data_dir, env=env) as server:
+
+        def send(name: str) -> None:
+            batch = [event(name, f"user-{n}") for n in range(10)]
+            response = httpx.post(f"{server.url}/batch/", json={"api_key": TOKEN, "batch": batch}, timeout=10)
+            assert response.status_code == 200
+
+        send("first")
+        fake.wait_for_stats(lambda stats: stats["in_flight"] > 0, "the stream to be sent the first rows")
+        send("second")
+        wait_for_rows(data_dir, "select * from events where event = 'second'", 10)
+        stats = fake.stats()
+        assert stats["rows"] == 0, "the stream is still on the first rows"
+        assert stats["in_flight"] > 0
+        fake.configure(delay=0)
+    uuids = {row["uuid"] for row in wait_for_rows(data_dir, "select uuid::varchar as uuid from events", 20)}
+    assert uuids <= {row["uuid"] for row in fake.events()}

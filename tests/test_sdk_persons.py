@@ -5,7 +5,6 @@ to a real server, and the persons, groups and event rows are read back with ``ho
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ import pytest
 from hogflare.config import Settings
 from hogflare.lake import Lake
 from hogflare.query import run, to_json
+from tests.helpers.sdk import run_script
 from tests.helpers.server import Server
 
 pytestmark = [pytest.mark.server, pytest.mark.sdk]
@@ -90,11 +90,7 @@ def one(rows: Rows, event: str) -> Row:
 
 
 def node(script: str, server: Server, token: str, scenario: str, run_id: str) -> dict[str, Any]:
-    args = ["node", str(JS / script), "--host", server.url, "--token", token, "--scenario", scenario]
-    result = subprocess.run([*args, "--run-id", run_id], capture_output=True, text=True, timeout=90, cwd=JS)
-    assert result.returncode == 0, result.stderr
-    output: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return output
+    return run_script(script, server.url, token, scenario, run_id)
 
 
 def has(props: dict[str, Any], **expected: Any) -> bool:

@@ -4,7 +4,6 @@ a real server, and the rows are read back from the lake with ``hogflare query``.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import posthog
 import pytest
 
+from tests.helpers.sdk import run_script
 from tests.helpers.server import Server, wait_for_rows
 
 pytestmark = [pytest.mark.server, pytest.mark.sdk]
@@ -27,23 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-def node(script: str, server: Server, scenario: str, run_id: str, timeout: float = 90) -> dict[str, Any]:
-    args = [
-        "node",
-        str(JS / script),
-        "--host",
-        server.url,
-        "--token",
-        TOKEN,
-        "--scenario",
-        scenario,
-        "--run-id",
-        run_id,
-    ]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=JS)
-    assert result.returncode == 0, result.stderr
-    output: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return output
+def node(script: str, server: Server, scenario: str, run_id: str) -> dict[str, Any]:
+    return run_script(script, server.url, TOKEN, scenario, run_id)
 
 
 def test_posthog_python_capture_and_flush(server: Server) -> None:

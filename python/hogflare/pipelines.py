@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import ssl
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,8 @@ class PipelinesSink:
         # between threads.
         self._clients: list[httpx.Client | None] = [None] * self._lanes
         self._pool: ThreadPoolExecutor | None = None
+        # Built once: loading the CA bundle costs more than a POST, and clients come and go.
+        self._tls: ssl.SSLContext | None = None
         #: What the current chunk still has to send: per stream (persons first), its lanes.
         self._pending: deque[tuple[Stream, list[deque[bytes]]]] = deque()
         self._pending_seq: int | None = None
@@ -216,7 +219,10 @@ class PipelinesSink:
         try:
             client = self._clients[index]
             if client is None:
-                client = self._clients[index] = httpx.Client(timeout=self.settings.pipeline_timeout_secs)
+                if self._tls is None:
+                    self._tls = httpx.create_ssl_context()
+                timeout = self.settings.pipeline_timeout_secs
+                client = self._clients[index] = httpx.Client(timeout=timeout, verify=self._tls)
             response = client.post(stream.url, content=body, headers=headers)
         except httpx.TransportError as exc:
             raise RetryLaterError(f"{stream.name} stream unreachable: {exc!r}") from exc

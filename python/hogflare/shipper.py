@@ -231,6 +231,10 @@ class SinkLoop(threading.Thread):
     def run(self) -> None:
         last_flush = last_maintenance = time.monotonic()
         backoff = 0.5
+        # A flush goes on while chunks come back full: a chunk is capped in bytes too, and waiting a
+        # whole interval between chunks of wide rows would let the backlog pile up. Rows that
+        # arrive after the backlog is gone wait for the next interval, to be shipped together.
+        flushing = False
         while not self.stop.is_set():
             try:
                 if self.maintain is not None and time.monotonic() - last_maintenance >= _MAINTENANCE_SECS:
@@ -239,14 +243,18 @@ class SinkLoop(threading.Thread):
                 waiting = self.pending()
                 now = time.monotonic()
                 if waiting and (
-                    waiting >= self.settings.flush_rows or now - last_flush >= self.settings.flush_interval_secs
+                    flushing
+                    or waiting >= self.settings.flush_rows
+                    or now - last_flush >= self.settings.flush_interval_secs
                 ):
                     shipped = self.ship()
                     last_flush = time.monotonic()
+                    flushing = 0 < shipped < waiting
                     if shipped:
                         continue
                 if waiting == 0:
                     last_flush = now
+                    flushing = False
                 backoff = 0.5
             except Exception:
                 log.exception("shipping failed; will retry", sink=self.sink, retry_in_secs=backoff)

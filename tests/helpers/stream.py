@@ -72,7 +72,9 @@ class FakeStream:
             self.token = changes["token"]
 
     def reset(self) -> None:
+        """Well-behaved and empty; POSTs a previous test left sleeping land before the rows go."""
         self.configure(token=None, fail_rate=0, delay=0)
+        self.wait_for_stats(lambda stats: stats["in_flight"] == 0, "the POSTs in flight to finish", timeout=60)
         httpx.post(f"{self.url}/reset", timeout=10).raise_for_status()
 
     def wait_for_stats(self, done: Callable[[dict[str, int]], bool], what: str, timeout: float = 30.0) -> None:

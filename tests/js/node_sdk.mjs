@@ -1,7 +1,8 @@
 // Drives posthog-node against a hogflare server.
 //
-//   node node_sdk.mjs --host http://127.0.0.1:8080 --token phc_x --scenario capture --run-id abc
+//   node node_sdk.mjs --host http://127.0.0.1:8080 --token phc_x --scenario capture --run-id abc [--geoip on]
 //
+// posthog-node asks the server not to locate its events ($geoip_disable) unless `--geoip on`.
 // Prints one JSON object describing what was sent, for the test to look up in the lake.
 import { PostHog } from 'posthog-node'
 
@@ -9,7 +10,8 @@ const args = Object.fromEntries(
     process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), [])
 )
 const runId = args['run-id'] ?? String(Date.now())
-const client = new PostHog(args.token, { host: args.host, flushAt: 20, flushInterval: 10000 })
+const geoip = args.geoip === 'on' ? { disableGeoip: false } : {}
+const client = new PostHog(args.token, { host: args.host, flushAt: 20, flushInterval: 10000, ...geoip })
 const failures = []
 client.on('error', (err) => failures.push(String(err)))
 

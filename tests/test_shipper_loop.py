@@ -1,0 +1,51 @@
+"""How a sink's loop paces its flushes: a backlog bigger than one chunk ships chunk after chunk,
+while rows that trickle in afterwards wait for the flush interval, to be shipped together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from hogflare.shipper import SinkLoop
+from tests.conftest import make_settings
+
+
+class FakeSink:
+    """A backlog the loop ships at most ``chunk`` entries at a time."""
+
+    def __init__(self, backlog: int, chunk: int) -> None:
+        self.backlog = backlog
+        self.chunk = chunk
+        self.shipments: list[int] = []
+
+    def ship(self) -> int:
+        taken = min(self.backlog, self.chunk)
+        self.backlog -= taken
+        self.shipments.append(taken)
+        return taken
+
+    def pending(self) -> int:
+        return self.backlog
+
+
+def test_a_backlog_ships_chunk_after_chunk_and_a_trickle_waits(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, flush_rows=1_000, flush_interval_secs=3_600.0)
+    sink = FakeSink(backlog=1_500, chunk=10)  # one flush's worth, in chunks capped far below it
+    stop = threading.Event()
+    loop = SinkLoop("lake", sink.ship, sink.pending, settings, stop)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sink.backlog and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sink.backlog == 0, "the whole backlog shipped without waiting an interval between chunks"
+        shipped = len(sink.shipments)
+        sink.backlog = 3
+        time.sleep(0.5)
+        assert sink.backlog == 3, "a trickle after the backlog waits for the interval"
+        assert len(sink.shipments) == shipped
+    finally:
+        stop.set()
+        loop.join(10)
+    assert sink.backlog == 0, "the last delivery on stop ships the trickle"

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hogflare.config import Settings
+from hogflare.supervisor import shipper_alive, spawn
 from tests.helpers.server import Server, query
 
 pytestmark = pytest.mark.timeout(180)
@@ -79,3 +81,22 @@ def test_rows_left_at_the_deadline_ship_after_the_next_start(tmp_path: Path) -> 
     landed = lake_uuids(tmp_path / "data")
     assert len(landed) == len(acknowledged)
     assert set(landed) == set(acknowledged)
+
+
+def test_a_burst_of_signals_still_stops_the_shipper(tmp_path: Path) -> None:
+    # A shipper is told to stop by the worker that started it and by a signal to its process group,
+    # often at the same moment: however many arrive, it stops, and its data directory is free.
+    settings = Settings.from_env({}, data_dir=tmp_path / "data")
+    shipper = spawn(settings)
+    deadline = time.monotonic() + 30
+    while not shipper_alive(settings):
+        assert shipper.poll() is None, "the shipper exited on its own"
+        assert time.monotonic() < deadline, "the shipper did not start"
+        time.sleep(0.05)
+    time.sleep(1.0)  # past its start-up, into its loops
+    until = time.monotonic() + 2.0
+    while time.monotonic() < until and shipper.poll() is None:
+        shipper.send_signal(signal.SIGTERM)
+    # Zero, or killed by a signal that came after its handler was gone, on the way out.
+    assert shipper.wait(timeout=30) in {0, -signal.SIGTERM}
+    assert not shipper_alive(settings)

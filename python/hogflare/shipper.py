@@ -37,6 +37,8 @@ _NICENESS = 10
 #: Rows freed per write transaction; each one briefly holds off ingestion's commits.
 _TRIM_SLICE = 5_000
 _MAINTENANCE_SECS = 300.0
+#: How soon a signal, or the parent's exit, is acted on.
+_WATCH_SECS = 0.1
 
 
 class Shipper:
@@ -290,22 +292,25 @@ def serve(settings: Settings) -> int:
         log.info("another shipper holds the lock; exiting")
         return 0
     stop = threading.Event()
+    signals: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        # Only note it: a handler runs between two bytecodes of the main thread, possibly inside
+        # Event.set itself, and setting the event again there would wait on a lock it holds.
+        signals.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     parent = os.getppid()
 
-    def watch_parent() -> None:
+    def watch() -> None:
         # A worker started us; when it is gone (reparented to init), finish up and exit so the
         # next worker's supervisor starts a fresh shipper under the live server.
-        while not stop.wait(1.0):
-            if os.getppid() != parent:
+        while not stop.wait(_WATCH_SECS):
+            if signals or os.getppid() != parent:
                 stop.set()
 
-    threading.Thread(target=watch_parent, daemon=True).start()
+    threading.Thread(target=watch, name="watch", daemon=True).start()
     # Ingestion answers clients and shipping can catch up: when they compete for the CPU, the
     # workers go first, and the outbox absorbs the difference.
     os.nice(_NICENESS)

@@ -22,6 +22,7 @@ import httpx
 
 from benches import loadgen
 from benches.bench_ingest import hogflare
+from hogflare._hogflare import Store
 
 RESULTS = Path(__file__).parent / "results"
 TOKEN = "phc_bench_flags"
@@ -92,6 +93,15 @@ def seed_persons(url: str) -> float:
     return time.monotonic() - started
 
 
+def wait_until_shipped(data_dir: Path, timeout: float = 120.0) -> None:
+    """Wait for the shipper to take the seeded persons to the lake, so that it does not share the
+    cores with the runs measured."""
+    store = Store(str(data_dir / "store"))
+    deadline = time.monotonic() + timeout
+    while store.outbox_state()[1] and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def bodies(count: int = 4000) -> list[bytes]:
     """`/flags?v=2` bodies as posthog-js sends them, for random stored users (one per line)."""
     rng = random.Random(11)
@@ -119,6 +129,7 @@ def main() -> None:
         assert server.data_dir is not None
         (server.data_dir / "flags.json").write_text(json.dumps(flag_document()))
         seeding = seed_persons(server.url)
+        wait_until_shipped(server.data_dir)
         url = f"{server.url}/flags/?v=2"
         check = httpx.post(url, content=bodies(1)[0], headers=headers, timeout=10).json()
         assert len(check["flags"]) == 50, check

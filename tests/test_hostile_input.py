@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import select
 import socket
 import statistics
 import time
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 SECRET = "whsec_hostile"
 MAX_BODY = 1_000_000
 BODY_TIMEOUT_SECS = 2
+BODY_DEADLINE_SECS = 4
 #: ``hogflare serve`` sets Granian's header read timeout to 10 s.
 HEADER_TIMEOUT_SECS = 10
 COPIES = 3
@@ -60,6 +62,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
         "POSTHOG_SIGNING_SECRET": SECRET,
         "HOGFLARE_MAX_BODY_BYTES": str(MAX_BODY),
         "HOGFLARE_BODY_TIMEOUT_SECS": str(BODY_TIMEOUT_SECS),
+        "HOGFLARE_BODY_DEADLINE_SECS": str(BODY_DEADLINE_SECS),
     }
     with (
         Server(tmp_path_factory.mktemp("hostile") / "data", workers=2, env=env) as server,
@@ -285,4 +288,29 @@ def test_slowloris_bodies_get_408(hostile: Hostile, normal_client: NormalClient)
         with connection:
             status, answer = read_answer(connection)
         assert (status, answer["error"]) == (408, f"request body not received within {BODY_TIMEOUT_SECS} seconds")
+    normal_client.check()
+
+
+def test_a_body_trickled_in_forever_gets_408(hostile: Hostile, normal_client: NormalClient) -> None:
+    """A byte now and then never stalls a body, but HOGFLARE_BODY_DEADLINE_SECS ends it all the same."""
+    body = batch(item())
+    with socket.create_connection(("127.0.0.1", hostile.server.port), timeout=5 * BODY_DEADLINE_SECS) as connection:
+        head = f"POST /batch/ HTTP/1.1\r\nHost: hogflare\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in signature(body).items())
+        connection.sendall(head.encode() + b"\r\n")
+        started = time.monotonic()
+        sent = 0
+        # Well within the stall timeout each time, for longer than the deadline.
+        while sent < len(body) - 1 and time.monotonic() - started < 3 * BODY_DEADLINE_SECS:
+            try:
+                connection.sendall(body[sent : sent + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+            time.sleep(BODY_TIMEOUT_SECS / 4)
+            if select.select([connection], [], [], 0)[0]:
+                break
+        status, answer = read_answer(connection)
+    assert (status, answer["error"]) == (408, f"request body not received in full within {BODY_DEADLINE_SECS} seconds")
+    assert time.monotonic() - started < 2 * BODY_DEADLINE_SECS
     normal_client.check()

@@ -79,7 +79,7 @@ class App:
         self.capture: CaptureService | None = None
         self.flags: FlagsEndpoints | None = None
         self.signatures: SignatureVerifier | None = None
-        self.watch = StallWatch(self.settings.body_timeout_secs)
+        self.watch = StallWatch(self.settings.body_timeout_secs, self.settings.body_deadline_secs)
         self._supervisor: asyncio.Task[None] | None = None
         self._shipper_process: subprocess.Popen[bytes] | None = None
 
@@ -97,7 +97,7 @@ class App:
             )
             if settings.shipper == "auto":
                 self._supervisor = asyncio.create_task(self._supervise_shipper())
-        self.watch = StallWatch(settings.body_timeout_secs)
+        self.watch = StallWatch(settings.body_timeout_secs, settings.body_deadline_secs)
         self.capture = CaptureService(settings, self.committer, self.watch)
         self.flags = FlagsEndpoints(settings, FlagsService(settings, self.store), self.watch)
         if settings.signing_secret:

@@ -62,6 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     inflate_ratio: PositiveCount = 5
     max_event_bytes: PositiveCount = 1 * MB
     body_timeout_secs: PositiveSeconds = 10.0
+    body_deadline_secs: PositiveSeconds = 120.0
     #: On SIGTERM: how long in-flight requests and the shipper's last flush may take.
     shutdown_timeout_secs: Seconds = 30.0
 
@@ -205,6 +206,7 @@ ENV: dict[str, str] = {
     "inflate_ratio": "HOGFLARE_INFLATE_RATIO",
     "max_event_bytes": "HOGFLARE_MAX_EVENT_BYTES",
     "body_timeout_secs": "HOGFLARE_BODY_TIMEOUT_SECS",
+    "body_deadline_secs": "HOGFLARE_BODY_DEADLINE_SECS",
     "shutdown_timeout_secs": "HOGFLARE_SHUTDOWN_TIMEOUT_SECS",
     "shipper": "HOGFLARE_SHIPPER",
     "store": "HOGFLARE_STORE",

@@ -86,40 +86,59 @@ class Request:
                     return b"".join(chunks)
                 chunks.append(chunk)
         except asyncio.CancelledError:
+            why = watch.message(task)
             if watch.expired(task):
-                raise RequestTimeoutError(f"request body not received within {watch.timeout:g} seconds") from None
+                raise RequestTimeoutError(why) from None
             raise
         finally:
             watch.end(task)
 
 
 class StallWatch:
-    """Cancels body reads that make no progress for ``timeout`` seconds.
+    """Cancels body reads that make no progress for ``timeout`` seconds, or that take longer than
+    ``deadline`` seconds in all (a client trickling a byte now and then never stalls).
 
     One sweep per fraction of the timeout over the reads in flight costs less than arming and
     disarming a timer around every ``receive()``, which is most of what a small request costs.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, deadline: float | None = None) -> None:
         self.timeout = timeout
+        self.deadline = deadline
         self._deadlines: dict[asyncio.Task[Any], float] = {}
+        #: When each read must be over, however steadily it progresses.
+        self._ends: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     def begin(self) -> asyncio.Task[Any]:
         task = asyncio.current_task()
         assert task is not None, "body reads run inside a task"
-        self._deadlines[task] = task.get_loop().time() + self.timeout
+        now = task.get_loop().time()
+        self._deadlines[task] = now + self.timeout
+        if self.deadline is not None:
+            self._ends[task] = now + self.deadline
+            self._deadlines[task] = min(self._deadlines[task], self._ends[task])
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.create_task(self._sweep())
         return task
 
     def progress(self, task: asyncio.Task[Any]) -> None:
         if task in self._deadlines:
-            self._deadlines[task] = task.get_loop().time() + self.timeout
+            stalls_at = task.get_loop().time() + self.timeout
+            end = self._ends.get(task)
+            self._deadlines[task] = stalls_at if end is None else min(stalls_at, end)
 
     def end(self, task: asyncio.Task[Any]) -> None:
         self._deadlines.pop(task, None)
+        self._ends.pop(task, None)
+
+    def message(self, task: asyncio.Task[Any]) -> str:
+        """What a read the watch cancelled is told (call before ``expired``)."""
+        end = self._ends.get(task)
+        if end is not None and task.get_loop().time() >= end:
+            return f"request body not received in full within {self.deadline:g} seconds"
+        return f"request body not received within {self.timeout:g} seconds"
 
     def expired(self, task: asyncio.Task[Any]) -> bool:
         if task in self._expired:

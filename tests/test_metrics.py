@@ -298,3 +298,15 @@ def test_a_real_server_adds_up_its_workers_and_its_shipper(tmp_path: Path) -> No
     assert first
     assert all(line["request_id"] == line["example_request_id"] for line in first)
     assert all(re.fullmatch(r"load-\d+", line["example_request_id"]) for line in dropped)
+
+
+async def test_a_metrics_token_keeps_metrics_to_its_holders(tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path / "data", metrics_token="s3cret")) as hogflare:
+        assert (await hogflare.client.get("/metrics")).status_code == 401
+        wrong = await hogflare.client.get("/metrics", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert "HOGFLARE_METRICS_TOKEN" in wrong.json()["error"]
+        right = await hogflare.client.get("/metrics", headers={"authorization": "Bearer s3cret"})
+        assert right.status_code == 200
+        assert "hogflare_build_info" in right.text
+        assert (await hogflare.client.get("/_health")).status_code == 200, "only /metrics is guarded"

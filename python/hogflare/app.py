@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import signal
 import subprocess
 from time import perf_counter
@@ -223,6 +224,9 @@ class App:
     async def _operations(self, request: Request, path: str) -> Response:
         """Health, readiness and metrics, for orchestrators and monitoring; else 404."""
         if path == _METRICS and request.method == "GET":
+            token = self.settings.metrics_token
+            if token is not None and not _bearer_matches(request.header(b"authorization"), token):
+                return error(401, "metrics need Authorization: Bearer with HOGFLARE_METRICS_TOKEN")
             return metrics.render(self.store, self.settings)
         if path == "/healthz":
             return Response.json({"status": "ok"})
@@ -267,6 +271,11 @@ class App:
         if problems:
             return Response.json({"status": "unavailable", "problems": problems}, 503)
         return Response.json({"status": "ready"})
+
+
+def _bearer_matches(header: str | None, token: str) -> bool:
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
 app = App()

@@ -71,6 +71,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
     #: Dropped items and refused person updates are logged as one line per reason per interval.
+    metrics_token: str | None = None
     log_summary_secs: Seconds = 10.0
 
     @property
@@ -213,6 +214,7 @@ ENV: dict[str, str] = {
     "log_format": "HOGFLARE_LOG_FORMAT",
     "log_level": "HOGFLARE_LOG_LEVEL",
     "log_summary_secs": "HOGFLARE_LOG_SUMMARY_SECS",
+    "metrics_token": "HOGFLARE_METRICS_TOKEN",
 }
 
 LIST_FIELDS = frozenset({"project_tokens", "personal_api_keys", "project_secret_keys", "trusted_proxies"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from hogflare.config import Settings
 from hogflare.lake import Lake
 from hogflare.query import run
 from hogflare.shipper import Shipper
+from tests.helpers.stream import FakeStream
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN = "phc_test_token"
@@ -134,3 +135,17 @@ async def running(settings: Settings) -> AsyncIterator[Hogflare]:
 async def hogflare(settings: Settings) -> AsyncIterator[Hogflare]:
     async with running(settings) as app:
         yield app
+
+
+@pytest.fixture(scope="module")
+def fake_process() -> Iterator[FakeStream]:
+    """One ``hogflare fake-pipeline`` per test module (a module may define its own ``fake``)."""
+    with FakeStream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_process: FakeStream) -> FakeStream:
+    """The module's fake stream, well-behaved and empty for each test."""
+    fake_process.reset()
+    return fake_process

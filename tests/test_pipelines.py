@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,10 @@ import pytest
 import structlog
 
 from hogflare import pipelines
-from hogflare.app import App
 from hogflare.config import ConfigError, Settings
 from hogflare.pipelines import PIPELINES_CURSOR, retry_after_secs
 from hogflare.shipper import Shipper
-from tests.conftest import TOKEN, Hogflare, event, make_settings
+from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 from tests.helpers.server import Server, query
 from tests.helpers.stream import FakeStream
 
@@ -55,19 +54,6 @@ PERSON_REQUIRED = {
 PERSON_OPTIONAL = {"team_id", "api_key"}
 
 
-@pytest.fixture(scope="module")
-def fake_process() -> Iterator[FakeStream]:
-    fake = FakeStream()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(fake_process: FakeStream) -> FakeStream:
-    fake_process.reset()
-    return fake_process
-
-
 def events_and_persons(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     persons = [row for row in rows if "operation" in row]
     return [row for row in rows if "operation" not in row], persons
@@ -82,11 +68,8 @@ async def streaming(tmp_path: Path, fake: FakeStream) -> AsyncIterator[Hogflare]
         persons_pipeline_endpoint=f"{fake.url}/persons",
         team_id=2,
     )
-    app = App(settings)
-    await app.startup()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        yield Hogflare(app, client)
-    await app.shutdown()
+    async with running(settings) as hogflare:
+        yield hogflare
 
 
 def shipper(hogflare: Hogflare) -> Shipper:
@@ -183,12 +166,10 @@ async def test_an_outage_loses_nothing(streaming: Hogflare, fake: FakeStream, mo
 
 async def test_a_stream_that_times_out_is_retried(tmp_path: Path, fake: FakeStream) -> None:
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, pipeline_timeout_secs=0.3)
-    app = App(settings)
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            batch = [event("slow", f"user-{n}") for n in range(3)]
-            assert (await client.post("/batch/", json={"api_key": TOKEN, "batch": batch})).status_code == 200
+    async with running(settings) as hogflare:
+        app, client = hogflare.app, hogflare.client
+        batch = [event("slow", f"user-{n}") for n in range(3)]
+        assert (await client.post("/batch/", json={"api_key": TOKEN, "batch": batch})).status_code == 200
         assert app.store is not None
         ship = Shipper(settings, store=app.store)
         assert ship.pipelines is not None
@@ -202,36 +183,30 @@ async def test_a_stream_that_times_out_is_retried(tmp_path: Path, fake: FakeStre
         events, _ = events_and_persons(fake.rows())
         assert {row["event"] for row in events} == {"slow"}
         assert len({row["uuid"] for row in events}) == 3
-    finally:
-        await app.shutdown()
 
 
 async def test_the_outbox_limit_counts_rows_the_stream_lacks(tmp_path: Path, fake: FakeStream) -> None:
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, outbox_max_bytes=2_000)
-    app = App(settings)
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            assert app.store is not None
-            ship = Shipper(settings, store=app.store)
-            fake.configure(fail_rate=1.0, status=500)
-            statuses = []
-            for n in range(20):
-                batch = [event("fill", f"user-{n}", properties={"pad": "p" * 200})]
-                statuses.append((await client.post("/batch/", json={"api_key": TOKEN, "batch": batch})).status_code)
-                ship.ship_once()  # the lake takes everything; the stream takes nothing
-            assert 503 in statuses
-            full = await client.post("/batch/", json={"api_key": TOKEN, "batch": [event("more")]})
-            assert full.status_code == 503
-            assert "retry-after" in full.headers
-            fake.configure(fail_rate=0.0)
-            assert ship.pipelines is not None
-            ship.pipelines._next_attempt = 0.0
-            ship_until(ship, lambda: app.store.outbox_state()[1] == 0)
-            again = await client.post("/batch/", json={"api_key": TOKEN, "batch": [event("more")]})
-            assert again.status_code == 200
-    finally:
-        await app.shutdown()
+    async with running(settings) as hogflare:
+        app, client = hogflare.app, hogflare.client
+        assert app.store is not None
+        ship = Shipper(settings, store=app.store)
+        fake.configure(fail_rate=1.0, status=500)
+        statuses = []
+        for n in range(20):
+            batch = [event("fill", f"user-{n}", properties={"pad": "p" * 200})]
+            statuses.append((await client.post("/batch/", json={"api_key": TOKEN, "batch": batch})).status_code)
+            ship.ship_once()  # the lake takes everything; the stream takes nothing
+        assert 503 in statuses
+        full = await client.post("/batch/", json={"api_key": TOKEN, "batch": [event("more")]})
+        assert full.status_code == 503
+        assert "retry-after" in full.headers
+        fake.configure(fail_rate=0.0)
+        assert ship.pipelines is not None
+        ship.pipelines._next_attempt = 0.0
+        ship_until(ship, lambda: app.store.outbox_state()[1] == 0)
+        again = await client.post("/batch/", json={"api_key": TOKEN, "batch": [event("more")]})
+        assert again.status_code == 200
 
 
 async def test_a_refusing_stream_parks_the_sink_loudly(
@@ -239,12 +214,10 @@ async def test_a_refusing_stream_parks_the_sink_loudly(
 ) -> None:
     fake.configure(token="right")
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, pipeline_auth_token="wrong")
-    app = App(settings)
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            batch = [event("parked", f"user-{n}") for n in range(5)]
-            assert (await client.post("/batch/", json={"api_key": TOKEN, "batch": batch})).status_code == 200
+    async with running(settings) as hogflare:
+        app, client = hogflare.app, hogflare.client
+        batch = [event("parked", f"user-{n}") for n in range(5)]
+        assert (await client.post("/batch/", json={"api_key": TOKEN, "batch": batch})).status_code == 200
         assert app.store is not None
         ship = Shipper(settings, store=app.store)
         assert ship.pipelines is not None
@@ -271,19 +244,15 @@ async def test_a_refusing_stream_parks_the_sink_loudly(
         assert app.store.outbox_state()[1] == 0
         events, _ = events_and_persons(fake.rows())
         assert len(events) == 5
-    finally:
-        await app.shutdown()
 
 
 async def test_pipelines_only(tmp_path: Path, fake: FakeStream) -> None:
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, sinks="pipelines")
     assert settings.enabled_sinks == ("pipelines",)
-    app = App(settings)
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            batch = [event("only", f"user-{n}") for n in range(7)]
-            assert (await client.post("/batch/", json={"api_key": TOKEN, "batch": batch})).status_code == 200
+    async with running(settings) as hogflare:
+        app, client = hogflare.app, hogflare.client
+        batch = [event("only", f"user-{n}") for n in range(7)]
+        assert (await client.post("/batch/", json={"api_key": TOKEN, "batch": batch})).status_code == 200
         assert app.store is not None
         ship = Shipper(settings, store=app.store)
         assert ship.lake is None
@@ -294,8 +263,6 @@ async def test_pipelines_only(tmp_path: Path, fake: FakeStream) -> None:
         events, persons = events_and_persons(fake.rows())
         assert len(events) == 7
         assert persons == []  # no persons stream configured
-    finally:
-        await app.shutdown()
 
 
 def test_sinks_setting() -> None:

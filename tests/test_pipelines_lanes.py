@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,19 +18,6 @@ from tests.helpers.server import Server, wait_for_rows
 from tests.helpers.stream import FakeStream
 
 USERS = 24
-
-
-@pytest.fixture(scope="module")
-def fake_process() -> Iterator[FakeStream]:
-    fake = FakeStream()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def fake(fake_process: FakeStream) -> FakeStream:
-    fake_process.reset()
-    return fake_process
 
 
 def lane_settings(tmp_path: Path, fake: FakeStream, concurrency: int) -> Settings:

@@ -7,7 +7,6 @@ itself."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,6 @@ from tests.helpers.server import Server
 from tests.helpers.stream import FakeStream
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def fake_process() -> Iterator[FakeStream]:
-    with FakeStream() as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(fake_process: FakeStream) -> FakeStream:
-    fake_process.reset()
-    return fake_process
 
 
 def stream_env(fake: FakeStream, **extra: str) -> dict[str, str]:

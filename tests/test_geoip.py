@@ -215,6 +215,13 @@ async def test_a_file_that_is_no_database_is_refused_at_startup(tmp_path: Path) 
             await app.startup()
     finally:
         await app.shutdown()
+    # `hogflare serve` says so once and exits, rather than starting workers that die one by one.
+    result = CliRunner().invoke(
+        cli, ["serve", "--data-dir", str(tmp_path / "data")], env={"HOGFLARE_GEOIP_DB": str(junk)}
+    )
+    assert result.exit_code == 2
+    assert "HOGFLARE_GEOIP_DB" in result.output
+    assert "junk.mmdb" in result.output
 
 
 async def test_without_the_packaged_database_events_are_kept_unlocated(

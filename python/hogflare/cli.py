@@ -62,6 +62,7 @@ def serve(
     from granian.server import Server
 
     settings = _settings(data_dir)
+    _check_geoip(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Workers and the shipper read their settings from the environment.
     os.environ.update(settings.to_env())
@@ -82,6 +83,20 @@ def serve(
         workers_kill_timeout=math.ceil(settings.shutdown_timeout_secs + settings.pipeline_timeout_secs) + 15,
         log_access=False,
     ).serve()
+
+
+def _check_geoip(settings: Settings) -> None:
+    """Open ``HOGFLARE_GEOIP_DB`` once here: a file that is no database would stop each worker as
+    it starts, and Granian would start them again and again."""
+    if not settings.geoip_paths:
+        return
+    from hogflare._hogflare import Decoder
+
+    try:
+        Decoder(max_inflated_bytes=1, max_event_bytes=1, geoip_db=list(settings.geoip_paths))
+    except ValueError as exc:
+        typer.echo(f"error: invalid setting: HOGFLARE_GEOIP_DB: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _fresh_metrics_dir(data_dir: Path) -> Path:

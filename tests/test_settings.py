@@ -23,6 +23,9 @@ from tests.helpers.server import HOGFLARE
         ("HOGFLARE_OUTBOX_MAX_BYTES", "-1"),
         ("HOGFLARE_FLUSH_ROWS", "0"),
         ("HOGFLARE_MAX_BODY_BYTES", "-20"),
+        ("HOGFLARE_BODY_DEADLINE_SECS", "0"),
+        ("HOGFLARE_PIPELINE_CONCURRENCY", "0"),
+        ("HOGFLARE_PIPELINE_CONCURRENCY", "1000"),
     ],
 )
 def test_serve_refuses_a_bad_setting_by_name(tmp_path: Path, variable: str, value: str) -> None:

@@ -54,7 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     persons_pipeline_auth_token: str | None = None
     pipeline_timeout_secs: PositiveSeconds = 10.0
     pipeline_max_body_bytes: PositiveCount = 1 * MB
-    pipeline_concurrency: PositiveCount = 4
+    #: Each lane is a thread and a connection: a few dozen already saturate any link.
+    pipeline_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     sinks: str | None = None
 
     max_body_bytes: PositiveCount = 20 * MB

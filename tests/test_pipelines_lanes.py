@@ -116,3 +116,26 @@ def test_a_slow_stream_does_not_hold_back_the_lake(tmp_path: Path, fake: FakeStr
         fake.configure(delay=0)
     uuids = {row["uuid"] for row in wait_for_rows(data_dir, "select uuid::varchar as uuid from events", 20)}
     assert uuids <= {row["uuid"] for row in fake.events()}
+
+
+async def test_an_unexpected_error_in_one_lane_is_retried_without_loss(
+    tmp_path: Path, fake: FakeStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lane that meets something other than an HTTP failure (here, the third POST raises) must
+    # not leave the other lanes running while the chunk is tried again.
+    monkeypatch.setattr(pipelines, "_BACKOFF_MAX_SECS", 0.1)
+    post = pipelines.PipelinesSink._post
+    calls = 0
+
+    def flaky(self: pipelines.PipelinesSink, index: int, stream: pipelines.Stream, body: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("a response nobody expected")
+        post(self, index, stream, body)
+
+    monkeypatch.setattr(pipelines.PipelinesSink, "_post", flaky)
+    fake.configure(delay=0.05)
+    sent = await send_numbered(lane_settings(tmp_path, fake, concurrency=4))
+    assert calls > 3
+    assert arrival_by_user(fake) == sent, "every row once, each user's in order"

@@ -63,7 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     inflate_ratio: PositiveCount = 5
     max_event_bytes: PositiveCount = 1 * MB
     body_timeout_secs: PositiveSeconds = 10.0
-    body_deadline_secs: PositiveSeconds = 120.0
+    body_deadline_secs: PositiveSeconds = 300.0
     #: On SIGTERM: how long in-flight requests and the shipper's last flush may take.
     shutdown_timeout_secs: Seconds = 30.0
 

@@ -4,7 +4,8 @@ Rows go out in JSON arrays of at most ``HOGFLARE_PIPELINE_MAX_BODY_BYTES`` (Clou
 per request), person snapshots before events, as Hogflare sends them. Each chunk's bodies come in
 lanes (a distinct id's rows, or a person's snapshots, all in one lane): the lanes are POSTed side by
 side, ``HOGFLARE_PIPELINE_CONCURRENCY`` at most, each lane's bodies one after another, so a stream
-far away is not paid for one round trip at a time and each user's rows still arrive in order. The
+far away is not paid for one round trip at a time and each distinct id's rows (each person's
+snapshots) still arrive in order. The
 sink keeps its own outbox cursor and moves it only once every body of a chunk was accepted, so a
 crash resends (at least once) and an outage leaves the rows in the outbox; after a failure only
 the bodies not yet accepted are sent again. A timeout, a connection error, 429 or 5xx is
@@ -203,12 +204,17 @@ class PipelinesSink:
         return None
 
     def _send_lane(self, index: int, stream: Stream, bodies: deque[bytes]) -> RetryLaterError | RefusedError | None:
-        """POST one lane's bodies in order, forgetting each once accepted."""
+        """POST one lane's bodies in order, forgetting each once accepted. Never raises: a lane
+        that raised would leave the others running while the chunk is tried again, and two
+        threads would then send from the same lane."""
         while bodies:
             try:
                 self._post(index, stream, bodies[0])
             except (RetryLaterError, RefusedError) as failure:
                 return failure
+            except Exception as exc:
+                # Anything else (a broken response, a bad URL) is retried like an outage.
+                return RetryLaterError(f"{stream.name} stream: {exc!r}")
             bodies.popleft()
         return None
 
@@ -224,7 +230,7 @@ class PipelinesSink:
                 timeout = self.settings.pipeline_timeout_secs
                 client = self._clients[index] = httpx.Client(timeout=timeout, verify=self._tls)
             response = client.post(stream.url, content=body, headers=headers)
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise RetryLaterError(f"{stream.name} stream unreachable: {exc!r}") from exc
         status = response.status_code
         if 200 <= status < 300:

@@ -273,16 +273,20 @@ class SinkLoop(threading.Thread):
         try:
             while time.monotonic() < deadline and (entries := self.ship()):
                 shipped += entries
+            left = self.pending()
         except Exception:
             log.exception("final flush failed; rows stay in the outbox for the next start", sink=self.sink)
             return
-        left = self.pending()
-        if left:
+        if not left:
+            log.info("final flush done", sink=self.sink, entries=shipped)
+        elif time.monotonic() >= deadline:
             log.warning(
                 "shutdown deadline reached; rows stay in the outbox for the next start", sink=self.sink, left=left
             )
         else:
-            log.info("final flush done", sink=self.sink, entries=shipped)
+            log.warning(
+                "sink is waiting out a failure; rows stay in the outbox for the next start", sink=self.sink, left=left
+            )
 
 
 def serve(settings: Settings) -> int:

@@ -60,7 +60,7 @@ impl Lanes {
     }
 
     fn push(&mut self, key: impl Hash, row: &str) {
-        // SipHash with fixed keys: the same key lands in the same lane in every chunk and process.
+        // SipHash with fixed keys: within a chunk, the same key always lands in the same lane.
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
         let lane = (hasher.finish() % self.packers.len() as u64) as usize;

@@ -255,8 +255,11 @@ impl PyStore {
         Ok(self.inner.cursor(sink).map_err(PyCoreError::from)?)
     }
 
-    fn set_cursor(&self, sink: &str, seq: u64) -> PyResult<()> {
-        Ok(self.inner.set_cursor(sink, seq).map_err(PyCoreError::from)?)
+    /// A write: it may wait for a worker's commit, so other threads run meanwhile.
+    fn set_cursor(&self, py: Python<'_>, sink: &str, seq: u64) -> PyResult<()> {
+        Ok(py
+            .detach(|| self.inner.set_cursor(sink, seq))
+            .map_err(PyCoreError::from)?)
     }
 
     #[pyo3(signature = (*, window_days, limit, now=None))]

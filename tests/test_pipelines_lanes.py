@@ -139,3 +139,29 @@ async def test_an_unexpected_error_in_one_lane_is_retried_without_loss(
     sent = await send_numbered(lane_settings(tmp_path, fake, concurrency=4))
     assert calls > 3
     assert arrival_by_user(fake) == sent, "every row once, each user's in order"
+
+
+async def test_no_post_starts_after_the_shutdown_deadline(tmp_path: Path, fake: FakeStream) -> None:
+    # The last delivery stops starting POSTs at the deadline, so it ends within one request
+    # timeout of it however many bodies a lane holds; the rest ship after the next start.
+    settings = lane_settings(tmp_path, fake, concurrency=1)
+    fake.configure(delay=0.3)
+    async with running(settings) as hogflare:
+        batch = [event("late", f"user-{n % 3}", uuid=str(uuid.uuid4())) for n in range(30)]
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        assert hogflare.app.store is not None
+        shipper = Shipper(settings, store=hogflare.app.store)
+        assert shipper.pipelines is not None
+        shipper.pipelines.send_by = time.monotonic() + 0.5
+        assert shipper.ship_once() == 0
+        assert shipper.pipelines.retries == 0, "stopping at the deadline is no failure"
+        at_deadline = fake.stats()["posts"]
+        assert at_deadline >= 1
+        assert hogflare.app.store.outbox_state()[1] > 0
+        shipper.pipelines.send_by = None
+        fake.configure(delay=0)
+        while shipper.ship_once():
+            pass
+        shipper.pipelines.shutdown()
+    assert fake.stats()["posts"] > at_deadline + 1, "the lane had bodies left when the deadline came"
+    assert sorted(row["uuid"] for row in fake.events()) == sorted(item["uuid"] for item in batch)

@@ -51,6 +51,10 @@ class RetryLaterError(Exception):
         self.retry_after = retry_after
 
 
+class DeadlineError(RetryLaterError):
+    """The shutdown deadline passed before the body was sent; it is sent after the next start."""
+
+
 class RefusedError(Exception):
     """The stream refused the rows in a way retrying will not fix (a 4xx other than 429)."""
 
@@ -110,6 +114,9 @@ class PipelinesSink:
         #: What the current chunk still has to send: per stream (persons first), its lanes.
         self._pending: deque[tuple[Stream, list[deque[bytes]]]] = deque()
         self._pending_seq: int | None = None
+        #: On shutdown: no POST starts after this ``time.monotonic()``, so the last delivery ends
+        #: within one request timeout of the deadline, however many bodies each lane holds.
+        self.send_by: float | None = None
         self._pending_entries = 0
         self._pending_rows = 0
         self._next_attempt = 0.0
@@ -165,6 +172,8 @@ class PipelinesSink:
                 self.close()
                 self._park(failure)
                 return 0
+            if isinstance(failure, DeadlineError):
+                return 0
             if failure is not None:
                 self.close()
                 self._wait(failure)
@@ -200,7 +209,10 @@ class PipelinesSink:
         if refused:
             return refused[0]
         if retried:
-            return max(retried, key=lambda failure: failure.retry_after or 0.0)
+            # A real failure decides the backoff; the deadline only says to stop.
+            return max(
+                retried, key=lambda failure: (not isinstance(failure, DeadlineError), failure.retry_after or 0.0)
+            )
         return None
 
     def _send_lane(self, index: int, stream: Stream, bodies: deque[bytes]) -> RetryLaterError | RefusedError | None:
@@ -208,6 +220,8 @@ class PipelinesSink:
         that raised would leave the others running while the chunk is tried again, and two
         threads would then send from the same lane."""
         while bodies:
+            if self.send_by is not None and time.monotonic() >= self.send_by:
+                return DeadlineError("the shutdown deadline passed")
             try:
                 self._post(index, stream, bodies[0])
             except (RetryLaterError, RefusedError) as failure:

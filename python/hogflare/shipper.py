@@ -183,6 +183,10 @@ class Shipper:
         next_seq, _, _ = self.store.outbox_state()
         return max(0, next_seq - 1 - position)
 
+    def _pipelines_deadline(self, deadline: float) -> None:
+        assert self.pipelines is not None
+        self.pipelines.send_by = deadline
+
     def maintain(self) -> None:
         """Forget old dedupe entries and old snapshot history."""
         now = time.time()
@@ -199,7 +203,9 @@ class Shipper:
         if self.lake is not None:
             loops.append(SinkLoop(LAKE_CURSOR, self.ship_lake, self.lake_pending, self.settings, stop))
         if self.pipelines is not None:
-            loops.append(SinkLoop(PIPELINES_CURSOR, self.ship_pipelines, self.pipelines_pending, self.settings, stop))
+            streams = SinkLoop(PIPELINES_CURSOR, self.ship_pipelines, self.pipelines_pending, self.settings, stop)
+            streams.at_deadline = self._pipelines_deadline
+            loops.append(streams)
         # Maintenance rides with the first sink: snapshot expiry must not race the lake's commits.
         loops[0].maintain = self.maintain
         for loop in loops:
@@ -229,6 +235,8 @@ class SinkLoop(threading.Thread):
         self.settings = settings
         self.stop = stop
         self.maintain: Callable[[], None] | None = None
+        #: Told the shutdown deadline before the last delivery, for a sink that can stop sooner.
+        self.at_deadline: Callable[[float], None] | None = None
 
     def run(self) -> None:
         last_flush = last_maintenance = time.monotonic()
@@ -269,6 +277,8 @@ class SinkLoop(threading.Thread):
     def last_delivery(self) -> None:
         # A chunk already being shipped when the deadline passes finishes; none is started after.
         deadline = time.monotonic() + self.settings.shutdown_timeout_secs
+        if self.at_deadline is not None:
+            self.at_deadline(deadline)
         shipped = 0
         try:
             while time.monotonic() < deadline and (entries := self.ship()):

@@ -121,11 +121,12 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Hogflare]:
-    """The app started with ``settings``, a client on it, and shut down afterwards."""
+async def running(settings: Settings, peer: str = "127.0.0.1") -> AsyncIterator[Hogflare]:
+    """The app started with ``settings``, a client on it (connecting from ``peer``), and shut down
+    afterwards."""
     app = App(settings)
     await app.startup()
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://hogflare.test") as client:
         yield Hogflare(app, client)
     await app.shutdown()

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from hogflare.app import App
 from hogflare.config import ConfigError, Settings
 from hogflare.enrichment import ClientAddress, parse_address
 from hogflare.http import Request
-from tests.conftest import TOKEN, Hogflare, event, make_settings
+from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 
 #: httpx's ASGITransport reports this peer address.
 PEER = "127.0.0.1"
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, peer: str = PEER) -> AsyncIterator[Hogflare]:
-    app = App(settings)
-    await app.startup()
-    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://hogflare.test") as client:
-        yield Hogflare(app, client)
-    await app.shutdown()
 
 
 async def captured_properties(hogflare: Hogflare, headers: dict[str, str], **properties: Any) -> dict[str, Any]:
@@ -80,7 +66,7 @@ async def test_ip_sources(hogflare: Hogflare, headers: dict[str, str], expected:
 )
 async def test_trusted_proxy_chains(tmp_path: Path, peer: str, forwarded: str, expected: str) -> None:
     settings = make_settings(tmp_path / "data", trusted_proxies=("10.0.0.0/8", "192.168.0.0/16"))
-    async with serve(settings, peer=peer) as hogflare:
+    async with running(settings, peer=peer) as hogflare:
         properties = await captured_properties(hogflare, {"x-forwarded-for": forwarded})
         assert properties["$ip"] == expected
 
@@ -92,7 +78,7 @@ async def test_the_sdks_own_ip_is_kept(hogflare: Hogflare) -> None:
 
 async def test_store_ip_false_leaves_ip_out(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", store_ip=False)
-    async with serve(settings) as hogflare:
+    async with running(settings) as hogflare:
         headers = {"cf-connecting-ip": "203.0.113.9", "cf-ipcountry": "NL", "cf-ray": "8f1e-AMS"}
         properties = await captured_properties(hogflare, headers)
         assert "$ip" not in properties
@@ -102,7 +88,7 @@ async def test_store_ip_false_leaves_ip_out(tmp_path: Path) -> None:
 
 
 async def test_store_ip_false_keeps_the_sdks_own_ip(tmp_path: Path) -> None:
-    async with serve(make_settings(tmp_path / "data", store_ip=False)) as hogflare:
+    async with running(make_settings(tmp_path / "data", store_ip=False)) as hogflare:
         properties = await captured_properties(hogflare, {}, **{"$ip": "192.0.2.1"})
         assert properties["$ip"] == "192.0.2.1"
 

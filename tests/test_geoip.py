@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -15,22 +12,12 @@ from hogflare import enrichment
 from hogflare.app import App
 from hogflare.cli import cli
 from hogflare.config import ConfigError, Settings
-from tests.conftest import TOKEN, Hogflare, event, make_settings
+from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 
 #: A GeoIP2/GeoLite2 City layout database written by ``make_maxmind_city.py`` beside it.
 MAXMIND_FIXTURE = Path(__file__).parent / "fixtures" / "geoip" / "maxmind-city.mmdb"
 GOOGLE_DNS = "8.8.8.8"  # United States in every GeoIP database
 CLOUDFLARE_DNS = "1.1.1.1"  # Australia in DB-IP's
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, peer: str = "127.0.0.1") -> AsyncIterator[Hogflare]:
-    app = App(settings)
-    await app.startup()
-    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://hogflare.test") as client:
-        yield Hogflare(app, client)
-    await app.shutdown()
 
 
 async def capture(hogflare: Hogflare, address: str | None, body: dict[str, Any]) -> None:
@@ -56,7 +43,7 @@ def geoip_keys(properties: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("source", ["cf-connecting-ip", "x-forwarded-for", "peer"])
 async def test_events_are_located_from_the_client_address(tmp_path: Path, source: str) -> None:
     peer = GOOGLE_DNS if source == "peer" else "127.0.0.1"
-    async with serve(make_settings(tmp_path / "data"), peer=peer) as hogflare:
+    async with running(make_settings(tmp_path / "data"), peer=peer) as hogflare:
         headers = {} if source == "peer" else {source: GOOGLE_DNS}
         body = {"api_key": TOKEN, **event("located")}
         assert (await hogflare.post("/i/v0/e/", body, headers=headers)).status_code == 200
@@ -154,7 +141,7 @@ async def test_every_event_of_a_batch_is_located(hogflare: Hogflare) -> None:
 
 
 async def test_not_storing_the_ip_still_locates(tmp_path: Path) -> None:
-    async with serve(make_settings(tmp_path / "data", store_ip=False)) as hogflare:
+    async with running(make_settings(tmp_path / "data", store_ip=False)) as hogflare:
         properties = await located(hogflare, GOOGLE_DNS)
     assert "$ip" not in properties
     assert properties["$geoip_country_code"] == "US"
@@ -163,7 +150,7 @@ async def test_not_storing_the_ip_still_locates(tmp_path: Path) -> None:
 
 async def test_a_database_in_maxminds_layout(tmp_path: Path) -> None:
     settings = Settings.from_env({"HOGFLARE_GEOIP_DB": str(MAXMIND_FIXTURE)}, **_local(tmp_path))
-    async with serve(settings) as hogflare:
+    async with running(settings) as hogflare:
         await capture(hogflare, "81.2.69.142", event("london"))
         await capture(hogflare, GOOGLE_DNS, event("unknown here"))
         rows = {row["event"]: row["properties"] for row in hogflare.rows()}
@@ -189,7 +176,7 @@ async def test_a_database_in_maxminds_layout(tmp_path: Path) -> None:
 async def test_geoip_can_be_turned_off(tmp_path: Path, value: str) -> None:
     settings = Settings.from_env({"HOGFLARE_GEOIP_DB": value}, **_local(tmp_path))
     assert settings.geoip_paths == ()
-    async with serve(settings) as hogflare:
+    async with running(settings) as hogflare:
         await capture(hogflare, GOOGLE_DNS, event("plain"))
         [row] = hogflare.rows()
     assert geoip_keys(row["properties"]) == {}
@@ -228,7 +215,7 @@ async def test_without_the_packaged_database_events_are_kept_unlocated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(enrichment, "PACKAGED_GEOIP", (tmp_path / "absent-ipv4.mmdb", tmp_path / "absent-ipv6.mmdb"))
-    async with serve(make_settings(tmp_path / "data")) as hogflare:
+    async with running(make_settings(tmp_path / "data")) as hogflare:
         properties = await located(hogflare, GOOGLE_DNS)
         await capture(hogflare, GOOGLE_DNS, event("again"))
     assert properties["$ip"] == GOOGLE_DNS

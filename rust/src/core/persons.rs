@@ -186,11 +186,7 @@ impl<'a> PersonWork<'a> {
     /// The uuid and `created_at` of the person a distinct id belongs to, read in place when
     /// the commit has not loaded it: all a personless event's row needs.
     fn peek(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<(Uuid, i64)>> {
-        let Some(id) = self
-            .dbs
-            .distinct_ids
-            .get(txn, &project_key(project, distinct_id.as_bytes()))?
-        else {
+        let Some(id) = self.person_id(txn, project, distinct_id)? else {
             return Ok(None);
         };
         if let Some(loaded) = self.persons.get(&id) {
@@ -203,12 +199,16 @@ impl<'a> PersonWork<'a> {
         Ok(Some((header.uuid, header.created_at)))
     }
 
-    fn resolve(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
-        let Some(id) = self
+    /// The id of the person a distinct id belongs to, as stored.
+    fn person_id(&self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
+        Ok(self
             .dbs
             .distinct_ids
-            .get(txn, &project_key(project, distinct_id.as_bytes()))?
-        else {
+            .get(txn, &project_key(project, distinct_id.as_bytes()))?)
+    }
+
+    fn resolve(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
+        let Some(id) = self.person_id(txn, project, distinct_id)? else {
             return Ok(None);
         };
         if !self.persons.contains_key(&id) {

@@ -149,3 +149,20 @@ def test_no_peer_and_no_headers_gives_no_address() -> None:
 
 async def _no_receive() -> dict[str, Any]:
     return {"type": "http.disconnect"}
+
+
+def test_one_resolver_answers_each_request_by_its_own_headers() -> None:
+    """Addresses are remembered per header combination, never per peer alone."""
+    resolve = ClientAddress(["10.0.0.0/8"])
+
+    def request(peer: str, **headers: str) -> Request:
+        raw = [(name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()]
+        scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/e", "headers": raw, "client": (peer, 1)}
+        return Request(scope, _no_receive)
+
+    for _ in range(2):
+        assert resolve(request("10.0.0.2", x_forwarded_for="198.51.100.7")) == "198.51.100.7"
+        assert resolve(request("10.0.0.2", x_forwarded_for="198.51.100.8, 10.0.0.9")) == "198.51.100.8"
+        assert resolve(request("10.0.0.2")) == "10.0.0.2"
+        assert resolve(request("203.0.113.1", x_forwarded_for="198.51.100.7")) == "203.0.113.1"
+        assert resolve(request("10.0.0.2", cf_connecting_ip="192.0.2.4")) == "192.0.2.4"

@@ -248,7 +248,7 @@ class FlagSet:
         now: float | None = None,
     ) -> bytes:
         """The whole ``/flags`` (``decide=False``) or ``/decide`` answer body for one user, every
-        flag evaluated in one call with the GIL released. Properties are JSON object text
+        flag evaluated in one call (the GIL released only for sets of over 200 flags). Properties are JSON object text
         (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``); the
         request's override the stored ones (``stored_person``, ``stored_groups`` as the store
         returns them), ``$group_key`` joins each group's and ``distinct_id`` the person's.

@@ -7,6 +7,7 @@ them (``$ip``, ``cf_ray``, ``$geoip_*``), so the SDK's own values always win.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,12 +75,18 @@ class ClientAddress:
         return any(address in network for network in self.trusted)
 
     def __call__(self, request: Request) -> str | None:
-        edge = parse_address(request.header(b"cf-connecting-ip"))
+        client = request.scope.get("client")
+        return self._resolve(
+            request.header(b"cf-connecting-ip"), client[0] if client else None, request.header(b"x-forwarded-for")
+        )
+
+    # Clients repeat themselves: parsing addresses costs a small request more than a cache lookup.
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one instance per worker, kept for its life
+    def _resolve(self, edge_header: str | None, peer_text: str | None, forwarded: str | None) -> str | None:
+        edge = parse_address(edge_header)
         if edge is not None:
             return str(edge)
-        client = request.scope.get("client")
-        peer = parse_address(client[0]) if client else None
-        forwarded = request.header(b"x-forwarded-for")
+        peer = parse_address(peer_text)
         if forwarded and (not self.trusted or peer is None or self.is_trusted(peer)):
             hops = [hop for hop in map(parse_address, forwarded.split(",")) if hop is not None]
             for hop in reversed(hops):

@@ -248,8 +248,8 @@ class FlagSet:
         now: float | None = None,
     ) -> bytes:
         """The whole ``/flags`` (``decide=False``) or ``/decide`` answer body for one user, every
-        flag evaluated in one call (the GIL released only for sets of over 200 flags). Properties are JSON object text
-        (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``); the
+        flag evaluated in one call (the GIL released only for sets of over 200 flags). Properties
+        are JSON object text (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``); the
         request's override the stored ones (``stored_person``, ``stored_groups`` as the store
         returns them), ``$group_key`` joins each group's and ``distinct_id`` the person's.
         The shape is PostHog's ``get_versioned_response`` for ``version``
@@ -257,6 +257,24 @@ class FlagSet:
         ``featureFlagPayloads``; ``/decide`` v1: keys of the flags that are on; v2: their values;
         v3: every value and the payloads). ``evaluate=False`` answers with no flags. ``requestId``
         is ``request_id`` or a new UUID; ``evaluatedAt`` is ``now`` in milliseconds."""
+
+    def answer(
+        self,
+        body: bytes,
+        *,
+        store: Store | None = None,
+        project_tokens: list[str] | None = None,
+        decide: bool = False,
+        version: int | None = None,
+        request_id: str | None = None,
+        now: float | None = None,
+    ) -> tuple[int, bytes] | None:
+        """A ``/flags`` or ``/decide`` POST body (JSON, already inflated or decoded) answered in
+        one call: read with each field's alias, its token checked against ``project_tokens``,
+        the person and groups read from ``store``, every flag evaluated as ``respond`` does.
+        ``(200, answer)``, or ``(401, reason)`` for a missing or refused token; ``None`` when the
+        body is not strict JSON (it may still be JSON5 or base64). Raises ``PayloadError`` for a
+        body of the wrong shape, nested too deeply, or without ``distinct_id``."""
 
 @final
 class SignatureVerifier:

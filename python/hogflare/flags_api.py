@@ -13,7 +13,7 @@ import binascii
 import hmac
 import json
 import zlib
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote
 
 import msgspec
@@ -22,20 +22,17 @@ from hogflare.config import Settings
 from hogflare.errors import PayloadError, PayloadTooLargeError
 from hogflare.flags import FlagsService
 from hogflare.http import Request, Response, StallWatch, error
-from hogflare.models import ApiError, FlagsRequest
+from hogflare.models import ApiError
 from hogflare.remote_config import config_fields
 
 #: Paths (without trailing slash) of each endpoint.
 FLAGS_ROUTES = frozenset({"/flags", "/decide"})
 DEFINITIONS_ROUTES = frozenset({"/api/feature_flag/local_evaluation", "/flags/definitions"})
 
-_decode_request = msgspec.json.Decoder(FlagsRequest).decode
 _encode = msgspec.json.Encoder().encode
-_MAX_DISTINCT_ID = 200
 #: Python's recursion limit bounds how deep a request may nest (about a thousand levels).
 _TOO_DEEP = "the flags request body is nested too deeply"
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
-T = TypeVar("T")
 
 
 class FlagsEndpoints:
@@ -44,6 +41,7 @@ class FlagsEndpoints:
         self.service = service
         self.watch = watch
         self._config: tuple[bool, bytes] | None = None
+        self._project_tokens = list(settings.project_tokens) or None
 
     def has_active_flags(self) -> bool:
         """What remote config reports as ``hasFeatureFlags``: posthog-js asks ``/flags`` only when true."""
@@ -59,17 +57,15 @@ class FlagsEndpoints:
             body = self.service.respond(None, "", decide=decide, version=version, evaluate=False)
         elif request.method == "POST":
             raw = await request.body(self.settings.max_body_bytes, self.watch)
-            parsed = read_request(raw, request, self.settings.max_body_bytes * self.settings.inflate_ratio)
-            token = parsed.token or parsed.api_key or parsed.dollar_token
-            if not token:
-                return Response(401, b"No API token provided. Please include a valid API token in your request.", _TEXT)
-            if token.startswith("phx_") or (self.settings.project_tokens and token not in self.settings.project_tokens):
-                return Response(
-                    401,
-                    b"The provided API key is invalid or has expired. Please check your API key and try again.",
-                    _TEXT,
-                )
-            body = self._respond(token, parsed, decide=decide, version=version)
+            data = request_json(raw, request, self.settings.max_body_bytes * self.settings.inflate_ratio)
+            answered = self._answer(data, decide=decide, version=version)
+            if answered is None:
+                answered = self._answer(_lenient_json(data), decide=decide, version=version)
+            if answered is None:
+                raise PayloadError("the flags request body is not JSON (nor base64 JSON)")
+            status, body = answered
+            if status != 200:
+                return Response(status, body, _TEXT)
         else:
             return error(405, "method not allowed")
         if include_config:
@@ -84,25 +80,13 @@ class FlagsEndpoints:
             self._config = (has_flags, fields)
         return self._config[1]
 
-    def _respond(self, token: str, parsed: FlagsRequest, *, decide: bool, version: int | None) -> bytes:
-        if _truthy(parsed.disable_flags):
-            return self.service.respond(token, "", decide=decide, version=version, evaluate=False)
-        distinct_id = _text(_either(parsed.distinct_id, parsed.dollar_distinct_id))
-        if distinct_id is None:
-            raise PayloadError("The distinct_id field is missing from the request. Please include a valid identifier.")
-        groups = _either(parsed.groups, parsed.dollar_groups) or {}
-        return self.service.respond(
-            token,
-            distinct_id[:_MAX_DISTINCT_ID],
+    def _answer(self, data: bytes, *, decide: bool, version: int | None) -> tuple[int, bytes] | None:
+        return self.service.current().answer(
+            data,
+            store=self.service.store,
+            project_tokens=self._project_tokens,
             decide=decide,
             version=version,
-            person_properties=_either(parsed.person_properties, parsed.dollar_properties),
-            groups={kind: key for kind, value in groups.items() if (key := _text(value)) is not None},
-            group_properties=_either(parsed.group_properties, parsed.dollar_group_properties),
-            anon_distinct_id=_text(parsed.anon_distinct_id),
-            device_id=_text(parsed.device_id),
-            flag_keys=_either(parsed.flag_keys_to_evaluate, parsed.flag_keys),
-            environments=_either(parsed.evaluation_contexts, parsed.evaluation_environments),
         )
 
     def definitions(self, request: Request) -> Response:
@@ -175,52 +159,48 @@ def _with_config(answer: bytes, config: bytes) -> bytes:
 # --- request bodies ------------------------------------------------------------------------------
 
 
-def read_request(body: bytes, request: Request, max_inflated: int) -> FlagsRequest:
-    """Decode a flags request body in any encoding an SDK uses; a ``PayloadError`` says what is wrong."""
+def request_json(body: bytes, request: Request, max_inflated: int) -> bytes:
+    """A flags request body in any encoding an SDK uses, as the JSON it carries (which the core
+    reads); a ``PayloadError`` says what is wrong with the encoding."""
     content_type = (request.header(b"content-type") or "application/json").split(";")[0].strip().lower()
     compression = (request.query_param("compression") or "").lower()
     if content_type in {"application/json", "text/plain", ""}:
         if compression in {"gzip", "gzip-js"} or "gzip" in (request.header(b"content-encoding") or ""):
-            body = _gunzip(body, max_inflated)
-        elif compression not in {"", "base64"}:
+            return _gunzip(body, max_inflated)
+        if compression not in {"", "base64"}:
             raise PayloadError(f"unsupported compression: {compression}")
-        elif body[:2] == b"\x1f\x8b":
-            body = _gunzip(body, max_inflated)
-        return _parse(body, base64_fallback=True)
+        if body[:2] == b"\x1f\x8b":
+            return _gunzip(body, max_inflated)
+        return body
     if content_type == "application/x-www-form-urlencoded":
         if compression not in {"", "base64"}:
             raise PayloadError(f"compression {compression} is not supported for form bodies")
-        return _parse(_base64(_form_data(body)))
+        return _base64(_form_data(body))
     raise PayloadError(f"unsupported content type: {content_type}")
 
 
-def _parse(data: bytes, *, base64_fallback: bool = False) -> FlagsRequest:
-    try:
-        return _decode_request(data)
-    except msgspec.ValidationError as exc:
-        raise PayloadError(f"invalid flags request: {exc}") from None
-    except msgspec.DecodeError:
-        pass
-    except RecursionError:
-        raise PayloadError(_TOO_DEEP) from None
-    # PostHog reads bodies as JSON5, so NaN and Infinity are accepted (as null).
+def _lenient_json(data: bytes) -> bytes:
+    """A body that is not strict JSON read as PostHog reads it: JSON5 (``NaN`` and ``Infinity``
+    as null), else base64 of JSON. Strict JSON back; the same bytes when neither reading works."""
     try:
         loose: Any = json.loads(data, parse_constant=lambda _: None)
     except ValueError:
         loose = None
     except RecursionError:
         raise PayloadError(_TOO_DEEP) from None
-    if isinstance(loose, dict):
-        try:
-            return msgspec.convert(loose, FlagsRequest)
-        except msgspec.ValidationError as exc:
-            raise PayloadError(f"invalid flags request: {exc}") from None
-    if base64_fallback:
-        try:
-            return _parse(_base64(data))
-        except PayloadError:
-            pass
-    raise PayloadError("the flags request body is not JSON (nor base64 JSON)")
+    if loose is not None:
+        return _encode(loose)
+    try:
+        decoded = _base64(data)
+    except PayloadError:
+        return data
+    try:
+        json.loads(decoded)
+    except ValueError:
+        return data
+    except RecursionError:
+        raise PayloadError(_TOO_DEEP) from None
+    return decoded
 
 
 def _form_data(body: bytes) -> bytes:
@@ -248,23 +228,3 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     if len(out) > limit:
         raise PayloadTooLargeError(f"request body inflates past the maximum of {limit} bytes")
     return out
-
-
-def _either(value: T | None, alias: T | None) -> T | None:
-    """A request field, else its alias (contexts win over environments, as in PostHog)."""
-    return value if value is not None else alias
-
-
-def _text(value: object) -> str | None:
-    """A distinct id or group key as PostHog reads it: a string, or a number written out."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _truthy(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"true", "1", "yes"}
-    return bool(value)

@@ -60,31 +60,6 @@ class RemoteConfig(msgspec.Struct, frozen=True):
     siteApps: tuple[Any, ...] = ()
 
 
-class FlagsRequest(msgspec.Struct, kw_only=True):
-    """A ``/flags`` or ``/decide`` body; each field also has the alias older SDKs send."""
-
-    token: str | None = None
-    dollar_token: str | None = msgspec.field(default=None, name="$token")
-    api_key: str | None = None
-    distinct_id: str | int | float | None = None
-    dollar_distinct_id: str | int | float | None = msgspec.field(default=None, name="$distinct_id")
-    person_properties: dict[str, Any] | None = None
-    dollar_properties: dict[str, Any] | None = msgspec.field(default=None, name="$properties")
-    groups: dict[str, Any] | None = None
-    dollar_groups: dict[str, Any] | None = msgspec.field(default=None, name="$groups")
-    group_properties: dict[str, dict[str, Any] | None] | None = None
-    dollar_group_properties: dict[str, dict[str, Any] | None] | None = msgspec.field(
-        default=None, name="$group_properties"
-    )
-    anon_distinct_id: str | int | float | None = msgspec.field(default=None, name="$anon_distinct_id")
-    device_id: str | int | float | None = msgspec.field(default=None, name="$device_id")
-    flag_keys_to_evaluate: list[str] | None = None
-    flag_keys: list[str] | None = None
-    evaluation_environments: list[str] | None = None
-    evaluation_contexts: list[str] | None = None
-    disable_flags: Any = None
-
-
 class FlagReason(msgspec.Struct, frozen=True, gc=False):
     code: str
     condition_index: int | None = None

@@ -285,7 +285,7 @@ pub const MAX_DEPTH: usize = 256;
 
 /// Refuse JSON nested deeper than `max`, counting brackets outside strings. Strings are skipped
 /// with `memchr`, which is where a payload's bytes mostly are.
-fn check_depth(bytes: &[u8], max: usize) -> Result<()> {
+pub(crate) fn check_depth(bytes: &[u8], max: usize) -> Result<()> {
     let mut depth = 0usize;
     let mut at = 0;
     while at < bytes.len() {

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::exceptions::PayloadError;
 use super::ingest::time_from;
-use crate::core::flags::{FlagSet, Request, Shape, Stored};
+use super::store::PyStore;
+use crate::core::flags::{token_refusal, BodyError, FlagSet, FlagsBody, Request, Shape, Stored};
 
 /// Past this many flags an evaluation may take long enough to be worth releasing the GIL for.
 /// Below it (tens of microseconds), releasing it only hands it to Granian's threads and makes
@@ -93,11 +95,104 @@ impl PyFlagSet {
                 groups: stored_groups,
             }),
         };
-        let now = time_from(now);
+        let body = self.body(
+            py,
+            &request,
+            evaluate,
+            Shape::for_request(decide, version),
+            request_id,
+            now,
+        );
+        PyBytes::new(py, body.as_bytes())
+    }
+
+    /// A `/flags` or `/decide` POST body (JSON bytes, already inflated or decoded) answered in
+    /// one call: read, its token checked, the person and groups read from `store`, every flag
+    /// evaluated. `(200, answer)`, or `(401, reason)` for a missing or refused token; `None`
+    /// when the body is not strict JSON (it may still be JSON5 or base64). A body of the wrong
+    /// shape raises `PayloadError`.
+    #[pyo3(signature = (body, *, store=None, project_tokens=None, decide=false, version=None, request_id=None, now=None))]
+    #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
+    fn answer<'py>(
+        &self,
+        py: Python<'py>,
+        body: &[u8],
+        store: Option<PyRef<'py, PyStore>>,
+        project_tokens: Option<Vec<String>>,
+        decide: bool,
+        version: Option<i64>,
+        request_id: Option<&str>,
+        now: Option<f64>,
+    ) -> PyResult<Option<(u16, Bound<'py, PyBytes>)>> {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return Ok(None);
+        };
+        let parsed = match FlagsBody::parse(text) {
+            Ok(parsed) => parsed,
+            Err(BodyError::NotJson) => return Ok(None),
+            Err(BodyError::TooDeep) => {
+                return Err(PayloadError::new_err("the flags request body is nested too deeply"))
+            }
+            Err(BodyError::Invalid(why)) => return Err(PayloadError::new_err(format!("invalid flags request: {why}"))),
+        };
+        if let Some(refusal) = token_refusal(parsed.token.as_deref(), project_tokens.as_deref()) {
+            return Ok(Some((401, PyBytes::new(py, refusal.as_bytes()))));
+        }
         let shape = Shape::for_request(decide, version);
+        let evaluate = !parsed.disable_flags && !self.inner.is_empty();
+        let distinct_id = match (&parsed.distinct_id, parsed.disable_flags) {
+            (Some(id), _) => id.as_str(),
+            (None, true) => "",
+            (None, false) => {
+                return Err(PayloadError::new_err(
+                    "The distinct_id field is missing from the request. Please include a valid identifier.",
+                ))
+            }
+        };
+        let token = parsed.token.as_deref().unwrap_or_default();
+        let (stored_person, stored_groups) = match (&store, evaluate) {
+            (Some(store), true) => (
+                store.person_properties(token, distinct_id)?,
+                (parsed.groups != "{}")
+                    .then(|| store.group_properties(token, &parsed.groups))
+                    .transpose()?,
+            ),
+            _ => (None, None),
+        };
+        let request = Request {
+            distinct_id,
+            person_properties: &parsed.person_properties,
+            groups: &parsed.groups,
+            group_properties: &parsed.group_properties,
+            anon_distinct_id: parsed.anon_distinct_id.as_deref(),
+            device_id: parsed.device_id.as_deref(),
+            flag_keys: parsed.flag_keys.as_deref(),
+            environments: parsed.environments.as_deref(),
+            stored: Some(Stored {
+                person: stored_person.as_deref(),
+                groups: stored_groups.as_deref(),
+            }),
+        };
+        let body = self.body(py, &request, evaluate, shape, request_id, now);
+        Ok(Some((200, PyBytes::new(py, body.as_bytes()))))
+    }
+}
+
+impl PyFlagSet {
+    /// The answer body; the evaluation runs with the GIL held unless the set is large.
+    fn body(
+        &self,
+        py: Python<'_>,
+        request: &Request<'_>,
+        evaluate: bool,
+        shape: Shape,
+        request_id: Option<&str>,
+        now: Option<f64>,
+    ) -> String {
+        let now = time_from(now);
         let work = || {
             let results = if evaluate {
-                self.inner.evaluate(&request, now)
+                self.inner.evaluate(request, now)
             } else {
                 Vec::new()
             };
@@ -110,11 +205,10 @@ impl PyFlagSet {
             };
             self.inner.respond(&results, shape, request_id, now.timestamp_millis())
         };
-        let body = if evaluate && self.inner.len() > DETACH_FLAGS {
+        if evaluate && self.inner.len() > DETACH_FLAGS {
             py.detach(work)
         } else {
             work()
-        };
-        PyBytes::new(py, body.as_bytes())
+        }
     }
 }

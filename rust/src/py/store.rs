@@ -197,14 +197,14 @@ impl PyStore {
     ///
     /// Read with the GIL held, as `group_properties`: an LMDB read never waits for a writer and
     /// takes microseconds, less than giving the GIL to another thread and taking it back.
-    fn person_properties(&self, token: &str, distinct_id: &str) -> PyResult<Option<String>> {
+    pub(crate) fn person_properties(&self, token: &str, distinct_id: &str) -> PyResult<Option<String>> {
         let person = self.inner.person(Some(token), distinct_id).map_err(PyCoreError::from)?;
         Ok(person.map(|person| person.properties_json()))
     }
 
     /// `{type: properties}` JSON for the groups `{type: key}` (JSON text) names; a group never
     /// identified reads as `{}`.
-    fn group_properties(&self, token: &str, groups: &str) -> PyResult<String> {
+    pub(crate) fn group_properties(&self, token: &str, groups: &str) -> PyResult<String> {
         let named: BTreeMap<String, sonic_rs::Value> = sonic_rs::from_str(groups).unwrap_or_default();
         let pairs: Vec<(String, String)> = named
             .into_iter()

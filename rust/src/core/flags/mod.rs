@@ -5,6 +5,7 @@ mod compile;
 mod evaluate;
 mod model;
 mod property;
+mod request;
 mod respond;
 mod semver;
 #[cfg(test)]
@@ -18,6 +19,7 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 pub use evaluate::{hash, FlagResult, Reason};
 use evaluate::{Context, Evaluation};
 use model::{Definitions, FlagDefinition};
+pub use request::{token_refusal, BodyError, FlagsBody};
 use respond::parse_object;
 pub use respond::{Shape, Stored};
 

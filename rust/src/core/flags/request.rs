@@ -1,0 +1,334 @@
+//! A `/flags` or `/decide` body as the SDKs send it, read in one pass: each field with the alias
+//! older SDKs use, the property objects kept as the JSON text the evaluation reads.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sonic_rs::error::Category;
+use sonic_rs::LazyValue;
+
+use crate::core::request::{check_depth, MAX_DEPTH};
+
+/// PostHog's flags service cuts a distinct id to this many characters.
+const MAX_DISTINCT_ID: usize = 200;
+
+/// Why a body is not a flags request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not strict JSON: the caller may still read it as JSON5 or base64, as PostHog does.
+    NotJson,
+    TooDeep,
+    /// JSON, but a field has the wrong type.
+    Invalid(String),
+}
+
+/// A flags request body. Absent objects read as `{}`.
+#[derive(Debug, Default)]
+pub struct FlagsBody {
+    pub token: Option<String>,
+    pub distinct_id: Option<String>,
+    pub person_properties: String,
+    /// `{type: key}` JSON text, the keys written out as text (others left out).
+    pub groups: String,
+    pub group_properties: String,
+    pub anon_distinct_id: Option<String>,
+    pub device_id: Option<String>,
+    pub flag_keys: Option<Vec<String>>,
+    pub environments: Option<Vec<String>>,
+    pub disable_flags: bool,
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    token: Option<LazyValue<'a>>,
+    #[serde(borrow, default, rename = "$token")]
+    dollar_token: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    api_key: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    distinct_id: Option<LazyValue<'a>>,
+    #[serde(borrow, default, rename = "$distinct_id")]
+    dollar_distinct_id: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    person_properties: Option<LazyValue<'a>>,
+    #[serde(borrow, default, rename = "$properties")]
+    dollar_properties: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    groups: Option<LazyValue<'a>>,
+    #[serde(borrow, default, rename = "$groups")]
+    dollar_groups: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    group_properties: Option<LazyValue<'a>>,
+    #[serde(borrow, default, rename = "$group_properties")]
+    dollar_group_properties: Option<LazyValue<'a>>,
+    #[serde(borrow, default, rename = "$anon_distinct_id")]
+    anon_distinct_id: Option<LazyValue<'a>>,
+    #[serde(borrow, default, rename = "$device_id")]
+    device_id: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    flag_keys_to_evaluate: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    flag_keys: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    evaluation_contexts: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    evaluation_environments: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    disable_flags: Option<LazyValue<'a>>,
+}
+
+impl FlagsBody {
+    pub fn parse(text: &str) -> Result<Self, BodyError> {
+        check_depth(text.as_bytes(), MAX_DEPTH).map_err(|_| BodyError::TooDeep)?;
+        if !text.trim_start().starts_with('{') {
+            // Valid JSON of another kind is a wrong request; anything else may be JSON5 or base64.
+            return Err(match sonic_rs::from_str::<sonic_rs::Value>(text) {
+                Ok(_) => BodyError::Invalid("the body is not a JSON object".to_owned()),
+                Err(_) => BodyError::NotJson,
+            });
+        }
+        let fields: Fields<'_> = sonic_rs::from_str(text).map_err(|err| match err.classify() {
+            Category::TypeUnmatched => BodyError::Invalid(err.to_string()),
+            _ => BodyError::NotJson,
+        })?;
+        let group_properties = either(fields.group_properties, fields.dollar_group_properties);
+        let group_properties = object("group_properties", group_properties.as_ref())?;
+        if let Some(text) = group_properties {
+            let groups: BTreeMap<String, LazyValue<'_>> = parse("group_properties", text)?;
+            for properties in groups.values() {
+                object("group_properties", Some(properties))?;
+            }
+        }
+        let person_properties = either(fields.person_properties, fields.dollar_properties);
+        let mut token = None;
+        for raw in [&fields.token, &fields.api_key, &fields.dollar_token] {
+            let value = string("token", raw.as_ref())?;
+            token = token.or(value.filter(|value| !value.is_empty()));
+        }
+        Ok(Self {
+            token,
+            distinct_id: identifier(
+                "distinct_id",
+                either(fields.distinct_id, fields.dollar_distinct_id).as_ref(),
+            )?
+            .map(|id| id.chars().take(MAX_DISTINCT_ID).collect()),
+            person_properties: object("person_properties", person_properties.as_ref())?
+                .unwrap_or("{}")
+                .to_owned(),
+            groups: groups(either(fields.groups, fields.dollar_groups).as_ref())?,
+            group_properties: group_properties.unwrap_or("{}").to_owned(),
+            anon_distinct_id: identifier("$anon_distinct_id", fields.anon_distinct_id.as_ref())?,
+            device_id: identifier("$device_id", fields.device_id.as_ref())?,
+            flag_keys: list(
+                "flag_keys",
+                either(fields.flag_keys_to_evaluate, fields.flag_keys).as_ref(),
+            )?,
+            environments: list(
+                "evaluation_contexts",
+                either(fields.evaluation_contexts, fields.evaluation_environments).as_ref(),
+            )?,
+            disable_flags: fields.disable_flags.as_ref().is_some_and(truthy),
+        })
+    }
+}
+
+fn is_null(raw: &LazyValue<'_>) -> bool {
+    raw.as_raw_str() == "null"
+}
+
+/// The field, else its alias; JSON `null` counts as absent (contexts win over environments).
+fn either<'a>(value: Option<LazyValue<'a>>, alias: Option<LazyValue<'a>>) -> Option<LazyValue<'a>> {
+    value.filter(|raw| !is_null(raw)).or(alias)
+}
+
+fn parse<'de, T: Deserialize<'de>>(name: &str, text: &'de str) -> Result<T, BodyError> {
+    sonic_rs::from_str(text).map_err(|err| BodyError::Invalid(format!("{name}: {err}")))
+}
+
+fn first_byte(raw: &LazyValue<'_>) -> Option<u8> {
+    raw.as_raw_str().as_bytes().first().copied()
+}
+
+fn string(name: &str, raw: Option<&LazyValue<'_>>) -> Result<Option<String>, BodyError> {
+    match raw.map(first_byte) {
+        None | Some(Some(b'n')) => Ok(None),
+        Some(Some(b'"')) => parse(name, raw.map_or("", LazyValue::as_raw_str)).map(Some),
+        Some(_) => Err(BodyError::Invalid(format!("{name}: expected a string"))),
+    }
+}
+
+/// A distinct id or group key as PostHog reads it: a string, or a number written out.
+fn identifier(name: &str, raw: Option<&LazyValue<'_>>) -> Result<Option<String>, BodyError> {
+    let Some(raw) = raw else { return Ok(None) };
+    match first_byte(raw) {
+        Some(b'"') => parse(name, raw.as_raw_str()).map(Some),
+        Some(b'-' | b'0'..=b'9') => Ok(Some(parse::<sonic_rs::Number>(name, raw.as_raw_str())?.to_string())),
+        Some(b'n') => Ok(None),
+        _ => Err(BodyError::Invalid(format!("{name}: expected a string or a number"))),
+    }
+}
+
+/// The JSON text of an object field, `None` for `null`.
+fn object<'r>(name: &str, raw: Option<&'r LazyValue<'_>>) -> Result<Option<&'r str>, BodyError> {
+    let Some(raw) = raw else { return Ok(None) };
+    match first_byte(raw) {
+        Some(b'{') => Ok(Some(raw.as_raw_str())),
+        Some(b'n') => Ok(None),
+        _ => Err(BodyError::Invalid(format!("{name}: expected an object"))),
+    }
+}
+
+fn groups(raw: Option<&LazyValue<'_>>) -> Result<String, BodyError> {
+    let Some(text) = object("groups", raw)? else {
+        return Ok("{}".to_owned());
+    };
+    let named: BTreeMap<String, LazyValue<'_>> = parse("groups", text)?;
+    let mut keys = BTreeMap::new();
+    for (group_type, key) in named {
+        // A group key that is neither text nor a number names no group.
+        if let Ok(Some(key)) = identifier("groups", Some(&key)) {
+            keys.insert(group_type, key);
+        }
+    }
+    sonic_rs::to_string(&keys).map_err(|err| BodyError::Invalid(format!("groups: {err}")))
+}
+
+fn list(name: &str, raw: Option<&LazyValue<'_>>) -> Result<Option<Vec<String>>, BodyError> {
+    raw.map_or(Ok(None), |raw| parse(name, raw.as_raw_str()))
+}
+
+/// `disable_flags` as the SDKs mean it: `"true"`, `"1"`, `"yes"`, or any truthy JSON value.
+fn truthy(raw: &LazyValue<'_>) -> bool {
+    let text = raw.as_raw_str();
+    match first_byte(raw) {
+        Some(b'"') => sonic_rs::from_str::<String>(text)
+            .is_ok_and(|value| matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes")),
+        Some(b't') => true,
+        Some(b'f' | b'n') => false,
+        Some(b'[') => text[1..].trim_start() != "]",
+        Some(b'{') => text[1..].trim_start() != "}",
+        _ => sonic_rs::from_str::<f64>(text).is_ok_and(|value| value != 0.0),
+    }
+}
+
+/// Why a token may not ask for flags, as PostHog's flags service says it (401).
+pub fn token_refusal(token: Option<&str>, project_tokens: Option<&[String]>) -> Option<&'static str> {
+    match token {
+        None => Some("No API token provided. Please include a valid API token in your request."),
+        Some(token)
+            if token.starts_with("phx_")
+                || project_tokens.is_some_and(|tokens| !tokens.is_empty() && !tokens.iter().any(|t| t == token)) =>
+        {
+            Some("The provided API key is invalid or has expired. Please check your API key and try again.")
+        }
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> FlagsBody {
+        FlagsBody::parse(text).unwrap()
+    }
+
+    #[test]
+    fn fields_and_their_aliases() {
+        let body = parsed(
+            r#"{"$token":"phc_b","api_key":"","distinct_id":null,"$distinct_id":"u\u00e9","$properties":{"a":1},
+               "$groups":{"company":"acme","team":7,"bad":[1],"none":null},"$group_properties":{"company":{"size":3}},
+               "$anon_distinct_id":"anon","$device_id":12,"flag_keys":["a"],"evaluation_environments":["web"],
+               "unknown":{"x":[1,2]}}"#,
+        );
+        assert_eq!(body.token.as_deref(), Some("phc_b"));
+        assert_eq!(body.distinct_id.as_deref(), Some("ué"));
+        assert_eq!(body.person_properties, r#"{"a":1}"#);
+        assert_eq!(body.groups, r#"{"company":"acme","team":"7"}"#);
+        assert_eq!(body.group_properties, r#"{"company":{"size":3}}"#);
+        assert_eq!(body.anon_distinct_id.as_deref(), Some("anon"));
+        assert_eq!(body.device_id.as_deref(), Some("12"));
+        assert_eq!(body.flag_keys, Some(vec!["a".to_owned()]));
+        assert_eq!(body.environments, Some(vec!["web".to_owned()]));
+        assert!(!body.disable_flags);
+    }
+
+    #[test]
+    fn the_field_wins_over_its_alias_and_absent_objects_are_empty() {
+        let body = parsed(
+            r#"{"token":"phc_a","$token":"phc_b","distinct_id":5.5,"flag_keys_to_evaluate":["x"],"flag_keys":["y"]}"#,
+        );
+        assert_eq!(body.token.as_deref(), Some("phc_a"));
+        assert_eq!(body.distinct_id.as_deref(), Some("5.5"));
+        assert_eq!(body.flag_keys, Some(vec!["x".to_owned()]));
+        assert_eq!((body.person_properties.as_str(), body.groups.as_str()), ("{}", "{}"));
+        assert_eq!(body.group_properties, "{}");
+    }
+
+    #[test]
+    fn a_long_distinct_id_is_cut_to_200_characters() {
+        let body = parsed(&format!(r#"{{"distinct_id":"{}"}}"#, "é".repeat(300)));
+        assert_eq!(body.distinct_id.unwrap().chars().count(), MAX_DISTINCT_ID);
+    }
+
+    #[test]
+    fn disable_flags_as_the_sdks_mean_it() {
+        for (value, disabled) in [
+            ("true", true),
+            ("false", false),
+            ("\"yes\"", true),
+            ("\" TRUE \"", true),
+            ("\"no\"", false),
+            ("1", true),
+            ("0", false),
+            ("0.0", false),
+            ("[]", false),
+            ("[0]", true),
+            ("{}", false),
+            ("null", false),
+        ] {
+            let body = parsed(&format!(r#"{{"disable_flags":{value}}}"#));
+            assert_eq!(body.disable_flags, disabled, "{value}");
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_say_which_field() {
+        for (text, field) in [
+            (r#"{"groups":[1]}"#, "groups"),
+            (r#"{"person_properties":"a"}"#, "person_properties"),
+            (r#"{"group_properties":{"company":5}}"#, "group_properties"),
+            (r#"{"distinct_id":true}"#, "distinct_id"),
+            (r#"{"token":5}"#, "token"),
+            (r#"{"flag_keys":"a"}"#, "flag_keys"),
+            ("[1, 2]", "JSON object"),
+        ] {
+            match FlagsBody::parse(text) {
+                Err(BodyError::Invalid(why)) => assert!(why.contains(field), "{text}: {why}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_not_strict_json_is_left_to_the_lenient_readings() {
+        for text in ["{not json", r#"{"a": NaN}"#, "eyJ0b2tlbiI6InQifQ==", ""] {
+            assert_eq!(FlagsBody::parse(text).err(), Some(BodyError::NotJson), "{text}");
+        }
+        let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(1000), "]".repeat(1000));
+        assert_eq!(FlagsBody::parse(&deep).err(), Some(BodyError::TooDeep));
+    }
+
+    #[test]
+    fn tokens_refused_as_posthog_refuses_them() {
+        let allowed = ["phc_a".to_owned()];
+        assert!(token_refusal(None, None).unwrap().contains("No API token"));
+        assert!(token_refusal(Some("phx_key"), None).unwrap().contains("invalid"));
+        assert!(token_refusal(Some("phc_b"), Some(&allowed))
+            .unwrap()
+            .contains("invalid"));
+        assert_eq!(token_refusal(Some("phc_a"), Some(&allowed)), None);
+        assert_eq!(token_refusal(Some("anything"), Some(&[])), None);
+    }
+}

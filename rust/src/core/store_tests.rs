@@ -1,0 +1,204 @@
+//! The store's own tests: deduplication, the outbox (order, trimming, its high-water mark), expiry
+//! of seen uuids, monitoring counts, the format check and sink cursors.
+
+use super::*;
+use crate::core::event::NormalizedEvent;
+use crate::core::person_event::{PersonEvent, PersonMode};
+
+fn event(uuid: Uuid) -> NormalizedEvent {
+    NormalizedEvent {
+        uuid,
+        event: "e".into(),
+        distinct_id: "d".into(),
+        timestamp: Utc::now(),
+        properties: "{}".into(),
+        context: None,
+        extra: None,
+        // The outbox tests count event rows only: no person snapshots.
+        person: PersonEvent {
+            mode: PersonMode::Without,
+            ..PersonEvent::default()
+        },
+    }
+}
+
+fn batch(token: &str, uuids: &[Uuid]) -> DecodedRequest {
+    DecodedRequest {
+        token: token.into(),
+        team_id: None,
+        created_at: Utc::now(),
+        events: uuids.iter().copied().map(event).collect(),
+        dropped: BTreeMap::new(),
+        warnings: BTreeMap::new(),
+        filtered: 0,
+    }
+}
+
+fn options() -> CommitOptions {
+    CommitOptions {
+        dedupe_window_days: 7,
+        max_outbox_bytes: u64::MAX,
+        now: Utc::now(),
+    }
+}
+
+fn small() -> StoreConfig {
+    StoreConfig {
+        map_size: 64 << 20,
+        max_readers: 16,
+        ..StoreConfig::default()
+    }
+}
+
+#[test]
+fn duplicates_are_dropped_per_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let out = store
+        .commit(vec![batch("t1", &[a, b, a]), batch("t2", &[a])], options())
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![
+            CommitOutcome {
+                stored: 2,
+                duplicates: 1,
+                ..CommitOutcome::default()
+            },
+            CommitOutcome {
+                stored: 1,
+                duplicates: 0,
+                ..CommitOutcome::default()
+            }
+        ]
+    );
+    let again = store.commit(vec![batch("t1", &[a, b])], options()).unwrap();
+    assert_eq!(
+        again[0],
+        CommitOutcome {
+            stored: 0,
+            duplicates: 2,
+            ..CommitOutcome::default()
+        }
+    );
+    assert_eq!(store.outbox_state().unwrap().rows, 3);
+}
+
+#[test]
+fn outbox_reads_in_order_and_trims() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    let uuids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    store.commit(vec![batch("t", &uuids)], options()).unwrap();
+    let chunk = store.read_outbox(0, 3, u64::MAX).unwrap();
+    assert_eq!(
+        chunk.records.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(chunk.last_seq, 3);
+    assert_eq!(store.trim_outbox(3, 2).unwrap(), 2);
+    assert_eq!(store.trim_outbox(3, 100).unwrap(), 1);
+    let state = store.outbox_state().unwrap();
+    assert_eq!((state.rows, state.next_seq), (2, 6));
+    let rest = store.read_outbox(3, 10, u64::MAX).unwrap();
+    assert_eq!(rest.records.len(), 2);
+    let OutboxRecord::Event(row) = &rest.records[0].1 else {
+        panic!("an event row")
+    };
+    assert_eq!(row.uuid, uuids[3]);
+}
+
+#[test]
+fn full_outbox_refuses_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    let tight = CommitOptions {
+        max_outbox_bytes: 0,
+        ..options()
+    };
+    store.commit(vec![batch("t", &[Uuid::now_v7()])], tight).unwrap();
+    assert!(matches!(
+        store.commit(vec![batch("t", &[Uuid::now_v7()])], tight),
+        Err(CoreError::OutboxFull { .. })
+    ));
+}
+
+#[test]
+fn seen_uuids_expire_after_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    let uuid = Uuid::now_v7();
+    let old = CommitOptions {
+        now: Utc::now() - chrono::TimeDelta::days(10),
+        ..options()
+    };
+    store.commit(vec![batch("t", &[uuid])], old).unwrap();
+    // Past the window the uuid no longer counts as seen, even before expiry removes it.
+    assert_eq!(store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].stored, 1);
+    // Expiring the old sighting keeps the new one.
+    assert_eq!(store.expire_seen(Utc::now(), 7, 100).unwrap(), 1);
+    assert_eq!(
+        store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].duplicates,
+        1
+    );
+    assert_eq!(
+        store
+            .expire_seen(Utc::now() + chrono::TimeDelta::days(10), 7, 100)
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.commit(vec![batch("t", &[uuid])], options()).unwrap()[0].stored, 1);
+}
+
+#[test]
+fn monitoring_reads_counts_and_the_age_of_pending_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    assert_eq!(store.counts().unwrap(), StoreCounts::default());
+    assert_eq!(store.pending_since(0).unwrap(), None);
+
+    let mut request = batch("t", &[Uuid::now_v7(), Uuid::now_v7()]);
+    request.events[0].person.mode = PersonMode::Full;
+    let received = timestamp::to_micros(request.created_at);
+    let options = options();
+    store.commit(vec![request], options).unwrap();
+    assert!(store.last_sync() > Duration::ZERO);
+    let counts = StoreCounts {
+        persons: 1,
+        distinct_ids: 1,
+        groups: 0,
+    };
+    assert_eq!(store.counts().unwrap(), counts);
+    // Rows: the person's snapshot (commit time), then the two event rows (request time).
+    assert_eq!(store.pending_since(0).unwrap(), Some(timestamp::to_micros(options.now)));
+    assert_eq!(store.pending_since(1).unwrap(), Some(received));
+    assert_eq!(store.pending_since(3).unwrap(), None);
+}
+
+#[test]
+fn a_store_of_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    store.commit(vec![batch("t", &[Uuid::now_v7()])], options()).unwrap();
+    // What a store written before the format was recorded looks like.
+    let mut txn = store.env.write_txn().unwrap();
+    store.meta.delete(&mut txn, META_FORMAT).unwrap();
+    txn.commit().unwrap();
+    drop(store);
+    let refused = Store::open(dir.path(), &small()).err().unwrap().to_string();
+    assert!(refused.contains("has format 1"), "{refused}");
+    // A new store gets the current format, and opens again.
+    let fresh = tempfile::tempdir().unwrap();
+    drop(Store::open(fresh.path(), &small()).unwrap());
+    assert!(Store::open(fresh.path(), &small()).is_ok());
+}
+
+#[test]
+fn cursors_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    assert_eq!(store.cursor("lake").unwrap(), None);
+    store.set_cursor("lake", 42).unwrap();
+    assert_eq!(store.cursor("lake").unwrap(), Some(42));
+}

@@ -8,8 +8,12 @@ use sonic_rs::LazyValue;
 
 use super::error::{CoreError, Result};
 
+/// Where the JSON breaks, on one line. sonic-rs's message goes on with an excerpt of the text
+/// around that place: the client's own bytes, which an error answer or a log line should not echo.
 fn invalid(err: &sonic_rs::Error) -> CoreError {
-    CoreError::InvalidJson(err.to_string())
+    let message = err.to_string();
+    let first_line = message.split('\n').next().unwrap_or_default().trim_end();
+    CoreError::InvalidJson(first_line.to_owned())
 }
 
 /// JSON text a checking parser has already accepted: a value inside a document that was

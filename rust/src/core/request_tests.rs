@@ -145,6 +145,18 @@ fn errors() {
         unpack(&parts(RouteKind::Event, b"42", b"", None), CAP),
         Err(CoreError::InvalidShape(_))
     ));
+    match unpack(
+        &parts(RouteKind::Event, br#"{"distinct_id": secret-value}"#, b"", None),
+        CAP,
+    ) {
+        Err(CoreError::InvalidJson(why)) => {
+            assert!(
+                why.contains("column") && !why.contains("secret") && !why.contains('\n'),
+                "{why}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let form = parts(
         RouteKind::Event,
         b"ver=1",

@@ -125,6 +125,10 @@ fn bench_decode(c: &mut Criterion) {
             decode::decode(&parts, HeaderFacts::default(), &geoip, Utc::now()).unwrap()
         });
     });
+    group.bench_function("batch_100_set_heavy", |b| {
+        let body = person_batch(PersonWorkload::SetHeavy, 0);
+        b.iter(|| decode_batch(black_box(&body)));
+    });
     let single = gzip(pageview(1).to_string().as_bytes());
     group.throughput(Throughput::Elements(1));
     group.bench_function("single_gzip", |b| {

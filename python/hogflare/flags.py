@@ -86,24 +86,13 @@ class FlagsService:
         return self._definitions
 
     def evaluate(self, token: str | None, distinct_id: str, **request: Any) -> Evaluation:
-        """Every flag for one user (the v2 ``flags`` map), as ``respond`` evaluates them."""
+        """Every flag for one user (the v2 ``flags`` map), as ``/flags`` evaluates them; without a
+        token, only the properties given count (``hogflare flags eval``)."""
         flags = self.current()
         if not len(flags):
             return NO_FLAGS
         # The v2 answer holds the ``flags`` map; decoding it reads only what ``Evaluation`` names.
         return _decode_evaluation(flags.respond(distinct_id, **self._arguments(token, distinct_id, **request)))
-
-    def respond(
-        self, token: str | None, distinct_id: str, *, decide: bool, version: int | None, **request: Any
-    ) -> bytes:
-        """The ``/flags`` or ``/decide`` answer body for one user, in the shape ``decide`` and
-        ``version`` ask for. Stored properties are read (never written: no person is made), and
-        the request's own win over them."""
-        flags = self.current()
-        if not len(flags):
-            return flags.respond(distinct_id, decide=decide, version=version, evaluate=False)
-        arguments = self._arguments(token, distinct_id, **request)
-        return flags.respond(distinct_id, decide=decide, version=version, **arguments)
 
     def _arguments(
         self,

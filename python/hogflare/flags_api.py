@@ -54,7 +54,7 @@ class FlagsEndpoints:
         config = request.query_param("config")
         include_config = decide if config is None else config.lower() in {"true", "1", "yes"}
         if request.method == "GET":
-            body = self.service.respond(None, "", decide=decide, version=version, evaluate=False)
+            body = self.service.current().respond("", decide=decide, version=version, evaluate=False)
         elif request.method == "POST":
             raw = await request.body(self.settings.max_body_bytes, self.watch)
             data = request_json(raw, request, self.settings.max_body_bytes * self.settings.inflate_ratio)

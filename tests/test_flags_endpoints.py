@@ -232,6 +232,12 @@ B64 = base64.b64encode(PRO).decode()
             PRO.replace(b'"distinct_id"', b'"nothing": NaN, "distinct_id"'),
             id="json5-nan",
         ),
+        pytest.param(
+            "",
+            {"content-type": "text/plain"},
+            base64.b64encode(PRO.replace(b'"distinct_id"', b'"nothing": Infinity, "distinct_id"')),
+            id="base64-json5",
+        ),
     ],
 )
 async def test_every_encoding_an_sdk_sends_is_read(

@@ -248,10 +248,11 @@ class FlagSet:
         now: float | None = None,
     ) -> bytes:
         """The whole ``/flags`` (``decide=False``) or ``/decide`` answer body for one user, every
-        flag evaluated in one call (the GIL released only for sets of over 200 flags). Properties
-        are JSON object text (``group_properties`` is ``{type: {properties}}``, ``groups`` is ``{type: key}``); the
-        request's override the stored ones (``stored_person``, ``stored_groups`` as the store
-        returns them), ``$group_key`` joins each group's and ``distinct_id`` the person's.
+        flag evaluated in one call (the GIL released only for sets of over 200 flags).
+        Properties are JSON object text (``group_properties`` is ``{type: {properties}}``,
+        ``groups`` is ``{type: key}``); the request's override the stored ones (``stored_person``,
+        ``stored_groups`` as the store returns them), ``$group_key`` joins each group's and
+        ``distinct_id`` the person's.
         The shape is PostHog's ``get_versioned_response`` for ``version``
         (``/flags``, ``/decide?v>=4``: the v2 ``flags`` map with ``featureFlags`` and
         ``featureFlagPayloads``; ``/decide`` v1: keys of the flags that are on; v2: their values;

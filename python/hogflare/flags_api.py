@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import zlib
@@ -181,26 +182,19 @@ def request_json(body: bytes, request: Request, max_inflated: int) -> bytes:
 
 def _lenient_json(data: bytes) -> bytes:
     """A body that is not strict JSON read as PostHog reads it: JSON5 (``NaN`` and ``Infinity``
-    as null), else base64 of JSON. Strict JSON back; the same bytes when neither reading works."""
-    try:
-        loose: Any = json.loads(data, parse_constant=lambda _: None)
-    except ValueError:
-        loose = None
-    except RecursionError:
-        raise PayloadError(_TOO_DEEP) from None
-    if loose is not None:
+    as null), else base64 of that. Strict JSON back; the same bytes when neither reading works."""
+    candidates = [data]
+    with contextlib.suppress(PayloadError):
+        candidates.append(_base64(data))
+    for candidate in candidates:
+        try:
+            loose: Any = json.loads(candidate, parse_constant=lambda _: None)
+        except ValueError:
+            continue
+        except RecursionError:
+            raise PayloadError(_TOO_DEEP) from None
         return _encode(loose)
-    try:
-        decoded = _base64(data)
-    except PayloadError:
-        return data
-    try:
-        json.loads(decoded)
-    except ValueError:
-        return data
-    except RecursionError:
-        raise PayloadError(_TOO_DEEP) from None
-    return decoded
+    return data
 
 
 def _form_data(body: bytes) -> bytes:

@@ -8,7 +8,7 @@ use pyo3::types::PyBytes;
 use super::exceptions::PayloadError;
 use super::ingest::time_from;
 use super::store::PyStore;
-use crate::core::flags::{token_refusal, BodyError, FlagSet, FlagsBody, Request, Shape, Stored};
+use crate::core::flags::{token_refusal, BodyError, FlagSet, FlagsBody, Request, Shape, Stored, MISSING_DISTINCT_ID};
 
 /// Past this many flags an evaluation may take long enough to be worth releasing the GIL for.
 /// Below it (tens of microseconds), releasing it only hands it to Granian's threads and makes
@@ -140,14 +140,8 @@ impl PyFlagSet {
         }
         let shape = Shape::for_request(decide, version);
         let evaluate = !parsed.disable_flags && !self.inner.is_empty();
-        let distinct_id = match (&parsed.distinct_id, parsed.disable_flags) {
-            (Some(id), _) => id.as_str(),
-            (None, true) => "",
-            (None, false) => {
-                return Err(PayloadError::new_err(
-                    "The distinct_id field is missing from the request. Please include a valid identifier.",
-                ))
-            }
+        let Some(distinct_id) = parsed.subject() else {
+            return Err(PayloadError::new_err(MISSING_DISTINCT_ID));
         };
         let token = parsed.token.as_deref().unwrap_or_default();
         let (stored_person, stored_groups) = match (&store, evaluate) {

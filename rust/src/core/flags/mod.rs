@@ -19,7 +19,7 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 pub use evaluate::{hash, FlagResult, Reason};
 use evaluate::{Context, Evaluation};
 use model::{Definitions, FlagDefinition};
-pub use request::{token_refusal, BodyError, FlagsBody};
+pub use request::{token_refusal, BodyError, FlagsBody, MISSING_DISTINCT_ID};
 use respond::parse_object;
 pub use respond::{Shape, Stored};
 

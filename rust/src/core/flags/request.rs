@@ -12,6 +12,10 @@ use crate::core::request::{check_depth, MAX_DEPTH};
 /// PostHog's flags service cuts a distinct id to this many characters.
 const MAX_DISTINCT_ID: usize = 200;
 
+/// PostHog's answer (400) to a request that asks for flags without saying for whom.
+pub const MISSING_DISTINCT_ID: &str =
+    "The distinct_id field is missing from the request. Please include a valid identifier.";
+
 /// Why a body is not a flags request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyError {
@@ -130,6 +134,16 @@ impl FlagsBody {
             )?,
             disable_flags: fields.disable_flags.as_ref().is_some_and(truthy),
         })
+    }
+
+    /// Whom the flags are for: `distinct_id`; nobody (`""`) when flags are disabled; `None`
+    /// when flags are asked for without one.
+    pub fn subject(&self) -> Option<&str> {
+        match (&self.distinct_id, self.disable_flags) {
+            (Some(id), _) => Some(id),
+            (None, true) => Some(""),
+            (None, false) => None,
+        }
     }
 }
 
@@ -264,6 +278,13 @@ mod tests {
         assert_eq!(body.flag_keys, Some(vec!["x".to_owned()]));
         assert_eq!((body.person_properties.as_str(), body.groups.as_str()), ("{}", "{}"));
         assert_eq!(body.group_properties, "{}");
+    }
+
+    #[test]
+    fn flags_need_a_distinct_id_unless_they_are_disabled() {
+        assert_eq!(parsed(r#"{"distinct_id":"u"}"#).subject(), Some("u"));
+        assert_eq!(parsed(r#"{"disable_flags":true}"#).subject(), Some(""));
+        assert_eq!(parsed(r#"{"token":"t"}"#).subject(), None);
     }
 
     #[test]

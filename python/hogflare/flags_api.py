@@ -60,8 +60,8 @@ class FlagsEndpoints:
             raw = await request.body(self.settings.max_body_bytes, self.watch)
             data = request_json(raw, request, self.settings.max_body_bytes * self.settings.inflate_ratio)
             answered = self._answer(data, decide=decide, version=version)
-            if answered is None:
-                answered = self._answer(_lenient_json(data), decide=decide, version=version)
+            if answered is None and (lenient := _lenient_json(data)) is not None:
+                answered = self._answer(lenient, decide=decide, version=version)
             if answered is None:
                 raise PayloadError("the flags request body is not JSON (nor base64 JSON)")
             status, body = answered
@@ -180,9 +180,9 @@ def request_json(body: bytes, request: Request, max_inflated: int) -> bytes:
     raise PayloadError(f"unsupported content type: {content_type}")
 
 
-def _lenient_json(data: bytes) -> bytes:
+def _lenient_json(data: bytes) -> bytes | None:
     """A body that is not strict JSON read as PostHog reads it: JSON5 (``NaN`` and ``Infinity``
-    as null), else base64 of that. Strict JSON back; the same bytes when neither reading works."""
+    as null), else base64 of that. Strict JSON back; ``None`` when neither reading works."""
     candidates = [data]
     with contextlib.suppress(PayloadError):
         candidates.append(_base64(data))
@@ -194,7 +194,7 @@ def _lenient_json(data: bytes) -> bytes:
         except RecursionError:
             raise PayloadError(_TOO_DEEP) from None
         return _encode(loose)
-    return data
+    return None
 
 
 def _form_data(body: bytes) -> bytes:

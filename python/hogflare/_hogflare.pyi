@@ -175,8 +175,8 @@ class Export:
     """What ``Store.export`` did."""
 
     @property
-    def entries(self) -> int:
-        """Outbox entries read."""
+    def positions(self) -> int:
+        """Outbox positions read, one per row."""
     @property
     def last_seq(self) -> int:
         """The outbox position the export reached."""
@@ -189,8 +189,8 @@ class PipelineChunk:
     """What ``Store.pipeline`` read."""
 
     @property
-    def entries(self) -> int:
-        """Outbox entries read."""
+    def positions(self) -> int:
+        """Outbox positions read, one per row."""
     @property
     def last_seq(self) -> int:
         """The outbox position the chunk reached."""

@@ -117,7 +117,7 @@ class PipelinesSink:
         #: On shutdown: no POST starts after this ``time.monotonic()``, so the last delivery ends
         #: within one request timeout of the deadline, however many bodies each lane holds.
         self.send_by: float | None = None
-        self._pending_entries = 0
+        self._pending_positions = 0
         self._pending_rows = 0
         self._next_attempt = 0.0
         self._failures = 0
@@ -137,7 +137,7 @@ class PipelinesSink:
         return (time.monotonic() if now is None else now) >= self._next_attempt
 
     def ship_once(self) -> int:
-        """Send one chunk of the outbox; returns the outbox entries delivered (0 when waiting)."""
+        """Send one chunk of the outbox; returns the outbox positions delivered, one per row (0 when waiting)."""
         if not self.due():
             return 0
         if self._pending_seq is None:
@@ -149,7 +149,7 @@ class PipelinesSink:
                 lanes=self._lanes,
                 persons=self.persons is not None,
             )
-            if chunk.entries == 0:
+            if chunk.positions == 0:
                 self.close()  # idle: no connection left open between flushes
                 return 0
             if chunk.oversized:
@@ -163,7 +163,7 @@ class PipelinesSink:
             if chunk.events:
                 self._pending.append((self.events, [deque(lane) for lane in chunk.events]))
             self._pending_seq = chunk.last_seq
-            self._pending_entries = chunk.entries
+            self._pending_positions = chunk.positions
             self._pending_rows = chunk.event_rows + chunk.person_rows
         while self._pending:
             stream, lanes = self._pending[0]
@@ -188,7 +188,7 @@ class PipelinesSink:
             self._counted.parked(False)
         self._failures = 0
         self.parked = False
-        return int(self._pending_entries)
+        return int(self._pending_positions)
 
     def _send(self, stream: Stream, lanes: list[deque[bytes]]) -> RetryLaterError | RefusedError | None:
         """POST the lanes side by side; a lane stops at its first failure, the others go on. Returns

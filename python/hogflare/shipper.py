@@ -77,7 +77,7 @@ class Shipper:
             pass
 
     def ship_once(self) -> int:
-        """Ship one chunk of the outbox to each sink; returns how many outbox entries they took."""
+        """Ship one chunk of the outbox to each sink; returns how many outbox positions (rows) they took."""
         shipped = 0
         if self.lake is not None:
             shipped = self.ship_lake()
@@ -86,7 +86,7 @@ class Shipper:
         return shipped
 
     def ship_lake(self) -> int:
-        """One chunk to the lake; returns the outbox entries it took."""
+        """One chunk to the lake; returns the outbox positions (rows) it took."""
         try:
             return self._ship_lake()
         except Exception:
@@ -102,7 +102,7 @@ class Shipper:
         return sent
 
     def _ship_lake(self) -> int:
-        """Ship one chunk of the outbox to the lake; returns how many outbox entries were read."""
+        """Ship one chunk of the outbox to the lake; returns how many outbox positions (rows) were read."""
         assert self.lake is not None
         if self._table_seq is None:
             self._table_seq = self._resume()
@@ -118,7 +118,7 @@ class Shipper:
             events_dir=str(self.lake.data_dir(EVENTS)),
             persons_dir=str(self.lake.data_dir(PERSONS)),
         )
-        if export.entries == 0:
+        if export.positions == 0:
             return 0
         by_table: dict[str, list[str]] = {}
         rows: dict[str, int] = {}
@@ -140,7 +140,7 @@ class Shipper:
         for table in self._table_seq:
             self._table_seq[table] = export.last_seq
         self._delivered(export.last_seq)
-        return int(export.entries)
+        return int(export.positions)
 
     def _forget_unless_committed(self, table: str, paths: list[str], seq: int) -> None:
         """Delete the files of a failed commit, unless the commit did land after all (an error
@@ -164,11 +164,11 @@ class Shipper:
         return total
 
     def pending(self) -> int:
-        """Outbox entries some enabled sink still lacks."""
+        """Outbox rows some enabled sink still lacks."""
         return max(self.lake_pending(), self.pipelines_pending())
 
     def lake_pending(self) -> int:
-        """Outbox entries the lake lacks."""
+        """Outbox rows the lake lacks."""
         if self.lake is None:
             return 0
         if self._table_seq is None:
@@ -176,7 +176,7 @@ class Shipper:
         return self._after(min(self._table_seq.values()))
 
     def pipelines_pending(self) -> int:
-        """Outbox entries the streams lack."""
+        """Outbox rows the streams lack."""
         return 0 if self.pipelines is None else self._after(self.pipelines.position)
 
     def _after(self, position: int) -> int:

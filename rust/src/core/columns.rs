@@ -77,10 +77,27 @@ fn distinct_ids_type() -> DataType {
     DataType::List(Arc::new(Field::new("element", DataType::Utf8, false)))
 }
 
-fn strings<T, S: AsRef<str>>(rows: &[&T], get: impl Fn(&T) -> Option<S>) -> ArrayRef {
-    let mut builder = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+/// Rows per Arrow batch handed to the Parquet writer: the column builders of a slice stay a few
+/// megabytes, made to their exact size, instead of growing (and being copied, and their fresh
+/// pages faulted in) to the size of a whole export.
+pub const SLICE_ROWS: usize = 2048;
+
+fn strings<'r, T: 'r>(rows: &[&'r T], get: impl Fn(&'r T) -> Option<&'r str>) -> ArrayRef {
+    let bytes = rows.iter().map(|row| get(row).map_or(0, str::len)).sum();
+    let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
     for row in rows {
         builder.append_option(get(row));
+    }
+    Arc::new(builder.finish())
+}
+
+/// The properties `$set_once` wrote (`once`) or the others, written straight into the column.
+fn split_properties(rows: &[&PersonSnapshotRef<'_>], once: bool) -> ArrayRef {
+    let bytes = rows.iter().map(|row| row.person.json().len()).sum();
+    let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
+    for row in rows {
+        row.person.write_split(once, &mut builder);
+        builder.append_value("");
     }
     Arc::new(builder.finish())
 }
@@ -110,7 +127,7 @@ fn uuids<T>(rows: &[&T], get: impl Fn(&T) -> uuid::Uuid) -> ArrayRef {
     Arc::new(builder.finish())
 }
 
-pub fn person_batch(rows: &[&PersonSnapshotRef<'_>]) -> Result<RecordBatch> {
+fn person_batch(rows: &[&PersonSnapshotRef<'_>]) -> Result<RecordBatch> {
     let mut distinct_ids =
         ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, false)));
     let mut identified = BooleanBuilder::with_capacity(rows.len());
@@ -134,16 +151,16 @@ pub fn person_batch(rows: &[&PersonSnapshotRef<'_>]) -> Result<RecordBatch> {
         timestamps(rows, |row| Some(row.updated_at)),
         integers(rows, |row| i64::try_from(row.person.version).ok()),
         Arc::new(identified.finish()),
-        strings(rows, |row| Some(row.person.properties_json(Some(false)))),
-        strings(rows, |row| Some(row.person.properties_json(Some(true)))),
-        strings(rows, |row| Some(row.person.properties_json(None))),
+        split_properties(rows, false),
+        split_properties(rows, true),
+        strings(rows, |row| Some(row.person.json())),
         strings(rows, |row| row.api_key),
         uuids(rows, |row| row.source_event_uuid),
     ];
     Ok(RecordBatch::try_new(Arc::new(person_schema()), columns)?)
 }
 
-pub fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
+fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = vec![
         uuids(rows, |row| row.uuid),
         integers(rows, |row| row.team_id),
@@ -175,23 +192,16 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
-fn write_batch(file: File, batch: &RecordBatch) -> Result<File> {
-    let encoding = |err: parquet::errors::ParquetError| CoreError::Encoding(err.to_string());
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties())).map_err(encoding)?;
-    writer.write(batch).map_err(encoding)?;
-    writer.into_inner().map_err(encoding)
-}
-
-/// Write rows to a new Parquet file (created with a temporary name, then renamed into place,
-/// so a reader never sees half a file).
-pub fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<u64> {
+/// Write rows to a new Parquet file, a slice at a time (created with a temporary name, then
+/// renamed into place, so a reader never sees half a file).
+pub fn write_parquet(path: &Path, schema: Schema, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<u64> {
     let temporary = path.with_extension("parquet.tmp");
     let io = |err: std::io::Error| CoreError::Store(format!("cannot write {}: {err}", path.display()));
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     let file = File::create(&temporary).map_err(io)?;
-    let file = match write_batch(file, batch) {
+    let file = match write_batches(file, schema, batches) {
         Ok(file) => file,
         Err(err) => {
             let _ = std::fs::remove_file(&temporary);
@@ -207,4 +217,23 @@ pub fn write_parquet(batch: &RecordBatch, path: &Path) -> Result<u64> {
             .map_err(io)?;
     }
     Ok(std::fs::metadata(path).map_err(io)?.len())
+}
+
+fn write_batches(file: File, schema: Schema, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<File> {
+    let encoding = |err: parquet::errors::ParquetError| CoreError::Encoding(err.to_string());
+    let mut writer = ArrowWriter::try_new(file, Arc::new(schema), Some(writer_properties())).map_err(encoding)?;
+    for batch in batches {
+        writer.write(&batch?).map_err(encoding)?;
+    }
+    writer.into_inner().map_err(encoding)
+}
+
+/// An event table file of `rows`.
+pub fn write_events(path: &Path, rows: &[&EventRowRef<'_>]) -> Result<u64> {
+    write_parquet(path, event_schema(), rows.chunks(SLICE_ROWS).map(event_batch))
+}
+
+/// A person table file of `rows`.
+pub fn write_persons(path: &Path, rows: &[&PersonSnapshotRef<'_>]) -> Result<u64> {
+    write_parquet(path, person_schema(), rows.chunks(SLICE_ROWS).map(person_batch))
 }

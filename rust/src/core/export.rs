@@ -8,7 +8,7 @@ use chrono::DateTime;
 
 use super::columns;
 use super::error::Result;
-use super::row::{EventRowRef, OutboxRecordRef, PersonSnapshotRef};
+use super::row::{rows_in_entry, EventRowRef, OutboxRecordRef, PersonSnapshotRef};
 use super::store::Store;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -43,8 +43,8 @@ pub struct DataFile {
 /// What one export did: the outbox position it reached and the files it wrote.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Export {
-    /// Outbox entries read (some may have been skipped as already exported).
-    pub entries: u64,
+    /// Outbox positions read, one per row (some may have been skipped as already exported).
+    pub positions: u64,
     pub last_seq: u64,
     pub files: Vec<DataFile>,
 }
@@ -77,7 +77,7 @@ fn file_name(last_seq: u64) -> String {
 pub fn export(store: &Store, after: u64, max_rows: usize, max_bytes: u64, to: &Destination<'_>) -> Result<Export> {
     store.with_outbox(after, max_rows, max_bytes, |entries| {
         let mut export = Export {
-            entries: entries.len() as u64,
+            positions: entries.iter().map(|(_, bytes)| rows_in_entry(bytes)).sum(),
             last_seq: after,
             files: Vec::new(),
         };
@@ -85,27 +85,25 @@ pub fn export(store: &Store, after: u64, max_rows: usize, max_bytes: u64, to: &D
         let mut persons: BTreeMap<i32, Vec<PersonSnapshotRef<'_>>> = BTreeMap::new();
         for (seq, bytes) in entries {
             export.last_seq = *seq;
-            match OutboxRecordRef::decode(bytes)? {
-                OutboxRecordRef::Event(row) if *seq > to.events_upto => {
-                    events
-                        .entry(day_of(row.timestamp.unwrap_or(row.created_at)))
-                        .or_default()
-                        .push(row);
-                }
-                OutboxRecordRef::Person(row) if *seq > to.persons_upto => {
-                    persons.entry(day_of(row.updated_at)).or_default().push(row);
-                }
-                _ => {}
+            let (event, person) = OutboxRecordRef::decode(bytes)?.rows();
+            if let Some(row) = event.filter(|_| *seq > to.events_upto) {
+                events
+                    .entry(day_of(row.timestamp.unwrap_or(row.created_at)))
+                    .or_default()
+                    .push(row);
+            }
+            if let Some(row) = person.filter(|_| *seq > to.persons_upto) {
+                persons.entry(day_of(row.updated_at)).or_default().push(row);
             }
         }
         let last_seq = export.last_seq;
-        let mut write = |table: Table, day: i32, rows: usize, batch: Result<arrow_array::RecordBatch>| {
+        let mut write = |table: Table, day: i32, rows: usize, file: &dyn Fn(&Path) -> Result<u64>| {
             let (dir, column) = match table {
                 Table::Events => (to.events_dir, "timestamp"),
                 Table::Persons => (to.persons_dir, "updated_at"),
             };
             let path = dir.join(day_directory(column, day)).join(file_name(last_seq));
-            let bytes = columns::write_parquet(&batch?, &path)?;
+            let bytes = file(&path)?;
             export.files.push(DataFile {
                 table,
                 day,
@@ -118,11 +116,15 @@ pub fn export(store: &Store, after: u64, max_rows: usize, max_bytes: u64, to: &D
         let written = (|| {
             for (day, rows) in events {
                 let refs: Vec<&EventRowRef<'_>> = rows.iter().collect();
-                write(Table::Events, day, refs.len(), columns::event_batch(&refs))?;
+                write(Table::Events, day, refs.len(), &|path| {
+                    columns::write_events(path, &refs)
+                })?;
             }
             for (day, rows) in persons {
                 let refs: Vec<&PersonSnapshotRef<'_>> = rows.iter().collect();
-                write(Table::Persons, day, refs.len(), columns::person_batch(&refs))?;
+                write(Table::Persons, day, refs.len(), &|path| {
+                    columns::write_persons(path, &refs)
+                })?;
             }
             Ok(())
         })();

@@ -297,13 +297,26 @@ fn merge_sorted(json: &str, entries: &[Entry], a: impl Iterator<Item = u32>, b: 
 
 pub(super) fn split_json(json: &str, entries: impl Iterator<Item = Entry>, once: bool) -> String {
     let mut out = String::with_capacity(json.len());
-    out.push('{');
-    for entry in entries.filter(|entry| entry.once == once) {
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&json[entry.key_start as usize - 1..entry.value_end as usize]);
-    }
-    out.push('}');
+    write_split(json, entries, once, &mut out);
     out
+}
+
+/// Write the entries `$set_once` wrote (`once`), or the others, as a JSON object.
+pub(super) fn write_split(
+    json: &str,
+    entries: impl Iterator<Item = Entry>,
+    once: bool,
+    out: &mut impl std::fmt::Write,
+) {
+    // Writing into a `String` or an Arrow string builder cannot fail.
+    let _ = out.write_char('{');
+    let mut first = true;
+    for entry in entries.filter(|entry| entry.once == once) {
+        if !first {
+            let _ = out.write_char(',');
+        }
+        first = false;
+        let _ = out.write_str(&json[entry.key_start as usize - 1..entry.value_end as usize]);
+    }
+    let _ = out.write_char('}');
 }

@@ -10,7 +10,7 @@
 use uuid::Uuid;
 
 use super::error::{CoreError, Result};
-use super::person_properties::{split_json, Entry, PersonProperties};
+use super::person_properties::{split_json, write_split, Entry, PersonProperties};
 
 fn corrupt(what: &str) -> CoreError {
     CoreError::Store(format!("a stored person is corrupt: {what}"))
@@ -259,6 +259,16 @@ impl<'a> PersonRef<'a> {
             None => self.json.to_owned(),
             Some(once) => split_json(self.json, self.entries(), once),
         }
+    }
+
+    /// All the properties: the JSON object as stored.
+    pub fn json(&self) -> &'a str {
+        self.json
+    }
+
+    /// Write the properties `$set_once` wrote (`once`), or the others, as a JSON object.
+    pub fn write_split(&self, once: bool, out: &mut impl std::fmt::Write) {
+        write_split(self.json, self.entries(), once, out);
     }
 
     /// The properties, owned.

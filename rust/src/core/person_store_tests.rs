@@ -9,7 +9,7 @@ use super::decode::{self, DecoderConfig, HeaderFacts};
 use super::person::Person;
 use super::persons::{person_uuid, PersonWarning};
 use super::request::{RequestParts, RouteKind};
-use super::row::{EventRow, OutboxRecord, PersonSnapshot};
+use super::row::{EventRow, PersonSnapshot};
 use super::store::{CommitOptions, Store, StoreConfig};
 
 const TOKEN: &str = "phc_persons";
@@ -68,10 +68,9 @@ impl Harness {
         self.read = chunk.last_seq;
         let (mut events, mut persons) = (Vec::new(), Vec::new());
         for (_, record) in chunk.records {
-            match record {
-                OutboxRecord::Event(row) => events.push(row),
-                OutboxRecord::Person(snapshot) => persons.push(snapshot),
-            }
+            let (event, person) = record.rows();
+            persons.extend(person);
+            events.extend(event);
         }
         (events, persons, outcome[0].warnings.keys().copied().collect())
     }

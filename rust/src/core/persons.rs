@@ -49,7 +49,8 @@ impl PersonWarning {
 pub struct RowPerson {
     pub uuid: Uuid,
     pub created_at: i64,
-    pub properties: String,
+    /// `None` when the event resolved to a person: its properties are the snapshot's.
+    pub properties: Option<String>,
 }
 
 /// What applying one event did, for its row and the person snapshots.
@@ -306,12 +307,12 @@ impl<'a> PersonWork<'a> {
                     Some((uuid, created_at)) => RowPerson {
                         uuid,
                         created_at,
-                        properties: "{}".into(),
+                        properties: Some("{}".into()),
                     },
                     None => RowPerson {
                         uuid: person_uuid(team_key, distinct_id),
                         created_at: PERSONLESS_CREATED_AT,
-                        properties: "{}".into(),
+                        properties: Some("{}".into()),
                     },
                 });
             }
@@ -339,7 +340,7 @@ impl<'a> PersonWork<'a> {
                 applied.person = Some(RowPerson {
                     uuid: person.uuid,
                     created_at: person.created_at,
-                    properties: person.properties_json(),
+                    properties: None,
                 });
             }
         }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::Result;
 use super::rawjson::{push_key, push_string};
-use super::row::{EventRowRef, OutboxRecordRef, PersonSnapshotRef, SOURCE_HOGFLARE};
+use super::row::{rows_in_entry, EventRowRef, OutboxRecordRef, PersonSnapshotRef, SOURCE_HOGFLARE};
 use super::store::Store;
 use super::timestamp;
 
@@ -36,8 +36,8 @@ impl Bodies {
 /// What one read of the outbox gave: the bodies of each stream and the position reached.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PipelineChunk {
-    /// Outbox entries read.
-    pub entries: u64,
+    /// Outbox positions read, one per row.
+    pub positions: u64,
     pub last_seq: u64,
     pub events: Bodies,
     pub persons: Bodies,
@@ -282,20 +282,19 @@ pub fn pipeline(
         for (seq, bytes) in entries {
             last_seq = *seq;
             row.clear();
-            match OutboxRecordRef::decode(bytes)? {
-                OutboxRecordRef::Event(event) => {
-                    event_row(&event, &mut row);
-                    events.push(event.distinct_id, &row);
-                }
-                OutboxRecordRef::Person(person) if persons => {
-                    person_row(&person, &mut row);
-                    snapshots.push(person.person.uuid, &row);
-                }
-                OutboxRecordRef::Person(_) => {}
+            let (event, person) = OutboxRecordRef::decode(bytes)?.rows();
+            if let Some(person) = person.filter(|_| persons) {
+                person_row(&person, &mut row);
+                snapshots.push(person.person.uuid, &row);
+                row.clear();
+            }
+            if let Some(event) = event {
+                event_row(&event, &mut row);
+                events.push(event.distinct_id, &row);
             }
         }
         Ok(PipelineChunk {
-            entries: entries.len() as u64,
+            positions: entries.iter().map(|(_, bytes)| rows_in_entry(bytes)).sum(),
             last_seq,
             events: events.finish(),
             persons: snapshots.finish(),

@@ -262,7 +262,7 @@ fn the_store_gives_one_mb_bodies_per_stream() {
         persons: true,
     };
     let chunk = pipeline(&store, 0, 10_000, u64::MAX, limits).unwrap();
-    assert_eq!((chunk.entries, chunk.last_seq, chunk.events.rows), (300, 300, 300));
+    assert_eq!((chunk.positions, chunk.last_seq, chunk.events.rows), (300, 300, 300));
     assert_eq!(chunk.events.count(), 4);
     assert!(chunk.persons.lanes.is_empty());
     let mut seen = 0;
@@ -274,5 +274,81 @@ fn the_store_gives_one_mb_bodies_per_stream() {
     }
     assert_eq!(seen, 300);
     let rest = pipeline(&store, 200, 10_000, u64::MAX, limits).unwrap();
-    assert_eq!((rest.entries, rest.last_seq), (100, 300));
+    assert_eq!((rest.positions, rest.last_seq), (100, 300));
+}
+
+#[test]
+fn an_event_and_its_persons_snapshot_go_to_their_two_streams() {
+    use crate::core::decode::DecodedRequest;
+    use crate::core::event::NormalizedEvent;
+    use crate::core::person::PropertyUpdate;
+    use crate::core::person_event::PersonEvent;
+    use crate::core::store::{CommitOptions, StoreConfig};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        map_size: 64 << 20,
+        max_readers: 16,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), &config).unwrap();
+    let events = (0..3u128)
+        .map(|n| NormalizedEvent {
+            uuid: Uuid::from_u128(n + 1),
+            event: "e".into(),
+            distinct_id: "user".into(),
+            timestamp: chrono::Utc::now(),
+            properties: "{}".into(),
+            context: None,
+            extra: None,
+            person: PersonEvent {
+                update: PropertyUpdate::of(&[("n", &n.to_string())], &[], &[]),
+                ..PersonEvent::default()
+            },
+        })
+        .collect();
+    let request = DecodedRequest {
+        token: "phc".into(),
+        team_id: None,
+        created_at: chrono::Utc::now(),
+        events,
+        dropped: std::collections::BTreeMap::new(),
+        warnings: std::collections::BTreeMap::new(),
+        filtered: 0,
+    };
+    let options = CommitOptions {
+        dedupe_window_days: 7,
+        max_outbox_bytes: u64::MAX,
+        now: chrono::Utc::now(),
+    };
+    store.commit(vec![request], options).unwrap();
+    let limits = |persons| BodyLimits {
+        max_body_bytes: 1_000_000,
+        lanes: 1,
+        persons,
+    };
+    let rows = |bodies: &Bodies| -> Vec<serde_json::Value> {
+        bodies
+            .lanes
+            .concat()
+            .iter()
+            .flat_map(|body| serde_json::from_slice::<Vec<serde_json::Value>>(body).unwrap())
+            .collect()
+    };
+
+    // Each event row shows the person as its own update left it, as does the snapshot beside it.
+    let chunk = pipeline(&store, 0, 10_000, u64::MAX, limits(true)).unwrap();
+    assert_eq!((chunk.positions, chunk.last_seq), (6, 6));
+    let (events, persons) = (rows(&chunk.events), rows(&chunk.persons));
+    assert_eq!((events.len(), persons.len()), (3, 3));
+    for (n, (event, person)) in events.iter().zip(&persons).enumerate() {
+        assert_eq!(event["person_properties"], serde_json::json!({"n": n}));
+        assert_eq!(person["merged_properties"], serde_json::json!({"n": n}));
+        assert_eq!(person["source_event_uuid"], event["uuid"]);
+    }
+    // Without the persons stream the positions are the same; a sink resumes between entries.
+    let events_only = pipeline(&store, 2, 10_000, u64::MAX, limits(false)).unwrap();
+    assert_eq!((events_only.positions, events_only.last_seq), (4, 6));
+    assert_eq!(rows(&events_only.events).len(), 2);
+    assert!(events_only.persons.lanes.is_empty());
 }

@@ -144,16 +144,28 @@ pub struct PersonSnapshotOf<'a> {
     pub source_event_uuid: Uuid,
 }
 
+/// `OutboxRecord` as the store writes it: its variants in the same order, the persons already
+/// encoded.
+#[derive(Serialize)]
+enum EntryOf<'b, 'c> {
+    #[allow(dead_code)]
+    Event(()),
+    Person(&'b PersonSnapshotOf<'c>),
+    PersonEvent(&'b EventRow, &'b PersonSnapshotOf<'c>),
+}
+
 impl PersonSnapshotOf<'_> {
     /// Append the outbox entry to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
-        #[derive(Serialize)]
-        enum Entry<'b, 'c> {
-            #[allow(dead_code)]
-            Event(()),
-            Person(&'b PersonSnapshotOf<'c>),
-        }
-        *out = postcard::to_extend(&Entry::Person(self), std::mem::take(out))?;
+        *out = postcard::to_extend(&EntryOf::Person(self), std::mem::take(out))?;
+        Ok(())
+    }
+
+    /// Append the outbox entry of an event and this snapshot of the person it resolved to.
+    /// The event's `person_properties` are left out: they are the snapshot's.
+    pub fn encode_with_event(&self, event: &EventRow, out: &mut Vec<u8>) -> Result<()> {
+        debug_assert!(event.person_properties.is_none());
+        *out = postcard::to_extend(&EntryOf::PersonEvent(event, self), std::mem::take(out))?;
         Ok(())
     }
 
@@ -179,17 +191,46 @@ pub struct PersonSnapshotRef<'a> {
 
 /// `OutboxRecord`, borrowed.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[allow(clippy::large_enum_variant)] // read one at a time and split into its rows at once
 pub enum OutboxRecordRef<'a> {
     #[serde(borrow)]
     Event(EventRowRef<'a>),
     #[serde(borrow)]
     Person(PersonSnapshotRef<'a>),
+    PersonEvent(#[serde(borrow)] EventRowRef<'a>, #[serde(borrow)] PersonSnapshotRef<'a>),
 }
 
 impl<'a> OutboxRecordRef<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self> {
         Ok(postcard::from_bytes(bytes)?)
     }
+
+    /// The rows the entry holds: an event row (its person's properties filled in from the
+    /// snapshot it came with), a person snapshot row, or both.
+    pub fn rows(self) -> (Option<EventRowRef<'a>>, Option<PersonSnapshotRef<'a>>) {
+        match self {
+            Self::Event(event) => (Some(event), None),
+            Self::Person(person) => (None, Some(person)),
+            Self::PersonEvent(mut event, person) => {
+                event.person_properties = Some(person.person.json());
+                (Some(event), Some(person))
+            }
+        }
+    }
+}
+
+/// How many rows an encoded entry holds, from its first byte (the variant's index).
+pub fn rows_in_entry(bytes: &[u8]) -> u64 {
+    match bytes.first() {
+        Some(2) => 2,
+        _ => 1,
+    }
+}
+
+/// An outbox entry takes one position per row, from its key on; this is the last of them, the
+/// position a sink that has the entry is at.
+pub fn last_position(key: u64, bytes: &[u8]) -> u64 {
+    key + rows_in_entry(bytes) - 1
 }
 
 /// What one outbox entry holds. New kinds are appended at the end so stored entries keep
@@ -199,6 +240,10 @@ impl<'a> OutboxRecordRef<'a> {
 pub enum OutboxRecord {
     Event(EventRow),
     Person(PersonSnapshot),
+    /// An event and the snapshot of the person it resolved to, in one entry: the person's
+    /// properties are kept once, in the snapshot, and the event row's `person_properties` are
+    /// left out (`None`) until the entry is read.
+    PersonEvent(EventRow, PersonSnapshot),
 }
 
 impl OutboxRecord {
@@ -212,8 +257,23 @@ impl OutboxRecord {
         Ok(())
     }
 
+    /// The rows the entry holds, as `OutboxRecordRef::rows`.
+    pub fn rows(self) -> (Option<EventRow>, Option<PersonSnapshot>) {
+        match self {
+            Self::Event(event) => (Some(event), None),
+            Self::Person(person) => (None, Some(person)),
+            Self::PersonEvent(event, person) => (Some(event), Some(person)),
+        }
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        Ok(postcard::from_bytes(bytes)?)
+        Ok(match postcard::from_bytes(bytes)? {
+            Self::PersonEvent(mut event, person) => {
+                event.person_properties = Some(person.person.properties_json());
+                Self::PersonEvent(event, person)
+            }
+            record => record,
+        })
     }
 }
 
@@ -280,5 +340,56 @@ mod tests {
         assert_eq!(borrowed.person.properties_json(None), r#"{"ref":"ad","plan":"pro"}"#);
         assert_eq!(borrowed.person.properties_json(Some(false)), r#"{"plan":"pro"}"#);
         assert_eq!(borrowed.person.properties_json(Some(true)), r#"{"ref":"ad"}"#);
+        assert_eq!(rows_in_entry(&encoded), 1);
+    }
+
+    #[test]
+    fn an_event_and_its_persons_snapshot_share_one_entry() {
+        let update = crate::core::person::PropertyUpdate::of(&[("plan", r#""pro""#)], &[], &[]);
+        let person = Person::new(3, Uuid::nil(), 5, "user", &update);
+        let mut encoded_person = Vec::new();
+        person.encode(&mut encoded_person);
+        let event = EventRow {
+            person_id: Some(Uuid::nil().to_string()),
+            ..EventRow::from_event(
+                NormalizedEvent {
+                    uuid: Uuid::now_v7(),
+                    event: "$pageview".into(),
+                    distinct_id: "user".into(),
+                    timestamp: chrono::Utc::now(),
+                    properties: "{}".into(),
+                    context: None,
+                    extra: None,
+                    person: crate::core::person_event::PersonEvent::default(),
+                },
+                "phc",
+                None,
+                1,
+            )
+        };
+        let snapshot = PersonSnapshotOf {
+            uuid: Uuid::now_v7(),
+            team_id: None,
+            operation: "capture",
+            person: &encoded_person,
+            canonical_distinct_id: "user",
+            updated_at: 9,
+            api_key: Some("phc"),
+            source_event_uuid: event.uuid,
+        };
+        let mut encoded = Vec::new();
+        snapshot.encode_with_event(&event, &mut encoded).unwrap();
+        assert_eq!(rows_in_entry(&encoded), 2);
+
+        let (Some(row), Some(person_row)) = OutboxRecordRef::decode(&encoded).unwrap().rows() else {
+            panic!("an event row and a person row")
+        };
+        assert_eq!(row.person_properties, Some(r#"{"plan":"pro"}"#));
+        assert_eq!((row.uuid, person_row.source_event_uuid), (event.uuid, event.uuid));
+        let (Some(owned), Some(owned_person)) = OutboxRecord::decode(&encoded).unwrap().rows() else {
+            panic!("an event row and a person row")
+        };
+        assert_eq!(owned.person_properties.as_deref(), Some(r#"{"plan":"pro"}"#));
+        assert_eq!(owned_person.person, person);
     }
 }

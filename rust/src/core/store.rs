@@ -20,7 +20,7 @@ use super::error::{CoreError, Result};
 use super::groups::{self, MAX_GROUP_TYPES};
 use super::person::Person;
 use super::persons::{PersonDbs, PersonWarning, PersonWork};
-use super::row::{EventRow, OutboxRecord, OutboxRecordRef, PersonSnapshotOf};
+use super::row::{last_position, rows_in_entry, EventRow, OutboxRecord, OutboxRecordRef, PersonSnapshotOf};
 use super::timestamp;
 
 const SECONDS_PER_DAY: i64 = 86_400;
@@ -144,10 +144,38 @@ struct OutboxWriter {
 impl OutboxWriter {
     fn append(&mut self, txn: &mut RwTxn, encoded: &[u8]) -> Result<()> {
         self.db.put_with_flags(txn, PutFlags::APPEND, &self.next_seq, encoded)?;
-        self.next_seq += 1;
-        self.rows += 1;
+        // An entry takes one position per row it holds, so that positions count rows.
+        self.next_seq += rows_in_entry(encoded);
+        self.rows += rows_in_entry(encoded);
         self.bytes += encoded.len() as u64;
         Ok(())
+    }
+}
+
+/// What the person snapshot rows an event makes share.
+struct SnapshotOf<'a> {
+    team_id: Option<i64>,
+    token: &'a str,
+    updated_at: i64,
+    /// The event's uuid.
+    source: Uuid,
+}
+
+impl<'a> SnapshotOf<'a> {
+    fn row<'c>(&self, operation: &'c str, person: &'c [u8], canonical: &'c str) -> PersonSnapshotOf<'c>
+    where
+        'a: 'c,
+    {
+        PersonSnapshotOf {
+            uuid: Uuid::new_v4(),
+            team_id: self.team_id,
+            operation,
+            person,
+            canonical_distinct_id: canonical,
+            updated_at: self.updated_at,
+            api_key: Some(self.token),
+            source_event_uuid: self.source,
+        }
     }
 }
 
@@ -293,39 +321,28 @@ impl Store {
                     timestamp::to_micros(event.timestamp),
                     &event.person,
                 )?;
-                let snapshot = |operation: &str, person: &[u8], canonical: &str, out: &mut Vec<u8>| {
-                    out.clear();
-                    PersonSnapshotOf {
-                        uuid: Uuid::new_v4(),
-                        team_id: batch.team_id,
-                        operation,
-                        person,
-                        canonical_distinct_id: canonical,
-                        updated_at,
-                        api_key: Some(&batch.token),
-                        source_event_uuid: event.uuid,
-                    }
-                    .encode_into(out)
+                let snapshot = SnapshotOf {
+                    team_id: batch.team_id,
+                    token: &batch.token,
+                    updated_at,
+                    source: event.uuid,
                 };
                 if let Some(gone) = &applied.merged_away {
                     let canonical = gone.distinct_ids.first().map_or("", String::as_str);
                     let mut encoded = Vec::new();
                     gone.encode(&mut encoded);
-                    snapshot("merged", &encoded, canonical, &mut entry)?;
-                    outbox.append(&mut txn, &entry)?;
-                }
-                if let Some(person) = applied.person_id.and_then(|id| persons.encoded(id)) {
-                    let operation = operation_of(&event.event);
-                    snapshot(operation, person, &event.distinct_id, &mut entry)?;
+                    entry.clear();
+                    snapshot.row("merged", &encoded, canonical).encode_into(&mut entry)?;
                     outbox.append(&mut txn, &entry)?;
                 }
 
+                let operation = operation_of(&event.event);
                 let mut row = EventRow::from_event(event, &batch.token, batch.team_id, created_at);
                 if let Some(person) = applied.person {
                     let mut text = Uuid::encode_buffer();
                     row.person_id = Some(person.uuid.hyphenated().encode_lower(&mut text).to_owned());
                     row.person_created_at = Some(person.created_at);
-                    row.person_properties = Some(person.properties);
+                    row.person_properties = person.properties;
                 }
                 if let Some(properties) = row.properties.as_deref() {
                     if let Some(with_groups) = groups::property_entries(properties, &applied.groups) {
@@ -335,7 +352,14 @@ impl Store {
                 row.groups = applied.groups;
                 row.group_properties = applied.group_properties;
                 entry.clear();
-                OutboxRecord::Event(row).encode_into(&mut entry)?;
+                // An event that resolved to a person goes with the person's snapshot, in one
+                // entry that keeps the person's properties once.
+                match applied.person_id.and_then(|id| persons.encoded(id)) {
+                    Some(person) => snapshot
+                        .row(operation, person, &row.distinct_id)
+                        .encode_with_event(&row, &mut entry)?,
+                    None => OutboxRecord::Event(row).encode_into(&mut entry)?,
+                }
                 outbox.append(&mut txn, &entry)?;
                 outcome.stored += 1;
             }
@@ -379,7 +403,7 @@ impl Store {
         };
         let (_, value) = entry?;
         Ok(Some(match OutboxRecordRef::decode(value)? {
-            OutboxRecordRef::Event(row) => row.created_at,
+            OutboxRecordRef::Event(row) | OutboxRecordRef::PersonEvent(row, _) => row.created_at,
             OutboxRecordRef::Person(snapshot) => snapshot.updated_at,
         }))
     }
@@ -430,7 +454,7 @@ impl Store {
         })
     }
 
-    /// Up to `max_rows` rows (and about `max_bytes`) with sequence numbers above `after`.
+    /// Up to `max_rows` entries (and about `max_bytes`) at positions above `after`.
     #[cfg(test)]
     pub fn read_outbox(&self, after: u64, max_rows: usize, max_bytes: u64) -> Result<OutboxChunk> {
         let txn = self.env.read_txn()?;
@@ -442,7 +466,7 @@ impl Store {
         for entry in self.outbox.range(&txn, &range)? {
             let (seq, value) = entry?;
             chunk.records.push((seq, OutboxRecord::decode(value)?));
-            chunk.last_seq = seq;
+            chunk.last_seq = last_position(seq, value);
             chunk.bytes += value.len() as u64;
             if chunk.records.len() >= max_rows || chunk.bytes >= max_bytes {
                 break;
@@ -451,8 +475,9 @@ impl Store {
         Ok(chunk)
     }
 
-    /// Run `f` over the raw outbox entries after `after` (up to `max_rows` and about `max_bytes`),
-    /// inside one read transaction, so `f` can borrow the entries without copying them.
+    /// Run `f` over the raw outbox entries after `after` (up to about `max_rows` rows and
+    /// `max_bytes`), inside one read transaction, so `f` can borrow the entries without copying
+    /// them. Each entry comes with its position: the last of the positions its rows take.
     pub fn with_outbox<R>(
         &self,
         after: u64,
@@ -463,29 +488,32 @@ impl Store {
         let txn = self.env.read_txn()?;
         let range = (Bound::Excluded(after), Bound::Unbounded);
         let mut entries = Vec::new();
-        let mut bytes = 0u64;
+        let (mut rows, mut bytes) = (0u64, 0u64);
         for entry in self.outbox.range(&txn, &range)? {
             let (seq, value) = entry?;
-            entries.push((seq, value));
+            entries.push((last_position(seq, value), value));
+            rows += rows_in_entry(value);
             bytes += value.len() as u64;
-            if entries.len() >= max_rows || bytes >= max_bytes {
+            if rows >= max_rows as u64 || bytes >= max_bytes {
                 break;
             }
         }
         f(&entries)
     }
 
-    /// Forget rows up to and including `upto` (every sink has them), at most `limit` per call:
-    /// a write transaction holds off ingestion's commits, so it is kept short.
+    /// Forget rows up to and including position `upto` (every sink has them), at most `limit`
+    /// entries per call: a write transaction holds off ingestion's commits, so it is kept short.
+    /// Returns how many rows it forgot.
     pub fn trim_outbox(&self, upto: u64, limit: usize) -> Result<u64> {
         let mut txn = self.env.write_txn()?;
-        let (mut count, mut size, mut last) = (0u64, 0u64, 0u64);
+        let (mut count, mut rows, mut size, mut last) = (0usize, 0u64, 0u64, 0u64);
         for entry in self.outbox.range(&txn, &(Bound::Unbounded, Bound::Included(upto)))? {
             let (seq, value) = entry?;
             count += 1;
+            rows += rows_in_entry(value);
             size += value.len() as u64;
             last = seq;
-            if count as usize >= limit {
+            if count >= limit {
                 break;
             }
         }
@@ -494,12 +522,12 @@ impl Store {
         }
         self.outbox
             .delete_range(&mut txn, &(Bound::Unbounded, Bound::Included(last)))?;
-        let rows = read_u64(self.meta, &txn, META_ROWS)?.saturating_sub(count);
+        let waiting = read_u64(self.meta, &txn, META_ROWS)?.saturating_sub(rows);
         let bytes = read_u64(self.meta, &txn, META_BYTES)?.saturating_sub(size);
-        write_u64(self.meta, &mut txn, META_ROWS, rows)?;
+        write_u64(self.meta, &mut txn, META_ROWS, waiting)?;
         write_u64(self.meta, &mut txn, META_BYTES, bytes)?;
         txn.commit()?;
-        Ok(count)
+        Ok(rows)
     }
 
     pub fn cursor(&self, sink: &str) -> Result<Option<u64>> {

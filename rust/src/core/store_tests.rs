@@ -170,10 +170,17 @@ fn monitoring_reads_counts_and_the_age_of_pending_rows() {
         groups: 0,
     };
     assert_eq!(store.counts().unwrap(), counts);
-    // Rows: the person's snapshot (commit time), then the two event rows (request time).
-    assert_eq!(store.pending_since(0).unwrap(), Some(timestamp::to_micros(options.now)));
-    assert_eq!(store.pending_since(1).unwrap(), Some(received));
+    // Entries: the first event with its person's snapshot (positions 1 and 2), then the second
+    // event (3); each reached the store with its request.
+    assert_eq!(store.pending_since(0).unwrap(), Some(received));
+    assert_eq!(store.pending_since(2).unwrap(), Some(received));
     assert_eq!(store.pending_since(3).unwrap(), None);
+    let state = store.outbox_state().unwrap();
+    assert_eq!((state.rows, state.next_seq), (3, 4));
+    let chunk = store.read_outbox(0, 1, u64::MAX).unwrap();
+    assert_eq!((chunk.records.len(), chunk.last_seq), (1, 2));
+    assert_eq!(store.trim_outbox(2, 100).unwrap(), 2);
+    assert_eq!(store.outbox_state().unwrap().rows, 1);
 }
 
 #[test]

@@ -135,7 +135,7 @@ impl PyStore {
             .detach(|| export::export(&self.inner, after, max_rows, max_bytes, &to))
             .map_err(PyCoreError::from)?;
         Ok(PyExport {
-            entries: export.entries,
+            positions: export.positions,
             last_seq: export.last_seq,
             files: export
                 .files
@@ -183,7 +183,7 @@ impl PyStore {
                 .collect()
         };
         Ok(PyPipelineChunk {
-            entries: chunk.entries,
+            positions: chunk.positions,
             last_seq: chunk.last_seq,
             event_rows: chunk.events.rows,
             person_rows: chunk.persons.rows,
@@ -277,9 +277,9 @@ impl PyStore {
 /// What `Store.export` did.
 #[pyclass(name = "Export", module = "hogflare._hogflare", frozen)]
 pub struct PyExport {
-    /// Outbox entries read.
+    /// Outbox positions read, one per row.
     #[pyo3(get)]
-    entries: u64,
+    positions: u64,
     /// The outbox position the export reached.
     #[pyo3(get)]
     last_seq: u64,
@@ -291,9 +291,9 @@ pub struct PyExport {
 /// What `Store.pipeline` read: the POST bodies of each stream and the outbox position reached.
 #[pyclass(name = "PipelineChunk", module = "hogflare._hogflare", frozen)]
 pub struct PyPipelineChunk {
-    /// Outbox entries read.
+    /// Outbox positions read, one per row.
     #[pyo3(get)]
-    entries: u64,
+    positions: u64,
     /// The outbox position the chunk reached.
     #[pyo3(get)]
     last_seq: u64,

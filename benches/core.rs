@@ -128,6 +128,7 @@ fn bench_decode(c: &mut Criterion) {
     for (name, workload) in [
         ("batch_100_personless", PersonWorkload::Personless),
         ("batch_100_set_heavy", PersonWorkload::SetHeavy),
+        ("batch_100_identify_heavy", PersonWorkload::IdentifyHeavy),
     ] {
         let body = person_batch(workload, 0);
         group.bench_function(name, |b| b.iter(|| decode_batch(black_box(&body))));

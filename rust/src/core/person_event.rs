@@ -11,56 +11,105 @@ use super::person::PropertyUpdate;
 use super::rawjson::{self, RawObject};
 
 /// Properties PostHog copies into the person: the value into `$set`, the first value seen into
-/// `$set_once` as `$initial_<name>` (`person-property-utils.ts`).
-fn is_initial_property(key: &str) -> bool {
-    matches!(
-        key,
-        "$app_build"
-            | "$app_name"
-            | "$app_namespace"
-            | "$app_version"
-            | "$browser"
-            | "$browser_version"
-            | "$device_type"
-            | "$current_url"
-            | "$pathname"
-            | "$os"
-            | "$os_name"
-            | "$os_version"
-            | "$referring_domain"
-            | "$referrer"
-            | "$screen_height"
-            | "$screen_width"
-            | "$viewport_height"
-            | "$viewport_width"
-            | "$raw_user_agent"
-            | "utm_source"
-            | "utm_medium"
-            | "utm_campaign"
-            | "utm_content"
-            | "utm_name"
-            | "utm_term"
-            | "gclid"
-            | "gad_source"
-            | "gclsrc"
-            | "dclid"
-            | "gbraid"
-            | "wbraid"
-            | "fbclid"
-            | "msclkid"
-            | "twclid"
-            | "li_fat_id"
-            | "mc_cid"
-            | "igshid"
-            | "ttclid"
-            | "rdt_cid"
-            | "irclid"
-            | "_kx"
-            | "epik"
-            | "qclid"
-            | "sccid"
-    )
+/// `$set_once` as `$initial_<name>` (`person-property-utils.ts`). Their index into
+/// `INITIAL_NAMES`.
+fn initial_property(key: &str) -> Option<usize> {
+    Some(match key {
+        "$app_build" => 0,
+        "$app_name" => 1,
+        "$app_namespace" => 2,
+        "$app_version" => 3,
+        "$browser" => 4,
+        "$browser_version" => 5,
+        "$device_type" => 6,
+        "$current_url" => 7,
+        "$pathname" => 8,
+        "$os" => 9,
+        "$os_name" => 10,
+        "$os_version" => 11,
+        "$referring_domain" => 12,
+        "$referrer" => 13,
+        "$screen_height" => 14,
+        "$screen_width" => 15,
+        "$viewport_height" => 16,
+        "$viewport_width" => 17,
+        "$raw_user_agent" => 18,
+        "utm_source" => 19,
+        "utm_medium" => 20,
+        "utm_campaign" => 21,
+        "utm_content" => 22,
+        "utm_name" => 23,
+        "utm_term" => 24,
+        "gclid" => 25,
+        "gad_source" => 26,
+        "gclsrc" => 27,
+        "dclid" => 28,
+        "gbraid" => 29,
+        "wbraid" => 30,
+        "fbclid" => 31,
+        "msclkid" => 32,
+        "twclid" => 33,
+        "li_fat_id" => 34,
+        "mc_cid" => 35,
+        "igshid" => 36,
+        "ttclid" => 37,
+        "rdt_cid" => 38,
+        "irclid" => 39,
+        "_kx" => 40,
+        "epik" => 41,
+        "qclid" => 42,
+        "sccid" => 43,
+        _ => return None,
+    })
 }
+
+/// `$initial_<name>` of each property `initial_property` knows, `$` left out of the name.
+const INITIAL_NAMES: [&str; 44] = [
+    "$initial_app_build",
+    "$initial_app_name",
+    "$initial_app_namespace",
+    "$initial_app_version",
+    "$initial_browser",
+    "$initial_browser_version",
+    "$initial_device_type",
+    "$initial_current_url",
+    "$initial_pathname",
+    "$initial_os",
+    "$initial_os_name",
+    "$initial_os_version",
+    "$initial_referring_domain",
+    "$initial_referrer",
+    "$initial_screen_height",
+    "$initial_screen_width",
+    "$initial_viewport_height",
+    "$initial_viewport_width",
+    "$initial_raw_user_agent",
+    "$initial_utm_source",
+    "$initial_utm_medium",
+    "$initial_utm_campaign",
+    "$initial_utm_content",
+    "$initial_utm_name",
+    "$initial_utm_term",
+    "$initial_gclid",
+    "$initial_gad_source",
+    "$initial_gclsrc",
+    "$initial_dclid",
+    "$initial_gbraid",
+    "$initial_wbraid",
+    "$initial_fbclid",
+    "$initial_msclkid",
+    "$initial_twclid",
+    "$initial_li_fat_id",
+    "$initial_mc_cid",
+    "$initial_igshid",
+    "$initial_ttclid",
+    "$initial_rdt_cid",
+    "$initial_irclid",
+    "$initial__kx",
+    "$initial_epik",
+    "$initial_qclid",
+    "$initial_sccid",
+];
 
 /// Events whose properties are not a page view's: no initial properties are derived from them.
 const NO_INITIAL_PROPERTIES: [&str; 3] = ["$snapshot", "$snapshot_items", "$performance_event"];
@@ -211,28 +260,29 @@ impl PersonEvent {
         }
         if !NO_INITIAL_PROPERTIES.contains(&event) {
             let is_server = get("$is_server").is_some_and(|raw| raw.trim() == "true");
-            // Only a key's first use can add anything; the others are skipped before the search
-            // of the lists, so properties that repeat a key many times stay linear to read.
-            let (mut seen_set, mut seen_once): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
-            let mut initial = String::new();
+            // Only a key's first use can add anything: a bit per known property marks it used,
+            // so properties that repeat a key many times stay linear to read.
+            let (mut seen_set, mut seen_once) = (0u64, 0u64);
             for (key, value) in &object.entries {
-                if !is_initial_property(key) || (is_server && matches!(key.as_ref(), "$os" | "$os_version")) {
+                let Some(index) = initial_property(key) else {
+                    continue;
+                };
+                if is_server && matches!(key.as_ref(), "$os" | "$os_version") {
                     continue;
                 }
+                let bit = 1u64 << index;
                 // Each name is added once, so it only has to be looked for among `$set`'s own.
-                if !seen_set.contains(&key.as_ref()) {
-                    seen_set.push(key);
+                if seen_set & bit == 0 {
+                    seen_set |= bit;
                     if !set.iter().any(|(known, _)| known == key) {
                         update.push_set(key, value);
                     }
                 }
-                if !rawjson::is_null(value) && !seen_once.contains(&key.as_ref()) {
-                    seen_once.push(key);
-                    initial.clear();
-                    initial.push_str("$initial_");
-                    initial.push_str(key.strip_prefix('$').unwrap_or(key));
-                    if !set_once.iter().any(|(known, _)| *known == initial) {
-                        update.push_set_once(&initial, value);
+                if seen_once & bit == 0 && !rawjson::is_null(value) {
+                    seen_once |= bit;
+                    let initial = INITIAL_NAMES[index];
+                    if !set_once.iter().any(|(known, _)| known == initial) {
+                        update.push_set_once(initial, value);
                     }
                 }
             }
@@ -315,6 +365,20 @@ mod tests {
             [("$initial_browser", r#""Safari""#)]
         );
         assert_eq!(read.update.unset().collect::<Vec<_>>(), ["old"]);
+    }
+
+    #[test]
+    fn initial_names_follow_their_properties() {
+        for (key, initial) in [
+            ("$app_build", "$initial_app_build"),
+            ("$browser", "$initial_browser"),
+            ("utm_source", "$initial_utm_source"),
+            ("_kx", "$initial__kx"),
+            ("sccid", "$initial_sccid"),
+        ] {
+            assert_eq!(initial_property(key).map(|index| INITIAL_NAMES[index]), Some(initial));
+        }
+        assert_eq!(initial_property("$initial_browser"), None);
     }
 
     #[test]

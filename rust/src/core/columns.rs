@@ -80,7 +80,7 @@ fn distinct_ids_type() -> DataType {
 /// Rows per Arrow batch handed to the Parquet writer: the column builders of a slice stay a few
 /// megabytes, made to their exact size, instead of growing (and being copied, and their fresh
 /// pages faulted in) to the size of a whole export.
-pub const SLICE_ROWS: usize = 2048;
+const SLICE_ROWS: usize = 2048;
 
 fn strings<'r, T: 'r>(rows: &[&'r T], get: impl Fn(&'r T) -> Option<&'r str>) -> ArrayRef {
     let bytes = rows.iter().map(|row| get(row).map_or(0, str::len)).sum();

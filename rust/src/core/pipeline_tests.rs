@@ -1,8 +1,12 @@
 //! The Pipelines rows and bodies: Hogflare's shapes, the body limit, lanes, and what the store gives.
 
 use super::*;
+use crate::core::decode::DecodedRequest;
+use crate::core::event::NormalizedEvent;
 use crate::core::person::{Person, PropertyUpdate};
+use crate::core::person_event::{PersonEvent, PersonMode};
 use crate::core::row::{PersonSnapshotOf, SOURCE_POSTHOG};
+use crate::core::store::{CommitOptions, StoreConfig};
 
 fn event(properties: Option<&str>) -> EventRowRef<'_> {
     EventRowRef {
@@ -211,13 +215,22 @@ fn each_key_keeps_to_one_lane_in_order() {
     assert_eq!(out.rows, 1_000);
 }
 
-#[test]
-fn the_store_gives_one_mb_bodies_per_stream() {
-    use crate::core::decode::DecodedRequest;
-    use crate::core::event::NormalizedEvent;
-    use crate::core::person_event::{PersonEvent, PersonMode};
-    use crate::core::store::{CommitOptions, StoreConfig};
+/// An event of the store tests: `e` of `d`, its uuid made from `n`.
+fn stored_event(n: u128) -> NormalizedEvent {
+    NormalizedEvent {
+        uuid: Uuid::from_u128(n + 1),
+        event: "e".into(),
+        distinct_id: "d".into(),
+        timestamp: chrono::Utc::now(),
+        properties: "{}".into(),
+        context: None,
+        extra: None,
+        person: PersonEvent::default(),
+    }
+}
 
+/// A store holding `events`, committed as one request.
+fn store_with(events: impl Iterator<Item = NormalizedEvent>) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
         map_size: 256 << 20,
@@ -225,27 +238,11 @@ fn the_store_gives_one_mb_bodies_per_stream() {
         ..StoreConfig::default()
     };
     let store = Store::open(dir.path(), &config).unwrap();
-    let big = format!(r#"{{"blob":"{}"}}"#, "z".repeat(10_000));
-    let events = (0..300u128)
-        .map(|n| NormalizedEvent {
-            uuid: Uuid::from_u128(n + 1),
-            event: "e".into(),
-            distinct_id: "d".into(),
-            timestamp: chrono::Utc::now(),
-            properties: big.clone(),
-            context: None,
-            extra: None,
-            person: PersonEvent {
-                mode: PersonMode::Without,
-                ..PersonEvent::default()
-            },
-        })
-        .collect();
     let request = DecodedRequest {
         token: "phc".into(),
         team_id: None,
         created_at: chrono::Utc::now(),
-        events,
+        events: events.collect(),
         dropped: std::collections::BTreeMap::new(),
         warnings: std::collections::BTreeMap::new(),
         filtered: 0,
@@ -256,6 +253,20 @@ fn the_store_gives_one_mb_bodies_per_stream() {
         now: chrono::Utc::now(),
     };
     store.commit(vec![request], options).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn the_store_gives_one_mb_bodies_per_stream() {
+    let big = format!(r#"{{"blob":"{}"}}"#, "z".repeat(10_000));
+    let (_dir, store) = store_with((0..300).map(|n| NormalizedEvent {
+        properties: big.clone(),
+        person: PersonEvent {
+            mode: PersonMode::Without,
+            ..PersonEvent::default()
+        },
+        ..stored_event(n)
+    }));
     let limits = BodyLimits {
         max_body_bytes: 1_000_000,
         lanes: 1,
@@ -279,49 +290,14 @@ fn the_store_gives_one_mb_bodies_per_stream() {
 
 #[test]
 fn an_event_and_its_persons_snapshot_go_to_their_two_streams() {
-    use crate::core::decode::DecodedRequest;
-    use crate::core::event::NormalizedEvent;
-    use crate::core::person::PropertyUpdate;
-    use crate::core::person_event::PersonEvent;
-    use crate::core::store::{CommitOptions, StoreConfig};
-
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        map_size: 64 << 20,
-        max_readers: 16,
-        ..StoreConfig::default()
-    };
-    let store = Store::open(dir.path(), &config).unwrap();
-    let events = (0..3u128)
-        .map(|n| NormalizedEvent {
-            uuid: Uuid::from_u128(n + 1),
-            event: "e".into(),
-            distinct_id: "user".into(),
-            timestamp: chrono::Utc::now(),
-            properties: "{}".into(),
-            context: None,
-            extra: None,
-            person: PersonEvent {
-                update: PropertyUpdate::of(&[("n", &n.to_string())], &[], &[]),
-                ..PersonEvent::default()
-            },
-        })
-        .collect();
-    let request = DecodedRequest {
-        token: "phc".into(),
-        team_id: None,
-        created_at: chrono::Utc::now(),
-        events,
-        dropped: std::collections::BTreeMap::new(),
-        warnings: std::collections::BTreeMap::new(),
-        filtered: 0,
-    };
-    let options = CommitOptions {
-        dedupe_window_days: 7,
-        max_outbox_bytes: u64::MAX,
-        now: chrono::Utc::now(),
-    };
-    store.commit(vec![request], options).unwrap();
+    let (_dir, store) = store_with((0..3).map(|n| NormalizedEvent {
+        distinct_id: "user".into(),
+        person: PersonEvent {
+            update: PropertyUpdate::of(&[("n", &n.to_string())], &[], &[]),
+            ..PersonEvent::default()
+        },
+        ..stored_event(n)
+    }));
     let limits = |persons| BodyLimits {
         max_body_bytes: 1_000_000,
         lanes: 1,

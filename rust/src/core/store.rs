@@ -297,16 +297,16 @@ impl Store {
             for event in batch.events {
                 let key = seen_key(project, &event.uuid);
                 // A uuid first stored within the window is a duplicate; an older one waits for
-                // the shipper's expiry and is stored again, as if it had been forgotten.
-                if self
-                    .seen
-                    .get(&txn, &key)?
-                    .is_some_and(|day| day.saturating_add(options.dedupe_window_days) >= today)
-                {
-                    outcome.duplicates += 1;
-                    continue;
+                // the shipper's expiry and is stored again, as if it had been forgotten. A new
+                // uuid, the usual case, is looked up and stored in one search of the tree.
+                match self.seen.get_or_put(&mut txn, &key, &today)? {
+                    Some(day) if day.saturating_add(options.dedupe_window_days) >= today => {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    Some(_) => self.seen.put(&mut txn, &key, &today)?,
+                    None => {}
                 }
-                self.seen.put(&mut txn, &key, &today)?;
                 let mut by_day = [0u8; 24];
                 by_day[..4].copy_from_slice(&today.to_be_bytes());
                 by_day[4..].copy_from_slice(&key);

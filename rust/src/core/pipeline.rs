@@ -241,9 +241,12 @@ pub fn person_row(row: &PersonSnapshotRef<'_>, out: &mut String) {
     push_time(out, "created_at", Some(person.created_at));
     push_time(out, "updated_at", Some(row.updated_at));
     push_integer(out, "version", Some(i64::try_from(person.version).unwrap_or(i64::MAX)));
-    push_json(out, "properties", Some(&person.properties_json(Some(false))));
-    push_json(out, "properties_set_once", Some(&person.properties_json(Some(true))));
-    push_json(out, "merged_properties", Some(&person.properties_json(None)));
+    // The split objects are written in place, as the lake's columns are; neither is ever empty.
+    field(out, "properties");
+    person.write_split(false, out);
+    field(out, "properties_set_once");
+    person.write_split(true, out);
+    push_json(out, "merged_properties", Some(person.json()));
     push_text(out, "api_key", row.api_key);
     push_uuid(out, "source_event_uuid", row.source_event_uuid);
     out.push('}');

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from benches import loadgen
-from benches.bench_ingest import hogflare
+from benches.harness import hogflare
 from hogflare._hogflare import Store
 
 RESULTS = Path(__file__).parent / "results"

@@ -26,7 +26,8 @@ from pathlib import Path
 import httpx
 
 from benches import loadgen
-from benches.bench_ingest import RESULTS, Server, foundation_workload, hogflare, run_facts, stop, wait_ready
+from benches.bench_ingest import foundation_workload
+from benches.harness import RESULTS, Server, hogflare, run_facts, stop, wait_ready
 from hogflare._hogflare import Store
 from tests.helpers.server import HOGFLARE, free_port
 

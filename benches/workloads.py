@@ -11,6 +11,9 @@ from typing import Any
 import msgspec
 
 TOKEN = "phc_bench_token"
+#: posthog-node's `/batch` request; posthog-js's unbatched `/i/v0/e` request.
+BATCH_HEADERS = {"content-type": "application/json", "content-encoding": "gzip"}
+SINGLE_HEADERS = {"content-type": "text/plain"}
 
 
 def pageview(i: int) -> dict[str, Any]:

@@ -1,0 +1,247 @@
+"""What the end-to-end benchmarks share: servers started for one measurement (hogflare, and
+nginx as the ceiling of any HTTP server here), their memory sampled over time, and a bounded
+load against one of them that counts until the lake holds every acknowledged row."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from benches import loadgen
+from hogflare.lake import Lake
+from hogflare.query import run as query
+from tests.helpers.server import HOGFLARE, free_port
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _anonymous_rss(pid: int) -> int:
+    """RssAnon: memory the process owns, without the page cache its memory maps touch."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Memory of a process group (server, workers, shipper) over time.
+
+    Summing plain RSS over processes counts shared pages (libraries, the store's memory map) once
+    per process; PSS splits them fairly, and anonymous RSS leaves out the page cache that the
+    LMDB map pulls in. Samples are (time, PSS, anonymous RSS)."""
+
+    def __init__(self, pgid: int) -> None:
+        super().__init__(daemon=True)
+        self.pgid = pgid
+        self.samples: list[tuple[float, int, int]] = []
+        self.stop = threading.Event()
+
+    def current(self) -> tuple[int, int]:
+        pss = anonymous = 0
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(process.pid) == self.pgid:
+                    pss += process.memory_full_info().pss
+                    anonymous += _anonymous_rss(process.pid)
+            except (psutil.Error, ProcessLookupError, FileNotFoundError):
+                continue
+        return pss, anonymous
+
+    def run(self) -> None:
+        while not self.stop.wait(0.25):
+            self.samples.append((time.monotonic(), *self.current()))
+
+    def mark(self) -> int:
+        return len(self.samples)
+
+    def peak_since(self, mark: int) -> tuple[float, float]:
+        """Peak PSS and peak anonymous RSS, in MB, since ``mark``."""
+        window = self.samples[mark:]
+        return (max((s[1] for s in window), default=0) / 1e6, max((s[2] for s in window), default=0) / 1e6)
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    data_dir: Path | None = None
+    rss: RssSampler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rss = RssSampler(self.process.pid)
+        self.rss.start()
+
+    def lake_rows(self) -> int:
+        assert self.data_dir is not None
+        return int(query(Lake(self.data_dir / "lake"), "select count(*) as n from events").column("n")[0].as_py())
+
+    def person_stats(self) -> dict[str, int]:
+        """What the events did to persons, from the lake: ``changes`` counts distinct (person,
+        version) pairs, each a change some event made; every personful event writes a snapshot."""
+        assert self.data_dir is not None
+        lake = Lake(self.data_dir / "lake")
+        table = query(
+            lake,
+            """select count(*) as snapshots,
+                      count(distinct person_int_id) as persons,
+                      count(distinct (person_int_id, version)) as changes,
+                      count(*) filter (where operation = 'merged') as merged
+               from persons""",
+        )
+        stats = {name: int(table.column(name)[0].as_py() or 0) for name in table.column_names}
+        live = query(lake, "select count(*) as n from persons_latest")
+        stats["live"] = int(live.column("n")[0].as_py())
+        stats["events"] = self.lake_rows()
+        return stats
+
+
+def run_facts(args: argparse.Namespace) -> dict[str, Any]:
+    """What every results file records about the run: when, on what, with which settings."""
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
+        "workers": args.workers,
+        "duration_s": args.duration,
+        "repeats": args.repeats,
+    }
+
+
+def wait_ready(url: str, path: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def nginx(workers: int) -> Iterator[Server]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(
+            f"worker_processes {workers};\ndaemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\n"
+            "events { worker_connections 4096; }\n"
+            f"http {{ access_log off; client_body_temp_path {tmp}/body; client_max_body_size 50m;\n"
+            f"  server {{ listen 127.0.0.1:{port}; location / {{ return 200 '{{\"status\":1}}'; }} }} }}\n"
+        )
+        process = subprocess.Popen(["nginx", "-c", str(conf)], start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, "/")
+        server = Server("nginx", url, process)
+        try:
+            yield server
+        finally:
+            server.rss.stop.set()
+            stop(process)
+
+
+@contextmanager
+def hogflare(name: str, workers: int, env: dict[str, str]) -> Iterator[Server]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        full_env = {**os.environ, "HOGFLARE_LOG_LEVEL": "warning", **env}
+        args = [HOGFLARE, "serve", "--port", str(port), "--workers", str(workers), "--data-dir", str(data_dir)]
+        process = subprocess.Popen(args, env=full_env, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, "/_readiness", 60)
+        server = Server(name, url, process, data_dir)
+        try:
+            yield server
+        finally:
+            server.rss.stop.set()
+            stop(process)
+
+
+@dataclass
+class Row:
+    server: str
+    workload: str
+    events_per_s: float
+    req_per_s: float
+    p50_ms: float
+    p99_ms: float
+    peak_pss_mb: float
+    peak_anon_mb: float
+    errors: int
+    note: str = ""
+    acked_events_per_s: float = 0.0
+    persons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    body: bytes | list[bytes]
+    headers: dict[str, str]
+    events_per_request: int
+
+
+def load(server: Server, workload: Workload, duration: float, connections: int, rate: float | None = None) -> Row:
+    per_request = workload.events_per_request
+    mark = server.rss.mark()
+    before = server.lake_rows() if server.data_dir is not None and server.name == "hogflare" else 0
+    started = time.monotonic()
+    result = loadgen.run(
+        server.url + workload.path,
+        workload.body,
+        headers=workload.headers,
+        connections=connections,
+        duration=duration,
+        rate=rate,
+    )
+    note = ""
+    acked = result.ok * per_request / result.seconds
+    events_per_s = acked
+    if server.name == "hogflare":
+        # Durable means in the lake: include the time until the shipper has written every row.
+        expected = before + result.ok * per_request
+        while server.lake_rows() < expected:
+            time.sleep(0.2)
+        total = time.monotonic() - started
+        events_per_s = result.ok * per_request / total
+        note = f"lake drained {total - result.seconds:.1f}s after the load"
+    label = workload.name if rate is None else f"{workload.name} at {rate:,.0f} req/s"
+    return Row(
+        server=server.name,
+        workload=label,
+        events_per_s=events_per_s,
+        req_per_s=result.rps,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        peak_pss_mb=server.rss.peak_since(mark)[0],
+        peak_anon_mb=server.rss.peak_since(mark)[1],
+        errors=result.requests - result.ok,
+        note=note,
+        acked_events_per_s=acked,
+    )

@@ -6,19 +6,21 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sonic_rs::{JsonType, JsonValueTrait, Value};
+use sonic_rs::{JsonValueTrait, Value};
 use uuid::Uuid;
 
 use super::enrich::Enrichment;
+use super::event_fields::{
+    default_event_name, id_from_raw, id_from_value, offset_from_raw, timestamp_from_raw, truncate_chars, CONSUMED,
+    MAX_ID_CHARS,
+};
+pub(super) use super::event_fields::{is_true, non_null};
 use super::person_event::PersonEvent;
 use super::properties::{plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
 use super::request::RouteKind;
 use super::timestamp::{self, ClientTime};
-
-/// PostHog cuts distinct ids and event names to this many characters.
-const MAX_ID_CHARS: usize = 200;
 
 /// Why an item was dropped; the name is what logs and metrics show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,105 +115,6 @@ pub struct ItemContext<'a> {
     pub shared: &'a [(String, String)],
     pub max_event_bytes: usize,
     pub enrichment: Enrichment<'a>,
-}
-
-/// Top-level keys read into the row; everything else lands in `extra`.
-const CONSUMED: [&str; 17] = [
-    "event",
-    "distinct_id",
-    "$distinct_id",
-    "properties",
-    "uuid",
-    "timestamp",
-    "offset",
-    "sent_at",
-    "token",
-    "$token",
-    "api_key",
-    "$set",
-    "$set_once",
-    "$unset",
-    "context",
-    "$anon_distinct_id",
-    "alias",
-];
-
-fn truncate_chars(mut text: String, max: usize) -> String {
-    if let Some((index, _)) = text.char_indices().nth(max) {
-        text.truncate(index);
-    }
-    text
-}
-
-fn clean_id(text: String) -> Option<String> {
-    if text.is_empty() {
-        return None;
-    }
-    let text = if text.contains('\0') {
-        text.replace('\0', "\u{FFFD}")
-    } else {
-        text
-    };
-    Some(truncate_chars(text, MAX_ID_CHARS))
-}
-
-/// A distinct id from a raw JSON value: strings as they are, anything else as its JSON text.
-fn id_from_raw(raw: &str) -> Option<String> {
-    let raw = raw.trim();
-    if rawjson::is_null(raw) {
-        return None;
-    }
-    clean_id(rawjson::as_str(raw).map_or_else(|| raw.to_owned(), Cow::into_owned))
-}
-
-fn id_from_value(value: &Value) -> Option<String> {
-    match value.get_type() {
-        JsonType::Null => None,
-        JsonType::String => clean_id(value.as_str().unwrap_or_default().to_owned()),
-        _ => clean_id(sonic_rs::to_string(value).unwrap_or_default()),
-    }
-}
-
-fn default_event_name(route: RouteKind, item: &RawObject<'_>) -> Option<&'static str> {
-    match route {
-        RouteKind::Engage | RouteKind::Identify => return Some("$identify"),
-        RouteKind::Alias => return Some("$create_alias"),
-        RouteKind::Groups => return Some("$groupidentify"),
-        RouteKind::Recording => return Some("$snapshot"),
-        RouteKind::Event | RouteKind::LegacyEvent => {}
-    }
-    // Old SDKs and Segment-style clients name the call in `type` instead.
-    match rawjson::as_str(item.get("type")?)?.to_ascii_lowercase().as_str() {
-        "identify" | "engage" => Some("$identify"),
-        "alias" => Some("$create_alias"),
-        "groupidentify" | "group_identify" | "group" => Some("$groupidentify"),
-        "page" => Some("$pageview"),
-        "screen" => Some("$screen"),
-        _ => None,
-    }
-}
-
-pub(super) fn is_true(value: Option<&Value>) -> bool {
-    value.is_some_and(|value| {
-        value.as_bool() == Some(true) || value.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true"))
-    })
-}
-
-fn timestamp_from_raw(raw: &str) -> Option<DateTime<Utc>> {
-    match rawjson::as_str(raw) {
-        Some(text) => timestamp::parse_text(&text),
-        None => raw.trim().parse::<f64>().ok().and_then(timestamp::from_epoch_number),
-    }
-}
-
-fn offset_from_raw(raw: &str) -> Option<i64> {
-    let text = rawjson::as_str(raw).unwrap_or(Cow::Borrowed(raw));
-    let number: f64 = text.trim().parse().ok()?;
-    number.is_finite().then_some(number as i64)
-}
-
-pub(super) fn non_null(raw: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
-    raw.filter(|raw| !rawjson::is_null(raw))
 }
 
 /// What normalising one item gives: the event or why not, and the token it carried.

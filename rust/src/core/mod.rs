@@ -7,6 +7,7 @@ pub mod decode;
 pub mod enrich;
 pub mod error;
 pub mod event;
+mod event_fields;
 pub mod export;
 pub mod flags;
 pub mod geoip;

@@ -12,8 +12,11 @@ use uuid::Uuid;
 use super::error::{CoreError, Result};
 use super::groups::{project_key, GroupDbs, GroupWork, MAX_GROUP_TYPES};
 use super::person::{Person, PropertyUpdate};
-use super::person_event::{is_illegal_merge_id, IdentityKind, IdentityOp, PersonEvent, PersonMode};
+use super::person_event::{PersonEvent, PersonMode};
 use super::person_record::PersonHeader;
+
+#[path = "person_merge.rs"]
+mod merge;
 
 /// PostHog's namespace for person uuids derived from a distinct id (`person-uuid.ts`).
 const PERSON_NAMESPACE: Uuid = Uuid::from_u128(0x932979b4_65c3_4424_8467_0b66ec27bc22);
@@ -241,15 +244,6 @@ impl<'a> PersonWork<'a> {
         Ok(&mut loaded.person)
     }
 
-    fn mark_identified(&mut self, id: u64) -> Result<u64> {
-        if !self.loaded(id)?.person.is_identified {
-            let person = self.touch(id)?;
-            person.is_identified = true;
-            person.version += 1;
-        }
-        Ok(id)
-    }
-
     fn link(&mut self, txn: &mut RwTxn, project: u32, distinct_id: &str, id: u64) -> Result<()> {
         self.dbs
             .distinct_ids
@@ -345,88 +339,6 @@ impl<'a> PersonWork<'a> {
             }
         }
         Ok(applied)
-    }
-
-    /// PostHog's `handleIdentifyOrAlias`: returns the person the event goes to, or `None` when
-    /// the link was refused and the event goes to its own distinct id's person as usual.
-    #[allow(clippy::too_many_arguments)]
-    fn identify(
-        &mut self,
-        txn: &mut RwTxn,
-        project: u32,
-        team_key: &str,
-        distinct_id: &str,
-        op: &IdentityOp,
-        timestamp: i64,
-        fields: &PersonEvent,
-        applied: &mut Applied,
-    ) -> Result<Option<u64>> {
-        if is_illegal_merge_id(&op.other) || is_illegal_merge_id(distinct_id) {
-            self.warn(PersonWarning::CannotMergeWithIllegalDistinctId);
-            return Ok(None);
-        }
-        let event = match op.kind {
-            IdentityKind::Identify => "$identify",
-            IdentityKind::Alias => "$create_alias",
-            IdentityKind::MergeDangerously => "$merge_dangerously",
-        };
-        let other = self.resolve(txn, project, &op.other)?;
-        let into = self.resolve(txn, project, distinct_id)?;
-        let id = match (other, into) {
-            (None, None) => {
-                let id = self.create(
-                    txn,
-                    project,
-                    team_key,
-                    &[distinct_id, &op.other],
-                    timestamp,
-                    &fields.update,
-                )?;
-                self.touch(id)?.is_identified = true;
-                return Ok(Some(id));
-            }
-            (Some(id), None) | (None, Some(id)) => {
-                let new_id = if other.is_some() {
-                    distinct_id
-                } else {
-                    op.other.as_str()
-                };
-                self.link(txn, project, new_id, id)?;
-                let person = self.touch(id)?;
-                person.distinct_ids.push(new_id.to_owned());
-                person.is_identified = true;
-                person.version += 1;
-                id
-            }
-            (Some(other), Some(into)) if other == into => self.mark_identified(into)?,
-            (Some(other), Some(into)) => {
-                if self.loaded(other)?.person.is_identified && op.kind != IdentityKind::MergeDangerously {
-                    // PostHog refuses the merge but still counts the event's own person as
-                    // identified: the event came from someone who identified.
-                    self.warn(PersonWarning::CannotMergeAlreadyIdentified);
-                    self.mark_identified(into)?;
-                    return Ok(None);
-                }
-                let removed = self
-                    .persons
-                    .remove(&other)
-                    .ok_or_else(|| CoreError::Store(format!("person {other} is not loaded")))?;
-                if removed.dirty {
-                    self.dirty.retain(|dirty| *dirty != other);
-                }
-                let mut gone = removed.person;
-                self.deleted.push(other);
-                for moved in &gone.distinct_ids {
-                    self.link(txn, project, moved, into)?;
-                }
-                self.touch(into)?.absorb(&gone);
-                gone.version += 1;
-                applied.merged_away = Some(gone);
-                into
-            }
-        };
-        self.touch(id)?.apply(event, &fields.update);
-        Ok(Some(id))
     }
 
     /// Write what the commit changed: every touched person once, the removed ones deleted.

@@ -3,25 +3,26 @@
 //! cursors. One write transaction per group commit; LMDB syncs it before `commit` returns, so
 //! whatever `commit` accepted survives a crash.
 
-use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, Unit, U32, U64};
-use heed::{Database, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn, RwTxn};
-use uuid::Uuid;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 
-use super::decode::DecodedRequest;
 use super::error::{CoreError, Result};
-use super::groups::{self, MAX_GROUP_TYPES};
+use super::groups::MAX_GROUP_TYPES;
 use super::person::Person;
-use super::persons::{PersonDbs, PersonWarning, PersonWork};
-use super::row::{last_position, rows_in_entry, EventRow, OutboxRecord, OutboxRecordRef, PersonSnapshotOf};
-use super::timestamp;
+use super::persons::PersonDbs;
+use super::row::{last_position, rows_in_entry, OutboxRecord, OutboxRecordRef};
+
+#[path = "store_commit.rs"]
+mod commit;
+
+pub use commit::{CommitOptions, CommitOutcome};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -43,22 +44,6 @@ impl Default for StoreConfig {
             group_types: Default::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct CommitOptions {
-    pub dedupe_window_days: u32,
-    /// Refuse new rows while more than this many bytes wait for delivery.
-    pub max_outbox_bytes: u64,
-    pub now: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CommitOutcome {
-    pub stored: u32,
-    pub duplicates: u32,
-    /// Person and group updates that could not be done as asked (the events still landed).
-    pub warnings: BTreeMap<PersonWarning, u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,72 +107,8 @@ fn write_u64(db: Database<Str, Bytes>, txn: &mut RwTxn, key: &str, value: u64) -
     Ok(db.put(txn, key, &value.to_be_bytes())?)
 }
 
-/// The `operation` of the person snapshot an event writes.
-fn operation_of(event: &str) -> &'static str {
-    match event {
-        "$identify" => "identify",
-        "$create_alias" => "alias",
-        "$merge_dangerously" => "merge",
-        "$snapshot" | "$snapshot_items" => "session_recording",
-        _ => "capture",
-    }
-}
-
-/// Appends entries to the outbox while a commit runs, counting what it holds.
-struct OutboxWriter {
-    db: Database<U64<BigEndian>, Bytes>,
-    next_seq: u64,
-    rows: u64,
-    bytes: u64,
-}
-
-impl OutboxWriter {
-    fn append(&mut self, txn: &mut RwTxn, encoded: &[u8]) -> Result<()> {
-        self.db.put_with_flags(txn, PutFlags::APPEND, &self.next_seq, encoded)?;
-        // An entry takes one position per row it holds, so that positions count rows.
-        self.next_seq += rows_in_entry(encoded);
-        self.rows += rows_in_entry(encoded);
-        self.bytes += encoded.len() as u64;
-        Ok(())
-    }
-}
-
-/// What the person snapshot rows an event makes share.
-struct SnapshotOf<'a> {
-    team_id: Option<i64>,
-    token: &'a str,
-    updated_at: i64,
-    /// The event's uuid.
-    source: Uuid,
-}
-
-impl<'a> SnapshotOf<'a> {
-    fn row<'c>(&self, operation: &'c str, person: &'c [u8], canonical: &'c str) -> PersonSnapshotOf<'c>
-    where
-        'a: 'c,
-    {
-        PersonSnapshotOf {
-            uuid: Uuid::new_v4(),
-            team_id: self.team_id,
-            operation,
-            person,
-            canonical_distinct_id: canonical,
-            updated_at: self.updated_at,
-            api_key: Some(self.token),
-            source_event_uuid: self.source,
-        }
-    }
-}
-
 fn day_of(now: DateTime<Utc>) -> u32 {
     (now.timestamp().div_euclid(SECONDS_PER_DAY)).max(0) as u32
-}
-
-fn seen_key(project: u32, uuid: &Uuid) -> [u8; 20] {
-    let mut key = [0u8; 20];
-    key[..4].copy_from_slice(&project.to_be_bytes());
-    key[4..].copy_from_slice(uuid.as_bytes());
-    key
 }
 
 impl Store {
@@ -246,135 +167,6 @@ impl Store {
              let the hogflare that wrote it deliver its outbox, then move the directory aside",
             path.display()
         )))
-    }
-
-    fn project_id(&self, txn: &mut RwTxn, cache: &mut HashMap<String, u32>, token: &str) -> Result<u32> {
-        if let Some(id) = cache.get(token) {
-            return Ok(*id);
-        }
-        let id = if let Some(id) = self.projects.get(txn, token)? {
-            id
-        } else {
-            let id = read_u64(self.meta, txn, META_NEXT_PROJECT)?.max(1);
-            self.projects.put(txn, token, &(id as u32))?;
-            write_u64(self.meta, txn, META_NEXT_PROJECT, id + 1)?;
-            id as u32
-        };
-        cache.insert(token.to_owned(), id);
-        Ok(id)
-    }
-
-    /// Store the events of many requests in one transaction and sync it to disk, with the person
-    /// and group changes they make and a person snapshot for each event that has a person.
-    pub fn commit(&self, batches: Vec<DecodedRequest>, options: CommitOptions) -> Result<Vec<CommitOutcome>> {
-        let mut txn = self.env.write_txn()?;
-        let waiting = read_u64(self.meta, &txn, META_BYTES)?;
-        if waiting > options.max_outbox_bytes {
-            return Err(CoreError::OutboxFull { bytes: waiting });
-        }
-        let mut outbox = OutboxWriter {
-            db: self.outbox,
-            next_seq: read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1),
-            rows: read_u64(self.meta, &txn, META_ROWS)?,
-            bytes: waiting,
-        };
-        let today = day_of(options.now);
-        let updated_at = timestamp::to_micros(options.now);
-        let mut projects = HashMap::new();
-        let mut outcomes = Vec::with_capacity(batches.len());
-        let mut persons = PersonWork::begin(self.persons, &txn, &self.group_types)?;
-        // Each outbox entry is encoded here, then copied into the transaction.
-        let mut entry = Vec::with_capacity(4096);
-
-        for batch in batches {
-            let mut outcome = CommitOutcome::default();
-            let project = self.project_id(&mut txn, &mut projects, &batch.token)?;
-            // PostHog derives person uuids from the team id; without one the token names the project.
-            let team_key = batch
-                .team_id
-                .map_or_else(|| batch.token.clone(), |team| team.to_string());
-            let created_at = timestamp::to_micros(batch.created_at);
-            for event in batch.events {
-                let key = seen_key(project, &event.uuid);
-                // A uuid first stored within the window is a duplicate; an older one waits for
-                // the shipper's expiry and is stored again, as if it had been forgotten. A new
-                // uuid, the usual case, is looked up and stored in one search of the tree.
-                match self.seen.get_or_put(&mut txn, &key, &today)? {
-                    Some(day) if day.saturating_add(options.dedupe_window_days) >= today => {
-                        outcome.duplicates += 1;
-                        continue;
-                    }
-                    Some(_) => self.seen.put(&mut txn, &key, &today)?,
-                    None => {}
-                }
-                let mut by_day = [0u8; 24];
-                by_day[..4].copy_from_slice(&today.to_be_bytes());
-                by_day[4..].copy_from_slice(&key);
-                self.seen_by_day.put(&mut txn, &by_day, &())?;
-
-                let applied = persons.apply(
-                    &mut txn,
-                    project,
-                    &team_key,
-                    &event.event,
-                    &event.distinct_id,
-                    timestamp::to_micros(event.timestamp),
-                    &event.person,
-                )?;
-                let snapshot = SnapshotOf {
-                    team_id: batch.team_id,
-                    token: &batch.token,
-                    updated_at,
-                    source: event.uuid,
-                };
-                if let Some(gone) = &applied.merged_away {
-                    let canonical = gone.distinct_ids.first().map_or("", String::as_str);
-                    let mut encoded = Vec::new();
-                    gone.encode(&mut encoded);
-                    entry.clear();
-                    snapshot.row("merged", &encoded, canonical).encode_into(&mut entry)?;
-                    outbox.append(&mut txn, &entry)?;
-                }
-
-                let operation = operation_of(&event.event);
-                let mut row = EventRow::from_event(event, &batch.token, batch.team_id, created_at);
-                if let Some(person) = applied.person {
-                    let mut text = Uuid::encode_buffer();
-                    row.person_id = Some(person.uuid.hyphenated().encode_lower(&mut text).to_owned());
-                    row.person_created_at = Some(person.created_at);
-                    row.person_properties = person.properties;
-                }
-                if let Some(properties) = row.properties.as_deref() {
-                    if let Some(with_groups) = groups::property_entries(properties, &applied.groups) {
-                        row.properties = Some(with_groups);
-                    }
-                }
-                row.groups = applied.groups;
-                row.group_properties = applied.group_properties;
-                entry.clear();
-                // An event that resolved to a person goes with the person's snapshot, in one
-                // entry that keeps the person's properties once.
-                match applied.person_id.and_then(|id| persons.encoded(id)) {
-                    Some(person) => snapshot
-                        .row(operation, person, &row.distinct_id)
-                        .encode_with_event(&row, &mut entry)?,
-                    None => OutboxRecord::Event(row).encode_into(&mut entry)?,
-                }
-                outbox.append(&mut txn, &entry)?;
-                outcome.stored += 1;
-            }
-            outcome.warnings = persons.take_warnings();
-            outcomes.push(outcome);
-        }
-        persons.finish(&mut txn)?;
-        write_u64(self.meta, &mut txn, META_NEXT_SEQ, outbox.next_seq)?;
-        write_u64(self.meta, &mut txn, META_ROWS, outbox.rows)?;
-        write_u64(self.meta, &mut txn, META_BYTES, outbox.bytes)?;
-        let syncing = Instant::now();
-        txn.commit()?;
-        let nanos = u64::try_from(syncing.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.last_sync_nanos.store(nanos, Ordering::Relaxed);
-        Ok(outcomes)
     }
 
     /// How long the last `commit` took to write its pages and sync them to disk.

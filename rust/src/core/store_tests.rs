@@ -1,9 +1,15 @@
 //! The store's own tests: deduplication, the outbox (order, trimming, its high-water mark), expiry
 //! of seen uuids, monitoring counts, the format check and sink cursors.
 
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
 use super::*;
+use crate::core::decode::DecodedRequest;
 use crate::core::event::NormalizedEvent;
 use crate::core::person_event::{PersonEvent, PersonMode};
+use crate::core::timestamp;
 
 fn event(uuid: Uuid) -> NormalizedEvent {
     NormalizedEvent {

@@ -3,10 +3,12 @@
 
 mod compile;
 mod evaluate;
+mod hogflare;
 mod model;
 mod property;
 mod request;
 mod respond;
+mod result;
 mod semver;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,115 @@
+//! What events ask of persons and groups: property updates with the initial properties,
+//! identity operations, groups and personless events, and the ids PostHog never merges on.
+
+use super::*;
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[test]
+fn updates_and_initial_properties() {
+    let read = PersonEvent::read(
+        "$pageview",
+        r#"{"$browser":"Chrome","utm_source":null,"$set":{"plan":"pro","$browser":"Firefox"},
+           "$set_once":{"$initial_browser":"Safari"},"$unset":["old"]}"#,
+    );
+    assert_eq!(read.mode, PersonMode::Full);
+    assert_eq!(
+        read.update.set().collect::<Vec<_>>(),
+        [
+            ("plan", r#""pro""#),
+            ("$browser", r#""Firefox""#),
+            ("utm_source", "null")
+        ]
+    );
+    assert_eq!(
+        read.update.set_once().collect::<Vec<_>>(),
+        [("$initial_browser", r#""Safari""#)]
+    );
+    assert_eq!(read.update.unset().collect::<Vec<_>>(), ["old"]);
+}
+
+#[test]
+fn initial_names_follow_their_properties() {
+    for (key, initial) in [
+        ("$app_build", "$initial_app_build"),
+        ("$browser", "$initial_browser"),
+        ("utm_source", "$initial_utm_source"),
+        ("_kx", "$initial__kx"),
+        ("sccid", "$initial_sccid"),
+    ] {
+        assert_eq!(initial_property(key).map(|index| INITIAL_NAMES[index]), Some(initial));
+    }
+    assert_eq!(initial_property("$initial_browser"), None);
+}
+
+#[test]
+fn server_events_keep_the_os_out_and_snapshots_derive_nothing() {
+    let read = PersonEvent::read("e", r#"{"$os":"Linux","$is_server":true,"gclid":"x"}"#);
+    assert_eq!(read.update.set().collect::<Vec<_>>(), [("gclid", r#""x""#)]);
+    assert!(PersonEvent::read("$snapshot_items", r#"{"$current_url":"/"}"#)
+        .update
+        .is_empty());
+}
+
+#[test]
+fn identity_operations() {
+    let identify = PersonEvent::read("$identify", r#"{"$anon_distinct_id":"anon"}"#);
+    assert_eq!(
+        identify.identity,
+        Some(IdentityOp {
+            kind: IdentityKind::Identify,
+            other: "anon".into()
+        })
+    );
+    let merge = PersonEvent::read("$merge_dangerously", r#"{"alias":7}"#);
+    assert_eq!(
+        merge.identity,
+        Some(IdentityOp {
+            kind: IdentityKind::MergeDangerously,
+            other: "7".into()
+        })
+    );
+    assert_eq!(PersonEvent::read("$pageview", r#"{"alias":"x"}"#).identity, None);
+}
+
+#[test]
+fn groups_and_personless_events() {
+    let group = PersonEvent::read(
+        "$groupidentify",
+        r#"{"$group_type":"company","$group_key":"acme","$group_set":{"name":"Acme"},"$set":{"a":1}}"#,
+    );
+    assert_eq!(group.mode, PersonMode::Without);
+    assert!(group.update.is_empty());
+    assert_eq!(group.groups, pairs(&[("company", "acme")]));
+    assert_eq!(group.group_identify.unwrap().set, pairs(&[("name", r#""Acme""#)]));
+
+    let personless = PersonEvent::read(
+        "e",
+        r#"{"$process_person_profile":false,"$set":{"a":1},"$groups":{"org":5}}"#,
+    );
+    assert_eq!(personless.mode, PersonMode::Personless);
+    assert!(personless.update.is_empty());
+    assert_eq!(personless.groups, pairs(&[("org", "5")]));
+}
+
+#[test]
+fn illegal_merge_ids() {
+    for id in [
+        "",
+        "  ",
+        "Anonymous",
+        "null",
+        "\"undefined\"",
+        "'guest'",
+        "[object Object]",
+        "0",
+        "None",
+    ] {
+        assert!(is_illegal_merge_id(id), "{id:?}");
+    }
+    for id in ["user-1", "Null", "NULL", "00", "nan"] {
+        assert!(!is_illegal_merge_id(id), "{id:?}");
+    }
+}

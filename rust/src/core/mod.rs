@@ -17,6 +17,7 @@ pub mod groups;
 pub mod lz64;
 pub mod person;
 pub mod person_event;
+mod person_initial;
 #[cfg(test)]
 mod person_model_tests;
 pub mod person_properties;

@@ -8,111 +8,8 @@ use std::borrow::Cow;
 use sonic_rs::JsonValueTrait;
 
 use super::person::PropertyUpdate;
+use super::person_initial::{initial_property, INITIAL_NAMES, NO_INITIAL_PROPERTIES};
 use super::rawjson::{self, RawObject};
-
-/// Properties PostHog copies into the person: the value into `$set`, the first value seen into
-/// `$set_once` as `$initial_<name>` (`person-property-utils.ts`). Their index into
-/// `INITIAL_NAMES`.
-fn initial_property(key: &str) -> Option<usize> {
-    Some(match key {
-        "$app_build" => 0,
-        "$app_name" => 1,
-        "$app_namespace" => 2,
-        "$app_version" => 3,
-        "$browser" => 4,
-        "$browser_version" => 5,
-        "$device_type" => 6,
-        "$current_url" => 7,
-        "$pathname" => 8,
-        "$os" => 9,
-        "$os_name" => 10,
-        "$os_version" => 11,
-        "$referring_domain" => 12,
-        "$referrer" => 13,
-        "$screen_height" => 14,
-        "$screen_width" => 15,
-        "$viewport_height" => 16,
-        "$viewport_width" => 17,
-        "$raw_user_agent" => 18,
-        "utm_source" => 19,
-        "utm_medium" => 20,
-        "utm_campaign" => 21,
-        "utm_content" => 22,
-        "utm_name" => 23,
-        "utm_term" => 24,
-        "gclid" => 25,
-        "gad_source" => 26,
-        "gclsrc" => 27,
-        "dclid" => 28,
-        "gbraid" => 29,
-        "wbraid" => 30,
-        "fbclid" => 31,
-        "msclkid" => 32,
-        "twclid" => 33,
-        "li_fat_id" => 34,
-        "mc_cid" => 35,
-        "igshid" => 36,
-        "ttclid" => 37,
-        "rdt_cid" => 38,
-        "irclid" => 39,
-        "_kx" => 40,
-        "epik" => 41,
-        "qclid" => 42,
-        "sccid" => 43,
-        _ => return None,
-    })
-}
-
-/// `$initial_<name>` of each property `initial_property` knows, `$` left out of the name.
-const INITIAL_NAMES: [&str; 44] = [
-    "$initial_app_build",
-    "$initial_app_name",
-    "$initial_app_namespace",
-    "$initial_app_version",
-    "$initial_browser",
-    "$initial_browser_version",
-    "$initial_device_type",
-    "$initial_current_url",
-    "$initial_pathname",
-    "$initial_os",
-    "$initial_os_name",
-    "$initial_os_version",
-    "$initial_referring_domain",
-    "$initial_referrer",
-    "$initial_screen_height",
-    "$initial_screen_width",
-    "$initial_viewport_height",
-    "$initial_viewport_width",
-    "$initial_raw_user_agent",
-    "$initial_utm_source",
-    "$initial_utm_medium",
-    "$initial_utm_campaign",
-    "$initial_utm_content",
-    "$initial_utm_name",
-    "$initial_utm_term",
-    "$initial_gclid",
-    "$initial_gad_source",
-    "$initial_gclsrc",
-    "$initial_dclid",
-    "$initial_gbraid",
-    "$initial_wbraid",
-    "$initial_fbclid",
-    "$initial_msclkid",
-    "$initial_twclid",
-    "$initial_li_fat_id",
-    "$initial_mc_cid",
-    "$initial_igshid",
-    "$initial_ttclid",
-    "$initial_rdt_cid",
-    "$initial_irclid",
-    "$initial__kx",
-    "$initial_epik",
-    "$initial_qclid",
-    "$initial_sccid",
-];
-
-/// Events whose properties are not a page view's: no initial properties are derived from them.
-const NO_INITIAL_PROPERTIES: [&str; 3] = ["$snapshot", "$snapshot_items", "$performance_event"];
 
 /// PostHog's longest group type and group key.
 const MAX_GROUP_CHARS: usize = 400;
@@ -197,21 +94,92 @@ fn unset_keys(raw: &str) -> Vec<String> {
     rawjson::as_str(raw).map(Cow::into_owned).into_iter().collect()
 }
 
+/// The properties `PersonEvent::read` looks at, each at its first occurrence as the SDK's
+/// text has it (`null` included).
+#[derive(Clone, Copy)]
+enum Property {
+    GroupType,
+    GroupKey,
+    GroupSet,
+    ProcessPersonProfile,
+    Groups,
+    Set,
+    SetOnce,
+    Unset,
+    IsServer,
+    AnonDistinctId,
+    Alias,
+}
+
+impl Property {
+    const COUNT: usize = Self::Alias as usize + 1;
+
+    fn of(key: &str) -> Option<Self> {
+        Some(match key {
+            "$group_type" => Self::GroupType,
+            "$group_key" => Self::GroupKey,
+            "$group_set" => Self::GroupSet,
+            "$process_person_profile" => Self::ProcessPersonProfile,
+            "$groups" => Self::Groups,
+            "$set" => Self::Set,
+            "$set_once" => Self::SetOnce,
+            "$unset" => Self::Unset,
+            "$is_server" => Self::IsServer,
+            "$anon_distinct_id" => Self::AnonDistinctId,
+            "alias" => Self::Alias,
+            _ => return None,
+        })
+    }
+}
+
+/// One pass over an event's properties: the keys of `Property` and, in their order, the
+/// properties PostHog derives initial properties from; no list of every entry is built and then
+/// searched once per key, so a wide object costs one pass, not one per key looked for.
+struct Found<'t> {
+    keys: [Option<Cow<'t, str>>; Property::COUNT],
+    /// `initial_property` index, key, raw value.
+    initial: Vec<(usize, Cow<'t, str>, Cow<'t, str>)>,
+}
+
+impl<'t> Found<'t> {
+    /// `None` when the properties are not a JSON object.
+    fn scan(properties: &'t str) -> Option<Self> {
+        let mut found = Self {
+            keys: Default::default(),
+            initial: Vec::new(),
+        };
+        for entry in sonic_rs::to_object_iter(properties) {
+            let (key, value) = entry.ok()?;
+            if let Some(known) = Property::of(&key) {
+                found.keys[known as usize].get_or_insert_with(|| value.as_raw_cow());
+            } else if let Some(index) = initial_property(&key) {
+                found.initial.push((index, key, value.as_raw_cow()));
+            }
+        }
+        Some(found)
+    }
+
+    /// A key's value unless it is `null`.
+    fn get(&self, key: Property) -> Option<&str> {
+        self.keys[key as usize].as_deref().filter(|raw| !rawjson::is_null(raw))
+    }
+}
+
 impl PersonEvent {
     /// Read an event's person and group operations from its (final) properties text.
     pub fn read(event: &str, properties: &str) -> Self {
         let mut out = Self::default();
-        let Ok(object) = RawObject::parse(properties) else {
+        let Some(found) = Found::scan(properties) else {
             return out;
         };
-        let get = |key: &str| object.get(key).filter(|raw| !rawjson::is_null(raw));
+        let get = |key: Property| found.get(key);
         if event == "$groupidentify" {
             out.mode = PersonMode::Without;
-            let group_type = get("$group_type").and_then(text);
-            let group_key = get("$group_key").and_then(text);
+            let group_type = get(Property::GroupType).and_then(text);
+            let group_key = get(Property::GroupKey).and_then(text);
             if let (Some(group_type), Some(group_key)) = (group_type, group_key) {
                 if group_type.chars().count() <= MAX_GROUP_CHARS && group_key.chars().count() <= MAX_GROUP_CHARS {
-                    let set = get("$group_set").map(entries).unwrap_or_default();
+                    let set = get(Property::GroupSet).map(entries).unwrap_or_default();
                     out.group_identify = Some(GroupIdentify {
                         group_type,
                         group_key,
@@ -219,10 +187,10 @@ impl PersonEvent {
                     });
                 }
             }
-        } else if get("$process_person_profile").is_some_and(|raw| raw.trim() == "false") {
+        } else if get(Property::ProcessPersonProfile).is_some_and(|raw| raw.trim() == "false") {
             out.mode = PersonMode::Personless;
         }
-        if let Some(groups) = get("$groups") {
+        if let Some(groups) = get(Property::Groups) {
             out.groups = entries(groups)
                 .into_iter()
                 .filter_map(|(group_type, raw)| Some((group_type, text(&raw)?)))
@@ -241,32 +209,30 @@ impl PersonEvent {
         let object_entries = |raw| RawObject::parse(raw).map(|object| object.entries).unwrap_or_default();
         // The initial properties' values usually go in twice, besides `$set` and `$set_once`.
         update.reserve(
-            ["$set", "$set_once"]
+            [Property::Set, Property::SetOnce]
                 .map(|key| get(key).map_or(0, str::len))
                 .iter()
                 .sum::<usize>()
                 + 2048,
         );
-        let set = get("$set").map(object_entries).unwrap_or_default();
-        let set_once = get("$set_once").map(object_entries).unwrap_or_default();
+        let set = get(Property::Set).map(object_entries).unwrap_or_default();
+        let set_once = get(Property::SetOnce).map(object_entries).unwrap_or_default();
         for (key, value) in &set {
             update.push_set(key, value);
         }
         for (key, value) in &set_once {
             update.push_set_once(key, value);
         }
-        for key in get("$unset").map(unset_keys).unwrap_or_default() {
+        for key in get(Property::Unset).map(unset_keys).unwrap_or_default() {
             update.push_unset(&key);
         }
         if !NO_INITIAL_PROPERTIES.contains(&event) {
-            let is_server = get("$is_server").is_some_and(|raw| raw.trim() == "true");
+            let is_server = get(Property::IsServer).is_some_and(|raw| raw.trim() == "true");
             // Only a key's first use can add anything: a bit per known property marks it used,
             // so properties that repeat a key many times stay linear to read.
             let (mut seen_set, mut seen_once) = (0u64, 0u64);
-            for (key, value) in &object.entries {
-                let Some(index) = initial_property(key) else {
-                    continue;
-                };
+            for (index, key, value) in &found.initial {
+                let index = *index;
                 if is_server && matches!(key.as_ref(), "$os" | "$os_version") {
                     continue;
                 }
@@ -290,17 +256,17 @@ impl PersonEvent {
 
         update.seal();
 
-        let other = |key: &str| get(key).and_then(text);
+        let other = |key: Property| get(key).and_then(text);
         out.identity = match event {
-            "$identify" => other("$anon_distinct_id").map(|other| IdentityOp {
+            "$identify" => other(Property::AnonDistinctId).map(|other| IdentityOp {
                 kind: IdentityKind::Identify,
                 other,
             }),
-            "$create_alias" => other("alias").map(|other| IdentityOp {
+            "$create_alias" => other(Property::Alias).map(|other| IdentityOp {
                 kind: IdentityKind::Alias,
                 other,
             }),
-            "$merge_dangerously" => other("alias").map(|other| IdentityOp {
+            "$merge_dangerously" => other(Property::Alias).map(|other| IdentityOp {
                 kind: IdentityKind::MergeDangerously,
                 other,
             }),

@@ -31,6 +31,33 @@ fn updates_and_initial_properties() {
 }
 
 #[test]
+fn a_repeated_key_counts_at_its_first_occurrence() {
+    // As a JSON reader that keeps the first of duplicate keys: a `null` first means absent.
+    let read = PersonEvent::read(
+        "$pageview",
+        r#"{"$set":null,"$set":{"plan":"pro"},"$set_once":{"a":1},"$set_once":{"b":2},
+           "$browser":null,"$browser":"Chrome","$anon_distinct_id":"first","$anon_distinct_id":"second"}"#,
+    );
+    assert_eq!(read.update.set().collect::<Vec<_>>(), [("$browser", "null")]);
+    assert_eq!(
+        read.update.set_once().collect::<Vec<_>>(),
+        [("a", "1"), ("$initial_browser", r#""Chrome""#)]
+    );
+    let identify = PersonEvent::read(
+        "$identify",
+        r#"{"$anon_distinct_id":"first","$anon_distinct_id":"second"}"#,
+    );
+    assert_eq!(identify.identity.map(|op| op.other).as_deref(), Some("first"));
+}
+
+#[test]
+fn properties_that_are_not_an_object_ask_nothing() {
+    for properties in ["[]", "\"text\"", "{\"$set\":{\"a\":1}", "nul"] {
+        assert_eq!(PersonEvent::read("$pageview", properties), PersonEvent::default());
+    }
+}
+
+#[test]
 fn initial_names_follow_their_properties() {
     for (key, initial) in [
         ("$app_build", "$initial_app_build"),

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
-from hogflare.lake import EVENTS, PERSONS, Lake
+import pytest
+
+from hogflare import lake as lake_module
+from hogflare.lake import EVENTS, PERSONS, Lake, local_path
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event
 from tests.helpers.server import HOGFLARE
@@ -75,6 +79,29 @@ async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: H
     Shipper(hogflare.settings, store=store).drain()
     assert store.outbox_state()[1] == 0
     assert sorted(row["event"] for row in hogflare.rows()) == ["one", "two"]
+
+
+async def test_snapshot_history_stays_short_and_leaves_no_metadata_behind(
+    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each commit costs in proportion to the history; it is cut back as it grows.
+    monkeypatch.setattr(lake_module, "HISTORY_MAX", 4)
+    monkeypatch.setattr(lake_module, "HISTORY_KEEP", 2)
+    for flush in range(9):
+        await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(f"e{flush}")]})
+        hogflare.rows()  # one commit per table
+    lake = Lake(hogflare.settings.lake_dir)
+    for name in (EVENTS, PERSONS):
+        table = lake.refresh(name)
+        snapshots = table.metadata.snapshots
+        assert 2 <= len(snapshots) < 4
+        # The manifest lists and manifests of expired snapshots are gone; the live ones are all there.
+        referenced = {local_path(snapshot.manifest_list) for snapshot in snapshots}
+        referenced |= {local_path(m.manifest_path) for snapshot in snapshots for m in snapshot.manifests(table.io)}
+        on_disk = {str(path) for path in (Path(local_path(table.location())) / "metadata").glob("*.avro")}
+        assert on_disk == referenced
+    assert sorted(row["event"] for row in hogflare.rows()) == [f"e{flush}" for flush in range(9)]
+    assert lake.outbox_seq(EVENTS) == lake.outbox_seq(PERSONS) == 18
 
 
 async def test_query_on_an_empty_lake_has_the_events_view(hogflare: Hogflare) -> None:

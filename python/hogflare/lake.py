@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
+import structlog
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.io import PY_IO_IMPL, InputFile, OutputFile, OutputStream
@@ -28,10 +29,20 @@ from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import BooleanType, ListType, LongType, NestedField, StringType, TimestamptzType
 
+log = structlog.get_logger("hogflare.lake")
+
 NAMESPACE = "default"
 EVENTS = "hogflare_events"
 PERSONS = "hogflare_persons"
 SEQ_PROPERTY = "hogflare.outbox_seq"
+
+#: Snapshots a table keeps of its history. pyiceberg copies the whole table metadata, snapshot
+#: list included, many times per commit, so a commit costs in proportion to the history it
+#: carries: at a commit per flush, an hour of history made each commit several times dearer, and
+#: a day of it would stop the shipper keeping up. The history is cut back to the newest
+#: ``HISTORY_KEEP`` once it reaches ``HISTORY_MAX``, one extra commit per many.
+HISTORY_KEEP = 4
+HISTORY_MAX = 16
 
 _TABLE_PROPERTIES = {
     "format-version": "2",
@@ -263,7 +274,14 @@ class Lake:
             table.add_files(paths, snapshot_properties=properties, check_duplicate_files=False)
         except CommitFailedException:
             # Someone else (compaction) committed first; nothing of ours landed. Try once more.
-            self.refresh(name).add_files(paths, snapshot_properties=properties, check_duplicate_files=False)
+            table = self.refresh(name)
+            table.add_files(paths, snapshot_properties=properties, check_duplicate_files=False)
+        if len(table.metadata.snapshots) >= HISTORY_MAX:
+            try:
+                self.trim_history(name)
+            except Exception:
+                # The rows are in; a history left long for now is only slower commits.
+                log.exception("cannot trim the table's snapshot history; will try again", table=name)
 
     def outbox_seq(self, name: str) -> int:
         """The last outbox sequence number this table holds (0 when it holds none)."""
@@ -285,18 +303,36 @@ class Lake:
     def arrow_schema(self, name: str) -> pa.Schema:
         return self.table(name).schema().as_arrow()
 
-    def expire_snapshots(self, name: str, older_than: dt.datetime) -> None:
-        """Drop snapshot history older than ``older_than``; the current snapshot always stays."""
+    def trim_history(self, name: str, keep: int | None = None) -> int:
+        """Expire all but the newest ``keep`` snapshots (the current one always stays) and delete
+        the manifest lists and manifests only they referenced; returns how many were expired.
+
+        Data files are left alone: expired snapshots share them with the live ones, and a reader
+        that planned its scan a moment ago may still be opening them."""
         table = self.refresh(name)
         current = table.current_snapshot()
+        history = sorted(table.metadata.snapshots, key=lambda snapshot: snapshot.sequence_number or 0)
+        keep = HISTORY_KEEP if keep is None else keep
         old = [
-            snapshot.snapshot_id
-            for snapshot in table.snapshots()
-            if snapshot.timestamp_ms < older_than.timestamp() * 1000
-            and (current is None or snapshot.snapshot_id != current.snapshot_id)
+            snapshot
+            for snapshot in history[: max(0, len(history) - keep)]
+            if current is None or snapshot.snapshot_id != current.snapshot_id
         ]
-        if old:
-            table.maintenance.expire_snapshots().by_ids(old).commit()
+        if not old:
+            return 0
+        try:
+            table.maintenance.expire_snapshots().by_ids([snapshot.snapshot_id for snapshot in old]).commit()
+        except CommitFailedException:
+            return 0  # someone else committed meanwhile; the next commit tries again
+        io = table.io
+        live = {manifest.manifest_path for snapshot in table.metadata.snapshots for manifest in snapshot.manifests(io)}
+        orphans = {snapshot.manifest_list for snapshot in old}
+        for snapshot in old:
+            with contextlib.suppress(FileNotFoundError):
+                orphans.update(manifest.manifest_path for manifest in snapshot.manifests(io))
+        for location in orphans - live:
+            Path(local_path(location)).unlink(missing_ok=True)
+        return len(old)
 
     def days_with_small_files(self, name: str, min_files: int, small_bytes: int) -> Iterator[dt.date]:
         """Days whose partition holds at least ``min_files`` files smaller than ``small_bytes``."""

@@ -8,7 +8,6 @@ shipper runs per data directory.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import threading
@@ -188,13 +187,13 @@ class Shipper:
         self.pipelines.send_by = deadline
 
     def maintain(self) -> None:
-        """Forget old dedupe entries and old snapshot history."""
+        """Forget old dedupe entries and the snapshot history others (compaction) added."""
         now = time.time()
         while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
         if self.lake is not None:
             for table in TABLES:
-                self.lake.expire_snapshots(table, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+                self.lake.trim_history(table)
 
     def run(self, stop: threading.Event) -> None:
         """Ship each sink from its own thread until ``stop`` is set, then make a last delivery

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from hogflare import lake as lake_module
-from hogflare.lake import EVENTS, PERSONS, Lake, local_path
+from hogflare.lake import EVENTS, PERSONS, UNMEASURED_COLUMNS, Lake, local_path
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event
 from tests.helpers.server import HOGFLARE
@@ -102,6 +104,39 @@ async def test_snapshot_history_stays_short_and_leaves_no_metadata_behind(
         assert on_disk == referenced
     assert sorted(row["event"] for row in hogflare.rows()) == [f"e{flush}" for flush in range(9)]
     assert lake.outbox_seq(EVENTS) == lake.outbox_seq(PERSONS) == 18
+
+
+async def test_json_columns_are_written_without_statistics_and_the_tables_expect_none(
+    hogflare: Hogflare, caplog: pytest.LogCaptureFixture
+) -> None:
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("one", properties={"$set": {"plan": "pro"}})]})
+    with caplog.at_level(logging.WARNING, logger="pyiceberg"):
+        assert [row["event"] for row in hogflare.rows()] == ["one"]
+    assert not [record for record in caplog.records if "statistics" in record.getMessage()]
+    lake = Lake(hogflare.settings.lake_dir)
+    for name in (EVENTS, PERSONS):
+        (path,) = lake.data_files(name)
+        chunks = pq.ParquetFile(path).metadata.row_group(0)
+        by_column = {chunks.column(i).path_in_schema: chunks.column(i) for i in range(chunks.num_columns)}
+        for column in set(UNMEASURED_COLUMNS) & set(by_column):
+            assert not by_column[column].is_stats_set, column
+            assert not by_column[column].has_dictionary_page, column
+        assert by_column["uuid"].is_stats_set
+        properties = lake.table(name).properties
+        assert all(properties[f"write.metadata.metrics.column.{column}"] == "none" for column in UNMEASURED_COLUMNS)
+
+
+async def test_a_table_made_before_the_metrics_settings_gets_them(hogflare: Hogflare) -> None:
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("one")]})
+    hogflare.rows()
+    lake = Lake(hogflare.settings.lake_dir)
+    with lake.table(EVENTS).transaction() as transaction:
+        transaction.remove_properties(*(f"write.metadata.metrics.column.{column}" for column in UNMEASURED_COLUMNS))
+    assert "write.metadata.metrics.column.properties" not in lake.refresh(EVENTS).properties
+    reopened = Lake(hogflare.settings.lake_dir).table(EVENTS)
+    assert reopened.properties["write.metadata.metrics.column.properties"] == "none"
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("two")]})
+    assert [row["event"] for row in hogflare.rows()] == ["one", "two"]
 
 
 async def test_query_on_an_empty_lake_has_the_events_view(hogflare: Hogflare) -> None:

@@ -44,12 +44,27 @@ SEQ_PROPERTY = "hogflare.outbox_seq"
 HISTORY_KEEP = 4
 HISTORY_MAX = 16
 
+#: The JSON text columns: their Parquet files carry no min/max statistics (they would prune
+#: nothing and cost a sixth of writing a file), so the table collects no metrics for them.
+UNMEASURED_COLUMNS = (
+    "properties",
+    "context",
+    "person_properties",
+    "group_properties",
+    "extra",
+    "properties_set_once",
+    "merged_properties",
+)
+
+_METRICS = {f"write.metadata.metrics.column.{column}": "none" for column in UNMEASURED_COLUMNS}
+
 _TABLE_PROPERTIES = {
     "format-version": "2",
     "write.parquet.compression-codec": "zstd",
     "commit.manifest-merge.enabled": "true",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "20",
+    **_METRICS,
 }
 
 
@@ -248,12 +263,19 @@ class Lake:
         if name not in self._tables:
             schema, partition_column = TABLES[name]
             with _creating(self.root):
-                self._tables[name] = self.catalog.create_table_if_not_exists(
+                table = self.catalog.create_table_if_not_exists(
                     f"{NAMESPACE}.{name}",
                     schema=schema,
                     partition_spec=_day_partition(schema, partition_column),
                     properties=_TABLE_PROPERTIES,
                 )
+                missing = {key: value for key, value in _METRICS.items() if table.properties.get(key) != value}
+                if missing:
+                    # A table made by an earlier version, whose files had statistics everywhere;
+                    # if another process commits first, the next open tries again.
+                    with contextlib.suppress(CommitFailedException), table.transaction() as transaction:
+                        transaction.set_properties(missing)
+                self._tables[name] = table
         return self._tables[name]
 
     def refresh(self, name: str) -> Table:

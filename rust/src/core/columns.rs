@@ -10,7 +10,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::error::{CoreError, Result};
 use super::row::{EventRowRef, PersonSnapshotRef};
@@ -184,12 +185,37 @@ fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(event_schema()), columns)?)
 }
 
+/// Columns of JSON text. Each value is different and often a kilobyte or more, so a dictionary
+/// never pays for itself and min/max statistics (long shared prefixes, compared in full) prune
+/// nothing; building both was a sixth of an export. The lake's tables collect no metrics for them
+/// either (`hogflare.lake.UNMEASURED_COLUMNS`).
+const JSON_COLUMNS: [&str; 7] = [
+    "properties",
+    "context",
+    "person_properties",
+    "group_properties",
+    "extra",
+    "properties_set_once",
+    "merged_properties",
+];
+
+/// One value per row: no dictionary. Their statistics stay (UUIDv7s are ordered by time).
+const UNIQUE_COLUMNS: [&str; 2] = ["uuid", "source_event_uuid"];
+
 fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(1 << 20))
-        .set_created_by("hogflare".into())
-        .build()
+        .set_created_by("hogflare".into());
+    for column in JSON_COLUMNS {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(column), false)
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
+    for column in UNIQUE_COLUMNS {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    builder.build()
 }
 
 /// Write rows to a new Parquet file, a slice at a time (created with a temporary name, then

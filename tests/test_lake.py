@@ -148,3 +148,15 @@ async def test_query_on_an_empty_lake_has_the_events_view(hogflare: Hogflare) ->
         check=True,
     )
     assert '"column_name":"properties"' in result.stdout.replace(" ", "")
+
+
+def test_a_transaction_works_out_its_metadata_once_per_change(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    table = lake.table(EVENTS)
+    with table.transaction() as transaction:
+        before = transaction.table_metadata
+        assert transaction.table_metadata is before
+        transaction.set_properties({"hogflare.test": "1"})
+        assert transaction.table_metadata.properties["hogflare.test"] == "1"
+        assert "hogflare.test" not in before.properties
+    assert lake.refresh(EVENTS).properties["hogflare.test"] == "1"

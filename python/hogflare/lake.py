@@ -10,24 +10,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import structlog
-from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io import PY_IO_IMPL, InputFile, OutputFile, OutputStream
-from pyiceberg.io.pyarrow import PyArrowFileIO
+from pyiceberg.io import PY_IO_IMPL
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import BooleanType, ListType, LongType, NestedField, StringType, TimestamptzType
+
+from hogflare.iceberg import SyncedFileIO, SyncedSqlCatalog, local_path, with_cached_metadata
 
 log = structlog.get_logger("hogflare.lake")
 
@@ -138,99 +135,6 @@ TABLES: dict[str, tuple[Schema, str]] = {
 }
 
 
-def local_path(location: str) -> str:
-    """A file path DuckDB and pyarrow can open, from an Iceberg ``file://`` location."""
-    if location.startswith("file:"):
-        return unquote(urlparse(location).path)
-    return location
-
-
-class _SyncedStream:
-    """An output stream that reaches the disk when it is closed, not some time later."""
-
-    def __init__(self, inner: OutputStream, path: str) -> None:
-        self._inner = inner
-        self._path = path
-
-    def write(self, data: bytes) -> int:
-        return self._inner.write(data)
-
-    def tell(self) -> int:
-        return self._inner.tell()
-
-    def close(self) -> None:
-        self._inner.close()
-        _fsync(self._path)
-
-    def __enter__(self) -> _SyncedStream:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self._inner.close()
-
-
-class _SyncedOutput(OutputFile):
-    def __init__(self, inner: OutputFile) -> None:
-        super().__init__(inner.location)
-        self._inner = inner
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-    def exists(self) -> bool:
-        return self._inner.exists()
-
-    def to_input_file(self) -> InputFile:
-        return self._inner.to_input_file()
-
-    def create(self, overwrite: bool = False) -> OutputStream:
-        stream = self._inner.create(overwrite=overwrite)
-        path = local_path(self.location)
-        if path.endswith(".parquet"):
-            # pyarrow's Parquet writer needs its own file object: synced before the commit instead.
-            _UNSYNCED.add(path)
-            return stream
-        return _SyncedStream(stream, path)
-
-
-#: Data files pyiceberg wrote (compaction) that must reach the disk before the next commit.
-_UNSYNCED: set[str] = set()
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-class SyncedFileIO(PyArrowFileIO):
-    """pyiceberg's local file IO, with every file it writes (table metadata, manifest lists,
-    manifests, data files) synced before the catalog commit that points at it: after a power
-    cut the catalog never refers to a file that is not on the disk."""
-
-    def new_output(self, location: str) -> OutputFile:  # type: ignore[override]
-        return _SyncedOutput(super().new_output(location))
-
-
-class SyncedSqlCatalog(SqlCatalog):
-    def commit_table(self, table: Table, requirements: Any, updates: Any) -> Any:
-        while _UNSYNCED:
-            _fsync(_UNSYNCED.pop())
-        return super().commit_table(table, requirements, updates)
-
-
 @contextlib.contextmanager
 def _creating(root: Path) -> Iterator[None]:
     """Serialise catalog and table creation between processes (the shipper and `hogflare query`
@@ -254,7 +158,7 @@ class Lake:
                 "hogflare",
                 uri=f"sqlite:///{root / 'catalog.db'}",
                 warehouse=warehouse.resolve().as_uri(),
-                **{PY_IO_IMPL: f"{__name__}.SyncedFileIO"},
+                **{PY_IO_IMPL: f"{SyncedFileIO.__module__}.SyncedFileIO"},
             )
             self.catalog.create_namespace_if_not_exists(NAMESPACE)
         self._tables: dict[str, Table] = {}
@@ -275,7 +179,7 @@ class Lake:
                     # if another process commits first, the next open tries again.
                     with contextlib.suppress(CommitFailedException), table.transaction() as transaction:
                         transaction.set_properties(missing)
-                self._tables[name] = table
+                self._tables[name] = with_cached_metadata(table)
         return self._tables[name]
 
     def refresh(self, name: str) -> Table:

@@ -17,6 +17,7 @@ def test_all_exports() -> None:
         "flags_api",
         "errors",
         "http",
+        "iceberg",
         "lake",
         "logs",
         "metrics",

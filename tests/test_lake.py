@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from hogflare import lake as lake_module
-from hogflare.lake import EVENTS, PERSONS, UNMEASURED_COLUMNS, Lake, local_path
+from hogflare._hogflare import UNMEASURED_COLUMNS
+from hogflare.iceberg import local_path
+from hogflare.lake import EVENTS, PERSONS, Lake
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event
 from tests.helpers.server import HOGFLARE

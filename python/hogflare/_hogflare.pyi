@@ -5,6 +5,7 @@ from os import PathLike
 from typing import Any, Self, final
 
 __all__ = [
+    "UNMEASURED_COLUMNS",
     "AuthError",
     "Batch",
     "Decoder",
@@ -22,6 +23,9 @@ __all__ = [
 ]
 
 __version__: str
+
+#: The columns of JSON text, written without min/max statistics or a dictionary.
+UNMEASURED_COLUMNS: tuple[str, ...]
 
 class HogflareError(Exception):
     """Base class of every hogflare error."""

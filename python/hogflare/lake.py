@@ -24,6 +24,7 @@ from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
 from pyiceberg.types import BooleanType, ListType, LongType, NestedField, StringType, TimestamptzType
 
+from hogflare._hogflare import UNMEASURED_COLUMNS
 from hogflare.iceberg import SyncedFileIO, SyncedSqlCatalog, local_path, with_cached_metadata
 
 log = structlog.get_logger("hogflare.lake")
@@ -41,18 +42,8 @@ SEQ_PROPERTY = "hogflare.outbox_seq"
 HISTORY_KEEP = 4
 HISTORY_MAX = 16
 
-#: The JSON text columns: their Parquet files carry no min/max statistics (they would prune
-#: nothing and cost a sixth of writing a file), so the table collects no metrics for them.
-UNMEASURED_COLUMNS = (
-    "properties",
-    "context",
-    "person_properties",
-    "group_properties",
-    "extra",
-    "properties_set_once",
-    "merged_properties",
-)
-
+#: The JSON text columns' Parquet files carry no min/max statistics (they would prune nothing and
+#: cost a sixth of writing a file), so the tables collect no metrics for them.
 _METRICS = {f"write.metadata.metrics.column.{column}": "none" for column in UNMEASURED_COLUMNS}
 
 _TABLE_PROPERTIES = {

@@ -188,8 +188,8 @@ fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
 /// Columns of JSON text. Each value is different and often a kilobyte or more, so a dictionary
 /// never pays for itself and min/max statistics (long shared prefixes, compared in full) prune
 /// nothing; building both was a sixth of an export. The lake's tables collect no metrics for them
-/// either (`hogflare.lake.UNMEASURED_COLUMNS`).
-const JSON_COLUMNS: [&str; 7] = [
+/// either (the extension exports the list as `UNMEASURED_COLUMNS`).
+pub const JSON_COLUMNS: [&str; 7] = [
     "properties",
     "context",
     "person_properties",

@@ -34,5 +34,9 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AuthError", py.get_type::<exceptions::AuthError>())?;
     m.add("StorageError", py.get_type::<exceptions::StorageError>())?;
     m.add("OutboxFullError", py.get_type::<exceptions::OutboxFullError>())?;
+    m.add(
+        "UNMEASURED_COLUMNS",
+        pyo3::types::PyTuple::new(py, crate::core::columns::JSON_COLUMNS)?,
+    )?;
     Ok(())
 }

@@ -113,7 +113,7 @@ class _Transaction(Transaction):
     """pyiceberg's transaction, its table metadata worked out once per staged change.
 
     pyiceberg applies every staged update to the table's metadata and deep-copies the result each
-    time a transaction reads it, a few dozen times per commit: two thirds of an `add_files`
+    time a transaction reads it, a few dozen times per commit: about 40 % of an `add_files`
     commit's CPU. The metadata is a frozen model that nothing changes in place, so the result
     holds until the table's metadata or the staged updates (a new tuple per change) are replaced.
     """
@@ -130,11 +130,7 @@ class _Transaction(Transaction):
         return cached[2]
 
 
-def _transaction(table: Table) -> Transaction:
-    return _Transaction(table)
-
-
 def with_cached_metadata(table: Table) -> Table:
     """``table``, its transactions (``add_files``, ``overwrite``…) using ``_Transaction``."""
-    table.transaction = MethodType(_transaction, table)  # type: ignore[method-assign]
+    table.transaction = MethodType(_Transaction, table)  # type: ignore[method-assign]
     return table

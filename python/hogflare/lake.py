@@ -10,14 +10,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import structlog
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io import PY_IO_IMPL
+from pyiceberg.io import PY_IO_IMPL, FileIO
+from pyiceberg.manifest import ManifestEntryStatus, ManifestFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
@@ -41,6 +43,12 @@ SEQ_PROPERTY = "hogflare.outbox_seq"
 #: ``HISTORY_KEEP`` once it reaches ``HISTORY_MAX``, one extra commit per many.
 HISTORY_KEEP = 4
 HISTORY_MAX = 16
+
+#: Data files that compaction replaced are deleted this long after the last snapshot that could
+#: show them expires: a query that listed a table's files a moment before may still open them.
+UNREFERENCED_GRACE_SECS = 600
+#: Where those files wait, one ``<unix time> <path>`` line each, under the lake's root.
+UNREFERENCED_LIST = "unreferenced-files"
 
 #: The JSON text columns' Parquet files carry no min/max statistics (they would prune nothing and
 #: cost a sixth of writing a file), so the tables collect no metrics for them.
@@ -138,6 +146,21 @@ def _creating(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _deleted_data_files(io: FileIO, manifests: Iterable[ManifestFile]) -> set[str]:
+    """The data files that manifests record as deleted.
+
+    Called with the manifests only expired snapshots referred to: the snapshot that deleted a
+    file was then expired, and so was every older one (snapshots expire oldest first), so no
+    live snapshot can still show the file."""
+    deleted = set()
+    for manifest in manifests:
+        with contextlib.suppress(FileNotFoundError):
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
+                if entry.status == ManifestEntryStatus.DELETED:
+                    deleted.add(entry.data_file.file_path)
+    return deleted
+
+
 class Lake:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -224,8 +247,9 @@ class Lake:
         """Expire all but the newest ``keep`` snapshots (the current one always stays) and delete
         the manifest lists and manifests only they referenced; returns how many were expired.
 
-        Data files are left alone: expired snapshots share them with the live ones, and a reader
-        that planned its scan a moment ago may still be opening them."""
+        Data files that only expired snapshots showed (those compaction replaced) are listed for
+        ``delete_unreferenced``, not deleted: a reader that planned its scan a moment ago may
+        still be opening them."""
         table = self.refresh(name)
         current = table.current_snapshot()
         history = sorted(table.metadata.snapshots, key=lambda snapshot: snapshot.sequence_number or 0)
@@ -243,13 +267,44 @@ class Lake:
             return 0  # someone else committed meanwhile; the next commit tries again
         io = table.io
         live = {manifest.manifest_path for snapshot in table.metadata.snapshots for manifest in snapshot.manifests(io)}
-        orphans = {snapshot.manifest_list for snapshot in old}
+        expired: dict[str, ManifestFile] = {}
         for snapshot in old:
             with contextlib.suppress(FileNotFoundError):
-                orphans.update(manifest.manifest_path for manifest in snapshot.manifests(io))
-        for location in orphans - live:
+                expired.update((manifest.manifest_path, manifest) for manifest in snapshot.manifests(io))
+        orphans = {path: manifest for path, manifest in expired.items() if path not in live}
+        # Listed before the manifests that name them go: a crash in between leaves files behind,
+        # never a list that misses them.
+        self._list_unreferenced(_deleted_data_files(io, orphans.values()))
+        for location in {snapshot.manifest_list for snapshot in old} | orphans.keys():
             Path(local_path(location)).unlink(missing_ok=True)
         return len(old)
+
+    def _list_unreferenced(self, paths: Iterable[str]) -> None:
+        now = int(time.time())
+        lines = "".join(f"{now} {local_path(path)}\n" for path in paths)
+        if lines:
+            with (self.root / UNREFERENCED_LIST).open("a", encoding="utf-8") as listed:
+                listed.write(lines)
+
+    def delete_unreferenced(self, grace_secs: float = UNREFERENCED_GRACE_SECS) -> int:
+        """Delete the data files no snapshot has referred to for ``grace_secs``; returns how many."""
+        listed = self.root / UNREFERENCED_LIST
+        try:
+            lines = listed.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return 0
+        cutoff = time.time() - grace_secs
+        waiting = []
+        for line in lines:
+            stamp, _, path = line.partition(" ")
+            if float(stamp) > cutoff:
+                waiting.append(line)
+            elif path:
+                Path(path).unlink(missing_ok=True)
+        rest = listed.with_name(listed.name + ".tmp")
+        rest.write_text("".join(f"{line}\n" for line in waiting), encoding="utf-8")
+        rest.replace(listed)
+        return len(lines) - len(waiting)
 
     def days_with_small_files(self, name: str, min_files: int, small_bytes: int) -> Iterator[dt.date]:
         """Days whose partition holds at least ``min_files`` files smaller than ``small_bytes``."""

@@ -187,13 +187,15 @@ class Shipper:
         self.pipelines.send_by = deadline
 
     def maintain(self) -> None:
-        """Forget old dedupe entries and the snapshot history others (compaction) added."""
+        """Forget old dedupe entries, the snapshot history others (compaction) added, and the
+        data files compaction replaced a while ago."""
         now = time.time()
         while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
         if self.lake is not None:
             for table in TABLES:
                 self.lake.trim_history(table)
+            self.lake.delete_unreferenced()
 
     def run(self, stop: threading.Event) -> None:
         """Ship each sink from its own thread until ``stop`` is set, then make a last delivery

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -93,6 +95,44 @@ async def test_files_compaction_replaced_are_deleted_once_no_reader_can_want_the
         lake.trim_history(name, keep=1)
     assert lake.delete_unreferenced(grace_secs=0) == 0
     assert len(hogflare.rows()) == len(rows) * 2
+
+
+async def test_files_a_crash_left_before_their_commit_are_deleted_when_a_shipper_starts(
+    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("first"), event("second")]})
+    assert hogflare.app.store is not None
+    shipper = Shipper(hogflare.settings, store=hogflare.app.store)
+    add_files = Lake.add_files
+
+    def fails_once(self: Lake, name: str, paths: list[str], outbox_seq: int) -> None:
+        monkeypatch.setattr(Lake, "add_files", add_files)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Lake, "add_files", fails_once)
+    # The process dies before it can delete the files it wrote.
+    monkeypatch.setattr(Shipper, "_forget_unless_committed", lambda *_: None)
+    with pytest.raises(OSError, match="disk full"):
+        shipper.ship_lake()
+    rows = hogflare.rows()  # shipped again, in new files
+    assert sorted(row["event"] for row in rows) == ["first", "second"]
+
+    lake = Lake(hogflare.settings.lake_dir)
+    live = {name: set(lake.data_files(name)) for name in (EVENTS, PERSONS)}
+    on_disk = {name: {str(path) for path in lake.data_dir(name).rglob("*.parquet")} for name in live}
+    left = set().union(*(on_disk[name] - live[name] for name in live))
+    assert left
+    # Recent files may be a compaction's, about to be committed: they stay.
+    shipper.maintain()
+    assert all(Path(path).exists() for path in left)
+
+    an_hour_ago = time.time() - 3600
+    for path in set().union(*on_disk.values()):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    Shipper(hogflare.settings, store=hogflare.app.store).maintain()
+    for name, files in live.items():
+        assert {str(path) for path in lake.data_dir(name).rglob("*.parquet")} == files
+    assert sorted(row["event"] for row in hogflare.rows()) == ["first", "second"]
 
 
 async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: Hogflare) -> None:

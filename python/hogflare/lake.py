@@ -146,6 +146,15 @@ def _creating(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _live_manifests(table: Table) -> dict[str, ManifestFile]:
+    """The manifests of every snapshot a table keeps, by path."""
+    return {
+        manifest.manifest_path: manifest
+        for snapshot in table.metadata.snapshots
+        for manifest in snapshot.manifests(table.io)
+    }
+
+
 def _deleted_data_files(io: FileIO, manifests: Iterable[ManifestFile]) -> set[str]:
     """The data files that manifests record as deleted.
 
@@ -266,7 +275,7 @@ class Lake:
         except CommitFailedException:
             return 0  # someone else committed meanwhile; the next commit tries again
         io = table.io
-        live = {manifest.manifest_path for snapshot in table.metadata.snapshots for manifest in snapshot.manifests(io)}
+        live = _live_manifests(table)
         expired: dict[str, ManifestFile] = {}
         for snapshot in old:
             with contextlib.suppress(FileNotFoundError):
@@ -305,6 +314,30 @@ class Lake:
         rest.write_text("".join(f"{line}\n" for line in waiting), encoding="utf-8")
         rest.replace(listed)
         return len(lines) - len(waiting)
+
+    def delete_uncommitted(self, name: str, grace_secs: float = UNREFERENCED_GRACE_SECS) -> int:
+        """Delete the data files of a table no live snapshot refers to and none is waiting for,
+        written more than ``grace_secs`` ago: what a crash or a failed commit left behind (the
+        rows are shipped again, in new files). Returns how many. Reads every live manifest, so
+        it is for a shipper's start, not for every flush."""
+        table = self.refresh(name)
+        io = table.io
+        referenced = {
+            local_path(entry.data_file.file_path)
+            for manifest in _live_manifests(table).values()
+            for entry in manifest.fetch_manifest_entry(io, discard_deleted=True)
+        }
+        with contextlib.suppress(FileNotFoundError):
+            lines = (self.root / UNREFERENCED_LIST).read_text(encoding="utf-8").splitlines()
+            referenced.update(line.partition(" ")[2] for line in lines)
+        cutoff = time.time() - grace_secs
+        deleted = 0
+        for path in self.data_dir(name).rglob("*.parquet"):
+            # A file being written now (by a compaction) is younger than the grace period.
+            if str(path) not in referenced and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted
 
     def days_with_small_files(self, name: str, min_files: int, small_bytes: int) -> Iterator[dt.date]:
         """Days whose partition holds at least ``min_files`` files smaller than ``small_bytes``."""

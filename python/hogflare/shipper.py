@@ -50,6 +50,8 @@ class Shipper:
         self.lake = Lake(settings.lake_dir) if LAKE_CURSOR in sinks else None
         self.pipelines = PipelinesSink(settings, self.store) if PIPELINES_CURSOR in sinks else None
         self._table_seq: dict[str, int] | None = None
+        #: Whether this shipper has looked for data files that no commit took.
+        self._swept = False
         self._counted = SinkCounters(LAKE_CURSOR)
 
     def _resume(self) -> dict[str, int]:
@@ -188,13 +190,18 @@ class Shipper:
 
     def maintain(self) -> None:
         """Forget old dedupe entries, the snapshot history others (compaction) added, and the
-        data files compaction replaced a while ago."""
+        data files compaction replaced a while ago; the first time, also the files no commit took."""
         now = time.time()
         while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
         if self.lake is not None:
             for table in TABLES:
                 self.lake.trim_history(table)
+                if not self._swept:
+                    deleted = self.lake.delete_uncommitted(table)
+                    if deleted:
+                        log.info("deleted data files no commit took", table=table, files=deleted)
+            self._swept = True
             self.lake.delete_unreferenced()
 
     def run(self, stop: threading.Event) -> None:

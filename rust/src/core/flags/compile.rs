@@ -7,6 +7,7 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 use super::model::{ConditionDefinition, FlagDefinition, PropertyFilter};
 use super::property::{text_of, Operator};
+use crate::core::rawjson;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -53,6 +54,22 @@ pub struct Flag {
     pub payloads: HashMap<String, String>,
     /// Hogflare's per-flag salt, appended to the bucketing id.
     pub salt: String,
+    /// The key as a JSON string, and the v2 answer's `"metadata":{…,"payload":` up to the
+    /// payload: written once here rather than escaped and formatted again in every answer.
+    pub json_key: String,
+    pub json_metadata: String,
+}
+
+/// `"metadata":{"id":…,"version":…,"description":…,"payload":` of a flag's v2 entry.
+fn metadata_prefix(definition: &FlagDefinition) -> String {
+    let mut out = String::from(r#""metadata":{"id":"#);
+    super::push_number(&mut out, definition.id);
+    out.push_str(r#","version":"#);
+    super::push_number(&mut out, definition.version);
+    out.push_str(r#","description":"#);
+    super::push_optional(&mut out, definition.description.as_deref());
+    out.push_str(r#","payload":"#);
+    out
 }
 
 fn filter(definition: &PropertyFilter, flag_aggregation: Option<u8>) -> Result<Filter, String> {
@@ -127,6 +144,8 @@ pub fn flag(definition: FlagDefinition, salt: String) -> Result<Flag, String> {
         .map(|(key, payload)| (key.clone(), text_of(payload).into_owned()))
         .collect();
     Ok(Flag {
+        json_key: rawjson::string_literal(&definition.key),
+        json_metadata: metadata_prefix(&definition),
         definition,
         conditions,
         super_condition,

@@ -154,7 +154,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                 let mut result = FlagResult::off(Reason::SuperConditionValue, Some(0));
                 result.error = error;
                 let identifier = self.identifier(flag, aggregation);
-                if matched && identifier.is_some_and(|id| in_rollout(flag, condition, &id)) {
+                if matched && identifier.is_some_and(|id| in_rollout(flag, condition, &id, &mut None)) {
                     result.enabled = true;
                     result.payload = flag.payloads.get("true").cloned();
                 }
@@ -176,6 +176,9 @@ impl<'s, 'c> Evaluation<'s, 'c> {
         }
         let mut best: Option<FlagResult> = None;
         let mut error = false;
+        // The rollout hash depends on the flag and the identifier only (one per aggregation):
+        // conditions that fall through to the next share it.
+        let mut hashed: Option<(Option<u8>, f64)> = None;
         for (index, condition) in flag.conditions.iter().enumerate() {
             let aggregation = condition.aggregation;
             let Some(identifier) = self.identifier(flag, aggregation) else {
@@ -188,7 +191,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                 keep_better(&mut best, FlagResult::off(Reason::NoConditionMatch, Some(index)));
                 continue;
             }
-            if !in_rollout(flag, condition, &identifier) || self.lacks_device_id(flag, aggregation) {
+            if !in_rollout(flag, condition, &identifier, &mut hashed) || self.lacks_device_id(flag, aggregation) {
                 keep_better(&mut best, FlagResult::off(Reason::OutOfRolloutBound, Some(index)));
                 if definition.filters.early_exit == Some(true) {
                     break;
@@ -314,12 +317,17 @@ impl<'s, 'c> Evaluation<'s, 'c> {
     }
 }
 
-fn in_rollout(flag: &Flag, condition: &Condition, identifier: &str) -> bool {
-    match condition.rollout {
-        None => true,
-        Some(rollout) if rollout >= 100.0 => true,
-        Some(rollout) => flag_hash(flag, identifier, "") <= rollout / 100.0,
-    }
+/// Whether the identifier falls in the condition's rollout. `hashed` keeps the flag's rollout
+/// hash for the identifier of one aggregation, for the conditions after this one.
+fn in_rollout(flag: &Flag, condition: &Condition, identifier: &str, hashed: &mut Option<(Option<u8>, f64)>) -> bool {
+    let Some(rollout) = condition.rollout.filter(|rollout| *rollout < 100.0) else {
+        return true;
+    };
+    let position = match *hashed {
+        Some((aggregation, position)) if aggregation == condition.aggregation => position,
+        _ => hashed.insert((condition.aggregation, flag_hash(flag, identifier, ""))).1,
+    };
+    position <= rollout / 100.0
 }
 
 /// The variant an identifier falls in: variants in stored order, each taking its share of [0, 1).

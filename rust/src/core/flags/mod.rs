@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 pub use evaluate::{hash, FlagResult, Reason};
+pub use compile::Flag;
 use evaluate::{Context, Evaluation};
 use model::{Definitions, FlagDefinition};
 pub use request::{token_refusal, BodyError, FlagsBody, MISSING_DISTINCT_ID};
@@ -30,7 +31,7 @@ use super::rawjson;
 /// Every flag, compiled.
 #[derive(Debug, Default)]
 pub struct FlagSet {
-    flags: Vec<compile::Flag>,
+    flags: Vec<Flag>,
     by_key: HashMap<String, usize>,
     /// Flags the SDKs can evaluate themselves (Hogflare's `salt` they cannot).
     servable: Vec<bool>,
@@ -187,8 +188,8 @@ impl FlagSet {
             .any(|flag| flag.definition.active && !flag.definition.deleted)
     }
 
-    /// Evaluate every flag the request asks for; `(key, result)` in definition order.
-    pub fn evaluate(&self, request: &Request<'_>, now: DateTime<Utc>) -> Vec<(&str, FlagResult)> {
+    /// Evaluate every flag the request asks for; `(flag, result)` in definition order.
+    pub fn evaluate(&self, request: &Request<'_>, now: DateTime<Utc>) -> Vec<(&Flag, FlagResult)> {
         let groups = parse_object(request.groups);
         let (person, group_properties) = match request.stored {
             Some(stored) => (
@@ -221,7 +222,7 @@ impl FlagSet {
                     continue;
                 }
             }
-            out.push((key, evaluation.flag(index)));
+            out.push((flag, evaluation.flag(index)));
         }
         out
     }
@@ -231,7 +232,7 @@ impl FlagSet {
         let results = self.evaluate(request, now);
         let mut out = String::with_capacity(64 + results.len() * 192);
         out.push('{');
-        self.push_flags(&mut out, &results);
+        respond::push_flags(&mut out, &results);
         let errors = results.iter().any(|(_, result)| result.error);
         out.push_str(r#","errorsWhileComputingFlags":"#);
         out.push_str(if errors { "true}" } else { "false}" });
@@ -264,11 +265,8 @@ impl FlagSet {
 }
 
 fn push_number(out: &mut String, number: Option<i64>) {
-    use std::fmt::Write;
     match number {
-        Some(number) => {
-            let _ = write!(out, "{number}");
-        }
+        Some(number) => out.push_str(itoa::Buffer::new().format(number)),
         None => out.push_str("null"),
     }
 }

@@ -5,7 +5,7 @@
 use sonic_rs::{JsonContainerTrait, JsonValueMutTrait, JsonValueTrait, Value};
 
 use super::evaluate::{object_or_empty, FlagResult};
-use super::{push_number, push_optional, FlagSet};
+use super::{push_number, push_optional, Flag, FlagSet};
 use crate::core::rawjson;
 
 /// Which answer a client asked for.
@@ -114,25 +114,26 @@ fn push_value(out: &mut String, result: &FlagResult) {
 }
 
 /// `{"key": value, …}` of the flags `keep` selects.
-fn push_values(out: &mut String, results: &[(&str, FlagResult)], keep: impl Fn(&FlagResult) -> bool) {
+fn push_values(out: &mut String, results: &[(&Flag, FlagResult)], keep: impl Fn(&FlagResult) -> bool) {
     out.push('{');
     let mut first = true;
-    for (key, result) in results.iter().filter(|(_, result)| keep(result)) {
+    for (flag, result) in results.iter().filter(|(_, result)| keep(result)) {
         if !first {
             out.push(',');
         }
         first = false;
-        rawjson::push_key(out, key);
+        out.push_str(&flag.json_key);
+        out.push(':');
         push_value(out, result);
     }
     out.push('}');
 }
 
 /// Payloads of the flags that are on, as the JSON strings PostHog sends (SDKs parse them).
-fn push_payloads(out: &mut String, results: &[(&str, FlagResult)]) {
+fn push_payloads(out: &mut String, results: &[(&Flag, FlagResult)]) {
     out.push('{');
     let mut first = true;
-    for (key, result) in results {
+    for (flag, result) in results {
         let Some(payload) = result.payload.as_deref().filter(|_| result.enabled) else {
             continue;
         };
@@ -140,58 +141,54 @@ fn push_payloads(out: &mut String, results: &[(&str, FlagResult)]) {
             out.push(',');
         }
         first = false;
-        rawjson::push_key(out, key);
+        out.push_str(&flag.json_key);
+        out.push(':');
         rawjson::push_string(out, payload);
     }
     out.push('}');
 }
 
-impl FlagSet {
-    /// One flag's entry in the v2 `flags` map.
-    pub(super) fn push_detail(&self, out: &mut String, key: &str, result: &FlagResult) {
-        let flag = &self.flags[self.by_key[key]];
-        out.push_str(r#"{"key":"#);
-        rawjson::push_string(out, key);
-        out.push_str(if result.enabled {
-            r#","enabled":true,"variant":"#
-        } else {
-            r#","enabled":false,"variant":"#
-        });
-        push_optional(out, result.variant.as_deref());
-        out.push_str(r#","reason":{"code":"#);
-        rawjson::push_string(out, result.reason.code());
-        out.push_str(r#","condition_index":"#);
-        push_number(out, result.condition_index.map(|i| i as i64));
-        out.push_str(r#","description":"#);
-        result.reason.push_description(out, result.condition_index);
-        out.push_str(r#"},"metadata":{"id":"#);
-        push_number(out, flag.definition.id);
-        out.push_str(r#","version":"#);
-        push_number(out, flag.definition.version);
-        out.push_str(r#","description":"#);
-        push_optional(out, flag.definition.description.as_deref());
-        out.push_str(r#","payload":"#);
-        push_optional(out, result.payload.as_deref());
-        out.push_str("}}");
-    }
+/// One flag's entry in the v2 `flags` map.
+fn push_detail(out: &mut String, flag: &Flag, result: &FlagResult) {
+    out.push_str(r#"{"key":"#);
+    out.push_str(&flag.json_key);
+    out.push_str(if result.enabled {
+        r#","enabled":true,"variant":"#
+    } else {
+        r#","enabled":false,"variant":"#
+    });
+    push_optional(out, result.variant.as_deref());
+    out.push_str(r#","reason":{"code":""#);
+    out.push_str(result.reason.code());
+    out.push_str(r#"","condition_index":"#);
+    push_number(out, result.condition_index.map(|i| i as i64));
+    out.push_str(r#","description":"#);
+    result.reason.push_description(out, result.condition_index);
+    out.push_str("},");
+    out.push_str(&flag.json_metadata);
+    push_optional(out, result.payload.as_deref());
+    out.push_str("}}");
+}
 
-    /// `"flags":{…}` of the v2 answer.
-    pub(super) fn push_flags(&self, out: &mut String, results: &[(&str, FlagResult)]) {
-        out.push_str(r#""flags":{"#);
-        for (position, (key, result)) in results.iter().enumerate() {
-            if position > 0 {
-                out.push(',');
-            }
-            rawjson::push_key(out, key);
-            self.push_detail(out, key, result);
+/// `"flags":{…}` of the v2 answer.
+pub(super) fn push_flags(out: &mut String, results: &[(&Flag, FlagResult)]) {
+    out.push_str(r#""flags":{"#);
+    for (position, (flag, result)) in results.iter().enumerate() {
+        if position > 0 {
+            out.push(',');
         }
-        out.push('}');
+        out.push_str(&flag.json_key);
+        out.push(':');
+        push_detail(out, flag, result);
     }
+    out.push('}');
+}
 
+impl FlagSet {
     /// The whole answer body in the client's `shape`.
     pub fn respond(
         &self,
-        results: &[(&str, FlagResult)],
+        results: &[(&Flag, FlagResult)],
         shape: Shape,
         request_id: &str,
         evaluated_at_ms: i64,
@@ -201,7 +198,7 @@ impl FlagSet {
         out.push('{');
         match shape {
             Shape::Flags => {
-                self.push_flags(&mut out, results);
+                push_flags(&mut out, results);
                 out.push_str(r#","featureFlags":"#);
                 push_values(&mut out, results, |_| true);
                 out.push_str(r#","featureFlagPayloads":"#);
@@ -210,11 +207,11 @@ impl FlagSet {
             Shape::DecideV1 => {
                 out.push_str(r#""featureFlags":["#);
                 let on = results.iter().filter(|(_, result)| result.enabled);
-                for (position, (key, _)) in on.enumerate() {
+                for (position, (flag, _)) in on.enumerate() {
                     if position > 0 {
                         out.push(',');
                     }
-                    rawjson::push_string(&mut out, key);
+                    out.push_str(&flag.json_key);
                 }
                 out.push(']');
             }

@@ -49,7 +49,7 @@ impl Reason {
             Self::HoldoutConditionValue => out.push_str("Holdout condition value"),
             Self::ConditionMatch => {
                 out.push_str("Matched condition set ");
-                out.push_str(&(condition_index.unwrap_or(0) + 1).to_string());
+                out.push_str(itoa::Buffer::new().format(condition_index.unwrap_or(0) + 1));
             }
             Self::OutOfRolloutBound => out.push_str("Out of rollout bound"),
             Self::NoConditionMatch => out.push_str("No matching condition set"),

@@ -134,6 +134,15 @@ async def test_files_a_crash_left_before_their_commit_are_deleted_when_a_shipper
         assert {str(path) for path in lake.data_dir(name).rglob("*.parquet")} == files
     assert sorted(row["event"] for row in hogflare.rows()) == ["first", "second"]
 
+    # When the files the table names are not where it says, nothing is told apart or deleted.
+    stray = lake.data_dir(EVENTS) / "stray.parquet"
+    stray.write_bytes(b"")
+    os.utime(stray, (an_hour_ago, an_hour_ago))
+    moved = Path(next(iter(live[EVENTS])))
+    moved.rename(moved.with_suffix(".moved"))
+    assert lake.delete_uncommitted(EVENTS, grace_secs=0) == 0
+    assert stray.exists()
+
 
 async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: Hogflare) -> None:
     await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("one"), event("two")]})

@@ -316,25 +316,32 @@ class Lake:
         return len(lines) - len(waiting)
 
     def delete_uncommitted(self, name: str, grace_secs: float = UNREFERENCED_GRACE_SECS) -> int:
-        """Delete the data files of a table no live snapshot refers to and none is waiting for,
-        written more than ``grace_secs`` ago: what a crash or a failed commit left behind (the
-        rows are shipped again, in new files). Returns how many. Reads every live manifest, so
-        it is for a shipper's start, not for every flush."""
+        """Delete the data files of a table that no live snapshot names and none is waiting for,
+        written more than ``grace_secs`` ago: what a crash between writing and committing left
+        behind (the rows are shipped again, in new files). Returns how many. Reads every live
+        manifest, so it is for a shipper's start, not for every flush."""
         table = self.refresh(name)
-        io = table.io
-        referenced = {
-            local_path(entry.data_file.file_path)
-            for manifest in _live_manifests(table).values()
-            for entry in manifest.fetch_manifest_entry(io, discard_deleted=True)
-        }
+        live, named = set(), set()
+        for manifest in _live_manifests(table).values():
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                file = local_path(entry.data_file.file_path)
+                named.add(file)
+                if entry.status != ManifestEntryStatus.DELETED:
+                    live.add(file)
+        on_disk = {str(path): path for path in self.data_dir(name).rglob("*.parquet")}
+        if not live <= on_disk.keys():
+            # Paths spelled otherwise than the table names them (or files gone): nothing here
+            # can be told apart safely.
+            log.warning("not looking for uncommitted files: live files are not where the table says", table=name)
+            return 0
         with contextlib.suppress(FileNotFoundError):
             lines = (self.root / UNREFERENCED_LIST).read_text(encoding="utf-8").splitlines()
-            referenced.update(line.partition(" ")[2] for line in lines)
+            named.update(line.partition(" ")[2] for line in lines)
         cutoff = time.time() - grace_secs
         deleted = 0
-        for path in self.data_dir(name).rglob("*.parquet"):
+        for text, path in on_disk.items():
             # A file being written now (by a compaction) is younger than the grace period.
-            if str(path) not in referenced and path.stat().st_mtime < cutoff:
+            if text not in named and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
                 deleted += 1
         return deleted

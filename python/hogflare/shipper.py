@@ -198,11 +198,20 @@ class Shipper:
             for table in TABLES:
                 self.lake.trim_history(table)
                 if not self._swept:
-                    deleted = self.lake.delete_uncommitted(table)
-                    if deleted:
-                        log.info("deleted data files no commit took", table=table, files=deleted)
+                    self._delete_uncommitted(table)
             self._swept = True
             self.lake.delete_unreferenced()
+
+    def _delete_uncommitted(self, table: str) -> None:
+        assert self.lake is not None
+        try:
+            deleted = self.lake.delete_uncommitted(table)
+        except Exception:
+            # Only disk space is at stake; shipping and the other upkeep go on.
+            log.exception("cannot look for data files no commit took", table=table)
+            return
+        if deleted:
+            log.info("deleted data files no commit took", table=table, files=deleted)
 
     def run(self, stop: threading.Event) -> None:
         """Ship each sink from its own thread until ``stop`` is set, then make a last delivery

@@ -325,7 +325,11 @@ fn in_rollout(flag: &Flag, condition: &Condition, identifier: &str, hashed: &mut
     };
     let position = match *hashed {
         Some((aggregation, position)) if aggregation == condition.aggregation => position,
-        _ => hashed.insert((condition.aggregation, flag_hash(flag, identifier, ""))).1,
+        _ => {
+            hashed
+                .insert((condition.aggregation, flag_hash(flag, identifier, "")))
+                .1
+        }
     };
     position <= rollout / 100.0
 }

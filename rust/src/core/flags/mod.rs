@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
-pub use evaluate::{hash, FlagResult, Reason};
 pub use compile::Flag;
+pub use evaluate::{hash, FlagResult, Reason};
 use evaluate::{Context, Evaluation};
 use model::{Definitions, FlagDefinition};
 pub use request::{token_refusal, BodyError, FlagsBody, MISSING_DISTINCT_ID};

@@ -72,11 +72,13 @@ lint-python: install
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest hogflare._hogflare --allowlist .mypy-stubtest-allowlist
 
-.PHONY: lint-rust  ## cargo fmt, clippy -D warnings, and no pyo3 in the core
+.PHONY: lint-rust  ## cargo fmt, clippy -D warnings (the fuzz crate too), and no pyo3 in the core
 lint-rust:
 	cargo fmt --check
+	cargo fmt --check --manifest-path fuzz/Cargo.toml
 	cargo clippy --all-targets --no-default-features -- -D warnings
 	cargo clippy --lib -- -D warnings
+	cargo clippy --manifest-path fuzz/Cargo.toml --target-dir target --all-targets -- -D warnings
 	@! grep -rn 'pyo3' rust/src/core || (echo "rust/src/core must not use pyo3" && false)
 
 .PHONY: lint  ## every linter

@@ -163,6 +163,8 @@ def _deleted_data_files(io: FileIO, manifests: Iterable[ManifestFile]) -> set[st
     live snapshot can still show the file."""
     deleted = set()
     for manifest in manifests:
+        if manifest.deleted_files_count == 0:
+            continue  # most are: appends and manifest merges delete nothing, and need no reading
         with contextlib.suppress(FileNotFoundError):
             for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
                 if entry.status == ManifestEntryStatus.DELETED:

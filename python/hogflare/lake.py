@@ -297,13 +297,18 @@ class Lake:
             with (self.root / UNREFERENCED_LIST).open("a", encoding="utf-8") as listed:
                 listed.write(lines)
 
+    def _unreferenced_lines(self) -> list[str]:
+        try:
+            return (self.root / UNREFERENCED_LIST).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+
     def delete_unreferenced(self, grace_secs: float = UNREFERENCED_GRACE_SECS) -> int:
         """Delete the data files no snapshot has referred to for ``grace_secs``; returns how many."""
-        listed = self.root / UNREFERENCED_LIST
-        try:
-            lines = listed.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
+        lines = self._unreferenced_lines()
+        if not lines:
             return 0
+        listed = self.root / UNREFERENCED_LIST
         cutoff = time.time() - grace_secs
         waiting = []
         for line in lines:
@@ -336,9 +341,7 @@ class Lake:
             # can be told apart safely.
             log.warning("not looking for uncommitted files: live files are not where the table says", table=name)
             return 0
-        with contextlib.suppress(FileNotFoundError):
-            lines = (self.root / UNREFERENCED_LIST).read_text(encoding="utf-8").splitlines()
-            named.update(line.partition(" ")[2] for line in lines)
+        named.update(line.partition(" ")[2] for line in self._unreferenced_lines())
         cutoff = time.time() - grace_secs
         deleted = 0
         for text, path in on_disk.items():

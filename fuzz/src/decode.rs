@@ -87,6 +87,7 @@ pub fn check(request: &Request) -> Result<usize, String> {
     let located = if config.geoip.is_some() { LOCATED_PER_EVENT } else { 0 };
     for event in &decoded.events {
         let keys = json::object_keys(&event.properties).unwrap_or_else(|err| panic!("properties: {err}"));
+        json::check_entries_scan(&event.properties, &keys);
         let extra = event
             .extra
             .as_deref()

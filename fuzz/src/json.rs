@@ -67,6 +67,30 @@ pub fn object_keys(text: &str) -> Result<Vec<Vec<u8>>, String> {
     parse(text, |de| de.deserialize_map(Keys))
 }
 
+/// The entries hogflare's scan of valid objects (`json_entries`) reads from `text`, an object
+/// serde_json accepted, match serde_json's: the same keys in order, each value one whole JSON
+/// value, the values in order in the text.
+pub fn check_entries_scan(text: &str, keys: &[Vec<u8>]) {
+    use hogflare::core::json_entries::entries_of_valid;
+    let entries: Vec<_> = entries_of_valid(text)
+        .unwrap_or_else(|_| panic!("the scan refused the object {text:?}"))
+        .collect();
+    // A key with a lone surrogate is no Rust string: the scan stops there, as sonic-rs does.
+    if keys.iter().any(|key| std::str::from_utf8(key).is_err()) {
+        return;
+    }
+    let mut after = 0;
+    assert_eq!(entries.len(), keys.len(), "entries of {text:?}");
+    for (entry, expected) in entries.iter().zip(keys) {
+        let (key, value) = entry.as_ref().unwrap_or_else(|_| panic!("scan of {text:?} failed"));
+        assert_eq!(key.as_bytes(), expected.as_slice(), "key in {text:?}");
+        check_value(value).unwrap_or_else(|err| panic!("value {value:?} of {text:?}: {err}"));
+        let start = value.as_ptr() as usize - text.as_ptr() as usize;
+        assert!(start >= after, "values out of order in {text:?}");
+        after = start + value.len();
+    }
+}
+
 /// Keys that occur more than once.
 pub fn repeated(keys: &[Vec<u8>]) -> Vec<&[u8]> {
     let mut seen = std::collections::HashSet::new();

@@ -14,6 +14,7 @@ pub mod geoip;
 #[cfg(test)]
 mod geoip_tests;
 pub mod groups;
+pub mod json_entries;
 pub mod lz64;
 pub mod person;
 pub mod person_event;

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use sonic_rs::JsonValueTrait;
 
+use super::json_entries;
 use super::person::PropertyUpdate;
 use super::person_initial::{initial_property, INITIAL_NAMES, NO_INITIAL_PROPERTIES};
 use super::rawjson::{self, RawObject};
@@ -136,24 +137,25 @@ impl Property {
 /// properties PostHog derives initial properties from; no list of every entry is built and then
 /// searched once per key, so a wide object costs one pass, not one per key looked for.
 struct Found<'t> {
-    keys: [Option<Cow<'t, str>>; Property::COUNT],
+    keys: [Option<&'t str>; Property::COUNT],
     /// `initial_property` index, key, raw value.
-    initial: Vec<(usize, Cow<'t, str>, Cow<'t, str>)>,
+    initial: Vec<(usize, Cow<'t, str>, &'t str)>,
 }
 
 impl<'t> Found<'t> {
-    /// `None` when the properties are not a JSON object.
+    /// `None` when the properties are not a JSON object. They were valid JSON when the request
+    /// was parsed: hogflare only splices its own entries into them.
     fn scan(properties: &'t str) -> Option<Self> {
         let mut found = Self {
             keys: Default::default(),
             initial: Vec::new(),
         };
-        for entry in sonic_rs::to_object_iter(properties) {
+        for entry in json_entries::entries_of_valid(properties).ok()? {
             let (key, value) = entry.ok()?;
             if let Some(known) = Property::of(&key) {
-                found.keys[known as usize].get_or_insert_with(|| value.as_raw_cow());
+                found.keys[known as usize].get_or_insert(value);
             } else if let Some(index) = initial_property(&key) {
-                found.initial.push((index, key, value.as_raw_cow()));
+                found.initial.push((index, key, value));
             }
         }
         Some(found)
@@ -161,7 +163,7 @@ impl<'t> Found<'t> {
 
     /// A key's value unless it is `null`.
     fn get(&self, key: Property) -> Option<&str> {
-        self.keys[key as usize].as_deref().filter(|raw| !rawjson::is_null(raw))
+        self.keys[key as usize].filter(|raw| !rawjson::is_null(raw))
     }
 }
 
@@ -206,7 +208,12 @@ impl PersonEvent {
         }
 
         let update = &mut out.update;
-        let object_entries = |raw| RawObject::parse(raw).map(|object| object.entries).unwrap_or_default();
+        // Values of the properties, which were valid JSON when the request was parsed.
+        let object_entries = |raw| -> Vec<(Cow<'_, str>, &str)> {
+            json_entries::entries_of_valid(raw)
+                .map(|entries| entries.map_while(Result::ok).collect())
+                .unwrap_or_default()
+        };
         // The initial properties' values usually go in twice, besides `$set` and `$set_once`.
         update.reserve(
             [Property::Set, Property::SetOnce]

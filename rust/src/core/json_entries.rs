@@ -100,7 +100,7 @@ fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
 }
 
 /// Just past the closing quote of the string that opens at `open`, and whether it holds escapes.
-fn string_end(bytes: &[u8], open: usize) -> Option<(usize, bool)> {
+pub(crate) fn string_end(bytes: &[u8], open: usize) -> Option<(usize, bool)> {
     let mut at = open + 1;
     let mut escaped = false;
     loop {

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::codec::{self, Compression};
 use super::error::{CoreError, Result};
+use super::json_entries;
 use super::rawjson;
 use super::timestamp;
 
@@ -251,23 +252,14 @@ pub(crate) fn check_depth(bytes: &[u8], max: usize) -> Result<()> {
     let mut at = 0;
     while at < bytes.len() {
         match bytes[at] {
-            b'"' => {
-                // Find the closing quote, stepping over escapes.
-                at += 1;
-                loop {
-                    match memchr::memchr2(b'"', b'\\', &bytes[at..]) {
-                        None => return Ok(()),
-                        Some(offset) if bytes[at + offset] == b'\\' => at += offset + 2,
-                        Some(offset) => {
-                            at += offset;
-                            break;
-                        }
-                    }
-                    if at >= bytes.len() {
-                        return Ok(());
-                    }
+            b'"' => match json_entries::string_end(bytes, at) {
+                Some((end, _)) => {
+                    at = end;
+                    continue;
                 }
-            }
+                // An unterminated string holds no more brackets.
+                None => return Ok(()),
+            },
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {

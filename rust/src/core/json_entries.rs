@@ -1,8 +1,8 @@
 //! The entries of a JSON object whose text is already known to be valid, found by looking only
-//! at the bytes that delimit them: quotes and backslashes inside strings, the object's own kind
-//! of bracket inside a nested value. A general parser checks every byte of every value it skips;
-//! an event's final properties were checked when the request was parsed, and the person update
-//! read from them is most of the values skipped.
+//! at the bytes that delimit them: quotes and backslashes inside strings, and inside a nested
+//! value only its own kind of bracket. A general parser checks every byte of every value it
+//! skips; an event's final properties were checked when the request was parsed, and reading its
+//! person update from them skips most of their bytes.
 //!
 //! On text that is not valid JSON the result is unspecified but safe: entries may be wrong or
 //! missing, and the scan never panics or reads past the text.

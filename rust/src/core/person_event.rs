@@ -10,7 +10,7 @@ use sonic_rs::JsonValueTrait;
 use super::json_entries;
 use super::person::PropertyUpdate;
 use super::person_initial::{initial_property, INITIAL_NAMES, NO_INITIAL_PROPERTIES};
-use super::rawjson::{self, RawObject};
+use super::rawjson;
 
 /// PostHog's longest group type and group key.
 const MAX_GROUP_CHARS: usize = 400;
@@ -69,23 +69,29 @@ fn text(raw: &str) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-fn entries(raw: &str) -> Vec<(String, String)> {
-    RawObject::parse(raw)
-        .map(|object| {
-            object
-                .entries
-                .into_iter()
-                .map(|(key, value)| (key.into_owned(), value.into_owned()))
-                .collect()
-        })
+/// The entries of an object among the properties (valid JSON since the request was parsed);
+/// none when it is not an object, or a key cannot be read.
+fn object_entries(raw: &str) -> Vec<(Cow<'_, str>, &str)> {
+    json_entries::entries_of_valid(raw)
+        .and_then(Iterator::collect)
         .unwrap_or_default()
+}
+
+fn owned_entries(raw: &str) -> Vec<(String, String)> {
+    object_entries(raw)
+        .into_iter()
+        .map(|(key, value)| (key.into_owned(), value.to_owned()))
+        .collect()
 }
 
 /// `$unset`: an array of keys, the keys of an object, or one key.
 fn unset_keys(raw: &str) -> Vec<String> {
     let raw = raw.trim();
     if raw.starts_with('{') {
-        return entries(raw).into_iter().map(|(key, _)| key).collect();
+        return object_entries(raw)
+            .into_iter()
+            .map(|(key, _)| key.into_owned())
+            .collect();
     }
     if raw.starts_with('[') {
         return sonic_rs::from_str::<Vec<sonic_rs::Value>>(raw)
@@ -181,7 +187,7 @@ impl PersonEvent {
             let group_key = get(Property::GroupKey).and_then(text);
             if let (Some(group_type), Some(group_key)) = (group_type, group_key) {
                 if group_type.chars().count() <= MAX_GROUP_CHARS && group_key.chars().count() <= MAX_GROUP_CHARS {
-                    let set = get(Property::GroupSet).map(entries).unwrap_or_default();
+                    let set = get(Property::GroupSet).map(owned_entries).unwrap_or_default();
                     out.group_identify = Some(GroupIdentify {
                         group_type,
                         group_key,
@@ -193,9 +199,9 @@ impl PersonEvent {
             out.mode = PersonMode::Personless;
         }
         if let Some(groups) = get(Property::Groups) {
-            out.groups = entries(groups)
+            out.groups = object_entries(groups)
                 .into_iter()
-                .filter_map(|(group_type, raw)| Some((group_type, text(&raw)?)))
+                .filter_map(|(group_type, raw)| Some((group_type.into_owned(), text(raw)?)))
                 .collect();
         }
         if let Some(group) = &out.group_identify {
@@ -208,12 +214,6 @@ impl PersonEvent {
         }
 
         let update = &mut out.update;
-        // Values of the properties, which were valid JSON when the request was parsed.
-        let object_entries = |raw| -> Vec<(Cow<'_, str>, &str)> {
-            json_entries::entries_of_valid(raw)
-                .map(|entries| entries.map_while(Result::ok).collect())
-                .unwrap_or_default()
-        };
         // The initial properties' values usually go in twice, besides `$set` and `$set_once`.
         update.reserve(
             [Property::Set, Property::SetOnce]

@@ -3,9 +3,10 @@ the lake's Iceberg tables as their history grows.
 
     .venv/bin/python -m benches.bench_lake [--commits 500]
 
-- *export*: CPU per outbox row of `Store.export` (one chunk of 50,000 rows to zstd Parquet), for
-  the ingestion pageview with every event distinct (as real traffic) and with one 100-event body
-  repeated (as the end-to-end batch workload sends it), median of 8 runs.
+- *export*: CPU and wall time per outbox row of `Store.export` (one chunk of 50,000 rows to zstd
+  Parquet), by one writer and by one per core (at least two), for the ingestion pageview with
+  every event distinct (as real traffic) and with one 100-event body repeated (as the end-to-end
+  batch workload sends it), median of 8 alternating runs.
 - *commits*: the shipper ships 200 rows at a time, one commit per table each, `--commits` times;
   CPU per commit pair in windows of 50, as a ratio to the first window. A table that kept its
   whole history would cost more with every commit; a flat ratio means the history is bounded.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -53,26 +55,33 @@ def fill(store: Store, bodies: int, distinct: bool) -> None:
         store.commit(batches, dedupe_window_days=7, max_outbox_bytes=1 << 40)
 
 
-def export_cost(distinct: bool) -> float:
-    """Median CPU microseconds per row of exporting 50,000 outbox rows (25,000 events)."""
+def export_costs(distinct: bool, writers: int) -> dict[int, tuple[float, float]]:
+    """Median (CPU, wall) microseconds per row of exporting 50,000 outbox rows (25,000 events),
+    by one writer and by ``writers``, in alternating runs on the same store."""
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(Settings.from_env({}, data_dir=tmp))
         fill(store, 250, distinct)
-        costs = []
+        costs: dict[int, list[tuple[float, float]]] = {1: [], writers: []}
         for run in range(8):
-            out = Path(tmp) / f"out{run}"
-            started = time.process_time()
-            export = store.export(
-                0,
-                events_upto=0,
-                persons_upto=0,
-                max_rows=50_000,
-                max_bytes=1 << 30,
-                events_dir=str(out / "events"),
-                persons_dir=str(out / "persons"),
-            )
-            costs.append((time.process_time() - started) / export.positions * 1e6)
-        return statistics.median(costs)
+            for count, runs in costs.items():
+                out = Path(tmp) / f"out{run}-{count}"
+                cpu, wall = time.process_time(), time.perf_counter()
+                export = store.export(
+                    0,
+                    events_upto=0,
+                    persons_upto=0,
+                    max_rows=50_000,
+                    max_bytes=1 << 30,
+                    events_dir=str(out / "events"),
+                    persons_dir=str(out / "persons"),
+                    writers=count,
+                )
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                runs.append((cpu / export.positions * 1e6, wall / export.positions * 1e6))
+        return {
+            count: (statistics.median(c for c, _ in runs), statistics.median(w for _, w in runs))
+            for count, runs in costs.items()
+        }
 
 
 def commit_costs(commits: int) -> list[float]:
@@ -98,9 +107,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commits", type=int, default=500)
     args = parser.parse_args()
+    writers = max(2, min(4, os.cpu_count() or 1))
     for distinct in (True, False):
         label = "distinct events" if distinct else "one body repeated"
-        print(f"export, {label}: {export_cost(distinct):.2f} µs CPU per row")
+        costs = export_costs(distinct, writers)
+        for count, (cpu, wall) in costs.items():
+            print(f"export, {label}, {count} writer(s): {cpu:.2f} µs CPU, {wall:.2f} µs wall per row")
+        print(f"export, {label}: wall time with {writers} writers x{costs[writers][1] / costs[1][1]:.2f} of one")
     windows = commit_costs(args.commits)
     for index, cost in enumerate(windows):
         span = f"{index * WINDOW + 1}-{(index + 1) * WINDOW}"

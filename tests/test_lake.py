@@ -16,7 +16,7 @@ from hogflare._hogflare import UNMEASURED_COLUMNS
 from hogflare.iceberg import local_path
 from hogflare.lake import EVENTS, PERSONS, Lake
 from hogflare.shipper import Shipper
-from tests.conftest import TOKEN, Hogflare, event
+from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 from tests.helpers.server import HOGFLARE
 
 DAYS = ["2024-05-01T10:00:00Z", "2024-05-02T10:00:00Z"]
@@ -248,3 +248,32 @@ def test_a_transaction_works_out_its_metadata_once_per_change(tmp_path: Path) ->
         assert transaction.table_metadata.properties["hogflare.test"] == "1"
         assert "hogflare.test" not in before.properties
     assert lake.refresh(EVENTS).properties["hogflare.test"] == "1"
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+async def test_a_large_flush_is_written_by_several_writers_and_every_row_lands_once(
+    tmp_path: Path, writers: int
+) -> None:
+    settings = make_settings(tmp_path / "data", export_writers=writers)
+    personless = {"$process_person_profile": False}
+    async with running(settings) as hogflare:
+        # 24,000 personless events of one day; 2,000 of the next with a person, and their snapshots.
+        for first in range(0, 24_000, 2_000):
+            batch = [
+                event(f"e{n}", f"anon-{n}", timestamp=DAYS[0], properties=personless)
+                for n in range(first, first + 2_000)
+            ]
+            assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        batch = [event("p", f"user-{n % 100}", timestamp=DAYS[1]) for n in range(2_000)]
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        rows = hogflare.rows()
+        lake = Lake(settings.lake_dir)
+        assert len(rows) == 26_000 == len({row["uuid"] for row in rows})
+        assert sum(row["event"] == "p" for row in rows) == 2_000
+        assert len(hogflare.persons()) == 2_000
+        # One flush: the large day is cut into one file per writer; the small day and the person
+        # snapshots are not worth cutting.
+        assert _files_per_day(lake) == {DAYS[0][:10]: writers, DAYS[1][:10]: 1}
+        assert len(lake.data_files(PERSONS)) == 1
+        # Every file is whole and the lake counts each row once.
+        assert sum(pq.read_metadata(local_path(path)).num_rows for path in lake.data_files(EVENTS)) == 26_000

@@ -148,9 +148,11 @@ class Store:
         max_bytes: int,
         events_dir: str | PathLike[str],
         persons_dir: str | PathLike[str],
+        writers: int | None = None,
     ) -> Export:
-        """Write the outbox entries after ``after`` to Parquet files, one per table and day; entries at
-        or below a table's ``*_upto`` are already in it and are left out."""
+        """Write the outbox entries after ``after`` to Parquet files, one or more per table and day, on
+        up to ``writers`` threads (default: one per core, at most four); entries at or below a
+        table's ``*_upto`` are already in it and are left out."""
     def pipeline(
         self, after: int, *, max_rows: int, max_bytes: int, max_body_bytes: int, lanes: int, persons: bool
     ) -> PipelineChunk:

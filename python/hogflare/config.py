@@ -47,6 +47,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     lmdb_map_size: PositiveCount = 256 * GiB
     flush_interval_secs: Seconds = 5.0
     flush_rows: PositiveCount = 50_000
+    #: Threads writing one chunk's Parquet files; 0: one per core, at most four.
+    export_writers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
 
     pipeline_endpoint: str | None = None
     pipeline_auth_token: str | None = None
@@ -195,6 +197,7 @@ ENV: dict[str, str] = {
     "lmdb_map_size": "HOGFLARE_LMDB_MAP_SIZE",
     "flush_interval_secs": "HOGFLARE_FLUSH_INTERVAL_SECS",
     "flush_rows": "HOGFLARE_FLUSH_ROWS",
+    "export_writers": "HOGFLARE_EXPORT_WRITERS",
     "pipeline_endpoint": "CLOUDFLARE_PIPELINE_ENDPOINT",
     "pipeline_auth_token": "CLOUDFLARE_PIPELINE_AUTH_TOKEN",
     "persons_pipeline_endpoint": "CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT",

@@ -110,9 +110,10 @@ impl PyStore {
         self.inner.last_sync().as_secs_f64()
     }
 
-    /// Write the outbox entries after `after` to Parquet files, one per table and day, under each
-    /// table's directory; entries at or below a table's `*_upto` are already in it and are left out.
-    #[pyo3(signature = (after, *, events_upto, persons_upto, max_rows, max_bytes, events_dir, persons_dir))]
+    /// Write the outbox entries after `after` to Parquet files, one or more per table and day,
+    /// under each table's directory, on up to `writers` threads (default: one per core, at most
+    /// four); entries at or below a table's `*_upto` are already in it and are left out.
+    #[pyo3(signature = (after, *, events_upto, persons_upto, max_rows, max_bytes, events_dir, persons_dir, writers=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
     fn export(
         &self,
@@ -124,7 +125,9 @@ impl PyStore {
         max_bytes: u64,
         events_dir: PathBuf,
         persons_dir: PathBuf,
+        writers: Option<usize>,
     ) -> PyResult<PyExport> {
+        let writers = writers.unwrap_or_else(export::default_writers).max(1);
         let to = Destination {
             events_dir: &events_dir,
             events_upto,
@@ -132,7 +135,7 @@ impl PyStore {
             persons_upto,
         };
         let export = py
-            .detach(|| export::export(&self.inner, after, max_rows, max_bytes, &to))
+            .detach(|| export::export(&self.inner, after, max_rows, max_bytes, &to, writers))
             .map_err(PyCoreError::from)?;
         Ok(PyExport {
             positions: export.positions,

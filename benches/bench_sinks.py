@@ -104,9 +104,10 @@ def measure(server: Server, stream: str | None, label: str, duration: float, rat
     sampler.stop.set()
     sampler.join()
     sent = result.ok * workload.events_per_request
-    while server.lake_rows() < lake_before + sent or (stream and stream_rows(stream) < stream_before + sent):
+    total = server.wait_for_lake(lake_before + sent) - started
+    while stream and stream_rows(stream) < stream_before + sent:
         time.sleep(0.2)
-    total = time.monotonic() - started
+        total = time.monotonic() - started
     depths = [rows for _, rows in sampler.samples] or [0]
     third = max(1, len(depths) // 3)
     return Measure(

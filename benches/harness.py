@@ -22,7 +22,7 @@ import httpx
 import psutil
 
 from benches import loadgen
-from hogflare.lake import Lake
+from hogflare.lake import EVENTS, Lake
 from hogflare.query import run as query
 from tests.helpers.server import HOGFLARE, free_port
 
@@ -88,8 +88,30 @@ class Server:
         self.rss.start()
 
     def lake_rows(self) -> int:
+        """Event rows a user's query of the lake counts."""
         assert self.data_dir is not None
         return int(query(Lake(self.data_dir / "lake"), "select count(*) as n from events").column("n")[0].as_py())
+
+    def wait_for_lake(self, rows: int, timeout: float = 900.0) -> float:
+        """Until the lake's events table holds ``rows``: polled from the table's newest snapshot
+        (a few milliseconds each, where a query costs a tenth of a second of the CPU the shipper
+        is using to get there), then confirmed by a query. Returns when (``time.monotonic()``)
+        the snapshot had them."""
+        assert self.data_dir is not None
+        lake = Lake(self.data_dir / "lake")
+        deadline = time.monotonic() + timeout
+        while True:
+            snapshot = lake.refresh(EVENTS).current_snapshot()
+            summary = snapshot.summary if snapshot is not None else None
+            if summary is not None and int(summary.get("total-records", 0)) >= rows:
+                reached = time.monotonic()
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the lake did not reach {rows} event rows in {timeout:.0f}s")
+            time.sleep(0.05)
+        if self.lake_rows() < rows:
+            raise RuntimeError(f"the lake's snapshot counts {rows} event rows, a query of it fewer")
+        return reached
 
     def person_stats(self) -> dict[str, int]:
         """What the events did to persons, from the lake: ``changes`` counts distinct (person,
@@ -225,10 +247,7 @@ def load(server: Server, workload: Workload, duration: float, connections: int, 
     events_per_s = acked
     if server.name == "hogflare":
         # Durable means in the lake: include the time until the shipper has written every row.
-        expected = before + result.ok * per_request
-        while server.lake_rows() < expected:
-            time.sleep(0.2)
-        total = time.monotonic() - started
+        total = server.wait_for_lake(before + result.ok * per_request) - started
         events_per_s = result.ok * per_request / total
         note = f"lake drained {total - result.seconds:.1f}s after the load"
     label = workload.name if rate is None else f"{workload.name} at {rate:,.0f} req/s"

@@ -34,8 +34,7 @@ def seed(server: Server, bodies: list[bytes]) -> None:
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(post, bodies))
-    while server.lake_rows() < PERSON_USERS:
-        time.sleep(0.2)
+    server.wait_for_lake(PERSON_USERS)
 
 
 def persons_round(

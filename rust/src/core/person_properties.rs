@@ -308,15 +308,30 @@ pub(super) fn write_split(
     once: bool,
     out: &mut impl std::fmt::Write,
 ) {
-    // Writing into a `String` or an Arrow string builder cannot fail.
-    let _ = out.write_char('{');
+    // Entries lie side by side in the text, `"key":value` joined by commas, and sorted keys keep
+    // those of one kind together (`$initial_…`), so each run of them is one slice, commas and
+    // all. Writing into a `String` or an Arrow string builder cannot fail.
     let mut first = true;
-    for entry in entries.filter(|entry| entry.once == once) {
-        if !first {
-            let _ = out.write_char(',');
-        }
+    let mut write = |run: (usize, usize), out: &mut dyn std::fmt::Write| {
+        let _ = out.write_str(if first { "{" } else { "," });
         first = false;
-        let _ = out.write_str(&json[entry.key_start as usize - 1..entry.value_end as usize]);
+        let _ = out.write_str(&json[run.0..run.1]);
+    };
+    let mut run: Option<(usize, usize)> = None;
+    for entry in entries {
+        let (start, end) = (entry.key_start as usize - 1, entry.value_end as usize);
+        match run {
+            Some((from, to)) if entry.once == once && to + 1 == start => run = Some((from, end)),
+            _ => {
+                if let Some(done) = run {
+                    write(done, out);
+                }
+                run = (entry.once == once).then_some((start, end));
+            }
+        }
     }
-    let _ = out.write_char('}');
+    if let Some(done) = run {
+        write(done, out);
+    }
+    let _ = out.write_str(if first { "{}" } else { "}" });
 }

@@ -118,23 +118,26 @@ fn jobs<'s, 'r>(
     let share = total.div_ceil(writers.max(1)).max(1);
     let parts = |len: usize| len.div_ceil(share).min(len / MIN_SPLIT_ROWS).max(1);
     let mut jobs = Vec::new();
-    for (&day, rows) in events {
-        let size = rows.len().div_ceil(parts(rows.len()));
-        jobs.extend(rows.chunks(size).map(|rows| Job {
-            table: Table::Events,
-            day,
-            rows: Rows::Events(rows),
-        }));
-    }
-    for (&day, rows) in persons {
-        let size = rows.len().div_ceil(parts(rows.len()));
-        jobs.extend(rows.chunks(size).map(|rows| Job {
-            table: Table::Persons,
-            day,
-            rows: Rows::Persons(rows),
-        }));
-    }
+    cut(events, Table::Events, Rows::Events, parts, &mut jobs);
+    cut(persons, Table::Persons, Rows::Persons, parts, &mut jobs);
     jobs
+}
+
+fn cut<'s, 'r, T>(
+    days: &'s BTreeMap<i32, Vec<T>>,
+    table: Table,
+    rows_of: impl Fn(&'s [T]) -> Rows<'s, 'r>,
+    parts: impl Fn(usize) -> usize,
+    jobs: &mut Vec<Job<'s, 'r>>,
+) {
+    for (&day, rows) in days {
+        let size = rows.len().div_ceil(parts(rows.len())).max(1);
+        jobs.extend(rows.chunks(size).map(|rows| Job {
+            table,
+            day,
+            rows: rows_of(rows),
+        }));
+    }
 }
 
 /// Write every job's file, on up to `writers` threads, the largest first; the files come back in

@@ -151,7 +151,7 @@ class Store:
         writers: int | None = None,
     ) -> Export:
         """Write the outbox entries after ``after`` to Parquet files, one or more per table and day, on
-        up to ``writers`` threads (default: one per core, at most four); entries at or below a
+        up to ``writers`` threads (``None`` or 0: one per core, at most four); entries at or below a
         table's ``*_upto`` are already in it and are left out."""
     def pipeline(
         self, after: int, *, max_rows: int, max_bytes: int, max_body_bytes: int, lanes: int, persons: bool

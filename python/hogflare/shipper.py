@@ -118,7 +118,7 @@ class Shipper:
             max_bytes=_MAX_CHUNK_BYTES,
             events_dir=str(self.lake.data_dir(EVENTS)),
             persons_dir=str(self.lake.data_dir(PERSONS)),
-            writers=self.settings.export_writers or None,
+            writers=self.settings.export_writers,
         )
         if export.positions == 0:
             return 0

@@ -219,7 +219,7 @@ fn writer_properties() -> WriterProperties {
 }
 
 /// Write rows to a new Parquet file, a slice at a time (created with a temporary name, then
-/// renamed into place, so a reader never sees half a file).
+/// renamed into place, so a reader never sees half a file). On an error nothing is left behind.
 pub fn write_parquet(path: &Path, schema: Schema, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<u64> {
     let temporary = path.with_extension("parquet.tmp");
     let io = |err: std::io::Error| CoreError::Store(format!("cannot write {}: {err}", path.display()));
@@ -227,22 +227,22 @@ pub fn write_parquet(path: &Path, schema: Schema, batches: impl Iterator<Item = 
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     let file = File::create(&temporary).map_err(io)?;
-    let file = match write_batches(file, schema, batches) {
-        Ok(file) => file,
-        Err(err) => {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(err);
+    let written = write_batches(file, schema, batches).and_then(|file| {
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&temporary, path).map_err(io)?;
+        // The rename is only durable once the directory entry is.
+        if let Some(parent) = path.parent() {
+            File::open(parent)
+                .and_then(|directory| directory.sync_all())
+                .map_err(io)?;
         }
-    };
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(io)?;
-    // The rename is only durable once the directory entry is.
-    if let Some(parent) = path.parent() {
-        File::open(parent)
-            .and_then(|directory| directory.sync_all())
-            .map_err(io)?;
+        Ok(std::fs::metadata(path).map_err(io)?.len())
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+        let _ = std::fs::remove_file(path);
     }
-    Ok(std::fs::metadata(path).map_err(io)?.len())
+    written
 }
 
 fn write_batches(file: File, schema: Schema, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<File> {

@@ -1,7 +1,9 @@
 //! From the outbox to the lake's Parquet files: read a chunk of rows in order, group them by
-//! table and day (the tables' partition), and write one file per table and day.
+//! table and day (the tables' partition), and write one file per table and day, or several when
+//! a large one is shared out among the writer threads.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -9,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 use chrono::DateTime;
 
 use super::columns;
-use super::error::Result;
+use super::error::{CoreError, Result};
 use super::row::{rows_in_entry, EventRowRef, OutboxRecordRef, PersonSnapshotRef};
 use super::store::Store;
 
@@ -155,7 +157,13 @@ fn write_all(
         while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
             let job = &jobs[index];
             let path = path_of(job);
-            let file = job.write(&path).map(|bytes| DataFile {
+            // A panic would end the shipper's thread; as an error the chunk is retried, and the
+            // other files are cleaned up like after any failure.
+            let bytes = std::panic::catch_unwind(AssertUnwindSafe(|| job.write(&path))).unwrap_or_else(|_| {
+                let _ = std::fs::remove_file(&path);
+                Err(CoreError::Store(format!("writing {} panicked", path.display())))
+            });
+            let file = bytes.map(|bytes| DataFile {
                 table: job.table,
                 day: job.day,
                 path,

@@ -308,9 +308,10 @@ pub(super) fn write_split(
     once: bool,
     out: &mut impl std::fmt::Write,
 ) {
-    // Entries lie side by side in the text, `"key":value` joined by commas, and sorted keys keep
-    // those of one kind together (`$initial_…`), so each run of them is one slice, commas and
-    // all. Writing into a `String` or an Arrow string builder cannot fail.
+    // Entries lie side by side in the text, `"key":value` joined by commas, in the order they
+    // were first written, and an update writes its `$set_once` keys together, so a run of one
+    // kind is one slice, commas and all. Writing into a `String` or an Arrow string builder
+    // cannot fail.
     let mut first = true;
     let mut write = |run: (usize, usize), out: &mut dyn std::fmt::Write| {
         let _ = out.write_str(if first { "{" } else { "," });
@@ -321,7 +322,9 @@ pub(super) fn write_split(
     for entry in entries {
         let (start, end) = (entry.key_start as usize - 1, entry.value_end as usize);
         match run {
-            Some((from, to)) if entry.once == once && to + 1 == start => run = Some((from, end)),
+            Some((from, to)) if entry.once == once && to + 1 == start && json.as_bytes().get(to) == Some(&b',') => {
+                run = Some((from, end));
+            }
             _ => {
                 if let Some(done) = run {
                     write(done, out);

@@ -111,8 +111,8 @@ impl PyStore {
     }
 
     /// Write the outbox entries after `after` to Parquet files, one or more per table and day,
-    /// under each table's directory, on up to `writers` threads (default: one per core, at most
-    /// four); entries at or below a table's `*_upto` are already in it and are left out.
+    /// under each table's directory, on up to `writers` threads (`None` or 0: one per core, at
+    /// most four); entries at or below a table's `*_upto` are already in it and are left out.
     #[pyo3(signature = (after, *, events_upto, persons_upto, max_rows, max_bytes, events_dir, persons_dir, writers=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
     fn export(
@@ -127,7 +127,9 @@ impl PyStore {
         persons_dir: PathBuf,
         writers: Option<usize>,
     ) -> PyResult<PyExport> {
-        let writers = writers.unwrap_or_else(export::default_writers).max(1);
+        let writers = writers
+            .filter(|&writers| writers > 0)
+            .unwrap_or_else(export::default_writers);
         let to = Destination {
             events_dir: &events_dir,
             events_upto,

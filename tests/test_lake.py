@@ -6,13 +6,15 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from hogflare import lake as lake_module
-from hogflare._hogflare import UNMEASURED_COLUMNS
+from hogflare._hogflare import UNMEASURED_COLUMNS, Export
+from hogflare.export_ahead import ExportAhead
 from hogflare.iceberg import local_path
 from hogflare.lake import EVENTS, PERSONS, Lake
 from hogflare.shipper import Shipper
@@ -277,3 +279,82 @@ async def test_a_large_flush_is_written_by_several_writers_and_every_row_lands_o
         assert len(lake.data_files(PERSONS)) == 1
         # Every file is whole and the lake counts each row once.
         assert sum(pq.read_metadata(local_path(path)).num_rows for path in lake.data_files(EVENTS)) == 26_000
+
+
+def _files_on_disk(lake: Lake) -> set[str]:
+    return {str(path) for name in (EVENTS, PERSONS) for path in lake.data_dir(name).rglob("*.parquet")}
+
+
+def _live_files(lake: Lake) -> set[str]:
+    return {local_path(path) for name in (EVENTS, PERSONS) for path in lake.data_files(name)}
+
+
+def _record_starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The outbox positions after which a chunk was exported ahead."""
+    started: list[int] = []
+    start = ExportAhead.start
+
+    def recorded(self: ExportAhead, after: int, export: Callable[[], Export]) -> None:
+        started.append(after)
+        start(self, after, export)
+
+    monkeypatch.setattr(ExportAhead, "start", recorded)
+    return started
+
+
+async def test_a_backlog_is_exported_a_chunk_ahead_of_the_commits_and_lands_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "data", flush_rows=100)
+    async with running(settings) as hogflare:
+        batch = [event(f"e{n}", f"user-{n % 7}") for n in range(400)]
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        assert hogflare.app.store is not None
+        shipper = Shipper(settings, store=hogflare.app.store)
+        started = _record_starts(monkeypatch)
+        # 800 outbox rows (events and their person snapshots), 100 per chunk: every chunk but the
+        # first is exported while the one before it commits.
+        assert shipper.drain() == 800
+        assert started == [100, 200, 300, 400, 500, 600, 700]
+        lake = Lake(settings.lake_dir)
+        assert lake.outbox_seq(EVENTS) == lake.outbox_seq(PERSONS) == 800
+        assert len(lake.refresh(EVENTS).metadata.snapshots) >= 1
+        rows = hogflare.rows()
+        assert sorted(row["event"] for row in rows) == sorted(f"e{n}" for n in range(400))
+        assert len(hogflare.persons()) == 400
+        # No file was written that the lake does not reference.
+        assert _files_on_disk(lake) == _live_files(lake)
+
+
+async def test_a_chunk_exported_ahead_of_a_failed_commit_is_deleted_and_shipped_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "data", flush_rows=100)
+    async with running(settings) as hogflare:
+        batch = [event(f"e{n}", f"user-{n % 7}") for n in range(400)]
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        assert hogflare.app.store is not None
+        shipper = Shipper(settings, store=hogflare.app.store)
+        add_files = Lake.add_files
+        commits = 0
+
+        def third_commit_fails(self: Lake, name: str, paths: list[str], outbox_seq: int) -> None:
+            nonlocal commits
+            commits += 1
+            if commits == 3:
+                raise OSError("disk full")
+            add_files(self, name, paths, outbox_seq)
+
+        monkeypatch.setattr(Lake, "add_files", third_commit_fails)
+        started = _record_starts(monkeypatch)
+        assert shipper.ship_lake() == 100
+        with pytest.raises(OSError, match="disk full"):
+            shipper.ship_lake()
+        assert started == [100, 200]
+        lake = Lake(settings.lake_dir)
+        # The failed chunk's files and the one exported behind it are gone.
+        assert _files_on_disk(lake) == _live_files(lake)
+        assert lake.outbox_seq(EVENTS) == lake.outbox_seq(PERSONS) == 100
+        assert shipper.drain() == 700
+        assert sorted(row["event"] for row in hogflare.rows()) == sorted(f"e{n}" for n in range(400))
+        assert _files_on_disk(lake) == _live_files(lake)

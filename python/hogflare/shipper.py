@@ -18,9 +18,10 @@ from types import FrameType
 
 import structlog
 
-from hogflare._hogflare import Store
+from hogflare._hogflare import Export, Store
 from hogflare.commit import open_store
 from hogflare.config import Settings
+from hogflare.export_ahead import ExportAhead
 from hogflare.lake import EVENTS, PERSONS, TABLES, Lake
 from hogflare.metrics import SinkCounters
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
@@ -53,6 +54,7 @@ class Shipper:
         #: Whether this shipper has looked for data files that no commit took.
         self._swept = False
         self._counted = SinkCounters(LAKE_CURSOR)
+        self._ahead = ExportAhead()
 
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
@@ -102,6 +104,19 @@ class Shipper:
             self._trim()
         return sent
 
+    def _export(self, after: int, events_upto: int, persons_upto: int) -> Export:
+        assert self.lake is not None
+        return self.store.export(
+            after,
+            events_upto=events_upto,
+            persons_upto=persons_upto,
+            max_rows=self.settings.flush_rows,
+            max_bytes=_MAX_CHUNK_BYTES,
+            events_dir=str(self.lake.data_dir(EVENTS)),
+            persons_dir=str(self.lake.data_dir(PERSONS)),
+            writers=self.settings.export_writers,
+        )
+
     def _ship_lake(self) -> int:
         """Ship one chunk of the outbox to the lake; returns how many outbox positions (rows) were read."""
         assert self.lake is not None
@@ -110,18 +125,18 @@ class Shipper:
         # Each table knows how far it got; after a crash between the commits of two tables they
         # differ, and the chunk is read from the lower one while each skips what it already has.
         cursor = min(self._table_seq.values())
-        export = self.store.export(
-            cursor,
-            events_upto=self._table_seq[EVENTS],
-            persons_upto=self._table_seq[PERSONS],
-            max_rows=self.settings.flush_rows,
-            max_bytes=_MAX_CHUNK_BYTES,
-            events_dir=str(self.lake.data_dir(EVENTS)),
-            persons_dir=str(self.lake.data_dir(PERSONS)),
-            writers=self.settings.export_writers,
-        )
+        export = self._ahead.take(after=cursor) if cursor == max(self._table_seq.values()) else None
+        if export is None:
+            self._ahead.discard()
+            export = self._export(cursor, self._table_seq[EVENTS], self._table_seq[PERSONS])
         if export.positions == 0:
             return 0
+        if self._after(export.last_seq) >= self.settings.flush_rows:
+            # A backlog: the next chunk is written while this one is committed (the export runs
+            # without the GIL). Its rows all come after this one's; if these commits fail, it is
+            # deleted. Rows trickling in wait for the next flush as before, not for this.
+            last = export.last_seq
+            self._ahead.start(last, lambda: self._export(last, last, last))
         by_table: dict[str, list[str]] = {}
         rows: dict[str, int] = {}
         for table, _, path, count, _ in export.files:
@@ -133,6 +148,7 @@ class Shipper:
                 self.lake.add_files(table, by_table[table], export.last_seq)
             except Exception:
                 self._table_seq = None
+                self._ahead.discard()
                 for name, leftover in by_table.items():
                     self._forget_unless_committed(name, leftover, export.last_seq)
                 raise
@@ -163,6 +179,7 @@ class Shipper:
         total = 0
         while (deadline is None or time.monotonic() < deadline) and (shipped := self.ship_once()):
             total += shipped
+        self._ahead.discard()
         return total
 
     def pending(self) -> int:
@@ -230,6 +247,7 @@ class Shipper:
             loop.start()
         for loop in loops:
             loop.join()
+        self._ahead.close()
         if self.pipelines is not None:
             self.pipelines.shutdown()
 

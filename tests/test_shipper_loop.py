@@ -49,3 +49,35 @@ def test_a_backlog_ships_chunk_after_chunk_and_a_trickle_waits(tmp_path: Path) -
         stop.set()
         loop.join(10)
     assert sink.backlog == 0, "the last delivery on stop ships the trickle"
+
+
+class PanicLike(BaseException):
+    """What a panic in the extension raises: not an ``Exception``."""
+
+
+def test_a_panic_while_shipping_is_retried_and_does_not_end_the_sink(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, flush_rows=10, flush_interval_secs=0.01)
+    sink = FakeSink(backlog=25, chunk=10)
+    ship = sink.ship
+    failures = 0
+
+    def panics_once() -> int:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise PanicLike("called `Option::unwrap()` on a `None` value")
+        return ship()
+
+    stop = threading.Event()
+    loop = SinkLoop("lake", panics_once, sink.pending, settings, stop)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sink.backlog and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert loop.is_alive()
+        assert failures == 1
+        assert sink.backlog == 0
+    finally:
+        stop.set()
+        loop.join(10)

@@ -302,7 +302,11 @@ class SinkLoop(threading.Thread):
                     last_flush = now
                     flushing = False
                 backoff = 0.5
-            except Exception:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
+                # BaseException too: a panic in the extension arrives as one (pyo3's
+                # PanicException), and a sink whose thread ended would stop shipping for good.
                 log.exception("shipping failed; will retry", sink=self.sink, retry_in_secs=backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)

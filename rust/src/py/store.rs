@@ -8,6 +8,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
+use crate::core::error::CoreError;
 use crate::core::export::{self, Destination};
 use crate::core::groups::MAX_GROUP_TYPES;
 use crate::core::pipeline;
@@ -75,8 +76,13 @@ impl PyStore {
             max_outbox_bytes,
             now: time_from(now),
         };
+        // A panic is a bug some input reaches: its transaction is aborted as it unwinds, nothing
+        // is stored, and the requests get the store's 503 rather than an unhandled exception.
         let outcomes = py
-            .detach(|| self.inner.commit(decoded, options))
+            .detach(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.commit(decoded, options)))
+                    .unwrap_or_else(|_| Err(CoreError::Store("the commit failed (internal error)".into())))
+            })
             .map_err(PyCoreError::from)?;
         Ok(outcomes
             .into_iter()

@@ -12,6 +12,7 @@ def test_all_exports() -> None:
         "config",
         "debug",
         "enrichment",
+        "export_ahead",
         "fake_pipeline",
         "flags",
         "flags_api",

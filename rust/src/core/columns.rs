@@ -2,6 +2,7 @@
 //! here, one per day, without passing through Python objects.
 
 use std::fs::File;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -227,7 +228,16 @@ pub fn write_parquet(path: &Path, schema: Schema, batches: impl Iterator<Item = 
         std::fs::create_dir_all(parent).map_err(io)?;
     }
     let file = File::create(&temporary).map_err(io)?;
-    let written = write_batches(file, schema, batches).and_then(|file| {
+    // A panic would be a bug some rows reach: as an error, the chunk is retried and its files
+    // are cleaned up like after any failure, instead of ending the shipper's thread.
+    let encoded =
+        std::panic::catch_unwind(AssertUnwindSafe(|| write_batches(file, schema, batches))).unwrap_or_else(|_| {
+            Err(CoreError::Encoding(format!(
+                "cannot write {}: internal error",
+                path.display()
+            )))
+        });
+    let written = encoded.and_then(|file| {
         file.sync_all().map_err(io)?;
         std::fs::rename(&temporary, path).map_err(io)?;
         // The rename is only durable once the directory entry is.

@@ -3,7 +3,6 @@
 //! a large one is shared out among the writer threads.
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -11,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 use chrono::DateTime;
 
 use super::columns;
-use super::error::{CoreError, Result};
+use super::error::Result;
 use super::row::{rows_in_entry, EventRowRef, OutboxRecordRef, PersonSnapshotRef};
 use super::store::Store;
 
@@ -157,13 +156,7 @@ fn write_all(
         while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
             let job = &jobs[index];
             let path = path_of(job);
-            // A panic would end the shipper's thread; as an error the chunk is retried, and the
-            // other files are cleaned up like after any failure.
-            let bytes = std::panic::catch_unwind(AssertUnwindSafe(|| job.write(&path))).unwrap_or_else(|_| {
-                let _ = std::fs::remove_file(&path);
-                Err(CoreError::Store(format!("writing {} panicked", path.display())))
-            });
-            let file = bytes.map(|bytes| DataFile {
+            let file = job.write(&path).map(|bytes| DataFile {
                 table: job.table,
                 day: job.day,
                 path,
@@ -337,5 +330,15 @@ mod tests {
         let days: Vec<i32> = files.iter().map(|file| file.day).collect();
         assert_eq!(days, [0, 1, 2]);
         assert!(files.iter().all(|file| file.path.exists() && file.rows == 0));
+    }
+
+    #[test]
+    fn a_panic_while_writing_a_file_is_an_error_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timestamp_day=2026-12-01").join("file.parquet");
+        let rows = std::iter::once_with(|| -> Result<arrow_array::RecordBatch> { panic!("a bug some rows reach") });
+        let err = columns::write_parquet(&path, columns::event_schema(), rows).unwrap_err();
+        assert!(err.to_string().contains("internal error"), "{err}");
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 0);
     }
 }

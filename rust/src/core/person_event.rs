@@ -214,21 +214,24 @@ impl PersonEvent {
         }
 
         let update = &mut out.update;
+        let set = get(Property::Set).map(object_entries).unwrap_or_default();
+        let set_once = get(Property::SetOnce).map(object_entries).unwrap_or_default();
         // The initial properties' values usually go in twice, besides `$set` and `$set_once`.
+        let initials = found.initial.len();
         update.reserve(
             [Property::Set, Property::SetOnce]
                 .map(|key| get(key).map_or(0, str::len))
                 .iter()
                 .sum::<usize>()
                 + 2048,
+            set.len() + initials,
+            set_once.len() + initials,
         );
-        let set = get(Property::Set).map(object_entries).unwrap_or_default();
-        let set_once = get(Property::SetOnce).map(object_entries).unwrap_or_default();
         for (key, value) in &set {
-            update.push_set(key, value);
+            update.push_set_read(key, value);
         }
         for (key, value) in &set_once {
-            update.push_set_once(key, value);
+            update.push_set_once_read(key, value);
         }
         for key in get(Property::Unset).map(unset_keys).unwrap_or_default() {
             update.push_unset(&key);
@@ -248,14 +251,14 @@ impl PersonEvent {
                 if seen_set & bit == 0 {
                     seen_set |= bit;
                     if !set.iter().any(|(known, _)| known == key) {
-                        update.push_set(key, value);
+                        update.push_set_read(key, value);
                     }
                 }
                 if seen_once & bit == 0 && !rawjson::is_null(value) {
                     seen_once |= bit;
                     let initial = INITIAL_NAMES[index];
                     if !set_once.iter().any(|(known, _)| known == initial) {
-                        update.push_set_once(initial, value);
+                        update.push_set_once_initial(initial, value);
                     }
                 }
             }

@@ -31,6 +31,30 @@ fn updates_and_initial_properties() {
 }
 
 #[test]
+fn keys_keep_the_escapes_json_needs_and_lose_the_ones_it_does_not() {
+    // Keys are kept as they stand in JSON: `\u0041` needs no escape, a quote and a tab do.
+    let read = PersonEvent::read(
+        "$pageview",
+        r#"{"$set":{"pl\u0041n":"pro","say \"hi\"":1,"tab\there":2,"plain":3},
+           "$set_once":{"once\\slash":4},"$browser":"Chrome"}"#,
+    );
+    assert_eq!(
+        read.update.set().collect::<Vec<_>>(),
+        [
+            ("plAn", r#""pro""#),
+            (r#"say \"hi\""#, "1"),
+            (r"tab\there", "2"),
+            ("plain", "3"),
+            ("$browser", r#""Chrome""#)
+        ]
+    );
+    assert_eq!(
+        read.update.set_once().collect::<Vec<_>>(),
+        [(r"once\\slash", "4"), ("$initial_browser", r#""Chrome""#)]
+    );
+}
+
+#[test]
 fn a_repeated_key_counts_at_its_first_occurrence() {
     // As a JSON reader that keeps the first of duplicate keys: a `null` first means absent.
     let read = PersonEvent::read(

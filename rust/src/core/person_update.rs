@@ -38,9 +38,14 @@ impl PropertyUpdate {
     }
 
     fn push(&mut self, key: &str, value: &str) -> Span {
+        self.push_json(&escaped(key), value)
+    }
+
+    /// `key` as it stands between the quotes of a JSON string.
+    fn push_json(&mut self, key: &str, value: &str) -> Span {
         self.order = None;
         let start = self.text.len() as u32;
-        self.text.push_str(&escaped(key));
+        self.text.push_str(key);
         let middle = self.text.len() as u32;
         self.text.push_str(value);
         [start, middle, self.text.len() as u32]
@@ -53,9 +58,11 @@ impl PropertyUpdate {
         )
     }
 
-    /// Make room for about `bytes` of keys and values.
-    pub fn reserve(&mut self, bytes: usize) {
+    /// Make room for about `bytes` of keys and values, in `set` and `set_once` entries.
+    pub fn reserve(&mut self, bytes: usize, set: usize, set_once: usize) {
         self.text.reserve(bytes);
+        self.set.reserve(set);
+        self.set_once.reserve(set_once);
     }
 
     /// Add a `$set` entry (key as decoded from JSON).
@@ -67,6 +74,34 @@ impl PropertyUpdate {
     /// Add a `$set_once` entry (key as decoded from JSON).
     pub fn push_set_once(&mut self, key: &str, value: &str) {
         let span = self.push(key, value);
+        self.set_once.push(span);
+    }
+
+    /// Add a `$set` entry whose key is read from JSON text: borrowed, it had no escapes and needs
+    /// none, so it is not checked again.
+    #[allow(clippy::ptr_arg)] // whether the key is borrowed is what matters
+    pub fn push_set_read(&mut self, key: &Cow<'_, str>, value: &str) {
+        let span = match key {
+            Cow::Borrowed(key) => self.push_json(key, value),
+            Cow::Owned(key) => self.push(key, value),
+        };
+        self.set.push(span);
+    }
+
+    /// `push_set_read` for `$set_once`.
+    #[allow(clippy::ptr_arg)] // whether the key is borrowed is what matters
+    pub fn push_set_once_read(&mut self, key: &Cow<'_, str>, value: &str) {
+        let span = match key {
+            Cow::Borrowed(key) => self.push_json(key, value),
+            Cow::Owned(key) => self.push(key, value),
+        };
+        self.set_once.push(span);
+    }
+
+    /// Add a `$set_once` entry under one of PostHog's `$initial_*` names, which need no escapes.
+    pub fn push_set_once_initial(&mut self, name: &'static str, value: &str) {
+        debug_assert!(matches!(escaped(name), Cow::Borrowed(_)));
+        let span = self.push_json(name, value);
         self.set_once.push(span);
     }
 

@@ -10,6 +10,7 @@ use sonic_rs::JsonValueTrait;
 use super::json_entries;
 use super::person::PropertyUpdate;
 use super::person_initial::{initial_property, INITIAL_NAMES, NO_INITIAL_PROPERTIES};
+use super::person_update::Writes;
 use super::rawjson;
 
 /// PostHog's longest group type and group key.
@@ -228,10 +229,10 @@ impl PersonEvent {
             set_once.len() + initials,
         );
         for (key, value) in &set {
-            update.push_set_read(key, value);
+            update.push_read(Writes::Set, key, value);
         }
         for (key, value) in &set_once {
-            update.push_set_once_read(key, value);
+            update.push_read(Writes::SetOnce, key, value);
         }
         for key in get(Property::Unset).map(unset_keys).unwrap_or_default() {
             update.push_unset(&key);
@@ -251,7 +252,7 @@ impl PersonEvent {
                 if seen_set & bit == 0 {
                     seen_set |= bit;
                     if !set.iter().any(|(known, _)| known == key) {
-                        update.push_set_read(key, value);
+                        update.push_read(Writes::Set, key, value);
                     }
                 }
                 if seen_once & bit == 0 && !rawjson::is_null(value) {

@@ -20,6 +20,13 @@ pub struct Order {
     pub fills: Vec<bool>,
 }
 
+/// The two lists of writes an update holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    Set,
+    SetOnce,
+}
+
 /// Keys are as they appear in JSON (escaped), values raw JSON text, all in one string so an
 /// update costs a few allocations, not one per key and value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,25 +84,18 @@ impl PropertyUpdate {
         self.set_once.push(span);
     }
 
-    /// Add a `$set` entry whose key is read from JSON text: borrowed, it had no escapes and needs
-    /// none, so it is not checked again.
+    /// Add a `$set` or `$set_once` entry whose key is read from JSON text: borrowed, it had no
+    /// escapes and needs none, so it is not checked again.
     #[allow(clippy::ptr_arg)] // whether the key is borrowed is what matters
-    pub fn push_set_read(&mut self, key: &Cow<'_, str>, value: &str) {
+    pub fn push_read(&mut self, list: Writes, key: &Cow<'_, str>, value: &str) {
         let span = match key {
             Cow::Borrowed(key) => self.push_json(key, value),
             Cow::Owned(key) => self.push(key, value),
         };
-        self.set.push(span);
-    }
-
-    /// `push_set_read` for `$set_once`.
-    #[allow(clippy::ptr_arg)] // whether the key is borrowed is what matters
-    pub fn push_set_once_read(&mut self, key: &Cow<'_, str>, value: &str) {
-        let span = match key {
-            Cow::Borrowed(key) => self.push_json(key, value),
-            Cow::Owned(key) => self.push(key, value),
-        };
-        self.set_once.push(span);
+        match list {
+            Writes::Set => self.set.push(span),
+            Writes::SetOnce => self.set_once.push(span),
+        }
     }
 
     /// Add a `$set_once` entry under one of PostHog's `$initial_*` names, which need no escapes.

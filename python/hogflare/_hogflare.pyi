@@ -8,8 +8,10 @@ __all__ = [
     "UNMEASURED_COLUMNS",
     "AuthError",
     "Batch",
+    "CommitThread",
     "Decoder",
     "Export",
+    "FinishedCommit",
     "FlagSet",
     "HogflareError",
     "OutboxFullError",
@@ -108,6 +110,41 @@ class Batch:
     @property
     def warnings(self) -> dict[str, int]:
         """Items corrected on the way in, by kind."""
+
+@final
+class CommitThread:
+    """The store's writer on a thread of its own, which never takes the GIL. Each commit takes
+    every batch submitted by the time it holds the store's write lock; when ``fileno()`` becomes
+    readable, ``finished`` gives the outcomes, by the tickets ``submit`` returned."""
+
+    def __new__(cls, store: Store, *, dedupe_window_days: int, max_outbox_bytes: int) -> Self: ...
+    def submit(self, batch: Batch) -> int:
+        """Queue a batch for the next commit; returns its ticket. Raises ``StorageError`` once stopped."""
+    def fileno(self) -> int:
+        """A socket that becomes readable when a commit has finished."""
+    def finished(self) -> list[FinishedCommit]:
+        """The commits finished since the last call, oldest first."""
+    def stop(self) -> None:
+        """Finish the commits queued, then stop the thread."""
+
+@final
+class FinishedCommit:
+    """One commit the ``CommitThread`` finished."""
+
+    @property
+    def tickets(self) -> list[int]:
+        """The tickets of the batches committed, in the order of ``outcomes()``."""
+    @property
+    def seconds(self) -> float:
+        """From the start of the transaction to the end of its sync."""
+    @property
+    def sync_seconds(self) -> float:
+        """Writing and syncing its pages, part of ``seconds``."""
+    def outcomes(self) -> list[tuple[int, int, dict[str, int]]]:
+        """``(stored, duplicates, warnings)`` per ticket.
+
+        Raises ``OutboxFullError`` above the high-water mark, ``StorageError`` on store trouble;
+        then nothing of the commit was stored."""
 
 @final
 class Store:

@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod columns;
+pub mod commit_thread;
 pub mod countries;
 pub mod decode;
 pub mod enrich;

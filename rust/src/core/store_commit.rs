@@ -120,11 +120,23 @@ impl Store {
     /// Store the events of many requests in one transaction and sync it to disk, with the person
     /// and group changes they make and a person snapshot for each event that has a person.
     pub fn commit(&self, batches: Vec<DecodedRequest>, options: CommitOptions) -> Result<Vec<CommitOutcome>> {
+        self.commit_gathered(|| batches, options)
+    }
+
+    /// `commit`, with the batches gathered once the store's write lock is held: requests that
+    /// arrive while another process commits join the next transaction rather than wait for it.
+    /// `gather` is not called when the outbox is full or the transaction cannot begin.
+    pub fn commit_gathered(
+        &self,
+        gather: impl FnOnce() -> Vec<DecodedRequest>,
+        options: CommitOptions,
+    ) -> Result<Vec<CommitOutcome>> {
         let mut txn = self.env.write_txn()?;
         let waiting = read_u64(self.meta, &txn, META_BYTES)?;
         if waiting > options.max_outbox_bytes {
             return Err(CoreError::OutboxFull { bytes: waiting });
         }
+        let batches = gather();
         let mut outbox = OutboxWriter {
             db: self.outbox,
             next_seq: read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1),

@@ -1,5 +1,6 @@
 //! Python bindings only: conversions, `#[pyclass]` wrappers and exception mapping.
 
+mod commit;
 mod errors;
 mod exceptions;
 mod flags;
@@ -21,6 +22,8 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ingest::PyDecoder>()?;
     m.add_class::<ingest::PyBatch>()?;
     m.add_class::<store::PyStore>()?;
+    m.add_class::<commit::PyCommitThread>()?;
+    m.add_class::<commit::Finished>()?;
     m.add_class::<store::PyExport>()?;
     m.add_class::<store::PyPipelineChunk>()?;
     m.add_class::<flags::PyFlagSet>()?;

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use super::commit::{request_outcome, RequestOutcome};
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
 use crate::core::error::CoreError;
@@ -15,12 +17,10 @@ use crate::core::pipeline;
 use crate::core::store::{CommitOptions, Store, StoreConfig};
 use crate::core::timestamp;
 
-/// `(stored, duplicates, warnings)` of one batch.
-type CommitResult = (u32, u32, BTreeMap<&'static str, u32>);
-
 #[pyclass(name = "Store", module = "hogflare._hogflare", frozen)]
 pub struct PyStore {
-    inner: Store,
+    /// Shared with the commit thread (see `CommitThread`).
+    pub(crate) inner: Arc<Store>,
     #[pyo3(get)]
     path: PathBuf,
 }
@@ -52,7 +52,10 @@ impl PyStore {
             group_types: fixed,
         };
         let inner = py.detach(|| Store::open(&path, &config)).map_err(PyCoreError::from)?;
-        Ok(Self { inner, path })
+        Ok(Self {
+            inner: Arc::new(inner),
+            path,
+        })
     }
 
     /// Commit the batches in one synced transaction; returns `(stored, duplicates, warnings)` per
@@ -66,7 +69,7 @@ impl PyStore {
         dedupe_window_days: u32,
         max_outbox_bytes: u64,
         now: Option<f64>,
-    ) -> PyResult<Vec<CommitResult>> {
+    ) -> PyResult<Vec<RequestOutcome>> {
         let decoded = batches
             .iter()
             .map(|batch| batch.take())
@@ -84,13 +87,7 @@ impl PyStore {
                     .unwrap_or_else(|_| Err(CoreError::Store("the commit failed (internal error)".into())))
             })
             .map_err(PyCoreError::from)?;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| {
-                let warnings = o.warnings.iter().map(|(w, n)| (w.as_str(), *n)).collect();
-                (o.stored, o.duplicates, warnings)
-            })
-            .collect())
+        Ok(outcomes.iter().map(request_outcome).collect())
     }
 
     /// `(next_seq, rows, bytes)` of the outbox.

@@ -1,0 +1,293 @@
+//! The store's writer on a thread of its own, which never needs Python.
+//!
+//! A worker's event loop hands each request to the thread as it is decoded and goes on serving.
+//! The thread commits everything queued at the moment it holds the store's write lock (group
+//! commit: requests that arrived during the previous sync, or while another process held the
+//! lock, share one transaction and one sync); when the commit is synced it records the outcomes
+//! and writes a byte to a socket the event loop watches. A commit run from a Python thread
+//! instead had to take the GIL back from the busy event loop to deliver every outcome, which
+//! cost both threads switches and held the answers back by up to Python's switch interval.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::decode::DecodedRequest;
+use super::error::{CoreError, Result};
+use super::store::{CommitOptions, CommitOutcome, Store};
+
+/// What the thread commits with, besides the time, which it reads as each commit starts.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitLimits {
+    pub dedupe_window_days: u32,
+    pub max_outbox_bytes: u64,
+}
+
+/// One commit the thread finished.
+#[derive(Debug)]
+pub struct FinishedCommit {
+    /// The tickets `submit` gave the requests it stored, in the order of `outcomes`.
+    pub tickets: Vec<u64>,
+    /// One outcome per ticket; or why none of them was stored.
+    pub outcomes: Result<Vec<CommitOutcome>>,
+    /// From the start of the transaction to the end of its sync.
+    pub seconds: f64,
+    /// Writing and syncing the pages, part of `seconds`.
+    pub sync_seconds: f64,
+}
+
+type Job = (u64, DecodedRequest);
+
+pub struct CommitThread {
+    jobs: Mutex<Option<Sender<Job>>>,
+    next_ticket: AtomicU64,
+    finished: Arc<Mutex<Vec<FinishedCommit>>>,
+    /// Readable when a commit has finished; one byte per commit.
+    wake: UnixStream,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl CommitThread {
+    pub fn start(store: Arc<Store>, limits: CommitLimits) -> Result<Self> {
+        let (wake, notify) = UnixStream::pair().map_err(thread_error)?;
+        wake.set_nonblocking(true).map_err(thread_error)?;
+        notify.set_nonblocking(true).map_err(thread_error)?;
+        let (jobs, queue) = mpsc::channel();
+        let finished = Arc::new(Mutex::new(Vec::new()));
+        let results = Arc::clone(&finished);
+        let thread = std::thread::Builder::new()
+            .name("hogflare-commit".into())
+            .spawn(move || run(&store, limits, &queue, &results, notify))
+            .map_err(thread_error)?;
+        Ok(Self {
+            jobs: Mutex::new(Some(jobs)),
+            next_ticket: AtomicU64::new(1),
+            finished,
+            wake,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queue a request for the next commit; `finished` gives its outcome, under the ticket
+    /// returned here, once the socket is readable.
+    pub fn submit(&self, request: DecodedRequest) -> Result<u64> {
+        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = jobs.as_ref().is_some_and(|jobs| jobs.send((ticket, request)).is_ok());
+        if sent {
+            Ok(ticket)
+        } else {
+            Err(CoreError::Store("the store's commit thread has stopped".into()))
+        }
+    }
+
+    /// The socket to watch for finished commits.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// The commits finished since the last call, oldest first.
+    pub fn finished(&self) -> Vec<FinishedCommit> {
+        let mut buffer = [0u8; 64];
+        // The byte is written after the outcome is recorded, so draining first cannot lose one.
+        while matches!((&self.wake).read(&mut buffer), Ok(n) if n > 0) {}
+        std::mem::take(&mut *self.finished.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Finish the commits queued, then stop the thread. Later submissions are refused.
+    pub fn stop(&self) {
+        drop(self.jobs.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread {
+            // The thread catches panics of a commit; one elsewhere would already be reported.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for CommitThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(thread_error)`
+fn thread_error(err: std::io::Error) -> CoreError {
+    CoreError::Store(format!("cannot start the store's commit thread: {err}"))
+}
+
+fn run(
+    store: &Store,
+    limits: CommitLimits,
+    queue: &Receiver<Job>,
+    results: &Mutex<Vec<FinishedCommit>>,
+    mut notify: UnixStream,
+) {
+    while let Ok(first) = queue.recv() {
+        let options = CommitOptions {
+            dedupe_window_days: limits.dedupe_window_days,
+            max_outbox_bytes: limits.max_outbox_bytes,
+            now: Utc::now(),
+        };
+        let started = Instant::now();
+        let mut tickets = vec![first.0];
+        let gather = || {
+            let mut requests = vec![first.1];
+            for (ticket, request) in queue.try_iter() {
+                tickets.push(ticket);
+                requests.push(request);
+            }
+            requests
+        };
+        // A panic is a bug some input reaches: its transaction is aborted as it unwinds, nothing
+        // is stored, and the requests get the store's 503; the thread goes on with the next.
+        let outcomes = catch_unwind(AssertUnwindSafe(|| store.commit_gathered(gather, options)))
+            .unwrap_or_else(|_| Err(CoreError::Store("the commit failed (internal error)".into())));
+        let finished = FinishedCommit {
+            tickets,
+            outcomes,
+            seconds: started.elapsed().as_secs_f64(),
+            sync_seconds: store.last_sync().as_secs_f64(),
+        };
+        results.lock().unwrap_or_else(PoisonError::into_inner).push(finished);
+        // A full socket already wakes the reader, which takes every finished commit at once;
+        // a closed one means nobody is left to answer.
+        if let Err(err) = notify.write(&[1]) {
+            if !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::core::event::NormalizedEvent;
+    use crate::core::person_event::{PersonEvent, PersonMode};
+    use crate::core::store::StoreConfig;
+
+    fn request(uuids: &[Uuid]) -> DecodedRequest {
+        let event = |uuid| NormalizedEvent {
+            uuid,
+            event: "e".into(),
+            distinct_id: "d".into(),
+            timestamp: Utc::now(),
+            properties: "{}".into(),
+            context: None,
+            extra: None,
+            person: PersonEvent {
+                mode: PersonMode::Without,
+                ..PersonEvent::default()
+            },
+        };
+        DecodedRequest {
+            token: "phc_t".into(),
+            team_id: None,
+            created_at: Utc::now(),
+            events: uuids.iter().copied().map(event).collect(),
+            dropped: BTreeMap::new(),
+            warnings: BTreeMap::new(),
+            filtered: 0,
+        }
+    }
+
+    fn start(max_outbox_bytes: u64) -> (tempfile::TempDir, Arc<Store>, CommitThread) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            map_size: 64 << 20,
+            max_readers: 16,
+            ..StoreConfig::default()
+        };
+        let store = Arc::new(Store::open(dir.path(), &config).unwrap());
+        let limits = CommitLimits {
+            dedupe_window_days: 7,
+            max_outbox_bytes,
+        };
+        let thread = CommitThread::start(Arc::clone(&store), limits).unwrap();
+        (dir, store, thread)
+    }
+
+    /// Every finished commit until `tickets` outcomes have come back.
+    fn wait_for(thread: &CommitThread, tickets: usize) -> Vec<FinishedCommit> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut finished = Vec::new();
+        while finished.iter().map(|f: &FinishedCommit| f.tickets.len()).sum::<usize>() < tickets {
+            assert!(Instant::now() < deadline, "the commits did not finish");
+            std::thread::sleep(Duration::from_millis(1));
+            finished.extend(thread.finished());
+        }
+        finished
+    }
+
+    #[test]
+    fn each_request_gets_its_own_outcome_under_its_ticket() {
+        let (_dir, store, thread) = start(u64::MAX);
+        assert!(thread.finished().is_empty());
+        let shared = Uuid::now_v7();
+        let submitted = [
+            (thread.submit(request(&[shared, Uuid::now_v7()])).unwrap(), (2, 0)),
+            (thread.submit(request(&[Uuid::now_v7()])).unwrap(), (1, 0)),
+            // The same uuid again, sent later: a duplicate whichever commit it shares.
+            (thread.submit(request(&[shared])).unwrap(), (0, 1)),
+        ];
+        let mut outcomes = BTreeMap::new();
+        for finished in wait_for(&thread, submitted.len()) {
+            let results = finished.outcomes.unwrap();
+            assert_eq!(results.len(), finished.tickets.len());
+            for (ticket, outcome) in finished.tickets.into_iter().zip(results) {
+                assert!(outcomes.insert(ticket, (outcome.stored, outcome.duplicates)).is_none());
+            }
+        }
+        for (ticket, expected) in submitted {
+            assert_eq!(outcomes[&ticket], expected, "ticket {ticket}");
+        }
+        assert_eq!(store.outbox_state().unwrap().rows, 3);
+    }
+
+    #[test]
+    fn a_full_outbox_fails_the_commit_and_stores_nothing() {
+        let (_dir, store, thread) = start(0);
+        let first = thread.submit(request(&[Uuid::now_v7()])).unwrap();
+        let finished = wait_for(&thread, 1);
+        assert_eq!(finished[0].tickets, vec![first]);
+        assert_eq!(
+            store.outbox_state().unwrap().rows,
+            1,
+            "an empty outbox is under any mark"
+        );
+        let second = thread.submit(request(&[Uuid::now_v7()])).unwrap();
+        let finished = wait_for(&thread, 1);
+        assert_eq!(finished[0].tickets, vec![second]);
+        assert!(matches!(finished[0].outcomes, Err(CoreError::OutboxFull { .. })));
+        assert_eq!(store.outbox_state().unwrap().rows, 1);
+    }
+
+    #[test]
+    fn a_stopped_thread_finishes_what_was_queued_and_refuses_more() {
+        let (_dir, store, thread) = start(u64::MAX);
+        for _ in 0..20 {
+            thread.submit(request(&[Uuid::now_v7()])).unwrap();
+        }
+        thread.stop();
+        assert_eq!(store.outbox_state().unwrap().rows, 20);
+        assert_eq!(thread.finished().iter().map(|f| f.tickets.len()).sum::<usize>(), 20);
+        assert!(matches!(
+            thread.submit(request(&[Uuid::now_v7()])),
+            Err(CoreError::Store(_))
+        ));
+    }
+}

@@ -1,0 +1,80 @@
+"""The group committer on its own: requests that wait together share commits, each gets its own
+outcome, a full outbox fails only the commit it hits, and closing waits for what is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hogflare._hogflare import Batch, Decoder, OutboxFullError, StorageError, Store
+from hogflare.commit import GroupCommitter
+from tests.conftest import TOKEN
+
+DECODER = Decoder(max_inflated_bytes=1 << 20, max_event_bytes=1 << 20)
+
+
+def batch(*uuids: str) -> Batch:
+    # Personless, so that each event is one outbox row.
+    properties = {"$process_person_profile": False}
+    events = [{"event": "e", "distinct_id": "d", "uuid": u, "properties": properties} for u in uuids]
+    return DECODER.decode("event", json.dumps({"api_key": TOKEN, "batch": events}).encode())
+
+
+def committer(path: Path, max_outbox_bytes: int = 1 << 40) -> tuple[Store, GroupCommitter]:
+    store = Store(str(path))
+    return store, GroupCommitter(store, dedupe_window_days=7, max_outbox_bytes=max_outbox_bytes)
+
+
+async def test_concurrent_requests_each_get_their_own_outcome(tmp_path: Path) -> None:
+    store, commits = committer(tmp_path)
+    repeated = str(uuid.uuid4())
+    fresh = [[str(uuid.uuid4()) for _ in range(n % 3 + 1)] for n in range(200)]
+    outcomes = await asyncio.gather(
+        commits.commit(batch(repeated)),
+        *(commits.commit(batch(*uuids)) for uuids in fresh),
+    )
+    # A uuid sent again later is a duplicate, whichever commit it joins.
+    again = await commits.commit(batch(repeated, str(uuid.uuid4())))
+    await commits.close()
+
+    assert outcomes[0] == (1, 0, {})
+    assert [stored for stored, _, _ in outcomes[1:]] == [len(uuids) for uuids in fresh]
+    assert again == (1, 1, {})
+    _, rows, _ = store.outbox_state()
+    assert rows == 1 + sum(map(len, fresh)) + 1
+
+
+async def test_a_full_outbox_refuses_the_commit_it_hits_and_no_other(tmp_path: Path) -> None:
+    store, commits = committer(tmp_path, max_outbox_bytes=0)
+    assert await commits.commit(batch(str(uuid.uuid4()))) == (1, 0, {})
+    with pytest.raises(OutboxFullError):
+        await commits.commit(batch(str(uuid.uuid4())))
+    await commits.close()
+    assert store.outbox_state()[1] == 1
+
+
+async def test_a_cancelled_request_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    store, commits = committer(tmp_path)
+    waiting = [asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4())))) for _ in range(20)]
+    await asyncio.sleep(0)
+    waiting[0].cancel()
+    results = await asyncio.gather(*waiting[1:])
+    await commits.close()
+    assert results == [(1, 0, {})] * 19
+    # The cancelled request's batch had been handed over: it is stored all the same.
+    assert store.outbox_state()[1] == 20
+
+
+async def test_closing_waits_for_commits_in_flight_and_then_refuses(tmp_path: Path) -> None:
+    store, commits = committer(tmp_path)
+    waiting = [asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4())))) for _ in range(50)]
+    await asyncio.sleep(0)
+    await commits.close()
+    assert all(task.done() for task in waiting)
+    assert store.outbox_state()[1] == 50
+    with pytest.raises(StorageError, match="stopped"):
+        await commits.commit(batch(str(uuid.uuid4())))

@@ -176,33 +176,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::core::event::NormalizedEvent;
-    use crate::core::person_event::{PersonEvent, PersonMode};
     use crate::core::store::StoreConfig;
 
     fn request(uuids: &[Uuid]) -> DecodedRequest {
-        let event = |uuid| NormalizedEvent {
-            uuid,
-            event: "e".into(),
-            distinct_id: "d".into(),
-            timestamp: Utc::now(),
-            properties: "{}".into(),
-            context: None,
-            extra: None,
-            person: PersonEvent {
-                mode: PersonMode::Without,
-                ..PersonEvent::default()
-            },
-        };
-        DecodedRequest {
-            token: "phc_t".into(),
-            team_id: None,
-            created_at: Utc::now(),
-            events: uuids.iter().copied().map(event).collect(),
-            dropped: BTreeMap::new(),
-            warnings: BTreeMap::new(),
-            filtered: 0,
-        }
+        crate::core::store::tests::batch("phc_t", uuids)
     }
 
     fn start(max_outbox_bytes: u64) -> (tempfile::TempDir, Arc<Store>, CommitThread) {

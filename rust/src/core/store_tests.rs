@@ -11,7 +11,7 @@ use crate::core::event::NormalizedEvent;
 use crate::core::person_event::{PersonEvent, PersonMode};
 use crate::core::timestamp;
 
-fn event(uuid: Uuid) -> NormalizedEvent {
+pub(crate) fn event(uuid: Uuid) -> NormalizedEvent {
     NormalizedEvent {
         uuid,
         event: "e".into(),
@@ -28,7 +28,7 @@ fn event(uuid: Uuid) -> NormalizedEvent {
     }
 }
 
-fn batch(token: &str, uuids: &[Uuid]) -> DecodedRequest {
+pub(crate) fn batch(token: &str, uuids: &[Uuid]) -> DecodedRequest {
     DecodedRequest {
         token: token.into(),
         team_id: None,

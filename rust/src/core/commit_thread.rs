@@ -119,6 +119,18 @@ impl Drop for CommitThread {
     }
 }
 
+/// `Store::commit_gathered`, with a panic turned into the store's error. A panic is a bug some
+/// input reaches: its transaction is aborted as it unwinds, nothing is stored, and the requests
+/// get the store's 503 rather than taking the thread (or the worker) down.
+pub fn commit_or_refuse(
+    store: &Store,
+    gather: impl FnOnce() -> Vec<DecodedRequest>,
+    options: CommitOptions,
+) -> Result<Vec<CommitOutcome>> {
+    catch_unwind(AssertUnwindSafe(|| store.commit_gathered(gather, options)))
+        .unwrap_or_else(|_| Err(CoreError::Store("the commit failed (internal error)".into())))
+}
+
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(thread_error)`
 fn thread_error(err: std::io::Error) -> CoreError {
     CoreError::Store(format!("cannot start the store's commit thread: {err}"))
@@ -147,10 +159,7 @@ fn run(
             }
             requests
         };
-        // A panic is a bug some input reaches: its transaction is aborted as it unwinds, nothing
-        // is stored, and the requests get the store's 503; the thread goes on with the next.
-        let outcomes = catch_unwind(AssertUnwindSafe(|| store.commit_gathered(gather, options)))
-            .unwrap_or_else(|_| Err(CoreError::Store("the commit failed (internal error)".into())));
+        let outcomes = commit_or_refuse(store, gather, options);
         let finished = FinishedCommit {
             tickets,
             outcomes,

@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyDict};
 use super::commit::{request_outcome, RequestOutcome};
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
-use crate::core::error::CoreError;
+use crate::core::commit_thread::commit_or_refuse;
 use crate::core::export::{self, Destination};
 use crate::core::groups::MAX_GROUP_TYPES;
 use crate::core::pipeline;
@@ -79,13 +79,8 @@ impl PyStore {
             max_outbox_bytes,
             now: time_from(now),
         };
-        // A panic is a bug some input reaches: its transaction is aborted as it unwinds, nothing
-        // is stored, and the requests get the store's 503 rather than an unhandled exception.
         let outcomes = py
-            .detach(|| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.commit(decoded, options)))
-                    .unwrap_or_else(|_| Err(CoreError::Store("the commit failed (internal error)".into())))
-            })
+            .detach(|| commit_or_refuse(&self.inner, || decoded, options))
             .map_err(PyCoreError::from)?;
         Ok(outcomes.iter().map(request_outcome).collect())
     }

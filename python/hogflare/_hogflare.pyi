@@ -136,7 +136,7 @@ class FinishedCommit:
         """The tickets of the batches committed, in the order of ``outcomes()``."""
     @property
     def seconds(self) -> float:
-        """From the start of the transaction to the end of its sync."""
+        """From asking for the store's write lock to the end of the sync."""
     @property
     def sync_seconds(self) -> float:
         """Writing and syncing its pages, part of ``seconds``."""

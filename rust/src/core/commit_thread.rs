@@ -38,7 +38,7 @@ pub struct FinishedCommit {
     pub tickets: Vec<u64>,
     /// One outcome per ticket; or why none of them was stored.
     pub outcomes: Result<Vec<CommitOutcome>>,
-    /// From the start of the transaction to the end of its sync.
+    /// From asking for the store's write lock to the end of the sync.
     pub seconds: f64,
     /// Writing and syncing the pages, part of `seconds`.
     pub sync_seconds: f64,

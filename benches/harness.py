@@ -156,6 +156,33 @@ def wait_ready(url: str, path: str, timeout: float = 30) -> None:
     raise TimeoutError(f"{url} not ready")
 
 
+def _group_cpu_seconds(pgid: int) -> float:
+    total = 0.0
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(process.pid) == pgid:
+                times = process.cpu_times()
+                total += times.user + times.system
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return total
+
+
+def wait_settled(pgid: int, timeout: float = 60) -> None:
+    """Until a server's processes are nearly idle: ready to answer is not done starting (the
+    shipper still imports its libraries for a few seconds), and a load begun then would share
+    the cores with that."""
+    deadline = time.monotonic() + timeout
+    before = _group_cpu_seconds(pgid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _group_cpu_seconds(pgid)
+        if now - before < 0.05:
+            return
+        before = now
+    raise TimeoutError("the server did not settle")
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(process.pid, signal.SIGTERM)
@@ -196,6 +223,7 @@ def hogflare(name: str, workers: int, env: dict[str, str]) -> Iterator[Server]:
         process = subprocess.Popen(args, env=full_env, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, "/_readiness", 60)
+        wait_settled(process.pid)
         server = Server(name, url, process, data_dir)
         try:
             yield server

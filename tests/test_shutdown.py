@@ -4,8 +4,11 @@ flight, and ships what the outbox holds within ``HOGFLARE_SHUTDOWN_TIMEOUT_SECS`
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -100,3 +103,32 @@ def test_a_burst_of_signals_still_stops_the_shipper(tmp_path: Path) -> None:
     # Zero, or killed by a signal that came after its handler was gone, on the way out.
     assert shipper.wait(timeout=30) in {0, -signal.SIGTERM}
     assert not shipper_alive(settings)
+
+
+def test_a_second_shipper_leaves_before_loading_anything(tmp_path: Path) -> None:
+    # Each worker of a starting server launches a shipper; those that are not needed must exit
+    # at once, not after seconds of imports that take the CPU from the workers.
+    settings = Settings.from_env({}, data_dir=tmp_path / "data")
+    first = spawn(settings)
+    try:
+        deadline = time.monotonic() + 30
+        while not shipper_alive(settings):
+            assert first.poll() is None, "the shipper exited on its own"
+            assert time.monotonic() < deadline, "the shipper did not start"
+            time.sleep(0.05)
+        second = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "hogflare", "ship"],
+            env={**os.environ, **settings.to_env()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 0
+        assert "another shipper is running or starting" in second.stdout + second.stderr
+        imported = {line.rsplit("|", 1)[-1].strip() for line in second.stderr.splitlines() if "|" in line}
+        assert not imported & {"pyiceberg", "pyarrow", "duckdb", "hogflare.shipper"}
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)

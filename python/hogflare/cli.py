@@ -223,12 +223,24 @@ def doctor(data_dir: DataDir = None) -> None:
 @cli.command(hidden=True)
 def ship(data_dir: DataDir = None) -> None:
     """Run the shipper of a data directory in the foreground (the server starts one itself)."""
-    from hogflare import shipper
     from hogflare.logs import configure
+    from hogflare.supervisor import acquire_lock, starting_lock_path
 
     settings = _settings(data_dir)
     configure(settings.log_format, settings.log_level)
-    raise typer.Exit(shipper.serve(settings))
+    # Every worker of a starting server launches a shipper, and all but one should exit before
+    # the shipper's imports, which take seconds of CPU the workers need. The shipper's own lock,
+    # which tells the workers it is running, is only taken once those imports are done.
+    starting = acquire_lock(starting_lock_path(settings), patience=3.0)
+    if starting is None:
+        import structlog
+
+        structlog.get_logger("hogflare.shipper").info("another shipper is running or starting; exiting")
+        raise typer.Exit(0)
+    from hogflare import shipper
+
+    with starting:
+        raise typer.Exit(shipper.serve(settings))
 
 
 flags_cli = typer.Typer(help="Inspect the feature flags the server would serve.", no_args_is_help=True)

@@ -2,7 +2,8 @@
 
 The shipper holds ``<data_dir>/shipper.lock`` for as long as it runs. Server workers check the lock
 and start a shipper when nobody holds it, so any number of workers, or a restart after a crash,
-ends with exactly one.
+ends with exactly one. A shipper process first takes ``shipper.starting.lock``, before loading the
+libraries it runs on, so that the others started alongside it exit without loading them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ from typing import IO
 from hogflare.config import Settings
 
 LOCK_NAME = "shipper.lock"
+#: Held from a shipper process's first moment, before it has loaded what it needs to run.
+STARTING_LOCK_NAME = "shipper.starting.lock"
 
 
 def lock_path(settings: Settings) -> Path:
     return settings.data_dir / LOCK_NAME
+
+
+def starting_lock_path(settings: Settings) -> Path:
+    return settings.data_dir / STARTING_LOCK_NAME
 
 
 def shipper_alive(settings: Settings) -> bool:

@@ -109,6 +109,12 @@ impl Person {
         self.properties.get(key)
     }
 
+    /// How an event's update is applied: `None` when the event never updates its person,
+    /// else whether it writes the person even when only fast-changing keys changed.
+    pub fn update_forced(event: &str) -> Option<bool> {
+        (!NO_PERSON_UPDATE_EVENTS.contains(&event)).then(|| FORCED_UPDATE_EVENTS.contains(&event))
+    }
+
     /// Apply an event's update with PostHog's rules; returns whether the person changed (and so
     /// must be written, with its version bumped).
     ///
@@ -116,10 +122,9 @@ impl Person {
     /// `$set_once` of the same key), `$unset` removes present keys. An update that only touches
     /// fast-changing keys of an existing person is not written unless the event forces it.
     pub fn apply(&mut self, event: &str, update: &PropertyUpdate) -> bool {
-        if NO_PERSON_UPDATE_EVENTS.contains(&event) {
+        let Some(force) = Self::update_forced(event) else {
             return false;
-        }
-        let force = FORCED_UPDATE_EVENTS.contains(&event);
+        };
         let properties = &self.properties;
         let order = update.order();
         let once = update.once_writes();

@@ -209,3 +209,48 @@ fn duplicates_change_no_person() {
     assert!(events.is_empty() && snapshots.is_empty());
     assert_eq!(h.person("d").unwrap().properties_json(), r#"{"n":1}"#);
 }
+
+#[test]
+fn a_repeated_update_changes_the_person_whenever_it_would_change_something() {
+    // One client's batch often repeats an update: a repeat of one that changed nothing is
+    // skipped, but not once another update changed the person in between.
+    let mut h = Harness::new();
+    let set = |plan: &str| capture("user", serde_json::json!({"$set": {"plan": plan}}));
+    let (_, snapshots, _) = h.send(serde_json::json!([
+        set("pro"),
+        set("pro"),
+        set("free"),
+        set("pro"),
+        set("pro")
+    ]));
+    let seen: Vec<(&str, u64)> = snapshots
+        .iter()
+        .map(|s| (s.person.get("plan").unwrap().0, s.person.version))
+        .collect();
+    let v = seen[0].1;
+    assert_eq!(
+        seen,
+        [
+            (r#""pro""#, v),
+            (r#""pro""#, v),
+            (r#""free""#, v + 1),
+            (r#""pro""#, v + 2),
+            (r#""pro""#, v + 2)
+        ]
+    );
+}
+
+#[test]
+fn an_update_that_changed_nothing_is_still_written_when_a_later_event_forces_it() {
+    // A fast-changing key alone is not worth a write, except for the events that force one.
+    let mut h = Harness::new();
+    let url = |event: &str, url: &str| serde_json::json!({"event": event, "distinct_id": "user", "properties": {"$set": {"$current_url": url}}});
+    h.send(serde_json::json!([url("e", "/a")]));
+    let (_, snapshots, _) = h.send(serde_json::json!([url("e", "/b"), url("e", "/b"), url("$set", "/b")]));
+    let seen: Vec<(&str, u64)> = snapshots
+        .iter()
+        .map(|s| (s.person.get("$current_url").unwrap().0, s.person.version))
+        .collect();
+    let v = seen[0].1;
+    assert_eq!(seen, [(r#""/a""#, v), (r#""/a""#, v), (r#""/b""#, v + 1)]);
+}

@@ -109,6 +109,9 @@ struct Loaded {
     /// snapshot rows and the final write alike.
     encoded: Vec<u8>,
     fresh: bool,
+    /// An update (and whether its event forced it) that left `person` as it is: the same one
+    /// again, as the events of one client's batch often carry, leaves it so too, unchecked.
+    unchanged_by: Option<(bool, PropertyUpdate)>,
 }
 
 impl Loaded {
@@ -118,7 +121,25 @@ impl Loaded {
             dirty: false,
             encoded: Vec::new(),
             fresh: false,
+            unchanged_by: None,
         }
+    }
+
+    /// `Person::apply`, skipped for an update that already left the person as it is.
+    fn apply(&mut self, event: &str, update: &PropertyUpdate) -> bool {
+        let Some(forced) = Person::update_forced(event) else {
+            return false;
+        };
+        if let Some((was_forced, unchanging)) = &self.unchanged_by {
+            if *was_forced == forced && unchanging == update {
+                return false;
+            }
+        }
+        if self.person.apply(event, update) {
+            return true;
+        }
+        self.unchanged_by = Some((forced, update.clone()));
+        false
     }
 
     fn encoded(&mut self) -> &[u8] {
@@ -241,6 +262,7 @@ impl<'a> PersonWork<'a> {
             self.dirty.push(id);
         }
         loaded.fresh = false;
+        loaded.unchanged_by = None;
         Ok(&mut loaded.person)
     }
 
@@ -321,7 +343,7 @@ impl<'a> PersonWork<'a> {
                     Some(id) => id,
                     None => match self.resolve(txn, project, distinct_id)? {
                         Some(id) => {
-                            if self.loaded(id)?.person.apply(event, &fields.update) {
+                            if self.loaded(id)?.apply(event, &fields.update) {
                                 self.touch(id)?;
                             }
                             id

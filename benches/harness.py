@@ -156,28 +156,33 @@ def wait_ready(url: str, path: str, timeout: float = 30) -> None:
     raise TimeoutError(f"{url} not ready")
 
 
-def _group_cpu_seconds(pgid: int) -> float:
-    total = 0.0
+def _group_cpu_seconds(pgid: int) -> dict[int, float]:
+    """CPU seconds used so far by each live process of a process group."""
+    used: dict[int, float] = {}
     for process in psutil.process_iter(["pid"]):
         try:
             if os.getpgid(process.pid) == pgid:
                 times = process.cpu_times()
-                total += times.user + times.system
+                used[process.pid] = times.user + times.system
         except (psutil.Error, ProcessLookupError):
             continue
-    return total
+    return used
 
 
 def wait_settled(pgid: int, timeout: float = 60) -> None:
-    """Until a server's processes are nearly idle: ready to answer is not done starting (the
-    shipper still imports its libraries for a few seconds), and a load begun then would share
-    the cores with that."""
+    """Until a server's processes are nearly idle, twice in a row: ready to answer is not done
+    starting (the shipper still imports its libraries for a few seconds), and a load begun then
+    would share the cores with that. A process that exits drops out; one that appears counts
+    from zero."""
     deadline = time.monotonic() + timeout
     before = _group_cpu_seconds(pgid)
+    quiet = 0
     while time.monotonic() < deadline:
         time.sleep(0.5)
         now = _group_cpu_seconds(pgid)
-        if now - before < 0.05:
+        used = sum(seconds - before.get(pid, 0.0) for pid, seconds in now.items())
+        quiet = quiet + 1 if used < 0.05 else 0
+        if quiet == 2:
             return
         before = now
     raise TimeoutError("the server did not settle")
@@ -222,8 +227,12 @@ def hogflare(name: str, workers: int, env: dict[str, str]) -> Iterator[Server]:
         args = [HOGFLARE, "serve", "--port", str(port), "--workers", str(workers), "--data-dir", str(data_dir)]
         process = subprocess.Popen(args, env=full_env, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, "/_readiness", 60)
-        wait_settled(process.pid)
+        try:
+            wait_ready(url, "/_readiness", 60)
+            wait_settled(process.pid)
+        except BaseException:
+            stop(process)
+            raise
         server = Server(name, url, process, data_dir)
         try:
             yield server

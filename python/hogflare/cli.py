@@ -226,6 +226,7 @@ def ship(data_dir: DataDir = None) -> None:
     from hogflare.logs import configure
     from hogflare.supervisor import acquire_lock, starting_lock_path
 
+    parent = os.getppid()
     settings = _settings(data_dir)
     configure(settings.log_format, settings.log_level)
     # Every worker of a starting server launches a shipper, and all but one should exit before
@@ -240,7 +241,7 @@ def ship(data_dir: DataDir = None) -> None:
     from hogflare import shipper
 
     with starting:
-        raise typer.Exit(shipper.serve(settings))
+        raise typer.Exit(shipper.serve(settings, parent))
 
 
 flags_cli = typer.Typer(help="Inspect the feature flags the server would serve.", no_args_is_help=True)

@@ -340,8 +340,10 @@ class SinkLoop(threading.Thread):
             )
 
 
-def serve(settings: Settings) -> int:
-    """Run the shipper of a data directory until SIGTERM/SIGINT, or until its parent goes away."""
+def serve(settings: Settings, parent: int | None = None) -> int:
+    """Run the shipper of a data directory until SIGTERM/SIGINT, or until its parent (the
+    process that started it, ``parent`` if known from before the shipper's slow imports) goes
+    away."""
     lock = acquire_lock(lock_path(settings), patience=3.0)
     if lock is None:
         log.info("another shipper holds the lock; exiting")
@@ -356,7 +358,8 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    parent = os.getppid()
+    if parent is None:
+        parent = os.getppid()
 
     def watch() -> None:
         # A worker started us; when it is gone (reparented to init), finish up and exit so the
@@ -373,6 +376,7 @@ def serve(settings: Settings) -> int:
     # The libraries loaded by now (pyiceberg, SQLAlchemy, pyarrow) leave about a hundred thousand
     # objects that live as long as the process; out of the collector's sight, a full collection
     # takes milliseconds instead of a tenth of a second, every one of which stalls a flush.
+    gc.collect()
     gc.freeze()
     log.info("shipper started", data_dir=str(settings.data_dir), pid=os.getpid())
     shipper.run(stop)

@@ -11,7 +11,7 @@ use super::person_properties::escaped;
 type Span = [u32; 3];
 
 /// What `PropertyUpdate::seal` works out.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Order {
     /// The writes (`$set_once` entries, then `$set`'s) in key order, ties in write order.
     pub sorted: Vec<u32>,
@@ -29,7 +29,7 @@ pub enum Writes {
 
 /// Keys are as they appear in JSON (escaped), values raw JSON text, all in one string so an
 /// update costs a few allocations, not one per key and value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct PropertyUpdate {
     text: String,
     set_once: Vec<Span>,
@@ -37,6 +37,42 @@ pub struct PropertyUpdate {
     unset: Vec<Span>,
     /// `None` until `seal`, and again after any change.
     order: Option<Order>,
+}
+
+// `clone_from` reuses the buffers it overwrites: a commit keeps a copy of the last update that
+// left each person unchanged, and overwrites it often.
+impl Clone for Order {
+    fn clone(&self) -> Self {
+        Self {
+            sorted: self.sorted.clone(),
+            fills: self.fills.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.sorted.clone_from(&source.sorted);
+        self.fills.clone_from(&source.fills);
+    }
+}
+
+impl Clone for PropertyUpdate {
+    fn clone(&self) -> Self {
+        Self {
+            text: self.text.clone(),
+            set_once: self.set_once.clone(),
+            set: self.set.clone(),
+            unset: self.unset.clone(),
+            order: self.order.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.text.clone_from(&source.text);
+        self.set_once.clone_from(&source.set_once);
+        self.set.clone_from(&source.set);
+        self.unset.clone_from(&source.unset);
+        self.order.clone_from(&source.order);
+    }
 }
 
 impl PropertyUpdate {

@@ -109,9 +109,11 @@ struct Loaded {
     /// snapshot rows and the final write alike.
     encoded: Vec<u8>,
     fresh: bool,
-    /// An update (and whether its event forced it) that left `person` as it is: the same one
-    /// again, as the events of one client's batch often carry, leaves it so too, unchecked.
-    unchanged_by: Option<(bool, PropertyUpdate)>,
+    /// An update that left `person` as it is, and whether its event forced it, when `Some`:
+    /// the same one again, as the events of one client's batch often carry, leaves it so too,
+    /// unchecked. `unchanged_by` keeps its buffers while forgotten, to be overwritten.
+    unchanged: Option<bool>,
+    unchanged_by: PropertyUpdate,
 }
 
 impl Loaded {
@@ -121,7 +123,8 @@ impl Loaded {
             dirty: false,
             encoded: Vec::new(),
             fresh: false,
-            unchanged_by: None,
+            unchanged: None,
+            unchanged_by: PropertyUpdate::default(),
         }
     }
 
@@ -130,15 +133,14 @@ impl Loaded {
         let Some(forced) = Person::update_forced(event) else {
             return false;
         };
-        if let Some((was_forced, unchanging)) = &self.unchanged_by {
-            if *was_forced == forced && unchanging == update {
-                return false;
-            }
+        if self.unchanged == Some(forced) && self.unchanged_by == *update {
+            return false;
         }
         if self.person.apply(event, update) {
             return true;
         }
-        self.unchanged_by = Some((forced, update.clone()));
+        self.unchanged = Some(forced);
+        self.unchanged_by.clone_from(update);
         false
     }
 
@@ -262,7 +264,7 @@ impl<'a> PersonWork<'a> {
             self.dirty.push(id);
         }
         loaded.fresh = false;
-        loaded.unchanged_by = None;
+        loaded.unchanged = None;
         Ok(&mut loaded.person)
     }
 

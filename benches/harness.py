@@ -12,11 +12,11 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psutil
@@ -27,6 +27,20 @@ from hogflare.query import run as query
 from tests.helpers.server import HOGFLARE, free_port
 
 RESULTS = Path(__file__).parent / "results"
+T = TypeVar("T")
+
+
+def measure_group(pgid: int, measure: Callable[[psutil.Process], T]) -> dict[int, T]:
+    """``measure`` of each live process of a process group, by pid; one that exits meanwhile is
+    left out."""
+    measured: dict[int, T] = {}
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(process.pid) == pgid:
+                measured[process.pid] = measure(process)
+        except (psutil.Error, ProcessLookupError, FileNotFoundError):
+            continue
+    return measured
 
 
 def _anonymous_rss(pid: int) -> int:
@@ -52,15 +66,8 @@ class RssSampler(threading.Thread):
         self.stop = threading.Event()
 
     def current(self) -> tuple[int, int]:
-        pss = anonymous = 0
-        for process in psutil.process_iter(["pid"]):
-            try:
-                if os.getpgid(process.pid) == self.pgid:
-                    pss += process.memory_full_info().pss
-                    anonymous += _anonymous_rss(process.pid)
-            except (psutil.Error, ProcessLookupError, FileNotFoundError):
-                continue
-        return pss, anonymous
+        each = measure_group(self.pgid, lambda process: (process.memory_full_info().pss, _anonymous_rss(process.pid)))
+        return sum(pss for pss, _ in each.values()), sum(anonymous for _, anonymous in each.values())
 
     def run(self) -> None:
         while not self.stop.wait(0.25):
@@ -156,30 +163,21 @@ def wait_ready(url: str, path: str, timeout: float = 30) -> None:
     raise TimeoutError(f"{url} not ready")
 
 
-def _group_cpu_seconds(pgid: int) -> dict[int, float]:
-    """CPU seconds used so far by each live process of a process group."""
-    used: dict[int, float] = {}
-    for process in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(process.pid) == pgid:
-                times = process.cpu_times()
-                used[process.pid] = times.user + times.system
-        except (psutil.Error, ProcessLookupError):
-            continue
-    return used
-
-
 def wait_settled(pgid: int, timeout: float = 60) -> None:
     """Until a server's processes are nearly idle, twice in a row: ready to answer is not done
     starting (the shipper still imports its libraries for a few seconds), and a load begun then
     would share the cores with that. A process that exits drops out; one that appears counts
     from zero."""
     deadline = time.monotonic() + timeout
-    before = _group_cpu_seconds(pgid)
+
+    def cpu_seconds() -> dict[int, float]:
+        return measure_group(pgid, lambda process: sum(process.cpu_times()[:2]))
+
+    before = cpu_seconds()
     quiet = 0
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = _group_cpu_seconds(pgid)
+        now = cpu_seconds()
         used = sum(seconds - before.get(pid, 0.0) for pid, seconds in now.items())
         quiet = quiet + 1 if used < 0.05 else 0
         if quiet == 2:

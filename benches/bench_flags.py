@@ -17,6 +17,7 @@ import platform
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,19 +139,18 @@ def main() -> None:
         check = httpx.post(url, content=bodies(1)[0], headers=headers, timeout=10).json()
         assert len(check["flags"]) == 50, check
         loadgen.run(url, bodies(), headers=headers, connections=args.connections, duration=2)  # warm-up
+
         # The same server's cheapest route is the ceiling of its HTTP path on this machine. The
         # machine's speed moves within minutes, so the two alternate in short bursts and each
         # cycle gives one ratio.
-        health_rates: list[float] = []
-        flags_rates: list[float] = []
-        bursts: list[tuple[list[float], str, bytes | list[bytes]]] = [
-            (health_rates, f"{server.url}/_health", b"{}"),
-            (flags_rates, url, bodies()),
-        ]
-        for cycle in range(args.cycles):
-            for rates, target, body in bursts if cycle % 2 == 0 else bursts[::-1]:
-                burst = loadgen.run(target, body, headers=headers, connections=args.connections, duration=args.burst)
-                rates.append(burst.rps)
+        def burst(target: str, body: bytes | list[bytes]) -> Callable[[], float]:
+            return lambda: (
+                loadgen.run(target, body, headers=headers, connections=args.connections, duration=args.burst).rps
+            )
+
+        health_rates, flags_rates = loadgen.alternate(
+            args.cycles, [burst(f"{server.url}/_health", b"{}"), burst(url, bodies())]
+        )
         full = loadgen.run(url, bodies(), headers=headers, connections=args.connections, duration=args.duration)
         half = loadgen.run(
             url, bodies(), headers=headers, connections=args.connections, duration=args.duration, rate=full.rps / 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import statistics
 import time
@@ -86,7 +87,6 @@ def main() -> None:
     args = parser.parse_args()
     name, values = parse_env(args.env)
     burst = burst_for(args.workload)
-    rates: list[list[float]] = [[] for _ in values]
     with contextlib.ExitStack() as stack:
         servers = []
         for value in values:
@@ -95,10 +95,8 @@ def main() -> None:
             servers.append(server)
         for server in servers:
             send(server, burst, 2.0)  # warm-up
-        for cycle in range(args.cycles):
-            order = list(enumerate(servers))
-            for index, server in order if cycle % 2 == 0 else order[::-1]:
-                rates[index].append(send(server, burst, args.burst))
+        bursts = [functools.partial(send, server, burst, args.burst) for server in servers]
+        rates = loadgen.alternate(args.cycles, bursts)
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "workload": args.workload,

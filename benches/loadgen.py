@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,14 @@ def run(
         p99_ms=(percentiles.get("p99") or 0) * 1000,
         statuses=statuses,
     )
+
+
+def alternate(cycles: int, bursts: Sequence[Callable[[], float]]) -> list[list[float]]:
+    """Each burst once per cycle, the order reversed every other cycle, so that a slow moment of a
+    shared machine falls on all of them alike; the rates each burst returned, cycle by cycle."""
+    rates: list[list[float]] = [[] for _ in bursts]
+    order = list(enumerate(bursts))
+    for cycle in range(cycles):
+        for index, burst in order if cycle % 2 == 0 else order[::-1]:
+            rates[index].append(burst())
+    return rates

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hogflare.http import Request
+from hogflare.http import Request, StallWatch
 
 _QUERY_TEXT = st.text(alphabet=st.sampled_from("abv=&;+%20x.-_"), max_size=40)
 
@@ -44,3 +44,44 @@ def test_typical_sdk_queries() -> None:
     assert request.query_param("ip") is None
     assert _request("ip=1&ip=0").query_param("ip") == "1"
     assert _request("token=phc%20x+y").query_param("token") == "phc x y"
+
+
+class _Chunks:
+    """``receive`` as Granian calls it: each chunk with ``more_body`` true, the end of the body
+    said by one more, empty message."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
+        self.messages.append({"type": "http.request", "body": b"", "more_body": False})
+        self.calls = 0
+
+    async def __call__(self) -> dict[str, Any]:
+        self.calls += 1
+        return self.messages.pop(0)
+
+
+def _post(receive: _Chunks, headers: list[tuple[bytes, bytes]]) -> Request:
+    scope = {"type": "http", "method": "POST", "path": "/e", "headers": headers, "query_string": b""}
+    return Request(scope, receive)
+
+
+async def test_a_body_of_the_declared_length_needs_no_further_receive() -> None:
+    receive = _Chunks(b'{"a":', b"1}")
+    body = await _post(receive, [(b"content-length", b"7")]).body(100, StallWatch(5))
+    assert body == b'{"a":1}'
+    assert receive.calls == 2
+    empty = _Chunks()
+    assert await _post(empty, [(b"content-length", b"0")]).body(100, StallWatch(5)) == b""
+    assert empty.calls == 0
+
+
+async def test_a_body_without_a_binding_length_is_read_to_its_end() -> None:
+    for headers in (
+        [],
+        [(b"transfer-encoding", b"chunked")],
+        [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")],
+        [(b"content-length", b"3"), (b"content-length", b"3")],
+    ):
+        receive = _Chunks(b"abc", b"def")
+        assert await _post(receive, headers).body(100, StallWatch(5)) == b"abcdef"
+        assert receive.calls == 3

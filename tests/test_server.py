@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -124,3 +125,60 @@ def test_app_addr_is_honoured(tmp_path: Path) -> None:
         assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     finally:
         server.stop()
+
+
+def _read_response(sock: socket.socket, buffered: bytes) -> tuple[int, bytes, bytes]:
+    """One HTTP/1.1 response with a ``content-length`` from ``sock``: status, body, and what was
+    read past it."""
+    while b"\r\n\r\n" not in buffered:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        buffered += chunk
+    head, _, rest = buffered.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        rest += chunk
+    return int(lines[0].split()[1]), rest[:length], rest[length:]
+
+
+def test_one_connection_carries_bodies_of_every_framing(server: Server) -> None:
+    """Bodies whose length is declared, bodies sent in pieces, chunked bodies, and empty bodies,
+    one after another on one keep-alive connection: each is read whole, and the next request on
+    the connection is answered."""
+    padding = "x" * 200_000  # arrives in several reads
+    bodies = [
+        json.dumps({"api_key": TOKEN, "batch": [event("framing", "framing-user", properties={"n": n, "pad": pad})]})
+        for n, pad in enumerate(["", padding, "", padding])
+    ]
+    requests = [
+        b"POST /batch/ HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body.encode()
+        for body in bodies[:2]
+    ]
+    requests += [
+        b"POST /batch/ HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(
+            f"{len(piece):x}\r\n".encode() + piece + b"\r\n" for piece in (body[:100].encode(), body[100:].encode())
+        )
+        + b"0\r\n\r\n"
+        for body in bodies[2:]
+    ]
+    requests.append(b"POST /batch/ HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+    answers = []
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        leftover = b""
+        for request in requests:
+            for start in range(0, len(request), 65536):
+                sock.sendall(request[start : start + 65536])
+            status, body, leftover = _read_response(sock, leftover)
+            answers.append((status, json.loads(body)))
+    assert answers[:4] == [(200, {"status": 1})] * 4
+    assert answers[4][0] == 400
+    rows = wait_for_rows(server.data_dir, "select properties from events where distinct_id = 'framing-user'", 4)
+    pads = sorted((json.loads(row["properties"])["n"], len(json.loads(row["properties"])["pad"])) for row in rows)
+    assert pads == [(0, 0), (1, 200_000), (2, 0), (3, 200_000)]

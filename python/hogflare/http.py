@@ -64,9 +64,11 @@ class Request:
         return self._body
 
     async def _read_body(self, limit: int, watch: StallWatch) -> bytes:
-        declared = self.header(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        expected = self._declared_length()
+        if expected > limit:
             raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
+        if expected == 0:
+            return b""
         task = watch.begin()
         try:
             chunks: list[bytes] = []
@@ -80,7 +82,11 @@ class Request:
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
-                if not message.get("more_body", False):
+                # Granian hands over the last chunk with ``more_body`` still true and says the body
+                # has ended only on the next ``receive()``, a second trip through the event loop
+                # that costs a small request a tenth of its throughput: a body of the declared
+                # length is whole (hyper has checked the length, and ended the body, by then).
+                if size == expected or not message.get("more_body", False):
                     if not chunks:
                         return chunk
                     chunks.append(chunk)
@@ -93,6 +99,14 @@ class Request:
             raise
         finally:
             watch.end(task)
+
+    def _declared_length(self) -> int:
+        """The body's length as ``Content-Length`` gives it, or -1 when it does not bind (absent,
+        repeated, malformed, or overridden by ``Transfer-Encoding``)."""
+        declared = self.header(b"content-length")
+        if declared is None or not declared.isdigit() or self.header(b"transfer-encoding") is not None:
+            return -1
+        return int(declared)
 
 
 def _parse_query(query: str) -> dict[str, list[str]]:

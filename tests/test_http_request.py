@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hogflare.errors import PayloadError, PayloadTooLargeError
 from hogflare.http import Request, StallWatch
 
 _QUERY_TEXT = st.text(alphabet=st.sampled_from("abv=&;+%20x.-_"), max_size=40)
@@ -60,8 +62,15 @@ class _Chunks:
         return self.messages.pop(0)
 
 
-def _post(receive: _Chunks, headers: list[tuple[bytes, bytes]]) -> Request:
-    scope = {"type": "http", "method": "POST", "path": "/e", "headers": headers, "query_string": b""}
+def _post(receive: _Chunks, headers: list[tuple[bytes, bytes]], http_version: str = "1.1") -> Request:
+    scope = {
+        "type": "http",
+        "http_version": http_version,
+        "method": "POST",
+        "path": "/e",
+        "headers": headers,
+        "query_string": b"",
+    }
     return Request(scope, receive)
 
 
@@ -81,7 +90,29 @@ async def test_a_body_without_a_binding_length_is_read_to_its_end() -> None:
         [(b"transfer-encoding", b"chunked")],
         [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")],
         [(b"content-length", b"3"), (b"content-length", b"3")],
+        [(b"content-length", b"\xb2")],  # a superscript 2: a digit to isdigit(), not to int()
     ):
         receive = _Chunks(b"abc", b"def")
         assert await _post(receive, headers).body(100, StallWatch(5)) == b"abcdef"
         assert receive.calls == 3
+
+
+async def test_an_http2_stream_is_read_to_its_end_whatever_its_length_says() -> None:
+    """HTTP/2 checks a stream's length only at its next frame: a stream that breaks it is reset
+    there, and its body must not have been stored before."""
+    receive = _Chunks(b"abc")
+    body = await _post(receive, [(b"content-length", b"3")], http_version="2").body(100, StallWatch(5))
+    assert body == b"abc"
+    assert receive.calls == 2
+
+
+async def test_a_body_longer_than_its_declared_length_is_refused() -> None:
+    with pytest.raises(PayloadError, match="longer than its Content-Length"):
+        await _post(_Chunks(b"ab", b"cd"), [(b"content-length", b"3")]).body(100, StallWatch(5))
+
+
+async def test_a_declared_length_above_the_limit_is_refused_before_any_receive() -> None:
+    receive = _Chunks(b"abc")
+    with pytest.raises(PayloadTooLargeError):
+        await _post(receive, [(b"content-length", b"101")]).body(100, StallWatch(5))
+    assert receive.calls == 0

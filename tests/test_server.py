@@ -11,6 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 
@@ -182,3 +185,49 @@ def test_one_connection_carries_bodies_of_every_framing(server: Server) -> None:
     rows = wait_for_rows(server.data_dir, "select properties from events where distinct_id = 'framing-user'", 4)
     pads = sorted((json.loads(row["properties"])["n"], len(json.loads(row["properties"])["pad"])) for row in rows)
     assert pads == [(0, 0), (1, 200_000), (2, 0), (3, 200_000)]
+
+
+def _h2_post(port: int, body: bytes, declared: int, extra: bytes) -> list[object]:
+    """One HTTP/2 stream (prior knowledge) posting ``body`` under ``content-length: declared``,
+    then ``extra`` in a second frame that ends the stream; the events the server answers with."""
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "127.0.0.1"),
+        (":path", "/batch/"),
+        ("content-type", "application/json"),
+        ("content-length", str(declared)),
+    ]
+    connection.send_headers(1, headers)
+    connection.send_data(1, body)
+    connection.send_data(1, extra, end_stream=True)
+    received: list[object] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(connection.data_to_send())
+        while not any(isinstance(e, h2.events.StreamEnded | h2.events.StreamReset) for e in received):
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += connection.receive_data(data)
+            sock.sendall(connection.data_to_send())
+    return received
+
+
+def test_an_http2_stream_that_breaks_its_content_length_is_not_stored(server: Server) -> None:
+    """HTTP/2 checks a stream's length only when its next frame arrives: a stream that sends more
+    than it declared is reset, and nothing of it lands; an honest stream beside it does."""
+
+    def body(user: str) -> bytes:
+        return json.dumps({"api_key": TOKEN, "batch": [event("h2", user)]}).encode()
+
+    broken = body("h2-broken")
+    answer = _h2_post(server.port, broken, len(broken), b"xyz")
+    assert any(isinstance(e, h2.events.StreamReset) for e in answer)
+    assert not any(isinstance(e, h2.events.ResponseReceived) and (b":status", b"200") in e.headers for e in answer)
+    honest = body("h2-honest")
+    answer = _h2_post(server.port, honest[:10], len(honest), honest[10:])
+    assert any(isinstance(e, h2.events.ResponseReceived) and (b":status", b"200") in e.headers for e in answer)
+    wait_for_rows(server.data_dir, "select 1 from events where distinct_id = 'h2-honest'", 1)
+    assert query(server.data_dir, "select 1 from events where distinct_id = 'h2-broken'") == []

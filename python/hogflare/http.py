@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from hogflare.errors import PayloadTooLargeError, RequestTimeoutError
+from hogflare.errors import PayloadError, PayloadTooLargeError, RequestTimeoutError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -19,6 +19,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 JSON = b"application/json"
 _encode = msgspec.json.Encoder().encode
+#: Versions whose server (hyper) ends a body at its ``Content-Length`` and refuses one that breaks it.
+_LENGTH_FRAMED = frozenset({"1.0", "1.1"})
 
 
 class ClientDisconnectedError(Exception):
@@ -67,6 +69,10 @@ class Request:
         expected = self._declared_length()
         if expected > limit:
             raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
+        if self.scope.get("http_version") not in _LENGTH_FRAMED:
+            # HTTP/2 checks a stream's length only when its next frame arrives, after the body
+            # would have been handed over: a stream that breaks its length must not be stored.
+            expected = -1
         if expected == 0:
             return b""
         task = watch.begin()
@@ -82,6 +88,8 @@ class Request:
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLargeError(f"request body exceeds the maximum of {limit} bytes")
+                if size > expected >= 0:
+                    raise PayloadError("the request body is longer than its Content-Length")
                 # Granian hands over the last chunk with ``more_body`` still true and says the body
                 # has ended only on the next ``receive()``, a second trip through the event loop
                 # that costs a small request a tenth of its throughput: a body of the declared
@@ -104,9 +112,10 @@ class Request:
         """The body's length as ``Content-Length`` gives it, or -1 when it does not bind (absent,
         repeated, malformed, or overridden by ``Transfer-Encoding``)."""
         declared = self.header(b"content-length")
-        if declared is None or not declared.isdigit() or self.header(b"transfer-encoding") is not None:
+        # isascii: ``isdigit`` also takes digits ``int`` refuses (a superscript two).
+        if declared is None or not (declared.isascii() and declared.isdigit()):
             return -1
-        return int(declared)
+        return -1 if self.header(b"transfer-encoding") is not None else int(declared)
 
 
 def _parse_query(query: str) -> dict[str, list[str]]:

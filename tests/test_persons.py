@@ -416,6 +416,33 @@ async def test_equal_ids_do_nothing(hogflare: Hogflare) -> None:
     assert person["merged_properties"] == {"a": 1}
 
 
+async def test_ids_and_group_keys_of_many_bytes_are_persons_and_groups_like_any(hogflare: Hogflare) -> None:
+    """PostHog's limits count characters: 200 emoji are 800 bytes, more than the store's keys
+    hold, and must still make a person (and share a batch with other events) like any id."""
+    emoji, other = "😀" * 200, "😀" * 199 + "😁"
+    company = "ü" * 400
+    await send(
+        hogflare,
+        capture("plain", {"$set": {"p": 1}}, name="beside"),
+        capture(emoji, {"$set": {"a": 1}}, timestamp=at(1)),
+        capture(other, {"$set": {"a": 2}}, timestamp=at(1)),
+        capture(emoji, {"$group_type": "company", "$group_key": company, "$group_set": {"n": 1}}, "$groupidentify"),
+    )
+    await send(
+        hogflare,
+        identify("user", emoji, timestamp=at(2)),
+        capture("user", {"$groups": {"company": company}}, name="grouped", timestamp=at(3)),
+    )
+    assert len(event_rows(hogflare, "beside")) == 1
+    person = person_of(hogflare, "user")
+    assert sorted(person["distinct_ids"]) == sorted([emoji, "user"])
+    assert person["merged_properties"] == {"a": 1}
+    assert person_of(hogflare, other)["merged_properties"] == {"a": 2}
+    (grouped,) = event_rows(hogflare, "grouped")
+    assert grouped["group0"] == company
+    assert grouped["group_properties"] == {"company": {"n": 1}}
+
+
 IDENTIFY_BODIES: list[tuple[str, str, dict[str, Any]]] = [
     ("/identify top-level anon id", "/identify",
      {"api_key": TOKEN, "distinct_id": "user", "$anon_distinct_id": "anon", "properties": {"$set": {"a": 1}}}),

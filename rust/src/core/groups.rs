@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use heed::types::{Bytes, U8};
 use heed::{Database, Env, RwTxn};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::error::Result;
 use super::person_event::PersonEvent;
@@ -15,10 +16,25 @@ use super::rawjson;
 /// PostHog's `MAX_GROUP_TYPES_PER_TEAM`.
 pub const MAX_GROUP_TYPES: usize = 5;
 
-pub(super) fn project_key(project: u32, rest: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(4 + rest.len());
+/// LMDB's longest key (`mdb_env_get_maxkeysize` of the library as built).
+const MAX_KEY_BYTES: usize = 511;
+/// Starts the hashed form of a name: no UTF-8 text has this byte, so it never starts a name.
+const HASHED_NAME: u8 = 0xFF;
+
+/// The key of a name (a distinct id, a group type, a group key) in a project's table:
+/// `project ‖ slot ‖ name`. PostHog bounds those names in characters, and 200 characters of four
+/// bytes each are more than an LMDB key holds, so a name that would make the key too long is
+/// stored as `0xFF ‖ SHA-256(name)` instead; refusing the key would fail the whole commit.
+pub(super) fn name_key(project: u32, slot: Option<u8>, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(5 + name.len().min(1 + 32));
     key.extend_from_slice(&project.to_be_bytes());
-    key.extend_from_slice(rest);
+    key.extend(slot);
+    if key.len() + name.len() <= MAX_KEY_BYTES {
+        key.extend_from_slice(name.as_bytes());
+    } else {
+        key.push(HASHED_NAME);
+        key.extend_from_slice(&Sha256::digest(name.as_bytes()));
+    }
     key
 }
 
@@ -77,14 +93,10 @@ impl GroupDbs {
 impl GroupDbs {
     /// A group as last committed, read outside any commit.
     pub fn lookup(&self, txn: &heed::RoTxn, project: u32, group_type: &str, group_key: &str) -> Result<Option<Group>> {
-        let Some(index) = self
-            .group_types
-            .get(txn, &project_key(project, group_type.as_bytes()))?
-        else {
+        let Some(index) = self.group_types.get(txn, &name_key(project, None, group_type))? else {
             return Ok(None);
         };
-        let mut key = project_key(project, &[index]);
-        key.extend_from_slice(group_key.as_bytes());
+        let key = name_key(project, Some(index), group_key);
         Ok(self.groups.get(txn, &key)?.map(postcard::from_bytes).transpose()?)
     }
 }
@@ -120,7 +132,7 @@ impl<'a> GroupWork<'a> {
         if let Some(index) = self.types.get(&cache_key) {
             return Ok(*index);
         }
-        let key = project_key(project, group_type.as_bytes());
+        let key = name_key(project, None, group_type);
         let mut index = self.group_types_db.get(txn, &key)?;
         if index.is_none() {
             let mut used = [false; MAX_GROUP_TYPES];
@@ -169,8 +181,7 @@ impl<'a> GroupWork<'a> {
             let Some(index) = self.type_index(txn, project, group_type)? else {
                 continue;
             };
-            let mut key = project_key(project, &[index]);
-            key.extend_from_slice(group_key.as_bytes());
+            let key = name_key(project, Some(index), group_key);
             let identify = fields
                 .group_identify
                 .as_ref()

@@ -305,3 +305,36 @@ fn one_commit_of_many_events_leaves_persons_as_one_commit_each_does() {
         );
     }
 }
+
+#[test]
+fn names_longer_than_an_lmdb_key_are_stored_and_found_again() {
+    // PostHog's limits are in characters: 200 four-byte characters are 800 bytes, 400 two-byte
+    // ones 800, and LMDB keys hold 511.
+    let long_id = "😀".repeat(200);
+    let other_id = format!("{}😁", "😀".repeat(199));
+    let group_type = "é".repeat(400);
+    let group_key = "ü".repeat(400);
+    let mut h = Harness::new();
+    h.send(serde_json::json!([
+        capture(&long_id, serde_json::json!({"$set": {"a": 1}})),
+        capture(&other_id, serde_json::json!({"$set": {"a": 2}})),
+        {"event": "$groupidentify", "distinct_id": long_id, "properties":
+            {"$group_type": group_type, "$group_key": group_key, "$group_set": {"name": "Long"}}},
+    ]));
+    let (events, _, _) = h.send(serde_json::json!([
+        identify("user", &long_id),
+        capture(
+            "user",
+            serde_json::json!({"$groups": {group_type.clone(): group_key.clone()}})
+        ),
+    ]));
+    let person = h.person("user").unwrap();
+    assert_eq!(h.person(&long_id).unwrap().id, person.id);
+    assert_eq!(person.properties_json(), r#"{"a":1}"#);
+    assert_ne!(h.person(&other_id).unwrap().id, person.id);
+    assert_eq!(events[1].groups[0].as_deref(), Some(group_key.as_str()));
+    assert_eq!(
+        events[1].group_properties.as_deref(),
+        Some(format!(r#"{{"{group_type}":{{"name":"Long"}}}}"#).as_str())
+    );
+}

@@ -10,7 +10,7 @@ use heed::{Database, Env, RwTxn};
 use uuid::Uuid;
 
 use super::error::{CoreError, Result};
-use super::groups::{project_key, GroupDbs, GroupWork, MAX_GROUP_TYPES};
+use super::groups::{name_key, GroupDbs, GroupWork, MAX_GROUP_TYPES};
 use super::person::{Person, PropertyUpdate};
 use super::person_event::{PersonEvent, PersonMode};
 use super::person_record::PersonHeader;
@@ -90,10 +90,7 @@ impl PersonDbs {
 
     /// The person a distinct id belongs to, read outside any commit.
     pub fn lookup(&self, txn: &heed::RoTxn, project: u32, distinct_id: &str) -> Result<Option<Person>> {
-        let Some(id) = self
-            .distinct_ids
-            .get(txn, &project_key(project, distinct_id.as_bytes()))?
-        else {
+        let Some(id) = self.distinct_ids.get(txn, &name_key(project, None, distinct_id))? else {
             return Ok(None);
         };
         self.persons.get(txn, &id)?.map(Person::decode).transpose()
@@ -228,10 +225,7 @@ impl<'a> PersonWork<'a> {
 
     /// The id of the person a distinct id belongs to, as stored.
     fn person_id(&self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
-        Ok(self
-            .dbs
-            .distinct_ids
-            .get(txn, &project_key(project, distinct_id.as_bytes()))?)
+        Ok(self.dbs.distinct_ids.get(txn, &name_key(project, None, distinct_id))?)
     }
 
     fn resolve(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
@@ -271,7 +265,7 @@ impl<'a> PersonWork<'a> {
     fn link(&mut self, txn: &mut RwTxn, project: u32, distinct_id: &str, id: u64) -> Result<()> {
         self.dbs
             .distinct_ids
-            .put(txn, &project_key(project, distinct_id.as_bytes()), &id)?;
+            .put(txn, &name_key(project, None, distinct_id), &id)?;
         Ok(())
     }
 

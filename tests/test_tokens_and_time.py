@@ -155,6 +155,19 @@ async def test_absurd_times_fall_back_to_now(hogflare: Hogflare, fields: dict[st
     assert close(hogflare.rows()[0]["timestamp"], dt.datetime.now(UTC))
 
 
+async def test_years_before_the_lakes_first_become_the_epoch_and_the_rest_still_ships(hogflare: Hogflare) -> None:
+    """PostHog maps years outside 0 to 9999 to the epoch; year 0 too here, since the lake's
+    timestamps start at year 1 and one row it cannot take would hold back every row after it."""
+    items = [event(timestamp="0000-06-01T00:00:00Z"), event(timestamp="0001-01-01T00:00:00Z")]
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": items})
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(timestamp="2024-05-01T12:00:00Z")]})
+    assert sorted(row["timestamp"] for row in hogflare.rows()) == [
+        dt.datetime(1, 1, 1, tzinfo=UTC),
+        dt.datetime(1970, 1, 1, tzinfo=UTC),
+        dt.datetime(2024, 5, 1, 12, tzinfo=UTC),
+    ]
+
+
 async def test_created_at_is_the_server_receive_time(hogflare: Hogflare) -> None:
     stamp = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(timestamp=iso(stamp))]})

@@ -137,7 +137,9 @@ pub fn resolve(now: DateTime<Utc>, client: ClientTime) -> (DateTime<Utc>, bool) 
         ts = now;
         adjusted = true;
     }
-    if !(0..=9999).contains(&chrono::Datelike::year(&ts)) {
+    // PostHog's range starts at year 0; the lake's starts at year 1 (Python's dates, which
+    // pyiceberg reads a file's statistics with), and one row outside it would stop the shipping.
+    if !(1..=9999).contains(&chrono::Datelike::year(&ts)) {
         ts = DateTime::UNIX_EPOCH;
         adjusted = true;
     }
@@ -248,6 +250,23 @@ mod tests {
                 ..ClientTime::default()
             };
             assert_eq!(resolve(now, client), (now, true), "{offset}");
+        }
+    }
+
+    #[test]
+    fn years_outside_the_lakes_range_become_the_epoch() {
+        let now = at("2024-01-01T12:00:00Z");
+        for (text, expected) in [
+            ("0000-06-01T00:00:00Z", DateTime::UNIX_EPOCH),
+            ("0001-01-01T00:00:00Z", at("0001-01-01T00:00:00Z")),
+            ("9999-12-31T23:59:59Z", now),
+        ] {
+            let client = ClientTime {
+                timestamp: Some(at(text)),
+                ignore_sent_at: true,
+                ..ClientTime::default()
+            };
+            assert_eq!(resolve(now, client).0, expected, "{text}");
         }
     }
 

@@ -78,3 +78,26 @@ async def test_closing_waits_for_commits_in_flight_and_then_refuses(tmp_path: Pa
     assert store.outbox_state()[1] == 50
     with pytest.raises(StorageError, match="stopped"):
         await commits.commit(batch(str(uuid.uuid4())))
+
+
+async def test_requests_are_answered_even_when_counting_their_commit_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commit's metrics come after its answers: a metrics failure (a full disk under the
+    counters' files) is logged by the loop, and no request waits for an answer that never comes."""
+
+    def broken(*_: object) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr("hogflare.metrics.observe_commit", broken)
+    loop = asyncio.get_running_loop()
+    reported: list[BaseException | None] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context.get("exception")))
+    _, commits = committer(tmp_path)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(commits.commit(batch(str(uuid.uuid4()))) for _ in range(20))), timeout=10
+    )
+    await asyncio.wait_for(commits.close(), timeout=10)
+    assert outcomes == [(1, 0, {})] * 20
+    assert reported
+    assert all(isinstance(exc, OSError) for exc in reported)

@@ -16,7 +16,6 @@ import asyncio
 from hogflare import metrics
 from hogflare._hogflare import Batch, CommitThread, FinishedCommit, Store
 from hogflare.config import Settings
-from hogflare.errors import HogflareError
 
 #: ``(stored, duplicates, warnings)`` of one request's commit.
 Outcome = tuple[int, int, dict[str, int]]
@@ -52,24 +51,29 @@ class GroupCommitter:
         loop.add_reader(self._thread.fileno(), self._collect)
 
     def _collect(self) -> None:
-        for finished in self._thread.finished():
-            self._answer(finished)
+        # Every request is answered before anything else is done: a failure after this point
+        # (counting the commits) must not leave a request waiting for good.
+        finished = self._thread.finished()
+        committed = [commit for commit in finished if self._answer(commit)]
         if not self._waiting and self._drained is not None:
             self._drained.set()
+        for commit in committed:
+            metrics.observe_commit(len(commit.tickets), commit.seconds, commit.sync_seconds)
 
-    def _answer(self, finished: FinishedCommit) -> None:
+    def _answer(self, finished: FinishedCommit) -> bool:
+        """Answer the requests of one commit; whether it stored them."""
         futures = [self._waiting.pop(ticket) for ticket in finished.tickets]
         try:
             outcomes = finished.outcomes()
-        except HogflareError as exc:
+        except Exception as exc:
             for future in futures:
                 if not future.done():
                     future.set_exception(exc)
-            return
-        metrics.observe_commit(len(futures), finished.seconds, finished.sync_seconds)
+            return False
         for future, outcome in zip(futures, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
+        return True
 
     async def close(self) -> None:
         """Wait for the commits in flight, then stop the commit thread."""

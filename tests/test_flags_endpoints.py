@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from hogflare.app import App
+from hogflare.flags_api import MAX_FLAGS_BODY_BYTES
 from tests.conftest import TOKEN, Hogflare, make_settings
 from tests.helpers.server import Server
 
@@ -274,6 +275,21 @@ async def test_a_bad_body_is_400_and_says_why(
     assert message in response.json()["error"]
 
 
+async def test_a_flags_body_is_refused_past_its_cap_on_the_wire_or_inflated(flagged: Hogflare) -> None:
+    """A flags request is read with the worker's event loop held, so its cap is far below the
+    event routes': a small gzip body must not inflate into seconds of parsing."""
+    padding = {"pad": "x" * MAX_FLAGS_BODY_BYTES}
+    raw = json.dumps(body(person_properties=padding)).encode()
+    for content, headers in (
+        (raw, {"content-type": "application/json"}),
+        (gzip.compress(raw), {"content-type": "text/plain"}),
+    ):
+        response = await flagged.client.post("/flags/?v=2&compression=gzip-js", content=content, headers=headers)
+        assert response.status_code == 413, response.text
+    assert len(gzip.compress(raw)) < 10_000
+    assert (await flagged.post("/flags/?v=2", body())).status_code == 200
+
+
 @pytest.mark.parametrize(
     "payload",
     [
@@ -367,7 +383,9 @@ ACTIVE_VALUES = {"always-on": True, "checkout": "test", "staging-only": True, "s
 PLAIN_VALUES = {**dict.fromkeys(ENV_KEYS | FILE_KEYS, False), **ACTIVE_VALUES}
 
 
-@pytest.mark.parametrize("path", ["/decide", "/decide/", "/decide?v=1", "/decide/?v=1"])
+@pytest.mark.parametrize(
+    "path", ["/decide", "/decide/", "/decide?v=1", "/decide/?v=1", "/decide?v=-99999999999999999999"]
+)
 async def test_decide_v1_lists_the_flags_that_are_on(flagged: Hogflare, path: str) -> None:
     answer = await flags_v2(flagged, body(), path)
     assert sorted(answer["featureFlags"]) == sorted(ACTIVE_VALUES)
@@ -400,7 +418,7 @@ async def test_decide_v3_has_every_flag_and_payloads_as_json_strings(flagged: Ho
     assert answer["sessionRecording"] is False
 
 
-@pytest.mark.parametrize("path", ["/decide?v=4", "/decide/?v=5"])
+@pytest.mark.parametrize("path", ["/decide?v=4", "/decide/?v=5", "/decide?v=99999999999999999999"])
 async def test_decide_v4_and_later_answer_the_v2_flags_shape(flagged: Hogflare, path: str) -> None:
     answer = await flags_v2(flagged, body(), path)
     assert values(answer) == PLAIN_VALUES
@@ -625,6 +643,22 @@ async def test_the_flags_file_is_reloaded_without_a_restart(tmp_path: Path) -> N
             assert await served() == {"second": True, "third": True}
             config = (await client.get(f"/array/{TOKEN}/config")).json()
             assert config["hasFeatureFlags"] is True
+            # A file emptied to be written again keeps its flags until the next check...
+            path.write_text("")
+            await asyncio.sleep(1.1)
+            assert await served() == {"second": True, "third": True}
+            path.write_text(json.dumps([posthog_flag("fourth", 4)]))
+            await asyncio.sleep(1.1)
+            assert await served() == {"fourth": True}
+            # ...and one still empty then is meant to be.
+            path.write_text("")
+            await asyncio.sleep(1.1)
+            assert await served() == {"fourth": True}
+            await asyncio.sleep(1.1)
+            assert await served() == {}
+            path.write_text(json.dumps([posthog_flag("second", 2), posthog_flag("third", 3)]))
+            await asyncio.sleep(1.1)
+            assert await served() == {"second": True, "third": True}
             # Removing the file removes its flags.
             path.unlink()
             await asyncio.sleep(1.1)

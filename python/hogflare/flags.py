@@ -56,6 +56,8 @@ class FlagsService:
         self.file_keys: frozenset[str] = frozenset()
         self._file_text: str | None = None
         self._stamp: Stamp = None
+        #: The stamp of the flags file when it was last found empty, its old flags still served.
+        self._emptied: Stamp = None
         self._next_check = 0.0
         self._definitions: tuple[bytes, str] | None = None
         if self._env_text is not None:
@@ -148,11 +150,12 @@ class FlagsService:
             if first:
                 self._problems(source, [f"cannot read the flags file: {exc.strerror}"])
             return
-        if stamp == self._stamp and not first:
+        if stamp == self._stamp and not first and self._emptied is None:
             return
         self._stamp = stamp
         self.problems = [problem for problem in self.problems if problem[0] != source]
         if stamp is None:
+            self._emptied = None
             if first and self._path_given:
                 self._problems(source, ["the flags file does not exist (HOGFLARE_FEATURE_FLAGS_FILE)"])
             elif self._file_text is not None:
@@ -164,6 +167,12 @@ class FlagsService:
         except (OSError, UnicodeError) as exc:
             self._problems(source, [f"cannot read the flags file: {exc}"])
             return
+        if not text.strip() and self._file_text is not None and self._emptied != stamp:
+            # Most editors, and a shell's `>`, empty a file before writing it again: keep the
+            # flags it gave until the next check. A file still empty then is meant to be.
+            self._emptied = stamp
+            return
+        self._emptied = None
         file_flags, problems = FlagSet.compile(definitions=text)
         if problems and not len(file_flags) and self._file_text is not None:
             self._problems(source, problems)

@@ -165,6 +165,23 @@ def test_eval_without_properties(tmp_path: Path) -> None:
     assert flags["gold-companies"]["enabled"] is False
 
 
+def test_eval_reads_a_null_group_key_as_no_group_as_the_server_does(tmp_path: Path) -> None:
+    result = run(
+        tmp_path / "data",
+        "eval",
+        "--distinct-id",
+        "user-1",
+        "--groups",
+        '{"company": null}',
+        "--group-properties",
+        '{"company": {"tier": "gold"}}',
+        flags=ENV_FLAGS,
+    )
+    assert result.returncode == 0, result.stderr
+    gold = json.loads(result.stdout)["flags"]["gold-companies"]
+    assert (gold["enabled"], gold["reason"]["code"]) == (False, "no_group_type")
+
+
 def test_eval_refuses_properties_that_are_not_a_json_object(tmp_path: Path) -> None:
     result = run(tmp_path / "data", "eval", "--distinct-id", "u", "--person-properties", "plan=pro", flags=ENV_FLAGS)
     assert result.returncode == 2

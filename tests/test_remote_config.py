@@ -40,10 +40,23 @@ async def test_config_js_parks_the_config_for_the_sdk(hogflare: Hogflare) -> Non
     assert json.loads(match.group(1))["token"] == "phc_abc"
 
 
-@pytest.mark.parametrize("token", ["phx_personal", "bad token!", "x" * 65])
+@pytest.mark.parametrize("token", ["phx_personal", "bad token!", "x" * 65, "phc_abc%0A"])
 async def test_a_malformed_token_is_400_invalid_token(hogflare: Hogflare, token: str) -> None:
     response = await hogflare.client.get(f"/array/{token}/config")
     assert (response.status_code, response.json()) == (400, {"detail": "Invalid token"})
+
+
+async def test_a_token_outside_the_allowed_projects_is_not_found(tmp_path: Path) -> None:
+    app = App(make_settings(tmp_path / "data", project_tokens=("phc_good",)))
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            good = await client.get("/array/phc_good/config.js")
+            other = await client.get("/array/phc_other/config")
+    finally:
+        await app.shutdown()
+    assert good.status_code == 200
+    assert (other.status_code, other.json()) == (404, {"detail": "Not found."})
 
 
 async def test_recording_is_offered_only_when_an_endpoint_is_configured(tmp_path: Path) -> None:

@@ -327,7 +327,7 @@ def flags_eval(
         token,
         distinct_id,
         person_properties=person,
-        groups={kind: str(key) for kind, key in (group_keys or {}).items()},
+        groups={kind: str(key) for kind, key in (group_keys or {}).items() if key is not None},
         group_properties=group_props,
     )
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(evaluation)) + b"\n")

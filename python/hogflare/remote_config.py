@@ -16,12 +16,12 @@ from hogflare.config import Settings
 from hogflare.http import Response
 from hogflare.models import RemoteConfig, SessionRecordingConfig
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _encode = msgspec.json.Encoder().encode
 
 
 def valid_token(token: str) -> bool:
-    return bool(_TOKEN.match(token)) and not token.startswith("phx_")
+    return bool(_TOKEN.fullmatch(token)) and not token.startswith("phx_")
 
 
 def remote_config(settings: Settings, token: str, *, has_feature_flags: bool = False) -> RemoteConfig:
@@ -49,6 +49,9 @@ _CONFIG_HEADERS = [(b"vary", b"origin, referer"), (b"cache-control", b"public, m
 def array_config(settings: Settings, token: str, *, javascript: bool, has_feature_flags: bool) -> Response:
     if not valid_token(token):
         return Response.json({"detail": "Invalid token"}, 400)
+    if settings.project_tokens and token not in settings.project_tokens:
+        # As PostHog answers for a token no project has: the SDK then boots without remote config.
+        return Response.json({"detail": "Not found."}, 404)
     config = remote_config(settings, token, has_feature_flags=has_feature_flags)
     if javascript:
         return Response(200, config_js(config), [(b"content-type", b"application/javascript"), *_CONFIG_HEADERS])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import subprocess
@@ -108,7 +109,7 @@ async def test_files_a_crash_left_before_their_commit_are_deleted_when_a_shipper
     shipper = Shipper(hogflare.settings, store=hogflare.app.store)
     add_files = Lake.add_files
 
-    def fails_once(self: Lake, name: str, paths: list[str], outbox_seq: int) -> None:
+    def fails_once(self: Lake, name: str, paths: list[str], outbox_seq: int, store_id: str | None = None) -> None:
         monkeypatch.setattr(Lake, "add_files", add_files)
         raise OSError("disk full")
 
@@ -172,6 +173,31 @@ async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: H
     Shipper(hogflare.settings, store=store).drain()
     assert store.outbox_state()[1] == 0
     assert sorted(row["event"] for row in hogflare.rows()) == ["one", "two"]
+
+
+async def test_a_store_replaced_under_the_lake_ships_every_row_of_its_own(tmp_path: Path) -> None:
+    """A store moved aside (as an operator does with one of another format) or restored from a
+    backup while the lake stays: its outbox counts from its own start, and no position the lake
+    recorded for another store may pass for its own."""
+    settings = make_settings(tmp_path / "data")
+    store_dir = settings.store_dir
+
+    async def send(*names: str) -> list[str]:
+        async with running(settings) as hogflare:
+            for name in names:
+                await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(name)]})
+            shipped = sorted(row["event"] for row in hogflare.rows())
+        del hogflare
+        gc.collect()  # the app's store is closed before the next one opens, as across processes
+        return shipped
+
+    assert await send("a0", "a1", "a2", "a3") == ["a0", "a1", "a2", "a3"]
+    store_dir.rename(tmp_path / "first-store")
+    assert await send("b0", "b1", "b2", "b3", "b4") == ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "b3", "b4"]
+    store_dir.rename(tmp_path / "second-store")
+    (tmp_path / "first-store").rename(store_dir)
+    rows = await send("c0")
+    assert rows == ["a0", "a1", "a2", "a3", "b0", "b1", "b2", "b3", "b4", "c0"]
 
 
 async def test_snapshot_history_stays_short_and_leaves_no_metadata_behind(
@@ -340,12 +366,14 @@ async def test_a_chunk_exported_ahead_of_a_failed_commit_is_deleted_and_shipped_
         add_files = Lake.add_files
         commits = 0
 
-        def third_commit_fails(self: Lake, name: str, paths: list[str], outbox_seq: int) -> None:
+        def third_commit_fails(
+            self: Lake, name: str, paths: list[str], outbox_seq: int, store_id: str | None = None
+        ) -> None:
             nonlocal commits
             commits += 1
             if commits == 3:
                 raise OSError("disk full")
-            add_files(self, name, paths, outbox_seq)
+            add_files(self, name, paths, outbox_seq, store_id)
 
         monkeypatch.setattr(Lake, "add_files", third_commit_fails)
         started = _record_starts(monkeypatch)

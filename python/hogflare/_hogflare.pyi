@@ -160,6 +160,10 @@ class Store:
     ) -> Self: ...
     @property
     def path(self) -> str: ...
+    @property
+    def id(self) -> str:
+        """The store's id (a uuid), chosen when it was created; the lake records it beside each
+        outbox position it commits."""
     def commit(
         self, batches: Sequence[Batch], *, dedupe_window_days: int, max_outbox_bytes: int, now: float | None = None
     ) -> list[tuple[int, int, dict[str, int]]]:

@@ -35,6 +35,8 @@ NAMESPACE = "default"
 EVENTS = "hogflare_events"
 PERSONS = "hogflare_persons"
 SEQ_PROPERTY = "hogflare.outbox_seq"
+#: The id of the store whose outbox ``SEQ_PROPERTY`` counts in (absent in older snapshots).
+STORE_PROPERTY = "hogflare.outbox_store"
 
 #: Snapshots a table keeps of its history. pyiceberg copies the whole table metadata, snapshot
 #: list included, many times per commit, so a commit costs in proportion to the history it
@@ -216,10 +218,12 @@ class Lake:
         """Where a table's Parquet files go (Iceberg's `<location>/data`)."""
         return Path(local_path(self.table(name).location())) / "data"
 
-    def add_files(self, name: str, paths: list[str], outbox_seq: int) -> None:
+    def add_files(self, name: str, paths: list[str], outbox_seq: int, store_id: str | None = None) -> None:
         """Commit Parquet files to a table and record, in the same atomic commit, that outbox
-        rows up to ``outbox_seq`` are in."""
+        rows up to ``outbox_seq`` (of the store ``store_id``) are in."""
         properties = {SEQ_PROPERTY: str(outbox_seq)}
+        if store_id is not None:
+            properties[STORE_PROPERTY] = store_id
         table = self.table(name)
         try:
             table.add_files(paths, snapshot_properties=properties, check_duplicate_files=False)
@@ -234,14 +238,21 @@ class Lake:
                 # The rows are in; a history left long for now is only slower commits.
                 log.exception("cannot trim the table's snapshot history; will try again", table=name)
 
-    def outbox_seq(self, name: str) -> int:
-        """The last outbox sequence number this table holds (0 when it holds none)."""
+    def outbox_seq(self, name: str, store_id: str | None = None) -> int:
+        """The last outbox sequence number this table holds (0 when it holds none). With
+        ``store_id``, 0 as well when the newest position recorded is another store's: a store
+        that replaced the one the lake followed has none of its rows in the lake yet."""
         table = self.refresh(name)
         snapshots = sorted(table.snapshots(), key=lambda snapshot: snapshot.sequence_number or 0, reverse=True)
         for snapshot in snapshots:
-            value = snapshot.summary[SEQ_PROPERTY] if snapshot.summary is not None else None
-            if value is not None:
-                return int(value)
+            summary = snapshot.summary
+            value = summary[SEQ_PROPERTY] if summary is not None else None
+            if value is None:
+                continue
+            recorded_by = summary[STORE_PROPERTY] if summary is not None else None
+            if store_id is not None and recorded_by is not None and recorded_by != store_id:
+                return 0
+            return int(value)
         return 0
 
     def data_files(self, name: str) -> list[str]:
@@ -378,8 +389,12 @@ class Lake:
             if len(tasks) < 2:
                 return 0
             data = table.scan(row_filter=row_filter).to_arrow()
-            seq = current.summary[SEQ_PROPERTY] if current.summary is not None else None
-            properties = {SEQ_PROPERTY: seq} if seq is not None else {}
+            summary = current.summary
+            properties: dict[str, str] = {}
+            for key in (SEQ_PROPERTY, STORE_PROPERTY):
+                value = summary[key] if summary is not None else None
+                if value is not None:
+                    properties[key] = str(value)
             try:
                 table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=properties)
             except CommitFailedException:

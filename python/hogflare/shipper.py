@@ -61,7 +61,7 @@ class Shipper:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
         assert self.lake is not None
         stored = self.store.cursor(LAKE_CURSOR) or 0
-        positions = {table: max(stored, self.lake.outbox_seq(table)) for table in TABLES}
+        positions = {table: max(stored, self.lake.outbox_seq(table, self.store.id)) for table in TABLES}
         reached = min(positions.values())
         if reached > stored:
             # The lake committed rows the store never heard about (a crash in between).
@@ -146,7 +146,7 @@ class Shipper:
         # Persons first: a reader who sees an event row can find the person snapshot it made.
         for table in sorted(by_table, key=lambda name: name != PERSONS):
             try:
-                self.lake.add_files(table, by_table[table], export.last_seq)
+                self.lake.add_files(table, by_table[table], export.last_seq, self.store.id)
             except Exception:
                 self._table_seq = None
                 self._ahead.discard()
@@ -166,7 +166,7 @@ class Shipper:
         raised after the catalog accepted it): then the lake references them."""
         assert self.lake is not None
         try:
-            landed = self.lake.outbox_seq(table) >= seq
+            landed = self.lake.outbox_seq(table, self.store.id) >= seq
         except Exception:
             log.exception("cannot tell whether the commit landed; keeping its files", table=table)
             return

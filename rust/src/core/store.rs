@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, Unit, U32, U64};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
+use uuid::Uuid;
 
 use super::error::{CoreError, Result};
 use super::groups::MAX_GROUP_TYPES;
@@ -85,6 +86,10 @@ pub struct Store {
     counted: [Database<Bytes, Unit>; 3],
     /// Nanoseconds the last `commit` spent writing and syncing its transaction.
     last_sync_nanos: AtomicU64,
+    /// Chosen when the store is created. The lake records it beside each outbox position it
+    /// commits: a position is this store's only when the ids agree, so a store replaced (or
+    /// restored) under an existing lake never takes another store's position for its own.
+    id: Uuid,
 }
 
 const META_NEXT_SEQ: &str = "outbox.next_seq";
@@ -92,6 +97,7 @@ const META_ROWS: &str = "outbox.rows";
 const META_BYTES: &str = "outbox.bytes";
 const META_NEXT_PROJECT: &str = "projects.next";
 const META_FORMAT: &str = "store.format";
+const META_ID: &str = "store.id";
 /// How this code lays out persons and outbox rows. 2: persons in `person_record`'s layout, which
 /// person snapshot rows carry too (1 was postcard throughout, and recorded no format).
 const STORE_FORMAT: u64 = 2;
@@ -144,10 +150,18 @@ impl Store {
             ],
             last_sync_nanos: AtomicU64::new(0),
             env: env.clone(),
+            id: Uuid::nil(),
         };
         store.check_format(&mut wtxn, path)?;
+        let id = if let Some(Ok(id)) = store.meta.get(&wtxn, META_ID)?.map(Uuid::from_slice) {
+            id
+        } else {
+            let id = Uuid::new_v4();
+            store.meta.put(&mut wtxn, META_ID, id.as_bytes())?;
+            id
+        };
         wtxn.commit()?;
-        Ok(store)
+        Ok(Self { id, ..store })
     }
 
     /// Stamp a new store with the format this code writes; refuse one written in another, whose
@@ -167,6 +181,11 @@ impl Store {
              let the hogflare that wrote it deliver its outbox, then move the directory aside",
             path.display()
         )))
+    }
+
+    /// The store's id, chosen when it was created.
+    pub fn id(&self) -> Uuid {
+        self.id
     }
 
     /// How long the last `commit` took to write its pages and sync them to disk.

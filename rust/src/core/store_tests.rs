@@ -215,3 +215,12 @@ fn cursors_persist() {
     store.set_cursor("lake", 42).unwrap();
     assert_eq!(store.cursor("lake").unwrap(), Some(42));
 }
+
+#[test]
+fn a_store_keeps_its_id_and_a_new_store_gets_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(&dir.path().join("a"), &small()).unwrap().id();
+    assert!(!first.is_nil());
+    assert_eq!(Store::open(&dir.path().join("a"), &small()).unwrap().id(), first);
+    assert_ne!(Store::open(&dir.path().join("b"), &small()).unwrap().id(), first);
+}

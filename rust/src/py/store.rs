@@ -58,6 +58,12 @@ impl PyStore {
         })
     }
 
+    /// The store's id (a uuid), chosen when it was created.
+    #[getter]
+    fn id(&self) -> String {
+        self.inner.id().to_string()
+    }
+
     /// Commit the batches in one synced transaction; returns `(stored, duplicates, warnings)` per
     /// batch, `warnings` counting person and group updates that could not be done as asked.
     #[pyo3(signature = (batches, *, dedupe_window_days, max_outbox_bytes, now=None))]

@@ -246,6 +246,38 @@ async def test_a_refusing_stream_parks_the_sink_loudly(
         assert len(events) == 5
 
 
+async def test_a_row_larger_than_any_request_is_left_out_of_the_stream_and_nothing_else(
+    tmp_path: Path, fake: FakeStream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cloudflare refuses a request over its limit with 413; a row larger than that on its own can
+    never be delivered, and must not hold back the rows after it (nor, once the outbox fills,
+    ingestion). It is logged with its uuid and left out; the lake still has it."""
+    fake.configure(max_request_bytes=100_000)
+    settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, pipeline_max_body_bytes=100_000)
+    try:
+        async with running(settings) as hogflare:
+            huge = event("huge", "user-0", properties={"blob": "x" * 300_000}, uuid=str(uuid.uuid4()))
+            batch = [event("small", f"user-{n}") for n in range(3)] + [huge]
+            batch += [event("small", f"user-{n}") for n in range(3, 6)]
+            assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+            logs = structlog.testing.CapturingLogger()
+            monkeypatch.setattr(pipelines, "log", logs)
+            ship = shipper(hogflare)
+            assert ship.pipelines is not None
+            ship.drain()
+            assert not ship.pipelines.parked
+            assert ship.pipelines.rows_left_out == 1
+            assert hogflare.app.store is not None
+            assert hogflare.app.store.outbox_state()[1] == 0
+            left_out = [call for call in logs.calls if call.method_name == "error"]
+            assert [call.kwargs["uuids"] for call in left_out] == [[huge["uuid"]]]
+            events, _ = events_and_persons(fake.rows())
+            assert sorted(row["event"] for row in events) == ["small"] * 6
+            assert sorted(row["event"] for row in hogflare.rows()) == ["huge"] + ["small"] * 6
+    finally:
+        fake.configure(max_request_bytes=None)
+
+
 async def test_pipelines_only(tmp_path: Path, fake: FakeStream) -> None:
     settings = make_settings(tmp_path / "data", pipeline_endpoint=fake.url, sinks="pipelines")
     assert settings.enabled_sinks == ("pipelines",)

@@ -10,9 +10,11 @@ than the fake's storage.
 
 It can be told to misbehave: ``fail_rate`` of the POSTs (0 to 1) are answered with ``status`` (429
 comes with ``Retry-After``), each after ``delay`` seconds. A delayed POST that does not fail still
-stores its rows, as a slow stream would, even when the sender gave up waiting. ``POST /config``
-with ``{"fail_rate": …, "status": …, "delay": …, "retry_after": …, "token": …}`` changes any of
-these while it runs, so a test or a demo can take the stream down and bring it back.
+stores its rows, as a slow stream would, even when the sender gave up waiting. With
+``max_request_bytes``, a larger body is answered 413, as Cloudflare answers one over its limit.
+``POST /config`` with ``{"fail_rate": …, "status": …, "delay": …, "retry_after": …, "token": …,
+"max_request_bytes": …}`` changes any of these while it runs, so a test or a demo can take the
+stream down and bring it back.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class FakePipeline:
         self.in_flight = 0
         self.max_in_flight = 0
         self.max_body_bytes = 0
+        self.max_request_bytes: int | None = None
         self._watch: StallWatch | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,6 +127,8 @@ class FakePipeline:
 
     async def _ingest(self, body: bytes) -> Response:
         self.max_body_bytes = max(self.max_body_bytes, len(body))
+        if self.max_request_bytes is not None and len(body) > self.max_request_bytes:
+            return Response.json({"error": "payload too large"}, 413)
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail_rate and random.random() < self.fail_rate:  # noqa: S311 - not for secrets
@@ -156,7 +161,7 @@ class FakePipeline:
         return [_decode.decode(data) for (data,) in stored]
 
     def configure(self, changes: dict[str, Any]) -> None:
-        for name in ("fail_rate", "status", "delay", "retry_after", "token"):
+        for name in ("fail_rate", "status", "delay", "retry_after", "token", "max_request_bytes"):
             if name in changes:
                 setattr(self, name, changes[name])
 

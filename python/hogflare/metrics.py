@@ -103,6 +103,12 @@ _sink_batches = Counter(
 _sink_retries = Counter(
     "hogflare_sink_retries", "Deliveries that failed and will be tried again, by sink.", ["sink"], registry=_registry
 )
+_sink_refused = Counter(
+    "hogflare_sink_rows_refused",
+    "Rows a sink's destination can never take (larger than any request it accepts), left out of it, by sink.",
+    ["sink"],
+    registry=_registry,
+)
 _sink_parked = Gauge(
     "hogflare_sink_parked",
     "1 while a sink is parked because its destination refused rows (a configuration error).",
@@ -249,6 +255,7 @@ class SinkCounters:
         self.rows = _sink_rows.labels(sink)
         self.batches = _sink_batches.labels(sink)
         self.retries = _sink_retries.labels(sink)
+        self.refused = _sink_refused.labels(sink)
         self._parked = _sink_parked.labels(sink)
 
     def parked(self, parked: bool) -> None:

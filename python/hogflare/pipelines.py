@@ -11,7 +11,10 @@ crash resends (at least once) and an outage leaves the rows in the outbox; after
 the bodies not yet accepted are sent again. A timeout, a connection error, 429 or 5xx is
 retried later with exponential backoff and jitter (``Retry-After`` honoured); any other 4xx means
 the configuration is wrong (endpoint, token, schema): it is logged loudly and the sink parks,
-trying again only every few minutes, without dropping anything.
+trying again only every few minutes, without dropping anything. The one exception is a row larger
+than ``HOGFLARE_PIPELINE_MAX_BODY_BYTES`` on its own, sent alone: refused with 413, no retry can
+deliver it, so it is logged with its uuid, counted and left out of the stream (the lake, when
+enabled, has it) rather than holding back every row after it until the outbox fills.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 import email.utils
 import random
 import ssl
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
+import msgspec
 import structlog
 
 from hogflare._hogflare import Store
@@ -57,6 +62,14 @@ class DeadlineError(RetryLaterError):
 
 class RefusedError(Exception):
     """The stream refused the rows in a way retrying will not fix (a 4xx other than 429)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _RowId(msgspec.Struct):
+    uuid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +137,10 @@ class PipelinesSink:
         self.parked = False
         self.rows_sent = 0
         self.batches_sent = 0
+        #: Rows no request to the stream can carry, left out of it (see ``_leave_out``).
+        self.rows_left_out = 0
+        self._pending_left_out = 0
+        self._left_out_lock = threading.Lock()
         self.retries = 0
         self._counted = SinkCounters(PIPELINES_CURSOR)
         self._counted.parked(False)
@@ -154,7 +171,7 @@ class PipelinesSink:
                 return 0
             if chunk.oversized:
                 log.warning(
-                    "rows bigger than a Pipelines request; each is sent alone and may be refused",
+                    "rows bigger than a Pipelines request; each is sent alone, and left out if refused (413)",
                     rows=chunk.oversized,
                     limit=self.settings.pipeline_max_body_bytes,
                 )
@@ -181,8 +198,10 @@ class PipelinesSink:
             self._pending.popleft()
         self.store.set_cursor(PIPELINES_CURSOR, self._pending_seq)
         self._pending_seq = None
-        self.rows_sent += self._pending_rows
-        self._counted.rows.inc(self._pending_rows)
+        delivered = self._pending_rows - self._pending_left_out
+        self._pending_left_out = 0
+        self.rows_sent += delivered
+        self._counted.rows.inc(delivered)
         if self._failures or self.parked:
             log.info("Pipelines stream accepting rows again", after_failures=self._failures)
             self._counted.parked(False)
@@ -224,7 +243,11 @@ class PipelinesSink:
                 return DeadlineError("the shutdown deadline passed")
             try:
                 self._post(index, stream, bodies[0])
-            except (RetryLaterError, RefusedError) as failure:
+            except RefusedError as failure:
+                if failure.status != 413 or len(bodies[0]) <= self.settings.pipeline_max_body_bytes:
+                    return failure
+                self._leave_out(stream, bodies[0])
+            except RetryLaterError as failure:
                 return failure
             except Exception as exc:
                 # Anything else (a broken response, a bad URL) is retried like an outage.
@@ -252,7 +275,27 @@ class PipelinesSink:
         detail = f"{stream.name} stream answered {status}: {response.text[:500]}"
         if status in _RETRIED or status >= 500:
             raise RetryLaterError(detail, retry_after_secs(response.headers.get("retry-after")))
-        raise RefusedError(detail)
+        raise RefusedError(detail, status)
+
+    def _leave_out(self, stream: Stream, body: bytes) -> None:
+        """A body of one row too large for any request the stream takes (the rows are packed
+        up to ``HOGFLARE_PIPELINE_MAX_BODY_BYTES``, and only a row larger on its own goes
+        alone): it is not sent again."""
+        try:
+            uuids = [row.uuid for row in msgspec.json.decode(body, type=list[_RowId])]
+        except msgspec.DecodeError:
+            uuids = []
+        rows = max(1, len(uuids))
+        with self._left_out_lock:  # lanes run on threads of their own
+            self.rows_left_out += rows
+            self._pending_left_out += rows
+        self._counted.refused.inc(rows)
+        log.error(
+            "a row larger than any request the stream takes is left out of it (the lake, if enabled, has it)",
+            stream=stream.name,
+            bytes=len(body),
+            uuids=uuids,
+        )
 
     def _wait(self, exc: RetryLaterError) -> None:
         self._failures += 1

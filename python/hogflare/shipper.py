@@ -38,6 +38,8 @@ _NICENESS = 10
 #: Rows freed per write transaction; each one briefly holds off ingestion's commits.
 _TRIM_SLICE = 5_000
 _MAINTENANCE_SECS = 300.0
+#: How often maintenance looks for data files no commit took (it reads every live manifest).
+_SWEEP_SECS = 3600.0
 #: How soon a signal, or the parent's exit, is acted on.
 _WATCH_SECS = 0.1
 
@@ -52,8 +54,8 @@ class Shipper:
         self.lake = Lake(settings.lake_dir) if LAKE_CURSOR in sinks else None
         self.pipelines = PipelinesSink(settings, self.store) if PIPELINES_CURSOR in sinks else None
         self._table_seq: dict[str, int] | None = None
-        #: Whether this shipper has looked for data files that no commit took.
-        self._swept = False
+        #: When (``time.monotonic()``) to look again for data files that no commit took.
+        self._next_sweep = 0.0
         self._counted = SinkCounters(LAKE_CURSOR)
         self._ahead = ExportAhead()
 
@@ -209,16 +211,19 @@ class Shipper:
 
     def maintain(self) -> None:
         """Forget old dedupe entries, the snapshot history others (compaction) added, and the
-        data files compaction replaced a while ago; the first time, also the files no commit took."""
+        data files compaction replaced a while ago; the first time and then hourly, also the files
+        no commit took (a file a crash left just before a restart is too young the first time)."""
         now = time.time()
         while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
         if self.lake is not None:
+            sweep = time.monotonic() >= self._next_sweep
             for table in TABLES:
                 self.lake.trim_history(table)
-                if not self._swept:
+                if sweep:
                     self._delete_uncommitted(table)
-            self._swept = True
+            if sweep:
+                self._next_sweep = time.monotonic() + _SWEEP_SECS
             self.lake.delete_unreferenced()
 
     def _delete_uncommitted(self, table: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import logging
 import os
@@ -10,16 +11,20 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import DataScan, Table
 
 from hogflare import lake as lake_module
 from hogflare import shipper as shipper_module
 from hogflare._hogflare import UNMEASURED_COLUMNS, Export
 from hogflare.export_ahead import ExportAhead
 from hogflare.iceberg import local_path
-from hogflare.lake import EVENTS, PERSONS, Lake
+from hogflare.lake import EVENTS, PERSONS, CompactionConflictError, Lake
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 from tests.helpers.server import HOGFLARE
@@ -63,6 +68,42 @@ async def test_compaction_rewrites_small_files_and_keeps_every_row_once(hogflare
     rows = hogflare.rows()
     assert len(rows) == len(before) + 1
     assert len({row["uuid"] for row in rows}) == len(rows)
+
+
+async def test_compaction_outlasts_commits_elsewhere_and_says_when_it_gives_up(
+    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit by the shipper meanwhile fails the compaction's commit; it tries again on the new
+    snapshot, reading the day's rows again only when that commit touched the day's files."""
+    await _three_flushes(hogflare)
+    before = sorted(row["uuid"] for row in hogflare.rows())
+    lake = Lake(hogflare.settings.lake_dir)
+    overwrite, to_arrow = Table.overwrite, DataScan.to_arrow
+    conflicts, reads = 3, 0
+
+    def conflicting_overwrite(self: Table, *args: Any, **kwargs: Any) -> None:
+        nonlocal conflicts
+        if conflicts:
+            conflicts -= 1
+            raise CommitFailedException("another commit won")
+        overwrite(self, *args, **kwargs)
+
+    def counted_to_arrow(self: DataScan) -> pa.Table:
+        nonlocal reads
+        reads += 1
+        return to_arrow(self)
+
+    monkeypatch.setattr(Table, "overwrite", conflicting_overwrite)
+    monkeypatch.setattr(DataScan, "to_arrow", counted_to_arrow)
+    assert lake.compact_day(EVENTS, dt.date(2024, 5, 1)) == 3
+    assert reads == 1
+    assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3}
+    assert sorted(row["uuid"] for row in hogflare.rows()) == before
+
+    conflicts = 1_000
+    with pytest.raises(CompactionConflictError, match="try again"):
+        lake.compact_day(EVENTS, dt.date(2024, 5, 2))
+    assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3}
 
 
 async def test_files_compaction_replaced_are_deleted_once_no_reader_can_want_them(hogflare: Hogflare) -> None:

@@ -149,14 +149,22 @@ def compact(
     small_mb: Annotated[int, typer.Option(help="Files under this size (MB) count as small.")] = 64,
 ) -> None:
     """Rewrite each day's small Parquet files into one larger file."""
-    from hogflare.lake import TABLES, Lake
+    from hogflare.lake import TABLES, CompactionConflictError, Lake
 
     settings = _settings(data_dir)
     lake = Lake(settings.lake_dir)
+    conflicts = 0
     for table in TABLES:
         for day in list(lake.days_with_small_files(table, min_files, small_mb << 20)):
-            replaced = lake.compact_day(table, day)
+            try:
+                replaced = lake.compact_day(table, day)
+            except CompactionConflictError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                conflicts += 1
+                continue
             typer.echo(f"{table} {day}: {replaced} files rewritten as one")
+    if conflicts:
+        raise typer.Exit(1)
 
 
 class FailStatus(StrEnum):

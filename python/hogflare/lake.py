@@ -174,6 +174,14 @@ def _deleted_data_files(io: FileIO, manifests: Iterable[ManifestFile]) -> set[st
     return deleted
 
 
+#: How many times a compaction tries to commit before it gives up on a day.
+_COMPACT_ATTEMPTS = 10
+
+
+class CompactionConflictError(Exception):
+    """A compaction lost to the shipper's commits every time it tried; nothing changed."""
+
+
 class Lake:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -375,12 +383,15 @@ class Lake:
         yield from sorted(day for day, count in counts.items() if count >= min_files)
 
     def compact_day(self, name: str, day: dt.date) -> int:
-        """Rewrite one day's files as one; returns how many files were replaced."""
+        """Rewrite one day's files as one; returns how many files were replaced. Raises
+        ``CompactionConflictError`` when the shipper's commits won every attempt."""
         _, column = TABLES[name]
         start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
         end = start + dt.timedelta(days=1)
         row_filter = f"{column} >= '{start.isoformat()}' and {column} < '{end.isoformat()}'"
-        for _attempt in range(5):
+        data: pa.Table | None = None
+        read_from: frozenset[str] = frozenset()
+        for _attempt in range(_COMPACT_ATTEMPTS):
             table = self.refresh(name)
             current = table.current_snapshot()
             if current is None:
@@ -388,7 +399,13 @@ class Lake:
             tasks = list(table.scan(row_filter=row_filter).plan_files())
             if len(tasks) < 2:
                 return 0
-            data = table.scan(row_filter=row_filter).to_arrow()
+            files = frozenset(task.file.file_path for task in tasks)
+            if data is None or files != read_from:
+                # The shipper's commits usually go to another day: the rows read stay valid
+                # until one of them touches this day's files.
+                data, read_from = table.scan(row_filter=row_filter).to_arrow(), files
+            # The position is the newest snapshot's, read again each time: an older one would
+            # send the shipper back over rows the lake has.
             summary = current.summary
             properties: dict[str, str] = {}
             for key in (SEQ_PROPERTY, STORE_PROPERTY):
@@ -398,6 +415,9 @@ class Lake:
             try:
                 table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=properties)
             except CommitFailedException:
-                continue  # the shipper appended meanwhile; start over from the new snapshot
+                continue  # the shipper committed meanwhile: try again on its snapshot
             return len(tasks)
-        return 0
+        raise CompactionConflictError(
+            f"{name} {day}: the shipper committed to the table during each of {_COMPACT_ATTEMPTS} attempts; "
+            "try again when it is quieter"
+        )

@@ -102,13 +102,23 @@ async def test_every_capture_route_is_signed(hogflare: Hogflare, route: str) -> 
     assert response.status_code == 401
 
 
-async def test_get_is_not_signed(hogflare: Hogflare) -> None:
-    payload = base64.b64encode(capture_body("from get")).decode()
-    response = await hogflare.client.get("/e/", params={"data": payload})
-    assert response.status_code == 200
+async def test_a_payload_in_the_query_string_is_refused_since_no_signature_covers_it(hogflare: Hogflare) -> None:
+    payload = base64.b64encode(capture_body("forged")).decode()
+    signed_body = capture_body("signed")
+    signature = {"x-posthog-signature": f"sha256={sha256(signed_body)}"}
+    answers = [
+        await hogflare.client.get("/e/", params={"data": payload}),
+        await hogflare.client.post("/e/", params={"data": payload}, content=signed_body, headers=signature),
+    ]
+    for response in answers:
+        assert (response.status_code, response.json()["error"]) == (
+            401,
+            "a signed request carries its payload in the body, not in the query string",
+        )
+    # Reading, which carries no payload, needs no signature.
     assert (await hogflare.client.get("/flags/?v=2")).status_code == 200
     assert (await hogflare.client.get("/array/phc_x/config")).status_code == 200
-    assert [row["event"] for row in hogflare.rows()] == ["from get"]
+    assert hogflare.rows() == []
 
 
 @pytest.mark.parametrize("path", ["/flags/?v=2", "/decide/?v=4"])

@@ -18,7 +18,7 @@ from hogflare.capture import CAPTURE_ROUTES, CaptureService
 from hogflare.commit import GroupCommitter, open_store
 from hogflare.config import Settings
 from hogflare.debug import person_debug
-from hogflare.errors import HogflareError, OutboxFullError, StorageError, status_for
+from hogflare.errors import AuthError, HogflareError, OutboxFullError, StorageError, status_for
 from hogflare.flags import FlagsService
 from hogflare.flags_api import DEFINITIONS_ROUTES, FLAGS_ROUTES, FlagsEndpoints
 from hogflare.http import (
@@ -196,8 +196,13 @@ class App:
         if request.method == "OPTIONS":
             return ok()
         kind = CAPTURE_ROUTES.get(path)
-        if self.signatures is not None and request.method == "POST" and (kind is not None or path in FLAGS_ROUTES):
-            await self._check_signature(request, kind)
+        if self.signatures is not None and (kind is not None or path in FLAGS_ROUTES):
+            if kind is not None and request.query_param("data") is not None:
+                # The signature covers the body only, and a capture route reads `data=` in the
+                # query before the body: a payload there would go unsigned.
+                raise AuthError("a signed request carries its payload in the body, not in the query string")
+            if request.method == "POST":
+                await self._check_signature(request, kind)
         if kind is not None:
             if request.method not in {"GET", "POST"}:
                 return error(405, "method not allowed")

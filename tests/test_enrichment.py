@@ -71,6 +71,20 @@ async def test_trusted_proxy_chains(tmp_path: Path, peer: str, forwarded: str, e
         assert properties["$ip"] == expected
 
 
+async def test_cloudflare_headers_from_outside_the_trusted_proxies_are_ignored(tmp_path: Path) -> None:
+    headers = {"cf-connecting-ip": "8.8.8.8", "cf-ipcountry": "US", "cf-ray": "8f1e-AMS"}
+    outside = make_settings(tmp_path / "outside", trusted_proxies=("10.0.0.0/8",))
+    async with running(outside, peer="198.51.100.50") as hogflare:
+        outsider = await captured_properties(hogflare, headers)
+    assert outsider["$ip"] == "198.51.100.50"
+    assert "cf_ray" not in outsider
+    assert outsider.get("$geoip_country_code") != "US"
+    inside = make_settings(tmp_path / "inside", trusted_proxies=("10.0.0.0/8",))
+    async with running(inside, peer="10.0.0.2") as hogflare:
+        proxied = await captured_properties(hogflare, headers)
+    assert (proxied["$ip"], proxied["cf_ray"]) == ("8.8.8.8", "8f1e-AMS")
+
+
 async def test_the_sdks_own_ip_is_kept(hogflare: Hogflare) -> None:
     properties = await captured_properties(hogflare, {"cf-connecting-ip": "203.0.113.9"}, **{"$ip": "192.0.2.1"})
     assert properties["$ip"] == "192.0.2.1"
@@ -166,3 +180,5 @@ def test_one_resolver_answers_each_request_by_its_own_headers() -> None:
         assert resolve(request("10.0.0.2")) == "10.0.0.2"
         assert resolve(request("203.0.113.1", x_forwarded_for="198.51.100.7")) == "203.0.113.1"
         assert resolve(request("10.0.0.2", cf_connecting_ip="192.0.2.4")) == "192.0.2.4"
+        # With trusted proxies configured, an outsider's Cloudflare header is only a claim too.
+        assert resolve(request("203.0.113.1", cf_connecting_ip="192.0.2.4")) == "203.0.113.1"

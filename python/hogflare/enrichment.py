@@ -65,7 +65,8 @@ class ClientAddress:
     ``X-Forwarded-For`` is read from the right, each proxy having appended the address it saw;
     the first entry that is not a trusted proxy is the client. Without trusted proxies configured
     only the right-most entry, written by the proxy in front of hogflare, is believed. With them,
-    a peer outside the trusted networks is itself the client, and its header is ignored.
+    a peer outside the trusted networks is itself the client, and its headers (Cloudflare's as
+    well as ``X-Forwarded-For``) are ignored.
     """
 
     def __init__(self, trusted_proxies: Iterable[str]) -> None:
@@ -75,19 +76,25 @@ class ClientAddress:
         return any(address in network for network in self.trusted)
 
     def __call__(self, request: Request) -> str | None:
-        client = request.scope.get("client")
-        return self._resolve(
-            request.header(b"cf-connecting-ip"), client[0] if client else None, request.header(b"x-forwarded-for")
-        )
+        return self._resolve(request.header(b"cf-connecting-ip"), peer_of(request), request.header(b"x-forwarded-for"))
+
+    def believes_headers_of(self, peer_text: str | None) -> bool:
+        """Whether a peer's proxy headers are believed: every peer's without trusted proxies
+        configured, else only theirs."""
+        if not self.trusted:
+            return True
+        peer = parse_address(peer_text)
+        return peer is None or self.is_trusted(peer)
 
     # Clients repeat themselves: parsing addresses costs a small request more than a cache lookup.
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one instance per worker, kept for its life
     def _resolve(self, edge_header: str | None, peer_text: str | None, forwarded: str | None) -> str | None:
-        edge = parse_address(edge_header)
+        believed = self.believes_headers_of(peer_text)
+        edge = parse_address(edge_header) if believed else None
         if edge is not None:
             return str(edge)
         peer = parse_address(peer_text)
-        if forwarded and (not self.trusted or peer is None or self.is_trusted(peer)):
+        if forwarded and believed:
             hops = [hop for hop in map(parse_address, forwarded.split(",")) if hop is not None]
             for hop in reversed(hops):
                 if not self.is_trusted(hop):
@@ -109,13 +116,19 @@ class RequestFacts(NamedTuple):
     country_code: str | None
 
 
+def peer_of(request: Request) -> str | None:
+    client = request.scope.get("client")
+    return client[0] if client else None
+
+
 def request_facts(request: Request, client_address: ClientAddress, *, store_ip: bool) -> RequestFacts:
     address = client_address(request)
+    edge = client_address.believes_headers_of(peer_of(request))
     return RequestFacts(
         client_ip=address if store_ip else None,
         geoip_ip=address,
-        cf_ray=request.header(b"cf-ray"),
-        country_code=request.header(b"cf-ipcountry"),
+        cf_ray=request.header(b"cf-ray") if edge else None,
+        country_code=request.header(b"cf-ipcountry") if edge else None,
     )
 
 

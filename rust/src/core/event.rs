@@ -15,7 +15,7 @@ use super::event_fields::{
     MAX_ID_CHARS,
 };
 pub(super) use super::event_fields::{is_true, non_null};
-use super::person_event::PersonEvent;
+use super::person_event::{PersonEvent, PersonMode};
 use super::properties::{plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
@@ -351,9 +351,12 @@ fn normalize_inner(
     }
     let extra = (!item.is_empty()).then(|| item.to_json());
 
-    // A recording only makes sure its person exists; its (large) properties are not read.
+    // A recording goes with the person its distinct id has; its (large) properties are not read.
     let person = if ctx.route == RouteKind::Recording {
-        PersonEvent::default()
+        PersonEvent {
+            mode: PersonMode::Existing,
+            ..PersonEvent::default()
+        }
     } else {
         PersonEvent::read(&event, &properties_json)
     };

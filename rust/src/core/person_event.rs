@@ -48,6 +48,9 @@ pub enum PersonMode {
     Full,
     /// `$process_person_profile: false`: the event reads the person but never writes it.
     Personless,
+    /// A session recording: it goes with the person its distinct id already has, and never
+    /// creates one (PostHog's replay ingestion makes no persons); without one, it is personless.
+    Existing,
     /// The event has no person (`$groupidentify`).
     Without,
 }

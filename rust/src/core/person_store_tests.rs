@@ -42,9 +42,17 @@ impl Harness {
 
     /// Commit one `/batch` body; returns the rows it added to the outbox and the warnings.
     fn send(&mut self, batch: serde_json::Value) -> (Vec<EventRow>, Vec<PersonSnapshot>, Vec<PersonWarning>) {
+        self.send_to(RouteKind::Event, batch)
+    }
+
+    fn send_to(
+        &mut self,
+        route: RouteKind,
+        batch: serde_json::Value,
+    ) -> (Vec<EventRow>, Vec<PersonSnapshot>, Vec<PersonWarning>) {
         let body = serde_json::json!({"api_key": TOKEN, "batch": batch}).to_string();
         let parts = RequestParts {
-            route: RouteKind::Event,
+            route,
             body: body.as_bytes(),
             query: b"",
             content_type: None,
@@ -337,4 +345,30 @@ fn names_longer_than_an_lmdb_key_are_stored_and_found_again() {
         events[1].group_properties.as_deref(),
         Some(format!(r#"{{"{group_type}":{{"name":"Long"}}}}"#).as_str())
     );
+}
+
+#[test]
+fn a_recording_goes_with_an_existing_person_and_creates_none() {
+    let mut h = Harness::new();
+    let chunk = |distinct_id: &str| {
+        serde_json::json!({"event": "$snapshot", "distinct_id": distinct_id, "properties":
+            {"$session_id": "s1", "$snapshot_data": [{"type": 2, "timestamp": 1, "data": {}}]}})
+    };
+    let (events, snapshots, _) = h.send_to(RouteKind::Recording, serde_json::json!([chunk("visitor")]));
+    assert!(h.person("visitor").is_none());
+    assert!(snapshots.is_empty());
+    assert_eq!(
+        events[0].person_id.as_deref(),
+        Some(person_uuid(TOKEN, "visitor").to_string().as_str())
+    );
+    h.send(serde_json::json!([capture(
+        "user",
+        serde_json::json!({"$set": {"plan": "pro"}})
+    )]));
+    let person = h.person("user").unwrap();
+    let (events, snapshots, _) = h.send_to(RouteKind::Recording, serde_json::json!([chunk("user")]));
+    assert_eq!(events[0].person_id.as_deref(), Some(person.uuid.to_string().as_str()));
+    assert_eq!(events[0].person_properties.as_deref(), Some(r#"{"plan":"pro"}"#));
+    assert_eq!(snapshots[0].operation, "session_recording");
+    assert_eq!(h.person("user").unwrap().version, person.version);
 }

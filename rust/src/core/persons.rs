@@ -314,19 +314,33 @@ impl<'a> PersonWork<'a> {
         (applied.groups, applied.group_properties) = self.groups.apply(txn, project, fields)?;
         match fields.mode {
             PersonMode::Without => {}
-            PersonMode::Personless => {
-                applied.person = Some(match self.peek(txn, project, distinct_id)? {
-                    Some((uuid, created_at)) => RowPerson {
-                        uuid,
-                        created_at,
-                        properties: Some("{}".into()),
-                    },
-                    None => RowPerson {
-                        uuid: person_uuid(team_key, distinct_id),
-                        created_at: PERSONLESS_CREATED_AT,
-                        properties: Some("{}".into()),
-                    },
-                });
+            PersonMode::Personless | PersonMode::Existing => {
+                let known = match fields.mode {
+                    PersonMode::Existing => self.resolve(txn, project, distinct_id)?,
+                    _ => None,
+                };
+                if let Some(id) = known {
+                    let person = &self.loaded(id)?.person;
+                    applied.person_id = Some(id);
+                    applied.person = Some(RowPerson {
+                        uuid: person.uuid,
+                        created_at: person.created_at,
+                        properties: None,
+                    });
+                } else {
+                    applied.person = Some(match self.peek(txn, project, distinct_id)? {
+                        Some((uuid, created_at)) => RowPerson {
+                            uuid,
+                            created_at,
+                            properties: Some("{}".into()),
+                        },
+                        None => RowPerson {
+                            uuid: person_uuid(team_key, distinct_id),
+                            created_at: PERSONLESS_CREATED_AT,
+                            properties: Some("{}".into()),
+                        },
+                    });
+                }
             }
             PersonMode::Full => {
                 let id = match &fields.identity {

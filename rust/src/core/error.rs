@@ -30,8 +30,6 @@ pub enum CoreError {
     // -- the body cannot be read as a PostHog payload (400)
     #[error("request missing data payload")]
     EmptyPayload,
-    #[error("unsupported content encoding: {0}")]
-    UnsupportedContentEncoding(String),
     #[error("invalid {codec} data: {detail}")]
     Decompression { codec: &'static str, detail: String },
     #[error("invalid form body: {0}")]

@@ -146,13 +146,14 @@ fn apply_content_encoding(body: &[u8], encoding: Option<&str>, cap: usize) -> Re
     };
     let lower = encoding.to_ascii_lowercase();
     Ok(match lower.as_str() {
-        "identity" => (None, Compression::None),
         "gzip" | "x-gzip" | "gzip-js" => (None, Compression::Gzip),
         "deflate" | "zlib" => (Some(codec::inflate_deflate(body, cap)?), Compression::None),
         "br" => (Some(codec::unbrotli(body, cap)?), Compression::None),
         "lz64" | "lz-string" => (None, Compression::Lz64),
         "base64" | "b64" => (None, Compression::Base64),
-        _ => return Err(CoreError::UnsupportedContentEncoding(encoding.to_owned())),
+        // `identity`, and as PostHog reads it, an encoding it does not know: no hint (gzip is
+        // still recognised by its magic bytes).
+        _ => (None, Compression::None),
     })
 }
 

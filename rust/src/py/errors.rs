@@ -19,7 +19,6 @@ impl From<PyCoreError> for PyErr {
         let message = err.to_string();
         match err {
             CoreError::EmptyPayload
-            | CoreError::UnsupportedContentEncoding(_)
             | CoreError::Decompression { .. }
             | CoreError::InvalidForm(_)
             | CoreError::InvalidJson(_)

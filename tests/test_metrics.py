@@ -300,6 +300,16 @@ def test_a_real_server_adds_up_its_workers_and_its_shipper(tmp_path: Path) -> No
     assert all(re.fullmatch(r"load-\d+", line["example_request_id"]) for line in dropped)
 
 
+def test_a_second_server_on_the_same_data_directory_leaves_the_first_ones_counts(tmp_path: Path) -> None:
+    with Server(tmp_path / "data") as first:
+        for n in range(3):
+            assert httpx.post(f"{first.url}/batch/", json=batch(event(distinct_id=f"user-{n}"))).status_code == 200
+        counted = wait_for_metrics(first, lambda m: m("hogflare_events_accepted_total") == 3, "three events")
+        with Server(tmp_path / "data") as second:
+            assert metrics_of(second)("hogflare_events_accepted_total") == 0
+            assert metrics_of(first)("hogflare_events_accepted_total") == counted("hogflare_events_accepted_total")
+
+
 async def test_a_metrics_token_keeps_metrics_to_its_holders(tmp_path: Path) -> None:
     async with running(make_settings(tmp_path / "data", metrics_token="s3cret")) as hogflare:
         assert (await hogflare.client.get("/metrics")).status_code == 401

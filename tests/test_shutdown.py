@@ -3,6 +3,7 @@ flight, and ships what the outbox holds within ``HOGFLARE_SHUTDOWN_TIMEOUT_SECS`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,8 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hogflare import app as app_module
+from hogflare.app import App
 from hogflare.config import Settings
-from hogflare.supervisor import shipper_alive, spawn
+from hogflare.supervisor import PARENT_ENV, shipper_alive, spawn
 from tests.helpers.server import Server, query
 
 pytestmark = pytest.mark.timeout(180)
@@ -132,3 +135,37 @@ def test_a_second_shipper_leaves_before_loading_anything(tmp_path: Path) -> None
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=30)
+
+
+def test_a_shipper_whose_worker_died_before_it_started_exits(tmp_path: Path) -> None:
+    """A worker that fails its startup just after launching a shipper is gone before the shipper
+    can ask for its parent; the shipper must not be left behind under init with the settings of
+    a server that no longer runs."""
+    settings = Settings.from_env({}, data_dir=tmp_path / "data")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    env = {**os.environ, **settings.to_env(), PARENT_ENV: gone.stdout.strip()}
+    shipper = subprocess.Popen([sys.executable, "-m", "hogflare", "ship"], env=env)
+    try:
+        assert shipper.wait(timeout=60) == 0
+    finally:
+        shipper.kill()
+    assert not shipper_alive(settings)
+
+
+def test_a_worker_whose_startup_fails_starts_no_shipper(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path / "data")
+    app = App(settings)
+
+    async def start() -> None:
+        with pytest.raises(RuntimeError, match="the flags service failed"):
+            await app.startup()
+
+    def failing(*_: object, **__: object) -> None:
+        raise RuntimeError("the flags service failed")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app_module, "FlagsService", failing)
+        asyncio.run(start())
+    assert app._supervisor is None
+    time.sleep(1.5)
+    assert not shipper_alive(settings)

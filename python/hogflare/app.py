@@ -96,8 +96,6 @@ class App:
                 dedupe_window_days=settings.dedupe_window_days,
                 max_outbox_bytes=settings.outbox_max_bytes,
             )
-            if settings.shipper == "auto":
-                self._supervisor = asyncio.create_task(self._supervise_shipper())
         self.watch = StallWatch(settings.body_timeout_secs, settings.body_deadline_secs)
         self.capture = CaptureService(settings, self.committer, self.watch)
         self.flags = FlagsEndpoints(settings, FlagsService(settings, self.store), self.watch)
@@ -105,6 +103,9 @@ class App:
             self.signatures = SignatureVerifier(
                 settings.signing_secret.encode(), tolerance_secs=settings.signature_tolerance_secs
             )
+        # Last: a worker whose startup failed must leave no shipper behind.
+        if self.committer is not None and settings.shipper == "auto":
+            self._supervisor = asyncio.create_task(self._supervise_shipper())
 
     async def shutdown(self) -> None:
         if self._supervisor is not None:

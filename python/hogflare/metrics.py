@@ -2,9 +2,9 @@
 
 Counters and histograms are counted where things happen: requests and events in the workers,
 commits on each worker's commit thread, deliveries in the shipper. ``hogflare serve`` points
-prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) at ``<data_dir>/metrics``
-and empties it before the workers start, so a scrape answered by any worker adds up every
-worker's and the shipper's counts, and counts from a worker that was replaced stay in the sums.
+prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``) at a fresh
+``<data_dir>/metrics/<pid>`` before the workers start, so a scrape answered by any worker adds up
+every worker's and the shipper's counts, and counts from a worker that was replaced stay in the sums.
 That variable must be set before this module is first imported: prometheus-client picks its
 storage on import. Without it (one process, or the app in a test) each process counts alone.
 

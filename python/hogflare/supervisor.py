@@ -62,7 +62,18 @@ def acquire_lock(path: Path, patience: float) -> IO[str] | None:
             return handle
 
 
+#: The pid of the worker that started a shipper: the shipper exits when that process is gone,
+#: even if it was gone before the shipper could ask for its parent.
+PARENT_ENV = "HOGFLARE_SHIPPER_PARENT"
+
+
 def spawn(settings: Settings) -> subprocess.Popen[bytes]:
     """Start a shipper process for these settings."""
-    env = {**os.environ, **settings.to_env()}
+    env = {**os.environ, **settings.to_env(), PARENT_ENV: str(os.getpid())}
     return subprocess.Popen([sys.executable, "-m", "hogflare", "ship"], env=env)
+
+
+def parent_of_shipper() -> int:
+    """The process a shipper serves: the worker that started it, else its parent."""
+    given = os.environ.get(PARENT_ENV, "")
+    return int(given) if given.isdigit() else os.getppid()

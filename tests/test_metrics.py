@@ -300,6 +300,17 @@ def test_a_real_server_adds_up_its_workers_and_its_shipper(tmp_path: Path) -> No
     assert all(re.fullmatch(r"load-\d+", line["example_request_id"]) for line in dropped)
 
 
+def test_json_logs_are_json_on_every_line_granians_too(tmp_path: Path) -> None:
+    env = {"HOGFLARE_LOG_FORMAT": "json", "HOGFLARE_LOG_LEVEL": "info"}
+    with Server(tmp_path / "data", workers=2, env=env) as server:
+        assert httpx.post(f"{server.url}/batch/", json=batch(event())).status_code == 200
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    assert all(line.startswith("{") for line in lines), [line for line in lines if not line.startswith("{")][:3]
+    parsed = [json.loads(line) for line in lines]
+    assert any(line.get("logger") == "granian" and "worker" in line["event"] for line in parsed)
+    assert any(line["event"].startswith("hogflare serving on") for line in parsed)
+
+
 def test_a_second_server_on_the_same_data_directory_leaves_the_first_ones_counts(tmp_path: Path) -> None:
     with Server(tmp_path / "data") as first:
         for n in range(3):

@@ -62,9 +62,13 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Serve the PostHog capture, flags and config endpoints; ship rows to the lake in the background."""
+    import structlog
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings
+    from granian.log import LogLevels
     from granian.server import Server
+
+    from hogflare.logs import configure, granian_log_config
 
     settings = _settings(data_dir)
     _check_geoip(settings)
@@ -78,7 +82,10 @@ def serve(
     # Workers and the shipper read their settings from the environment.
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    typer.echo(f"hogflare serving on http://{bind_host}:{bind_port} with data in {settings.data_dir}", err=True)
+    configure(settings.log_format, settings.log_level)
+    structlog.get_logger("hogflare.cli").info(
+        f"hogflare serving on http://{bind_host}:{bind_port} with data in {settings.data_dir}"
+    )
     Server(
         "hogflare.app:app",
         address=bind_host,
@@ -92,6 +99,8 @@ def serve(
         # bounded by the shutdown deadline; past that (with a margin) Granian kills it.
         workers_kill_timeout=math.ceil(settings.shutdown_timeout_secs + settings.pipeline_timeout_secs) + 15,
         log_access=False,
+        log_level=LogLevels(settings.log_level.lower()),
+        log_dictconfig=granian_log_config(settings.log_format),
     ).serve()
 
 

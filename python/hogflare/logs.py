@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import itertools
+import json
 import logging
 import os
 import re
@@ -55,6 +57,30 @@ def configure(log_format: str = "console", level: str = "info") -> None:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:/+=@-]")
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 MAX_REQUEST_ID = 128
+
+
+class GranianJsonFormatter(logging.Formatter):
+    """Granian's own lines (workers starting and stopping, its errors) as JSON lines of the same
+    shape as hogflare's, so that with ``HOGFLARE_LOG_FORMAT=json`` every line parses."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "event": record.getMessage(),
+            "logger": "granian",
+            "level": record.levelname.lower(),
+            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def granian_log_config(log_format: str) -> dict[str, Any] | None:
+    """Granian's ``log_dictconfig`` for a log format (``None``: Granian's own lines)."""
+    if log_format != "json":
+        return None
+    formatter = {"()": f"{__name__}.{GranianJsonFormatter.__name__}"}
+    return {"formatters": {"generic": formatter, "access": formatter}}
 
 
 class _RequestIds:

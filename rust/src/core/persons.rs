@@ -320,13 +320,7 @@ impl<'a> PersonWork<'a> {
                     _ => None,
                 };
                 if let Some(id) = known {
-                    let person = &self.loaded(id)?.person;
-                    applied.person_id = Some(id);
-                    applied.person = Some(RowPerson {
-                        uuid: person.uuid,
-                        created_at: person.created_at,
-                        properties: None,
-                    });
+                    self.attach(id, &mut applied)?;
                 } else {
                     applied.person = Some(match self.peek(txn, project, distinct_id)? {
                         Some((uuid, created_at)) => RowPerson {
@@ -361,16 +355,23 @@ impl<'a> PersonWork<'a> {
                         None => self.create(txn, project, team_key, &[distinct_id], timestamp, &fields.update)?,
                     },
                 };
-                let person = &self.loaded(id)?.person;
-                applied.person_id = Some(id);
-                applied.person = Some(RowPerson {
-                    uuid: person.uuid,
-                    created_at: person.created_at,
-                    properties: None,
-                });
+                self.attach(id, &mut applied)?;
             }
         }
         Ok(applied)
+    }
+
+    /// The event goes with the person `id`: its person columns, and the person's snapshot, are
+    /// written from the person as the commit leaves it.
+    fn attach(&mut self, id: u64, applied: &mut Applied) -> Result<()> {
+        let person = &self.loaded(id)?.person;
+        applied.person_id = Some(id);
+        applied.person = Some(RowPerson {
+            uuid: person.uuid,
+            created_at: person.created_at,
+            properties: None,
+        });
+        Ok(())
     }
 
     /// Write what the commit changed: every touched person once, the removed ones deleted.

@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 MB = 1_000_000
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 GiB = 1 << 30
+#: ``HOGFLARE_LOG_LEVEL``'s values, for hogflare's lines and Granian's alike.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 #: Durations (seconds, may be fractional) and sizes cannot be negative; some must be positive.
 Seconds = Annotated[float, msgspec.Meta(ge=0)]

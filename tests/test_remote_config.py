@@ -46,6 +46,11 @@ async def test_a_malformed_token_is_400_invalid_token(hogflare: Hogflare, token:
     assert (response.status_code, response.json()) == (400, {"detail": "Invalid token"})
 
 
+async def test_remote_config_is_read_with_get_only(hogflare: Hogflare) -> None:
+    assert (await hogflare.client.post("/array/phc_abc/config", content=b"{}")).status_code == 405
+    assert (await hogflare.client.options("/array/phc_abc/config", headers=ORIGIN)).status_code == 200
+
+
 async def test_a_token_outside_the_allowed_projects_is_not_found(tmp_path: Path) -> None:
     app = App(make_settings(tmp_path / "data", project_tokens=("phc_good",)))
     await app.startup()

@@ -218,6 +218,8 @@ class App:
         if path.startswith("/array/"):
             parts = path.split("/")
             if len(parts) == 4 and parts[3] in {"config", "config.js"}:
+                if request.method not in {"GET", "HEAD"}:
+                    return error(405, "method not allowed")
                 assert self.flags is not None, "startup() has not run"
                 has_flags = self.flags.has_active_flags()
                 return array_config(

@@ -65,6 +65,7 @@ class ClientAddress:
     def __call__(self, request: Request) -> str | None:
         return self._resolve(request.header(b"cf-connecting-ip"), peer_of(request), request.header(b"x-forwarded-for"))
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - as _resolve: per request, a cache lookup
     def believes_headers_of(self, peer_text: str | None) -> bool:
         """Whether a peer's proxy headers are believed: every peer's without trusted proxies
         configured, else only theirs."""

@@ -154,7 +154,7 @@ def _version(value: str | None) -> int | None:
         number = int(value)
     except ValueError:
         return 1
-    # Every version from 4 on answers as the newest does, and no shape is below 1.
+    # Versions from 4 on answer alike, and so do those below 2: only the range between matters.
     return max(0, min(number, 99))
 
 

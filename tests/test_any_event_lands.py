@@ -1,7 +1,7 @@
 """A property test: whatever an accepted event carries besides its name, distinct id and uuid
 (timestamps of any shape, any properties, person and group updates of any type, identity
 operations on any ids), it lands in the lake exactly once, the persons and groups it made are
-readable, and shipping never stalls on it.
+readable, the Cloudflare Pipelines streams take its rows, and shipping never stalls on it.
 
 A row the lake refuses stops its table's shipping for every later row, so an event that is
 answered 200 but cannot be written, committed or read back is worse than one refused."""
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import TOKEN
 from tests.helpers.persons import started
+from tests.helpers.stream import FakeStream
 
 #: No lone surrogates: a JSON text with one is refused whole (400), as PostHog's parser does.
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -166,5 +167,29 @@ def test_every_accepted_event_lands_once_and_shipping_goes_on(
             after = {"api_key": TOKEN, "batch": [{"event": "after", "distinct_id": "later"}]}
             assert (await hogflare.post("/batch/", after)).status_code == 200
             assert [row["event"] for row in hogflare.rows("distinct_id = 'later'")] == ["after"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(900)
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=request())
+def test_every_accepted_event_reaches_the_streams(
+    tmp_path_factory: pytest.TempPathFactory, fake_process: FakeStream, body: dict[str, Any]
+) -> None:
+    fake_process.reset()
+
+    async def scenario() -> None:
+        endpoints = {"pipeline_endpoint": f"{fake_process.url}/", "persons_pipeline_endpoint": f"{fake_process.url}/p"}
+        async with started(tmp_path_factory.mktemp("streams") / "data", **endpoints) as hogflare:
+            response = await hogflare.post("/batch/", content=json.dumps(body).encode())
+            assert response.status_code == 200, response.text
+            lake = hogflare.rows(order="uuid")  # drains both sinks
+            sent = [item["uuid"] for item in body["batch"]]
+            events = sorted(fake_process.events(), key=lambda row: row["uuid"])
+            assert [row["uuid"] for row in events] == [row["uuid"] for row in lake] == sent
+            assert [row["properties"] for row in events] == [row["properties"] for row in lake]
+            snapshots = [row for row in fake_process.rows() if "operation" in row]
+            assert len(snapshots) == len(hogflare.persons())
 
     asyncio.run(scenario())

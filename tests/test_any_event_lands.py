@@ -180,8 +180,11 @@ def test_every_accepted_event_reaches_the_streams(
     fake_process.reset()
 
     async def scenario() -> None:
-        endpoints = {"pipeline_endpoint": f"{fake_process.url}/", "persons_pipeline_endpoint": f"{fake_process.url}/p"}
-        async with started(tmp_path_factory.mktemp("streams") / "data", **endpoints) as hogflare:
+        async with started(
+            tmp_path_factory.mktemp("streams") / "data",
+            pipeline_endpoint=f"{fake_process.url}/",
+            persons_pipeline_endpoint=f"{fake_process.url}/p",
+        ) as hogflare:
             response = await hogflare.post("/batch/", content=json.dumps(body).encode())
             assert response.status_code == 200, response.text
             lake = hogflare.rows(order="uuid")  # drains both sinks

@@ -171,6 +171,49 @@ def test_every_accepted_event_lands_once_and_shipping_goes_on(
     asyncio.run(scenario())
 
 
+SESSION_IDS = st.text(st.sampled_from("abcdefABCDEF0123456789-"), min_size=1, max_size=70)
+
+
+@st.composite
+def recording(draw: st.DrawFn, uuid: str) -> dict[str, Any]:
+    """A ``/s/`` item as posthog-js sends it, its rrweb events and everything else of any shape."""
+    properties = draw(st.dictionaries(st.one_of(st.sampled_from(PERSON_KEYS), TEXT), PROPERTY_VALUES, max_size=6))
+    properties["$session_id"] = draw(SESSION_IDS)
+    properties["$snapshot_data"] = draw(st.one_of(st.lists(JSON, max_size=4), st.dictionaries(TEXT, JSON, max_size=4)))
+    fields = {"event": draw(st.sampled_from(["$snapshot", "$snapshot_items"])), "uuid": uuid, "properties": properties}
+    fields["distinct_id" if draw(st.booleans()) else "$distinct_id"] = draw(IDS)
+    for name in ("timestamp", "offset", "sent_at"):
+        if draw(st.booleans()):
+            fields[name] = draw(TIMESTAMPS)
+    return fields
+
+
+@pytest.mark.timeout(900)
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    items=st.integers(1, 4).flatmap(
+        lambda n: st.tuples(*(recording(f"01890000-0000-7000-8000-{i:012x}") for i in range(n)))
+    )
+)
+def test_every_accepted_recording_lands_once(
+    tmp_path_factory: pytest.TempPathFactory, items: tuple[dict[str, Any], ...]
+) -> None:
+    async def scenario() -> None:
+        async with started(tmp_path_factory.mktemp("recordings") / "data") as hogflare:
+            body = [{**item, "properties": {**item["properties"], "token": TOKEN}} for item in items]
+            response = await hogflare.post("/s/", content=json.dumps(body).encode())
+            assert response.status_code == 200, response.text
+            rows = hogflare.rows(order="uuid")
+            assert [row["uuid"] for row in rows] == [item["uuid"] for item in items]
+            assert {row["event"] for row in rows} == {"$snapshot_items"}
+            for row, item in zip(rows, items, strict=True):
+                data = item["properties"]["$snapshot_data"]
+                assert row["properties"]["$snapshot_items"] == (data if isinstance(data, list) else [data])
+                assert row["properties"]["$session_id"] == item["properties"]["$session_id"]
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.timeout(900)
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=request())

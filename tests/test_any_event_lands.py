@@ -180,7 +180,11 @@ def recording(draw: st.DrawFn, uuid: str) -> dict[str, Any]:
     properties = draw(st.dictionaries(st.one_of(st.sampled_from(PERSON_KEYS), TEXT), PROPERTY_VALUES, max_size=6))
     properties["$session_id"] = draw(SESSION_IDS)
     properties["$snapshot_data"] = draw(st.one_of(st.lists(JSON, max_size=4), st.dictionaries(TEXT, JSON, max_size=4)))
-    fields = {"event": draw(st.sampled_from(["$snapshot", "$snapshot_items"])), "uuid": uuid, "properties": properties}
+    fields: dict[str, Any] = {
+        "event": draw(st.sampled_from(["$snapshot", "$snapshot_items"])),
+        "uuid": uuid,
+        "properties": properties,
+    }
     fields["distinct_id" if draw(st.booleans()) else "$distinct_id"] = draw(IDS)
     for name in ("timestamp", "offset", "sent_at"):
         if draw(st.booleans()):

@@ -78,6 +78,39 @@ async def test_groupidentify_leaves_persons_alone(hogflare: Hogflare) -> None:
     assert len(hogflare.persons()) == 1
 
 
+async def test_groupidentify_keeps_no_person_updates(hogflare: Hogflare) -> None:
+    """PostHog strips `$set`, `$set_once` and `$unset` from a `$groupidentify`: it changes no person."""
+    item = group_identify("company", "acme", {"name": "Acme"})
+    item["properties"].update({"$set": {"a": 2}, "$set_once": {"b": 1}, "$unset": ["c"]})
+    await send(hogflare, {**item, "$set": {"top": 1}})
+    [row] = hogflare.rows()
+    assert not {"$set", "$set_once", "$unset"} & row["properties"].keys()
+    assert row["properties"]["$group_set"] == {"name": "Acme"}
+
+
+async def test_the_group_identified_wins_over_groups_of_its_type(hogflare: Hogflare) -> None:
+    await send(hogflare, group_identify("company", "acme", {"name": "Acme"}))
+    item = group_identify("company", "newco", {"name": "New"})
+    item["properties"]["$groups"] = {"company": "acme", "project": "p1"}
+    await send(hogflare, item)
+    await send(hogflare, capture("u", {"$groups": {"company": "newco"}}, "click"))
+    [click] = hogflare.rows("event = 'click'")
+    assert click["group_properties"] == {"company": {"name": "New"}}
+    groups = {group["group_key"]: group for group in hogflare.groups()}
+    assert groups["newco"]["group_properties"] == {"name": "New"}
+    assert groups["newco"]["group_type_index"] == 0
+    assert groups["acme"]["group_properties"] == {"name": "Acme"}
+
+
+async def test_group_keys_of_the_event_replace_what_the_client_sent(hogflare: Hogflare) -> None:
+    properties = {"$groups": {"company": "acme"}, "$group_0": "client-sent", "note": "the $group_1 key is absent"}
+    await send(hogflare, capture("u", properties, "click"))
+    [row] = hogflare.rows()
+    assert row["properties"]["$group_0"] == "acme"
+    assert row["properties"]["note"] == "the $group_1 key is absent"
+    assert "$group_1" not in row["properties"]
+
+
 async def test_events_carry_their_groups(hogflare: Hogflare) -> None:
     await send(hogflare, group_identify("company", "acme", {"name": "Acme"}))
     await send(hogflare, capture("u", {"$groups": {"company": "acme", "project": "p1"}, "$set": {"a": 1}}, "click"))

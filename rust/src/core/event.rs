@@ -22,6 +22,9 @@ use super::recording::shape_recording;
 use super::request::RouteKind;
 use super::timestamp::{self, ClientTime};
 
+/// The person updates an event can carry, at its top level and in its properties.
+const PERSON_UPDATES: [&str; 3] = ["$set", "$set_once", "$unset"];
+
 /// Why an item was dropped; the name is what logs and metrics show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
@@ -266,11 +269,20 @@ fn normalize_inner(
         warnings.push(Warning::TimestampAdjusted);
     }
 
+    // An event that updates no person loses its person updates, top level and in its
+    // properties, as on PostHog: they would read as if they had been applied.
+    let updates_no_person = event == "$groupidentify"
+        || known
+            .process_person_profile
+            .is_some_and(|value| value.as_bool() == Some(false));
     let mut edits = PropertyEdits::new();
-    for key in ["$set", "$set_once", "$unset"] {
+    for key in PERSON_UPDATES {
         if let Some(raw) = non_null(item.take(key)) {
             edits.top_level(&known, key, raw);
         }
+    }
+    if updates_no_person {
+        edits.strip(&PERSON_UPDATES);
     }
     let lifted: &[(&str, &'static str)] = match ctx.route {
         RouteKind::Identify => &[("$anon_distinct_id", "$anon_distinct_id")],
@@ -296,7 +308,7 @@ fn normalize_inner(
     }
     match ctx.route {
         // Hogflare's /identify treats plain properties as the person's `$set`.
-        RouteKind::Identify if !known.has("$set") && !known.has("$set_once") => {
+        RouteKind::Identify if !known.has("$set") && !known.has("$set_once") && !updates_no_person => {
             let set = plain_keys(&properties_raw, &["distinct_id", "token"]);
             if set != "{}" {
                 edits.add(&known, "$set", set);

@@ -52,25 +52,30 @@ impl Group {
     }
 }
 
-/// The event's properties with PostHog's `$group_<index>` keys added for the groups it names
-/// (`None` when there are none to add). A key the client already sent is left as it is.
+/// The event's properties with PostHog's `$group_<index>` keys set for the groups it names
+/// (`None` when there are none). They say which groups the event went with, so a key the client
+/// sent itself is replaced, as PostHog does.
 pub fn property_entries(properties: &str, groups: &[Option<String>; MAX_GROUP_TYPES]) -> Option<String> {
-    const NAMES: [(&str, &str); MAX_GROUP_TYPES] = [
-        ("$group_0", "\"$group_0\""),
-        ("$group_1", "\"$group_1\""),
-        ("$group_2", "\"$group_2\""),
-        ("$group_3", "\"$group_3\""),
-        ("$group_4", "\"$group_4\""),
-    ];
+    const NAMES: [&str; MAX_GROUP_TYPES] = ["$group_0", "$group_1", "$group_2", "$group_3", "$group_4"];
     let additions: Vec<(&str, String)> = groups
         .iter()
         .zip(NAMES)
-        .filter_map(|(key, (name, quoted))| {
-            let key = key.as_deref()?;
-            (!properties.contains(quoted)).then(|| (name, rawjson::string_literal(key)))
-        })
+        .filter_map(|(key, name)| Some((name, rawjson::string_literal(key.as_deref()?))))
         .collect();
-    (!additions.is_empty()).then(|| rawjson::append_entries(properties, &additions))
+    if additions.is_empty() {
+        return None;
+    }
+    // Usually no such key is there (nor could be, without this text), and the additions are
+    // spliced onto the SDK's text.
+    if !properties.contains("$group_") && !properties.contains('\\') {
+        return Some(rawjson::append_entries(properties, &additions));
+    }
+    let mut object = rawjson::RawObject::parse(properties).ok()?;
+    for (name, raw) in additions {
+        object.entries.retain(|(key, _)| key != name);
+        object.entries.push((name.into(), raw.into()));
+    }
+    Some(object.to_json())
 }
 
 #[derive(Clone, Copy)]

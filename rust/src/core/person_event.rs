@@ -209,9 +209,11 @@ impl PersonEvent {
                 .collect();
         }
         if let Some(group) = &out.group_identify {
-            if !out.groups.iter().any(|(group_type, _)| *group_type == group.group_type) {
-                out.groups.push((group.group_type.clone(), group.group_key.clone()));
-            }
+            // The group identified is the event's group of its type, even where `$groups` names
+            // another: the row's group columns and `group_properties` then show the group the
+            // event changed (which the `groups` view reads), not one it did not touch.
+            out.groups.retain(|(group_type, _)| *group_type != group.group_type);
+            out.groups.push((group.group_type.clone(), group.group_key.clone()));
         }
         if out.mode != PersonMode::Full {
             return out;
@@ -305,14 +307,14 @@ pub fn is_illegal_merge_id(id: &str) -> bool {
         "false",
     ];
     const EXACT: [&str; 7] = ["[object Object]", "NaN", "None", "none", "null", "0", "undefined"];
-    let trimmed = id.trim();
-    if trimmed.is_empty() {
+    if id.trim().is_empty() {
         return true;
     }
+    // Only the emptiness check trims, as PostHog's does: `" anonymous "` is a legal id.
     let bare = [('"', '"'), ('\'', '\'')]
         .iter()
-        .find_map(|(open, close)| trimmed.strip_prefix(*open)?.strip_suffix(*close))
-        .unwrap_or(trimmed);
+        .find_map(|(open, close)| id.strip_prefix(*open)?.strip_suffix(*close))
+        .unwrap_or(id);
     ANY_CASE.iter().any(|illegal| bare.eq_ignore_ascii_case(illegal)) || EXACT.contains(&bare)
 }
 

@@ -160,7 +160,17 @@ fn illegal_merge_ids() {
     ] {
         assert!(is_illegal_merge_id(id), "{id:?}");
     }
-    for id in ["user-1", "Null", "NULL", "00", "nan"] {
+    // Space around an id makes it another id: only an id of nothing but space is illegal.
+    for id in [
+        "user-1",
+        "Null",
+        "NULL",
+        "00",
+        "nan",
+        " anonymous ",
+        " null",
+        "' guest'",
+    ] {
         assert!(!is_illegal_merge_id(id), "{id:?}");
     }
 }

@@ -103,6 +103,8 @@ pub(super) struct PropertyEdits<'a> {
     pub merge: Vec<(&'static str, Cow<'a, str>)>,
     /// Entries for an object such as `$set`, each added only where the event does not have it.
     pub defaults: Vec<(&'static str, Entries)>,
+    /// Keys removed from the properties, whatever else would add them.
+    strip: &'static [&'static str],
 }
 
 impl<'a> PropertyEdits<'a> {
@@ -111,7 +113,13 @@ impl<'a> PropertyEdits<'a> {
             append: Vec::new(),
             merge: Vec::new(),
             defaults: Vec::new(),
+            strip: &[],
         }
+    }
+
+    /// Remove `keys` from the properties; edits of them are dropped.
+    pub fn strip(&mut self, keys: &'static [&'static str]) {
+        self.strip = keys;
     }
 
     pub fn add(&mut self, known: &Known<'_>, key: &'static str, raw: String) {
@@ -130,6 +138,11 @@ impl<'a> PropertyEdits<'a> {
     /// The edited properties; `None` when properties that must be parsed are not an object.
     /// Without merges the SDK's text is kept byte for byte and the edits are spliced into it.
     pub fn finish(mut self, known: &Known<'_>, properties: Cow<'_, str>) -> Option<String> {
+        let strip = self.strip;
+        self.append.retain(|(key, _)| !strip.contains(key));
+        self.merge.retain(|(key, _)| !strip.contains(key));
+        self.defaults.retain(|(key, _)| !strip.contains(key));
+        let stripping = strip.iter().any(|key| known.has(key));
         let mut nested = Vec::new();
         for (key, entries) in std::mem::take(&mut self.defaults) {
             if let Some((_, raw)) = self.append.iter_mut().find(|(k, _)| *k == key) {
@@ -142,7 +155,7 @@ impl<'a> PropertyEdits<'a> {
                 self.append.push((key, object_of(&entries)));
             }
         }
-        if self.merge.is_empty() {
+        if self.merge.is_empty() && !stripping {
             let append = |text: &str| rawjson::append_entries(text, &self.append);
             if nested.is_empty() {
                 return Some(if self.append.is_empty() {
@@ -160,6 +173,7 @@ impl<'a> PropertyEdits<'a> {
             }
         }
         let mut object = RawObject::parse(&properties).ok()?;
+        object.entries.retain(|(key, _)| !strip.contains(&key.as_ref()));
         for (key, top) in &self.merge {
             let merged = merge_raw(key, object.get(key).unwrap_or("{}"), top);
             object.set(*key, merged);

@@ -75,7 +75,7 @@ def encoded(body: dict[str, Any], encoding: str, route: str) -> tuple[str, bytes
 
 
 @pytest.mark.timeout(900)
-@settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=flags_body(), route=st.sampled_from(ROUTES), encoding=st.sampled_from(ENCODINGS))
 def test_any_flags_request_gets_an_answer_or_a_clear_refusal(
     tmp_path_factory: pytest.TempPathFactory, body: dict[str, Any], route: str, encoding: str

@@ -453,6 +453,21 @@ async def test_config_true_merges_the_remote_config_fields(flagged: Hogflare, pa
     assert answer["analytics"] == {"endpoint": "/i/v0/e/"}
 
 
+async def test_the_configured_project_token_is_named_in_the_config(tmp_path: Path) -> None:
+    """Hogflare's `POSTHOG_API_KEY` appears as `config.apiToken`; without it the key is absent."""
+    for api_key in ("phc_configured", None):
+        app = App(make_settings(tmp_path / f"data-{api_key}", api_key=api_key))
+        await app.startup()
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                for path in ("/decide/?v=3", "/flags/?v=2&config=true"):
+                    answer = (await client.post(path, json={"token": TOKEN, "distinct_id": "u"})).json()
+                    assert answer["config"].get("apiToken") == api_key, path
+        finally:
+            await app.shutdown()
+
+
 async def test_remote_config_says_there_are_flags(flagged: Hogflare) -> None:
     config = (await flagged.client.get(f"/array/{TOKEN}/config")).json()
     assert config["hasFeatureFlags"] is True

@@ -268,7 +268,7 @@ def doctor(data_dir: DataDir = None) -> None:
         raise typer.Exit(1)
 
 
-@cli.command(hidden=True)
+@cli.command()
 def ship(data_dir: DataDir = None) -> None:
     """Run the shipper of a data directory in the foreground (the server starts one itself)."""
     from hogflare.logs import configure

@@ -76,7 +76,8 @@ def config_fields(settings: Settings, *, has_feature_flags: bool) -> dict[str, A
         "heatmaps": config.heatmaps,
         "surveys": config.surveys,
         "siteApps": [],
-        "config": {"enable_collect_everything": True},
+        # Hogflare's answers name the project token here (`POSTHOG_API_KEY`); SDKs do not read it.
+        "config": {"enable_collect_everything": True, **({"apiToken": settings.api_key} if settings.api_key else {})},
         "toolbarParams": {},
         "isAuthenticated": False,
     }

@@ -184,12 +184,17 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
     } else {
         let (decoded, encoding_hint) = apply_content_encoding(parts.body, parts.content_encoding, cap)?;
         let body = decoded.unwrap_or_else(|| parts.body.to_vec());
-        // curl and some proxies label JSON as a form; a body that starts like JSON is JSON.
+        // curl and some proxies label any body a form: one that starts like JSON is JSON, and
+        // gzip or base64 (which no form can be) are what their bytes say.
         let looks_like_json = body
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| matches!(b, b'{' | b'['));
-        let is_form = (is_form_content_type(parts.content_type) && !looks_like_json) || body.starts_with(b"data=");
+        let is_form = (is_form_content_type(parts.content_type)
+            && !looks_like_json
+            && !codec::is_gzip(&body)
+            && !codec::looks_like_base64(&body))
+            || body.starts_with(b"data=");
         if is_form {
             let mut data = None;
             for (key, value) in form_urlencoded::parse(&body) {

@@ -105,6 +105,22 @@ fn form_body_with_base64_data_and_the_plus_repair() {
 }
 
 #[test]
+fn gzip_and_base64_bodies_labelled_a_form_are_what_their_bytes_say() {
+    // `curl --data-binary @events.gz` labels the body a form.
+    let json = br#"[{"event":"e","distinct_id":"d"}]"#;
+    let form = Some("application/x-www-form-urlencoded");
+    for (body, query) in [
+        (gz(json), &b""[..]),
+        (gz(json), b"compression=gzip-js"),
+        (b64(json).into_bytes(), b""),
+        (b64(&gz(json)).into_bytes(), b"compression=base64"),
+    ] {
+        let out = unpack(&parts(RouteKind::Event, &body, query, form), CAP).unwrap();
+        assert_eq!(first_event(&out), "e");
+    }
+}
+
+#[test]
 fn gzip_body_with_and_without_hints() {
     let body = gz(br#"[{"event":"e","distinct_id":"d"}]"#);
     for query in [&b""[..], b"compression=gzip-js", b"compression=base64&_=1700000000000"] {

@@ -294,6 +294,18 @@ INITIAL: list[tuple[str, list[dict[str, Any]], dict[str, Any], list[str]]] = [
         [],
     ),
     ("keys outside the list are not person properties", [{"plan": "pro", "$lib": "web"}], {}, ["plan", "$lib"]),
+    (
+        "$os_name stands for a missing $os",
+        [{"$os_name": "iOS", "$app_version": "1.0"}],
+        {"$os": "iOS", "$initial_os": "iOS", "$app_version": "1.0", "$initial_app_version": "1.0"},
+        ["$os_name", "$initial_os_name"],
+    ),
+    (
+        "$os wins over $os_name",
+        [{"$os_name": "iOS", "$os": "iPadOS"}],
+        {"$os": "iPadOS", "$initial_os": "iPadOS"},
+        ["$os_name", "$initial_os_name"],
+    ),
 ]  # fmt: skip
 
 
@@ -306,6 +318,9 @@ async def test_initial_and_utm_properties(
     merged = person_of(hogflare, "ivan")["merged_properties"]
     assert {key: merged.get(key) for key in present} == present
     assert [key for key in absent if key in merged] == []
+    if "$os_name" in events[0]:
+        # The event itself gets the `$os` PostHog reads `$os_name` as.
+        assert hogflare.rows()[0]["properties"]["$os"] == present["$os"]
 
 
 # --- Fast-changing keys ---------------------------------------------------------------------------
@@ -653,6 +668,19 @@ async def test_illegal_distinct_id_is_not_merged_into(hogflare: Hogflare, illega
     assert person["merged_properties"] == {"b": 2}
     [row] = event_rows(hogflare, "$create_alias")
     assert row["person_id"] == person_uuid(illegal)
+
+
+async def test_an_anon_id_of_another_type_is_read_as_posthog_reads_it(hogflare: Hogflare) -> None:
+    """PostHog's ingestion takes `String()` of it: an object is `[object Object]` (illegal), a list
+    its items joined by commas."""
+    await send(hogflare, capture("1,2"), capture("user-a"), capture("user-b"))
+    await send(
+        hogflare,
+        capture("user-a", {"$anon_distinct_id": {"id": 1}}, "$identify"),
+        capture("user-b", {"$anon_distinct_id": [1, 2]}, "$identify"),
+    )
+    assert person_of(hogflare, "user-a")["distinct_ids"] == ["user-a"]
+    assert sorted(person_of(hogflare, "user-b")["distinct_ids"]) == ["1,2", "user-b"]
 
 
 @pytest.mark.parametrize("lookalike", LEGAL_LOOKALIKES)

@@ -324,6 +324,11 @@ fn normalize_inner(
             rawjson::string_literal(&timestamp::format_rfc3339(sent_at)),
         );
     }
+    if let Some(os_name) = known.os_name_only {
+        // PostHog reads `$os_name` as `$os` where an SDK sends only the former (its person then
+        // gets `$os` and `$initial_os`, never `$os_name`).
+        edits.add(&known, "$os", sonic_rs::to_string(os_name).unwrap_or_default());
+    }
     ctx.enrichment.apply(&known, &mut edits);
 
     let Some(mut properties_json) = edits.finish(&known, properties_raw) else {

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use sonic_rs::JsonValueTrait;
+use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 
 use super::json_entries;
 use super::person::PropertyUpdate;
@@ -65,12 +65,48 @@ pub struct PersonEvent {
     pub group_identify: Option<GroupIdentify>,
 }
 
+/// An id or group name as PostHog's ingestion reads one: a string as it is, any other value as
+/// JavaScript's `String()` writes it (an object is `[object Object]`, which is no legal id).
 fn text(raw: &str) -> Option<String> {
     if rawjson::is_null(raw) {
         return None;
     }
-    let text = rawjson::as_str(raw).map_or_else(|| raw.trim().to_owned(), Cow::into_owned);
+    let text = match rawjson::as_str(raw) {
+        Some(text) => text.into_owned(),
+        None => sonic_rs::from_str::<Value>(raw).map_or_else(|_| raw.trim().to_owned(), |value| js_string(&value)),
+    };
     (!text.is_empty()).then_some(text)
+}
+
+fn js_string(value: &Value) -> String {
+    match value.get_type() {
+        JsonType::Null => String::new(),
+        JsonType::Boolean => value.as_bool().unwrap_or_default().to_string(),
+        JsonType::String => value.as_str().unwrap_or_default().to_owned(),
+        JsonType::Object => "[object Object]".to_owned(),
+        JsonType::Array => value
+            .as_array()
+            .map(|items| items.iter().map(js_string).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
+        JsonType::Number => value.as_f64().map(js_number).unwrap_or_default(),
+    }
+}
+
+/// A number as JavaScript prints it: the shortest digits that read back, in exponent form
+/// outside 1e-6..1e21.
+fn js_number(number: f64) -> String {
+    if number == 0.0 {
+        return "0".to_owned();
+    }
+    let magnitude = number.abs();
+    if (1e-6..1e21).contains(&magnitude) {
+        return number.to_string();
+    }
+    let text = format!("{number:e}");
+    match text.split_once('e') {
+        Some((digits, exponent)) if !exponent.starts_with('-') => format!("{digits}e+{exponent}"),
+        _ => text,
+    }
 }
 
 /// The entries of an object among the properties (valid JSON since the request was parsed);
@@ -249,7 +285,8 @@ impl PersonEvent {
             let (mut seen_set, mut seen_once) = (0u64, 0u64);
             for (index, key, value) in &found.initial {
                 let index = *index;
-                if is_server && matches!(key.as_ref(), "$os" | "$os_version") {
+                // `$os_name` stands for `$os`, which decoding added beside it when it was missing.
+                if key == "$os_name" || is_server && matches!(key.as_ref(), "$os" | "$os_version") {
                     continue;
                 }
                 let bit = 1u64 << index;

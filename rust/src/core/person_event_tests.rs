@@ -174,3 +174,27 @@ fn illegal_merge_ids() {
         assert!(!is_illegal_merge_id(id), "{id:?}");
     }
 }
+
+#[test]
+fn ids_of_other_types_read_as_javascript_writes_them() {
+    for (raw, id) in [
+        (r#"{"a":1}"#, "[object Object]"),
+        ("[1,[2,null],true]", "1,2,,true"),
+        ("[]", ""),
+        ("12", "12"),
+        ("1.0", "1"),
+        ("-0", "0"),
+        ("1.5e21", "1.5e+21"),
+        ("0.0000001", "1e-7"),
+        ("0.000001", "0.000001"),
+        ("false", "false"),
+    ] {
+        let properties = format!(r#"{{"$anon_distinct_id":{raw}}}"#);
+        let read = PersonEvent::read("$identify", &properties);
+        assert_eq!(
+            read.identity.map(|op| op.other),
+            (!id.is_empty()).then(|| id.to_owned()),
+            "{raw}"
+        );
+    }
+}

@@ -24,6 +24,8 @@ pub(super) struct Known<'v> {
     /// The event's own address: it is located instead of the request's.
     pub ip: Option<&'v Value>,
     pub process_person_profile: Option<&'v Value>,
+    /// `$os_name`, which some SDKs send instead of `$os`, unless `$os` is there too.
+    pub os_name_only: Option<&'v Value>,
     present: u16,
     /// Which of `geoip::FIELDS` the event carries.
     geoip_present: u16,
@@ -60,8 +62,11 @@ impl<'v> Known<'v> {
         let Some(object) = properties.as_object() else {
             return known;
         };
+        let mut has_os = false;
         for (key, value) in object {
             match key {
+                "$os" => has_os = true,
+                "$os_name" => known.os_name_only = Some(value),
                 "distinct_id" => known.distinct_id = Some(value),
                 "$distinct_id" => known.dollar_distinct_id = Some(value),
                 "token" => known.token = Some(value),
@@ -80,6 +85,13 @@ impl<'v> Known<'v> {
                     }
                 }
             }
+        }
+        if has_os
+            || known
+                .os_name_only
+                .is_some_and(|value| value.is_null() || value.as_str() == Some(""))
+        {
+            known.os_name_only = None;
         }
         known
     }

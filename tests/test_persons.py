@@ -721,6 +721,30 @@ async def test_personless_event(tmp_path: Path, team_id: int | None) -> None:
         assert person["team_id"] == team_id
 
 
+async def test_identify_after_personless_events_keeps_their_person_id(hogflare: Hogflare) -> None:
+    """posthog-js's default (`person_profiles: 'identified_only'`): an anonymous visitor's events
+    are personless until `identify`; the person then created takes the uuid they already carry."""
+    await send(hogflare, capture("anon-p", {"$process_person_profile": False}, "$pageview", timestamp=at(1)))
+    await send(hogflare, identify("user-p", "anon-p", {"$set": {"email": "p@example.com"}}, timestamp=at(2)))
+    await send(hogflare, capture("user-p", {"$set": {"plan": "pro"}}, "bought", timestamp=at(3)))
+    person = person_of(hogflare, "user-p")
+    assert sorted(person["distinct_ids"]) == ["anon-p", "user-p"]
+    assert person["person_id"] == person_uuid("anon-p")
+    assert {row["event"]: row["person_id"] for row in hogflare.rows()} == dict.fromkeys(
+        ["$pageview", "$identify", "bought"], person_uuid("anon-p")
+    )
+    # Without personless events before, the identified id names the person, as before.
+    await send(hogflare, identify("user-q", "anon-q"))
+    assert person_of(hogflare, "anon-q")["person_id"] == person_uuid("user-q")
+
+
+async def test_a_merged_person_is_newer_than_either(hogflare: Hogflare) -> None:
+    await send(hogflare, *(capture("mv-anon", {"$set": {"n": n}}, timestamp=at(1 + n)) for n in range(4)))
+    await send(hogflare, capture("mv-user", {"$set": {"a": 1}}, timestamp=at(6)))
+    await send(hogflare, identify("mv-user", "mv-anon", timestamp=at(7)))
+    assert person_of(hogflare, "mv-user")["version"] == 4
+
+
 async def test_personless_event_of_a_known_person(hogflare: Hogflare) -> None:
     await send(hogflare, capture("known", {"$set": {"a": 1}}, timestamp=at(1)))
     await send(hogflare, capture("known", PERSONLESS, "$pageview", timestamp=at(2)))

@@ -91,9 +91,11 @@ def at(index: int) -> dt.datetime:
 class Model:
     def __init__(self) -> None:
         self.by_id: dict[str, Person] = {}
+        #: Ids personless events used while they had no person.
+        self.personless: set[str] = set()
 
-    def create(self, ids: list[str], index: int, s: Step) -> Person:
-        person = Person(person_uuid(ids[0]), index, list(ids), {**s.set_once, **s.set})
+    def create(self, ids: list[str], index: int, s: Step, uuid_of: str | None = None) -> Person:
+        person = Person(person_uuid(uuid_of or ids[0]), index, list(ids), {**s.set_once, **s.set})
         for distinct_id in ids:
             self.by_id[distinct_id] = person
         return person
@@ -110,6 +112,7 @@ class Model:
         if s.kind == "personless":
             known = self.by_id.get(s.distinct_id)
             if known is None:
+                self.personless.add(s.distinct_id)
                 return Landed(person_uuid(s.distinct_id), PERSONLESS_CREATED_AT, {})
             return Landed(known.uuid, at(known.created), {})
         person = self.identity(index, s)
@@ -131,7 +134,9 @@ class Model:
             mine.ids.append(other)
             self.by_id[other] = person = mine
         elif mine is None or theirs is None:
-            person = self.create([into, other], index, s)
+            # The uuid comes from the other id when only it was used by personless events.
+            personless_other = other in self.personless and into not in self.personless
+            person = self.create([into, other], index, s, uuid_of=other if personless_other else into)
         elif mine is theirs or (theirs.identified and s.kind != "merge"):
             person = mine
         else:

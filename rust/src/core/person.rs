@@ -214,7 +214,9 @@ impl Person {
             }
         }
         self.is_identified = true;
-        self.version += 1;
+        // Higher than either's, as PostHog counts it: a reader ordering snapshots by version
+        // sees the merged person after everything either person was.
+        self.version = self.version.max(other.version) + 1;
     }
 
     /// All properties, as PostHog shows a person: a JSON object.

@@ -44,10 +44,20 @@ impl PersonWork<'_> {
         let into = self.resolve(txn, project, distinct_id)?;
         let id = match (other, into) {
             (None, None) => {
+                // As PostHog does, the person takes its uuid from the other id when only that
+                // one was used by personless events: the rows they wrote already carry it.
+                let uuid_of = if self.was_personless(txn, project, &op.other)?
+                    && !self.was_personless(txn, project, distinct_id)?
+                {
+                    op.other.as_str()
+                } else {
+                    distinct_id
+                };
                 let id = self.create(
                     txn,
                     project,
                     team_key,
+                    uuid_of,
                     &[distinct_id, &op.other],
                     timestamp,
                     &fields.update,

@@ -145,7 +145,7 @@ impl Model {
                 self.properties.push((key.clone(), value.clone(), *once));
             }
         }
-        self.version += 1;
+        self.version = self.version.max(other.version) + 1;
     }
 
     fn json(&self, once: Option<bool>) -> String {

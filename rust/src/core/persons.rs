@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64};
+use heed::types::{Bytes, Unit, U64};
 use heed::{Database, Env, RwTxn};
 use uuid::Uuid;
 
@@ -76,6 +76,9 @@ pub struct PersonDbs {
     distinct_ids: Database<Bytes, U64<BigEndian>>,
     pub groups: GroupDbs,
     meta: Database<Bytes, Bytes>,
+    /// project(4) ‖ distinct id, for each id a personless event used while it had no person
+    /// (PostHog's `posthog_personlessdistinctid`).
+    personless: Database<Bytes, Unit>,
 }
 
 impl PersonDbs {
@@ -85,6 +88,7 @@ impl PersonDbs {
             distinct_ids: env.create_database(txn, Some("distinct_ids"))?,
             groups: GroupDbs::create(env, txn)?,
             meta: env.create_database(txn, Some("persons_meta"))?,
+            personless: env.create_database(txn, Some("personless_ids"))?,
         })
     }
 
@@ -223,6 +227,15 @@ impl<'a> PersonWork<'a> {
         Ok(Some((header.uuid, header.created_at)))
     }
 
+    /// Whether a personless event used `distinct_id` while it had no person.
+    fn was_personless(&self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<bool> {
+        Ok(self
+            .dbs
+            .personless
+            .get(txn, &name_key(project, None, distinct_id))?
+            .is_some())
+    }
+
     /// The id of the person a distinct id belongs to, as stored.
     fn person_id(&self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
         Ok(self.dbs.distinct_ids.get(txn, &name_key(project, None, distinct_id))?)
@@ -269,24 +282,21 @@ impl<'a> PersonWork<'a> {
         Ok(())
     }
 
+    /// A new person with `distinct_ids`, its uuid derived from `uuid_of` (one of them).
+    #[allow(clippy::too_many_arguments)]
     fn create(
         &mut self,
         txn: &mut RwTxn,
         project: u32,
         team_key: &str,
+        uuid_of: &str,
         distinct_ids: &[&str],
         created_at: i64,
         update: &PropertyUpdate,
     ) -> Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut person = Person::new(
-            id,
-            person_uuid(team_key, distinct_ids[0]),
-            created_at,
-            distinct_ids[0],
-            update,
-        );
+        let mut person = Person::new(id, person_uuid(team_key, uuid_of), created_at, distinct_ids[0], update);
         for distinct_id in distinct_ids {
             if !person.distinct_ids.iter().any(|known| known == distinct_id) {
                 person.distinct_ids.push((*distinct_id).to_owned());
@@ -322,18 +332,24 @@ impl<'a> PersonWork<'a> {
                 if let Some(id) = known {
                     self.attach(id, &mut applied)?;
                 } else {
-                    applied.person = Some(match self.peek(txn, project, distinct_id)? {
-                        Some((uuid, created_at)) => RowPerson {
+                    let row = if let Some((uuid, created_at)) = self.peek(txn, project, distinct_id)? {
+                        RowPerson {
                             uuid,
                             created_at,
                             properties: Some("{}".into()),
-                        },
-                        None => RowPerson {
+                        }
+                    } else {
+                        if fields.mode == PersonMode::Personless {
+                            let key = name_key(project, None, distinct_id);
+                            self.dbs.personless.get_or_put(txn, &key, &())?;
+                        }
+                        RowPerson {
                             uuid: person_uuid(team_key, distinct_id),
                             created_at: PERSONLESS_CREATED_AT,
                             properties: Some("{}".into()),
-                        },
-                    });
+                        }
+                    };
+                    applied.person = Some(row);
                 }
             }
             PersonMode::Full => {
@@ -352,7 +368,15 @@ impl<'a> PersonWork<'a> {
                             }
                             id
                         }
-                        None => self.create(txn, project, team_key, &[distinct_id], timestamp, &fields.update)?,
+                        None => self.create(
+                            txn,
+                            project,
+                            team_key,
+                            distinct_id,
+                            &[distinct_id],
+                            timestamp,
+                            &fields.update,
+                        )?,
                     },
                 };
                 self.attach(id, &mut applied)?;

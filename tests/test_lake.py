@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.table import DataScan, Table
 
 from hogflare import lake as lake_module
@@ -70,8 +70,13 @@ async def test_compaction_rewrites_small_files_and_keeps_every_row_once(hogflare
     assert len({row["uuid"] for row in rows}) == len(rows)
 
 
+@pytest.mark.parametrize(
+    "conflict",
+    [CommitFailedException("another commit won"), ValidationException("Added data files were found")],
+    ids=["commit failed", "files added to the day"],
+)
 async def test_compaction_outlasts_commits_elsewhere_and_says_when_it_gives_up(
-    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch
+    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch, conflict: Exception
 ) -> None:
     """A commit by the shipper meanwhile fails the compaction's commit; it tries again on the new
     snapshot, reading the day's rows again only when that commit touched the day's files."""
@@ -85,7 +90,7 @@ async def test_compaction_outlasts_commits_elsewhere_and_says_when_it_gives_up(
         nonlocal conflicts
         if conflicts:
             conflicts -= 1
-            raise CommitFailedException("another commit won")
+            raise conflict
         overwrite(self, *args, **kwargs)
 
     def counted_to_arrow(self: DataScan) -> pa.Table:

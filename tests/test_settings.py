@@ -31,6 +31,13 @@ from tests.helpers.server import HOGFLARE
         ("HOGFLARE_LOG_LEVEL", "verbose"),
         # Checked here, not only by each worker as it starts (which Granian would restart forever).
         ("HOGFLARE_TRUSTED_PROXIES", "10.0.0.0/8,not-a-network"),
+        # Values the store, Granian or a thread's wait would fail on only once the server runs.
+        ("POSTHOG_TEAM_ID", "99999999999999999999"),
+        ("POSTHOG_TEAM_ID", "-5"),
+        ("HOGFLARE_FLUSH_ROWS", "99999999999999999999"),
+        ("HOGFLARE_MAX_EVENT_BYTES", "99999999999999999999"),
+        ("HOGFLARE_SHUTDOWN_TIMEOUT_SECS", "1e9"),
+        ("HOGFLARE_LMDB_MAP_SIZE", "4096"),
     ],
 )
 def test_serve_refuses_a_bad_setting_by_name(tmp_path: Path, variable: str, value: str) -> None:
@@ -88,4 +95,47 @@ def test_serve_says_when_the_data_directory_cannot_be_written(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert f"error: the data directory {blocker / 'data'} cannot be written" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_map_size_of_any_round_number_opens_the_store(tmp_path: Path) -> None:
+    """LMDB wants whole pages; a size in decimal units is rounded up rather than refused."""
+    from hogflare.commit import open_store
+
+    settings = Settings.from_env({"HOGFLARE_LMDB_MAP_SIZE": "1000000000"}, data_dir=tmp_path)
+    assert open_store(settings).outbox_state()[0] >= 1
+
+
+def test_serve_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
+    """Granian's listeners share a port (``SO_REUSEPORT``): without the check a second server would
+    take half of the first one's requests into another data directory."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = subprocess.run(
+            [HOGFLARE, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+@pytest.mark.parametrize("host", ["no-such-host.invalid", "10.255.255.1"])
+def test_serve_refuses_an_address_it_cannot_listen_on(tmp_path: Path, host: str) -> None:
+    result = subprocess.run(
+        [HOGFLARE, "serve", "--host", host, "--port", "18080", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"error: cannot listen on {host}:18080" in result.stderr
     assert "Traceback" not in result.stderr

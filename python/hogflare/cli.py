@@ -79,6 +79,7 @@ def serve(
     except OSError as exc:
         typer.echo(f"error: the data directory {settings.data_dir} cannot be written: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
+    bind_host = _bindable(bind_host, bind_port)
     # Workers and the shipper read their settings from the environment.
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
@@ -116,6 +117,27 @@ def _check_geoip(settings: Settings) -> None:
     except ValueError as exc:
         typer.echo(f"error: invalid setting: HOGFLARE_GEOIP_DB: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _bindable(host: str, port: int) -> str:
+    """The address to listen on, as the IP Granian wants, once it is known to be free: Granian
+    binds with ``SO_REUSEPORT``, so a second server on a taken port would silently share it."""
+    import socket
+
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        typer.echo(f"error: cannot listen on {host}:{port}: {host!r} is not an address of this machine", err=True)
+        raise typer.Exit(2) from exc
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # A previous run's connections in TIME_WAIT do not hold the port; a listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from exc
+    return str(address[0])
 
 
 def _fresh_metrics_dir(data_dir: Path) -> Path:

@@ -17,10 +17,14 @@ GiB = 1 << 30
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 #: Durations (seconds, may be fractional) and sizes cannot be negative; some must be positive.
-Seconds = Annotated[float, msgspec.Meta(ge=0)]
-PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
-Count = Annotated[int, msgspec.Meta(ge=0)]
-PositiveCount = Annotated[int, msgspec.Meta(gt=0)]
+#: Beyond the upper bounds (a year; 2**62) the values mean nothing, and the libraries they are
+#: handed to (the store, Granian, the thread waits) fail on them after the server has started.
+_MAX_SECONDS = 365 * 86_400
+_MAX_COUNT = 1 << 62
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=_MAX_SECONDS)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=_MAX_SECONDS)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)]
+PositiveCount = Annotated[int, msgspec.Meta(gt=0, le=_MAX_COUNT)]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -28,7 +32,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     data_dir: Path = Path("data")
     project_tokens: tuple[str, ...] = ()
-    team_id: int | None = None
+    team_id: Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)] | None = None
     api_key: str | None = None
     session_recording_endpoint: str | None = None
     person_debug_token: str | None = None
@@ -42,14 +46,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     personal_api_keys: tuple[str, ...] = ()
     project_secret_keys: tuple[str, ...] = ()
     signing_secret: str | None = None
-    signature_tolerance_secs: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    signature_tolerance_secs: Annotated[int, msgspec.Meta(ge=0, le=_MAX_SECONDS)] | None = None
     trusted_proxies: tuple[str, ...] = ()
     store_ip: bool = True
     geoip_db: str | None = None
 
     dedupe_window_days: PositiveCount = 7
     outbox_max_bytes: Count = 8 * GiB
-    lmdb_map_size: PositiveCount = 256 * GiB
+    #: At least 64 MiB: below that the store cannot hold its own tables; rounded to whole pages.
+    lmdb_map_size: Annotated[int, msgspec.Meta(ge=64 << 20, le=_MAX_COUNT)] = 256 * GiB
     flush_interval_secs: Seconds = 5.0
     flush_rows: PositiveCount = 50_000
     #: Threads writing one chunk's Parquet files; 0: one per core, at most four.

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.exceptions import CommitFailedException, ValidationException
 from pyiceberg.io import PY_IO_IMPL, FileIO
 from pyiceberg.manifest import ManifestEntryStatus, ManifestFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -414,8 +414,10 @@ class Lake:
                     properties[key] = str(value)
             try:
                 table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=properties)
-            except CommitFailedException:
-                continue  # the shipper committed meanwhile: try again on its snapshot
+            except (CommitFailedException, ValidationException):
+                # The shipper committed meanwhile (to this day's files, pyiceberg's conflict
+                # check says): try again on its snapshot.
+                continue
             return len(tasks)
         raise CompactionConflictError(
             f"{name} {day}: the shipper committed to the table during each of {_COMPACT_ATTEMPTS} attempts; "

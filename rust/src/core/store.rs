@@ -123,7 +123,8 @@ impl Store {
             .map_err(|err| CoreError::Store(format!("cannot create {}: {err}", path.display())))?;
         let mut options = EnvOpenOptions::new();
         options
-            .map_size(config.map_size)
+            // LMDB wants whole pages; 64 KiB is a multiple of every page size Linux uses.
+            .map_size(config.map_size.div_ceil(64 << 10) * (64 << 10))
             .max_dbs(16)
             .max_readers(config.max_readers);
         #[allow(unsafe_code)]

@@ -72,6 +72,8 @@ async def test_metrics_count_requests_events_and_what_waits_for_the_lake(hogflar
     assert (await hogflare.post("/batch", batch(event(distinct_id="user-3"), no_distinct_id))).status_code == 200
     assert (await hogflare.post("/i/v0/e/", {"api_key": TOKEN, **first})).status_code == 200  # a duplicate
     assert (await hogflare.post("/i/v0/e/", event())).status_code == 401  # no token
+    # A request whose every event is dropped is refused, and its drops counted all the same.
+    assert (await hogflare.post("/i/v0/e/", {"api_key": TOKEN, **no_distinct_id})).status_code == 400
     too_big = await hogflare.post("/batch/", b"[" + b" " * MAX_BODY + b"]", headers={"content-type": "text/plain"})
     assert too_big.status_code == 413
     assert (await hogflare.client.get("/wp-login.php")).status_code == 404
@@ -83,13 +85,14 @@ async def test_metrics_count_requests_events_and_what_waits_for_the_lake(hogflar
     assert change(requests, route="/batch", status="413") == 1
     assert change(requests, route="/i/v0/e", status="200") == 1
     assert change(requests, route="/i/v0/e", status="401") == 1
+    assert change(requests, route="/i/v0/e", status="400") == 1
     assert change(requests, route="other", status="404") == 1
     assert change(requests, route="/metrics", status="200") == 1  # the first scrape
     assert change("hogflare_http_request_duration_seconds_count", route="/batch") == 3
     assert change("hogflare_http_request_duration_seconds_sum", route="/batch") > 0
     assert change("hogflare_events_accepted_total") == 4
     assert change("hogflare_events_deduplicated_total") == 1
-    assert change("hogflare_events_dropped_total", reason="missing_distinct_id") == 1
+    assert change("hogflare_events_dropped_total", reason="missing_distinct_id") == 2
     # One commit per capture request that had events, each synced before its answer.
     assert change("hogflare_commit_duration_seconds_count") == 3
     assert change("hogflare_commit_fsync_seconds_count") == 3

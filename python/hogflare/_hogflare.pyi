@@ -14,6 +14,7 @@ __all__ = [
     "FinishedCommit",
     "FlagSet",
     "HogflareError",
+    "NoValidEventError",
     "OutboxFullError",
     "PayloadError",
     "PayloadTooLargeError",
@@ -37,6 +38,11 @@ class PayloadError(HogflareError):
 
 class PayloadTooLargeError(PayloadError):
     """The payload is bigger than hogflare accepts (413)."""
+
+class NoValidEventError(PayloadError):
+    """Every event of the request was dropped (400); `dropped` counts them by reason."""
+
+    dropped: dict[str, int]
 
 class AuthError(HogflareError):
     """The project token is missing or refused, or the request is not signed as required (401)."""

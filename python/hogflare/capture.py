@@ -12,7 +12,7 @@ import asyncio
 import structlog
 
 from hogflare import metrics
-from hogflare._hogflare import Batch, Decoder
+from hogflare._hogflare import Batch, Decoder, NoValidEventError
 from hogflare.commit import GroupCommitter
 from hogflare.config import ConfigError, Settings
 from hogflare.enrichment import ClientAddress, geoip_databases, request_facts
@@ -96,18 +96,24 @@ class CaptureService:
             country_code=facts.country_code,
         )
 
+    def _count_dropped(self, dropped: dict[str, int], token: str | None, path: str) -> None:
+        for reason, count in dropped.items():
+            metrics.count_dropped(reason, count)
+            self.dropped_log.add(reason, count, token=token, path=path)
+
     async def handle(self, request: Request, kind: str) -> Response:
         body = b"" if request.method == "GET" else await request.body(self.body_limit(kind), self.watch)
-        if decodes_slowly(body):
-            loop = asyncio.get_running_loop()
-            batch = await loop.run_in_executor(None, self._decode, kind, body, request, True)
-        else:
-            batch = self._decode(kind, body, request)
-        dropped = batch.dropped
-        if dropped:
-            for reason, count in dropped.items():
-                metrics.count_dropped(reason, count)
-                self.dropped_log.add(reason, count, token=batch.token, path=request.path)
+        try:
+            if decodes_slowly(body):
+                loop = asyncio.get_running_loop()
+                batch = await loop.run_in_executor(None, self._decode, kind, body, request, True)
+            else:
+                batch = self._decode(kind, body, request)
+        except NoValidEventError as exc:
+            # Dropped all the same: counted and logged as the drops of a batch with good events are.
+            self._count_dropped(exc.dropped, None, request.path)
+            raise
+        self._count_dropped(batch.dropped, batch.token, request.path)
         if batch.filtered:
             metrics.count_filtered(batch.filtered)
         if batch.accepted and self.committer is not None:

@@ -2,7 +2,8 @@
 
     HogflareError
     ├── PayloadError              400  the body is not a PostHog payload
-    │   └── PayloadTooLargeError  413  bigger than we accept, on the wire or once inflated
+    │   ├── PayloadTooLargeError  413  bigger than we accept, on the wire or once inflated
+    │   └── NoValidEventError     400  every event of the request was dropped
     ├── AuthError                 401  project token missing, refused, or inconsistent; bad signature
     ├── RequestTimeoutError       408  the client stopped sending its body
     └── StorageError              503  the store cannot take events now; retry
@@ -18,6 +19,7 @@ from __future__ import annotations
 from hogflare._hogflare import (
     AuthError,
     HogflareError,
+    NoValidEventError,
     OutboxFullError,
     PayloadError,
     PayloadTooLargeError,
@@ -27,6 +29,7 @@ from hogflare._hogflare import (
 __all__ = [
     "AuthError",
     "HogflareError",
+    "NoValidEventError",
     "OutboxFullError",
     "PayloadError",
     "PayloadTooLargeError",

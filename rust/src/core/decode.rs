@@ -154,12 +154,12 @@ pub fn decode(
         *decoded.warnings.entry(warning).or_default() += 1;
     }
     if decoded.events.is_empty() && !decoded.dropped.is_empty() {
-        let reasons: Vec<String> = decoded
+        let dropped = decoded
             .dropped
             .iter()
-            .map(|(reason, count)| format!("{}: {count}", reason.as_str()))
+            .map(|(reason, count)| (reason.as_str(), *count))
             .collect();
-        return Err(CoreError::NoValidEvent(reasons.join(", ")));
+        return Err(CoreError::NoValidEvent(dropped));
     }
     Ok(decoded)
 }

@@ -40,8 +40,9 @@ pub enum CoreError {
     InvalidShape(String),
     #[error("request holds no event")]
     EmptyBatch,
-    #[error("no valid event in request ({0})")]
-    NoValidEvent(String),
+    /// Every item was dropped: the count of each reason, for metrics as well as the message.
+    #[error("no valid event in request ({})", reasons(.0))]
+    NoValidEvent(Vec<(&'static str, u32)>),
 
     // -- the body is bigger than we accept (413)
     #[error("payload exceeds the maximum of {limit} bytes once decompressed")]
@@ -100,4 +101,12 @@ impl From<postcard::Error> for CoreError {
     fn from(err: postcard::Error) -> Self {
         CoreError::Encoding(err.to_string())
     }
+}
+
+fn reasons(dropped: &[(&'static str, u32)]) -> String {
+    let parts: Vec<String> = dropped
+        .iter()
+        .map(|(reason, count)| format!("{reason}: {count}"))
+        .collect();
+    parts.join(", ")
 }

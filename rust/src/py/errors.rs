@@ -1,9 +1,12 @@
 //! Core errors to Python exceptions: one exhaustive match, so every new variant needs a decision.
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
-use pyo3::PyErr;
+use pyo3::types::PyAnyMethods;
+use pyo3::{PyErr, Python};
 
-use super::exceptions::{AuthError, OutboxFullError, PayloadError, PayloadTooLargeError, StorageError};
+use super::exceptions::{
+    AuthError, NoValidEventError, OutboxFullError, PayloadError, PayloadTooLargeError, StorageError,
+};
 use crate::core::error::CoreError;
 
 pub struct PyCoreError(pub CoreError);
@@ -23,8 +26,16 @@ impl From<PyCoreError> for PyErr {
             | CoreError::InvalidForm(_)
             | CoreError::InvalidJson(_)
             | CoreError::InvalidShape(_)
-            | CoreError::EmptyBatch
-            | CoreError::NoValidEvent(_) => PayloadError::new_err(message),
+            | CoreError::EmptyBatch => PayloadError::new_err(message),
+            CoreError::NoValidEvent(dropped) => {
+                let err = NoValidEventError::new_err(message);
+                Python::attach(|py| {
+                    let counts: std::collections::BTreeMap<&str, u32> = dropped.into_iter().collect();
+                    // Only a failing allocation could refuse it; the error stands without it.
+                    let _ = err.value(py).setattr("dropped", counts);
+                });
+                err
+            }
             CoreError::PayloadTooLarge { .. } => PayloadTooLargeError::new_err(message),
             CoreError::NoToken
             | CoreError::MultipleTokens

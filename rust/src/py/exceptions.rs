@@ -24,6 +24,12 @@ create_exception!(
 );
 create_exception!(
     hogflare,
+    NoValidEventError,
+    PayloadError,
+    "Every event of the request was dropped (400); `dropped` counts them by reason."
+);
+create_exception!(
+    hogflare,
     AuthError,
     HogflareError,
     "The project token is missing or refused, or the request is not signed as required (401)."

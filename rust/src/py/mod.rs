@@ -34,6 +34,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "PayloadTooLargeError",
         py.get_type::<exceptions::PayloadTooLargeError>(),
     )?;
+    m.add("NoValidEventError", py.get_type::<exceptions::NoValidEventError>())?;
     m.add("AuthError", py.get_type::<exceptions::AuthError>())?;
     m.add("StorageError", py.get_type::<exceptions::StorageError>())?;
     m.add("OutboxFullError", py.get_type::<exceptions::OutboxFullError>())?;

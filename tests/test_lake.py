@@ -316,6 +316,29 @@ async def test_query_on_an_empty_lake_has_the_events_view(hogflare: Hogflare) ->
     assert '"column_name":"properties"' in result.stdout.replace(" ", "")
 
 
+@pytest.mark.parametrize("command", [["query", "select 1"], ["compact"]])
+def test_lake_commands_refuse_a_data_directory_that_is_not_there(tmp_path: Path, command: list[str]) -> None:
+    """A mistyped path must not answer as an empty lake would, nor leave directories behind."""
+    missing = tmp_path / "typo"
+    result = subprocess.run(
+        [HOGFLARE, command[0], "--data-dir", str(missing), *command[1:]], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stderr) == (2, f"error: no data directory at {missing}\n")
+    assert not missing.exists()
+
+
+async def test_query_says_what_it_cannot_read(hogflare: Hogflare) -> None:
+    data_dir = str(hogflare.settings.data_dir)
+    blank = subprocess.run([HOGFLARE, "query", "--data-dir", data_dir, " "], capture_output=True, text=True)
+    assert (blank.returncode, blank.stderr) == (2, "error: no SQL given\n")
+    (hogflare.settings.lake_dir).mkdir(parents=True, exist_ok=True)
+    (hogflare.settings.lake_dir / "catalog.db").write_bytes(b"not a database" * 100)
+    broken = subprocess.run([HOGFLARE, "query", "--data-dir", data_dir, "select 1"], capture_output=True, text=True)
+    assert broken.returncode == 1
+    assert broken.stderr.startswith(f"error: cannot read the lake in {hogflare.settings.lake_dir}: ")
+    assert "Traceback" not in broken.stderr
+
+
 def test_a_transaction_works_out_its_metadata_once_per_change(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     table = lake.table(EVENTS)

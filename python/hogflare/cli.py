@@ -39,6 +39,19 @@ def _settings(data_dir: Path | None) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def _existing(settings: Settings) -> Settings:
+    """Settings whose data directory exists: commands that read the lake must not make one up
+    (a mistyped path would answer with no rows, as if the lake were empty)."""
+    if not settings.data_dir.is_dir():
+        typer.echo(f"error: no data directory at {settings.data_dir}", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _address(host: str | None, port: int | None) -> tuple[str, int]:
     default_host, default_port = "127.0.0.1", 8080
     app_addr = os.environ.get("APP_ADDR", "").strip()
@@ -180,7 +193,7 @@ class OutputFormat(StrEnum):
 
 @cli.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the views `events`.")],
+    sql: Annotated[str, typer.Argument(help="SQL over the views `events`, `persons`, `persons_latest` and `groups`.")],
     data_dir: DataDir = None,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
 ) -> None:
@@ -190,11 +203,19 @@ def query(
     from hogflare import query as q
     from hogflare.lake import Lake
 
-    settings = _settings(data_dir)
+    settings = _existing(_settings(data_dir))
+    if not sql.strip():
+        typer.echo("error: no SQL given", err=True)
+        raise typer.Exit(2)
     try:
         table = q.run(Lake(settings.lake_dir), sql)
     except duckdb.Error as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except Exception as exc:
+        # The catalog or a file the lake names cannot be read (a broken disk, a damaged copy):
+        # an operator's answer, not a traceback.
+        typer.echo(f"error: cannot read the lake in {settings.lake_dir}: {_first_line(exc)}", err=True)
         raise typer.Exit(1) from exc
     if output is OutputFormat.json:
         sys.stdout.buffer.write(q.to_json(table) + b"\n")
@@ -213,7 +234,7 @@ def compact(
     """Rewrite each day's small Parquet files into one larger file."""
     from hogflare.lake import TABLES, CompactionConflictError, Lake
 
-    settings = _settings(data_dir)
+    settings = _existing(_settings(data_dir))
     lake = Lake(settings.lake_dir)
     conflicts = 0
     for table in TABLES:

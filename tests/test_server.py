@@ -66,6 +66,16 @@ def test_query_formats(server: Server) -> None:
     table = run("table")
     assert "format check" in table
     assert "(1 row)" in table
+    header, separator = table.splitlines()[:2]
+    assert [i for i, c in enumerate(header) if c == "|"] == [i for i, c in enumerate(separator) if c == "+"]
+
+    # Lists and wide sums are written as JSON would, in every format.
+    sql = "select distinct_ids, sum(person_int_id) as n from persons where 'format-user' in distinct_ids group by 1"
+    [row] = json.loads(run("json"))
+    assert row["distinct_ids"] == ["format-user"]
+    assert isinstance(row["n"], int)
+    assert list(csv.reader(io.StringIO(run("csv"))))[1][0] == '["format-user"]'
+    assert '["format-user"]' in run("table")
 
 
 def test_query_reports_sql_errors_clearly(server: Server) -> None:

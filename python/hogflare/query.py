@@ -3,6 +3,7 @@ views PostHog users expect on top: ``persons_latest`` and ``groups``."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import datetime as dt
 import io
@@ -83,6 +84,10 @@ def run(lake: Lake, sql: str) -> pa.Table:
         con.close()
 
 
+#: Sums and other wide integers come back as decimals: numbers in JSON, not strings.
+_JSON = msgspec.json.Encoder(decimal_format="number")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
@@ -91,9 +96,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _text(value: Any) -> str:
+    """A value in a CSV field or a table cell: lists, structs and maps as JSON, not Python's repr."""
+    if isinstance(value, list | dict | tuple):
+        return _JSON.encode(value).decode()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()  # as JSON writes them
+    return str(_plain(value))
+
+
 def to_json(table: pa.Table) -> bytes:
     rows = [{key: _plain(value) for key, value in row.items()} for row in table.to_pylist()]
-    return msgspec.json.encode(rows)
+    return _JSON.encode(rows)
 
 
 def to_csv(table: pa.Table) -> str:
@@ -101,23 +115,24 @@ def to_csv(table: pa.Table) -> str:
     writer = csv.writer(out)
     writer.writerow(table.column_names)
     for row in table.to_pylist():
-        writer.writerow(["" if value is None else _plain(value) for value in row.values()])
+        writer.writerow(["" if value is None else _text(value) for value in row.values()])
     return out.getvalue()
 
 
 def to_text(table: pa.Table, max_width: int = 60) -> str:
     def cell(value: Any) -> str:
-        text = "NULL" if value is None else str(_plain(value))
+        text = "NULL" if value is None else _text(value).replace("\n", "\\n")
         return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
     names: Sequence[str] = table.column_names
     rows = [[cell(value) for value in row.values()] for row in table.to_pylist()]
     widths = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(names)]
     line = "+".join("-" * (w + 2) for w in widths)
+    # Each cell has a space on either side, so the separator's `+` falls under each `|`.
     out = [
-        " | ".join(name.ljust(w) for name, w in zip(names, widths, strict=True)),
+        " " + " | ".join(name.ljust(w) for name, w in zip(names, widths, strict=True)),
         line,
-        *(" | ".join(value.ljust(w) for value, w in zip(row, widths, strict=True)) for row in rows),
+        *(" " + " | ".join(value.ljust(w) for value, w in zip(row, widths, strict=True)) for row in rows),
         f"({len(rows)} row{'s' if len(rows) != 1 else ''})",
     ]
     return "\n".join(out) + "\n"

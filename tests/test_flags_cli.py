@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from hogflare.app import App
 from tests.conftest import TOKEN, make_settings
@@ -186,6 +187,21 @@ def test_eval_refuses_properties_that_are_not_a_json_object(tmp_path: Path) -> N
     result = run(tmp_path / "data", "eval", "--distinct-id", "u", "--person-properties", "plan=pro", flags=ENV_FLAGS)
     assert result.returncode == 2
     assert "--person-properties" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--groups", '{"company": {"x": 1}}'),
+        ("--groups", '{"company": true}'),
+        ("--group-properties", '{"company": 5}'),
+    ],
+)
+def test_eval_refuses_groups_of_the_wrong_shape(tmp_path: Path, option: str, value: str) -> None:
+    """A group key is a string or a number; the server would never see `{'x': 1}` as one."""
+    result = run(tmp_path / "data", "eval", "--distinct-id", "u", option, value, flags=ENV_FLAGS)
+    assert result.returncode == 2
+    assert option in result.stderr
 
 
 async def test_eval_with_a_token_reads_the_stored_person(tmp_path: Path) -> None:

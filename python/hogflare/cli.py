@@ -411,14 +411,20 @@ def flags_eval(
 ) -> None:
     """Evaluate every flag for one user and print the v2 `flags` answer an SDK would get."""
     person = _json_object("--person-properties", person_properties)
-    group_keys = _json_object("--groups", groups)
+    group_keys = _json_object("--groups", groups) or {}
+    if any(isinstance(key, dict | list | bool) for key in group_keys.values()):
+        typer.echo("error: --groups maps each group type to its key, a string or a number", err=True)
+        raise typer.Exit(2)
     group_props = _json_object("--group-properties", group_properties)
+    if group_props is not None and not all(isinstance(props, dict) for props in group_props.values()):
+        typer.echo("error: --group-properties maps each group type to an object of properties", err=True)
+        raise typer.Exit(2)
     service = _load_flags(data_dir, token=token)
     evaluation = service.evaluate(
         token,
         distinct_id,
         person_properties=person,
-        groups={kind: str(key) for kind, key in (group_keys or {}).items() if key is not None},
+        groups={kind: str(key) for kind, key in group_keys.items() if key is not None},
         group_properties=group_props,
     )
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(evaluation)) + b"\n")

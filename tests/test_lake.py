@@ -61,6 +61,13 @@ async def test_compaction_rewrites_small_files_and_keeps_every_row_once(hogflare
     )
     assert "3 files rewritten as one" in result.stdout
     assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 1}
+    again = subprocess.run(
+        [HOGFLARE, "compact", "--data-dir", str(hogflare.settings.data_dir), "--min-files", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert again.stdout == "nothing to compact: no day has 2 files under 64 MB\n"
     assert sorted(row["uuid"] for row in hogflare.rows()) == before
 
     # The compaction kept the lake's outbox position: new rows still land once, old ones not again.

@@ -236,18 +236,23 @@ def compact(
 
     settings = _existing(_settings(data_dir))
     lake = Lake(settings.lake_dir)
-    conflicts = 0
+    conflicts = rewritten = 0
     for table in TABLES:
-        for day in list(lake.days_with_small_files(table, min_files, small_mb << 20)):
+        # A day needs two files at least to become one.
+        for day in list(lake.days_with_small_files(table, max(min_files, 2), small_mb << 20)):
             try:
                 replaced = lake.compact_day(table, day)
             except CompactionConflictError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 conflicts += 1
                 continue
-            typer.echo(f"{table} {day}: {replaced} files rewritten as one")
+            if replaced:
+                rewritten += 1
+                typer.echo(f"{table} {day}: {replaced} files rewritten as one")
     if conflicts:
         raise typer.Exit(1)
+    if not rewritten:
+        typer.echo(f"nothing to compact: no day has {max(min_files, 2)} files under {small_mb} MB")
 
 
 class FailStatus(StrEnum):

@@ -12,6 +12,13 @@ from hogflare.config import ConfigError, Settings
 from tests.helpers.server import HOGFLARE
 
 
+def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``hogflare serve`` with ``args`` and ``env`` added to the environment, expected to stop at once."""
+    return subprocess.run(
+        [HOGFLARE, "serve", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -41,14 +48,7 @@ from tests.helpers.server import HOGFLARE
     ],
 )
 def test_serve_refuses_a_bad_setting_by_name(tmp_path: Path, variable: str, value: str) -> None:
-    result = subprocess.run(
-        [HOGFLARE, "serve", "--port", "1", "--data-dir", str(tmp_path)],
-        env={**os.environ, variable: value},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve("--port", "1", "--data-dir", str(tmp_path), **{variable: value})
     assert result.returncode == 2
     assert variable in result.stderr
     assert "invalid setting" in result.stderr
@@ -71,14 +71,7 @@ def test_durations_may_be_fractional_and_zero() -> None:
 
 @pytest.mark.parametrize("app_addr", ["0.0.0.0:abc", "127.0.0.1:70000", "127.0.0.1"])
 def test_serve_refuses_an_app_addr_without_a_port(tmp_path: Path, app_addr: str) -> None:
-    result = subprocess.run(
-        [HOGFLARE, "serve", "--data-dir", str(tmp_path)],
-        env={**os.environ, "APP_ADDR": app_addr},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve("--data-dir", str(tmp_path), APP_ADDR=app_addr)
     assert result.returncode == 2
     assert "invalid setting: APP_ADDR" in result.stderr
 
@@ -86,13 +79,7 @@ def test_serve_refuses_an_app_addr_without_a_port(tmp_path: Path, app_addr: str)
 def test_serve_says_when_the_data_directory_cannot_be_written(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = subprocess.run(
-        [HOGFLARE, "serve", "--port", "1", "--data-dir", str(blocker / "data")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve("--port", "1", "--data-dir", str(blocker / "data"))
     assert result.returncode == 2
     assert f"error: the data directory {blocker / 'data'} cannot be written" in result.stderr
     assert "Traceback" not in result.stderr
@@ -116,26 +103,14 @@ def test_serve_refuses_a_port_another_server_listens_on(tmp_path: Path) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        result = subprocess.run(
-            [HOGFLARE, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = serve("--port", str(port), "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
 
 
 @pytest.mark.parametrize("host", ["no-such-host.invalid", "10.255.255.1"])
 def test_serve_refuses_an_address_it_cannot_listen_on(tmp_path: Path, host: str) -> None:
-    result = subprocess.run(
-        [HOGFLARE, "serve", "--host", host, "--port", "18080", "--data-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve("--host", host, "--port", "18080", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert f"error: cannot listen on {host}:18080" in result.stderr
     assert "Traceback" not in result.stderr

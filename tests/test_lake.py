@@ -332,6 +332,14 @@ def test_lake_commands_refuse_a_data_directory_that_is_not_there(tmp_path: Path,
     )
     assert (result.returncode, result.stderr) == (2, f"error: no data directory at {missing}\n")
     assert not missing.exists()
+    # A directory that is there but holds no hogflare data (a path one level off) is left as it is.
+    other = tmp_path / "other"
+    other.mkdir()
+    result = subprocess.run(
+        [HOGFLARE, command[0], "--data-dir", str(other), *command[1:]], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stderr) == (2, f"error: {other} holds no hogflare data (no lake, no store)\n")
+    assert list(other.iterdir()) == []
 
 
 async def test_query_says_what_it_cannot_read(hogflare: Hogflare) -> None:

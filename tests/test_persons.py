@@ -745,6 +745,24 @@ async def test_a_merged_person_is_newer_than_either(hogflare: Hogflare) -> None:
     assert person_of(hogflare, "mv-user")["version"] == 4
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # Properties an envelope shares with its items.
+        ("/e/", {"api_key": TOKEN, "data": [{"event": "e", "distinct_id": "env-user"}], "properties": PERSONLESS}),
+        # A key sent twice: the first is the one read, here as everywhere else.
+        ("/capture/", '{"api_key":"' + TOKEN + '","event":"e","distinct_id":"env-user","properties":'
+         '{"$process_person_profile":false,"$process_person_profile":true,"$set":{"x":1}}}'),
+    ],
+)  # fmt: skip
+async def test_a_personless_event_keeps_no_updates_however_it_says_so(hogflare: Hogflare, path: str, body: Any) -> None:
+    await post_ok(hogflare, path, body)
+    [row] = hogflare.rows()
+    assert row["person_properties"] == {}
+    assert not {"$set", "$set_once", "$unset"} & row["properties"].keys()
+    assert hogflare.persons() == []
+
+
 async def test_personless_event_of_a_known_person(hogflare: Hogflare) -> None:
     await send(hogflare, capture("known", {"$set": {"a": 1}}, timestamp=at(1)))
     await send(hogflare, capture("known", PERSONLESS, "$pageview", timestamp=at(2)))

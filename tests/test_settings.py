@@ -45,6 +45,9 @@ def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ("HOGFLARE_MAX_EVENT_BYTES", "99999999999999999999"),
         ("HOGFLARE_SHUTDOWN_TIMEOUT_SECS", "1e9"),
         ("HOGFLARE_LMDB_MAP_SIZE", "4096"),
+        ("HOGFLARE_LMDB_MAP_SIZE", str(1 << 50)),
+        ("HOGFLARE_DEDUPE_WINDOW_DAYS", "5000000000"),
+        ("HOGFLARE_MAX_BODY_BYTES", str(1 << 62)),
     ],
 )
 def test_serve_refuses_a_bad_setting_by_name(tmp_path: Path, variable: str, value: str) -> None:

@@ -45,6 +45,9 @@ def _existing(settings: Settings) -> Settings:
     if not settings.data_dir.is_dir():
         typer.echo(f"error: no data directory at {settings.data_dir}", err=True)
         raise typer.Exit(2)
+    if not (settings.lake_dir.is_dir() or settings.store_dir.is_dir()):
+        typer.echo(f"error: {settings.data_dir} holds no hogflare data (no lake, no store)", err=True)
+        raise typer.Exit(2)
     return settings
 
 
@@ -98,7 +101,8 @@ def serve(
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     configure(settings.log_format, settings.log_level)
     structlog.get_logger("hogflare.cli").info(
-        f"hogflare serving on http://{bind_host}:{bind_port} with data in {settings.data_dir}"
+        f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
+        f" with data in {settings.data_dir}"
     )
     Server(
         "hogflare.app:app",
@@ -138,7 +142,7 @@ def _bindable(host: str, port: int) -> str:
     import socket
 
     try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family, _, _, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError) as exc:
         typer.echo(f"error: cannot listen on {host}:{port}: {host!r} is not an address of this machine", err=True)
         raise typer.Exit(2) from exc

@@ -51,10 +51,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     store_ip: bool = True
     geoip_db: str | None = None
 
-    dedupe_window_days: PositiveCount = 7
+    dedupe_window_days: Annotated[int, msgspec.Meta(gt=0, le=36_500)] = 7
     outbox_max_bytes: Count = 8 * GiB
-    #: At least 64 MiB: below that the store cannot hold its own tables; rounded to whole pages.
-    lmdb_map_size: Annotated[int, msgspec.Meta(ge=64 << 20, le=_MAX_COUNT)] = 256 * GiB
+    #: At least 64 MiB (below that the store cannot hold its own tables), at most 64 TiB (the
+    #: address space a process can map); rounded to whole pages.
+    lmdb_map_size: Annotated[int, msgspec.Meta(ge=64 << 20, le=1 << 46)] = 256 * GiB
     flush_interval_secs: Seconds = 5.0
     flush_rows: PositiveCount = 50_000
     #: Threads writing one chunk's Parquet files; 0: one per core, at most four.
@@ -70,9 +71,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pipeline_concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     sinks: str | None = None
 
-    max_body_bytes: PositiveCount = 20 * MB
-    max_recording_body_bytes: PositiveCount = 25 * MB
-    inflate_ratio: PositiveCount = 5
+    #: Bodies up to a terabyte, inflating at most a thousandfold: their product must fit in 64 bits.
+    max_body_bytes: Annotated[int, msgspec.Meta(gt=0, le=1 << 40)] = 20 * MB
+    max_recording_body_bytes: Annotated[int, msgspec.Meta(gt=0, le=1 << 40)] = 25 * MB
+    inflate_ratio: Annotated[int, msgspec.Meta(gt=0, le=1000)] = 5
     max_event_bytes: PositiveCount = 1 * MB
     body_timeout_secs: PositiveSeconds = 10.0
     body_deadline_secs: PositiveSeconds = 300.0

@@ -173,8 +173,17 @@ fn normalize_inner(
     let had_properties = item.contains("properties");
     let properties_raw = non_null(item.take("properties")).unwrap_or(Cow::Borrowed("{}"));
     let empty = Value::new_object();
+    // Properties an envelope shares with its items were not in the item's parsed value.
+    let shared_properties = if had_properties && value.get("properties").is_none() {
+        sonic_rs::from_str::<Value>(&properties_raw).ok()
+    } else {
+        None
+    };
     let properties = match value.get("properties") {
-        None => &empty,
+        None => shared_properties
+            .as_ref()
+            .filter(|shared| JsonValueTrait::is_object(*shared))
+            .unwrap_or(&empty),
         Some(properties) if properties.is_null() => &empty,
         Some(properties) if properties.is_object() => properties,
         Some(_) => return Outcome::Dropped(DropReason::InvalidProperties),

@@ -65,9 +65,19 @@ pub struct PersonEvent {
     pub group_identify: Option<GroupIdentify>,
 }
 
-/// An id or group name as PostHog's ingestion reads one: a string as it is, any other value as
-/// JavaScript's `String()` writes it (an object is `[object Object]`, which is no legal id).
+/// A group type or key: a string as it is, any other value as its JSON text (which the `groups`
+/// view reads back from the row with `json_extract_string`).
 fn text(raw: &str) -> Option<String> {
+    if rawjson::is_null(raw) {
+        return None;
+    }
+    let text = rawjson::as_str(raw).map_or_else(|| raw.trim().to_owned(), Cow::into_owned);
+    (!text.is_empty()).then_some(text)
+}
+
+/// The other id of an identity operation as PostHog's ingestion reads it: a string as it is, any
+/// other value as JavaScript's `String()` writes it (an object is `[object Object]`, no legal id).
+fn other_id(raw: &str) -> Option<String> {
     if rawjson::is_null(raw) {
         return None;
     }
@@ -309,7 +319,7 @@ impl PersonEvent {
 
         update.seal();
 
-        let other = |key: Property| get(key).and_then(text);
+        let other = |key: Property| get(key).and_then(other_id);
         out.identity = match event {
             "$identify" => other(Property::AnonDistinctId).map(|other| IdentityOp {
                 kind: IdentityKind::Identify,
@@ -344,7 +354,11 @@ pub fn is_illegal_merge_id(id: &str) -> bool {
         "false",
     ];
     const EXACT: [&str; 7] = ["[object Object]", "NaN", "None", "none", "null", "0", "undefined"];
-    if id.trim().is_empty() {
+    // JavaScript's `trim()`: Unicode's white space but NEL, and the byte order mark.
+    if id
+        .chars()
+        .all(|c| (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}')
+    {
         return true;
     }
     // Only the emptiness check trims, as PostHog's does: `" anonymous "` is a legal id.

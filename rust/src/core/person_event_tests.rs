@@ -150,6 +150,7 @@ fn illegal_merge_ids() {
     for id in [
         "",
         "  ",
+        "\u{feff}",
         "Anonymous",
         "null",
         "\"undefined\"",
@@ -168,6 +169,7 @@ fn illegal_merge_ids() {
         "00",
         "nan",
         " anonymous ",
+        "\u{85}",
         " null",
         "' guest'",
     ] {

@@ -73,7 +73,10 @@ impl<'v> Known<'v> {
                 "$ignore_sent_at" => known.ignore_sent_at = Some(value),
                 "capture_internal" => known.capture_internal = Some(value),
                 "$geoip_disable" => known.geoip_disable = Some(value),
-                "$process_person_profile" => known.process_person_profile = Some(value),
+                // The first, as the person work reads it from the final text.
+                "$process_person_profile" => {
+                    known.process_person_profile.get_or_insert(value);
+                }
                 _ => {
                     if let Some(bit) = geoip_bit(key) {
                         known.geoip_present |= bit;

@@ -215,7 +215,13 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
             if hint == Compression::None {
                 hint = encoding_hint;
             }
-            repair_base64_spaces(data).into_bytes()
+            let data = repair_base64_spaces(data).into_bytes();
+            // As for `data=` in the query: base64 without a hint is still base64.
+            if hint == Compression::None && codec::looks_like_base64(&data) {
+                codec::base64_decode(&data).unwrap_or(data)
+            } else {
+                data
+            }
         } else {
             if hint == Compression::None {
                 hint = encoding_hint;

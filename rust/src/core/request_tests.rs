@@ -105,6 +105,15 @@ fn form_body_with_base64_data_and_the_plus_repair() {
 }
 
 #[test]
+fn form_data_in_base64_without_a_hint() {
+    let json = br#"[{"event":"e","distinct_id":"d"}]"#;
+    let body = format!("data={}", b64(json));
+    let form = Some("application/x-www-form-urlencoded");
+    let out = unpack(&parts(RouteKind::Event, body.as_bytes(), b"", form), CAP).unwrap();
+    assert_eq!(first_event(&out), "e");
+}
+
+#[test]
 fn gzip_and_base64_bodies_labelled_a_form_are_what_their_bytes_say() {
     // `curl --data-binary @events.gz` labels the body a form.
     let json = br#"[{"event":"e","distinct_id":"d"}]"#;

@@ -182,6 +182,9 @@ def test_posthog_js_identified_only_is_personless_until_identify(server: Server)
     latest = latest_person(server, token, user, lambda row: has(row["merged_properties"], name="Bob"))
     assert sorted(latest["distinct_ids"]) == sorted([anon, user])
     assert latest["is_identified"] is True
+    # The person takes the uuid the anonymous events already carry: the visitor's browsing before
+    # signing in goes with them, as on PostHog.
+    assert latest["person_id"] == person_uuid(token, anon)
     assert {one(rows, "$identify")["person_id"], one(rows, "after identify")["person_id"]} == {latest["person_id"]}
     snapshots = read(server, f"select source_event_uuid from persons where api_key = '{token}'")
     assert not {row["source_event_uuid"] for row in snapshots} & {row["uuid"] for row in anonymous}

@@ -43,6 +43,7 @@ class NoValidEventError(PayloadError):
     """Every event of the request was dropped (400); `dropped` counts them by reason."""
 
     dropped: dict[str, int]
+    token: str
 
 class AuthError(HogflareError):
     """The project token is missing or refused, or the request is not signed as required (401)."""

@@ -111,7 +111,7 @@ class CaptureService:
                 batch = self._decode(kind, body, request)
         except NoValidEventError as exc:
             # Dropped all the same: counted and logged as the drops of a batch with good events are.
-            self._count_dropped(exc.dropped, None, request.path)
+            self._count_dropped(exc.dropped, exc.token, request.path)
             raise
         self._count_dropped(batch.dropped, batch.token, request.path)
         if batch.filtered:

@@ -159,7 +159,10 @@ pub fn decode(
             .iter()
             .map(|(reason, count)| (reason.as_str(), *count))
             .collect();
-        return Err(CoreError::NoValidEvent(dropped));
+        return Err(CoreError::NoValidEvent {
+            dropped,
+            token: decoded.token,
+        });
     }
     Ok(decoded)
 }
@@ -284,7 +287,7 @@ mod tests {
         let bad_properties = serde_json::json!({"api_key": "phc", "event": "a", "distinct_id": "d", "properties": 7});
         assert!(matches!(
             decode_json(RouteKind::Event, &bad_properties),
-            Err(CoreError::NoValidEvent(_))
+            Err(CoreError::NoValidEvent { .. })
         ));
         let none = serde_json::json!([{"event": "a", "distinct_id": "d"}]);
         assert!(matches!(decode_json(RouteKind::Event, &none), Err(CoreError::NoToken)));

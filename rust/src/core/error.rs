@@ -40,9 +40,13 @@ pub enum CoreError {
     InvalidShape(String),
     #[error("request holds no event")]
     EmptyBatch,
-    /// Every item was dropped: the count of each reason, for metrics as well as the message.
-    #[error("no valid event in request ({})", reasons(.0))]
-    NoValidEvent(Vec<(&'static str, u32)>),
+    /// Every item was dropped: the count of each reason, and the project they were for, for
+    /// metrics and logs as well as the message.
+    #[error("no valid event in request ({})", reasons(dropped))]
+    NoValidEvent {
+        dropped: Vec<(&'static str, u32)>,
+        token: String,
+    },
 
     // -- the body is bigger than we accept (413)
     #[error("payload exceeds the maximum of {limit} bytes once decompressed")]

@@ -333,10 +333,12 @@ fn normalize_inner(
             rawjson::string_literal(&timestamp::format_rfc3339(sent_at)),
         );
     }
-    if let Some(os_name) = known.os_name_only {
+    if known.os_name_only.is_some() {
         // PostHog reads `$os_name` as `$os` where an SDK sends only the former (its person then
-        // gets `$os` and `$initial_os`, never `$os_name`).
-        edits.add(&known, "$os", sonic_rs::to_string(os_name).unwrap_or_default());
+        // gets `$os` and `$initial_os`, never `$os_name`). The value as the SDK wrote it.
+        if let Ok(os_name) = sonic_rs::get(&*properties_raw, ["$os_name"]) {
+            edits.add(&known, "$os", os_name.as_raw_str().to_owned());
+        }
     }
     ctx.enrichment.apply(&known, &mut edits);
 

@@ -27,12 +27,13 @@ impl From<PyCoreError> for PyErr {
             | CoreError::InvalidJson(_)
             | CoreError::InvalidShape(_)
             | CoreError::EmptyBatch => PayloadError::new_err(message),
-            CoreError::NoValidEvent(dropped) => {
+            CoreError::NoValidEvent { dropped, token } => {
                 let err = NoValidEventError::new_err(message);
                 Python::attach(|py| {
                     let counts: std::collections::BTreeMap<&str, u32> = dropped.into_iter().collect();
-                    // Only a failing allocation could refuse it; the error stands without it.
+                    // Only a failing allocation could refuse them; the error stands without them.
                     let _ = err.value(py).setattr("dropped", counts);
+                    let _ = err.value(py).setattr("token", token);
                 });
                 err
             }

@@ -76,6 +76,9 @@ def test_query_formats(server: Server) -> None:
     assert isinstance(row["n"], int)
     assert list(csv.reader(io.StringIO(run("csv"))))[1][0] == '["format-user"]'
     assert '["format-user"]' in run("table")
+    sql = "select map {'plan': 'pro'} as m"
+    assert json.loads(run("json")) == [{"m": {"plan": "pro"}}]
+    assert list(csv.reader(io.StringIO(run("csv")))) == [["m"], ['{"plan":"pro"}']]
 
 
 def test_query_reports_sql_errors_clearly(server: Server) -> None:

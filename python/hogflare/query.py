@@ -105,8 +105,19 @@ def _text(value: Any) -> str:
     return str(_plain(value))
 
 
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The rows as Python values; a MAP column's values as objects (Arrow gives lists of pairs)."""
+    rows: list[dict[str, Any]] = table.to_pylist()
+    maps = [field.name for field in table.schema if pa.types.is_map(field.type)]
+    for row in rows:
+        for name in maps:
+            if row[name] is not None:
+                row[name] = {str(key): value for key, value in row[name]}
+    return rows
+
+
 def to_json(table: pa.Table) -> bytes:
-    rows = [{key: _plain(value) for key, value in row.items()} for row in table.to_pylist()]
+    rows = [{key: _plain(value) for key, value in row.items()} for row in _rows(table)]
     return _JSON.encode(rows)
 
 
@@ -114,7 +125,7 @@ def to_csv(table: pa.Table) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(table.column_names)
-    for row in table.to_pylist():
+    for row in _rows(table):
         writer.writerow(["" if value is None else _text(value) for value in row.values()])
     return out.getvalue()
 
@@ -125,7 +136,7 @@ def to_text(table: pa.Table, max_width: int = 60) -> str:
         return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
     names: Sequence[str] = table.column_names
-    rows = [[cell(value) for value in row.values()] for row in table.to_pylist()]
+    rows = [[cell(value) for value in row.values()] for row in _rows(table)]
     widths = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(names)]
     line = "+".join("-" * (w + 2) for w in widths)
     # Each cell has a space on either side, so the separator's `+` falls under each `|`.

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
 import gc
+import io
+import json
 import logging
 import os
 import subprocess
@@ -352,6 +355,63 @@ async def test_query_says_what_it_cannot_read(hogflare: Hogflare) -> None:
     assert broken.returncode == 1
     assert broken.stderr.startswith(f"error: cannot read the lake in {hogflare.settings.lake_dir}: ")
     assert "Traceback" not in broken.stderr
+
+
+async def test_query_writes_a_result_of_many_batches_whole(hogflare: Hogflare) -> None:
+    """JSON and CSV are written as DuckDB produces them, a batch at a time: every row is there once."""
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("one")]})
+    hogflare.rows()
+    data_dir = str(hogflare.settings.data_dir)
+    sql = "select range as n, 'r' || range as name from range(25001) union all select 0, e.event from events e"
+
+    def run(fmt: str) -> str:
+        args = [HOGFLARE, "query", "--data-dir", data_dir, "--format", fmt, sql]
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+    rows = json.loads(run("json"))
+    assert len(rows) == 25_002
+    assert sorted(row["n"] for row in rows[:-1] if row["name"] != "one") == list(range(25_001))
+    assert {"n": 0, "name": "one"} in rows
+    lines = list(csv.reader(io.StringIO(run("csv"))))
+    assert lines[0] == ["n", "name"]
+    assert len(lines) == 25_003
+    assert ["0", "one"] in lines
+    # No rows: still one JSON array and a CSV header.
+    empty = "select event, distinct_id from events where false"
+    args = [HOGFLARE, "query", "--data-dir", data_dir, "--format"]
+    assert subprocess.run([*args, "json", empty], capture_output=True, text=True, check=True).stdout == "[]\n"
+    assert subprocess.run([*args, "csv", empty], capture_output=True, text=True, check=True).stdout.splitlines() == [
+        "event,distinct_id"
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "table"])
+async def test_query_says_what_failed_while_producing_rows(hogflare: Hogflare, fmt: str) -> None:
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("one")]})
+    hogflare.rows()
+    # The cast fails on one row far into the result, after DuckDB has started producing it.
+    sql = "select (case when range = 40000 then 'x' else range::varchar end)::int as n from range(50000)"
+    args = [HOGFLARE, "query", "--data-dir", str(hogflare.settings.data_dir), "--format", fmt, sql]
+    result = subprocess.run(args, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: Conversion Error: Could not convert string 'x'")
+    assert "Traceback" not in result.stderr
+
+
+async def test_query_stops_quietly_when_its_reader_does(hogflare: Hogflare) -> None:
+    """``hogflare query ... | head``: the pipe closing is not an error to report."""
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("one")]})
+    hogflare.rows()
+    sql = "select range as n from range(2000000)"
+    args = [HOGFLARE, "query", "--data-dir", str(hogflare.settings.data_dir), "--format", "csv", sql]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert process.stdout.readline() == b"n\r\n"
+        process.stdout.close()
+        stderr = process.stderr.read()
+        assert process.wait(timeout=60) == 1
+    assert stderr == b""
 
 
 def test_a_transaction_works_out_its_metadata_once_per_change(tmp_path: Path) -> None:

@@ -201,9 +201,10 @@ def query(
     data_dir: DataDir = None,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
 ) -> None:
-    """Run SQL (DuckDB) over the lake. `--format json` prints one JSON array of row objects."""
-    import duckdb
+    """Run SQL (DuckDB) over the lake. `--format json` prints one JSON array of row objects.
 
+    JSON and CSV are written as DuckDB produces the rows, so a result larger than memory can be
+    exported (`--format csv "select * from events" > events.csv`)."""
     from hogflare import query as q
     from hogflare.lake import Lake
 
@@ -212,21 +213,27 @@ def query(
         typer.echo("error: no SQL given", err=True)
         raise typer.Exit(2)
     try:
-        table = q.run(Lake(settings.lake_dir), sql)
-    except duckdb.Error as exc:
+        with q.results(Lake(settings.lake_dir), sql) as result:
+            if output is OutputFormat.json:
+                q.write_json(result.batches, sys.stdout.buffer)
+                sys.stdout.buffer.write(b"\n")
+            elif output is OutputFormat.csv:
+                q.write_csv(result.schema.names, result.batches, sys.stdout)
+            else:
+                sys.stdout.write(q.to_text(q.collect(result)))
+            sys.stdout.flush()
+    except q.QueryError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): nothing more to say, and nowhere to say it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
     except Exception as exc:
         # The catalog or a file the lake names cannot be read (a broken disk, a damaged copy):
         # an operator's answer, not a traceback.
         typer.echo(f"error: cannot read the lake in {settings.lake_dir}: {_first_line(exc)}", err=True)
         raise typer.Exit(1) from exc
-    if output is OutputFormat.json:
-        sys.stdout.buffer.write(q.to_json(table) + b"\n")
-    elif output is OutputFormat.csv:
-        sys.stdout.write(q.to_csv(table))
-    else:
-        sys.stdout.write(q.to_text(table))
 
 
 @cli.command()

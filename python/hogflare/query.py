@@ -4,11 +4,12 @@ views PostHog users expect on top: ``persons_latest`` and ``groups``."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import datetime as dt
 import io
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any, NamedTuple
 
 import duckdb
 import msgspec
@@ -76,12 +77,57 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     return con
 
 
+#: Rows fetched from DuckDB at a time when a result is written as it comes.
+BATCH_ROWS = 10_000
+
+
+class QueryError(Exception):
+    """DuckDB refused the SQL or failed while producing its rows; the message is DuckDB's."""
+
+
+class Result(NamedTuple):
+    schema: pa.Schema
+    #: The rows, a batch at a time; read once.
+    batches: Iterator[pa.RecordBatch]
+
+
 def run(lake: Lake, sql: str) -> pa.Table:
+    with results(lake, sql) as result:
+        return collect(result)
+
+
+def collect(result: Result) -> pa.Table:
+    """The whole result in memory."""
+    return pa.Table.from_batches(list(result.batches), schema=result.schema)
+
+
+@contextlib.contextmanager
+def results(lake: Lake, sql: str) -> Iterator[Result]:
+    """The rows of ``sql`` as they come, so a result larger than memory can be written out.
+
+    DuckDB's errors, when it plans the query or later while producing rows, are ``QueryError``."""
     con = connect(lake)
     try:
-        return con.sql(sql).to_arrow_table()
+        try:
+            reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc
+        yield Result(reader.schema, _checked(reader))
     finally:
         con.close()
+
+
+def _checked(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    # An error met while streaming reaches pyarrow's reader, which raises it as its own kind.
+    batches = iter(reader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (duckdb.Error, pa.ArrowException, OSError) as exc:
+            raise QueryError(str(exc)) from exc
+        yield batch
 
 
 #: Sums and other wide integers come back as decimals: numbers in JSON, not strings.
@@ -105,7 +151,7 @@ def _text(value: Any) -> str:
     return str(_plain(value))
 
 
-def _rows(table: pa.Table) -> list[dict[str, Any]]:
+def _rows(table: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
     """The rows as Python values; a MAP column's values as objects (Arrow gives lists of pairs)."""
     rows: list[dict[str, Any]] = table.to_pylist()
     maps = [field.name for field in table.schema if pa.types.is_map(field.type)]
@@ -116,17 +162,34 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
+def write_json(batches: Iterable[pa.RecordBatch], out: IO[bytes]) -> None:
+    """One JSON array of row objects, written a batch of rows at a time."""
+    separator = b"["
+    for batch in batches:
+        rows = [{key: _plain(value) for key, value in row.items()} for row in _rows(batch)]
+        if rows:
+            out.write(separator + _JSON.encode(rows)[1:-1])
+            separator = b","
+    out.write(b"[]" if separator == b"[" else b"]")
+
+
+def write_csv(names: Sequence[str], batches: Iterable[pa.RecordBatch], out: IO[str]) -> None:
+    """A header line, then the rows a batch at a time."""
+    writer = csv.writer(out)
+    writer.writerow(names)
+    for batch in batches:
+        writer.writerows(["" if value is None else _text(value) for value in row.values()] for row in _rows(batch))
+
+
 def to_json(table: pa.Table) -> bytes:
-    rows = [{key: _plain(value) for key, value in row.items()} for row in _rows(table)]
-    return _JSON.encode(rows)
+    out = io.BytesIO()
+    write_json(table.to_batches(), out)
+    return out.getvalue()
 
 
 def to_csv(table: pa.Table) -> str:
     out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(table.column_names)
-    for row in _rows(table):
-        writer.writerow(["" if value is None else _text(value) for value in row.values()])
+    write_csv(table.column_names, table.to_batches(), out)
     return out.getvalue()
 
 

@@ -415,6 +415,38 @@ async def test_identify_four_cases(
         assert merged_rows == []
 
 
+async def test_person_distinct_ids_gives_events_before_a_merge_their_person_now(hogflare: Hogflare) -> None:
+    """The anonymous person's events keep its id once it is merged away; the view resolves them."""
+    await send(hogflare, capture("anon", ANON, timestamp=at(1)), capture("user", USER, timestamp=at(2)))
+    await send(hogflare, capture("loner", {}, timestamp=at(2)))
+    await send(hogflare, identify("user", "anon", IDENTIFY, timestamp=at(3)))
+    await send(hogflare, capture("anon", {"$set": {"later": True}}, timestamp=at(4)))
+
+    assert {(row["distinct_id"], row["person_id"]) for row in hogflare.rows("event = 'test event'")} == {
+        ("anon", person_uuid("anon")),  # before the merge
+        ("anon", person_uuid("user")),
+        ("user", person_uuid("user")),
+        ("loner", person_uuid("loner")),
+    }
+    assert sorted(
+        (row["api_key"], row["distinct_id"], row["person_id"]) for row in hogflare.read("person_distinct_ids")
+    ) == [
+        (TOKEN, "anon", person_uuid("user")),
+        (TOKEN, "loner", person_uuid("loner")),
+        (TOKEN, "user", person_uuid("user")),
+    ]
+    resolved = hogflare.read(
+        "(select e.distinct_id, d.person_id from events e join person_distinct_ids d"
+        " on d.api_key = e.api_key and d.distinct_id = e.distinct_id where e.event = 'test event')"
+    )
+    assert sorted((row["distinct_id"], row["person_id"]) for row in resolved) == [
+        ("anon", person_uuid("user")),
+        ("anon", person_uuid("user")),
+        ("loner", person_uuid("loner")),
+        ("user", person_uuid("user")),
+    ]
+
+
 async def test_identify_twice_is_a_no_op_for_identity(hogflare: Hogflare) -> None:
     await send(hogflare, identify("user", "anon"), identify("user", "anon", {"$set": {"again": 1}}))
     person = person_of(hogflare, "user")

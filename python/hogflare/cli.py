@@ -197,7 +197,12 @@ class OutputFormat(StrEnum):
 
 @cli.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the views `events`, `persons`, `persons_latest` and `groups`.")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="SQL over the views `events`, `persons`, `persons_latest`, `person_distinct_ids` and `groups`."
+        ),
+    ],
     data_dir: DataDir = None,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
 ) -> None:

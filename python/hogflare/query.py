@@ -21,7 +21,9 @@ from hogflare.lake import EVENTS, PERSONS, Lake
 VIEWS: dict[str, str] = {"events": EVENTS, "persons": PERSONS}
 
 #: Views over those: each live person's newest snapshot (a merged-away person's last snapshot
-#: says `merged`), and each group as its latest `$groupidentify` left it.
+#: says `merged`); each distinct id's person now, which an event's `person_id` may not be (the
+#: person it had then was merged into another since, as PostHog's person overrides record); and
+#: each group as its latest `$groupidentify` left it.
 DERIVED_VIEWS: dict[str, str] = {
     "persons_latest": """
         SELECT * EXCLUDE (newest) FROM (
@@ -30,6 +32,9 @@ DERIVED_VIEWS: dict[str, str] = {
             ) AS newest
             FROM persons
         ) WHERE newest = 1 AND operation <> 'merged'
+    """,
+    "person_distinct_ids": """
+        SELECT api_key, team_id, unnest(distinct_ids) AS distinct_id, person_id FROM persons_latest
     """,
     "groups": """
         SELECT api_key, team_id, group_type, group_type_index, group_key,

@@ -121,6 +121,17 @@ fn parse_query(query: &[u8]) -> QueryParams {
     params
 }
 
+/// A `data=` value, from the query or a form: base64 even without a compression hint, as
+/// posthog-js's legacy transports send it.
+fn data_field(data: String, hint: Compression) -> Vec<u8> {
+    let data = repair_base64_spaces(data).into_bytes();
+    if hint == Compression::None && codec::looks_like_base64(&data) {
+        codec::base64_decode(&data).unwrap_or(data)
+    } else {
+        data
+    }
+}
+
 /// urldecoding turns `+` into a space; in base64 data a space can only have been a `+`.
 fn repair_base64_spaces(value: String) -> String {
     let loose = value
@@ -175,12 +186,7 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
         .map_or(Compression::None, Compression::from_hint);
 
     let payload: Vec<u8> = if let Some(data) = query.data {
-        let data = repair_base64_spaces(data).into_bytes();
-        if hint == Compression::None && codec::looks_like_base64(&data) {
-            codec::base64_decode(&data).unwrap_or(data)
-        } else {
-            data
-        }
+        data_field(data, hint)
     } else {
         let (decoded, encoding_hint) = apply_content_encoding(parts.body, parts.content_encoding, cap)?;
         let body = decoded.unwrap_or_else(|| parts.body.to_vec());
@@ -215,13 +221,7 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
             if hint == Compression::None {
                 hint = encoding_hint;
             }
-            let data = repair_base64_spaces(data).into_bytes();
-            // As for `data=` in the query: base64 without a hint is still base64.
-            if hint == Compression::None && codec::looks_like_base64(&data) {
-                codec::base64_decode(&data).unwrap_or(data)
-            } else {
-                data
-            }
+            data_field(data, hint)
         } else {
             if hint == Compression::None {
                 hint = encoding_hint;

@@ -263,6 +263,8 @@ async def test_a_bad_item_never_sinks_its_batch(hogflare: Hogflare) -> None:
     batch = [
         event("kept-1"),
         {"event": "no distinct id"},
+        event("blank distinct id", "  \t\n"),
+        {"event": "blank in properties", "properties": {"distinct_id": " "}},
         event("bad uuid", uuid="not-a-uuid"),
         {"distinct_id": "no event"},
         event("bad properties", properties="not an object"),

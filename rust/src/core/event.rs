@@ -265,8 +265,13 @@ fn normalize_inner(
     if raw_timestamp.is_some() && client_timestamp.is_none() {
         warnings.push(Warning::InvalidTimestamp);
     }
+    // An item's own `sent_at` is read only from recordings (posthog-js puts one on each `/s/`
+    // item); on the event routes PostHog ignores it, and an import that kept its events'
+    // original `sent_at` would otherwise see every timestamp moved to now.
     let item_sent_at = non_null(item.take("sent_at")).as_deref().and_then(timestamp_from_raw);
-    let sent_at = ctx.sent_at.or(item_sent_at);
+    let sent_at = ctx
+        .sent_at
+        .or(item_sent_at.filter(|_| ctx.route == RouteKind::Recording));
     let client = ClientTime {
         timestamp: client_timestamp,
         sent_at,

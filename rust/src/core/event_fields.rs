@@ -43,7 +43,8 @@ pub(super) fn truncate_chars(mut text: String, max: usize) -> String {
 }
 
 fn clean_id(text: String) -> Option<String> {
-    if text.is_empty() {
+    // PostHog's capture refuses an id that is blank once trimmed; the id kept is not trimmed.
+    if text.trim().is_empty() {
         return None;
     }
     let text = if text.contains('\0') {

@@ -78,9 +78,10 @@ impl<'s, 'c> Evaluation<'s, 'c> {
     fn group_key(&self, index: u8) -> Option<Cow<'c, str>> {
         let name = self.set.group_type(index)?;
         let key = self.context.groups.get(name)?;
+        // A group is named by a non-empty string or a number; anything else names none.
         match key.as_str() {
-            Some(text) => Some(Cow::Borrowed(text)),
-            None => (!key.is_null()).then(|| Cow::Owned(key.to_string())),
+            Some(text) => (!text.is_empty()).then_some(Cow::Borrowed(text)),
+            None => key.is_number().then(|| Cow::Owned(key.to_string())),
         }
     }
 
@@ -116,7 +117,14 @@ impl<'s, 'c> Evaluation<'s, 'c> {
         }
         self.visiting.push(index);
         let outer = std::mem::take(&mut self.missing_dependency);
-        let mut result = self.decide(&self.set.flags[index]);
+        let flag = &self.set.flags[index];
+        let mut result = if flag.definition.active && !flag.definition.deleted && self.set.has_broken_dependency(index)
+        {
+            self.missing_dependency = true;
+            FlagResult::off(Reason::MissingDependency, None)
+        } else {
+            self.decide(flag)
+        };
         if std::mem::replace(&mut self.missing_dependency, outer) && !result.enabled {
             result = FlagResult::off(Reason::MissingDependency, None);
             result.error = true;
@@ -132,19 +140,20 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             return FlagResult::off(Reason::FlagDisabled, None);
         }
         let aggregation = definition.filters.aggregation_group_type_index;
-        if definition.filters.feature_enrollment == Some(true) {
+        let enrollment = definition.filters.feature_enrollment == Some(true);
+        if enrollment {
             let key = format!("$feature_enrollment/{}", definition.key);
             if let Some(value) = person_property(self.context.person, &key) {
-                let enabled = value
-                    .as_bool()
-                    .unwrap_or_else(|| value.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true")));
+                // Exactly `true` or `"true"`: an early-access opt-in is written by posthog-js.
+                let enabled = value.as_bool() == Some(true) || value.as_str() == Some("true");
                 let mut result = FlagResult::off(Reason::SuperConditionValue, Some(0));
                 result.enabled = enabled;
                 result.payload = enabled.then(|| flag.payloads.get("true").cloned()).flatten();
                 return result;
             }
         }
-        if let Some(condition) = &flag.super_condition {
+        // Legacy super groups decide only flags that are not early-access features.
+        if let Some(condition) = flag.super_condition.as_ref().filter(|_| !enrollment) {
             let named = condition.filters.iter().any(|f| match f {
                 Filter::Property { key, .. } => person_property(self.context.person, key).is_some(),
                 _ => false,

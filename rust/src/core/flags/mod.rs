@@ -38,6 +38,9 @@ pub struct FlagSet {
     group_types: BTreeMap<u8, String>,
     cohorts: HashMap<String, compile::CohortNode>,
     raw_cohorts: BTreeMap<String, Value>,
+    /// Flags that depend, directly or through others, on a flag that is not there or on
+    /// themselves: PostHog answers them `missing_dependency` whatever their conditions say.
+    broken: Vec<bool>,
 }
 
 /// Who a flag evaluation is for. JSON arguments are objects (anything else reads as `{}`).
@@ -129,7 +132,48 @@ impl FlagSet {
                 Err(err) => problems.push(format!("flag {key:?}: {err}")),
             }
         }
+        set.broken = set.broken_dependencies();
         (set, problems)
+    }
+
+    /// Which flags have a dependency that cannot be decided: missing, in a cycle, or broken
+    /// itself.
+    fn broken_dependencies(&self) -> Vec<bool> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum State {
+            New,
+            Visiting,
+            Done(bool),
+        }
+        fn visit(set: &FlagSet, index: usize, states: &mut [State]) -> bool {
+            match states[index] {
+                State::Done(broken) => return broken,
+                State::Visiting => return true,
+                State::New => {}
+            }
+            states[index] = State::Visiting;
+            let flag = &set.flags[index];
+            let mut broken = false;
+            for condition in flag.conditions.iter().chain(&flag.super_condition) {
+                for filter in &condition.filters {
+                    if let compile::Filter::Flag { key, .. } = filter {
+                        broken |= set
+                            .index_of(key)
+                            .is_none_or(|dependency| visit(set, dependency, states));
+                    }
+                }
+            }
+            states[index] = State::Done(broken);
+            broken
+        }
+        let mut states = vec![State::New; self.flags.len()];
+        (0..self.flags.len())
+            .map(|index| visit(self, index, &mut states))
+            .collect()
+    }
+
+    pub(crate) fn has_broken_dependency(&self, index: usize) -> bool {
+        self.broken.get(index).copied().unwrap_or(false)
     }
 
     fn add_group_types(&mut self, mapping: &BTreeMap<String, Value>) {

@@ -358,3 +358,115 @@ fn a_cohort_that_contains_itself_is_an_error_not_a_crash() {
     assert_eq!(flag.get("enabled").unwrap().as_bool(), Some(false));
     assert_eq!(out.get("errorsWhileComputingFlags").unwrap().as_bool(), Some(true));
 }
+
+fn posthog_set(flags: &str) -> FlagSet {
+    let document = format!(r#"{{"flags": {flags}, "group_type_mapping": {{"0": "company"}}}}"#);
+    let (set, problems) = FlagSet::compile(None, Some(&document));
+    assert!(problems.is_empty(), "{problems:?}");
+    set
+}
+
+fn answer(set: &FlagSet, key: &str, person: &str, groups: &str) -> (bool, String) {
+    let request = Request {
+        distinct_id: "user-1",
+        person_properties: person,
+        groups,
+        group_properties: "{}",
+        ..Request::default()
+    };
+    let out: Value = sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap();
+    let flag = out.get("flags").unwrap().get(key).unwrap();
+    let code = flag
+        .get("reason")
+        .unwrap()
+        .get("code")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (flag.get("enabled").unwrap().as_bool().unwrap(), code)
+}
+
+fn flag(key: &str, groups: &str) -> String {
+    format!(r#"{{"key": "{key}", "active": true, "filters": {{"groups": {groups}}}}}"#)
+}
+
+fn depends_on(other: &str) -> String {
+    format!(
+        r#"{{"properties": [{{"key": "{other}", "type": "flag", "operator": "flag_evaluates_to", "value": true}}], "rollout_percentage": 100}}"#
+    )
+}
+
+const EVERYONE: &str = r#"{"properties": [], "rollout_percentage": 100}"#;
+
+#[test]
+fn a_missing_or_circular_dependency_decides_the_flag_whatever_its_other_conditions() {
+    let ghost = flag("needs-ghost", &format!("[{}, {EVERYONE}]", depends_on("ghost")));
+    let set = posthog_set(&format!("[{ghost}]"));
+    assert_eq!(
+        answer(&set, "needs-ghost", "{}", "{}"),
+        (false, "missing_dependency".into())
+    );
+
+    // A cycle is one in either order of the flags file, and so is a flag that depends on it.
+    let c1 = flag("c1", &format!("[{}, {EVERYONE}]", depends_on("c2")));
+    let c2 = flag("c2", &format!("[{}]", depends_on("c1")));
+    let outside = flag("outside", &format!("[{}]", depends_on("c1")));
+    for order in [format!("[{c1}, {c2}, {outside}]"), format!("[{outside}, {c2}, {c1}]")] {
+        let set = posthog_set(&order);
+        for key in ["c1", "c2", "outside"] {
+            assert_eq!(
+                answer(&set, key, "{}", "{}"),
+                (false, "missing_dependency".into()),
+                "{key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn early_access_is_opted_into_by_true_alone_and_legacy_super_groups_do_not_decide_it() {
+    let beta = r#"{"key": "beta", "active": true, "filters": {"feature_enrollment": true,
+        "groups": [{"properties": [], "rollout_percentage": 0}],
+        "super_groups": [{"properties": [{"key": "vip", "type": "person", "operator": "exact", "value": ["yes"]}],
+                          "rollout_percentage": 100}]}}"#;
+    let set = posthog_set(&format!("[{beta}]"));
+    let enrolled = |value: &str| {
+        answer(
+            &set,
+            "beta",
+            &format!(r#"{{"$feature_enrollment/beta": {value}}}"#),
+            "{}",
+        )
+    };
+    assert_eq!(enrolled("true"), (true, "super_condition_value".into()));
+    assert_eq!(enrolled(r#""true""#), (true, "super_condition_value".into()));
+    assert_eq!(enrolled(r#""True""#), (false, "super_condition_value".into()));
+    assert_eq!(
+        answer(&set, "beta", r#"{"vip": "yes"}"#, "{}"),
+        (false, "out_of_rollout_bound".into())
+    );
+}
+
+#[test]
+fn a_group_is_named_by_a_non_empty_string_or_a_number() {
+    let company = r#"{"key": "co", "active": true, "filters": {"aggregation_group_type_index": 0,
+        "groups": [{"properties": [], "rollout_percentage": 100}]}}"#;
+    let set = posthog_set(&format!("[{company}]"));
+    assert_eq!(
+        answer(&set, "co", "{}", r#"{"company": "acme"}"#),
+        (true, "condition_match".into())
+    );
+    assert_eq!(
+        answer(&set, "co", "{}", r#"{"company": 42}"#),
+        (true, "condition_match".into())
+    );
+    for key in [r#""""#, "true", "null", "{}"] {
+        let groups = format!(r#"{{"company": {key}}}"#);
+        assert_eq!(
+            answer(&set, "co", "{}", &groups),
+            (false, "no_group_type".into()),
+            "{key}"
+        );
+    }
+}

@@ -80,9 +80,15 @@ fn filter(definition: &PropertyFilter, flag_aggregation: Option<u8>) -> Result<F
             id: text_of(&definition.value).into_owned(),
             positive: operator != "not_in" && !negated,
         }),
+        // A dependency with another operator, or no value, is malformed: PostHog logs it and
+        // lets it match nothing (a null `expected` matches no answer).
         "flag" => Ok(Filter::Flag {
             key: definition.key.clone(),
-            expected: definition.value.clone(),
+            expected: if operator == "flag_evaluates_to" {
+                definition.value.clone()
+            } else {
+                Value::new_null()
+            },
         }),
         kind => {
             let source = match (kind, definition.group_type_index.or(flag_aggregation)) {

@@ -25,6 +25,34 @@ pub enum DateTarget {
     MonthsAgo(u32),
 }
 
+/// A `regex` filter's pattern. Most compile to the linear-time engine; lookaround and
+/// backreferences, which PostHog's flag service also accepts, to a backtracking one.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    Linear(Regex),
+    Backtracking(Box<fancy_regex::Regex>),
+}
+
+impl Pattern {
+    fn compile(text: &str) -> Option<Self> {
+        match Regex::new(text) {
+            Ok(pattern) => Some(Self::Linear(pattern)),
+            Err(_) => fancy_regex::Regex::new(text)
+                .ok()
+                .map(|pattern| Self::Backtracking(Box::new(pattern))),
+        }
+    }
+
+    /// Whether the text matches; `None` when backtracking gave up (its step limit), which
+    /// matches neither way.
+    fn is_match(&self, text: &str) -> Option<bool> {
+        match self {
+            Self::Linear(pattern) => Some(pattern.is_match(text)),
+            Self::Backtracking(pattern) => pattern.is_match(text).ok(),
+        }
+    }
+}
+
 /// What `exact` and `is_not` compare with.
 #[derive(Debug, Clone)]
 pub enum Expected {
@@ -46,8 +74,8 @@ pub enum Operator {
     /// Contains any of the needles (`icontains_multi`), or none of them (`not_icontains_multi`).
     IContainsAny(Vec<String>, bool),
     /// `None` when the pattern does not compile: never matches, negated or not.
-    Regex(Option<Regex>),
-    NotRegex(Option<Regex>),
+    Regex(Option<Pattern>),
+    NotRegex(Option<Pattern>),
     Compare(std::cmp::Ordering, bool, Option<f64>),
     Date(DateOp, Option<DateTarget>),
     StartsWith(String, bool),
@@ -257,7 +285,7 @@ impl Operator {
                 None => vec![lowered()],
             }
         };
-        let regex = || Regex::new(&text_of(value)).ok();
+        let regex = || Pattern::compile(&text_of(value));
         let number = || number_of(value);
         let date = || match value.as_str().and_then(relative) {
             Some(ago) => Some(ago),
@@ -315,8 +343,8 @@ impl Operator {
                 let text = ascii_lower(text_of(value));
                 needles.iter().any(|needle| text.contains(needle.as_str())) == *positive
             }
-            Self::Regex(pattern) => pattern.as_ref().is_some_and(|p| p.is_match(&text_of(value))),
-            Self::NotRegex(pattern) => pattern.as_ref().is_some_and(|p| !p.is_match(&text_of(value))),
+            Self::Regex(pattern) => pattern.as_ref().and_then(|p| p.is_match(&text_of(value))) == Some(true),
+            Self::NotRegex(pattern) => pattern.as_ref().and_then(|p| p.is_match(&text_of(value))) == Some(false),
             Self::Compare(direction, or_equal, expected) => match (number_of(value), expected) {
                 (Some(actual), Some(expected)) => match actual.partial_cmp(expected) {
                     Some(std::cmp::Ordering::Equal) => *or_equal,
@@ -431,6 +459,16 @@ mod tests {
         assert!(!matches("icontains", r#""äbc""#, r#""ÄBCD""#));
         assert!(!matches("starts_with", r#""É""#, r#""école""#));
         assert!(matches("exact", r#""ÉCOLE""#, r#""école""#));
+    }
+
+    #[test]
+    fn lookaround_and_backreferences_are_patterns_too() {
+        assert!(matches("regex", r#""^(?!test).*@x\\.com$""#, r#""a@x.com""#));
+        assert!(!matches("regex", r#""^(?!test).*@x\\.com$""#, r#""test@x.com""#));
+        assert!(matches("not_regex", r#""^(?!test).*@x\\.com$""#, r#""test@x.com""#));
+        assert!(matches("regex", r#""(a)\\1""#, r#""aa""#));
+        assert!(!matches("regex", r#""(unclosed""#, r#""(unclosed""#));
+        assert!(!matches("not_regex", r#""(unclosed""#, r#""x""#));
     }
 
     #[test]

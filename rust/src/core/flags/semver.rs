@@ -1,6 +1,6 @@
 //! PostHog's semver operators: versions read as `major.minor.patch` (a leading `v` allowed, a
-//! pre-release or build suffix dropped, missing parts 0, leading zeros refused), compared as
-//! tuples, and the tilde, caret and wildcard ranges.
+//! pre-release or build suffix dropped, missing parts 0, leading zeros read as the flag service
+//! reads them, `08` as 8), compared as tuples, and the tilde, caret and wildcard ranges.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SemverOp {
@@ -35,7 +35,7 @@ impl SemverOp {
 }
 
 fn part(text: &str) -> Option<u64> {
-    if text.is_empty() || (text.len() > 1 && text.starts_with('0')) || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse().ok()
@@ -64,6 +64,13 @@ impl SemverRange {
         let text = text.trim();
         match op {
             SemverOp::Wildcard => {
+                if text == "*" {
+                    // Every version.
+                    return Some(Self {
+                        low: (0, 0, 0),
+                        high: Some((u64::MAX, u64::MAX, u64::MAX)),
+                    });
+                }
                 let body = text.trim_end_matches(".*").trim_end_matches('*');
                 let parts: Vec<&str> = body
                     .trim_end_matches('.')
@@ -79,6 +86,11 @@ impl SemverRange {
                     [major, minor] => Some(Self {
                         low: (*major, *minor, 0),
                         high: Some((*major, minor + 1, 0)),
+                    }),
+                    // No star: that one version.
+                    [major, minor, patch] => Some(Self {
+                        low: (*major, *minor, *patch),
+                        high: Some((*major, *minor, patch + 1)),
                     }),
                     _ => None,
                 }
@@ -135,7 +147,8 @@ mod tests {
     fn versions() {
         assert_eq!(parse_version("v1.2.3-beta+5"), Some((1, 2, 3)));
         assert_eq!(parse_version("1.2"), Some((1, 2, 0)));
-        assert_eq!(parse_version("01.2.3"), None);
+        assert_eq!(parse_version("01.2.3"), Some((1, 2, 3)));
+        assert_eq!(parse_version("3.08"), Some((3, 8, 0)));
         assert_eq!(parse_version("1.2.3.4"), None);
     }
 
@@ -148,5 +161,8 @@ mod tests {
         assert!(check("semver_wildcard", "1.*", "1.9.9") && !check("semver_wildcard", "1.*", "2.0.0"));
         assert!(check("semver_wildcard", "1.2.*", "1.2.0") && !check("semver_wildcard", "1.2.*", "1.3.0"));
         assert!(check("semver_gt", "1.2.3", "1.10.0") && check("semver_lte", "1.2", "1.2.0"));
+        assert!(check("semver_wildcard", "*", "0.0.1") && check("semver_wildcard", "*", "99.1.0"));
+        assert!(check("semver_wildcard", "1.2.3", "1.2.3") && !check("semver_wildcard", "1.2.3", "1.2.4"));
+        assert!(check("semver_eq", "3.8.0", "3.08"));
     }
 }

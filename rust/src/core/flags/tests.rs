@@ -470,3 +470,13 @@ fn a_group_is_named_by_a_non_empty_string_or_a_number() {
         );
     }
 }
+
+#[test]
+fn a_dependency_without_flag_evaluates_to_matches_nothing() {
+    let base = flag("base", &format!("[{EVERYONE}]"));
+    let malformed = r#"{"properties": [{"key": "base", "type": "flag", "operator": "exact", "value": true}], "rollout_percentage": 100}"#;
+    let child = flag("child", &format!("[{malformed}]"));
+    let set = posthog_set(&format!("[{base}, {child}]"));
+    assert_eq!(answer(&set, "base", "{}", "{}"), (true, "condition_match".into()));
+    assert_eq!(answer(&set, "child", "{}", "{}"), (false, "no_condition_match".into()));
+}

@@ -227,7 +227,11 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
                 hint = encoding_hint;
             }
             let starts_like_form = FORM_PREFIXES.iter().any(|prefix| body.starts_with(prefix));
-            if hint == Compression::None && !starts_like_form && codec::looks_like_base64(&body) {
+            // Base64 is unwrapped before a gzip hint is applied, as PostHog's capture does: a
+            // client that base64-encodes its gzip still names it gzip. (lz64 text looks like
+            // base64 and is its own decoding.)
+            let unwrap = matches!(hint, Compression::None | Compression::Gzip);
+            if unwrap && !starts_like_form && codec::looks_like_base64(&body) {
                 codec::base64_decode(&body).unwrap_or(body)
             } else {
                 body

@@ -234,3 +234,21 @@ fn nesting_is_counted_outside_strings_only() {
     // An unterminated string ends the count.
     assert!(check_depth(format!("[\"{}", "[".repeat(300)).as_bytes(), MAX_DEPTH).is_ok());
 }
+
+#[test]
+fn base64_of_gzip_named_gzip_is_unwrapped_first() {
+    let body = b64(&gz(br#"[{"event":"e","distinct_id":"d"}]"#));
+    for (route, query, encoding) in [
+        (RouteKind::Event, &b"compression=gzip-js"[..], None),
+        (RouteKind::Event, &b"compression=gzip"[..], None),
+        (RouteKind::Event, &b""[..], Some("gzip")),
+        (RouteKind::LegacyEvent, &b"compression=gzip-js"[..], None),
+    ] {
+        let request = RequestParts {
+            content_encoding: encoding,
+            ..parts(route, body.as_bytes(), query, Some("text/plain"))
+        };
+        let out = unpack(&request, CAP).unwrap();
+        assert_eq!(first_event(&out), "e", "{:?} {encoding:?}", std::str::from_utf8(query));
+    }
+}

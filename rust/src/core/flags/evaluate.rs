@@ -105,6 +105,11 @@ impl<'s, 'c> Evaluation<'s, 'c> {
         Some(Cow::Borrowed(context.distinct_id))
     }
 
+    /// Answer a flag off without evaluating it, for the flags that depend on it.
+    pub fn assume_off(&mut self, index: usize) {
+        self.done[index] = Some(FlagResult::off(Reason::NoConditionMatch, None));
+    }
+
     /// Evaluate one flag (by index), caching the answer for flags that depend on it.
     pub fn flag(&mut self, index: usize) -> FlagResult {
         if let Some(done) = &self.done[index] {

@@ -28,6 +28,17 @@ pub use respond::{Shape, Stored};
 
 use super::rawjson;
 
+/// Whether the request's evaluation environments leave the flag out: it has tags, the request
+/// names environments, and none of them is a tag of the flag.
+fn outside_environments(flag: &Flag, environments: Option<&[String]>) -> bool {
+    match (environments, flag.definition.evaluation_tags.as_ref()) {
+        (Some(wanted), Some(tags)) => {
+            !wanted.is_empty() && !tags.is_empty() && !tags.iter().any(|tag| wanted.contains(tag))
+        }
+        _ => false,
+    }
+}
+
 /// Every flag, compiled.
 #[derive(Debug, Default)]
 pub struct FlagSet {
@@ -255,16 +266,21 @@ impl FlagSet {
             now,
         };
         let mut evaluation = Evaluation::new(self, &context);
+        // A flag the request's environments leave out is off for the flags that depend on it,
+        // as PostHog seeds it, rather than evaluated for them.
+        let left_out: Vec<bool> = self
+            .flags
+            .iter()
+            .map(|flag| outside_environments(flag, request.environments))
+            .collect();
+        for (index, _) in left_out.iter().enumerate().filter(|(_, out)| **out) {
+            evaluation.assume_off(index);
+        }
         let mut out = Vec::with_capacity(self.flags.len());
         for (index, flag) in self.flags.iter().enumerate() {
             let key = flag.definition.key.as_str();
-            if request.flag_keys.is_some_and(|keys| !keys.iter().any(|k| k == key)) {
+            if left_out[index] || request.flag_keys.is_some_and(|keys| !keys.iter().any(|k| k == key)) {
                 continue;
-            }
-            if let (Some(wanted), Some(tags)) = (request.environments, flag.definition.evaluation_tags.as_ref()) {
-                if !wanted.is_empty() && !tags.is_empty() && !tags.iter().any(|tag| wanted.contains(tag)) {
-                    continue;
-                }
             }
             out.push((flag, evaluation.flag(index)));
         }

@@ -480,3 +480,42 @@ fn a_dependency_without_flag_evaluates_to_matches_nothing() {
     assert_eq!(answer(&set, "base", "{}", "{}"), (true, "condition_match".into()));
     assert_eq!(answer(&set, "child", "{}", "{}"), (false, "no_condition_match".into()));
 }
+
+#[test]
+fn a_flag_the_environments_leave_out_is_off_for_its_dependents() {
+    let mobile = r#"{"key": "mobile-only", "active": true, "evaluation_tags": ["mobile"],
+        "filters": {"groups": [{"properties": [], "rollout_percentage": 100}]}}"#;
+    let when = |value: bool| {
+        format!(
+            r#"{{"properties": [{{"key": "mobile-only", "type": "flag", "operator": "flag_evaluates_to", "value": {value}}}], "rollout_percentage": 100}}"#
+        )
+    };
+    let needs_on = flag("needs-on", &format!("[{}]", when(true)));
+    let needs_off = flag("needs-off", &format!("[{}]", when(false)));
+    let set = posthog_set(&format!("[{mobile}, {needs_on}, {needs_off}]"));
+    let evaluate = |environments: &[String]| -> Value {
+        let request = Request {
+            distinct_id: "user-1",
+            person_properties: "{}",
+            groups: "{}",
+            group_properties: "{}",
+            environments: Some(environments),
+            ..Request::default()
+        };
+        sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap()
+    };
+    let enabled = |out: &Value, key: &str| {
+        out.get("flags")
+            .unwrap()
+            .get(key)
+            .map(|f| f.get("enabled").unwrap().as_bool().unwrap())
+    };
+    let web = evaluate(&["web".to_owned()]);
+    assert_eq!(enabled(&web, "mobile-only"), None);
+    assert_eq!(enabled(&web, "needs-on"), Some(false));
+    assert_eq!(enabled(&web, "needs-off"), Some(true));
+    let mobile = evaluate(&["mobile".to_owned()]);
+    assert_eq!(enabled(&mobile, "mobile-only"), Some(true));
+    assert_eq!(enabled(&mobile, "needs-on"), Some(true));
+    assert_eq!(enabled(&mobile, "needs-off"), Some(false));
+}

@@ -344,16 +344,30 @@ fn bench_commit_persons(c: &mut Criterion) {
 fn bench_export(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let filled = OnceCell::new();
+    let distinct = OnceCell::new();
     let lake = dir.path().join("lake");
     let mut group = c.benchmark_group("outbox");
     group.throughput(Throughput::Elements(10_000));
     group.sample_size(20);
+    // 10,000 pageviews of the same 100 users: each person's state repeats from row to row.
     let store = || {
         filled.get_or_init(|| {
             let (store, options) = open_store(&dir.path().join("store"));
             store
                 .commit((0..100).map(|_| decode_batch(&batch_body(100))).collect(), options)
                 .unwrap();
+            store
+        })
+    };
+    // 5,000 events of 5,000 users each changing a value: no two persons' state is the same.
+    let distinct_store = || {
+        distinct.get_or_init(|| {
+            let (store, options) = open_store(&dir.path().join("distinct"));
+            let batches = (0..5_000)
+                .step_by(100)
+                .map(|first| decode_batch(&person_batch(PersonWorkload::SetHeavy, first)))
+                .collect();
+            store.commit(batches, options).unwrap();
             store
         })
     };
@@ -373,6 +387,10 @@ fn bench_export(c: &mut Criterion) {
             b.iter(|| export::export(store, 0, 10_000, u64::MAX, &to, writers).unwrap());
         });
     }
+    group.bench_function("export_10k_distinct_persons", |b| {
+        let store = distinct_store();
+        b.iter(|| export::export(store, 0, 10_000, u64::MAX, &to, 1).unwrap());
+    });
     group.finish();
 }
 

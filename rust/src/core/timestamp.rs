@@ -80,6 +80,20 @@ pub fn parse_text(text: &str) -> Option<DateTime<Utc>> {
     if let Some(naive) = parse_naive(text.trim_end_matches('Z')) {
         return Some(naive.and_utc());
     }
+    // What server libraries print: Ruby's `Time#to_s` (`2024-03-01 18:20:30 +0800`), and a
+    // time named UTC or GMT.
+    for format in ["%Y-%m-%d %H:%M:%S%.f %z", "%Y-%m-%dT%H:%M:%S%.f %z"] {
+        if let Ok(parsed) = DateTime::parse_from_str(text, format) {
+            return Some(parsed.with_timezone(&Utc));
+        }
+    }
+    let named_utc = [" UTC", " GMT"].iter().find_map(|zone| {
+        let split = text.len().checked_sub(zone.len())?;
+        (text.is_char_boundary(split) && text[split..].eq_ignore_ascii_case(zone)).then(|| &text[..split])
+    });
+    if let Some(naive) = named_utc.and_then(|rest| parse_naive(rest.trim_end())) {
+        return Some(naive.and_utc());
+    }
     if let Ok(parsed) = DateTime::parse_from_rfc2822(text) {
         return Some(parsed.with_timezone(&Utc));
     }
@@ -186,6 +200,10 @@ mod tests {
             "2024-03-01T10:20:30",
             "2024/03/01 10:20:30",
             "Fri, 01 Mar 2024 10:20:30 +0000",
+            "2024-03-01 18:20:30 +0800",
+            "2024-03-01 08:20:30 -02:00",
+            "2024-03-01 10:20:30 UTC",
+            "2024-03-01 10:20:30.000 gmt",
             "1709288430000",
         ] {
             assert_eq!(parse_text(text), Some(expected), "{text}");

@@ -107,7 +107,7 @@ fn filter(definition: &PropertyFilter, flag_aggregation: Option<u8>) -> Result<F
 }
 
 fn condition(definition: &ConditionDefinition, flag_aggregation: Option<u8>) -> Result<Condition, String> {
-    let aggregation = definition.aggregation_group_type_index.or(flag_aggregation);
+    let aggregation = definition.aggregation_group_type_index.resolve(flag_aggregation);
     let mut filters = Vec::new();
     for property in definition.properties.iter().flatten() {
         filters.push(filter(property, aggregation)?);

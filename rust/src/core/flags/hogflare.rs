@@ -3,7 +3,10 @@
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
-use super::model::{from_json, ConditionDefinition, FlagDefinition, Multivariate, PropertyFilter, VariantDefinition};
+use super::model::{
+    from_json, ConditionAggregation, ConditionDefinition, FlagDefinition, Multivariate, PropertyFilter,
+    VariantDefinition,
+};
 
 /// A Hogflare payload as PostHog stores it: a JSON-encoded string. Hogflare reads a string that
 /// parses as JSON as that JSON, and any other string as itself.
@@ -115,7 +118,7 @@ pub fn from_hogflare(
                         .and_then(JsonValueTrait::as_f64)
                         .or(rollout),
                     variant: condition.get("variant").and_then(|v| v.as_str()).map(str::to_owned),
-                    aggregation_group_type_index: None,
+                    aggregation_group_type_index: ConditionAggregation::Flags,
                 });
             }
         }

@@ -68,8 +68,49 @@ pub struct ConditionDefinition {
     pub rollout_percentage: Option<f64>,
     #[serde(default)]
     pub variant: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregation_group_type_index: Option<u8>,
+    #[serde(default, skip_serializing_if = "ConditionAggregation::is_flags")]
+    pub aggregation_group_type_index: ConditionAggregation,
+}
+
+/// Whom a condition is about: absent, whom its flag is about; `null`, the person, whatever the
+/// flag's (a flag that targets persons and groups); a number, that group type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConditionAggregation {
+    #[default]
+    Flags,
+    Person,
+    Group(u8),
+}
+
+impl ConditionAggregation {
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+    fn is_flags(&self) -> bool {
+        *self == Self::Flags
+    }
+
+    /// The group type index the condition aggregates by, given its flag's.
+    pub fn resolve(self, flag: Option<u8>) -> Option<u8> {
+        match self {
+            Self::Flags => flag,
+            Self::Person => None,
+            Self::Group(index) => Some(index),
+        }
+    }
+}
+
+impl Serialize for ConditionAggregation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Group(index) => serializer.serialize_u8(*index),
+            _ => serializer.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConditionAggregation {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Option::<u8>::deserialize(deserializer)?.map_or(Self::Person, Self::Group))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -519,3 +519,19 @@ fn a_flag_the_environments_leave_out_is_off_for_its_dependents() {
     assert_eq!(enabled(&mobile, "needs-on"), Some(true));
     assert_eq!(enabled(&mobile, "needs-off"), Some(false));
 }
+
+#[test]
+fn a_condition_with_a_null_aggregation_targets_the_person_in_a_group_flag() {
+    let mixed = |aggregation: &str| {
+        format!(
+            r#"{{"key": "mixed", "active": true, "filters": {{"aggregation_group_type_index": 0, "groups": [
+                {{"properties": [{{"key": "plan", "type": "person", "operator": "exact", "value": "pro"}}],
+                  "rollout_percentage": 100{aggregation}}}]}}}}"#
+        )
+    };
+    let person = r#"{"plan": "pro"}"#;
+    let set = posthog_set(&format!("[{}]", mixed(r#", "aggregation_group_type_index": null"#)));
+    assert_eq!(answer(&set, "mixed", person, "{}"), (true, "condition_match".into()));
+    let set = posthog_set(&format!("[{}]", mixed("")));
+    assert_eq!(answer(&set, "mixed", person, "{}"), (false, "no_group_type".into()));
+}

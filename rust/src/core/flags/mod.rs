@@ -165,7 +165,10 @@ impl FlagSet {
             states[index] = State::Visiting;
             let flag = &set.flags[index];
             let mut broken = false;
-            for condition in flag.conditions.iter().chain(&flag.super_condition) {
+            // Super groups are not read for an early-access flag, so neither are their dependencies.
+            let enrollment = flag.definition.filters.feature_enrollment == Some(true);
+            let super_condition = flag.super_condition.as_ref().filter(|_| !enrollment);
+            for condition in flag.conditions.iter().chain(super_condition) {
                 for filter in &condition.filters {
                     if let compile::Filter::Flag { key, .. } = filter {
                         broken |= set

@@ -21,9 +21,16 @@ pub enum DateOp {
 pub enum DateTarget {
     Fixed(DateTime<Utc>),
     Relative(Duration),
-    /// Calendar months (a year is twelve), as PostHog counts them.
+    /// Calendar months, the day clamped month by month on the way back.
     MonthsAgo(u32),
+    /// Calendar years, the same day (February 29 becomes the 28th).
+    YearsAgo(u32),
 }
+
+/// Backtracking steps a pattern may take on one property before it gives up: PostHog's flag
+/// service's limit, which also keeps a pattern a request's properties can feed from costing
+/// every `/flags` call a fraction of a second.
+const BACKTRACK_LIMIT: usize = 10_000;
 
 /// A `regex` filter's pattern. Most compile to the linear-time engine; lookaround and
 /// backreferences, which PostHog's flag service also accepts, to a backtracking one.
@@ -37,13 +44,15 @@ impl Pattern {
     fn compile(text: &str) -> Option<Self> {
         match Regex::new(text) {
             Ok(pattern) => Some(Self::Linear(pattern)),
-            Err(_) => fancy_regex::Regex::new(text)
+            Err(_) => fancy_regex::RegexBuilder::new(text)
+                .backtrack_limit(BACKTRACK_LIMIT)
+                .build()
                 .ok()
                 .map(|pattern| Self::Backtracking(Box::new(pattern))),
         }
     }
 
-    /// Whether the text matches; `None` when backtracking gave up (its step limit), which
+    /// Whether the text matches; `None` when backtracking gave up (`BACKTRACK_LIMIT`), which
     /// matches neither way.
     fn is_match(&self, text: &str) -> Option<bool> {
         match self {
@@ -173,7 +182,8 @@ fn truth(value: &Value) -> bool {
 /// `-{n}{h|d|w|m|y}`: so long ago (the `-` may be left out), n below 10,000.
 fn relative(text: &str) -> Option<DateTarget> {
     let body = text.strip_prefix('-').unwrap_or(text);
-    let unit = *body.as_bytes().last()?;
+    // An ASCII unit, so that the count ends on a character boundary.
+    let unit = *body.as_bytes().last().filter(|unit| unit.is_ascii())?;
     let count = &body[..body.len() - 1];
     if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -185,32 +195,45 @@ fn relative(text: &str) -> Option<DateTarget> {
         b'd' => DateTarget::Relative(Duration::days(count.into())),
         b'w' => DateTarget::Relative(Duration::weeks(count.into())),
         b'm' => DateTarget::MonthsAgo(count),
-        b'y' => DateTarget::MonthsAgo(count * 12),
+        b'y' => DateTarget::YearsAgo(count),
         _ => return None,
     })
 }
 
 /// `months` calendar months before `now`, at the same time of day. The day of the month is
 /// clamped month by month on the way back (March 31 less two months is January 29, through
-/// February 29), as PostHog steps back; February 29 less whole years is February 28.
+/// February 29; less twelve months, March 29), as PostHog steps back.
 fn months_before(now: DateTime<Utc>, months: u32) -> Option<DateTime<Utc>> {
     let current = i64::from(now.year()) * 12 + i64::from(now.month0());
     let target = current - i64::from(months);
-    let (year, month0) = (target.div_euclid(12), target.rem_euclid(12));
+    let mut day = now.day();
+    let mut index = current - 1;
+    while index >= target && day > 28 {
+        day = day.min(days_in_month(index.div_euclid(12), index.rem_euclid(12))?);
+        index -= 1;
+    }
+    on_day(now, target.div_euclid(12), target.rem_euclid(12), day)
+}
+
+/// `years` calendar years before `now`: the same day and time, February 29 the 28th (the year
+/// before a leap year is never one).
+fn years_before(now: DateTime<Utc>, years: u32) -> Option<DateTime<Utc>> {
+    let day = if years > 0 && now.month() == 2 && now.day() == 29 {
+        28
+    } else {
+        now.day()
+    };
+    on_day(
+        now,
+        i64::from(now.year()) - i64::from(years),
+        i64::from(now.month0()),
+        day,
+    )
+}
+
+fn on_day(now: DateTime<Utc>, year: i64, month0: i64, day: u32) -> Option<DateTime<Utc>> {
     if !(1..=9999).contains(&year) {
         return None;
-    }
-    let mut day = now.day();
-    if months % 12 == 0 {
-        if months > 0 && now.month() == 2 && day == 29 {
-            day = 28;
-        }
-    } else {
-        let mut index = current - 1;
-        while index >= target && day > 28 {
-            day = day.min(days_in_month(index.div_euclid(12), index.rem_euclid(12))?);
-            index -= 1;
-        }
     }
     let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, u32::try_from(month0).ok()? + 1, day)?;
     Some(date.and_time(now.time()).and_utc())
@@ -361,6 +384,10 @@ impl Operator {
                         Some(moment) => moment,
                         None => return false,
                     },
+                    Some(DateTarget::YearsAgo(years)) => match years_before(now, *years) {
+                        Some(moment) => moment,
+                        None => return false,
+                    },
                     None => return false,
                 };
                 let Some(actual) = parse_date(value) else { return false };
@@ -469,6 +496,11 @@ mod tests {
         assert!(matches("regex", r#""(a)\\1""#, r#""aa""#));
         assert!(!matches("regex", r#""(unclosed""#, r#""(unclosed""#));
         assert!(!matches("not_regex", r#""(unclosed""#, r#""x""#));
+        // Past PostHog's backtracking limit a pattern gives up and matches neither way.
+        let runaway = r#""^(\\w+\\s?)*(?<=x)$""#;
+        let text = format!(r#""{}!""#, "a".repeat(24));
+        assert!(!matches("regex", runaway, &text));
+        assert!(!matches("not_regex", runaway, &text));
     }
 
     #[test]
@@ -489,18 +521,27 @@ mod tests {
             (at(2024, 3, 31, 12), 2, at(2024, 1, 29, 12)),
             (at(2024, 5, 31, 12), 1, at(2024, 4, 30, 12)),
             (at(2024, 1, 15, 8), 1, at(2023, 12, 15, 8)),
-            (at(2024, 2, 29, 0), 12, at(2023, 2, 28, 0)),
+            (at(2024, 3, 31, 12), 12, at(2023, 3, 29, 12)),
             (at(2024, 3, 1, 12), 12, at(2023, 3, 1, 12)),
             (at(2024, 3, 1, 12), 0, at(2024, 3, 1, 12)),
         ] {
             assert_eq!(months_before(now, months), Some(expected), "{now} less {months} months");
         }
+        for (now, years, expected) in [
+            (at(2024, 3, 31, 12), 1, at(2023, 3, 31, 12)),
+            (at(2024, 2, 29, 0), 1, at(2023, 2, 28, 0)),
+            (at(2024, 2, 29, 0), 4, at(2020, 2, 28, 0)),
+        ] {
+            assert_eq!(years_before(now, years), Some(expected), "{now} less {years} years");
+        }
         let relative = |text| match relative(text) {
             Some(DateTarget::MonthsAgo(months)) => Some(months),
+            Some(DateTarget::YearsAgo(years)) => Some(years * 1000),
             _ => None,
         };
         assert_eq!(relative("-1m"), Some(1));
-        assert_eq!(relative("2y"), Some(24));
+        assert_eq!(relative("2y"), Some(2000));
+        assert_eq!(relative("3é"), None);
         assert_eq!(relative("09999m"), Some(9999));
         assert_eq!(relative("-10000m"), None);
         assert!(super::relative("+3d").is_none());

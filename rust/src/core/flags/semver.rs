@@ -65,7 +65,6 @@ impl SemverRange {
         match op {
             SemverOp::Wildcard => {
                 if text == "*" {
-                    // Every version.
                     return Some(Self {
                         low: (0, 0, 0),
                         high: Some((u64::MAX, u64::MAX, u64::MAX)),
@@ -78,19 +77,20 @@ impl SemverRange {
                     .filter(|p| !p.is_empty())
                     .collect();
                 let numbers: Option<Vec<u64>> = parts.iter().map(|p| part(p.trim_start_matches(['v', 'V']))).collect();
+                // Without a star, a wildcard is the one version, as posthog-python reads it
+                // (the flag service would read a caret range; the SDKs evaluate this locally).
                 match numbers?.as_slice() {
                     [major] => Some(Self {
                         low: (*major, 0, 0),
-                        high: Some((major + 1, 0, 0)),
+                        high: Some((major.checked_add(1)?, 0, 0)),
                     }),
                     [major, minor] => Some(Self {
                         low: (*major, *minor, 0),
-                        high: Some((*major, minor + 1, 0)),
+                        high: Some((*major, minor.checked_add(1)?, 0)),
                     }),
-                    // No star: that one version.
                     [major, minor, patch] => Some(Self {
                         low: (*major, *minor, *patch),
-                        high: Some((*major, *minor, patch + 1)),
+                        high: Some((*major, *minor, patch.checked_add(1)?)),
                     }),
                     _ => None,
                 }
@@ -99,15 +99,15 @@ impl SemverRange {
                 let low = parse_version(text.trim_start_matches('~'))?;
                 Some(Self {
                     low,
-                    high: Some((low.0, low.1 + 1, 0)),
+                    high: Some((low.0, low.1.checked_add(1)?, 0)),
                 })
             }
             SemverOp::Caret => {
                 let low = parse_version(text.trim_start_matches('^'))?;
                 let high = match low {
-                    (0, 0, patch) => (0, 0, patch + 1),
-                    (0, minor, _) => (0, minor + 1, 0),
-                    (major, _, _) => (major + 1, 0, 0),
+                    (0, 0, patch) => (0, 0, patch.checked_add(1)?),
+                    (0, minor, _) => (0, minor.checked_add(1)?, 0),
+                    (major, _, _) => (major.checked_add(1)?, 0, 0),
                 };
                 Some(Self { low, high: Some(high) })
             }
@@ -164,5 +164,14 @@ mod tests {
         assert!(check("semver_wildcard", "*", "0.0.1") && check("semver_wildcard", "*", "99.1.0"));
         assert!(check("semver_wildcard", "1.2.3", "1.2.3") && !check("semver_wildcard", "1.2.3", "1.2.4"));
         assert!(check("semver_eq", "3.8.0", "3.08"));
+        let max = u64::MAX;
+        for (op, filter) in [
+            ("semver_wildcard", format!("1.2.{max}")),
+            ("semver_wildcard", format!("{max}.*")),
+            ("semver_tilde", format!("1.{max}.0")),
+            ("semver_caret", format!("{max}.0.0")),
+        ] {
+            assert!(!check(op, &filter, "1.2.3"), "{op} {filter}");
+        }
     }
 }

@@ -43,7 +43,7 @@ pub(super) fn truncate_chars(mut text: String, max: usize) -> String {
 }
 
 fn clean_id(text: String) -> Option<String> {
-    // PostHog's capture refuses an id that is blank once trimmed; the id kept is not trimmed.
+    // An id of only whitespace names no one, like an empty one; an id kept is not trimmed.
     if text.trim().is_empty() {
         return None;
     }

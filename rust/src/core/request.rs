@@ -122,14 +122,21 @@ fn parse_query(query: &[u8]) -> QueryParams {
 }
 
 /// A `data=` value, from the query or a form: base64 even without a compression hint, as
-/// posthog-js's legacy transports send it.
+/// posthog-js's legacy transports send it, and unwrapped before a gzip hint applies.
 fn data_field(data: String, hint: Compression) -> Vec<u8> {
     let data = repair_base64_spaces(data).into_bytes();
-    if hint == Compression::None && codec::looks_like_base64(&data) {
+    if unwraps_base64(hint) && codec::looks_like_base64(&data) {
         codec::base64_decode(&data).unwrap_or(data)
     } else {
         data
     }
+}
+
+/// Whether a payload that looks like base64 is decoded before the hint applies: always but for
+/// an explicit base64 or lz64 hint (lz64 text looks like base64 and is its own decoding), as
+/// PostHog's capture does, since a client that base64-encodes its gzip still names it gzip.
+fn unwraps_base64(hint: Compression) -> bool {
+    matches!(hint, Compression::None | Compression::Gzip)
 }
 
 /// urldecoding turns `+` into a space; in base64 data a space can only have been a `+`.
@@ -227,11 +234,7 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
                 hint = encoding_hint;
             }
             let starts_like_form = FORM_PREFIXES.iter().any(|prefix| body.starts_with(prefix));
-            // Base64 is unwrapped before a gzip hint is applied, as PostHog's capture does: a
-            // client that base64-encodes its gzip still names it gzip. (lz64 text looks like
-            // base64 and is its own decoding.)
-            let unwrap = matches!(hint, Compression::None | Compression::Gzip);
-            if unwrap && !starts_like_form && codec::looks_like_base64(&body) {
+            if unwraps_base64(hint) && !starts_like_form && codec::looks_like_base64(&body) {
                 codec::base64_decode(&body).unwrap_or(body)
             } else {
                 body

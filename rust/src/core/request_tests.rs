@@ -251,4 +251,7 @@ fn base64_of_gzip_named_gzip_is_unwrapped_first() {
         let out = unpack(&request, CAP).unwrap();
         assert_eq!(first_event(&out), "e", "{:?} {encoding:?}", std::str::from_utf8(query));
     }
+    let query = format!("data={}&compression=gzip-js", body.replace('+', "%2B"));
+    let out = unpack(&parts(RouteKind::Event, b"", query.as_bytes(), None), CAP).unwrap();
+    assert_eq!(first_event(&out), "e");
 }

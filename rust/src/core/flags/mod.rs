@@ -134,7 +134,11 @@ impl FlagSet {
                 problems.push(format!("flag {key:?} is defined twice; the first one is used"));
                 continue;
             }
-            match compile::flag(definition, salt) {
+            // A panic would be a bug one definition reaches: that flag is left out and reported
+            // like any bad flag, instead of failing the whole set (and the server's reload).
+            let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile::flag(definition, salt)))
+                .unwrap_or_else(|_| Err("internal error while compiling it".to_owned()));
+            match compiled {
                 Ok(flag) => {
                     set.by_key.insert(key, set.flags.len());
                     set.flags.push(flag);

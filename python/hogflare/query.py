@@ -1,5 +1,5 @@
 """``hogflare query``: DuckDB over the lake's live Parquet files, with a view per table and the
-views PostHog users expect on top: ``persons_latest`` and ``groups``."""
+views PostHog users expect on top: ``persons_latest``, ``person_distinct_ids`` and ``groups``."""
 
 from __future__ import annotations
 

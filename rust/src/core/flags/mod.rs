@@ -2,6 +2,7 @@
 //! PostHog local-evaluation document, compiled into one set and evaluated for a user in one call.
 
 mod compile;
+mod dates;
 mod evaluate;
 mod hogflare;
 mod model;

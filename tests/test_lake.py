@@ -28,6 +28,7 @@ from hogflare._hogflare import UNMEASURED_COLUMNS, Export
 from hogflare.export_ahead import ExportAhead
 from hogflare.iceberg import local_path
 from hogflare.lake import EVENTS, PERSONS, CompactionConflictError, Lake
+from hogflare.query import run
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 from tests.helpers.server import HOGFLARE
@@ -412,6 +413,33 @@ async def test_query_stops_quietly_when_its_reader_does(hogflare: Hogflare) -> N
         stderr = process.stderr.read()
         assert process.wait(timeout=60) == 1
     assert stderr == b""
+
+
+async def test_query_reads_what_is_left_of_a_damaged_lake_and_says_what_is_missing(hogflare: Hogflare) -> None:
+    personless = {"$process_person_profile": False}
+    for name in ("kept", "lost"):
+        batch = [event(name, properties=personless)]
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        hogflare.rows()
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("person", "someone")]})
+    hogflare.rows()
+    lake = Lake(hogflare.settings.lake_dir)
+    [lost] = [path for path in lake.data_files(EVENTS) if "lost" in pq.read_table(path).column("event").to_pylist()]
+    Path(lost).unlink()
+
+    def query(sql: str) -> subprocess.CompletedProcess[str]:
+        args = [HOGFLARE, "query", "--data-dir", str(hogflare.settings.data_dir), "--format", "json", sql]
+        return subprocess.run(args, capture_output=True, text=True)
+
+    events = query("select event from events order by event")
+    assert events.returncode == 0, events.stderr
+    assert json.loads(events.stdout) == [{"event": "kept"}, {"event": "person"}]
+    assert events.stderr == (f"warning: 1 data file(s) of {EVENTS} are missing ({lost}); the query reads the rest\n")
+    persons = query("select canonical_distinct_id from persons")
+    assert json.loads(persons.stdout) == [{"canonical_distinct_id": "someone"}]
+    # In process, a reader is told rather than given part of the lake unawares.
+    with pytest.raises(FileNotFoundError, match="1 data file"):
+        run(lake, "select 1")
 
 
 def test_a_transaction_works_out_its_metadata_once_per_change(tmp_path: Path) -> None:

@@ -217,8 +217,17 @@ def query(
     if not sql.strip():
         typer.echo("error: no SQL given", err=True)
         raise typer.Exit(2)
+
+    def missing(table: str, paths: list[str]) -> None:
+        # A damaged lake is still worth reading; the answer says what it lacks.
+        typer.echo(
+            f"warning: {len(paths)} data file(s) of {table} are missing ({paths[0]}{', …' if len(paths) > 1 else ''});"
+            " the query reads the rest",
+            err=True,
+        )
+
     try:
-        with q.results(Lake(settings.lake_dir), sql) as result:
+        with q.results(Lake(settings.lake_dir), sql, on_missing=missing) as result:
             if output is OutputFormat.json:
                 q.write_json(result.batches, sys.stdout.buffer)
                 sys.stdout.buffer.write(b"\n")

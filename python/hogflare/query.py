@@ -8,7 +8,8 @@ import contextlib
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any, NamedTuple
 
 import duckdb
@@ -64,12 +65,28 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the lake's tables as views."""
+#: Told a table's data files that the catalog lists and the disk no longer has.
+MissingFiles = Callable[[str, list[str]], None]
+
+
+def _refuse_missing(table: str, missing: list[str]) -> None:
+    raise FileNotFoundError(f"{len(missing)} data file(s) of {table} are missing, first {missing[0]}")
+
+
+def connect(lake: Lake, on_missing: MissingFiles = _refuse_missing) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the lake's tables as views.
+
+    A data file the catalog lists but the disk lacks (a partial copy, a file deleted by hand)
+    goes to ``on_missing``; unless it raises, the views read the files that are there."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for view, table in VIEWS.items():
         files = lake.data_files(table)
+        missing = [path for path in files if not os.path.exists(path)]
+        if missing:
+            on_missing(table, missing)
+            gone = set(missing)
+            files = [path for path in files if path not in gone]
         if files:
             listing = ", ".join(_sql_string(path) for path in files)
             con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet([{listing}], hive_partitioning = false)")
@@ -107,11 +124,11 @@ def collect(result: Result) -> pa.Table:
 
 
 @contextlib.contextmanager
-def results(lake: Lake, sql: str) -> Iterator[Result]:
+def results(lake: Lake, sql: str, on_missing: MissingFiles = _refuse_missing) -> Iterator[Result]:
     """The rows of ``sql`` as they come, so a result larger than memory can be written out.
 
     DuckDB's errors, when it plans the query or later while producing rows, are ``QueryError``."""
-    con = connect(lake)
+    con = connect(lake, on_missing)
     try:
         try:
             reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)

@@ -276,7 +276,10 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                     Source::Person => person_property(props, key),
                     Source::Group(_) => props.get(key),
                 });
-                (operator.matches(value, self.context.now) != *negated, false)
+                match operator.outcome(value, self.context.now) {
+                    Some(matched) => (matched != *negated, false),
+                    None => (false, true),
+                }
             }
             Filter::Cohort { id, positive } => match self.set.cohorts.get(id) {
                 Some(_) if self.cohorts_visiting.contains(id) => (false, true),

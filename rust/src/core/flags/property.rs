@@ -224,7 +224,17 @@ impl Operator {
         })
     }
 
-    /// Whether a property (absent: `None`) matches.
+    /// Whether a property (absent: `None`) matches, or `None` when it cannot be decided (a
+    /// pattern that gave up backtracking), which PostHog reports as an evaluation error.
+    pub fn outcome(&self, property: Option<&Value>, now: DateTime<Utc>) -> Option<bool> {
+        if let (Some(value), Self::Regex(Some(pattern)) | Self::NotRegex(Some(pattern))) = (property, self) {
+            let found = pattern.is_match(&text_of(value))?;
+            return Some(found == matches!(self, Self::Regex(_)));
+        }
+        Some(self.matches(property, now))
+    }
+
+    /// Whether a property (absent: `None`) matches; what cannot be decided does not.
     pub fn matches(&self, property: Option<&Value>, now: DateTime<Utc>) -> bool {
         let Some(value) = property else {
             // Absent: only the negative operators hold.

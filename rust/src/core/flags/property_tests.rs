@@ -84,6 +84,13 @@ fn lookaround_and_backreferences_are_patterns_too() {
     let text = format!(r#""{}!""#, "a".repeat(24));
     assert!(!matches("regex", runaway, &text));
     assert!(!matches("not_regex", runaway, &text));
+    // ... and says it could not decide, which the flag's answer reports as an error.
+    let text: Value = sonic_rs::from_str(&text).unwrap();
+    let runaway: Value = sonic_rs::from_str(runaway).unwrap();
+    for operator in ["regex", "not_regex"] {
+        let compiled = Operator::compile(operator, &runaway).unwrap();
+        assert_eq!(compiled.outcome(Some(&text), Utc::now()), None, "{operator}");
+    }
 }
 
 #[test]

@@ -535,3 +535,25 @@ fn a_condition_with_a_null_aggregation_targets_the_person_in_a_group_flag() {
     let set = posthog_set(&format!("[{}]", mixed("")));
     assert_eq!(answer(&set, "mixed", person, "{}"), (false, "no_group_type".into()));
 }
+
+#[test]
+fn a_pattern_that_gives_up_is_an_error_in_the_answer() {
+    let slow = r#"{"key": "slow", "active": true, "filters": {"groups": [{"properties": [
+        {"key": "name", "type": "person", "operator": "regex", "value": "^(\\w+\\s?)*(?<=x)$"}],
+        "rollout_percentage": 100}]}}"#;
+    let set = posthog_set(&format!("[{slow}]"));
+    let person = format!(r#"{{"name": "{}!"}}"#, "a".repeat(24));
+    let request = Request {
+        distinct_id: "user-1",
+        person_properties: &person,
+        groups: "{}",
+        group_properties: "{}",
+        ..Request::default()
+    };
+    let out: Value = sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap();
+    assert_eq!(
+        out.get("errorsWhileComputingFlags").and_then(JsonValueTrait::as_bool),
+        Some(true)
+    );
+    assert!(!answer(&set, "slow", &person, "{}").0);
+}

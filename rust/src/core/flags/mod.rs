@@ -276,18 +276,19 @@ impl FlagSet {
         let mut evaluation = Evaluation::new(self, &context);
         // A flag the request's environments leave out is off for the flags that depend on it,
         // as PostHog seeds it, rather than evaluated for them.
-        let left_out: Vec<bool> = self
-            .flags
-            .iter()
-            .map(|flag| outside_environments(flag, request.environments))
-            .collect();
-        for (index, _) in left_out.iter().enumerate().filter(|(_, out)| **out) {
-            evaluation.assume_off(index);
+        if request.environments.is_some_and(|wanted| !wanted.is_empty()) {
+            for (index, flag) in self.flags.iter().enumerate() {
+                if outside_environments(flag, request.environments) {
+                    evaluation.assume_off(index);
+                }
+            }
         }
         let mut out = Vec::with_capacity(self.flags.len());
         for (index, flag) in self.flags.iter().enumerate() {
             let key = flag.definition.key.as_str();
-            if left_out[index] || request.flag_keys.is_some_and(|keys| !keys.iter().any(|k| k == key)) {
+            if outside_environments(flag, request.environments)
+                || request.flag_keys.is_some_and(|keys| !keys.iter().any(|k| k == key))
+            {
                 continue;
             }
             out.push((flag, evaluation.flag(index)));

@@ -209,12 +209,6 @@ def to_json(table: pa.Table) -> bytes:
     return out.getvalue()
 
 
-def to_csv(table: pa.Table) -> str:
-    out = io.StringIO()
-    write_csv(table.column_names, table.to_batches(), out)
-    return out.getvalue()
-
-
 def to_text(table: pa.Table, max_width: int = 60) -> str:
     def cell(value: Any) -> str:
         text = "NULL" if value is None else _text(value).replace("\n", "\\n")

@@ -1,6 +1,7 @@
 """A property test: whatever an accepted event carries besides its name, distinct id and uuid
 (timestamps of any shape, any properties, person and group updates of any type, identity
-operations on any ids), it lands in the lake exactly once, the persons and groups it made are
+operations on any ids), it lands in the lake exactly once (but for an identity or group event
+sent with person processing off, which PostHog discards), the persons and groups it made are
 readable, the Cloudflare Pipelines streams take its rows, and shipping never stalls on it.
 
 A row the lake refuses stops its table's shipping for every later row, so an event that is
@@ -143,6 +144,14 @@ def request(draw: st.DrawFn) -> dict[str, Any]:
     return body
 
 
+#: Discarded, as PostHog's ingestion does, when sent with person processing off.
+REFUSED_WITHOUT_PERSON = {"$identify", "$create_alias", "$merge_dangerously", "$groupidentify"}
+
+
+def discarded(item: dict[str, Any]) -> bool:
+    return item["event"] in REFUSED_WITHOUT_PERSON and item["properties"].get("$process_person_profile") is False
+
+
 def expected_id(distinct_id: Any) -> str:
     text = distinct_id if isinstance(distinct_id, str) else json.dumps(distinct_id)
     return text.replace("\x00", "\ufffd")[:200]
@@ -159,7 +168,7 @@ def test_every_accepted_event_lands_once_and_shipping_goes_on(
             response = await hogflare.post(route, content=json.dumps(body).encode())
             assert (response.status_code, response.json()) == (200, {"status": 1}), response.text
             rows = hogflare.rows(order="uuid")
-            sent = body["batch"]
+            sent = [item for item in body["batch"] if not discarded(item)]
             assert [row["uuid"] for row in rows] == [item["uuid"] for item in sent]
             assert [row["distinct_id"] for row in rows] == [expected_id(item["distinct_id"]) for item in sent]
             # Every person snapshot and group row is readable, and the rows go on landing after it.

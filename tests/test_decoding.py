@@ -268,8 +268,11 @@ async def test_a_bad_item_never_sinks_its_batch(hogflare: Hogflare) -> None:
         event("bad uuid", uuid="not-a-uuid"),
         {"distinct_id": "no event"},
         event("bad properties", properties="not an object"),
+        # PostHog's capture refuses a `$cookieless_mode` that is not a boolean.
+        event("cookieless mode not a boolean", properties={"$cookieless_mode": "yes"}),
+        event("kept-2", properties={"$cookieless_mode": False}),
         event("kept-3"),
     ]
     response = await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})
     assert response.status_code == 200
-    assert [row["event"] for row in hogflare.rows(order="event")] == ["kept-1", "kept-3"]
+    assert [row["event"] for row in hogflare.rows(order="event")] == ["kept-1", "kept-2", "kept-3"]

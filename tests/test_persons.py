@@ -806,6 +806,25 @@ async def test_personless_event_of_a_known_person(hogflare: Hogflare) -> None:
     assert person_of(hogflare, "known")["merged_properties"] == {"a": 1}
 
 
+async def test_identity_and_group_events_with_person_processing_off_are_discarded(hogflare: Hogflare) -> None:
+    """PostHog's ingestion drops them (`invalid_event_when_process_person_profile_is_false`): they
+    would change a person or a group the event says to leave alone. The request still succeeds."""
+    await send(hogflare, capture("pl-user", {"$set": {"a": 1}}), capture("pl-anon", {"$set": {"b": 2}}))
+    group = {"$group_type": "company", "$group_key": "acme", "$group_set": {"name": "Acme"}}
+    refused = [
+        identify("pl-user", "pl-anon", PERSONLESS),
+        capture("pl-user", {"alias": "pl-anon", **PERSONLESS}, "$create_alias"),
+        capture("pl-user", {"alias": "pl-anon", **PERSONLESS}, "$merge_dangerously"),
+        capture("pl-user", {**group, **PERSONLESS}, "$groupidentify"),
+    ]
+    await send(hogflare, *refused, capture("pl-user", PERSONLESS, "kept"))
+    await post_ok(hogflare, "/capture/", {"api_key": TOKEN, **refused[0]})
+    assert sorted(row["event"] for row in hogflare.rows()) == ["kept", "test event", "test event"]
+    assert person_of(hogflare, "pl-user")["distinct_ids"] == ["pl-user"]
+    assert person_of(hogflare, "pl-anon")["distinct_ids"] == ["pl-anon"]
+    assert hogflare.groups() == []
+
+
 async def test_team_id_names_the_person(tmp_path: Path) -> None:
     async with started(tmp_path / "data", {"POSTHOG_TEAM_ID": "42"}) as hogflare:
         await send(hogflare, capture("teamed", {"$set": {"a": 1}}))

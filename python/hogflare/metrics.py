@@ -65,7 +65,10 @@ _dropped = Counter(
     "hogflare_events_dropped", "Items of a request refused by the decoder, by reason.", ["reason"], registry=_registry
 )
 _filtered = Counter(
-    "hogflare_events_filtered", "Items discarded on purpose, as PostHog does ($performance_event).", registry=_registry
+    "hogflare_events_filtered",
+    "Items discarded on purpose, as PostHog does ($performance_event, identity and group events with person "
+    "processing off).",
+    registry=_registry,
 )
 _person_warnings = Counter(
     "hogflare_person_warnings",

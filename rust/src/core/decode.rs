@@ -249,11 +249,16 @@ mod tests {
             {"distinct_id": "no name"},
             {"event": "bad uuid", "distinct_id": "a", "uuid": "nope"},
             {"event": "$performance_event", "distinct_id": "a"},
+            {"event": "$identify", "distinct_id": "a", "properties": {"$process_person_profile": false}},
+            {"event": "$identify", "distinct_id": "a", "properties": {"$process_person_profile": "false"}},
+            {"event": "cookieless", "distinct_id": "a", "properties": {"$cookieless_mode": "yes"}},
+            {"event": "cookieless", "distinct_id": "a", "properties": {"$cookieless_mode": true}},
             "not an object",
         ]});
         let decoded = decode_json(RouteKind::Event, &body).unwrap();
-        assert_eq!(decoded.events.len(), 1);
-        assert_eq!(decoded.filtered, 1);
+        // Only a boolean `false` turns person processing off, as on PostHog.
+        assert_eq!(decoded.events.len(), 3);
+        assert_eq!(decoded.filtered, 2);
         let dropped: Vec<(&str, u32)> = decoded.dropped.iter().map(|(r, n)| (r.as_str(), *n)).collect();
         assert_eq!(
             dropped,
@@ -261,7 +266,8 @@ mod tests {
                 ("not_an_object", 1),
                 ("missing_event_name", 1),
                 ("missing_distinct_id", 1),
-                ("invalid_uuid", 1)
+                ("invalid_uuid", 1),
+                ("invalid_cookieless_mode", 1)
             ]
         );
     }
@@ -287,6 +293,13 @@ mod tests {
         let bad_properties = serde_json::json!({"api_key": "phc", "event": "a", "distinct_id": "d", "properties": 7});
         assert!(matches!(
             decode_json(RouteKind::Event, &bad_properties),
+            Err(CoreError::NoValidEvent { .. })
+        ));
+        // posthog-js sends its token only in the properties; a dropped item still names it.
+        let cookieless = serde_json::json!([{"event": "a", "distinct_id": "d",
+            "properties": {"token": "phc", "$cookieless_mode": "yes"}}]);
+        assert!(matches!(
+            decode_json(RouteKind::Event, &cookieless),
             Err(CoreError::NoValidEvent { .. })
         ));
         let none = serde_json::json!([{"event": "a", "distinct_id": "d"}]);

@@ -38,6 +38,7 @@ pub enum DropReason {
     InvalidSessionId,
     MissingSnapshotData,
     UnsupportedRecordingEvent,
+    InvalidCookielessMode,
 }
 
 impl DropReason {
@@ -53,6 +54,7 @@ impl DropReason {
             Self::InvalidSessionId => "invalid_session_id",
             Self::MissingSnapshotData => "missing_snapshot_data",
             Self::UnsupportedRecordingEvent => "unsupported_recording_event",
+            Self::InvalidCookielessMode => "invalid_cookieless_mode",
         }
     }
 }
@@ -73,10 +75,14 @@ impl Warning {
     }
 }
 
+/// Events PostHog refuses with `$process_person_profile: false`.
+const IDENTITY_AND_GROUP_EVENTS: [&str; 4] = ["$identify", "$create_alias", "$merge_dangerously", "$groupidentify"];
+
 #[derive(Debug)]
 pub enum Outcome {
     Event(Box<NormalizedEvent>),
-    /// Silently discarded as PostHog does (`$performance_event`).
+    /// Silently discarded as PostHog does (`$performance_event`; an identity or group event
+    /// with person processing off).
     Filtered,
     Dropped(DropReason),
 }
@@ -196,6 +202,12 @@ fn normalize_inner(
             .filter(|t| !t.trim().is_empty())
             .map(str::to_owned);
     }
+    // PostHog's capture refuses a `$cookieless_mode` that is not a boolean (its whole request;
+    // a recording's may also be null); here only the item goes.
+    let cookieless_refused = |mode: &Value| !(mode.is_boolean() || mode.is_null() && ctx.route == RouteKind::Recording);
+    if known.cookieless_mode.is_some_and(cookieless_refused) {
+        return Outcome::Dropped(DropReason::InvalidCookielessMode);
+    }
 
     let event = match non_null(item.take("event")) {
         Some(raw) => match rawjson::as_str(&raw) {
@@ -212,6 +224,14 @@ fn normalize_inner(
         },
     };
     if event == "$performance_event" {
+        return Outcome::Filtered;
+    }
+    // An event whose only purpose is a person or group change, sent with person processing off,
+    // is discarded, as PostHog's ingestion does (`invalid_event_when_process_person_profile_is_false`).
+    let personless = known
+        .process_person_profile
+        .is_some_and(|value| value.as_bool() == Some(false));
+    if personless && IDENTITY_AND_GROUP_EVENTS.contains(&event.as_str()) {
         return Outcome::Filtered;
     }
 
@@ -285,10 +305,7 @@ fn normalize_inner(
 
     // An event that updates no person loses its person updates, top level and in its
     // properties, as on PostHog: they would read as if they had been applied.
-    let updates_no_person = event == "$groupidentify"
-        || known
-            .process_person_profile
-            .is_some_and(|value| value.as_bool() == Some(false));
+    let updates_no_person = event == "$groupidentify" || personless;
     let mut edits = PropertyEdits::new();
     for key in PERSON_UPDATES {
         if let Some(raw) = non_null(item.take(key)) {

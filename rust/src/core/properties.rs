@@ -24,6 +24,7 @@ pub(super) struct Known<'v> {
     /// The event's own address: it is located instead of the request's.
     pub ip: Option<&'v Value>,
     pub process_person_profile: Option<&'v Value>,
+    pub cookieless_mode: Option<&'v Value>,
     /// `$os_name`, which some SDKs send instead of `$os`, unless `$os` is there too.
     pub os_name_only: Option<&'v Value>,
     present: u16,
@@ -73,6 +74,7 @@ impl<'v> Known<'v> {
                 "$ignore_sent_at" => known.ignore_sent_at = Some(value),
                 "capture_internal" => known.capture_internal = Some(value),
                 "$geoip_disable" => known.geoip_disable = Some(value),
+                "$cookieless_mode" => known.cookieless_mode = Some(value),
                 // The first, as the person work reads it from the final text.
                 "$process_person_profile" => {
                     known.process_person_profile.get_or_insert(value);

@@ -102,6 +102,35 @@ async def test_the_group_identified_wins_over_groups_of_its_type(hogflare: Hogfl
     assert groups["acme"]["group_properties"] == {"name": "Acme"}
 
 
+async def test_two_group_types_may_share_a_key(hogflare: Hogflare) -> None:
+    """Organization 1 and project 1: each group keeps its own type's slot."""
+    await send(hogflare, group_identify("organization", "1", {"name": "Org"}))
+    item = group_identify("project", "1", {"name": "Project"})
+    # posthog-js sends the groups the page is in with every event, this one's too.
+    item["properties"]["$groups"] = {"organization": "1", "project": "1"}
+    await send(hogflare, item)
+    groups = {group["group_type"]: group for group in hogflare.groups()}
+    assert (groups["organization"]["group_type_index"], groups["organization"]["group_properties"]) == (
+        0,
+        {"name": "Org"},
+    )
+    assert (groups["project"]["group_type_index"], groups["project"]["group_properties"]) == (
+        1,
+        {"name": "Project"},
+    )
+    identify = hogflare.rows("event = '$groupidentify'")
+    assert sorted(row["properties"]["$group_type_index"] for row in identify) == [0, 1]
+
+
+async def test_group_types_of_any_name_are_read_back(hogflare: Hogflare) -> None:
+    names = ['say "hi"', "a/b", "c~d", "e.f"]
+    await send(hogflare, *(group_identify(name, f"key-{i}", {"i": i}) for i, name in enumerate(names)))
+    groups = {group["group_type"]: group for group in hogflare.groups()}
+    assert {name: (groups[name]["group_type_index"], groups[name]["group_properties"]) for name in names} == {
+        name: (i, {"i": i}) for i, name in enumerate(names)
+    }
+
+
 async def test_group_keys_of_the_event_replace_what_the_client_sent(hogflare: Hogflare) -> None:
     properties = {"$groups": {"company": "acme"}, "$group_0": "client-sent", "note": "the $group_1 key is absent"}
     await send(hogflare, capture("u", properties, "click"))
@@ -145,6 +174,11 @@ async def test_at_most_five_group_types(hogflare: Hogflare) -> None:
     assert [(g["group_type"], g["group_type_index"], g["group_key"]) for g in groups] == [
         (f"type{i}", i, f"key{i}") for i in range(5)
     ]
+    # A sixth type gets no slot and makes no group, whatever other groups its event names.
+    sixth = group_identify("type5", "key0", {"i": 5})
+    sixth["properties"]["$groups"] = {"type0": "key0"}
+    await send(hogflare, sixth)
+    assert len(hogflare.groups()) == 5
     all_six = {f"type{i}": f"key{i}" for i in range(6)}
     await send(hogflare, capture("u", {"$groups": all_six}, "click"))
     [row] = hogflare.rows("event = 'click'")

@@ -21,10 +21,20 @@ from hogflare.lake import EVENTS, PERSONS, Lake
 #: view name → lake table
 VIEWS: dict[str, str] = {"events": EVENTS, "persons": PERSONS}
 
+
+def _json_pointer(key_sql: str) -> str:
+    """A JSON Pointer to the member named by the SQL expression ``key_sql``: unlike a JSONPath
+    it reaches any name (empty, or holding quotes, dots or slashes)."""
+    return f"'/' || replace(replace({key_sql}, '~', '~0'), '/', '~1')"
+
+
+_GROUP_TYPE = """json_extract_string(properties, '$."$group_type"')"""
+
 #: Views over those: each live person's newest snapshot (a merged-away person's last snapshot
 #: says `merged`); each distinct id's person now, which an event's `person_id` may not be (the
 #: person it had then was merged into another since, as PostHog's person overrides record); and
-#: each group as its latest `$groupidentify` left it.
+#: each group as its latest `$groupidentify` left it (its slot from `$group_type_index`; rows
+#: stored before that property was written find it among their group columns).
 DERIVED_VIEWS: dict[str, str] = {
     "persons_latest": """
         SELECT * EXCLUDE (newest) FROM (
@@ -37,16 +47,19 @@ DERIVED_VIEWS: dict[str, str] = {
     "person_distinct_ids": """
         SELECT api_key, team_id, unnest(distinct_ids) AS distinct_id, person_id FROM persons_latest
     """,
-    "groups": """
+    "groups": f"""
         SELECT api_key, team_id, group_type, group_type_index, group_key,
-               json_extract(group_properties, '$."' || group_type || '"')::VARCHAR AS group_properties,
+               json_extract(group_properties, {_json_pointer("group_type")})::VARCHAR AS group_properties,
                updated_at
         FROM (
             SELECT api_key, team_id,
                    json_extract_string(properties, '$."$group_type"') AS group_type,
                    json_extract_string(properties, '$."$group_key"') AS group_key,
-                   list_position([group0, group1, group2, group3, group4],
-                                 json_extract_string(properties, '$."$group_key"')) - 1 AS group_type_index,
+                   coalesce(
+                       try_cast(json_extract_string(properties, '$."$group_type_index"') AS INTEGER),
+                       list_position([group0, group1, group2, group3, group4],
+                                     json_extract_string(properties, '$."$group_key"')) - 1
+                   ) AS group_type_index,
                    group_properties,
                    timestamp AS updated_at,
                    row_number() OVER (
@@ -55,7 +68,9 @@ DERIVED_VIEWS: dict[str, str] = {
                        ORDER BY created_at DESC, timestamp DESC, uuid DESC
                    ) AS newest
             FROM events
-            WHERE event = '$groupidentify' AND group_properties IS NOT NULL
+            WHERE event = '$groupidentify'
+              -- A type refused a slot (a sixth) made no group.
+              AND json_extract(group_properties, {_json_pointer(_GROUP_TYPE)}) IS NOT NULL
         ) WHERE newest = 1
     """,
 }

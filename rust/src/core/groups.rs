@@ -29,13 +29,18 @@ pub(super) fn name_key(project: u32, slot: Option<u8>, name: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(5 + name.len().min(1 + 32));
     key.extend_from_slice(&project.to_be_bytes());
     key.extend(slot);
+    push_name(&mut key, name);
+    key
+}
+
+/// End a key with `name`, or with its hashed form when the key would be too long for LMDB.
+pub(super) fn push_name(key: &mut Vec<u8>, name: &str) {
     if key.len() + name.len() <= MAX_KEY_BYTES {
         key.extend_from_slice(name.as_bytes());
     } else {
         key.push(HASHED_NAME);
         key.extend_from_slice(&Sha256::digest(name.as_bytes()));
     }
-    key
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,13 +59,20 @@ impl Group {
 
 /// The event's properties with PostHog's `$group_<index>` keys set for the groups it names
 /// (`None` when there are none). They say which groups the event went with, so a key the client
-/// sent itself is replaced, as PostHog does.
-pub fn property_entries(properties: &str, groups: &[Option<String>; MAX_GROUP_TYPES]) -> Option<String> {
+/// sent itself is replaced, as PostHog does. A `$groupidentify` also gets the slot of the type
+/// it identifies as `$group_type_index`: two types can share a key (organization 1, project 1),
+/// and then the columns alone do not tell which slot is the identified group's.
+pub fn property_entries(
+    properties: &str,
+    groups: &[Option<String>; MAX_GROUP_TYPES],
+    identified: Option<u8>,
+) -> Option<String> {
     const NAMES: [&str; MAX_GROUP_TYPES] = ["$group_0", "$group_1", "$group_2", "$group_3", "$group_4"];
     let additions: Vec<(&str, String)> = groups
         .iter()
         .zip(NAMES)
         .filter_map(|(key, name)| Some((name, rawjson::string_literal(key.as_deref()?))))
+        .chain(identified.map(|index| ("$group_type_index", index.to_string())))
         .collect();
     if additions.is_empty() {
         return None;
@@ -170,16 +182,11 @@ impl<'a> GroupWork<'a> {
         Ok(self.groups.get_mut(key))
     }
 
-    /// Apply an event's group operations; returns its group columns and `group_properties`.
-    pub fn apply(
-        &mut self,
-        txn: &mut RwTxn,
-        project: u32,
-        fields: &PersonEvent,
-    ) -> Result<([Option<String>; MAX_GROUP_TYPES], Option<String>)> {
-        let mut columns: [Option<String>; MAX_GROUP_TYPES] = Default::default();
+    /// Apply an event's group operations.
+    pub fn apply(&mut self, txn: &mut RwTxn, project: u32, fields: &PersonEvent) -> Result<AppliedGroups> {
+        let mut applied = AppliedGroups::default();
         if fields.groups.is_empty() {
-            return Ok((columns, None));
+            return Ok(applied);
         }
         let mut properties = rawjson::RawObject::default();
         for (group_type, group_key) in &fields.groups {
@@ -192,6 +199,7 @@ impl<'a> GroupWork<'a> {
                 .as_ref()
                 .filter(|group| group.group_type == *group_type && group.group_key == *group_key);
             if let Some(identify) = identify {
+                applied.identified = Some(index);
                 self.load_group(txn, &key)?;
                 let group = self.groups.entry(key.clone()).or_default();
                 for (name, value) in &identify.set {
@@ -207,9 +215,21 @@ impl<'a> GroupWork<'a> {
             let stored = self
                 .load_group(txn, &key)?
                 .map_or_else(|| "{}".to_owned(), |group| group.properties_json());
-            columns[usize::from(index)] = Some(group_key.clone());
+            applied.columns[usize::from(index)] = Some(group_key.clone());
             properties.entries.push((group_type.clone().into(), stored.into()));
         }
-        Ok((columns, (!properties.is_empty()).then(|| properties.to_json())))
+        applied.properties = (!properties.is_empty()).then(|| properties.to_json());
+        Ok(applied)
     }
+}
+
+/// What an event's groups are once applied.
+#[derive(Debug, Default)]
+pub struct AppliedGroups {
+    /// The group key in each type's slot.
+    pub columns: [Option<String>; MAX_GROUP_TYPES],
+    /// `{group type: properties}` for the groups the event names.
+    pub properties: Option<String>,
+    /// The slot of the group a `$groupidentify` identified.
+    pub identified: Option<u8>,
 }

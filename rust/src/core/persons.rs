@@ -10,7 +10,7 @@ use heed::{Database, Env, RwTxn};
 use uuid::Uuid;
 
 use super::error::{CoreError, Result};
-use super::groups::{name_key, GroupDbs, GroupWork, MAX_GROUP_TYPES};
+use super::groups::{name_key, AppliedGroups, GroupDbs, GroupWork, MAX_GROUP_TYPES};
 use super::person::{Person, PropertyUpdate};
 use super::person_event::{PersonEvent, PersonMode};
 use super::person_record::PersonHeader;
@@ -64,9 +64,7 @@ pub struct Applied {
     pub person_id: Option<u64>,
     /// A person removed by a merge, as it was last.
     pub merged_away: Option<Person>,
-    pub groups: [Option<String>; MAX_GROUP_TYPES],
-    /// `{group type: properties}` for the groups the event names.
-    pub group_properties: Option<String>,
+    pub groups: AppliedGroups,
 }
 
 #[derive(Clone, Copy)]
@@ -320,8 +318,10 @@ impl<'a> PersonWork<'a> {
         timestamp: i64,
         fields: &PersonEvent,
     ) -> Result<Applied> {
-        let mut applied = Applied::default();
-        (applied.groups, applied.group_properties) = self.groups.apply(txn, project, fields)?;
+        let mut applied = Applied {
+            groups: self.groups.apply(txn, project, fields)?,
+            ..Applied::default()
+        };
         match fields.mode {
             PersonMode::Without => {}
             PersonMode::Personless | PersonMode::Existing => {

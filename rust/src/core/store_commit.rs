@@ -209,13 +209,16 @@ impl Store {
                     row.person_created_at = Some(person.created_at);
                     row.person_properties = person.properties;
                 }
+                let applied_groups = applied.groups;
                 if let Some(properties) = row.properties.as_deref() {
-                    if let Some(with_groups) = groups::property_entries(properties, &applied.groups) {
+                    let identified = applied_groups.identified;
+                    if let Some(with_groups) = groups::property_entries(properties, &applied_groups.columns, identified)
+                    {
                         row.properties = Some(with_groups);
                     }
                 }
-                row.groups = applied.groups;
-                row.group_properties = applied.group_properties;
+                row.groups = applied_groups.columns;
+                row.group_properties = applied_groups.properties;
                 entry.clear();
                 // An event that resolved to a person goes with the person's snapshot, in one
                 // entry that keeps the person's properties once.

@@ -199,13 +199,19 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                 keep_better(&mut best, FlagResult::off(Reason::NoGroupType, Some(index)));
                 continue;
             };
+            // A person condition bucketed by device, without a device id, is skipped before
+            // its properties are looked at, as the flag service does.
+            if self.lacks_device_id(flag, aggregation) {
+                keep_better(&mut best, FlagResult::off(Reason::OutOfRolloutBound, Some(index)));
+                continue;
+            }
             let (matched, condition_error) = self.condition_matches(condition, aggregation);
             error |= condition_error;
             if !matched {
                 keep_better(&mut best, FlagResult::off(Reason::NoConditionMatch, Some(index)));
                 continue;
             }
-            if !in_rollout(flag, condition, &identifier, &mut hashed) || self.lacks_device_id(flag, aggregation) {
+            if !in_rollout(flag, condition, &identifier, &mut hashed) {
                 keep_better(&mut best, FlagResult::off(Reason::OutOfRolloutBound, Some(index)));
                 if definition.filters.early_exit == Some(true) {
                     break;

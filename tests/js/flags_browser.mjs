@@ -7,7 +7,7 @@
 // getFeatureFlagPayload), identifies the visitor with a person property that a flag targets, and
 // reloads its flags. Prints one JSON object: what the page saw at each step, hogflare's own answer
 // for the visitor before identify, the requests the page made to hogflare, and any errors.
-import { args, launchChromium, servePage } from './harness.mjs'
+import { args, initPosthog, launchChromium, servePage } from './harness.mjs'
 
 const host = args.host
 const token = args.token
@@ -47,24 +47,7 @@ async function settle(flushMs = 200) {
 await tab.goto(pageUrl)
 
 // Boot: the first onFeatureFlags call is the flags loaded from /flags after config.js.
-const anonId = await tab.evaluate(({ host, token, runId }) => new Promise((resolve) => {
-    window.flagCalls = []
-    window.posthog.init(token, {
-        api_host: host,
-        opt_out_useragent_filter: true,
-        autocapture: false,
-        capture_pageview: false,
-        disable_session_recording: true,
-        request_queue_config: { flush_interval_ms: 200 },
-        loaded: (ph) => {
-            ph.register({ run_id: runId })
-            ph.onFeatureFlags((flags, variants, context) => {
-                window.flagCalls.push({ flags: [...flags].sort(), variants: { ...variants }, errorsLoading: Boolean(context?.errorsLoading) })
-            })
-            resolve(ph.get_distinct_id())
-        },
-    })
-}), { host, token, runId })
+const anonId = await initPosthog(tab, { host, token, runId })
 
 const booted = await tab.waitForFunction(() => window.flagCalls.length > 0, null, { timeout: 15000 }).then(() => true, () => false)
 

@@ -46,3 +46,27 @@ export function launchChromium() {
         ],
     })
 }
+
+// Start posthog-js on the page as the flag scenarios do: no autocapture or replay, events sent
+// every 200 ms, each onFeatureFlags call kept in `window.flagCalls`. Resolves to the distinct id.
+export function initPosthog(tab, { host, token, runId = null, bootstrap = null }) {
+    return tab.evaluate(({ host, token, runId, bootstrap }) => new Promise((resolve) => {
+        window.flagCalls = []
+        window.posthog.init(token, {
+            api_host: host,
+            opt_out_useragent_filter: true,
+            autocapture: false,
+            capture_pageview: false,
+            disable_session_recording: true,
+            request_queue_config: { flush_interval_ms: 200 },
+            ...(bootstrap ? { bootstrap } : {}),
+            loaded: (ph) => {
+                if (runId) ph.register({ run_id: runId })
+                ph.onFeatureFlags((flags, variants, context) => {
+                    window.flagCalls.push({ flags: [...flags].sort(), variants: { ...variants }, errorsLoading: Boolean(context?.errorsLoading) })
+                })
+                resolve(ph.get_distinct_id())
+            },
+        })
+    }), { host, token, runId, bootstrap })
+}

@@ -220,3 +220,40 @@ async def test_eval_with_a_token_reads_the_stored_person(tmp_path: Path) -> None
     assert json.loads(stored.stdout)["flags"]["beta"]["enabled"] is True
     without_token = run(data_dir, "eval", "--distinct-id", "stored-user", flags=ENV_FLAGS)
     assert json.loads(without_token.stdout)["flags"]["beta"]["enabled"] is False
+
+
+async def test_eval_with_a_token_uses_the_stored_hash_keys_of_experience_continuity(tmp_path: Path) -> None:
+    """`flags eval --token` answers a continuity flag as the server would, from the hash key stored
+    when the user identified, not from the user's own id."""
+    variants = {"variants": [{"key": key, "rollout_percentage": 25} for key in ("a", "b", "c", "d")]}
+    flag = {"key": "exp", "active": True, "ensure_experience_continuity": True}
+    flag["filters"] = {"groups": [{"properties": [], "rollout_percentage": 100}], "multivariate": variants}
+    data_dir = with_file(tmp_path, {"flags": [flag]})
+    app = App(make_settings(data_dir))
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+
+            async def variant(**body: Any) -> str:
+                response = await client.post("/flags/?v=2", json={"token": TOKEN, **body})
+                return str(response.json()["flags"]["exp"]["variant"])
+
+            item = {"event": "signed up", "distinct_id": "cli-user", "properties": {"$set": {"plan": "pro"}}}
+            assert (await client.post("/batch/", json={"api_key": TOKEN, "batch": [item]})).status_code == 200
+            own = await variant(distinct_id="cli-user")
+            anon = "anon-0"
+            for n in range(100):
+                anon = f"anon-{n}"
+                if await variant(distinct_id=anon) != own:
+                    break
+            seen = await variant(distinct_id="cli-user", **{"$anon_distinct_id": anon})
+            assert await variant(distinct_id="cli-user") == seen != own
+    finally:
+        await app.shutdown()
+    stored = run(data_dir, "eval", "--distinct-id", "cli-user", "--token", TOKEN)
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads(stored.stdout)["flags"]["exp"]["variant"] == seen
+    # With continuity turned off, the server reads no hash key, and neither does the CLI.
+    (data_dir / "flags.json").write_text(json.dumps({"flags": [{**flag, "ensure_experience_continuity": False}]}))
+    off = run(data_dir, "eval", "--distinct-id", "cli-user", "--token", TOKEN)
+    assert json.loads(off.stdout)["flags"]["exp"]["variant"] == own

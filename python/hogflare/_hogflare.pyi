@@ -13,6 +13,7 @@ __all__ = [
     "Export",
     "FinishedCommit",
     "FlagSet",
+    "HashKeyOverrideWrite",
     "HogflareError",
     "NoValidEventError",
     "OutboxFullError",
@@ -214,6 +215,9 @@ class Store:
     def person_properties(self, token: str, distinct_id: str) -> str | None:
         """All the properties of the person ``distinct_id`` belongs to, as JSON object text;
         ``None`` when the distinct id has no person. Never creates one."""
+    def hash_keys(self, token: str, distinct_id: str) -> dict[str, str]:
+        """Experience continuity's hash keys stored for the person ``distinct_id`` belongs to,
+        ``{flag key: hash key}``."""
     def group_properties(self, token: str, groups: str) -> str:
         """``{type: {properties}}`` (JSON text) for the groups named in the JSON ``{type: key}``;
         a group never identified gives ``{}``."""
@@ -296,6 +300,7 @@ class FlagSet:
         groups: str = "{}",
         group_properties: str = "{}",
         anon_distinct_id: str | None = None,
+        hash_keys: dict[str, str] | None = None,
         device_id: str | None = None,
         flag_keys: list[str] | None = None,
         environments: list[str] | None = None,
@@ -306,7 +311,8 @@ class FlagSet:
         Properties are JSON object text (``group_properties`` is ``{type: {properties}}``,
         ``groups`` is ``{type: key}``); the request's override the stored ones (``stored_person``,
         ``stored_groups`` as the store returns them), ``$group_key`` joins each group's and
-        ``distinct_id`` the person's.
+        ``distinct_id`` the person's; ``hash_keys`` are experience continuity's stored hash keys
+        (``Store.hash_keys``).
         The shape is PostHog's ``get_versioned_response`` for ``version``
         (``/flags``, ``/decide?v>=4``: the v2 ``flags`` map with ``featureFlags`` and
         ``featureFlagPayloads``; ``/decide`` v1: keys of the flags that are on; v2: their values;
@@ -323,13 +329,25 @@ class FlagSet:
         version: int | None = None,
         request_id: str | None = None,
         now: float | None = None,
-    ) -> tuple[int, bytes] | None:
+    ) -> tuple[int, bytes, HashKeyOverrideWrite | None] | None:
         """A ``/flags`` or ``/decide`` POST body (JSON, already inflated or decoded) answered in
         one call: read with each field's alias, its token checked against ``project_tokens``,
         the person and groups read from ``store``, every flag evaluated as ``respond`` does.
-        ``(200, answer)``, or ``(401, reason)`` for a missing or refused token; ``None`` when the
-        body is not strict JSON (it may still be JSON5 or base64). Raises ``PayloadError`` for a
-        body of the wrong shape, nested too deeply, or without ``distinct_id``."""
+        ``(200, answer, remember)``, or ``(401, reason, None)`` for a missing or refused token;
+        ``None`` when the body is not strict JSON (it may still be JSON5 or base64). Raises
+        ``PayloadError`` for a body of the wrong shape, nested too deeply, or without
+        ``distinct_id``. ``remember`` is experience continuity's write of the request's
+        ``$anon_distinct_id`` as its persons' hash key, when one is due: the answer is already
+        what it will be after it."""
+
+@final
+class HashKeyOverrideWrite:
+    """A ``/flags`` request's anonymous id, to be stored as the hash key of the flags with
+    experience continuity that its persons have none for yet."""
+
+    def write(self) -> None:
+        """Store it, waiting for the store's write lock with the GIL released; raises
+        ``StorageError`` when the store refuses."""
 
 @final
 class SignatureVerifier:

@@ -435,7 +435,12 @@ def flags_eval(
         str | None, typer.Option("--group-properties", help="JSON {type: {property: value}}.")
     ] = None,
     token: Annotated[
-        str | None, typer.Option("--token", help="Project token: use the stored person's and groups' properties too.")
+        str | None,
+        typer.Option(
+            "--token",
+            help="Project token: use the stored person's and groups' properties and experience continuity's "
+            "hash keys too.",
+        ),
     ] = None,
     data_dir: DataDir = None,
 ) -> None:

@@ -112,6 +112,7 @@ class FlagsService:
         store = self.store if token is not None else None
         if store is not None and token is not None:
             arguments["stored_person"] = store.person_properties(token, distinct_id)
+            arguments["hash_keys"] = store.hash_keys(token, distinct_id) or None
         if person_properties:
             arguments["person_properties"] = _encode(person_properties).decode()
         if groups:

@@ -8,6 +8,7 @@ base64 tried when JSON fails), or a form whose ``data=`` is base64 JSON.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -18,9 +19,11 @@ from typing import Any
 from urllib.parse import unquote
 
 import msgspec
+import structlog
 
+from hogflare._hogflare import HashKeyOverrideWrite
 from hogflare.config import Settings
-from hogflare.errors import PayloadError, PayloadTooLargeError
+from hogflare.errors import HogflareError, PayloadError, PayloadTooLargeError
 from hogflare.flags import FlagsService
 from hogflare.http import Request, Response, StallWatch, error
 from hogflare.models import ApiError
@@ -29,6 +32,8 @@ from hogflare.remote_config import config_fields
 #: Paths (without trailing slash) of each endpoint.
 FLAGS_ROUTES = frozenset({"/flags", "/decide"})
 DEFINITIONS_ROUTES = frozenset({"/api/feature_flag/local_evaluation", "/flags/definitions"})
+
+log = structlog.get_logger("hogflare.flags")
 
 _encode = msgspec.json.Encoder().encode
 #: The largest flags request, on the wire and inflated. SDKs send a few kilobytes; the body is
@@ -69,9 +74,11 @@ class FlagsEndpoints:
                 answered = self._answer(lenient, decide=decide, version=version)
             if answered is None:
                 raise PayloadError("the flags request body is not JSON (nor base64 JSON)")
-            status, body = answered
+            status, body, remember = answered
             if status != 200:
                 return Response(status, body, _TEXT)
+            if remember is not None:
+                await self._remember(remember)
         else:
             return error(405, "method not allowed")
         if include_config:
@@ -86,7 +93,18 @@ class FlagsEndpoints:
             self._config = (has_flags, fields)
         return self._config[1]
 
-    def _answer(self, data: bytes, *, decide: bool, version: int | None) -> tuple[int, bytes] | None:
+    async def _remember(self, write: HashKeyOverrideWrite) -> None:
+        """Store experience continuity's hash key before answering, as PostHog does, on a thread:
+        the write waits for the store's write lock. The answer does not depend on it, so a store
+        that refuses costs the user's next pages their continuity, not this answer."""
+        try:
+            await asyncio.to_thread(write.write)
+        except HogflareError as exc:
+            log.warning("experience continuity's hash key not stored", error=str(exc))
+
+    def _answer(
+        self, data: bytes, *, decide: bool, version: int | None
+    ) -> tuple[int, bytes, HashKeyOverrideWrite | None] | None:
         return self.service.current().answer(
             data,
             store=self.service.store,

@@ -3,6 +3,8 @@
 pub mod codec;
 pub mod columns;
 pub mod commit_thread;
+#[cfg(test)]
+mod continuity_tests;
 pub mod countries;
 pub mod decode;
 pub mod enrich;

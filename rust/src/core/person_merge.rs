@@ -99,6 +99,7 @@ impl PersonWork<'_> {
                 for moved in &gone.distinct_ids {
                     self.link(txn, project, moved, into)?;
                 }
+                super::hash_key_overrides::move_overrides(self.dbs.overrides, txn, other, into)?;
                 self.touch(into)?.absorb(&gone);
                 gone.version += 1;
                 applied.merged_away = Some(gone);

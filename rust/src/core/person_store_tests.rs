@@ -12,16 +12,16 @@ use super::request::{RequestParts, RouteKind};
 use super::row::{EventRow, PersonSnapshot};
 use super::store::{CommitOptions, Store, StoreConfig};
 
-const TOKEN: &str = "phc_persons";
+pub(super) const TOKEN: &str = "phc_persons";
 
-struct Harness {
+pub(super) struct Harness {
     _dir: tempfile::TempDir,
-    store: Store,
+    pub(super) store: Store,
     read: u64,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::with_group_types(Default::default())
     }
 
@@ -41,7 +41,10 @@ impl Harness {
     }
 
     /// Commit one `/batch` body; returns the rows it added to the outbox and the warnings.
-    fn send(&mut self, batch: serde_json::Value) -> (Vec<EventRow>, Vec<PersonSnapshot>, Vec<PersonWarning>) {
+    pub(super) fn send(
+        &mut self,
+        batch: serde_json::Value,
+    ) -> (Vec<EventRow>, Vec<PersonSnapshot>, Vec<PersonWarning>) {
         self.send_to(RouteKind::Event, batch)
     }
 
@@ -83,16 +86,16 @@ impl Harness {
         (events, persons, outcome[0].warnings.keys().copied().collect())
     }
 
-    fn person(&self, distinct_id: &str) -> Option<Person> {
+    pub(super) fn person(&self, distinct_id: &str) -> Option<Person> {
         self.store.person(Some(TOKEN), distinct_id).unwrap()
     }
 }
 
-fn capture(distinct_id: &str, properties: serde_json::Value) -> serde_json::Value {
+pub(super) fn capture(distinct_id: &str, properties: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"event": "e", "distinct_id": distinct_id, "properties": properties})
 }
 
-fn identify(distinct_id: &str, anon: &str) -> serde_json::Value {
+pub(super) fn identify(distinct_id: &str, anon: &str) -> serde_json::Value {
     serde_json::json!({"event": "$identify", "distinct_id": distinct_id, "properties": {"$anon_distinct_id": anon}})
 }
 

@@ -15,8 +15,12 @@ use super::person::{Person, PropertyUpdate};
 use super::person_event::{PersonEvent, PersonMode};
 use super::person_record::PersonHeader;
 
+#[path = "hash_key_overrides.rs"]
+mod hash_key_overrides;
 #[path = "person_merge.rs"]
 mod merge;
+
+pub use hash_key_overrides::ContinuityRequest;
 
 /// PostHog's namespace for person uuids derived from a distinct id (`person-uuid.ts`).
 const PERSON_NAMESPACE: Uuid = Uuid::from_u128(0x932979b4_65c3_4424_8467_0b66ec27bc22);
@@ -77,6 +81,7 @@ pub struct PersonDbs {
     /// project(4) ‖ distinct id, for each id a personless event used while it had no person
     /// (PostHog's `posthog_personlessdistinctid`).
     personless: Database<Bytes, Unit>,
+    overrides: hash_key_overrides::OverrideDb,
 }
 
 impl PersonDbs {
@@ -87,6 +92,7 @@ impl PersonDbs {
             groups: GroupDbs::create(env, txn)?,
             meta: env.create_database(txn, Some("persons_meta"))?,
             personless: env.create_database(txn, Some("personless_ids"))?,
+            overrides: env.create_database(txn, Some("hash_key_overrides"))?,
         })
     }
 

@@ -16,14 +16,16 @@ use uuid::Uuid;
 
 use super::error::{CoreError, Result};
 use super::groups::MAX_GROUP_TYPES;
-use super::person::Person;
 use super::persons::PersonDbs;
 use super::row::{last_position, rows_in_entry, OutboxRecord, OutboxRecordRef};
 
 #[path = "store_commit.rs"]
 mod commit;
+#[path = "store_lookups.rs"]
+mod lookups;
 
 pub use commit::{CommitOptions, CommitOutcome};
+pub use lookups::{Continuity, ContinuityIds};
 
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -218,43 +220,6 @@ impl Store {
             OutboxRecordRef::Event(row) | OutboxRecordRef::PersonEvent(row, _) => row.created_at,
             OutboxRecordRef::Person(snapshot) => snapshot.updated_at,
         }))
-    }
-
-    /// The stored properties of the groups `{type: key}` names, as `{type: properties}` JSON; a
-    /// group never identified reads as `{}`.
-    pub fn group_properties(&self, token: &str, groups: &[(String, String)]) -> Result<String> {
-        let txn = self.env.read_txn()?;
-        let project = self.projects.get(&txn, token)?;
-        let mut object = super::rawjson::RawObject::default();
-        for (group_type, group_key) in groups {
-            let group = match project {
-                Some(project) => self.persons.groups.lookup(&txn, project, group_type, group_key)?,
-                None => None,
-            };
-            let properties = group.map_or_else(|| "{}".to_owned(), |group| group.properties_json());
-            object.entries.push((group_type.as_str().into(), properties.into()));
-        }
-        Ok(object.to_json())
-    }
-
-    /// The person a distinct id belongs to in the project of `token` (in any project when no
-    /// token is given), as last committed.
-    pub fn person(&self, token: Option<&str>, distinct_id: &str) -> Result<Option<Person>> {
-        let txn = self.env.read_txn()?;
-        let projects: Vec<u32> = match token {
-            Some(token) => self.projects.get(&txn, token)?.into_iter().collect(),
-            None => self
-                .projects
-                .iter(&txn)?
-                .map(|entry| entry.map(|(_, id)| id))
-                .collect::<heed::Result<_>>()?,
-        };
-        for project in projects {
-            if let Some(person) = self.persons.lookup(&txn, project, distinct_id)? {
-                return Ok(Some(person));
-            }
-        }
-        Ok(None)
     }
 
     pub fn outbox_state(&self) -> Result<OutboxState> {

@@ -1,19 +1,22 @@
 //! `FlagSet`: the compiled flags as Python sees them; evaluation is one call into the core.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::exceptions::PayloadError;
 use super::ingest::time_from;
-use super::store::PyStore;
+use super::store::{HashKeyOverrideWrite, PyStore};
 use crate::core::flags::{token_refusal, BodyError, FlagSet, FlagsBody, Request, Shape, Stored, MISSING_DISTINCT_ID};
 
 /// Past this many flags an evaluation may take long enough to be worth releasing the GIL for.
 /// Below it (tens of microseconds), releasing it only hands it to Granian's threads and makes
 /// the event loop wait to take it back: the benchmark's 50 flags answered ~8 % faster held.
 const DETACH_FLAGS: usize = 200;
+
+/// `(status, body, experience continuity's write)` of a `/flags` POST.
+type Answer<'py> = (u16, Bound<'py, PyBytes>, Option<Bound<'py, HashKeyOverrideWrite>>);
 
 #[pyclass(name = "FlagSet", module = "hogflare._hogflare", frozen)]
 pub struct PyFlagSet {
@@ -58,9 +61,10 @@ impl PyFlagSet {
 
     /// The whole `/flags` or `/decide` answer for one user, in the shape the route and its `v`
     /// ask for. The stored properties are overridden by the request's, and `distinct_id` joins
-    /// the person's. `evaluate=False` answers with no flags (a GET, or `disable_flags`). Without
-    /// a `request_id`, a new UUID is the answer's `requestId`.
-    #[pyo3(signature = (distinct_id, *, request_id=None, decide=false, version=None, evaluate=true, stored_person=None, stored_groups=None, person_properties="{}", groups="{}", group_properties="{}", anon_distinct_id=None, device_id=None, flag_keys=None, environments=None, now=None))]
+    /// the person's; `hash_keys` are experience continuity's stored hash keys. `evaluate=False`
+    /// answers with no flags (a GET, or `disable_flags`). Without a `request_id`, a new UUID is
+    /// the answer's `requestId`.
+    #[pyo3(signature = (distinct_id, *, request_id=None, decide=false, version=None, evaluate=true, stored_person=None, stored_groups=None, person_properties="{}", groups="{}", group_properties="{}", anon_distinct_id=None, hash_keys=None, device_id=None, flag_keys=None, environments=None, now=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
     fn respond<'py>(
         &self,
@@ -76,17 +80,19 @@ impl PyFlagSet {
         groups: &str,
         group_properties: &str,
         anon_distinct_id: Option<&str>,
+        hash_keys: Option<HashMap<String, String>>,
         device_id: Option<&str>,
         flag_keys: Option<Vec<String>>,
         environments: Option<Vec<String>>,
         now: Option<f64>,
     ) -> Bound<'py, PyBytes> {
-        let request = Request {
+        let mut request = Request {
             distinct_id,
             person_properties,
             groups,
             group_properties,
             anon_distinct_id,
+            hash_key_overrides: None,
             device_id,
             flag_keys: flag_keys.as_deref(),
             environments: environments.as_deref(),
@@ -95,6 +101,10 @@ impl PyFlagSet {
                 groups: stored_groups,
             }),
         };
+        // Hash keys count only where the server would read them: when a continuity flag is asked for.
+        if !self.inner.continuity_keys(&request).is_empty() {
+            request.hash_key_overrides = hash_keys.as_ref();
+        }
         let body = self.body(
             py,
             &request,
@@ -108,9 +118,10 @@ impl PyFlagSet {
 
     /// A `/flags` or `/decide` POST body (JSON bytes, already inflated or decoded) answered in
     /// one call: read, its token checked, the person and groups read from `store`, every flag
-    /// evaluated. `(200, answer)`, or `(401, reason)` for a missing or refused token; `None`
-    /// when the body is not strict JSON (it may still be JSON5 or base64). A body of the wrong
-    /// shape raises `PayloadError`.
+    /// evaluated. `(200, answer, remember)`, or `(401, reason, None)` for a missing or refused
+    /// token; `None` when the body is not strict JSON (it may still be JSON5 or base64). A body
+    /// of the wrong shape raises `PayloadError`. `remember`, when not `None`, is experience
+    /// continuity's write of the request's anonymous id, for the caller to run off its event loop.
     #[pyo3(signature = (body, *, store=None, project_tokens=None, decide=false, version=None, request_id=None, now=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
     fn answer<'py>(
@@ -123,7 +134,7 @@ impl PyFlagSet {
         version: Option<i64>,
         request_id: Option<&str>,
         now: Option<f64>,
-    ) -> PyResult<Option<(u16, Bound<'py, PyBytes>)>> {
+    ) -> PyResult<Option<Answer<'py>>> {
         let Ok(text) = std::str::from_utf8(body) else {
             return Ok(None);
         };
@@ -136,7 +147,7 @@ impl PyFlagSet {
             Err(BodyError::Invalid(why)) => return Err(PayloadError::new_err(format!("invalid flags request: {why}"))),
         };
         if let Some(refusal) = token_refusal(parsed.token.as_deref(), project_tokens.as_deref()) {
-            return Ok(Some((401, PyBytes::new(py, refusal.as_bytes()))));
+            return Ok(Some((401, PyBytes::new(py, refusal.as_bytes()), None)));
         }
         let shape = Shape::for_request(decide, version);
         let evaluate = !parsed.disable_flags && !self.inner.is_empty();
@@ -153,12 +164,13 @@ impl PyFlagSet {
             ),
             _ => (None, None),
         };
-        let request = Request {
+        let mut request = Request {
             distinct_id,
             person_properties: &parsed.person_properties,
             groups: &parsed.groups,
             group_properties: &parsed.group_properties,
             anon_distinct_id: parsed.anon_distinct_id.as_deref(),
+            hash_key_overrides: None,
             device_id: parsed.device_id.as_deref(),
             flag_keys: parsed.flag_keys.as_deref(),
             environments: parsed.environments.as_deref(),
@@ -167,8 +179,14 @@ impl PyFlagSet {
                 groups: stored_groups.as_deref(),
             }),
         };
+        let (continuity, remember) = match (&store, evaluate) {
+            (Some(store), true) => store.hash_key_overrides(token, &request, &self.inner)?,
+            _ => (None, None),
+        };
+        request.hash_key_overrides = continuity.as_ref();
         let body = self.body(py, &request, evaluate, shape, request_id, now);
-        Ok(Some((200, PyBytes::new(py, body.as_bytes()))))
+        let remember = remember.map(|write| Bound::new(py, write)).transpose()?;
+        Ok(Some((200, PyBytes::new(py, body.as_bytes()), remember)))
     }
 }
 

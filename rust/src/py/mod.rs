@@ -22,6 +22,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ingest::PyDecoder>()?;
     m.add_class::<ingest::PyBatch>()?;
     m.add_class::<store::PyStore>()?;
+    m.add_class::<store::HashKeyOverrideWrite>()?;
     m.add_class::<commit::PyCommitThread>()?;
     m.add_class::<commit::Finished>()?;
     m.add_class::<store::PyExport>()?;

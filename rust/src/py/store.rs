@@ -1,6 +1,6 @@
 //! `Store` and `OutboxChunk`: the durable outbox as Python sees it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,9 +12,10 @@ use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
 use crate::core::commit_thread::commit_or_refuse;
 use crate::core::export::{self, Destination};
+use crate::core::flags::{FlagSet, Request};
 use crate::core::groups::MAX_GROUP_TYPES;
 use crate::core::pipeline;
-use crate::core::store::{CommitOptions, Store, StoreConfig};
+use crate::core::store::{CommitOptions, ContinuityIds, Store, StoreConfig};
 use crate::core::timestamp;
 
 #[pyclass(name = "Store", module = "hogflare._hogflare", frozen)]
@@ -211,6 +212,18 @@ impl PyStore {
         Ok(person.map(|person| person.properties_json()))
     }
 
+    /// Experience continuity's hash keys stored for the person a distinct id belongs to,
+    /// `{flag key: hash key}`.
+    fn hash_keys(&self, token: &str, distinct_id: &str) -> PyResult<HashKeyOverrides> {
+        let ids = ContinuityIds {
+            token,
+            distinct_id,
+            anon_distinct_id: None,
+        };
+        let found = self.inner.hash_key_overrides(&ids, &[]).map_err(PyCoreError::from)?;
+        Ok(found.overrides)
+    }
+
     /// `{type: properties}` JSON for the groups `{type: key}` (JSON text) names; a group never
     /// identified reads as `{}`.
     pub(crate) fn group_properties(&self, token: &str, groups: &str) -> PyResult<String> {
@@ -319,4 +332,66 @@ pub struct PyPipelineChunk {
     /// Bodies for the persons stream, lane by lane.
     #[pyo3(get)]
     persons: Vec<Vec<Py<PyBytes>>>,
+}
+
+/// `{flag key: hash key}`
+type HashKeyOverrides = HashMap<String, String>;
+
+impl PyStore {
+    /// Experience continuity's stored hash keys for a `/flags` request, when it evaluates a flag
+    /// that keeps them (`None` when none does), read with the GIL held as the properties are;
+    /// and, when its anonymous id is to be remembered, the write that does it.
+    pub(crate) fn hash_key_overrides(
+        &self,
+        token: &str,
+        request: &Request<'_>,
+        flags: &FlagSet,
+    ) -> PyResult<(Option<HashKeyOverrides>, Option<HashKeyOverrideWrite>)> {
+        let keys = flags.continuity_keys(request);
+        if keys.is_empty() {
+            return Ok((None, None));
+        }
+        let ids = ContinuityIds {
+            token,
+            distinct_id: request.distinct_id,
+            anon_distinct_id: request.anon_distinct_id,
+        };
+        let found = self.inner.hash_key_overrides(&ids, &keys).map_err(PyCoreError::from)?;
+        let write = found.remember.then(|| HashKeyOverrideWrite {
+            store: Arc::clone(&self.inner),
+            token: token.to_owned(),
+            distinct_id: ids.distinct_id.to_owned(),
+            anon_distinct_id: ids.anon_distinct_id.map(str::to_owned),
+            flag_keys: keys.iter().map(|key| (*key).to_owned()).collect(),
+        });
+        Ok((Some(found.overrides), write))
+    }
+}
+
+/// A `/flags` request's anonymous id, to be remembered as its persons' hash key: the answer is
+/// already right without it, and the write waits for the store's write lock, so it is done off
+/// the event loop.
+#[pyclass(name = "HashKeyOverrideWrite", module = "hogflare._hogflare", frozen)]
+pub struct HashKeyOverrideWrite {
+    store: Arc<Store>,
+    token: String,
+    distinct_id: String,
+    anon_distinct_id: Option<String>,
+    flag_keys: Vec<String>,
+}
+
+#[pymethods]
+impl HashKeyOverrideWrite {
+    /// Write it (with the GIL released); `StorageError` when the store refuses.
+    fn write(&self, py: Python<'_>) -> PyResult<()> {
+        let ids = ContinuityIds {
+            token: &self.token,
+            distinct_id: &self.distinct_id,
+            anon_distinct_id: self.anon_distinct_id.as_deref(),
+        };
+        let keys: Vec<&str> = self.flag_keys.iter().map(String::as_str).collect();
+        py.detach(|| self.store.remember_hash_keys(&ids, &keys))
+            .map_err(PyCoreError::from)?;
+        Ok(())
+    }
 }

@@ -2,6 +2,7 @@
 //! conditions in order with their rollouts, variants by hash, and the reason for each answer.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sha1::{Digest, Sha1};
@@ -21,6 +22,8 @@ pub struct Context<'a> {
     /// `{group type: properties}`
     pub group_properties: &'a Value,
     pub anon_distinct_id: Option<&'a str>,
+    /// Experience continuity's stored hash keys, `{flag key: hash key}`.
+    pub hash_key_overrides: Option<&'a HashMap<String, String>>,
     pub device_id: Option<&'a str>,
     pub now: DateTime<Utc>,
 }
@@ -86,8 +89,15 @@ impl<'s, 'c> Evaluation<'s, 'c> {
     }
 
     /// Who the flag is bucketed by: the group key for a group condition, else the device id,
-    /// the anonymous id (experience continuity) or the distinct id, as the flag says.
+    /// the hash key stored for the flag, the anonymous id (experience continuity) or the
+    /// distinct id, as the flag says.
     fn identifier(&self, flag: &Flag, aggregation: Option<u8>) -> Option<Cow<'c, str>> {
+        self.bucketed_by(flag, aggregation, true)
+    }
+
+    /// `identifier`, with or without the stored hash keys: a holdout, as PostHog hashes it,
+    /// looks at the request only.
+    fn bucketed_by(&self, flag: &Flag, aggregation: Option<u8>, stored: bool) -> Option<Cow<'c, str>> {
         if let Some(index) = aggregation {
             return self.group_key(index);
         }
@@ -96,6 +106,10 @@ impl<'s, 'c> Evaluation<'s, 'c> {
             if let Some(device) = context.device_id.filter(|d| !d.is_empty()) {
                 return Some(Cow::Borrowed(device));
             }
+        }
+        let overrides = context.hash_key_overrides.filter(|_| stored);
+        if let Some(hash_key) = overrides.and_then(|stored| stored.get(&flag.definition.key)) {
+            return Some(Cow::Borrowed(hash_key));
         }
         if flag.definition.ensure_experience_continuity {
             if let Some(anon) = context.anon_distinct_id.filter(|a| !a.is_empty()) {
@@ -177,7 +191,7 @@ impl<'s, 'c> Evaluation<'s, 'c> {
         }
 
         if let Some(holdout) = &definition.filters.holdout {
-            if let Some(identifier) = self.identifier(flag, aggregation) {
+            if let Some(identifier) = self.bucketed_by(flag, aggregation, false) {
                 if hash(&["holdout-", &identifier]) <= holdout.exclusion_percentage / 100.0 {
                     let mut result = FlagResult::off(Reason::HoldoutConditionValue, None);
                     result.enabled = true;

@@ -2,6 +2,8 @@
 //! PostHog local-evaluation document, compiled into one set and evaluated for a user in one call.
 
 mod compile;
+#[cfg(test)]
+mod continuity_tests;
 mod dates;
 mod evaluate;
 mod hogflare;
@@ -63,6 +65,8 @@ pub struct Request<'a> {
     pub groups: &'a str,
     pub group_properties: &'a str,
     pub anon_distinct_id: Option<&'a str>,
+    /// Experience continuity's stored hash keys for the request's persons.
+    pub hash_key_overrides: Option<&'a HashMap<String, String>>,
     pub device_id: Option<&'a str>,
     pub flag_keys: Option<&'a [String]>,
     pub environments: Option<&'a [String]>,
@@ -251,6 +255,27 @@ impl FlagSet {
             .any(|flag| flag.definition.active && !flag.definition.deleted)
     }
 
+    /// The active flags with experience continuity, when the request evaluates one of them: the
+    /// flags whose hash keys the store is asked for (and, with `$anon_distinct_id`, remembers).
+    pub fn continuity_keys(&self, request: &Request<'_>) -> Vec<&str> {
+        let continuity = |flag: &&Flag| {
+            let definition = &flag.definition;
+            definition.ensure_experience_continuity && definition.active && !definition.deleted
+        };
+        let asked = self.flags.iter().filter(continuity).any(|flag| {
+            !outside_environments(flag, request.environments)
+                && request.flag_keys.is_none_or(|keys| keys.contains(&flag.definition.key))
+        });
+        if !asked {
+            return Vec::new();
+        }
+        self.flags
+            .iter()
+            .filter(continuity)
+            .map(|flag| flag.definition.key.as_str())
+            .collect()
+    }
+
     /// Evaluate every flag the request asks for; `(flag, result)` in definition order.
     pub fn evaluate(&self, request: &Request<'_>, now: DateTime<Utc>) -> Vec<(&Flag, FlagResult)> {
         let groups = parse_object(request.groups);
@@ -270,6 +295,7 @@ impl FlagSet {
             groups: &groups,
             group_properties: &group_properties,
             anon_distinct_id: request.anon_distinct_id,
+            hash_key_overrides: request.hash_key_overrides,
             device_id: request.device_id,
             now,
         };

@@ -136,6 +136,7 @@ fn differs(set: &FlagSet, key: &str, context: &Value, expected: &Value) -> Optio
         groups: &groups,
         group_properties: &group_properties,
         anon_distinct_id: context.get("anon_distinct_id").and_then(|d| d.as_str()),
+        hash_key_overrides: None,
         device_id: context.get("device_id").and_then(|d| d.as_str()),
         ..Request::default()
     };
@@ -374,17 +375,20 @@ fn answer(set: &FlagSet, key: &str, person: &str, groups: &str) -> (bool, String
         group_properties: "{}",
         ..Request::default()
     };
-    let out: Value = sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap();
+    let (enabled, _, code) = flag_answer(set, &request, key);
+    (enabled, code)
+}
+
+/// `(enabled, variant, reason code)` of one flag of the request's `/flags` answer.
+pub(super) fn flag_answer(set: &FlagSet, request: &Request<'_>, key: &str) -> (bool, Option<String>, String) {
+    let out: Value = sonic_rs::from_str(&set.evaluate_json(request, Utc::now())).unwrap();
     let flag = out.get("flags").unwrap().get(key).unwrap();
-    let code = flag
-        .get("reason")
-        .unwrap()
-        .get("code")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (flag.get("enabled").unwrap().as_bool().unwrap(), code)
+    let code = flag.get("reason").unwrap().get("code").unwrap().as_str().unwrap();
+    (
+        flag.get("enabled").unwrap().as_bool().unwrap(),
+        flag.get("variant").unwrap().as_str().map(str::to_owned),
+        code.to_owned(),
+    )
 }
 
 fn flag(key: &str, groups: &str) -> String {

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::sync::Arc;
 
+use _hogflare::core::cookieless::CookielessMode;
 use _hogflare::core::decode::{self, DecoderConfig, HeaderFacts};
 use _hogflare::core::export;
 use _hogflare::core::geoip::GeoIp;
@@ -65,6 +66,7 @@ fn config() -> DecoderConfig {
         max_inflated_bytes: 100 << 20,
         max_event_bytes: 1 << 20,
         geoip: None,
+        cookieless: CookielessMode::default(),
     }
 }
 

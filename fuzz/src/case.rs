@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
+use hogflare::core::cookieless::CookielessMode;
 use hogflare::core::decode::{DecoderConfig, HeaderFacts};
 use hogflare::core::enrich::Enrichment;
 use hogflare::core::geoip::GeoIp;
@@ -319,6 +320,7 @@ impl Case {
                 max_inflated_bytes,
                 max_event_bytes,
                 geoip: bit(self.extras, 6).then(geoip).flatten(),
+                cookieless: CookielessMode::default(),
             },
             headers: HeaderFacts {
                 api_key: self.api_key_header.then_some("phc_fixture_token"),

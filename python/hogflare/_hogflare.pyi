@@ -67,10 +67,12 @@ class Decoder:
         team_id: int | None = None,
         project_tokens: Sequence[str] | None = None,
         geoip_db: Sequence[str | PathLike[str]] | None = None,
+        cookieless_mode: str = "stateful",
     ) -> Self:
         """``geoip_db``: MaxMind DB files (GeoIP2/GeoLite2 City or DB-IP Lite City layout) to
         locate events from, mapped into memory once; none turns GeoIP off. Raises ``ValueError``
-        for a file that cannot be read as one."""
+        for a file that cannot be read as one. ``cookieless_mode``: how events posthog-js sends
+        with ``cookieless_mode`` are named (``stateful``, ``stateless``, ``disabled``)."""
     def decode(
         self,
         route: str,

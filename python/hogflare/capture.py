@@ -66,6 +66,7 @@ class CaptureService:
                     team_id=settings.team_id,
                     project_tokens=list(settings.project_tokens) or None,
                     geoip_db=geoip_db,
+                    cookieless_mode=settings.cookieless_mode,
                 )
                 for limit in {settings.max_body_bytes, settings.max_recording_body_bytes}
             }

@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     trusted_proxies: tuple[str, ...] = ()
     store_ip: bool = True
     geoip_db: str | None = None
+    #: PostHog's per-project cookieless server hash mode, for every project here.
+    cookieless_mode: Literal["stateful", "stateless", "disabled"] = "stateful"
 
     dedupe_window_days: Annotated[int, msgspec.Meta(gt=0, le=36_500)] = 7
     outbox_max_bytes: Count = 8 * GiB
@@ -232,6 +234,7 @@ ENV: dict[str, str] = {
     "trusted_proxies": "HOGFLARE_TRUSTED_PROXIES",
     "store_ip": "HOGFLARE_STORE_IP",
     "geoip_db": "HOGFLARE_GEOIP_DB",
+    "cookieless_mode": "HOGFLARE_COOKIELESS_MODE",
     "dedupe_window_days": "HOGFLARE_DEDUPE_WINDOW_DAYS",
     "outbox_max_bytes": "HOGFLARE_OUTBOX_MAX_BYTES",
     "lmdb_map_size": "HOGFLARE_LMDB_MAP_SIZE",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::cookieless::CookielessMode;
 use super::enrich::{Enrichment, Locator};
 use super::error::{CoreError, Result};
 use super::event::{self, DropReason, ItemContext, NormalizedEvent, Outcome, Warning};
@@ -26,6 +27,7 @@ pub struct DecoderConfig {
     pub max_event_bytes: usize,
     /// Where events are located from; `None` turns GeoIP off.
     pub geoip: Option<Arc<GeoIp>>,
+    pub cookieless: CookielessMode,
 }
 
 /// Headers that carry request-level facts.
@@ -124,6 +126,7 @@ pub fn decode(
         shared: &unpacked.envelope.shared,
         max_event_bytes: config.max_event_bytes,
         enrichment,
+        cookieless: config.cookieless,
     };
 
     let mut events = Vec::with_capacity(unpacked.items.len());
@@ -193,6 +196,7 @@ mod tests {
             max_inflated_bytes: 100 << 20,
             max_event_bytes: 1 << 20,
             geoip: None,
+            cookieless: CookielessMode::default(),
         }
     }
 
@@ -252,7 +256,7 @@ mod tests {
             {"event": "$identify", "distinct_id": "a", "properties": {"$process_person_profile": false}},
             {"event": "$identify", "distinct_id": "a", "properties": {"$process_person_profile": "false"}},
             {"event": "cookieless", "distinct_id": "a", "properties": {"$cookieless_mode": "yes"}},
-            {"event": "cookieless", "distinct_id": "a", "properties": {"$cookieless_mode": true}},
+            {"event": "cookieless", "distinct_id": "a", "properties": {"$cookieless_mode": false}},
             "not an object",
         ]});
         let decoded = decode_json(RouteKind::Event, &body).unwrap();

@@ -165,6 +165,7 @@ pub(super) mod tests {
     use serde_json::{json, Value};
 
     use super::Enrichment;
+    use crate::core::cookieless::CookielessMode;
     use crate::core::decode::{decode, DecoderConfig, HeaderFacts};
     use crate::core::geoip::GeoIp;
     use crate::core::request::{RequestParts, RouteKind};
@@ -201,6 +202,7 @@ pub(super) mod tests {
             max_inflated_bytes: 1 << 20,
             max_event_bytes: 1 << 20,
             geoip,
+            cookieless: CookielessMode::default(),
         };
         let decoded = decode(&parts, headers, &config, Utc::now()).unwrap();
         decoded.events.into_iter().map(|event| event.properties).collect()

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sonic_rs::{JsonValueTrait, Value};
 use uuid::Uuid;
 
+use super::cookieless::{self, CookielessEvent, CookielessMode, Sighting};
 use super::enrich::Enrichment;
 use super::event_fields::{
     default_event_name, id_from_raw, id_from_value, offset_from_raw, timestamp_from_raw, truncate_chars, CONSUMED,
@@ -39,6 +40,12 @@ pub enum DropReason {
     MissingSnapshotData,
     UnsupportedRecordingEvent,
     InvalidCookielessMode,
+    CookielessDisabled,
+    CookielessDisallowedEvent,
+    CookielessMissingUserAgent,
+    CookielessMissingIp,
+    CookielessMissingHost,
+    CookielessDayOutOfRange,
 }
 
 impl DropReason {
@@ -55,6 +62,12 @@ impl DropReason {
             Self::MissingSnapshotData => "missing_snapshot_data",
             Self::UnsupportedRecordingEvent => "unsupported_recording_event",
             Self::InvalidCookielessMode => "invalid_cookieless_mode",
+            Self::CookielessDisabled => "cookieless_disabled",
+            Self::CookielessDisallowedEvent => "cookieless_disallowed_event",
+            Self::CookielessMissingUserAgent => "cookieless_missing_ua",
+            Self::CookielessMissingIp => "cookieless_missing_ip",
+            Self::CookielessMissingHost => "cookieless_missing_host",
+            Self::CookielessDayOutOfRange => "cookieless_day_out_of_range",
         }
     }
 }
@@ -100,6 +113,8 @@ pub struct NormalizedEvent {
     pub extra: Option<String>,
     /// What the event asks of persons and groups; not stored with the row.
     pub person: PersonEvent,
+    /// For an event in cookieless mode, what names its visitor; the store replaces its ids.
+    pub cookieless: Option<Box<CookielessEvent>>,
 }
 
 impl NormalizedEvent {
@@ -124,6 +139,7 @@ pub struct ItemContext<'a> {
     pub shared: &'a [(String, String)],
     pub max_event_bytes: usize,
     pub enrichment: Enrichment<'a>,
+    pub cookieless: CookielessMode,
 }
 
 /// What normalising one item gives: the event or why not, and the token it carried.
@@ -302,6 +318,25 @@ fn normalize_inner(
     if adjusted {
         warnings.push(Warning::TimestampAdjusted);
     }
+    // posthog-js in cookieless mode keeps no id; the store names the visitor from a hash.
+    let cookieless = if ctx.route != RouteKind::Recording && is_true(known.cookieless_mode) {
+        let own_ip = known.ip.and_then(JsonValueTrait::as_str);
+        let sighting = Sighting {
+            mode: ctx.cookieless,
+            event: &event,
+            distinct_id: &distinct_id,
+            ip: own_ip.or(ctx.enrichment.geoip_ip).or(ctx.enrichment.client_ip),
+            properties,
+            timestamp,
+            now: ctx.now,
+        };
+        match sighting.read() {
+            Ok(cookieless) => Some(Box::new(cookieless)),
+            Err(reason) => return Outcome::Dropped(reason),
+        }
+    } else {
+        None
+    };
 
     // An event that updates no person loses its person updates, top level and in its
     // properties, as on PostHog: they would read as if they had been applied.
@@ -367,6 +402,11 @@ fn normalize_inner(
     let Some(mut properties_json) = edits.finish(&known, properties_raw) else {
         return Outcome::Dropped(DropReason::InvalidProperties);
     };
+    if cookieless.is_some() {
+        if let Some(kept) = cookieless::without_identifying(&properties_json) {
+            properties_json = kept;
+        }
+    }
 
     let event = if ctx.route == RouteKind::Recording {
         if !had_properties && (item.contains("metadata") || item.contains("chunk")) {
@@ -419,6 +459,7 @@ fn normalize_inner(
         context,
         extra,
         person,
+        cookieless,
     };
     if ctx.route != RouteKind::Recording && normalized.size() > ctx.max_event_bytes {
         return Outcome::Dropped(DropReason::EventTooLarge);

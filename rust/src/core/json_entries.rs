@@ -158,6 +158,7 @@ fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::cookieless::CookielessMode;
 
     /// What sonic-rs's checking iterator reads from the same text.
     fn by_sonic(text: &str) -> Option<Vec<(String, String)>> {
@@ -223,6 +224,7 @@ mod tests {
             max_inflated_bytes: 100 << 20,
             max_event_bytes: 1 << 20,
             geoip: None,
+            cookieless: CookielessMode::default(),
         };
         let mut read = 0;
         for (name, _) in expected.as_object().unwrap() {

@@ -5,6 +5,10 @@ pub mod columns;
 pub mod commit_thread;
 #[cfg(test)]
 mod continuity_tests;
+pub mod cookieless;
+mod cookieless_state;
+#[cfg(test)]
+mod cookieless_tests;
 pub mod countries;
 pub mod decode;
 pub mod enrich;

@@ -5,6 +5,7 @@
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::cookieless::CookielessMode;
 use super::decode::{self, DecoderConfig, HeaderFacts};
 use super::person::Person;
 use super::persons::{person_uuid, PersonWarning};
@@ -18,6 +19,8 @@ pub(super) struct Harness {
     _dir: tempfile::TempDir,
     pub(super) store: Store,
     read: u64,
+    /// How the decoder treats cookieless events.
+    pub(super) cookieless: CookielessMode,
 }
 
 impl Harness {
@@ -37,6 +40,7 @@ impl Harness {
             _dir: dir,
             store,
             read: 0,
+            cookieless: CookielessMode::default(),
         }
     }
 
@@ -67,6 +71,7 @@ impl Harness {
             max_inflated_bytes: 1 << 20,
             max_event_bytes: 1 << 20,
             geoip: None,
+            cookieless: self.cookieless,
         };
         let decoded = decode::decode(&parts, HeaderFacts::default(), &config, Utc::now()).unwrap();
         let options = CommitOptions {

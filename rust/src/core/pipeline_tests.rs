@@ -226,6 +226,7 @@ fn stored_event(n: u128) -> NormalizedEvent {
         context: None,
         extra: None,
         person: PersonEvent::default(),
+        cookieless: None,
     }
 }
 

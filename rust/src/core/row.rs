@@ -361,6 +361,7 @@ mod tests {
                     context: None,
                     extra: None,
                     person: crate::core::person_event::PersonEvent::default(),
+                    cookieless: None,
                 },
                 "phc",
                 None,

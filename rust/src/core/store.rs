@@ -14,6 +14,7 @@ use heed::types::{Bytes, Str, Unit, U32, U64};
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 use uuid::Uuid;
 
+use super::cookieless_state::CookielessDb;
 use super::error::{CoreError, Result};
 use super::groups::MAX_GROUP_TYPES;
 use super::persons::PersonDbs;
@@ -83,6 +84,7 @@ pub struct Store {
     seen_by_day: Database<Bytes, Unit>,
     outbox: Database<U64<BigEndian>, Bytes>,
     persons: PersonDbs,
+    cookieless: CookielessDb,
     group_types: [Option<String>; MAX_GROUP_TYPES],
     /// The person tables again, only to count their entries for monitoring.
     counted: [Database<Bytes, Unit>; 3],
@@ -145,6 +147,7 @@ impl Store {
             seen_by_day: env.create_database(&mut wtxn, Some("seen_by_day"))?,
             outbox: env.create_database(&mut wtxn, Some("outbox"))?,
             persons: PersonDbs::create(&env, &mut wtxn)?,
+            cookieless: CookielessDb::create(&env, &mut wtxn)?,
             group_types: config.group_types.clone(),
             counted: [
                 env.create_database(&mut wtxn, Some("persons"))?,

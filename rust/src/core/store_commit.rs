@@ -150,6 +150,8 @@ impl Store {
         let mut persons = PersonWork::begin(self.persons, &txn, &self.group_types)?;
         // Each outbox entry is encoded here, then copied into the transaction.
         let mut entry = Vec::with_capacity(4096);
+        // Past days' cookieless state goes in the first commit that has a cookieless event.
+        let mut cookieless_day_checked = false;
 
         for batch in batches {
             let mut outcome = CommitOutcome::default();
@@ -159,7 +161,7 @@ impl Store {
                 .team_id
                 .map_or_else(|| batch.token.clone(), |team| team.to_string());
             let created_at = timestamp::to_micros(batch.created_at);
-            for event in batch.events {
+            for mut event in batch.events {
                 let key = seen_key(project, &event.uuid);
                 // A uuid first stored within the window is a duplicate; an older one waits for
                 // the shipper's expiry and is stored again, as if it had been forgotten. A new
@@ -176,6 +178,13 @@ impl Store {
                 by_day[..4].copy_from_slice(&today.to_be_bytes());
                 by_day[4..].copy_from_slice(&key);
                 self.seen_by_day.put(&mut txn, &by_day, &())?;
+                if event.cookieless.is_some() {
+                    if !cookieless_day_checked {
+                        self.cookieless.forget_past_days(&mut txn, options.now)?;
+                        cookieless_day_checked = true;
+                    }
+                    self.cookieless.resolve(&mut txn, project, &mut event)?;
+                }
 
                 let applied = persons.apply(
                     &mut txn,

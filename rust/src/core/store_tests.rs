@@ -25,6 +25,7 @@ pub(crate) fn event(uuid: Uuid) -> NormalizedEvent {
             mode: PersonMode::Without,
             ..PersonEvent::default()
         },
+        cookieless: None,
     }
 }
 

@@ -10,6 +10,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::errors::PyCoreError;
+use crate::core::cookieless::CookielessMode;
 use crate::core::decode::{self, DecodedRequest, DecoderConfig, HeaderFacts};
 use crate::core::enrich::Enrichment;
 use crate::core::error::CoreError;
@@ -30,14 +31,20 @@ pub struct PyDecoder {
 impl PyDecoder {
     /// `geoip_db`: MaxMind DB files to locate events from (opened here, once); none turns GeoIP off.
     #[new]
-    #[pyo3(signature = (*, max_inflated_bytes, max_event_bytes, team_id=None, project_tokens=None, geoip_db=None))]
+    #[pyo3(signature = (*, max_inflated_bytes, max_event_bytes, team_id=None, project_tokens=None, geoip_db=None, cookieless_mode="stateful"))]
     fn new(
         max_inflated_bytes: usize,
         max_event_bytes: usize,
         team_id: Option<i64>,
         project_tokens: Option<Vec<String>>,
         geoip_db: Option<Vec<PathBuf>>,
+        cookieless_mode: &str,
     ) -> PyResult<Self> {
+        let cookieless = CookielessMode::parse(cookieless_mode).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "unknown cookieless mode {cookieless_mode:?}: stateful, stateless or disabled"
+            ))
+        })?;
         let project_tokens = project_tokens.map(|tokens| tokens.into_iter().collect::<HashSet<_>>());
         let geoip = match geoip_db {
             Some(paths) if !paths.is_empty() => Some(Arc::new(GeoIp::open(&paths).map_err(PyCoreError::from)?)),
@@ -50,6 +57,7 @@ impl PyDecoder {
                 max_inflated_bytes,
                 max_event_bytes,
                 geoip,
+                cookieless,
             },
         })
     }

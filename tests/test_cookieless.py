@@ -13,17 +13,25 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import flag_corpus
 from tests.helpers.sdk import run_script
 from tests.helpers.server import Server, query, wait_for_rows
 
 TOKEN = "phc_cookieless"
 UUID_TEXT = 36
+#: One flag for the visitor's stored person, and ten halves: for the sentinel id itself, or for
+#: another visitor, the halves would differ (by chance alike once in a thousand).
+FLAGS = [
+    flag_corpus.flag(500, "pro-only", [flag_corpus.cond(flag_corpus.person("plan", "exact", ["pro"]))]),
+    *(flag_corpus.flag(501 + n, f"half-{n}", [flag_corpus.cond(rollout=50)]) for n in range(10)),
+]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("cookieless") / "data"
     data_dir.mkdir(parents=True)
+    (data_dir / "flags.json").write_text(json.dumps({"flags": FLAGS}))
     with Server(data_dir) as running:
         yield running
 
@@ -77,6 +85,17 @@ def test_posthog_js_cookieless_visitors_are_named_by_the_server(server: Server) 
     assert len(people) == 2, people
     assert people[0]["person_id"] == people[1]["person_id"], people
     assert query(server.data_dir, "select * from person_distinct_ids where distinct_id = '$posthog_cookieless'") == []
+
+    # The second page's flags were the visitor's: their person's property, their own buckets.
+    assert "pro-only" in page["flags"]
+    assert page["flags"] == enabled_flags(server, visitor)
+    assert page["flags"] != enabled_flags(server, "$posthog_cookieless")
+
+
+def enabled_flags(server: Server, distinct_id: str) -> list[str]:
+    body = {"token": TOKEN, "distinct_id": distinct_id}
+    answer = httpx.post(f"{server.url}/flags/?v=2", json=body, timeout=10).json()
+    return sorted(key for key, flag in answer["flags"].items() if flag["enabled"])
 
 
 def cookieless_event(run_id: str, user_agent: str) -> dict[str, Any]:

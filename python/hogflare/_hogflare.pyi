@@ -331,6 +331,7 @@ class FlagSet:
         version: int | None = None,
         request_id: str | None = None,
         now: float | None = None,
+        visitor: tuple[str, str | None, str | None, str | None] | None = None,
     ) -> tuple[int, bytes, HashKeyOverrideWrite | None] | None:
         """A ``/flags`` or ``/decide`` POST body (JSON, already inflated or decoded) answered in
         one call: read with each field's alias, its token checked against ``project_tokens``,
@@ -340,7 +341,9 @@ class FlagSet:
         ``PayloadError`` for a body of the wrong shape, nested too deeply, or without
         ``distinct_id``. ``remember`` is experience continuity's write of the request's
         ``$anon_distinct_id`` as its persons' hash key, when one is due: the answer is already
-        what it will be after it."""
+        what it will be after it. ``visitor``: the cookieless mode, the client's address, the
+        request's ``Origin`` and ``User-Agent``; with it, a request for ``$posthog_cookieless``
+        is answered for the id the visitor's events get."""
 
 @final
 class HashKeyOverrideWrite:

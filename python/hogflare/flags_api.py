@@ -23,6 +23,7 @@ import structlog
 
 from hogflare._hogflare import HashKeyOverrideWrite
 from hogflare.config import Settings
+from hogflare.enrichment import ClientAddress
 from hogflare.errors import HogflareError, PayloadError, PayloadTooLargeError
 from hogflare.flags import FlagsService
 from hogflare.http import Request, Response, StallWatch, error
@@ -43,6 +44,8 @@ MAX_FLAGS_BODY_BYTES = 2_000_000
 #: Python's recursion limit bounds how deep a request may nest (about a thousand levels).
 _TOO_DEEP = "the flags request body is nested too deeply"
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
+#: The distinct id posthog-js sends in cookieless mode.
+COOKIELESS_SENTINEL = b"$posthog_cookieless"
 
 
 class FlagsEndpoints:
@@ -52,6 +55,7 @@ class FlagsEndpoints:
         self.watch = watch
         self._config: tuple[bool, bytes] | None = None
         self._project_tokens = list(settings.project_tokens) or None
+        self.client_address = ClientAddress(settings.trusted_proxies)
 
     def has_active_flags(self) -> bool:
         """What remote config reports as ``hasFeatureFlags``: posthog-js asks ``/flags`` only when true."""
@@ -69,9 +73,9 @@ class FlagsEndpoints:
             limit = min(self.settings.max_body_bytes, MAX_FLAGS_BODY_BYTES)
             raw = await request.body(limit, self.watch)
             data = request_json(raw, request, limit)
-            answered = self._answer(data, decide=decide, version=version)
+            answered = self._answer(data, request, decide=decide, version=version)
             if answered is None and (lenient := _lenient_json(data)) is not None:
-                answered = self._answer(lenient, decide=decide, version=version)
+                answered = self._answer(lenient, request, decide=decide, version=version)
             if answered is None:
                 raise PayloadError("the flags request body is not JSON (nor base64 JSON)")
             status, body, remember = answered
@@ -103,14 +107,20 @@ class FlagsEndpoints:
             log.warning("experience continuity's hash key not stored", error=str(exc))
 
     def _answer(
-        self, data: bytes, *, decide: bool, version: int | None
+        self, data: bytes, request: Request, *, decide: bool, version: int | None
     ) -> tuple[int, bytes, HashKeyOverrideWrite | None] | None:
+        # Only a cookieless visitor's request needs what the connection says about them.
+        visitor = None
+        if COOKIELESS_SENTINEL in data:
+            origin, user_agent = request.header(b"origin"), request.header(b"user-agent")
+            visitor = (self.settings.cookieless_mode, self.client_address(request), origin, user_agent)
         return self.service.current().answer(
             data,
             store=self.service.store,
             project_tokens=self._project_tokens,
             decide=decide,
             version=version,
+            visitor=visitor,
         )
 
     def definitions(self, request: Request) -> Response:

@@ -4,8 +4,9 @@
 //
 //   node cookieless_browser.mjs --host http://127.0.0.1:8080 --token phc_x --run-id abc --user-id u
 //
-// Two pages of one browser capture an event each, anonymously; then the visitor identifies and
-// captures one more. Prints one JSON object: the distinct ids posthog-js reported and any errors.
+// Two pages of one browser capture an event each, anonymously (the first sets a person property);
+// then the visitor identifies and captures one more. Prints one JSON object: the distinct ids
+// posthog-js reported, the flags it got on the second page, and any errors.
 import { args, launchChromium, servePage } from './harness.mjs'
 
 const { host, token } = args
@@ -29,10 +30,11 @@ async function open() {
             autocapture: false,
             capture_pageview: false,
             disable_session_recording: true,
-            advanced_disable_flags: true,
+            person_profiles: 'always',
             request_queue_config: { flush_interval_ms: 200 },
             loaded: (ph) => {
                 ph.register({ run_id: runId })
+                window.flagsSeen = new Promise((seen) => ph.onFeatureFlags((flags) => seen([...flags].sort())))
                 resolve(ph.get_distinct_id())
             },
         })
@@ -44,11 +46,12 @@ async function open() {
 const settle = (tab) => tab.waitForTimeout(1200)
 
 const first = await open()
-await first.tab.evaluate(() => window.posthog.capture('viewed pricing', { page: 1 }))
+await first.tab.evaluate(() => window.posthog.capture('viewed pricing', { page: 1, $set: { plan: 'pro' } }))
 await settle(first.tab)
 await first.tab.close()
 
 const second = await open()
+const flags = await second.tab.evaluate(() => window.flagsSeen)
 await second.tab.evaluate(() => window.posthog.capture('viewed pricing', { page: 2 }))
 await settle(second.tab)
 await second.tab.evaluate((userId) => window.posthog.identify(userId), userId)
@@ -62,5 +65,6 @@ server.close()
 process.stdout.write(JSON.stringify({
     anonymous: [first.distinctId, second.distinctId],
     identified,
+    flags,
     page_errors: pageErrors,
 }) + '\n')

@@ -111,19 +111,14 @@ impl Sighting<'_> {
             .filter(|ip| !ip.is_empty())
             .ok_or(DropReason::CookielessMissingIp)?;
         let host = text("$host").ok_or(DropReason::CookielessMissingHost)?;
-        let (day, day_start) = local_day(self.timestamp, text("$timezone"));
+        let day = local_day(self.timestamp, text("$timezone")).0;
         if !day_in_use(day, self.now) {
             return Err(DropReason::CookielessDayOutOfRange);
         }
         let extra = match self.properties.get("$cookieless_extra") {
             None => String::new(),
             Some(value) if value.is_null() => String::new(),
-            Some(value) => value
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned)
-                .chars()
-                .take(MAX_EXTRA_CHARS)
-                .collect(),
+            Some(value) => value.as_str().map_or_else(|| value.to_string(), str::to_owned),
         };
         let stage = if self.event == "$identify" {
             Stage::Identify
@@ -132,16 +127,56 @@ impl Sighting<'_> {
         } else {
             Stage::Identified
         };
-        Ok(CookielessEvent {
+        let visitor = Visitor {
+            ip,
+            host,
+            user_agent,
+            timezone: text("$timezone"),
+            extra: &extra,
+        };
+        Ok(visitor.event(stateful, stage, self.timestamp))
+    }
+}
+
+/// What a cookieless visitor's hash is made of.
+pub struct Visitor<'a> {
+    pub ip: &'a str,
+    /// `$host`, or a URL such as the `Origin` of a flags request.
+    pub host: &'a str,
+    pub user_agent: &'a str,
+    pub timezone: Option<&'a str>,
+    pub extra: &'a str,
+}
+
+impl Visitor<'_> {
+    /// The visitor's hash inputs, for an event at `timestamp`.
+    pub fn event(&self, stateful: bool, stage: Stage, timestamp: DateTime<Utc>) -> CookielessEvent {
+        let (day, day_start) = local_day(timestamp, self.timezone);
+        CookielessEvent {
             stateful,
             stage,
             day,
             day_start_ms: day_start.timestamp_millis(),
-            timestamp_ms: self.timestamp.timestamp_millis(),
-            visitor: format!("{ip}-{}-{user_agent}", root_domain(host)),
-            extra,
-        })
+            timestamp_ms: timestamp.timestamp_millis(),
+            visitor: format!("{}-{}-{}", self.ip, root_domain(self.host), self.user_agent),
+            extra: self.extra.chars().take(MAX_EXTRA_CHARS).collect(),
+        }
     }
+}
+
+/// The hash inputs of a `/flags` request from a cookieless visitor (its distinct id the
+/// sentinel), made as for an anonymous event now; `None` when the mode is off or an input is
+/// missing, and the flags are then for the sentinel itself.
+pub fn flags_visitor(mode: CookielessMode, visitor: &Visitor<'_>, now: DateTime<Utc>) -> Option<CookielessEvent> {
+    let stateful = match mode {
+        CookielessMode::Disabled => return None,
+        CookielessMode::Stateful => true,
+        CookielessMode::Stateless => false,
+    };
+    let missing = [visitor.ip, visitor.host, visitor.user_agent]
+        .iter()
+        .any(|input| input.is_empty());
+    (!missing).then(|| visitor.event(stateful, Stage::Anonymous, now))
 }
 
 /// The event's day and its start, in the IANA zone `$timezone` names (UTC when it names none).

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use heed::types::Bytes;
-use heed::{Database, Env, RwTxn};
+use heed::{Database, Env, RoTxn, RwTxn};
 use siphasher::sip128::{Hasher128, SipHasher24};
 use uuid::Uuid;
 
@@ -42,11 +42,22 @@ fn key(tag: u8, day: NaiveDate, hash: Option<&Hash>) -> Vec<u8> {
     key
 }
 
-fn hash(salt: &Hash, project: u32, event: &CookielessEvent, identifies_before: i64) -> Hash {
+/// The project is named by its token, which the events and the flags requests of a visitor
+/// both carry.
+fn hash(salt: &Hash, token: &str, event: &CookielessEvent, identifies_before: i64) -> Hash {
     let mut hasher = SipHasher24::new_with_key(salt);
-    let input = format!("{project}-{}-{identifies_before}-{}", event.visitor, event.extra);
+    let input = format!("{token}-{}-{identifies_before}-{}", event.visitor, event.extra);
     hasher.write(input.as_bytes());
     hasher.finish128().as_bytes()
+}
+
+/// The hash of the visitor's id after `identifies` identifies: the base hash when none.
+fn counted(salt: &Hash, token: &str, event: &CookielessEvent, base: Hash, identifies: i64) -> Hash {
+    if identifies == 0 {
+        base
+    } else {
+        hash(salt, token, event, identifies)
+    }
 }
 
 fn encoded(prefix: &str, hash: &Hash) -> String {
@@ -92,26 +103,35 @@ impl CookielessDb {
         Ok(())
     }
 
-    fn salt(&self, txn: &mut RwTxn, day: NaiveDate) -> Result<Hash> {
+    fn stored_salt(&self, txn: &RoTxn, day: NaiveDate) -> Result<Option<Hash>> {
         let key = key(SALT, day, None);
-        if let Some(salt) = self.db.get(txn, &key)?.and_then(|bytes| Hash::try_from(bytes).ok()) {
+        Ok(self.db.get(txn, &key)?.and_then(|bytes| Hash::try_from(bytes).ok()))
+    }
+
+    fn salt(&self, txn: &mut RwTxn, day: NaiveDate) -> Result<Hash> {
+        if let Some(salt) = self.stored_salt(txn, day)? {
             return Ok(salt);
         }
+        let key = key(SALT, day, None);
         let mut salt = Hash::default();
         getrandom::fill(&mut salt).map_err(|err| CoreError::Store(format!("no randomness for a salt: {err}")))?;
         self.db.put(txn, &key, &salt)?;
         Ok(salt)
     }
 
+    fn identifies(&self, txn: &RoTxn, key: &[u8]) -> Result<i64> {
+        Ok(self
+            .db
+            .get(txn, key)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+            .map_or(0, i64::from_be_bytes))
+    }
+
     /// The visitor's identify count before this event, counting the event in when it is an
     /// `$identify` (its uuid was checked for duplicates already, so a retry is not counted twice).
     fn identifies_before(&self, txn: &mut RwTxn, event: &CookielessEvent, base: &Hash) -> Result<i64> {
         let key = key(IDENTIFIES, event.day, Some(base));
-        let stored = self
-            .db
-            .get(txn, &key)?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-            .map_or(0, i64::from_be_bytes);
+        let stored = self.identifies(txn, &key)?;
         Ok(match event.stage {
             Stage::Identify => {
                 self.db.put(txn, &key, &(stored + 1).to_be_bytes())?;
@@ -142,12 +162,12 @@ impl CookielessDb {
 
     /// Give a cookieless event its ids: the distinct id (or, for `$identify`, the anonymous id it
     /// joins), `$device_id` and `$session_id`.
-    pub fn resolve(&self, txn: &mut RwTxn, project: u32, event: &mut NormalizedEvent) -> Result<()> {
+    pub fn resolve(&self, txn: &mut RwTxn, token: &str, event: &mut NormalizedEvent) -> Result<()> {
         let Some(cookieless) = event.cookieless.take() else {
             return Ok(());
         };
         let salt = self.salt(txn, cookieless.day)?;
-        let base = hash(&salt, project, &cookieless, 0);
+        let base = hash(&salt, token, &cookieless, 0);
         let device_id = encoded("cookielessd_", &base);
         let mut text = Uuid::encode_buffer();
         if !cookieless.stateful {
@@ -164,11 +184,7 @@ impl CookielessDb {
             return Ok(());
         }
         let before = self.identifies_before(txn, &cookieless, &base)?;
-        let id_hash = if before == 0 {
-            base
-        } else {
-            hash(&salt, project, &cookieless, before)
-        };
+        let id_hash = counted(&salt, token, &cookieless, base, before);
         let id = encoded("cookieless_", &id_hash);
         let session = self.session(txn, cookieless.day, &id_hash, cookieless.timestamp_ms)?;
         let session = session.hyphenated().encode_lower(&mut text);
@@ -193,6 +209,31 @@ impl CookielessDb {
             Stage::Identified => {}
         }
         Ok(())
+    }
+
+    /// The distinct id an anonymous visitor's events get now, for their flags: read outside any
+    /// commit, but for the day's salt, made here (and synced) when no event has made it yet.
+    pub fn visitor_id(&self, env: &Env, token: &str, visitor: &CookielessEvent) -> Result<String> {
+        let read = env.read_txn()?;
+        if let Some(salt) = self.stored_salt(&read, visitor.day)? {
+            let base = hash(&salt, token, visitor, 0);
+            let identifies = if visitor.stateful {
+                self.identifies(&read, &key(IDENTIFIES, visitor.day, Some(&base)))?
+            } else {
+                0
+            };
+            return Ok(encoded(
+                "cookieless_",
+                &counted(&salt, token, visitor, base, identifies),
+            ));
+        }
+        // No event of the day yet, so no identify either. One read transaction per thread at
+        // a time: this one ends before the write begins.
+        drop(read);
+        let mut txn = env.write_txn()?;
+        let salt = self.salt(&mut txn, visitor.day)?;
+        txn.commit()?;
+        Ok(encoded("cookieless_", &hash(&salt, token, visitor, 0)))
     }
 }
 

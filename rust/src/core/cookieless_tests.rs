@@ -6,7 +6,7 @@ use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::cookieless::{day_in_use, first_day_in_use, root_domain, CookielessMode, SENTINEL};
+use super::cookieless::{day_in_use, first_day_in_use, flags_visitor, root_domain, CookielessMode, Visitor, SENTINEL};
 use super::decode::{self, DecoderConfig, HeaderFacts};
 use super::person_store_tests::{Harness, TOKEN};
 use super::request::{RequestParts, RouteKind};
@@ -134,6 +134,53 @@ fn identify_joins_the_anonymous_visitor_and_a_later_visitor_on_the_device_is_som
     let (retried, _, _) = harness.send(json!([identify]));
     assert!(retried.is_empty());
     assert_eq!(one(&mut harness, anonymous(CHROME)).distinct_id, signed_out.distinct_id);
+}
+
+/// The id a flags request from the browser of `anonymous(CHROME)` is answered for.
+fn flags_id(harness: &Harness) -> String {
+    let visitor = Visitor {
+        ip: "203.0.113.7",
+        host: "https://www.example.com",
+        user_agent: CHROME,
+        timezone: Some("Europe/Amsterdam"),
+        extra: "",
+    };
+    let visitor = flags_visitor(harness.cookieless, &visitor, Utc::now()).expect("all inputs there");
+    harness.store.cookieless_id(TOKEN, &visitor).unwrap()
+}
+
+#[test]
+fn flags_are_for_the_id_the_visitors_events_get() {
+    let mut harness = Harness::new();
+    // Before any event of the day the salt is made by the flags request, and the events use it.
+    let before_events = flags_id(&harness);
+    assert_eq!(one(&mut harness, anonymous(CHROME)).distinct_id, before_events);
+    let identify = cookieless("$identify", "user-1", CHROME, json!({"$anon_distinct_id": SENTINEL}));
+    one(&mut harness, identify);
+    let signed_out = flags_id(&harness);
+    assert_ne!(signed_out, before_events);
+    assert_eq!(one(&mut harness, anonymous(CHROME)).distinct_id, signed_out);
+
+    let mut stateless = Harness::new();
+    stateless.cookieless = CookielessMode::Stateless;
+    assert_eq!(one(&mut stateless, anonymous(CHROME)).distinct_id, flags_id(&stateless));
+    let visitor = Visitor {
+        ip: "203.0.113.7",
+        host: "www.example.com",
+        user_agent: CHROME,
+        timezone: None,
+        extra: "",
+    };
+    assert!(flags_visitor(CookielessMode::Disabled, &visitor, Utc::now()).is_none());
+    assert!(flags_visitor(
+        CookielessMode::Stateful,
+        &Visitor {
+            user_agent: "",
+            ..visitor
+        },
+        Utc::now()
+    )
+    .is_none());
 }
 
 #[test]

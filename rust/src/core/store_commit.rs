@@ -183,7 +183,7 @@ impl Store {
                         self.cookieless.forget_past_days(&mut txn, options.now)?;
                         cookieless_day_checked = true;
                     }
-                    self.cookieless.resolve(&mut txn, project, &mut event)?;
+                    self.cookieless.resolve(&mut txn, &batch.token, &mut event)?;
                 }
 
                 let applied = persons.apply(

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::Store;
+use crate::core::cookieless::CookielessEvent;
 use crate::core::error::Result;
 use crate::core::person::Person;
 use crate::core::persons::ContinuityRequest;
@@ -25,6 +26,11 @@ impl Store {
             object.entries.push((group_type.as_str().into(), properties.into()));
         }
         Ok(object.to_json())
+    }
+
+    /// The distinct id a cookieless visitor's events get now (see `cookieless_state`).
+    pub fn cookieless_id(&self, token: &str, visitor: &CookielessEvent) -> Result<String> {
+        self.cookieless.visitor_id(&self.env, token, visitor)
     }
 
     /// The person a distinct id belongs to in the project of `token` (in any project when no

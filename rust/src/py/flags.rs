@@ -5,9 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use pyo3::exceptions::PyValueError;
+
 use super::exceptions::PayloadError;
 use super::ingest::time_from;
 use super::store::{HashKeyOverrideWrite, PyStore};
+use crate::core::cookieless::{self, CookielessMode, Visitor};
 use crate::core::flags::{token_refusal, BodyError, FlagSet, FlagsBody, Request, Shape, Stored, MISSING_DISTINCT_ID};
 
 /// Past this many flags an evaluation may take long enough to be worth releasing the GIL for.
@@ -22,6 +25,10 @@ type Answer<'py> = (u16, Bound<'py, PyBytes>, Option<Bound<'py, HashKeyOverrideW
 pub struct PyFlagSet {
     inner: FlagSet,
 }
+
+/// A cookieless visitor's flags request as the server saw it: the mode, the client's address,
+/// `Origin` and `User-Agent`.
+type CookielessVisitor<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
 
 #[pymethods]
 impl PyFlagSet {
@@ -122,7 +129,7 @@ impl PyFlagSet {
     /// token; `None` when the body is not strict JSON (it may still be JSON5 or base64). A body
     /// of the wrong shape raises `PayloadError`. `remember`, when not `None`, is experience
     /// continuity's write of the request's anonymous id, for the caller to run off its event loop.
-    #[pyo3(signature = (body, *, store=None, project_tokens=None, decide=false, version=None, request_id=None, now=None))]
+    #[pyo3(signature = (body, *, store=None, project_tokens=None, decide=false, version=None, request_id=None, now=None, visitor=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
     fn answer<'py>(
         &self,
@@ -134,6 +141,7 @@ impl PyFlagSet {
         version: Option<i64>,
         request_id: Option<&str>,
         now: Option<f64>,
+        visitor: Option<CookielessVisitor<'_>>,
     ) -> PyResult<Option<Answer<'py>>> {
         let Ok(text) = std::str::from_utf8(body) else {
             return Ok(None);
@@ -155,6 +163,26 @@ impl PyFlagSet {
             return Err(PayloadError::new_err(MISSING_DISTINCT_ID));
         };
         let token = parsed.token.as_deref().unwrap_or_default();
+        // A cookieless visitor's flags are for the id their events get (PostHog's flag service
+        // hashes the same inputs, the site read from `Origin`).
+        let cookieless_id = match (&store, visitor) {
+            (Some(store), Some((mode, ip, origin, user_agent))) if evaluate && distinct_id == cookieless::SENTINEL => {
+                let mode = CookielessMode::parse(mode)
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown cookieless mode {mode:?}")))?;
+                let visitor = Visitor {
+                    ip: ip.unwrap_or_default(),
+                    host: origin.unwrap_or_default(),
+                    user_agent: user_agent.unwrap_or_default(),
+                    timezone: parsed.timezone.as_deref(),
+                    extra: parsed.cookieless_hash_extra.as_deref().unwrap_or_default(),
+                };
+                cookieless::flags_visitor(mode, &visitor, time_from(now))
+                    .map(|visitor| store.cookieless_id(token, &visitor))
+                    .transpose()?
+            }
+            _ => None,
+        };
+        let distinct_id = cookieless_id.as_deref().unwrap_or(distinct_id);
         let (stored_person, stored_groups) = match (&store, evaluate) {
             (Some(store), true) => (
                 store.person_properties(token, distinct_id)?,

@@ -11,6 +11,7 @@ use super::commit::{request_outcome, RequestOutcome};
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
 use crate::core::commit_thread::commit_or_refuse;
+use crate::core::cookieless::CookielessEvent;
 use crate::core::export::{self, Destination};
 use crate::core::flags::{FlagSet, Request};
 use crate::core::groups::MAX_GROUP_TYPES;
@@ -338,6 +339,11 @@ pub struct PyPipelineChunk {
 type HashKeyOverrides = HashMap<String, String>;
 
 impl PyStore {
+    /// The distinct id a cookieless visitor's events get now.
+    pub(crate) fn cookieless_id(&self, token: &str, visitor: &CookielessEvent) -> PyResult<String> {
+        Ok(self.inner.cookieless_id(token, visitor).map_err(PyCoreError::from)?)
+    }
+
     /// Experience continuity's stored hash keys for a `/flags` request, when it evaluates a flag
     /// that keeps them (`None` when none does), read with the GIL held as the properties are;
     /// and, when its anonymous id is to be remembered, the write that does it.

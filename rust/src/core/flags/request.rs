@@ -40,6 +40,9 @@ pub struct FlagsBody {
     pub flag_keys: Option<Vec<String>>,
     pub environments: Option<Vec<String>>,
     pub disable_flags: bool,
+    /// The visitor's IANA time zone and the site's own hash contents, for cookieless mode.
+    pub timezone: Option<String>,
+    pub cookieless_hash_extra: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +83,10 @@ struct Fields<'a> {
     evaluation_environments: Option<LazyValue<'a>>,
     #[serde(borrow, default)]
     disable_flags: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    timezone: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    cookieless_hash_extra: Option<LazyValue<'a>>,
 }
 
 impl FlagsBody {
@@ -133,6 +140,8 @@ impl FlagsBody {
                 either(fields.evaluation_contexts, fields.evaluation_environments).as_ref(),
             )?,
             disable_flags: fields.disable_flags.as_ref().is_some_and(truthy),
+            timezone: string("timezone", fields.timezone.as_ref())?,
+            cookieless_hash_extra: string("cookieless_hash_extra", fields.cookieless_hash_extra.as_ref())?,
         })
     }
 

@@ -18,10 +18,11 @@ use super::rawjson::{self, RawObject};
 pub const SENTINEL: &str = "$posthog_cookieless";
 /// Only this much of `$cookieless_extra` goes into the hash, as on PostHog.
 const MAX_EXTRA_CHARS: usize = 100;
-/// Somewhere in the world a calendar day starts 14 hours before UTC's and ends 12 after; a
-/// day's salt is used only while some place could be in it.
-const EARLIEST_ZONE_HOURS: i64 = 14;
-const LATEST_ZONE_HOURS: i64 = 12;
+/// A calendar day begins 14 hours before UTC's in the earliest zone (UTC+14), and a day's salt
+/// serves until 14 hours after UTC's ends: 12 for the latest zone (UTC−12) and, as on PostHog,
+/// two more for events that arrive late.
+const BEGINS_BEFORE_UTC_HOURS: i64 = 14;
+const SERVES_AFTER_UTC_HOURS: i64 = 14;
 
 /// `HOGFLARE_COOKIELESS_MODE`: PostHog's per-project `cookieless_server_hash_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -197,17 +198,17 @@ fn local_day(timestamp: DateTime<Utc>, zone: Option<&str>) -> (NaiveDate, DateTi
     (day, start)
 }
 
-/// Whether some place on earth is, or was recently enough, in `day`; as PostHog, a day's salt
-/// serves from 12 hours before it starts in UTC until 14 hours after it ends there, and events of
-/// any other day are dropped.
+/// Whether some place on earth is, or was recently enough, in `day`; events of any other day
+/// are dropped.
 pub fn day_in_use(day: NaiveDate, now: DateTime<Utc>) -> bool {
     let start = day.and_time(chrono::NaiveTime::MIN).and_utc();
-    now >= start - Duration::hours(LATEST_ZONE_HOURS) && now < start + Duration::hours(24 + EARLIEST_ZONE_HOURS)
+    now >= start - Duration::hours(BEGINS_BEFORE_UTC_HOURS)
+        && now < start + Duration::hours(24 + SERVES_AFTER_UTC_HOURS)
 }
 
 /// The first day still in use at `now`: earlier days' salts can be forgotten.
 pub fn first_day_in_use(now: DateTime<Utc>) -> NaiveDate {
-    (now - Duration::hours(24 + EARLIEST_ZONE_HOURS)).date_naive() + Duration::days(1)
+    (now - Duration::hours(24 + SERVES_AFTER_UTC_HOURS)).date_naive() + Duration::days(1)
 }
 
 /// The site a `$host` belongs to: its registrable domain (`app.example.co.uk` →

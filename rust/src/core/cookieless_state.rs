@@ -92,15 +92,16 @@ impl CookielessDb {
         })
     }
 
-    /// Forget the salts, identifies and sessions of days no longer in use.
-    pub fn forget_past_days(&self, txn: &mut RwTxn, now: DateTime<Utc>) -> Result<()> {
+    /// Forget the salts, identifies and sessions of days no longer in use; how many entries went.
+    pub fn forget_past_days(&self, txn: &mut RwTxn, now: DateTime<Utc>) -> Result<usize> {
         let first = cookieless::first_day_in_use(now);
+        let mut forgotten = 0;
         for tag in [SALT, IDENTIFIES, SESSIONS] {
             let (lower, upper) = ([tag], key(tag, first, None));
             let range = (Bound::Included(&lower[..]), Bound::Excluded(&upper[..]));
-            self.db.delete_range(txn, &range)?;
+            forgotten += self.db.delete_range(txn, &range)?;
         }
-        Ok(())
+        Ok(forgotten)
     }
 
     fn stored_salt(&self, txn: &RoTxn, day: NaiveDate) -> Result<Option<Hash>> {

@@ -353,6 +353,18 @@ impl Store {
         Ok(keys.len())
     }
 
+    /// Forget cookieless mode's salts (and the identifies and sessions made with them) of days
+    /// no place on earth is in any more, also when no cookieless event arrives to do it; how
+    /// many entries went. Nothing is written when there are none.
+    pub fn expire_cookieless(&self, now: DateTime<Utc>) -> Result<usize> {
+        let mut txn = self.env.write_txn()?;
+        let forgotten = self.cookieless.forget_past_days(&mut txn, now)?;
+        if forgotten > 0 {
+            txn.commit()?;
+        }
+        Ok(forgotten)
+    }
+
     /// Whether the store can be read: the environment is open and its metadata is readable.
     pub fn check(&self) -> Result<()> {
         let txn = self.env.read_txn()?;

@@ -292,6 +292,15 @@ impl PyStore {
             .map_err(PyCoreError::from)?)
     }
 
+    /// Forget cookieless mode's salts of days no longer in use, with what was made with them.
+    #[pyo3(signature = (*, now=None))]
+    fn expire_cookieless(&self, py: Python<'_>, now: Option<f64>) -> PyResult<usize> {
+        let now = time_from(now);
+        Ok(py
+            .detach(|| self.inner.expire_cookieless(now))
+            .map_err(PyCoreError::from)?)
+    }
+
     fn check(&self) -> PyResult<()> {
         Ok(self.inner.check().map_err(PyCoreError::from)?)
     }

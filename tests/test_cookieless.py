@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import Hogflare
 from tests.helpers import flag_corpus
 from tests.helpers.sdk import run_script
 from tests.helpers.server import Server, query, wait_for_rows
@@ -24,6 +25,13 @@ UUID_TEXT = 36
 FLAGS = [
     flag_corpus.flag(500, "pro-only", [flag_corpus.cond(flag_corpus.person("plan", "exact", ["pro"]))]),
     *(flag_corpus.flag(501 + n, f"half-{n}", [flag_corpus.cond(rollout=50)]) for n in range(10)),
+    flag_corpus.flag(
+        520,
+        "continuity",
+        [flag_corpus.cond()],
+        multivariate=flag_corpus.variants(("a", 25), ("b", 25), ("c", 25), ("d", 25)),
+        ensure_experience_continuity=True,
+    ),
 ]
 
 
@@ -92,10 +100,28 @@ def test_posthog_js_cookieless_visitors_are_named_by_the_server(server: Server) 
     assert page["flags"] != enabled_flags(server, "$posthog_cookieless")
 
 
+def flags_of(server: Server, distinct_id: str, **extra: Any) -> dict[str, Any]:
+    body = {"token": TOKEN, "distinct_id": distinct_id, **extra}
+    answer: dict[str, Any] = httpx.post(f"{server.url}/flags/?v=2", json=body, timeout=10).json()["flags"]
+    return answer
+
+
 def enabled_flags(server: Server, distinct_id: str) -> list[str]:
-    body = {"token": TOKEN, "distinct_id": distinct_id}
-    answer = httpx.post(f"{server.url}/flags/?v=2", json=body, timeout=10).json()
-    return sorted(key for key, flag in answer["flags"].items() if flag["enabled"])
+    return sorted(key for key, flag in flags_of(server, distinct_id).items() if flag["enabled"])
+
+
+def test_identifying_from_cookieless_mode_leaves_no_shared_hash_key(server: Server) -> None:
+    """posthog-js names the sentinel as the anonymous id when a cookieless visitor identifies:
+    remembered as a hash key, it would put every such user in one variant."""
+    sentinel_variant = flags_of(server, "$posthog_cookieless")["continuity"]["variant"]
+    users = (f"user-{uuid.uuid4().hex[:8]}" for _ in range(100))
+    user = next(u for u in users if flags_of(server, u)["continuity"]["variant"] != sentinel_variant)
+    own = flags_of(server, user)["continuity"]["variant"]
+    signed_up = {"event": "signed up", "distinct_id": user, "properties": {"$set": {"plan": "free"}}}
+    response = httpx.post(f"{server.url}/batch/", json={"api_key": TOKEN, "batch": [signed_up]}, timeout=10)
+    assert response.status_code == 200
+    assert flags_of(server, user, **{"$anon_distinct_id": "$posthog_cookieless"})["continuity"]["variant"] == own
+    assert flags_of(server, user)["continuity"]["variant"] == own
 
 
 def cookieless_event(run_id: str, user_agent: str) -> dict[str, Any]:
@@ -131,3 +157,26 @@ def test_cookieless_events_are_refused_alone_when_turned_off(tmp_path: Path) -> 
         assert [row["event"] for row in rows_of(server, run_id, 1)] == ["kept"]
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
         assert 'hogflare_events_dropped_total{reason="cookieless_disabled"} 1.0' in metrics
+
+
+async def test_a_cookieless_recording_keeps_neither_the_address_nor_the_user_agent(hogflare: Hogflare) -> None:
+    """Replays are not hashed to the visitor (they keep the sentinel), but they are stored as
+    carefully as the visitor's events."""
+    snapshot = {
+        "event": "$snapshot",
+        "properties": {
+            "$snapshot_data": [{"type": 2, "data": {"node": {}}, "timestamp": 1700000000000}],
+            "$session_id": "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
+            "$window_id": "window-1",
+            "distinct_id": "$posthog_cookieless",
+            "$cookieless_mode": True,
+            "$raw_user_agent": "agent-a",
+            "token": TOKEN,
+        },
+    }
+    response = await hogflare.post("/s/", [snapshot])
+    assert response.status_code == 200
+    (row,) = hogflare.rows()
+    assert row["event"] == "$snapshot_items"
+    for kept_out in ("$ip", "$raw_user_agent"):
+        assert kept_out not in row["properties"]

@@ -210,14 +210,14 @@ class Shipper:
         self.pipelines.send_by = deadline
 
     def maintain(self) -> None:
-        """Forget old dedupe entries, cookieless mode's expired salts, the snapshot history others
-        (compaction) added, and the data files compaction replaced a while ago; the first time and
-        then hourly, also the files no commit took (a file a crash left just before a restart is
-        too young the first time)."""
+        """Forget old dedupe entries, cookieless mode's expired salts (and make the coming days'),
+        the snapshot history others (compaction) added, and the data files compaction replaced a
+        while ago; the first time and then hourly, also the files no commit took (a file a crash
+        left just before a restart is too young the first time)."""
         now = time.time()
         while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
-        self.store.expire_cookieless(now=now)
+        self.store.maintain_cookieless(now=now)
         if self.lake is not None:
             sweep = time.monotonic() >= self._next_sweep
             for table in TABLES:

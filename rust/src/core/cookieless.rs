@@ -6,6 +6,7 @@
 //! what is stored; the store does the hashing (`cookieless_state`), since the salt, the count
 //! of identifies and the sessions are state.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
@@ -21,7 +22,7 @@ const MAX_EXTRA_CHARS: usize = 100;
 /// A calendar day begins 14 hours before UTC's in the earliest zone (UTC+14), and a day's salt
 /// serves until 14 hours after UTC's ends: 12 for the latest zone (UTC−12) and, as on PostHog,
 /// two more for events that arrive late.
-const BEGINS_BEFORE_UTC_HOURS: i64 = 14;
+pub(crate) const BEGINS_BEFORE_UTC_HOURS: i64 = 14;
 const SERVES_AFTER_UTC_HOURS: i64 = 14;
 
 /// `HOGFLARE_COOKIELESS_MODE`: PostHog's per-project `cookieless_server_hash_mode`.
@@ -140,6 +141,7 @@ impl Sighting<'_> {
 }
 
 /// What a cookieless visitor's hash is made of.
+#[derive(Clone, Copy)]
 pub struct Visitor<'a> {
     pub ip: &'a str,
     /// `$host`, or a URL such as the `Origin` of a flags request.
@@ -167,7 +169,8 @@ impl Visitor<'_> {
 
 /// The hash inputs of a `/flags` request from a cookieless visitor (its distinct id the
 /// sentinel), made as for an anonymous event now; `None` when the mode is off or an input is
-/// missing, and the flags are then for the sentinel itself.
+/// missing (an `Origin` of `null`, from a sandboxed frame, names no site), and the flags are
+/// then for the sentinel itself.
 pub fn flags_visitor(mode: CookielessMode, visitor: &Visitor<'_>, now: DateTime<Utc>) -> Option<CookielessEvent> {
     let stateful = match mode {
         CookielessMode::Disabled => return None,
@@ -177,7 +180,26 @@ pub fn flags_visitor(mode: CookielessMode, visitor: &Visitor<'_>, now: DateTime<
     let missing = [visitor.ip, visitor.host, visitor.user_agent]
         .iter()
         .any(|input| input.is_empty());
-    (!missing).then(|| visitor.event(stateful, Stage::Anonymous, now))
+    if missing || visitor.host == "null" {
+        return None;
+    }
+    let user_agent = as_posthog_js_sends(visitor.user_agent);
+    let visitor = Visitor {
+        user_agent: &user_agent,
+        ..*visitor
+    };
+    Some(visitor.event(stateful, Stage::Anonymous, now))
+}
+
+/// A `User-Agent` header as posthog-js writes it into `$raw_user_agent`: past 1,000 characters,
+/// its first 997 and `...`.
+fn as_posthog_js_sends(user_agent: &str) -> Cow<'_, str> {
+    if user_agent.chars().nth(1000).is_none() {
+        return Cow::Borrowed(user_agent);
+    }
+    let mut cut: String = user_agent.chars().take(997).collect();
+    cut.push_str("...");
+    Cow::Owned(cut)
 }
 
 /// The event's day and its start, in the IANA zone `$timezone` names (UTC when it names none).
@@ -251,8 +273,8 @@ pub fn root_domain(host: &str) -> String {
 }
 
 /// The properties without what went into the hash and must not be kept without consent: the IP,
-/// the raw user agent and `$cookieless_extra` (also from `$set` and `$set_once`). `None` when
-/// none is there.
+/// the raw user agent and `$cookieless_extra`, and the raw user agent from `$set` (and as
+/// `$initial_raw_user_agent` from `$set_once`). `None` when none is there.
 pub fn without_identifying(properties: &str) -> Option<String> {
     const KEYS: [&str; 3] = ["$ip", "$raw_user_agent", "$cookieless_extra"];
     if !KEYS.iter().any(|key| properties.contains(key)) {

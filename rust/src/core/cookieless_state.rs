@@ -212,29 +212,52 @@ impl CookielessDb {
         Ok(())
     }
 
-    /// The distinct id an anonymous visitor's events get now, for their flags: read outside any
-    /// commit, but for the day's salt, made here (and synced) when no event has made it yet.
-    pub fn visitor_id(&self, env: &Env, token: &str, visitor: &CookielessEvent) -> Result<String> {
+    /// The distinct id an anonymous visitor's events get now, for their flags, read outside any
+    /// commit; `None` while no salt of the day exists.
+    pub fn stored_visitor_id(&self, env: &Env, token: &str, visitor: &CookielessEvent) -> Result<Option<String>> {
         let read = env.read_txn()?;
-        if let Some(salt) = self.stored_salt(&read, visitor.day)? {
-            let base = hash(&salt, token, visitor, 0);
-            let identifies = if visitor.stateful {
-                self.identifies(&read, &key(IDENTIFIES, visitor.day, Some(&base)))?
-            } else {
-                0
-            };
-            return Ok(encoded(
-                "cookieless_",
-                &counted(&salt, token, visitor, base, identifies),
-            ));
+        let Some(salt) = self.stored_salt(&read, visitor.day)? else {
+            return Ok(None);
+        };
+        let base = hash(&salt, token, visitor, 0);
+        let identifies = if visitor.stateful {
+            self.identifies(&read, &key(IDENTIFIES, visitor.day, Some(&base)))?
+        } else {
+            0
+        };
+        Ok(Some(encoded(
+            "cookieless_",
+            &counted(&salt, token, visitor, base, identifies),
+        )))
+    }
+
+    /// `stored_visitor_id`, the day's salt made (and synced) when neither an event nor the
+    /// maintenance has made it yet: there is then no identify of the day either.
+    pub fn visitor_id(&self, env: &Env, token: &str, visitor: &CookielessEvent) -> Result<String> {
+        if let Some(id) = self.stored_visitor_id(env, token, visitor)? {
+            return Ok(id);
         }
-        // No event of the day yet, so no identify either. One read transaction per thread at
-        // a time: this one ends before the write begins.
-        drop(read);
         let mut txn = env.write_txn()?;
         let salt = self.salt(&mut txn, visitor.day)?;
         txn.commit()?;
         Ok(encoded("cookieless_", &hash(&salt, token, visitor, 0)))
+    }
+
+    /// Make the salts of the days in use that do not exist yet, so that a flags request seldom
+    /// has to write; how many were made.
+    pub fn prepare_days(&self, txn: &mut RwTxn, now: DateTime<Utc>) -> Result<usize> {
+        let last = (now + chrono::Duration::hours(cookieless::BEGINS_BEFORE_UTC_HOURS)).date_naive();
+        let mut made = 0;
+        let mut day = cookieless::first_day_in_use(now);
+        while day <= last {
+            if self.stored_salt(txn, day)?.is_none() {
+                self.salt(txn, day)?;
+                made += 1;
+            }
+            let Some(next) = day.succ_opt() else { break };
+            day = next;
+        }
+        Ok(made)
     }
 }
 

@@ -402,7 +402,10 @@ fn normalize_inner(
     let Some(mut properties_json) = edits.finish(&known, properties_raw) else {
         return Outcome::Dropped(DropReason::InvalidProperties);
     };
-    if cookieless.is_some() {
+    // A recording in cookieless mode keeps its sentinel id (replays are not hashed), but not
+    // the address or the user agent either.
+    let recorded_cookieless = ctx.route == RouteKind::Recording && is_true(known.cookieless_mode);
+    if cookieless.is_some() || recorded_cookieless {
         if let Some(kept) = cookieless::without_identifying(&properties_json) {
             properties_json = kept;
         }

@@ -354,15 +354,16 @@ impl Store {
     }
 
     /// Forget cookieless mode's salts (and the identifies and sessions made with them) of days
-    /// no place on earth is in any more, also when no cookieless event arrives to do it; how
-    /// many entries went. Nothing is written when there are none.
-    pub fn expire_cookieless(&self, now: DateTime<Utc>) -> Result<usize> {
+    /// no place on earth is in any more, also when no cookieless event arrives to do it, and make
+    /// the salts of the days in use that no event has made yet; how many entries changed.
+    /// Nothing is written when none did.
+    pub fn maintain_cookieless(&self, now: DateTime<Utc>) -> Result<usize> {
         let mut txn = self.env.write_txn()?;
-        let forgotten = self.cookieless.forget_past_days(&mut txn, now)?;
-        if forgotten > 0 {
+        let changed = self.cookieless.forget_past_days(&mut txn, now)? + self.cookieless.prepare_days(&mut txn, now)?;
+        if changed > 0 {
             txn.commit()?;
         }
-        Ok(forgotten)
+        Ok(changed)
     }
 
     /// Whether the store can be read: the environment is open and its metadata is readable.

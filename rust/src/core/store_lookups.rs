@@ -28,7 +28,14 @@ impl Store {
         Ok(object.to_json())
     }
 
-    /// The distinct id a cookieless visitor's events get now (see `cookieless_state`).
+    /// The distinct id a cookieless visitor's events get now (see `cookieless_state`); `None`
+    /// while no salt of the day exists.
+    pub fn stored_cookieless_id(&self, token: &str, visitor: &CookielessEvent) -> Result<Option<String>> {
+        self.cookieless.stored_visitor_id(&self.env, token, visitor)
+    }
+
+    /// `stored_cookieless_id`, making the day's salt when it does not exist; may wait for the
+    /// write lock.
     pub fn cookieless_id(&self, token: &str, visitor: &CookielessEvent) -> Result<String> {
         self.cookieless.visitor_id(&self.env, token, visitor)
     }

@@ -176,9 +176,10 @@ impl PyFlagSet {
                     timezone: parsed.timezone.as_deref(),
                     extra: parsed.cookieless_hash_extra.as_deref().unwrap_or_default(),
                 };
+                // A store that cannot give the id (a full disk refusing the day's salt) leaves
+                // the flags for the sentinel, as for a request that lacks the visitor's headers.
                 cookieless::flags_visitor(mode, &visitor, time_from(now))
-                    .map(|visitor| store.cookieless_id(token, &visitor))
-                    .transpose()?
+                    .and_then(|visitor| store.cookieless_id(py, token.trim(), &visitor).ok())
             }
             _ => None,
         };
@@ -197,7 +198,12 @@ impl PyFlagSet {
             person_properties: &parsed.person_properties,
             groups: &parsed.groups,
             group_properties: &parsed.group_properties,
-            anon_distinct_id: parsed.anon_distinct_id.as_deref(),
+            // posthog-js names the sentinel as the anonymous id when a cookieless visitor
+            // identifies; it is no one's, and would give every such user one hash key.
+            anon_distinct_id: parsed
+                .anon_distinct_id
+                .as_deref()
+                .filter(|anon| *anon != cookieless::SENTINEL),
             hash_key_overrides: None,
             device_id: parsed.device_id.as_deref(),
             flag_keys: parsed.flag_keys.as_deref(),

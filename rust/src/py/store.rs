@@ -292,12 +292,13 @@ impl PyStore {
             .map_err(PyCoreError::from)?)
     }
 
-    /// Forget cookieless mode's salts of days no longer in use, with what was made with them.
+    /// Forget cookieless mode's salts of days no longer in use, with what was made with them,
+    /// and make the salts of the days in use.
     #[pyo3(signature = (*, now=None))]
-    fn expire_cookieless(&self, py: Python<'_>, now: Option<f64>) -> PyResult<usize> {
+    fn maintain_cookieless(&self, py: Python<'_>, now: Option<f64>) -> PyResult<usize> {
         let now = time_from(now);
         Ok(py
-            .detach(|| self.inner.expire_cookieless(now))
+            .detach(|| self.inner.maintain_cookieless(now))
             .map_err(PyCoreError::from)?)
     }
 
@@ -348,9 +349,19 @@ pub struct PyPipelineChunk {
 type HashKeyOverrides = HashMap<String, String>;
 
 impl PyStore {
-    /// The distinct id a cookieless visitor's events get now.
-    pub(crate) fn cookieless_id(&self, token: &str, visitor: &CookielessEvent) -> PyResult<String> {
-        Ok(self.inner.cookieless_id(token, visitor).map_err(PyCoreError::from)?)
+    /// The distinct id a cookieless visitor's events get now. Read with the GIL held, as the
+    /// person; the day's salt, when the maintenance has not made it yet, is made without it.
+    pub(crate) fn cookieless_id(&self, py: Python<'_>, token: &str, visitor: &CookielessEvent) -> PyResult<String> {
+        let stored = self
+            .inner
+            .stored_cookieless_id(token, visitor)
+            .map_err(PyCoreError::from)?;
+        match stored {
+            Some(id) => Ok(id),
+            None => Ok(py
+                .detach(|| self.inner.cookieless_id(token, visitor))
+                .map_err(PyCoreError::from)?),
+        }
     }
 
     /// Experience continuity's stored hash keys for a `/flags` request, when it evaluates a flag

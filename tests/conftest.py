@@ -54,6 +54,21 @@ def event(name: str = "test event", distinct_id: str = "user-1", **fields: Any) 
     return {"event": name, "distinct_id": distinct_id, "properties": {}, **fields}
 
 
+def snapshot(distinct_id: str = "user-1", **properties: Any) -> dict[str, Any]:
+    """A posthog-js ``$snapshot`` item for ``/s/``, with one full rrweb snapshot."""
+    return {
+        "event": "$snapshot",
+        "properties": {
+            "$snapshot_data": [{"type": 2, "data": {"node": {}}, "timestamp": 1700000000000}],
+            "$session_id": "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
+            "$window_id": "window-1",
+            "distinct_id": distinct_id,
+            "token": TOKEN,
+            **properties,
+        },
+    }
+
+
 class Hogflare:
     """An app under test plus a way to read what landed in its lake."""
 

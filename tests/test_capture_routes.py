@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import TOKEN, Hogflare, event
+from tests.conftest import TOKEN, Hogflare, event, snapshot
 
 ROUTES = ["/e", "/i/v0/e", "/capture", "/track", "/engage", "/batch", "/identify", "/alias", "/groups"]
 
@@ -75,19 +75,9 @@ async def test_beacon_answers_204(hogflare: Hogflare) -> None:
 
 
 async def test_recordings_are_stored_as_snapshot_rows(hogflare: Hogflare) -> None:
-    snapshot = {
-        "event": "$snapshot",
-        "properties": {
-            "$snapshot_data": [{"type": 2, "data": {"node": {}}, "timestamp": 1700000000000}],
-            "$session_id": "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
-            "$window_id": "window-1",
-            "distinct_id": "user-1",
-            "token": TOKEN,
-        },
-        "offset": 100,
-    }
+    recording = {**snapshot(), "offset": 100}
     for path in ("/s", "/s/"):
-        response = await hogflare.post(path, [snapshot])
+        response = await hogflare.post(path, [recording])
         assert response.status_code == 200
     rows = hogflare.rows()
     assert len(rows) == 2

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Hogflare
+from tests.conftest import Hogflare, snapshot
 from tests.helpers import flag_corpus
 from tests.helpers.sdk import run_script
-from tests.helpers.server import Server, query, wait_for_rows
+from tests.helpers.server import Server, query, serving_flags, wait_for_rows
 
 TOKEN = "phc_cookieless"
 UUID_TEXT = 36
@@ -37,10 +37,7 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("cookieless") / "data"
-    data_dir.mkdir(parents=True)
-    (data_dir / "flags.json").write_text(json.dumps({"flags": FLAGS}))
-    with Server(data_dir) as running:
+    with serving_flags(tmp_path_factory.mktemp("cookieless") / "data", FLAGS) as running:
         yield running
 
 
@@ -162,19 +159,8 @@ def test_cookieless_events_are_refused_alone_when_turned_off(tmp_path: Path) -> 
 async def test_a_cookieless_recording_keeps_neither_the_address_nor_the_user_agent(hogflare: Hogflare) -> None:
     """Replays are not hashed to the visitor (they keep the sentinel), but they are stored as
     carefully as the visitor's events."""
-    snapshot = {
-        "event": "$snapshot",
-        "properties": {
-            "$snapshot_data": [{"type": 2, "data": {"node": {}}, "timestamp": 1700000000000}],
-            "$session_id": "0190aaaa-bbbb-7ccc-8ddd-eeeeffff0000",
-            "$window_id": "window-1",
-            "distinct_id": "$posthog_cookieless",
-            "$cookieless_mode": True,
-            "$raw_user_agent": "agent-a",
-            "token": TOKEN,
-        },
-    }
-    response = await hogflare.post("/s/", [snapshot])
+    recording = snapshot("$posthog_cookieless", **{"$cookieless_mode": True, "$raw_user_agent": "agent-a"})
+    response = await hogflare.post("/s/", [recording])
     assert response.status_code == 200
     (row,) = hogflare.rows()
     assert row["event"] == "$snapshot_items"

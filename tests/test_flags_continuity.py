@@ -4,7 +4,6 @@ sending that id, on later pages and through a merge of their persons."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from tests.helpers import flag_corpus
 from tests.helpers.sdk import run_script
-from tests.helpers.server import Server
+from tests.helpers.server import Server, serving_flags
 
 TOKEN = "phc_continuity"
 VARIANTS = flag_corpus.variants(("red", 34), ("green", 33), ("blue", 33))
@@ -27,10 +26,7 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("continuity") / "data"
-    data_dir.mkdir(parents=True)
-    (data_dir / "flags.json").write_text(json.dumps({"flags": FLAGS}))
-    with Server(data_dir) as running:
+    with serving_flags(tmp_path_factory.mktemp("continuity") / "data", FLAGS) as running:
         yield running
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -119,6 +120,15 @@ class Server:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def serving_flags(data_dir: Path, flags: list[dict[str, Any]]) -> Iterator[Server]:
+    """A server whose flags file holds ``flags``, as PostHog's local-evaluation endpoint lists them."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "flags.json").write_text(json.dumps({"flags": flags}))
+    with Server(data_dir) as running:
+        yield running
 
 
 def query(data_dir: Path, sql: str) -> list[dict[str, Any]]:

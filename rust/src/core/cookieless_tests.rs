@@ -7,9 +7,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::cookieless::{day_in_use, first_day_in_use, flags_visitor, root_domain, CookielessMode, Visitor, SENTINEL};
-use super::decode::{self, DecoderConfig, HeaderFacts};
 use super::person_store_tests::{Harness, TOKEN};
-use super::request::{RequestParts, RouteKind};
+use super::request::RouteKind;
 use super::row::EventRow;
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36";
@@ -262,30 +261,14 @@ fn stateless_mode_gives_one_id_and_session_per_day_and_refuses_identify() {
 
 /// The drop reasons of one request's items, decoded as the server would.
 fn dropped(mode: CookielessMode, items: Value) -> Vec<(String, u32)> {
-    let body = json!({"api_key": TOKEN, "batch": items}).to_string();
-    let parts = RequestParts {
-        route: RouteKind::Event,
-        body: body.as_bytes(),
-        query: b"",
-        content_type: None,
-        content_encoding: None,
-    };
-    let config = DecoderConfig {
-        team_id: None,
-        project_tokens: None,
-        max_inflated_bytes: 1 << 20,
-        max_event_bytes: 1 << 20,
-        geoip: None,
-        cookieless: mode,
-    };
-    match decode::decode(&parts, HeaderFacts::default(), &config, Utc::now()) {
-        Ok(decoded) => decoded
-            .dropped
-            .iter()
-            .map(|(r, n)| (r.as_str().to_owned(), *n))
-            .collect(),
-        Err(err) => panic!("{err}"),
-    }
+    let mut harness = Harness::new();
+    harness.cookieless = mode;
+    let decoded = harness.decode(RouteKind::Event, &items).unwrap();
+    decoded
+        .dropped
+        .iter()
+        .map(|(r, n)| (r.as_str().to_owned(), *n))
+        .collect()
 }
 
 #[test]

@@ -6,7 +6,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::cookieless::CookielessMode;
-use super::decode::{self, DecoderConfig, HeaderFacts};
+use super::decode::{self, DecodedRequest, DecoderConfig, HeaderFacts};
+use super::error::Result;
 use super::person::Person;
 use super::persons::{person_uuid, PersonWarning};
 use super::request::{RequestParts, RouteKind};
@@ -57,6 +58,26 @@ impl Harness {
         route: RouteKind,
         batch: serde_json::Value,
     ) -> (Vec<EventRow>, Vec<PersonSnapshot>, Vec<PersonWarning>) {
+        let decoded = self.decode(route, &batch).unwrap();
+        let options = CommitOptions {
+            dedupe_window_days: 7,
+            max_outbox_bytes: u64::MAX,
+            now: Utc::now(),
+        };
+        let outcome = self.store.commit(vec![decoded], options).unwrap();
+        let chunk = self.store.read_outbox(self.read, usize::MAX, u64::MAX).unwrap();
+        self.read = chunk.last_seq;
+        let (mut events, mut persons) = (Vec::new(), Vec::new());
+        for (_, record) in chunk.records {
+            let (event, person) = record.rows();
+            persons.extend(person);
+            events.extend(event);
+        }
+        (events, persons, outcome[0].warnings.keys().copied().collect())
+    }
+
+    /// One `batch` decoded as the server would, with the harness's cookieless mode.
+    pub(super) fn decode(&self, route: RouteKind, batch: &serde_json::Value) -> Result<DecodedRequest> {
         let body = serde_json::json!({"api_key": TOKEN, "batch": batch}).to_string();
         let parts = RequestParts {
             route,
@@ -73,22 +94,7 @@ impl Harness {
             geoip: None,
             cookieless: self.cookieless,
         };
-        let decoded = decode::decode(&parts, HeaderFacts::default(), &config, Utc::now()).unwrap();
-        let options = CommitOptions {
-            dedupe_window_days: 7,
-            max_outbox_bytes: u64::MAX,
-            now: Utc::now(),
-        };
-        let outcome = self.store.commit(vec![decoded], options).unwrap();
-        let chunk = self.store.read_outbox(self.read, usize::MAX, u64::MAX).unwrap();
-        self.read = chunk.last_seq;
-        let (mut events, mut persons) = (Vec::new(), Vec::new());
-        for (_, record) in chunk.records {
-            let (event, person) = record.rows();
-            persons.extend(person);
-            events.extend(event);
-        }
-        (events, persons, outcome[0].warnings.keys().copied().collect())
+        decode::decode(&parts, HeaderFacts::default(), &config, Utc::now())
     }
 
     pub(super) fn person(&self, distinct_id: &str) -> Option<Person> {

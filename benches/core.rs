@@ -107,6 +107,30 @@ fn decode_batch(body: &[u8]) -> decode::DecodedRequest {
     decode::decode(&parts, HeaderFacts::default(), &config(), Utc::now()).unwrap()
 }
 
+/// The pageviews as posthog-js sends them in cookieless mode, from 100 visitors (one address
+/// each): no ids but the sentinel, and no timestamp, so that they fall in a day in use.
+fn cookieless_body(events: usize) -> Vec<u8> {
+    let batch: Vec<_> = (0..events)
+        .map(|i| {
+            let mut event = pageview(i);
+            let object = event.as_object_mut().unwrap();
+            object.remove("timestamp");
+            object.insert("distinct_id".into(), "$posthog_cookieless".into());
+            let properties = event["properties"].as_object_mut().unwrap();
+            for key in ["$device_id", "$session_id", "$window_id", "$user_id"] {
+                properties.remove(key);
+            }
+            properties.insert("distinct_id".into(), "$posthog_cookieless".into());
+            properties.insert("$is_identified".into(), false.into());
+            properties.insert("$cookieless_mode".into(), true.into());
+            properties.insert("$ip".into(), format!("198.51.100.{}", i % 100 + 1).into());
+            event
+        })
+        .collect();
+    let body = serde_json::json!({"api_key": "phc_bench_token", "batch": batch});
+    gzip(body.to_string().as_bytes())
+}
+
 fn bench_decode(c: &mut Criterion) {
     let body = batch_body(100);
     let mut group = c.benchmark_group("decode");
@@ -128,6 +152,10 @@ fn bench_decode(c: &mut Criterion) {
             };
             decode::decode(&parts, HeaderFacts::default(), geoip, Utc::now()).unwrap()
         });
+    });
+    let cookieless = cookieless_body(100);
+    group.bench_function("batch_100_cookieless", |b| {
+        b.iter(|| decode_batch(black_box(&cookieless)));
     });
     for (name, workload) in [
         ("batch_100_personless", PersonWorkload::Personless),
@@ -198,6 +226,15 @@ fn bench_commit(c: &mut Criterion) {
     group.bench_function("commit_10x100_synced", |b| {
         b.iter_batched(
             || (0..10).map(|_| decode_batch(&batch_body(100))).collect::<Vec<_>>(),
+            |batches| measured_commit(&store, batches, options),
+            BatchSize::LargeInput,
+        );
+    });
+    // The same commit of cookieless pageviews: each visitor's salt, identify count and session
+    // read, the session written, and the ids set in the event's properties.
+    group.bench_function("commit_10x100_cookieless", |b| {
+        b.iter_batched(
+            || (0..10).map(|_| decode_batch(&cookieless_body(100))).collect::<Vec<_>>(),
             |batches| measured_commit(&store, batches, options),
             BatchSize::LargeInput,
         );

@@ -295,18 +295,46 @@ pub fn without_identifying(properties: &str) -> Option<String> {
 
 /// The event's properties with the ids the store chose: set, or removed when `None`.
 pub fn with_ids(properties: &str, ids: &[(&str, Option<&str>)]) -> Option<String> {
-    let mut object = RawObject::parse(properties).ok()?;
-    let literals: Vec<(&str, Option<String>)> = ids
-        .iter()
-        .map(|(key, value)| (*key, value.map(rawjson::string_literal)))
-        .collect();
-    for (key, literal) in literals {
-        match literal {
-            Some(literal) => object.set(key, literal),
-            None => {
-                object.take(key);
+    spliced_ids(properties, ids).or_else(|| {
+        let mut object = RawObject::parse(properties).ok()?;
+        for (key, value) in ids {
+            match value {
+                Some(value) => object.set(*key, rawjson::string_literal(value)),
+                None => {
+                    object.take(key);
+                }
             }
         }
+        Some(object.to_json())
+    })
+}
+
+/// `with_ids` without rebuilding the object: each id replaces its value in place or is appended,
+/// every other byte kept. `None` when an id is to be removed, or its key is written escaped.
+fn spliced_ids(properties: &str, ids: &[(&str, Option<&str>)]) -> Option<String> {
+    let mut replacements = Vec::new();
+    let mut additions = Vec::new();
+    for (key, value) in ids {
+        let found = sonic_rs::get(properties, [*key]).ok();
+        match (found, value) {
+            (Some(found), Some(value)) => {
+                let Cow::Borrowed(raw) = found.as_raw_cow() else {
+                    return None;
+                };
+                let start = rawjson::offset_in(properties, raw)?;
+                replacements.push((start..start + raw.len(), rawjson::string_literal(value)));
+            }
+            (None, Some(value)) if !properties.contains('\\') => {
+                additions.push((*key, rawjson::string_literal(value)));
+            }
+            (None, None) if !properties.contains('\\') => {}
+            _ => return None,
+        }
     }
-    Some(object.to_json())
+    let spliced = rawjson::splice(properties, replacements);
+    Some(if additions.is_empty() {
+        spliced
+    } else {
+        rawjson::append_entries(&spliced, &additions)
+    })
 }

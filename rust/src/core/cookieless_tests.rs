@@ -6,7 +6,9 @@ use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::cookieless::{day_in_use, first_day_in_use, flags_visitor, root_domain, CookielessMode, Visitor, SENTINEL};
+use super::cookieless::{
+    day_in_use, first_day_in_use, flags_visitor, root_domain, with_ids, CookielessMode, Visitor, SENTINEL,
+};
 use super::person_store_tests::{Harness, TOKEN};
 use super::request::RouteKind;
 use super::row::EventRow;
@@ -303,6 +305,26 @@ fn events_the_hash_cannot_be_made_for_are_dropped_alone() {
         json!([anonymous(CHROME), {"event": "e", "distinct_id": "d"}]),
     );
     assert_eq!(off, [("cookieless_disabled".to_owned(), 1)]);
+}
+
+#[test]
+fn ids_replace_what_the_sdk_sent_and_join_what_it_did_not() {
+    let ids = [
+        ("$distinct_id", None),
+        ("$device_id", Some("d")),
+        ("$session_id", Some("s")),
+    ];
+    let set = |text: &str| -> Value { serde_json::from_str(&with_ids(text, &ids).unwrap()).unwrap() };
+    let expected = json!({"a": 1, "$device_id": "d", "$session_id": "s"});
+    assert_eq!(set(r#"{"a":1,"$device_id":null}"#), expected);
+    assert_eq!(set(r#"{"a":1}"#), expected);
+    assert_eq!(set(r#"{"a":1,"$distinct_id":"x","$device_id":"old"}"#), expected);
+    assert_eq!(set(r#"{"a":1,"\u0024device_id":null}"#), expected);
+    let kept = with_ids(r#"{"b": [1, 2],  "$device_id" : 7}"#, &ids[1..]).unwrap();
+    assert_eq!(
+        kept, r#"{"b": [1, 2],  "$device_id" : "d","$session_id":"s"}"#,
+        "the SDK's bytes are kept"
+    );
 }
 
 #[test]

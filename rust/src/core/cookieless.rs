@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use sonic_rs::{JsonValueTrait, Value};
 
 use super::event::DropReason;
-use super::rawjson::{self, RawObject};
+use super::rawjson::RawObject;
 
 /// The distinct id posthog-js sends in cookieless mode, for the server to replace.
 pub const SENTINEL: &str = "$posthog_cookieless";
@@ -274,14 +274,22 @@ pub fn root_domain(host: &str) -> String {
 
 /// The properties without what went into the hash and must not be kept without consent: the IP,
 /// the raw user agent and `$cookieless_extra`, and the raw user agent from `$set` (and as
-/// `$initial_raw_user_agent` from `$set_once`). `None` when none is there.
-pub fn without_identifying(properties: &str) -> Option<String> {
+/// `$initial_raw_user_agent` from `$set_once`). With `ids`, also without the ids the store
+/// gives the event (`$distinct_id`, `$device_id`, `$session_id`: posthog-js sends a null
+/// `$device_id`), so that the store's can be appended to the text as they are. `None` when
+/// there is nothing to remove.
+pub fn without_identifying(properties: &str, ids: bool) -> Option<String> {
     const KEYS: [&str; 3] = ["$ip", "$raw_user_agent", "$cookieless_extra"];
-    if !KEYS.iter().any(|key| properties.contains(key)) {
+    let removed: &[&str] = if ids {
+        &[KEYS[0], KEYS[1], KEYS[2], "$distinct_id", "$device_id", "$session_id"]
+    } else {
+        &KEYS
+    };
+    if !removed.iter().any(|key| properties.contains(&key[1..])) {
         return None;
     }
     let mut object = RawObject::parse(properties).ok()?;
-    object.entries.retain(|(key, _)| !KEYS.contains(&key.as_ref()));
+    object.entries.retain(|(key, _)| !removed.contains(&key.as_ref()));
     for (update, key) in [("$set", "$raw_user_agent"), ("$set_once", "$initial_raw_user_agent")] {
         let Some(raw) = object.get(update) else { continue };
         let Ok(mut inner) = RawObject::parse(raw) else { continue };
@@ -291,50 +299,4 @@ pub fn without_identifying(properties: &str) -> Option<String> {
         }
     }
     Some(object.to_json())
-}
-
-/// The event's properties with the ids the store chose: set, or removed when `None`.
-pub fn with_ids(properties: &str, ids: &[(&str, Option<&str>)]) -> Option<String> {
-    spliced_ids(properties, ids).or_else(|| {
-        let mut object = RawObject::parse(properties).ok()?;
-        for (key, value) in ids {
-            match value {
-                Some(value) => object.set(*key, rawjson::string_literal(value)),
-                None => {
-                    object.take(key);
-                }
-            }
-        }
-        Some(object.to_json())
-    })
-}
-
-/// `with_ids` without rebuilding the object: each id replaces its value in place or is appended,
-/// every other byte kept. `None` when an id is to be removed, or its key is written escaped.
-fn spliced_ids(properties: &str, ids: &[(&str, Option<&str>)]) -> Option<String> {
-    let mut replacements = Vec::new();
-    let mut additions = Vec::new();
-    for (key, value) in ids {
-        let found = sonic_rs::get(properties, [*key]).ok();
-        match (found, value) {
-            (Some(found), Some(value)) => {
-                let Cow::Borrowed(raw) = found.as_raw_cow() else {
-                    return None;
-                };
-                let start = rawjson::offset_in(properties, raw)?;
-                replacements.push((start..start + raw.len(), rawjson::string_literal(value)));
-            }
-            (None, Some(value)) if !properties.contains('\\') => {
-                additions.push((*key, rawjson::string_literal(value)));
-            }
-            (None, None) if !properties.contains('\\') => {}
-            _ => return None,
-        }
-    }
-    let spliced = rawjson::splice(properties, replacements);
-    Some(if additions.is_empty() {
-        spliced
-    } else {
-        rawjson::append_entries(&spliced, &additions)
-    })
 }

@@ -8,7 +8,7 @@ use std::ops::Bound;
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use heed::types::Bytes;
 use heed::{Database, Env, RoTxn, RwTxn};
 use siphasher::sip128::{Hasher128, SipHasher24};
@@ -18,6 +18,7 @@ use super::cookieless::{self, CookielessEvent, Stage};
 use super::error::{CoreError, Result};
 use super::event::NormalizedEvent;
 use super::person_event::{IdentityKind, IdentityOp};
+use super::rawjson;
 
 /// Key tags: day ‖ salt; day ‖ base hash ‖ identifies; day ‖ hash ‖ session.
 const SALT: u8 = b's';
@@ -35,7 +36,18 @@ pub struct CookielessDb {
 fn key(tag: u8, day: NaiveDate, hash: Option<&Hash>) -> Vec<u8> {
     let mut key = Vec::with_capacity(27);
     key.push(tag);
-    key.extend_from_slice(day.format("%Y-%m-%d").to_string().as_bytes());
+    // `YYYY-MM-DD`, written by hand: chrono's formatter costs more than the rest of the key.
+    let year = u16::try_from(day.year().clamp(0, 9999)).unwrap_or_default();
+    let digits = |n: u16, width: usize| {
+        (0..width)
+            .rev()
+            .map(move |i| b'0' + u8::try_from(n / 10u16.pow(i as u32) % 10).unwrap_or(0))
+    };
+    key.extend(digits(year, 4));
+    key.push(b'-');
+    key.extend(digits(u16::try_from(day.month()).unwrap_or_default(), 2));
+    key.push(b'-');
+    key.extend(digits(u16::try_from(day.day()).unwrap_or_default(), 2));
     if let Some(hash) = hash {
         key.extend_from_slice(hash);
     }
@@ -175,12 +187,14 @@ impl CookielessDb {
             let distinct_id = encoded("cookieless_", &base);
             let session = session_of_day(cookieless.day_start_ms, &base);
             let session = session.hyphenated().encode_lower(&mut text);
-            let ids = [
-                ("$distinct_id", Some(distinct_id.as_str())),
-                ("$device_id", Some(device_id.as_str())),
-                ("$session_id", Some(&*session)),
-            ];
-            set_properties(event, &ids);
+            set_properties(
+                event,
+                &[
+                    ("$distinct_id", &distinct_id),
+                    ("$device_id", &device_id),
+                    ("$session_id", session),
+                ],
+            );
             event.distinct_id = distinct_id;
             return Ok(());
         }
@@ -189,14 +203,9 @@ impl CookielessDb {
         let id = encoded("cookieless_", &id_hash);
         let session = self.session(txn, cookieless.day, &id_hash, cookieless.timestamp_ms)?;
         let session = session.hyphenated().encode_lower(&mut text);
-        let mut ids = vec![
-            ("$distinct_id", None),
-            ("$device_id", Some(device_id.as_str())),
-            ("$session_id", Some(&*session)),
-        ];
-        match cookieless.stage {
-            Stage::Identify => ids.push(("$anon_distinct_id", Some(id.as_str()))),
-            Stage::Anonymous | Stage::Identified => {}
+        let mut ids = vec![("$device_id", device_id.as_str()), ("$session_id", &*session)];
+        if cookieless.stage == Stage::Identify {
+            ids.push(("$anon_distinct_id", &id));
         }
         set_properties(event, &ids);
         match cookieless.stage {
@@ -261,8 +270,32 @@ impl CookielessDb {
     }
 }
 
-fn set_properties(event: &mut NormalizedEvent, ids: &[(&str, Option<&str>)]) {
-    if let Some(properties) = cookieless::with_ids(&event.properties, ids) {
-        event.properties = properties;
+/// The ids appended to the event's text: the decoder removed any the SDK sent (`$anon_distinct_id`
+/// is replaced, for an `$identify`, where posthog-js names the sentinel).
+fn set_properties(event: &mut NormalizedEvent, ids: &[(&str, &str)]) {
+    let literals: Vec<(&str, String)> = ids
+        .iter()
+        .map(|(key, value)| (*key, rawjson::string_literal(value)))
+        .collect();
+    let (anon, appended): (Vec<_>, Vec<_>) = literals.into_iter().partition(|(key, _)| *key == "$anon_distinct_id");
+    let mut properties = rawjson::append_entries(&event.properties, &appended);
+    if let Some((key, literal)) = anon.into_iter().next() {
+        if let Ok(mut object) = rawjson::RawObject::parse(&properties) {
+            object.set(key, literal);
+            properties = object.to_json();
+        }
+    }
+    event.properties = properties;
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    #[test]
+    fn keys_name_days_as_their_text_sorts_them() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(super::key(b's', day(2026, 12, 3), None), b"s2026-12-03");
+        assert_eq!(super::key(b't', day(987, 1, 9), Some(&[7; 16]))[..11], *b"t0987-01-09");
     }
 }

@@ -6,9 +6,7 @@ use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::cookieless::{
-    day_in_use, first_day_in_use, flags_visitor, root_domain, with_ids, CookielessMode, Visitor, SENTINEL,
-};
+use super::cookieless::{day_in_use, first_day_in_use, flags_visitor, root_domain, CookielessMode, Visitor, SENTINEL};
 use super::person_store_tests::{Harness, TOKEN};
 use super::request::RouteKind;
 use super::row::EventRow;
@@ -308,23 +306,20 @@ fn events_the_hash_cannot_be_made_for_are_dropped_alone() {
 }
 
 #[test]
-fn ids_replace_what_the_sdk_sent_and_join_what_it_did_not() {
-    let ids = [
-        ("$distinct_id", None),
-        ("$device_id", Some("d")),
-        ("$session_id", Some("s")),
-    ];
-    let set = |text: &str| -> Value { serde_json::from_str(&with_ids(text, &ids).unwrap()).unwrap() };
-    let expected = json!({"a": 1, "$device_id": "d", "$session_id": "s"});
-    assert_eq!(set(r#"{"a":1,"$device_id":null}"#), expected);
-    assert_eq!(set(r#"{"a":1}"#), expected);
-    assert_eq!(set(r#"{"a":1,"$distinct_id":"x","$device_id":"old"}"#), expected);
-    assert_eq!(set(r#"{"a":1,"\u0024device_id":null}"#), expected);
-    let kept = with_ids(r#"{"b": [1, 2],  "$device_id" : 7}"#, &ids[1..]).unwrap();
-    assert_eq!(
-        kept, r#"{"b": [1, 2],  "$device_id" : "d","$session_id":"s"}"#,
-        "the SDK's bytes are kept"
-    );
+fn the_stores_ids_replace_any_the_sdk_sent() {
+    let mut harness = Harness::new();
+    let sent = json!({"$device_id": null, "$session_id": "sdk-session", "$distinct_id": SENTINEL});
+    let row = one(&mut harness, cookieless("$pageview", SENTINEL, CHROME, sent));
+    let text = row.properties.as_deref().unwrap();
+    for key in ["\"$device_id\"", "\"$session_id\""] {
+        assert_eq!(text.matches(key).count(), 1, "{key} once in {text}");
+    }
+    assert!(!text.contains("\"$distinct_id\""), "{text}");
+    assert!(!text.contains("sdk-session"));
+    assert!(properties(&row)["$device_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("cookielessd_"));
 }
 
 #[test]

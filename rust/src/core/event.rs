@@ -406,7 +406,7 @@ fn normalize_inner(
     // the address or the user agent either.
     let recorded_cookieless = ctx.route == RouteKind::Recording && is_true(known.cookieless_mode);
     if cookieless.is_some() || recorded_cookieless {
-        if let Some(kept) = cookieless::without_identifying(&properties_json) {
+        if let Some(kept) = cookieless::without_identifying(&properties_json, cookieless.is_some()) {
             properties_json = kept;
         }
     }

@@ -46,6 +46,15 @@ impl CookielessMode {
             _ => None,
         }
     }
+
+    /// Whether the mode keeps state; `None` when cookieless events are refused.
+    fn stateful(self) -> Option<bool> {
+        match self {
+            Self::Stateful => Some(true),
+            Self::Stateless => Some(false),
+            Self::Disabled => None,
+        }
+    }
 }
 
 /// Where the event's distinct id stands against identify, which decides how many of the
@@ -93,11 +102,7 @@ pub struct Sighting<'a> {
 impl Sighting<'_> {
     /// The event's hash inputs, or why PostHog would drop it.
     pub fn read(&self) -> Result<CookielessEvent, DropReason> {
-        let stateful = match self.mode {
-            CookielessMode::Disabled => return Err(DropReason::CookielessDisabled),
-            CookielessMode::Stateful => true,
-            CookielessMode::Stateless => false,
-        };
+        let stateful = self.mode.stateful().ok_or(DropReason::CookielessDisabled)?;
         if matches!(self.event, "$create_alias" | "$merge_dangerously") || !stateful && self.event == "$identify" {
             return Err(DropReason::CookielessDisallowedEvent);
         }
@@ -113,10 +118,6 @@ impl Sighting<'_> {
             .filter(|ip| !ip.is_empty())
             .ok_or(DropReason::CookielessMissingIp)?;
         let host = text("$host").ok_or(DropReason::CookielessMissingHost)?;
-        let day = local_day(self.timestamp, text("$timezone")).0;
-        if !day_in_use(day, self.now) {
-            return Err(DropReason::CookielessDayOutOfRange);
-        }
         let extra = match self.properties.get("$cookieless_extra") {
             None => String::new(),
             Some(value) if value.is_null() => String::new(),
@@ -136,7 +137,11 @@ impl Sighting<'_> {
             timezone: text("$timezone"),
             extra: &extra,
         };
-        Ok(visitor.event(stateful, stage, self.timestamp))
+        let event = visitor.event(stateful, stage, self.timestamp);
+        if !day_in_use(event.day, self.now) {
+            return Err(DropReason::CookielessDayOutOfRange);
+        }
+        Ok(event)
     }
 }
 
@@ -172,11 +177,7 @@ impl Visitor<'_> {
 /// missing (an `Origin` of `null`, from a sandboxed frame, names no site), and the flags are
 /// then for the sentinel itself.
 pub fn flags_visitor(mode: CookielessMode, visitor: &Visitor<'_>, now: DateTime<Utc>) -> Option<CookielessEvent> {
-    let stateful = match mode {
-        CookielessMode::Disabled => return None,
-        CookielessMode::Stateful => true,
-        CookielessMode::Stateless => false,
-    };
+    let stateful = mode.stateful()?;
     let missing = [visitor.ip, visitor.host, visitor.user_agent]
         .iter()
         .any(|input| input.is_empty());

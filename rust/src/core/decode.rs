@@ -30,6 +30,21 @@ pub struct DecoderConfig {
     pub cookieless: CookielessMode,
 }
 
+#[cfg(test)]
+impl DecoderConfig {
+    /// PostHog's limits, every token accepted, no GeoIP: what most tests decode with.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            team_id: None,
+            project_tokens: None,
+            max_inflated_bytes: 100 << 20,
+            max_event_bytes: 1 << 20,
+            geoip: None,
+            cookieless: CookielessMode::default(),
+        }
+    }
+}
+
 /// Headers that carry request-level facts.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HeaderFacts<'a> {
@@ -192,11 +207,7 @@ mod tests {
     fn config() -> DecoderConfig {
         DecoderConfig {
             team_id: Some(7),
-            project_tokens: None,
-            max_inflated_bytes: 100 << 20,
-            max_event_bytes: 1 << 20,
-            geoip: None,
-            cookieless: CookielessMode::default(),
+            ..DecoderConfig::for_tests()
         }
     }
 

@@ -165,7 +165,6 @@ pub(super) mod tests {
     use serde_json::{json, Value};
 
     use super::Enrichment;
-    use crate::core::cookieless::CookielessMode;
     use crate::core::decode::{decode, DecoderConfig, HeaderFacts};
     use crate::core::geoip::GeoIp;
     use crate::core::request::{RequestParts, RouteKind};
@@ -197,12 +196,8 @@ pub(super) mod tests {
             ..HeaderFacts::default()
         };
         let config = DecoderConfig {
-            team_id: None,
-            project_tokens: None,
-            max_inflated_bytes: 1 << 20,
-            max_event_bytes: 1 << 20,
             geoip,
-            cookieless: CookielessMode::default(),
+            ..DecoderConfig::for_tests()
         };
         let decoded = decode(&parts, headers, &config, Utc::now()).unwrap();
         decoded.events.into_iter().map(|event| event.properties).collect()

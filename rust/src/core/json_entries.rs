@@ -158,7 +158,6 @@ fn value_end(bytes: &[u8], at: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::cookieless::CookielessMode;
 
     /// What sonic-rs's checking iterator reads from the same text.
     fn by_sonic(text: &str) -> Option<Vec<(String, String)>> {
@@ -218,14 +217,7 @@ mod tests {
         let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
         let expected: sonic_rs::Value =
             sonic_rs::from_str(&std::fs::read_to_string(format!("{dir}/expected.json")).unwrap()).unwrap();
-        let config = DecoderConfig {
-            team_id: None,
-            project_tokens: None,
-            max_inflated_bytes: 100 << 20,
-            max_event_bytes: 1 << 20,
-            geoip: None,
-            cookieless: CookielessMode::default(),
-        };
+        let config = DecoderConfig::for_tests();
         let mut read = 0;
         for (name, _) in expected.as_object().unwrap() {
             let meta: sonic_rs::Value =

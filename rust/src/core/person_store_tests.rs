@@ -87,12 +87,8 @@ impl Harness {
             content_encoding: None,
         };
         let config = DecoderConfig {
-            team_id: None,
-            project_tokens: None,
-            max_inflated_bytes: 1 << 20,
-            max_event_bytes: 1 << 20,
-            geoip: None,
             cookieless: self.cookieless,
+            ..DecoderConfig::for_tests()
         };
         decode::decode(&parts, HeaderFacts::default(), &config, Utc::now())
     }

@@ -246,14 +246,12 @@ mod tests {
 
     fn decode_json(route: RouteKind, body: &Value) -> Result<DecodedRequest> {
         let bytes = body.to_string();
-        let parts = RequestParts {
-            route,
-            body: bytes.as_bytes(),
-            query: b"",
-            content_type: None,
-            content_encoding: None,
-        };
-        decode(&parts, HeaderFacts::default(), &config(), Utc::now())
+        decode(
+            &RequestParts::posted(route, bytes.as_bytes()),
+            HeaderFacts::default(),
+            &config(),
+            Utc::now(),
+        )
     }
 
     #[test]

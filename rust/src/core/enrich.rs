@@ -184,13 +184,7 @@ pub(super) mod tests {
         enrichment: Enrichment<'_>,
         geoip: Option<Arc<GeoIp>>,
     ) -> Vec<String> {
-        let parts = RequestParts {
-            route,
-            body: body.as_bytes(),
-            query: b"",
-            content_type: None,
-            content_encoding: None,
-        };
+        let parts = RequestParts::posted(route, body.as_bytes());
         let headers = HeaderFacts {
             enrichment,
             ..HeaderFacts::default()

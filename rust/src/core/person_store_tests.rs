@@ -79,13 +79,7 @@ impl Harness {
     /// One `batch` decoded as the server would, with the harness's cookieless mode.
     pub(super) fn decode(&self, route: RouteKind, batch: &serde_json::Value) -> Result<DecodedRequest> {
         let body = serde_json::json!({"api_key": TOKEN, "batch": batch}).to_string();
-        let parts = RequestParts {
-            route,
-            body: body.as_bytes(),
-            query: b"",
-            content_type: None,
-            content_encoding: None,
-        };
+        let parts = RequestParts::posted(route, body.as_bytes());
         let config = DecoderConfig {
             cookieless: self.cookieless,
             ..DecoderConfig::for_tests()

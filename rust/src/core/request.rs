@@ -69,6 +69,20 @@ pub struct RequestParts<'a> {
     pub content_encoding: Option<&'a str>,
 }
 
+#[cfg(test)]
+impl<'a> RequestParts<'a> {
+    /// A POST of `body` with no query string nor content headers, as most tests send.
+    pub(crate) fn posted(route: RouteKind, body: &'a [u8]) -> Self {
+        Self {
+            route,
+            body,
+            query: b"",
+            content_type: None,
+            content_encoding: None,
+        }
+    }
+}
+
 /// The request-level facts found while unpacking.
 #[derive(Debug, Default)]
 pub struct Envelope {

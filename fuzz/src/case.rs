@@ -29,7 +29,7 @@ use hogflare::core::enrich::Enrichment;
 use hogflare::core::geoip::GeoIp;
 use hogflare::core::request::{RequestParts, RouteKind};
 
-pub const ROUTES: [RouteKind; 7] = [
+pub const ROUTES: [RouteKind; 8] = [
     RouteKind::Event,
     RouteKind::LegacyEvent,
     RouteKind::Engage,
@@ -37,6 +37,7 @@ pub const ROUTES: [RouteKind; 7] = [
     RouteKind::Alias,
     RouteKind::Groups,
     RouteKind::Recording,
+    RouteKind::AnalyticsV1,
 ];
 
 /// `(max_inflated_bytes, max_event_bytes)`: the server's order of magnitude, and small ones so
@@ -325,6 +326,7 @@ impl Case {
             headers: HeaderFacts {
                 api_key: self.api_key_header.then_some("phc_fixture_token"),
                 sent_at: self.sent_at_header.then_some("2024-06-01T11:58:00.000Z"),
+                sdk_info: None,
                 enrichment,
             },
         }

@@ -104,6 +104,14 @@ pub fn unbrotli(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
     read_capped(brotli::Decompressor::new(bytes, 8192), cap, "brotli", bytes.len() * 8)
 }
 
+pub fn unzstd(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
+    let decoder = zstd::stream::read::Decoder::new(bytes).map_err(|err| CoreError::Decompression {
+        codec: "zstd",
+        detail: err.to_string(),
+    })?;
+    read_capped(decoder, cap, "zstd", bytes.len() * 8)
+}
+
 /// `Content-Encoding: deflate` is zlib-wrapped by the HTTP spec, but some clients send raw
 /// deflate; the zlib header tells them apart.
 pub fn inflate_deflate(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {

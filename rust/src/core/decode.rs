@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::analytics_v1::{self, Verdict};
 use super::cookieless::CookielessMode;
 use super::enrich::{Enrichment, Locator};
 use super::error::{CoreError, Result};
@@ -50,6 +51,8 @@ impl DecoderConfig {
 pub struct HeaderFacts<'a> {
     pub api_key: Option<&'a str>,
     pub sent_at: Option<&'a str>,
+    /// `PostHog-Sdk-Info` (capture v1): the library that sent the events, as `<lib>/<version>`.
+    pub sdk_info: Option<&'a str>,
     /// What the connection and proxy headers say about the client, added to every event.
     pub enrichment: Enrichment<'a>,
 }
@@ -64,6 +67,8 @@ pub struct DecodedRequest {
     pub dropped: BTreeMap<DropReason, u32>,
     pub warnings: BTreeMap<Warning, u32>,
     pub filtered: u32,
+    /// Capture v1's answer, which gives every event of the request its verdict.
+    pub results: Option<String>,
 }
 
 /// The request's token: the envelope's, else the one its events agree on, else the form's or the
@@ -117,8 +122,13 @@ pub fn decode(
     config: &DecoderConfig,
     now: DateTime<Utc>,
 ) -> Result<DecodedRequest> {
-    let unpacked = request::unpack(parts, config.max_inflated_bytes)?;
-    if unpacked.items.is_empty() {
+    let (unpacked, v1_items) = if parts.route == RouteKind::AnalyticsV1 {
+        let (unpacked, items) = unpack_v1(parts, headers, config)?;
+        (unpacked, Some(items))
+    } else {
+        (request::unpack(parts, config.max_inflated_bytes)?, None)
+    };
+    if unpacked.items.is_empty() && v1_items.is_none() {
         return Err(CoreError::EmptyBatch);
     }
     let sent_at = unpacked
@@ -149,13 +159,27 @@ pub fn decode(
     let mut filtered = 0;
     let mut item_tokens = Vec::with_capacity(unpacked.items.len());
     let mut warnings = Vec::new();
+    let mut verdicts = Vec::with_capacity(if v1_items.is_some() { unpacked.items.len() } else { 0 });
     for (index, value) in unpacked.item_values().enumerate() {
         let normalized = event::normalize(unpacked.item(index), value, &ctx, &mut warnings);
         item_tokens.push((normalized.token, matches!(normalized.outcome, Outcome::Event(_))));
-        match normalized.outcome {
-            Outcome::Event(event) => events.push(*event),
-            Outcome::Filtered => filtered += 1,
-            Outcome::Dropped(reason) => *dropped.entry(reason).or_default() += 1,
+        let verdict = match normalized.outcome {
+            Outcome::Event(event) => {
+                events.push(*event);
+                Verdict::Ok
+            }
+            // Discarded on purpose, as PostHog's pipeline would after its capture said ok.
+            Outcome::Filtered => {
+                filtered += 1;
+                Verdict::Ok
+            }
+            Outcome::Dropped(reason) => {
+                *dropped.entry(reason).or_default() += 1;
+                Verdict::Drop(reason.as_str())
+            }
+        };
+        if v1_items.is_some() {
+            verdicts.push(verdict);
         }
     }
     let token = resolve_token(&unpacked, &item_tokens, headers, config)?;
@@ -167,11 +191,13 @@ pub fn decode(
         dropped,
         warnings: BTreeMap::new(),
         filtered,
+        results: v1_items.map(|items| v1_results(items, verdicts)),
     };
     for warning in warnings {
         *decoded.warnings.entry(warning).or_default() += 1;
     }
-    if decoded.events.is_empty() && !decoded.dropped.is_empty() {
+    // Capture v1 answers 200 with every event's verdict, even when none was kept.
+    if decoded.events.is_empty() && !decoded.dropped.is_empty() && decoded.results.is_none() {
         let dropped = decoded
             .dropped
             .iter()
@@ -185,6 +211,48 @@ pub fn decode(
     Ok(decoded)
 }
 
+/// A capture v1 request: its token (the bearer's, checked here as any other), its body translated
+/// into a legacy batch, and the verdicts of v1's own checks.
+fn unpack_v1(
+    parts: &RequestParts<'_>,
+    headers: HeaderFacts<'_>,
+    config: &DecoderConfig,
+) -> Result<(request::Unpacked, Vec<(String, Option<Verdict>)>)> {
+    let token = token::validate(headers.api_key.ok_or(CoreError::NoToken)?)?;
+    if let Some(sent_at) = headers.sent_at {
+        if chrono::DateTime::parse_from_rfc3339(sent_at).is_err() {
+            return Err(CoreError::InvalidShape(format!(
+                "PostHog-Request-Timestamp is not an RFC 3339 time: {sent_at:?}"
+            )));
+        }
+    }
+    let text = request::v1_text(parts, config.max_inflated_bytes)?;
+    let sdk = headers.sdk_info.and_then(analytics_v1::sdk_info);
+    let translated = analytics_v1::translate(&text, &token, sdk)?;
+    drop(text);
+    let unpacked = request::unpack_json(translated.legacy, config.max_inflated_bytes)?;
+    Ok((unpacked, translated.items))
+}
+
+/// Every event's verdict: v1's own, else the decoder's for the events v1 passed on (in order).
+fn v1_results(items: Vec<(String, Option<Verdict>)>, decoded: Vec<Verdict>) -> String {
+    let mut decoded = decoded.into_iter();
+    let verdicts: Vec<(String, Verdict)> = items
+        .into_iter()
+        .map(|(uuid, verdict)| {
+            let verdict = match verdict {
+                Some(Verdict::Drop(reason)) => Verdict::Drop(reason),
+                passed => match (decoded.next().unwrap_or(Verdict::Ok), passed) {
+                    (Verdict::Ok, Some(note)) => note,
+                    (verdict, _) => verdict,
+                },
+            };
+            (uuid, verdict)
+        })
+        .collect();
+    analytics_v1::results_json(&verdicts)
+}
+
 /// The route kind for a request path, without its trailing slash.
 pub fn route_for_path(path: &str) -> Option<RouteKind> {
     Some(match path.trim_end_matches('/') {
@@ -195,6 +263,7 @@ pub fn route_for_path(path: &str) -> Option<RouteKind> {
         "/alias" => RouteKind::Alias,
         "/groups" => RouteKind::Groups,
         "/s" => RouteKind::Recording,
+        "/i/v1/analytics/events" => RouteKind::AnalyticsV1,
         _ => return None,
     })
 }

@@ -365,7 +365,7 @@ fn normalize_inner(
                 &[]
             }
         }
-        RouteKind::Engage | RouteKind::Recording => &[],
+        RouteKind::Engage | RouteKind::Recording | RouteKind::AnalyticsV1 => &[],
     };
     for (from, to) in lifted {
         if let Some(raw) = non_null(item.take(from)) {

@@ -78,6 +78,8 @@ pub(super) fn default_event_name(route: RouteKind, item: &RawObject<'_>) -> Opti
         RouteKind::Alias => return Some("$create_alias"),
         RouteKind::Groups => return Some("$groupidentify"),
         RouteKind::Recording => return Some("$snapshot"),
+        // Every v1 event has a name: the translation drops those without.
+        RouteKind::AnalyticsV1 => return None,
         RouteKind::Event | RouteKind::LegacyEvent => {}
     }
     // Old SDKs and Segment-style clients name the call in `type` instead.

@@ -1,5 +1,6 @@
 //! The pure-Rust core: no Python here. Everything that touches bytes, events or the store.
 
+pub mod analytics_v1;
 pub mod codec;
 pub mod columns;
 pub mod commit_thread;

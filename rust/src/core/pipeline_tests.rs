@@ -247,6 +247,7 @@ fn store_with(events: impl Iterator<Item = NormalizedEvent>) -> (tempfile::TempD
         dropped: std::collections::BTreeMap::new(),
         warnings: std::collections::BTreeMap::new(),
         filtered: 0,
+        results: None,
     };
     let options = CommitOptions {
         dedupe_window_days: 7,

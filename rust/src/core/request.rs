@@ -36,6 +36,8 @@ pub enum RouteKind {
     Groups,
     /// `/s`: session recording snapshots
     Recording,
+    /// `/i/v1/analytics/events`: PostHog's capture v1, each event answered on its own
+    AnalyticsV1,
 }
 
 impl RouteKind {
@@ -48,6 +50,7 @@ impl RouteKind {
             "alias" => Self::Alias,
             "groups" => Self::Groups,
             "recording" => Self::Recording,
+            "analytics_v1" => Self::AnalyticsV1,
             _ => return None,
         })
     }
@@ -55,7 +58,7 @@ impl RouteKind {
     /// PostHog unwraps base64 a second time on its legacy paths (`/e`, `/capture`, `/track`,
     /// `/engage`); Hogflare's own routes are treated the same.
     fn is_legacy(self) -> bool {
-        !matches!(self, Self::Event | Self::Recording)
+        !matches!(self, Self::Event | Self::Recording | Self::AnalyticsV1)
     }
 }
 
@@ -181,6 +184,7 @@ fn apply_content_encoding(body: &[u8], encoding: Option<&str>, cap: usize) -> Re
         "gzip" | "x-gzip" | "gzip-js" => (None, Compression::Gzip),
         "deflate" | "zlib" => (Some(codec::inflate_deflate(body, cap)?), Compression::None),
         "br" => (Some(codec::unbrotli(body, cap)?), Compression::None),
+        "zstd" => (Some(codec::unzstd(body, cap)?), Compression::None),
         "lz64" | "lz-string" => (None, Compression::Lz64),
         "base64" | "b64" => (None, Compression::Base64),
         // `identity`, and as PostHog reads it, an encoding it does not know: no hint (gzip is
@@ -272,6 +276,21 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
         return Err(CoreError::PayloadTooLarge { limit: cap });
     }
     Ok(unpacked)
+}
+
+/// Capture v1's body: JSON, packed by its `Content-Encoding` only (gzip also by its magic bytes).
+pub fn v1_text(parts: &RequestParts<'_>, cap: usize) -> Result<String> {
+    let (decoded, hint) = apply_content_encoding(parts.body, parts.content_encoding, cap)?;
+    let body = decoded.unwrap_or_else(|| parts.body.to_vec());
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(CoreError::EmptyPayload);
+    }
+    into_text(codec::decompress(body, hint, cap)?)
+}
+
+/// A body in a legacy shape that hogflare wrote itself (capture v1's events, translated).
+pub fn unpack_json(text: String, cap: usize) -> Result<Unpacked> {
+    classify(text, &mut Envelope::default(), Compression::None, cap, 0)
 }
 
 /// Nesting deeper than this is refused before parsing: no SDK sends it, and a parser would

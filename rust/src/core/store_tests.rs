@@ -38,6 +38,7 @@ pub(crate) fn batch(token: &str, uuids: &[Uuid]) -> DecodedRequest {
         dropped: BTreeMap::new(),
         warnings: BTreeMap::new(),
         filtered: 0,
+        results: None,
     }
 }
 

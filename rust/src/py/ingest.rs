@@ -64,7 +64,7 @@ impl PyDecoder {
 
     /// `client_ip` is stored as `$ip`; `geoip_ip` (else `client_ip`) is the address events
     /// without their own `$ip` are located by.
-    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, client_ip=None, geoip_ip=None, cf_ray=None, country_code=None, now=None, detach=false))]
+    #[pyo3(signature = (route, body, *, query=None, content_type=None, content_encoding=None, api_key=None, sent_at=None, sdk_info=None, client_ip=None, geoip_ip=None, cf_ray=None, country_code=None, now=None, detach=false))]
     #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
@@ -76,6 +76,7 @@ impl PyDecoder {
         content_encoding: Option<&str>,
         api_key: Option<&str>,
         sent_at: Option<&str>,
+        sdk_info: Option<&str>,
         client_ip: Option<&str>,
         geoip_ip: Option<&str>,
         cf_ray: Option<&str>,
@@ -102,6 +103,7 @@ impl PyDecoder {
         let headers = HeaderFacts {
             api_key,
             sent_at,
+            sdk_info,
             enrichment,
         };
         let now = time_from(now);
@@ -135,6 +137,8 @@ pub struct PyBatch {
     accepted: usize,
     #[pyo3(get)]
     filtered: u32,
+    #[pyo3(get)]
+    results: Option<String>,
     dropped: BTreeMap<&'static str, u32>,
     warnings: BTreeMap<&'static str, u32>,
 }
@@ -145,6 +149,7 @@ impl PyBatch {
             token: decoded.token.clone(),
             accepted: decoded.events.len(),
             filtered: decoded.filtered,
+            results: decoded.results.clone(),
             dropped: decoded
                 .dropped
                 .iter()

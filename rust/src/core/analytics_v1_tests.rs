@@ -1,0 +1,254 @@
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::core::decode::{decode, DecodedRequest, DecoderConfig, HeaderFacts};
+use crate::core::request::{RequestParts, RouteKind};
+
+const TOKEN: &str = "phc_v1";
+const UUID_A: &str = "0190a0c4-7b2e-7c3a-9f00-000000000001";
+const UUID_B: &str = "0190a0c4-7b2e-7c3a-9f00-000000000002";
+
+fn event(uuid: &str, name: &str, distinct_id: &str) -> Value {
+    json!({"event": name, "uuid": uuid, "distinct_id": distinct_id,
+           "timestamp": "2026-12-03T10:00:00.000000+00:00", "options": {}, "properties": {}})
+}
+
+fn body(batch: Vec<Value>) -> String {
+    json!({"created_at": "2026-12-03T10:00:01+00:00", "batch": batch}).to_string()
+}
+
+fn headers(sent_at: Option<&'static str>) -> HeaderFacts<'static> {
+    HeaderFacts {
+        api_key: Some(TOKEN),
+        sent_at,
+        sdk_info: Some("posthog-python/7.91.1"),
+        ..HeaderFacts::default()
+    }
+}
+
+fn decode_v1(text: &str, headers: HeaderFacts<'_>) -> crate::core::error::Result<DecodedRequest> {
+    let now = Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 5).unwrap();
+    decode(
+        &RequestParts::posted(RouteKind::AnalyticsV1, text.as_bytes()),
+        headers,
+        &DecoderConfig::for_tests(),
+        now,
+    )
+}
+
+fn results(decoded: &DecodedRequest) -> Value {
+    serde_json::from_str(decoded.results.as_deref().unwrap()).unwrap()
+}
+
+fn properties(decoded: &DecodedRequest, index: usize) -> Value {
+    serde_json::from_str(&decoded.events[index].properties).unwrap()
+}
+
+#[test]
+fn the_sdk_info_header_names_the_library() {
+    assert_eq!(sdk_info("posthog-python/7.91.1"), Some(("posthog-python", "7.91.1")));
+    assert_eq!(sdk_info("posthog/sub-sdk/2.3.4"), Some(("posthog/sub-sdk", "2.3.4")));
+    assert_eq!(sdk_info(" posthog-node / 5.70.0 "), Some(("posthog-node", "5.70.0")));
+    for unusable in ["posthog-node", "/1.0", "posthog-node/", "   "] {
+        assert_eq!(sdk_info(unusable), None, "{unusable:?}");
+    }
+    assert_eq!(sdk_info(&format!("{}/1.0", "x".repeat(200))), None);
+}
+
+#[test]
+fn options_and_top_level_fields_become_the_properties_posthog_reads() {
+    let mut first = event(UUID_A, "$pageview", "user-1");
+    first["session_id"] = json!("sess-1");
+    first["window_id"] = json!("win-1");
+    first["options"] = json!({"process_person_profile": "false", "disable_skew_correction": 1,
+                              "product_tour_id": "tour-9", "cookieless_mode": null, "future_option": [1]});
+    first["properties"] = json!({"$lib": "client-says", "plan": "pro", "$set": {"name": "Ada"}});
+    let decoded = decode_v1(&body(vec![first]), headers(None)).unwrap();
+    let props = properties(&decoded, 0);
+    assert_eq!(props["$session_id"], "sess-1");
+    assert_eq!(props["$window_id"], "win-1");
+    assert_eq!(props["$process_person_profile"], false);
+    assert_eq!(props["$ignore_sent_at"], true);
+    assert_eq!(props["$product_tour_id"], "tour-9");
+    assert!(props.get("$cookieless_mode").is_none());
+    // The header names the library, over what the properties say.
+    assert_eq!(
+        (&props["$lib"], &props["$lib_version"]),
+        (&json!("posthog-python"), &json!("7.91.1"))
+    );
+    assert_eq!(props["plan"], "pro");
+    assert_eq!(decoded.token, TOKEN);
+    assert_eq!(decoded.events[0].uuid.to_string(), UUID_A);
+    assert_eq!(results(&decoded), json!({"results": {UUID_A: {"result": "ok"}}}));
+}
+
+#[test]
+fn each_event_gets_its_verdict_in_the_request_order() {
+    let mut bad_time = event("0190A0C4-7B2E-7C3A-9F00-000000000003", "e", "u");
+    bad_time["timestamp"] = json!("yesterday");
+    let mut bad_properties = event("0190a0c4-7b2e-7c3a-9f00-000000000004", "e", "u");
+    bad_properties["properties"] = json!([1, 2]);
+    let mut bad_options = event("0190a0c4-7b2e-7c3a-9f00-000000000005", "e", "u");
+    bad_options["options"] = json!({"process_person_profile": "perhaps"});
+    let batch = vec![
+        event(UUID_A, "kept", "u"),
+        event(UUID_B, "", "u"),
+        bad_time,
+        bad_properties,
+        bad_options,
+        event("0190a0c4-7b2e-7c3a-9f00-000000000006", "e", "  "),
+        event("0190a0c4-7b2e-7c3a-9f00-000000000007", &"n".repeat(201), "u"),
+        event("0190a0c4-7b2e-7c3a-9f00-000000000008", "e", &"d".repeat(201)),
+        event("0190a0c4-7b2e-7c3a-9f00-000000000009", "$performance_event", "u"),
+        event("0190a0c4-7b2e-7c3a-9f00-00000000000a", "anonymous event", "Anonymous"),
+    ];
+    let decoded = decode_v1(&body(batch), headers(None)).unwrap();
+    assert_eq!(decoded.events.len(), 2);
+    let answer = results(&decoded);
+    let verdicts: Vec<(String, Value)> = answer["results"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(uuid, verdict)| (uuid.clone(), verdict.clone()))
+        .collect();
+    let drop = |details: &str| json!({"result": "drop", "details": details});
+    assert_eq!(
+        verdicts.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+        vec![
+            json!({"result": "ok"}),
+            drop("missing_event_name"),
+            drop("invalid_event_timestamp"),
+            drop("malformed_event_properties"),
+            drop("invalid_options"),
+            drop("missing_distinct_id"),
+            drop("event_name_too_long"),
+            drop("distinct_id_too_large"),
+            drop("dropped_performance_event"),
+            json!({"result": "ok", "details": "person_processing_disabled"}),
+        ]
+    );
+    // Keys are the canonical (lower-case) uuids.
+    assert_eq!(verdicts[2].0, "0190a0c4-7b2e-7c3a-9f00-000000000003");
+    // An illegal distinct id is kept without a person.
+    assert_eq!(properties(&decoded, 1)["$process_person_profile"], false);
+}
+
+#[test]
+fn a_batch_whose_events_cannot_be_told_apart_is_refused_whole() {
+    let mut numeric_session = event(UUID_A, "e", "u");
+    numeric_session["session_id"] = json!(7);
+    let mut missing_uuid = event(UUID_A, "e", "u");
+    missing_uuid.as_object_mut().unwrap().remove("uuid");
+    let cases = [
+        (body(vec![event(UUID_A, "e", "u"), event(&UUID_A.to_uppercase(), "f", "u")]), "repeats"),
+        (body(vec![event("not-a-uuid", "e", "u")]), "not a uuid"),
+        (body(vec![event("  ", "e", "u")]), "uuid is empty"),
+        (body(vec![missing_uuid]), "uuid is missing"),
+        (body(vec![numeric_session]), "session_id must be a string"),
+        (body(vec![json!({"event": 1, "uuid": UUID_A, "distinct_id": "u", "timestamp": "t"})]), "event must be a string"),
+        (body(vec![json!("not an event")]), "must be an object"),
+        (json!({"batch": [event(UUID_A, "e", "u")]}).to_string(), "created_at is missing"),
+        (json!({"created_at": "now", "batch": [event(UUID_A, "e", "u")]}).to_string(), "RFC 3339"),
+        (json!({"created_at": "2026-12-03T10:00:00Z", "batch": {}}).to_string(), "batch must be an array"),
+        (
+            json!({"created_at": "2026-12-03T10:00:00Z", "historical_migration": "yes", "batch": [event(UUID_A, "e", "u")]}).to_string(),
+            "historical_migration",
+        ),
+        (json!([event(UUID_A, "e", "u")]).to_string(), "json object"),
+    ];
+    for (text, message) in cases {
+        let err = decode_v1(&text, headers(None)).unwrap_err();
+        assert!(matches!(err, CoreError::InvalidShape(_)), "{text}: {err}");
+        assert!(err.to_string().contains(message), "{text}: {err}");
+    }
+    assert!(matches!(
+        decode_v1(&body(vec![]), headers(None)),
+        Err(CoreError::EmptyBatch)
+    ));
+}
+
+#[test]
+fn the_token_is_the_bearers_and_is_checked_like_any_other() {
+    let text = body(vec![event(UUID_A, "e", "u")]);
+    let no_token = HeaderFacts {
+        api_key: None,
+        ..headers(None)
+    };
+    assert!(matches!(decode_v1(&text, no_token), Err(CoreError::NoToken)));
+    let personal = HeaderFacts {
+        api_key: Some("phx_personal"),
+        ..headers(None)
+    };
+    assert!(matches!(decode_v1(&text, personal), Err(CoreError::InvalidToken(_))));
+    // A token in the properties does not name another project.
+    let mut other = event(UUID_A, "e", "u");
+    other["properties"] = json!({"token": "phc_other"});
+    assert_eq!(decode_v1(&body(vec![other]), headers(None)).unwrap().token, TOKEN);
+}
+
+#[test]
+fn the_request_timestamp_corrects_the_clock_skew() {
+    // The client's clock is an hour behind: its event at 10:00 was sent at (its) 10:00:01,
+    // received at 11:00:05.
+    let text = body(vec![event(UUID_A, "e", "u")]);
+    let now = Utc.with_ymd_and_hms(2026, 12, 3, 11, 0, 5).unwrap();
+    let decoded = decode(
+        &RequestParts::posted(RouteKind::AnalyticsV1, text.as_bytes()),
+        headers(Some("2026-12-03T10:00:01.000000+00:00")),
+        &DecoderConfig::for_tests(),
+        now,
+    )
+    .unwrap();
+    assert_eq!(
+        decoded.events[0].timestamp,
+        Utc.with_ymd_and_hms(2026, 12, 3, 11, 0, 4).unwrap()
+    );
+    let err = decode_v1(&text, headers(Some("a while ago"))).unwrap_err();
+    assert!(err.to_string().contains("PostHog-Request-Timestamp"), "{err}");
+}
+
+#[test]
+fn every_event_dropped_is_still_an_answer() {
+    let decoded = decode_v1(&body(vec![event(UUID_A, "", "u")]), headers(None)).unwrap();
+    assert!(decoded.events.is_empty());
+    assert_eq!(
+        results(&decoded),
+        json!({"results": {UUID_A: {"result": "drop", "details": "missing_event_name"}}})
+    );
+}
+
+#[test]
+fn the_decoders_own_drops_are_answered_with_its_reasons() {
+    let mut large = event(UUID_B, "e", "u");
+    large["properties"] = json!({"blob": "x".repeat(2 << 20)});
+    let decoded = decode_v1(&body(vec![event(UUID_A, "e", "u"), large]), headers(None)).unwrap();
+    assert_eq!(
+        results(&decoded)["results"][UUID_B],
+        json!({"result": "drop", "details": "event_too_large"})
+    );
+    assert_eq!(decoded.events.len(), 1);
+}
+
+#[test]
+fn bodies_packed_as_the_sdks_pack_them() {
+    use std::io::Write;
+    let text = body(vec![event(UUID_A, "e", "u")]);
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gzip.write_all(text.as_bytes()).unwrap();
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    zlib.write_all(text.as_bytes()).unwrap();
+    let packed = [
+        ("gzip", gzip.finish().unwrap()),
+        ("deflate", zlib.finish().unwrap()),
+        ("zstd", zstd::encode_all(text.as_bytes(), 3).unwrap()),
+    ];
+    for (encoding, bytes) in packed {
+        let parts = RequestParts {
+            content_encoding: Some(encoding),
+            ..RequestParts::posted(RouteKind::AnalyticsV1, &bytes)
+        };
+        let decoded = decode(&parts, headers(None), &DecoderConfig::for_tests(), Utc::now()).unwrap();
+        assert_eq!(decoded.events.len(), 1, "{encoding}");
+    }
+}

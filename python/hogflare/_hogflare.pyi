@@ -83,6 +83,7 @@ class Decoder:
         content_encoding: str | None = None,
         api_key: str | None = None,
         sent_at: str | None = None,
+        sdk_info: str | None = None,
         client_ip: str | None = None,
         geoip_ip: str | None = None,
         cf_ray: str | None = None,
@@ -91,7 +92,9 @@ class Decoder:
         detach: bool = False,
     ) -> Batch:
         """Decode one request. ``route`` is one of ``event``, ``legacy``, ``engage``, ``identify``,
-        ``alias``, ``groups``, ``recording``; ``now`` (epoch seconds) defaults to the clock;
+        ``alias``, ``groups``, ``recording``, ``analytics_v1`` (capture v1: ``api_key`` is the
+        bearer token, ``sent_at`` its ``PostHog-Request-Timestamp``, ``sdk_info`` its
+        ``PostHog-Sdk-Info``); ``now`` (epoch seconds) defaults to the clock;
         ``detach`` releases the GIL while decoding (for large bodies, off the event loop).
         ``client_ip`` (``$ip``), ``cf_ray`` (``cf_ray``) and ``country_code``
         (``$geoip_country_code``, when no database locates the event) are added to each event
@@ -120,6 +123,9 @@ class Batch:
     @property
     def warnings(self) -> dict[str, int]:
         """Items corrected on the way in, by kind."""
+    @property
+    def results(self) -> str | None:
+        """Capture v1's answer (JSON), every event's verdict; ``None`` for the other routes."""
 
 @final
 class CommitThread:

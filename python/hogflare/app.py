@@ -14,7 +14,7 @@ import structlog
 
 from hogflare import metrics
 from hogflare._hogflare import SignatureVerifier, Store
-from hogflare.capture import CAPTURE_ROUTES, CaptureService
+from hogflare.capture import ANALYTICS_V1, CAPTURE_ROUTES, CaptureService, v1_error
 from hogflare.commit import GroupCommitter, open_store
 from hogflare.config import Settings
 from hogflare.debug import person_debug
@@ -167,7 +167,7 @@ class App:
             try:
                 response = await self._route(request)
             except HogflareError as exc:
-                response = self._error_response(exc)
+                response = self._error_response(exc, request)
             except ClientDisconnectedError:
                 return
             except Exception:
@@ -181,7 +181,7 @@ class App:
             metrics.observe_request(route_label(request.path), status, perf_counter() - started)
             end_request(bound)
 
-    def _error_response(self, exc: HogflareError) -> Response:
+    def _error_response(self, exc: HogflareError, request: Request) -> Response:
         status = status_for(exc)
         headers: list[tuple[bytes, bytes]] = []
         if isinstance(exc, OutboxFullError):
@@ -190,6 +190,8 @@ class App:
             headers.append((b"retry-after", b"5"))
         if status >= 500:
             log.warning("request refused", error=str(exc), status=status)
+        if CAPTURE_ROUTES.get(request.path.rstrip("/")) == ANALYTICS_V1:
+            return v1_error(status, str(exc), request, headers)
         return error(status, str(exc), headers)
 
     async def _route(self, request: Request) -> Response:

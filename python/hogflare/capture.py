@@ -1,5 +1,6 @@
 """The capture routes: PostHog's (``/e``, ``/i/v0/e``, ``/batch``, ``/capture``, ``/track``,
-``/engage``, ``/s``) and Hogflare's (``/identify``, ``/alias``, ``/groups``).
+``/engage``, ``/s``, and capture v1's ``/i/v1/analytics/events``) and Hogflare's (``/identify``,
+``/alias``, ``/groups``).
 
 Each request crosses into Rust once to be decoded, then waits for the group commit that makes it
 durable; only then does it get its 200.
@@ -16,12 +17,15 @@ from hogflare._hogflare import Batch, Decoder, NoValidEventError
 from hogflare.commit import GroupCommitter
 from hogflare.config import ConfigError, Settings
 from hogflare.enrichment import ClientAddress, geoip_databases, request_facts
-from hogflare.http import Request, Response, StallWatch, ok
+from hogflare.errors import AuthError, PayloadError
+from hogflare.http import JSON, Request, Response, StallWatch, ok
 from hogflare.logs import LogSummary
 
 log = structlog.get_logger("hogflare.capture")
 
-#: Path (without trailing slash) → the route kind the decoder applies.
+#: The route kind of PostHog's capture v1, which answers every event with its own verdict.
+ANALYTICS_V1 = "analytics_v1"
+#: The route kind of each path (without its trailing slash), as the decoder names it.
 CAPTURE_ROUTES: dict[str, str] = {
     "/e": "legacy",
     "/i/v0/e": "event",
@@ -33,6 +37,7 @@ CAPTURE_ROUTES: dict[str, str] = {
     "/alias": "alias",
     "/groups": "groups",
     "/s": "recording",
+    "/i/v1/analytics/events": ANALYTICS_V1,
 }
 
 #: Bodies that may take longer than this (bytes, once inflated) to decode are decoded on a
@@ -82,14 +87,20 @@ class CaptureService:
 
     def _decode(self, kind: str, body: bytes, request: Request, detach: bool = False) -> Batch:
         facts = request_facts(request, self.client_address, store_ip=self.settings.store_ip)
+        api_key: str | None
+        if kind == ANALYTICS_V1:
+            api_key, sent_at = bearer_token(request), request.header(b"posthog-request-timestamp")
+        else:
+            api_key, sent_at = request.header(b"x-posthog-api-key"), request.header(b"x-posthog-sent-at")
         return self.decoders[self.body_limit(kind)].decode(
             kind,
             body,
             query=request.query,
             content_type=request.header(b"content-type"),
             content_encoding=request.header(b"content-encoding"),
-            api_key=request.header(b"x-posthog-api-key"),
-            sent_at=request.header(b"x-posthog-sent-at"),
+            api_key=api_key,
+            sent_at=sent_at,
+            sdk_info=request.header(b"posthog-sdk-info"),
             detach=detach,
             client_ip=facts.client_ip,
             geoip_ip=facts.geoip_ip,
@@ -103,6 +114,8 @@ class CaptureService:
             self.dropped_log.add(reason, count, token=token, path=path)
 
     async def handle(self, request: Request, kind: str) -> Response:
+        if kind == ANALYTICS_V1 and request.method != "POST":
+            return v1_error(405, "capture v1 takes POST only", request)
         body = b"" if request.method == "GET" else await request.body(self.body_limit(kind), self.watch)
         try:
             if decodes_slowly(body):
@@ -125,6 +138,43 @@ class CaptureService:
             for warning, count in warnings.items():
                 metrics.count_person_warning(warning, count)
                 self.warnings_log.add(warning, count, token=batch.token, path=request.path)
+        if batch.results is not None:
+            return Response(200, batch.results.encode(), [(b"content-type", JSON), *_request_id(request)])
         if b"beacon=1" in request.query and request.query_param("beacon") == "1":
             return Response(204)
         return ok()
+
+
+def bearer_token(request: Request) -> str:
+    """Capture v1's project token, from ``Authorization: Bearer <token>``."""
+    header = request.header(b"authorization")
+    if header is None or not header.strip():
+        raise AuthError("capture v1 takes the project token as Authorization: Bearer <token>")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise PayloadError("invalid header value: Authorization must use the Bearer scheme")
+    return token.strip()
+
+
+#: Capture v1's error codes, by status; its SDKs show ``error_description``.
+_V1_ERRORS = {
+    400: "invalid_request",
+    401: "invalid_api_token",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+def _request_id(request: Request) -> list[tuple[bytes, bytes]]:
+    """Capture v1 echoes the client's ``PostHog-Request-Id``, which stays the same over retries."""
+    request_id = request.header(b"posthog-request-id")
+    return [(b"posthog-request-id", request_id.encode("latin-1"))] if request_id else []
+
+
+def v1_error(status: int, message: str, request: Request, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
+    """An error in capture v1's shape: ``{"error": <code>, "error_description": <message>}``."""
+    body = {"error": _V1_ERRORS.get(status, "invalid_request"), "error_description": message}
+    return Response.json(body, status, [*(headers or []), *_request_id(request)])

@@ -54,12 +54,16 @@ pub enum Verdict {
     Drop(&'static str),
 }
 
-/// A v1 request translated: the legacy body of the events that passed v1's own checks, and every
-/// event's uuid (canonical form) with the verdict of those checks (`None`: passed).
+/// Every event of a request, in order: its uuid (canonical form) and the verdict of v1's own
+/// checks (`None`: passed).
+pub type Checked = Vec<(String, Option<Verdict>)>;
+
+/// A v1 request translated: the legacy body of the events that passed v1's own checks, and
+/// every event's verdict so far.
 #[derive(Debug)]
 pub struct Translated {
     pub legacy: String,
-    pub items: Vec<(String, Option<Verdict>)>,
+    pub items: Checked,
 }
 
 /// `PostHog-Sdk-Info: <lib>/<version>`, split at the last slash; `None` when either side is empty.
@@ -271,7 +275,7 @@ pub fn translate(text: &str, token: &str, sdk: Option<(&str, &str)>) -> Result<T
     envelope.insert("api_key", Value::from(token));
     envelope.insert("historical_migration", Value::from(historical_migration));
     envelope.insert("batch", Value::from(legacy_events));
-    let legacy = sonic_rs::to_string(&body).map_err(|err| schema(err))?;
+    let legacy = sonic_rs::to_string(&body).map_err(schema)?;
     Ok(Translated { legacy, items })
 }
 

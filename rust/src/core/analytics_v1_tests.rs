@@ -14,7 +14,7 @@ fn event(uuid: &str, name: &str, distinct_id: &str) -> Value {
            "timestamp": "2026-12-03T10:00:00.000000+00:00", "options": {}, "properties": {}})
 }
 
-fn body(batch: Vec<Value>) -> String {
+fn body(batch: &[Value]) -> String {
     json!({"created_at": "2026-12-03T10:00:01+00:00", "batch": batch}).to_string()
 }
 
@@ -64,7 +64,7 @@ fn options_and_top_level_fields_become_the_properties_posthog_reads() {
     first["options"] = json!({"process_person_profile": "false", "disable_skew_correction": 1,
                               "product_tour_id": "tour-9", "cookieless_mode": null, "future_option": [1]});
     first["properties"] = json!({"$lib": "client-says", "plan": "pro", "$set": {"name": "Ada"}});
-    let decoded = decode_v1(&body(vec![first]), headers(None)).unwrap();
+    let decoded = decode_v1(&body(&[first]), headers(None)).unwrap();
     let props = properties(&decoded, 0);
     assert_eq!(props["$session_id"], "sess-1");
     assert_eq!(props["$window_id"], "win-1");
@@ -103,7 +103,7 @@ fn each_event_gets_its_verdict_in_the_request_order() {
         event("0190a0c4-7b2e-7c3a-9f00-000000000009", "$performance_event", "u"),
         event("0190a0c4-7b2e-7c3a-9f00-00000000000a", "anonymous event", "Anonymous"),
     ];
-    let decoded = decode_v1(&body(batch), headers(None)).unwrap();
+    let decoded = decode_v1(&body(&batch), headers(None)).unwrap();
     assert_eq!(decoded.events.len(), 2);
     let answer = results(&decoded);
     let verdicts: Vec<(String, Value)> = answer["results"]
@@ -141,13 +141,13 @@ fn a_batch_whose_events_cannot_be_told_apart_is_refused_whole() {
     let mut missing_uuid = event(UUID_A, "e", "u");
     missing_uuid.as_object_mut().unwrap().remove("uuid");
     let cases = [
-        (body(vec![event(UUID_A, "e", "u"), event(&UUID_A.to_uppercase(), "f", "u")]), "repeats"),
-        (body(vec![event("not-a-uuid", "e", "u")]), "not a uuid"),
-        (body(vec![event("  ", "e", "u")]), "uuid is empty"),
-        (body(vec![missing_uuid]), "uuid is missing"),
-        (body(vec![numeric_session]), "session_id must be a string"),
-        (body(vec![json!({"event": 1, "uuid": UUID_A, "distinct_id": "u", "timestamp": "t"})]), "event must be a string"),
-        (body(vec![json!("not an event")]), "must be an object"),
+        (body(&[event(UUID_A, "e", "u"), event(&UUID_A.to_uppercase(), "f", "u")]), "repeats"),
+        (body(&[event("not-a-uuid", "e", "u")]), "not a uuid"),
+        (body(&[event("  ", "e", "u")]), "uuid is empty"),
+        (body(&[missing_uuid]), "uuid is missing"),
+        (body(&[numeric_session]), "session_id must be a string"),
+        (body(&[json!({"event": 1, "uuid": UUID_A, "distinct_id": "u", "timestamp": "t"})]), "event must be a string"),
+        (body(&[json!("not an event")]), "must be an object"),
         (json!({"batch": [event(UUID_A, "e", "u")]}).to_string(), "created_at is missing"),
         (json!({"created_at": "now", "batch": [event(UUID_A, "e", "u")]}).to_string(), "RFC 3339"),
         (json!({"created_at": "2026-12-03T10:00:00Z", "batch": {}}).to_string(), "batch must be an array"),
@@ -163,14 +163,14 @@ fn a_batch_whose_events_cannot_be_told_apart_is_refused_whole() {
         assert!(err.to_string().contains(message), "{text}: {err}");
     }
     assert!(matches!(
-        decode_v1(&body(vec![]), headers(None)),
+        decode_v1(&body(&[]), headers(None)),
         Err(CoreError::EmptyBatch)
     ));
 }
 
 #[test]
 fn the_token_is_the_bearers_and_is_checked_like_any_other() {
-    let text = body(vec![event(UUID_A, "e", "u")]);
+    let text = body(&[event(UUID_A, "e", "u")]);
     let no_token = HeaderFacts {
         api_key: None,
         ..headers(None)
@@ -184,14 +184,14 @@ fn the_token_is_the_bearers_and_is_checked_like_any_other() {
     // A token in the properties does not name another project.
     let mut other = event(UUID_A, "e", "u");
     other["properties"] = json!({"token": "phc_other"});
-    assert_eq!(decode_v1(&body(vec![other]), headers(None)).unwrap().token, TOKEN);
+    assert_eq!(decode_v1(&body(&[other]), headers(None)).unwrap().token, TOKEN);
 }
 
 #[test]
 fn the_request_timestamp_corrects_the_clock_skew() {
     // The client's clock is an hour behind: its event at 10:00 was sent at (its) 10:00:01,
     // received at 11:00:05.
-    let text = body(vec![event(UUID_A, "e", "u")]);
+    let text = body(&[event(UUID_A, "e", "u")]);
     let now = Utc.with_ymd_and_hms(2026, 12, 3, 11, 0, 5).unwrap();
     let decoded = decode(
         &RequestParts::posted(RouteKind::AnalyticsV1, text.as_bytes()),
@@ -210,7 +210,7 @@ fn the_request_timestamp_corrects_the_clock_skew() {
 
 #[test]
 fn every_event_dropped_is_still_an_answer() {
-    let decoded = decode_v1(&body(vec![event(UUID_A, "", "u")]), headers(None)).unwrap();
+    let decoded = decode_v1(&body(&[event(UUID_A, "", "u")]), headers(None)).unwrap();
     assert!(decoded.events.is_empty());
     assert_eq!(
         results(&decoded),
@@ -222,7 +222,7 @@ fn every_event_dropped_is_still_an_answer() {
 fn the_decoders_own_drops_are_answered_with_its_reasons() {
     let mut large = event(UUID_B, "e", "u");
     large["properties"] = json!({"blob": "x".repeat(2 << 20)});
-    let decoded = decode_v1(&body(vec![event(UUID_A, "e", "u"), large]), headers(None)).unwrap();
+    let decoded = decode_v1(&body(&[event(UUID_A, "e", "u"), large]), headers(None)).unwrap();
     assert_eq!(
         results(&decoded)["results"][UUID_B],
         json!({"result": "drop", "details": "event_too_large"})
@@ -233,7 +233,7 @@ fn the_decoders_own_drops_are_answered_with_its_reasons() {
 #[test]
 fn bodies_packed_as_the_sdks_pack_them() {
     use std::io::Write;
-    let text = body(vec![event(UUID_A, "e", "u")]);
+    let text = body(&[event(UUID_A, "e", "u")]);
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gzip.write_all(text.as_bytes()).unwrap();
     let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -217,7 +217,7 @@ fn unpack_v1(
     parts: &RequestParts<'_>,
     headers: HeaderFacts<'_>,
     config: &DecoderConfig,
-) -> Result<(request::Unpacked, Vec<(String, Option<Verdict>)>)> {
+) -> Result<(request::Unpacked, analytics_v1::Checked)> {
     let token = token::validate(headers.api_key.ok_or(CoreError::NoToken)?)?;
     if let Some(sent_at) = headers.sent_at {
         if chrono::DateTime::parse_from_rfc3339(sent_at).is_err() {
@@ -235,7 +235,7 @@ fn unpack_v1(
 }
 
 /// Every event's verdict: v1's own, else the decoder's for the events v1 passed on (in order).
-fn v1_results(items: Vec<(String, Option<Verdict>)>, decoded: Vec<Verdict>) -> String {
+fn v1_results(items: analytics_v1::Checked, decoded: Vec<Verdict>) -> String {
     let mut decoded = decoded.into_iter();
     let verdicts: Vec<(String, Verdict)> = items
         .into_iter()

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import posthog
 import pytest
+import zstandard
 from posthog.capture_v1 import CaptureV1Error
 
 from tests.conftest import TOKEN, Hogflare
@@ -144,12 +145,20 @@ async def test_a_batch_that_breaks_the_schema_is_refused_whole(hogflare: Hogflar
     assert hogflare.rows() == []
 
 
-async def test_gzip_bodies(hogflare: Hogflare) -> None:
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+async def test_packed_bodies(hogflare: Hogflare, encoding: str) -> None:
     event = v1_event("packed")
-    body = gzip.compress(json.dumps({"created_at": datetime.now(UTC).isoformat(), "batch": [event]}).encode())
-    response = await hogflare.post(PATH, body, headers=headers(**{"content-encoding": "gzip"}))
+    text = json.dumps({"created_at": datetime.now(UTC).isoformat(), "batch": [event]}).encode()
+    body = gzip.compress(text) if encoding == "gzip" else zstandard.ZstdCompressor().compress(text)
+    response = await hogflare.post(PATH, body, headers=headers(**{"content-encoding": encoding}))
     assert response.json() == {"results": {event["uuid"]: {"result": "ok"}}}
-    assert [row["event"] for row in hogflare.rows()] == ["packed"]
+    # The other capture routes read zstd too.
+    legacy = zstandard.ZstdCompressor().compress(
+        json.dumps({"api_key": TOKEN, "batch": [{"event": "v0", "distinct_id": "u"}]}).encode()
+    )
+    response = await hogflare.post("/batch", legacy, headers={"content-encoding": "zstd"})
+    assert response.json() == {"status": 1}
+    assert sorted(row["event"] for row in hogflare.rows()) == ["packed", "v0"]
 
 
 # -- the real SDKs, against a running server
@@ -170,7 +179,7 @@ def v1_requests(server: Server) -> float:
 
 @pytest.mark.server
 @pytest.mark.sdk
-@pytest.mark.parametrize("compression", ["none", "gzip", "deflate"])
+@pytest.mark.parametrize("compression", ["none", "gzip", "deflate", "zstd"])
 def test_posthog_python_in_capture_v1(server: Server, compression: str) -> None:
     run_id = uuid.uuid4().hex
     failures: list[Exception] = []

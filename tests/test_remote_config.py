@@ -105,3 +105,35 @@ async def test_flags_accepts_get(hogflare: Hogflare) -> None:
     response = await hogflare.client.get("/flags/?v=2")
     assert response.status_code == 200
     assert response.json()["featureFlags"] == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/api/early_access_features/", "earlyAccessFeatures"),
+        ("/api/surveys/", "surveys"),
+        ("/api/product_tours/", "product_tours"),
+        ("/api/web_experiments/", "experiments"),
+    ],
+)
+async def test_public_lists_are_empty_for_a_project_token(hogflare: Hogflare, path: str, key: str) -> None:
+    response = await hogflare.client.get(path, params={"token": "phc_abc", "stage": "beta"}, headers=ORIGIN)
+    assert (response.status_code, response.json()) == (200, {key: []})
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    missing = await hogflare.client.get(path)
+    assert (missing.status_code, missing.json()["code"]) == (401, "missing_api_key")
+    personal = await hogflare.client.get(path, params={"token": "phx_secret"})
+    assert (personal.status_code, personal.json()["code"]) == (401, "invalid_api_key")
+
+
+async def test_public_lists_know_only_the_allowed_projects(tmp_path: Path) -> None:
+    app = App(make_settings(tmp_path / "data", project_tokens=("phc_allowed",)))
+    await app.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            other = await client.get("/api/surveys/", params={"token": "phc_other"})
+            allowed = await client.get("/api/surveys/", params={"token": "phc_allowed"})
+    finally:
+        await app.shutdown()
+    assert (other.status_code, other.json()["code"]) == (401, "invalid_api_key")
+    assert (allowed.status_code, allowed.json()) == (200, {"surveys": []})

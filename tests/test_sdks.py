@@ -92,3 +92,13 @@ def test_posthog_js_in_chromium(server: Server, scenario: str) -> None:
     assert custom["$current_url"].startswith("http://127.0.0.1:")
     if scenario == "basic":
         assert (custom["color"], custom["size"], custom["nested"]) == ("blue", 3, {"ok": True})
+
+
+@pytest.mark.browser
+def test_posthog_js_public_lists_are_empty_not_errors(server: Server) -> None:
+    page = node("browser.mjs", server, "public_lists", uuid.uuid4().hex)
+    assert page["page_errors"] == []
+    assert page["early_access_features"] == []
+    assert page["surveys"] == {"surveys": [], "context": {"isLoaded": True}}
+    # posthog-js logs to the console when one of these requests fails.
+    assert not [line for line in page["console_errors"] if "PostHog" in line], page["console_errors"]

@@ -34,7 +34,7 @@ from hogflare.http import (
     ok,
 )
 from hogflare.logs import begin_request, configure, end_request, flush_summaries
-from hogflare.remote_config import array_config
+from hogflare.remote_config import PUBLIC_LISTS, array_config, public_list
 from hogflare.supervisor import shipper_alive, spawn
 
 log = structlog.get_logger("hogflare.app")
@@ -46,7 +46,16 @@ _METRICS = "/metrics"
 #: scanners probing random paths add no series.
 _ROUTE_LABELS = {
     path: path
-    for path in (*CAPTURE_ROUTES, *FLAGS_ROUTES, *DEFINITIONS_ROUTES, *_HEALTH, *_READINESS, "/healthz", _METRICS)
+    for path in (
+        *CAPTURE_ROUTES,
+        *FLAGS_ROUTES,
+        *DEFINITIONS_ROUTES,
+        *PUBLIC_LISTS,
+        *_HEALTH,
+        *_READINESS,
+        "/healthz",
+        _METRICS,
+    )
 }
 _SHIPPER_CHECK_SECS = 1.0
 #: Beyond the shutdown deadline: the shipper may be in the middle of one last request to a stream.
@@ -217,6 +226,11 @@ class App:
         if path in DEFINITIONS_ROUTES:
             assert self.flags is not None, "startup() has not run"
             return self.flags.definitions(request)
+        return await self._sdk_reads(request, path)
+
+    async def _sdk_reads(self, request: Request, path: str) -> Response:
+        """What SDKs and operators read: remote config, PostHog's public lists, a person; else
+        the operations routes."""
         if path.startswith("/array/"):
             parts = path.split("/")
             if len(parts) == 4 and parts[3] in {"config", "config.js"}:
@@ -227,6 +241,8 @@ class App:
                 return array_config(
                     self.settings, parts[2], javascript=parts[3] == "config.js", has_feature_flags=has_flags
                 )
+        if path in PUBLIC_LISTS and request.method in {"GET", "HEAD"}:
+            return public_list(self.settings, path, request.query_param("token"))
         if path.startswith("/__debug/person/") and request.method == "GET":
             return person_debug(self.settings, self.store, request, path.removeprefix("/__debug/person/"))
         return await self._operations(request, path)

@@ -58,6 +58,32 @@ def array_config(settings: Settings, token: str, *, javascript: bool, has_featur
     return Response.json(config, headers=_CONFIG_HEADERS)
 
 
+#: PostHog's public lists, read with the project token, that posthog-js fetches when a page's code
+#: asks (``getEarlyAccessFeatures()``, ``getSurveys()``) or its config enables them (product tours,
+#: web experiments), each with the key its answer holds the list under. hogflare runs none of
+#: these products: each list is empty, so the SDK's callbacks get ``[]`` rather than an error.
+PUBLIC_LISTS = {
+    "/api/early_access_features": "earlyAccessFeatures",
+    "/api/surveys": "surveys",
+    "/api/product_tours": "product_tours",
+    "/api/web_experiments": "experiments",
+}
+
+
+def public_list(settings: Settings, path: str, token: str | None) -> Response:
+    """One of ``PUBLIC_LISTS``, for a project token in ``?token=``; PostHog's 401 without one."""
+    if token is None or not valid_token(token) or (settings.project_tokens and token not in settings.project_tokens):
+        detail = "Project API key invalid. You can find your project API key in PostHog project settings."
+        code = "invalid_api_key"
+        if not token:
+            detail, code = (
+                "API key not provided. You can find your project API key in PostHog project settings.",
+                "missing_api_key",
+            )
+        return Response.json({"type": "authentication_error", "code": code, "detail": detail, "attr": None}, 401)
+    return Response.json({PUBLIC_LISTS[path]: []}, headers=_CONFIG_HEADERS)
+
+
 def config_fields(settings: Settings, *, has_feature_flags: bool) -> dict[str, Any]:
     """The remote-config keys PostHog flattens into a flags answer (its ``ConfigResponse``)."""
     config = remote_config(settings, settings.api_key or "", has_feature_flags=has_feature_flags)

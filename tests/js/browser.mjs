@@ -112,12 +112,23 @@ const scenarios = {
         await settle(tab)
         return { distinct_id: anonId, anon_id: anonId, user_id: userId }
     },
+    // The lists a page's code may ask posthog-js for: early access features and surveys.
+    async public_lists(tab) {
+        const distinctId = await boot(tab, {}, {})
+        const lists = await tab.evaluate(() => Promise.all([
+            new Promise((resolve) => window.posthog.getEarlyAccessFeatures((features) => resolve(features), true)),
+            new Promise((resolve) => window.posthog.getSurveys((surveys, context) => resolve({ surveys, context }), true)),
+        ]))
+        return { distinct_id: distinctId, early_access_features: lists[0], surveys: lists[1] }
+    },
 }
 
 const context = await browser.newContext()
 const tab = await context.newPage()
 const errors = []
 tab.on('pageerror', (err) => errors.push(String(err)))
+const consoleErrors = []
+tab.on('console', (message) => message.type() === 'error' && consoleErrors.push(message.text()))
 const toHogflare = (request) => request.url().startsWith(host)
 tab.on('request', (request) => toHogflare(request) && inFlight.add(request))
 tab.on('requestfinished', (request) => inFlight.delete(request))
@@ -129,4 +140,4 @@ await tab.close({ runBeforeUnload: true })
 await new Promise((resolve) => setTimeout(resolve, 1000))
 await browser.close()
 server.close()
-process.stdout.write(JSON.stringify({ ...result, run_id: runId, page_errors: errors }) + '\n')
+process.stdout.write(JSON.stringify({ ...result, run_id: runId, page_errors: errors, console_errors: consoleErrors }) + '\n')

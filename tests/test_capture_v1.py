@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import posthog
 import pytest
 import zstandard
 from posthog.capture_v1 import CaptureV1Error
 
+from hogflare.capture import decodes_slowly
 from tests.conftest import TOKEN, Hogflare
 from tests.helpers.sdk import run_script
-from tests.helpers.server import Server, wait_for_rows
+from tests.helpers.server import Server, answered, wait_for_rows
 
 PATH = "/i/v1/analytics/events"
 
@@ -79,9 +79,16 @@ async def test_events_land_with_what_the_headers_and_options_say(hogflare: Hogfl
     assert props["$process_person_profile"] is False
 
 
-async def test_a_bad_event_is_dropped_alone_and_named(hogflare: Hogflare) -> None:
+def dropped(metrics: str, reason: str) -> float:
+    label = f'hogflare_events_dropped_total{{reason="{reason}"}}'
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(label))
+
+
+async def test_a_bad_event_is_dropped_alone_named_and_counted(hogflare: Hogflare) -> None:
+    before = (await hogflare.client.get("/metrics")).text
     good = v1_event("good")
-    nameless = v1_event("")
+    # Answered under the uuid as written: the SDKs look their events up by it.
+    nameless = v1_event("", uuid=str(uuid.uuid4()).upper())
     untimed = v1_event("untimed", timestamp="last tuesday")
     response = await send(hogflare, [good, nameless, untimed])
     assert response.status_code == 200
@@ -91,6 +98,9 @@ async def test_a_bad_event_is_dropped_alone_and_named(hogflare: Hogflare) -> Non
         untimed["uuid"]: {"result": "drop", "details": "invalid_event_timestamp"},
     }
     assert [row["event"] for row in hogflare.rows()] == ["good"]
+    after = (await hogflare.client.get("/metrics")).text
+    for reason in ("missing_event_name", "invalid_event_timestamp"):
+        assert dropped(after, reason) == dropped(before, reason) + 1
 
 
 async def test_a_retry_adds_no_row(hogflare: Hogflare) -> None:
@@ -141,7 +151,9 @@ async def test_a_batch_that_breaks_the_schema_is_refused_whole(hogflare: Hogflar
     response = await send(hogflare, [v1_event(distinct_id=42)])
     assert response.status_code == 400
     assert "distinct_id must be a string" in response.json()["error_description"]
-    assert (await hogflare.client.get(PATH)).status_code == 405
+    for method in ("GET", "PUT"):
+        refused = await hogflare.client.request(method, PATH)
+        assert (refused.status_code, refused.json()["error"]) == (405, "method_not_allowed")
     assert hogflare.rows() == []
 
 
@@ -171,10 +183,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def v1_requests(server: Server) -> float:
-    """Requests the server answered 200 on the capture v1 route, by its metrics."""
-    metrics = httpx.get(f"{server.url}/metrics").text
-    label = 'hogflare_http_requests_total{route="/i/v1/analytics/events",status="200"}'
-    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(label))
+    return answered(server, PATH)
 
 
 @pytest.mark.server
@@ -225,3 +234,11 @@ def test_posthog_node_in_capture_v1(server: Server) -> None:
     assert len({row["person_id"] for row in rows}) == 1
     ids = ", ".join(f"'{sent[key]}'" for key in ("anon_id", "user_id", "alias_id"))
     wait_for_rows(server.data_dir, f"select * from persons_latest where list_has_all(distinct_ids, [{ids}])", 1)
+
+
+def test_bodies_that_do_not_say_how_far_they_inflate_are_decoded_off_the_event_loop() -> None:
+    small = b"x" * 2048
+    assert decodes_slowly(small, "zstd")
+    assert decodes_slowly(small, " BR ")
+    assert not decodes_slowly(small, "gzip")
+    assert not decodes_slowly(b'{"event": "tiny"}', "zstd")

@@ -13,7 +13,7 @@ import posthog
 import pytest
 
 from tests.helpers.sdk import run_script
-from tests.helpers.server import Server, wait_for_rows
+from tests.helpers.server import Server, answered, wait_for_rows
 
 pytestmark = [pytest.mark.server, pytest.mark.sdk]
 
@@ -58,6 +58,25 @@ def test_posthog_python_gzip(server: Server) -> None:
     client.shutdown()
     rows = wait_for_rows(server.data_dir, f"select * from events where properties like '%{run_id}%'", 1)
     assert [row["event"] for row in rows] == ["gzipped"]
+
+
+def test_posthog_python_ai_lane(server: Server) -> None:
+    run_id = uuid.uuid4().hex
+    before = answered(server, "/i/v0/ai/batch")
+    client = posthog.Posthog(TOKEN, host=server.url)
+    try:
+        client.capture_ai(
+            "$ai_generation",
+            distinct_id=f"ai-{run_id}",
+            properties={"run_id": run_id, "$ai_model": "gpt-test", "$ai_input_tokens": 12},
+        )
+        client.flush()
+    finally:
+        client.shutdown()
+    rows = wait_for_rows(server.data_dir, f"select * from events where distinct_id = 'ai-{run_id}'", 1)
+    assert [row["event"] for row in rows] == ["$ai_generation"]
+    assert json.loads(rows[0]["properties"])["$ai_model"] == "gpt-test"
+    assert answered(server, "/i/v0/ai/batch") > before
 
 
 def test_posthog_node_capture_and_shutdown(server: Server) -> None:

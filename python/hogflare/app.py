@@ -181,7 +181,7 @@ class App:
                 return
             except Exception:
                 log.exception("unhandled error", path=request.path, method=request.method)
-                response = error(500, "internal server error")
+                response = self._error(request, 500, "internal server error")
             status = response.status
             headers = cors_headers(request)
             headers.append((b"x-request-id", rid.encode()))
@@ -199,9 +199,16 @@ class App:
             headers.append((b"retry-after", b"5"))
         if status >= 500:
             log.warning("request refused", error=str(exc), status=status)
+        return self._error(request, status, str(exc), headers)
+
+    @staticmethod
+    def _error(
+        request: Request, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> Response:
+        """An error in the shape the route's clients read: capture v1's, or Hogflare's."""
         if CAPTURE_ROUTES.get(request.path.rstrip("/")) == ANALYTICS_V1:
-            return v1_error(status, str(exc), request, headers)
-        return error(status, str(exc), headers)
+            return v1_error(status, message, request, headers)
+        return error(status, message, headers)
 
     async def _route(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
@@ -217,7 +224,7 @@ class App:
                 await self._check_signature(request, kind)
         if kind is not None:
             if request.method not in {"GET", "POST"}:
-                return error(405, "method not allowed")
+                return self._error(request, 405, "method not allowed")
             assert self.capture is not None, "startup() has not run"
             return await self.capture.handle(request, kind)
         if path in FLAGS_ROUTES:

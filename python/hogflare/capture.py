@@ -33,11 +33,14 @@ CAPTURE_ROUTES: dict[str, str] = {
     "/track": "legacy",
     "/engage": "engage",
     "/batch": "event",
+    # posthog-python's lane for LLM analytics events (`capture_ai()`), in /batch's shape.
+    "/i/v0/ai/batch": "event",
     "/identify": "identify",
     "/alias": "alias",
     "/groups": "groups",
     "/s": "recording",
     "/i/v1/analytics/events": ANALYTICS_V1,
+    "/i/v1/ai/events": ANALYTICS_V1,
 }
 
 #: Bodies that may take longer than this (bytes, once inflated) to decode are decoded on a
@@ -47,9 +50,17 @@ _OFFLOAD_BYTES = 256 * 1024
 _COMPRESSED_OFFLOAD_BYTES = 16 * 1024
 
 
-def decodes_slowly(body: bytes) -> bool:
+#: Packings whose inflated size the body does not tell, and which inflate far more than gzip:
+#: zstd reaches 30,000 to 1, so even a small body of them is decoded off the event loop.
+_UNSIZED_ENCODINGS = frozenset({"br", "zstd", "deflate", "zlib"})
+_UNSIZED_OFFLOAD_BYTES = 1024
+
+
+def decodes_slowly(body: bytes, content_encoding: str | None = None) -> bool:
     if len(body) > _OFFLOAD_BYTES:
         return True
+    if content_encoding and content_encoding.strip().lower() in _UNSIZED_ENCODINGS:
+        return len(body) > _UNSIZED_OFFLOAD_BYTES
     if body[:2] == b"\x1f\x8b" and len(body) >= 18:
         return int.from_bytes(body[-4:], "little") > _OFFLOAD_BYTES
     starts_like_json = body[:1] in (b"{", b"[")
@@ -118,7 +129,7 @@ class CaptureService:
             return v1_error(405, "capture v1 takes POST only", request)
         body = b"" if request.method == "GET" else await request.body(self.body_limit(kind), self.watch)
         try:
-            if decodes_slowly(body):
+            if decodes_slowly(body, request.header(b"content-encoding")):
                 loop = asyncio.get_running_loop()
                 batch = await loop.run_in_executor(None, self._decode, kind, body, request, True)
             else:

@@ -153,3 +153,11 @@ def wait_for_rows(data_dir: Path, sql: str, count: int, timeout: float = 20.0) -
             return rows
         time.sleep(0.3)
     return rows
+
+
+def answered(server: Server, route: str) -> float:
+    """Requests the server answered 200 on ``route`` (its path without the trailing slash), by its
+    metrics: which endpoint an SDK really used."""
+    label = f'hogflare_http_requests_total{{route="{route}",status="200"}}'
+    metrics = httpx.get(f"{server.url}/metrics").text
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(label))

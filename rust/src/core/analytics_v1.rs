@@ -13,6 +13,7 @@ use chrono::DateTime;
 use sonic_rs::{JsonContainerTrait, JsonValueMutTrait, JsonValueTrait, Value};
 
 use super::error::{CoreError, Result};
+use super::event::DropReason;
 use super::rawjson;
 
 /// PostHog's longest event name and distinct id, in bytes.
@@ -51,11 +52,11 @@ pub enum Verdict {
     /// Accepted, with a note (`person_processing_disabled` for an illegal distinct id).
     OkWith(&'static str),
     /// Refused for good; the client must not send it again.
-    Drop(&'static str),
+    Drop(DropReason),
 }
 
-/// Every event of a request, in order: its uuid (canonical form) and the verdict of v1's own
-/// checks (`None`: passed).
+/// Every event of a request, in order: its uuid as the client wrote it and the verdict of v1's
+/// own checks (`None`: passed).
 pub type Checked = Vec<(String, Option<Verdict>)>;
 
 /// A v1 request translated: the legacy body of the events that passed v1's own checks, and
@@ -151,7 +152,7 @@ fn is_illegal_distinct_id(id: &str) -> bool {
 /// Translate a v1 body (JSON text) into a legacy batch for `token`. `sdk` is the parsed
 /// `PostHog-Sdk-Info`.
 pub fn translate(text: &str, token: &str, sdk: Option<(&str, &str)>) -> Result<Translated> {
-    let document = rawjson::value(text)?;
+    let mut document = rawjson::value(text)?;
     if !document.is_object() {
         return Err(schema("expected a json object"));
     }
@@ -171,8 +172,8 @@ pub fn translate(text: &str, token: &str, sdk: Option<(&str, &str)>) -> Result<T
             .as_bool()
             .ok_or_else(|| schema("historical_migration must be a boolean"))?,
     };
-    let batch = match document.get("batch") {
-        Some(batch) => batch.as_array().ok_or_else(|| schema("batch must be an array"))?,
+    let batch = match document.get_mut("batch") {
+        Some(batch) => batch.as_array_mut().ok_or_else(|| schema("batch must be an array"))?,
         None => return Err(schema("batch is missing")),
     };
     if batch.is_empty() {
@@ -182,93 +183,12 @@ pub fn translate(text: &str, token: &str, sdk: Option<(&str, &str)>) -> Result<T
     let mut seen = std::collections::HashSet::with_capacity(batch.len());
     let mut items = Vec::with_capacity(batch.len());
     let mut legacy_events = Vec::with_capacity(batch.len());
-    for (index, event) in batch.iter().enumerate() {
-        if !event.is_object() {
-            return Err(schema(format_args!("batch[{index}] must be an object")));
-        }
-        let raw_uuid = required_str(event, "uuid", index)?.trim();
-        if raw_uuid.is_empty() {
-            return Err(schema(format_args!("batch[{index}].uuid is empty")));
-        }
-        let uuid = uuid::Uuid::parse_str(raw_uuid)
-            .map_err(|_| schema(format_args!("batch[{index}].uuid is not a uuid: {raw_uuid:?}")))?;
-        if !seen.insert(uuid) {
-            return Err(schema(format_args!(
-                "batch[{index}].uuid repeats an earlier event's: {uuid}"
-            )));
-        }
-        let name = required_str(event, "event", index)?;
-        let distinct_id = required_str(event, "distinct_id", index)?.trim();
-        let timestamp = required_str(event, "timestamp", index)?;
-        let session_id = optional_str(event, "session_id", index)?;
-        let window_id = optional_str(event, "window_id", index)?;
-
-        let refused = if name == "$performance_event" {
-            Some("dropped_performance_event")
-        } else if name.is_empty() {
-            Some("missing_event_name")
-        } else if name.len() > MAX_NAME_BYTES {
-            Some("event_name_too_long")
-        } else if distinct_id.is_empty() {
-            Some("missing_distinct_id")
-        } else if distinct_id.len() > MAX_NAME_BYTES {
-            Some("distinct_id_too_large")
-        } else if DateTime::parse_from_rfc3339(timestamp).is_err() {
-            Some("invalid_event_timestamp")
-        } else if event.get("properties").is_some_and(|p| !p.is_object()) {
-            Some("malformed_event_properties")
-        } else {
-            None
-        };
-        let uuid = uuid.to_string();
-        if let Some(reason) = refused {
-            items.push((uuid, Some(Verdict::Drop(reason))));
-            continue;
-        }
-        let Some(injected) = options_as_properties(event.get("options")) else {
-            items.push((uuid, Some(Verdict::Drop("invalid_options"))));
-            continue;
-        };
-
-        let mut properties = event
-            .get("properties")
-            .cloned()
-            .unwrap_or_else(|| Value::new_object_with(8));
-        let object = properties.as_object_mut().ok_or_else(|| schema("properties"))?;
-        // v1 sets these last, over a client's own keys of the same name.
-        let mut set = |key: &str, value: Value| {
-            object.insert(key, value);
-        };
-        for (key, value) in [("$session_id", session_id), ("$window_id", window_id)] {
-            if let Some(value) = value {
-                set(key, Value::from(value));
-            }
-        }
-        for (key, value) in injected {
-            set(key, value);
-        }
-        if let Some((lib, version)) = sdk {
-            set("$lib", Value::from(lib));
-            set("$lib_version", Value::from(version));
-        }
-        let illegal = is_illegal_distinct_id(distinct_id);
-        if illegal {
-            set("$process_person_profile", Value::from(false));
-        }
-        items.push((
-            uuid.clone(),
-            illegal.then_some(Verdict::OkWith("person_processing_disabled")),
-        ));
-
-        let mut legacy = Value::new_object_with(5);
-        let entry = legacy.as_object_mut().ok_or_else(|| schema("event"))?;
-        entry.insert("event", Value::from(name));
-        entry.insert("uuid", Value::from(uuid.as_str()));
-        entry.insert("distinct_id", Value::from(distinct_id));
-        entry.insert("timestamp", Value::from(timestamp));
-        entry.insert("properties", properties);
-        legacy_events.push(legacy);
+    for (index, event) in batch.iter_mut().enumerate() {
+        let (sent_uuid, verdict, legacy) = translate_event(event, index, sdk, &mut seen)?;
+        items.push((sent_uuid, verdict));
+        legacy_events.extend(legacy);
     }
+    drop(document);
 
     let mut body = Value::new_object_with(3);
     let envelope = body.as_object_mut().ok_or_else(|| schema("envelope"))?;
@@ -279,9 +199,97 @@ pub fn translate(text: &str, token: &str, sdk: Option<(&str, &str)>) -> Result<T
     Ok(Translated { legacy, items })
 }
 
+/// One event: the uuid as the client wrote it (the answer's key, which SDKs look their events up
+/// by), the verdict of v1's checks, and the legacy event when they passed. Its properties are
+/// moved out of the request's document, not copied.
+fn translate_event(
+    event: &mut Value,
+    index: usize,
+    sdk: Option<(&str, &str)>,
+    seen: &mut std::collections::HashSet<uuid::Uuid>,
+) -> Result<(String, Option<Verdict>, Option<Value>)> {
+    if !event.is_object() {
+        return Err(schema(format_args!("batch[{index}] must be an object")));
+    }
+    let sent_uuid = required_str(event, "uuid", index)?.trim().to_owned();
+    if sent_uuid.is_empty() {
+        return Err(schema(format_args!("batch[{index}].uuid is empty")));
+    }
+    let uuid = uuid::Uuid::parse_str(&sent_uuid)
+        .map_err(|_| schema(format_args!("batch[{index}].uuid is not a uuid: {sent_uuid:?}")))?;
+    if !seen.insert(uuid) {
+        return Err(schema(format_args!(
+            "batch[{index}].uuid repeats an earlier event's: {sent_uuid}"
+        )));
+    }
+    let name = required_str(event, "event", index)?.to_owned();
+    let distinct_id = required_str(event, "distinct_id", index)?.trim().to_owned();
+    let timestamp = required_str(event, "timestamp", index)?.to_owned();
+    let session_id = optional_str(event, "session_id", index)?.map(str::to_owned);
+    let window_id = optional_str(event, "window_id", index)?.map(str::to_owned);
+
+    let refused = if name == "$performance_event" {
+        Some(DropReason::DroppedPerformanceEvent)
+    } else if name.is_empty() {
+        Some(DropReason::MissingEventName)
+    } else if name.len() > MAX_NAME_BYTES {
+        Some(DropReason::EventNameTooLong)
+    } else if distinct_id.is_empty() {
+        Some(DropReason::MissingDistinctId)
+    } else if distinct_id.len() > MAX_NAME_BYTES {
+        Some(DropReason::DistinctIdTooLarge)
+    } else if DateTime::parse_from_rfc3339(&timestamp).is_err() {
+        Some(DropReason::InvalidEventTimestamp)
+    } else if event.get("properties").is_some_and(|p| !p.is_object()) {
+        Some(DropReason::MalformedEventProperties)
+    } else {
+        None
+    };
+    if let Some(reason) = refused {
+        return Ok((sent_uuid, Some(Verdict::Drop(reason)), None));
+    }
+    let Some(injected) = options_as_properties(event.get("options")) else {
+        return Ok((sent_uuid, Some(Verdict::Drop(DropReason::InvalidOptions)), None));
+    };
+
+    let mut properties = event
+        .get_mut("properties")
+        .map_or_else(|| Value::new_object_with(8), std::mem::take);
+    let object = properties.as_object_mut().ok_or_else(|| schema("properties"))?;
+    // v1 sets these last, over a client's own keys of the same name.
+    let mut set = |key: &str, value: Value| {
+        object.insert(key, value);
+    };
+    for (key, value) in [("$session_id", session_id), ("$window_id", window_id)] {
+        if let Some(value) = value {
+            set(key, Value::from(value.as_str()));
+        }
+    }
+    for (key, value) in injected {
+        set(key, value);
+    }
+    if let Some((lib, version)) = sdk {
+        set("$lib", Value::from(lib));
+        set("$lib_version", Value::from(version));
+    }
+    let illegal = is_illegal_distinct_id(&distinct_id);
+    if illegal {
+        set("$process_person_profile", Value::from(false));
+    }
+
+    let mut legacy = Value::new_object_with(5);
+    let entry = legacy.as_object_mut().ok_or_else(|| schema("event"))?;
+    entry.insert("event", Value::from(name.as_str()));
+    entry.insert("uuid", Value::from(uuid.to_string().as_str()));
+    entry.insert("distinct_id", Value::from(distinct_id.as_str()));
+    entry.insert("timestamp", Value::from(timestamp.as_str()));
+    entry.insert("properties", properties);
+    let verdict = illegal.then_some(Verdict::OkWith("person_processing_disabled"));
+    Ok((sent_uuid, verdict, Some(legacy)))
+}
+
 /// The answer: `{"results": {"<uuid>": {"result": "ok"|"drop", "details": "<why>"}}}`, every
-/// event in the request's order. uuids are canonical and reasons are fixed tags, so nothing needs
-/// escaping.
+/// event in the request's order. Reasons are fixed tags.
 pub fn results_json(items: &[(String, Verdict)]) -> String {
     let mut out = String::with_capacity(16 + items.len() * 64);
     out.push_str(r#"{"results":{"#);
@@ -291,12 +299,11 @@ pub fn results_json(items: &[(String, Verdict)]) -> String {
         }
         let (result, details) = match verdict {
             Verdict::Ok => ("ok", None),
-            Verdict::OkWith(details) => ("ok", Some(details)),
-            Verdict::Drop(details) => ("drop", Some(details)),
+            Verdict::OkWith(details) => ("ok", Some(*details)),
+            Verdict::Drop(reason) => ("drop", Some(reason.as_str())),
         };
-        out.push('"');
-        out.push_str(uuid);
-        out.push_str(r#"":{"result":""#);
+        rawjson::push_string(&mut out, uuid);
+        out.push_str(r#":{"result":""#);
         out.push_str(result);
         out.push('"');
         if let Some(details) = details {

@@ -103,33 +103,42 @@ fn each_event_gets_its_verdict_in_the_request_order() {
         event("0190a0c4-7b2e-7c3a-9f00-000000000009", "$performance_event", "u"),
         event("0190a0c4-7b2e-7c3a-9f00-00000000000a", "anonymous event", "Anonymous"),
     ];
+    let sent: Vec<String> = batch
+        .iter()
+        .map(|event| event["uuid"].as_str().unwrap().to_owned())
+        .collect();
     let decoded = decode_v1(&body(&batch), headers(None)).unwrap();
     assert_eq!(decoded.events.len(), 2);
-    let answer = results(&decoded);
-    let verdicts: Vec<(String, Value)> = answer["results"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(uuid, verdict)| (uuid.clone(), verdict.clone()))
-        .collect();
     let drop = |details: &str| json!({"result": "drop", "details": details});
-    assert_eq!(
-        verdicts.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
-        vec![
-            json!({"result": "ok"}),
-            drop("missing_event_name"),
-            drop("invalid_event_timestamp"),
-            drop("malformed_event_properties"),
-            drop("invalid_options"),
-            drop("missing_distinct_id"),
-            drop("event_name_too_long"),
-            drop("distinct_id_too_large"),
-            drop("dropped_performance_event"),
-            json!({"result": "ok", "details": "person_processing_disabled"}),
-        ]
-    );
-    // Keys are the canonical (lower-case) uuids.
-    assert_eq!(verdicts[2].0, "0190a0c4-7b2e-7c3a-9f00-000000000003");
+    let expected = [
+        json!({"result": "ok"}),
+        drop("missing_event_name"),
+        drop("invalid_event_timestamp"),
+        drop("malformed_event_properties"),
+        drop("invalid_options"),
+        drop("missing_distinct_id"),
+        drop("event_name_too_long"),
+        drop("distinct_id_too_large"),
+        drop("dropped_performance_event"),
+        json!({"result": "ok", "details": "person_processing_disabled"}),
+    ];
+    // Keyed by each uuid as the client wrote it (upper case too), which is how the SDKs look
+    // their events up, in the request's order.
+    let answer = results(&decoded);
+    for (uuid, verdict) in sent.iter().zip(&expected) {
+        assert_eq!(&answer["results"][uuid], verdict, "{uuid}");
+    }
+    let raw = decoded.results.as_deref().unwrap();
+    let positions: Vec<usize> = sent.iter().map(|uuid| raw.find(uuid.as_str()).unwrap()).collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "{raw}");
+    // The refusals are counted as any decoder drop is.
+    let counted: Vec<(&str, u32)> = decoded
+        .dropped
+        .iter()
+        .map(|(reason, n)| (reason.as_str(), *n))
+        .collect();
+    assert_eq!(counted.len(), 8, "{counted:?}");
+    assert!(counted.iter().all(|(_, n)| *n == 1));
     // An illegal distinct id is kept without a person.
     assert_eq!(properties(&decoded, 1)["$process_person_profile"], false);
 }
@@ -181,6 +190,16 @@ fn the_token_is_the_bearers_and_is_checked_like_any_other() {
         ..headers(None)
     };
     assert!(matches!(decode_v1(&text, personal), Err(CoreError::InvalidToken(_))));
+    // A project the server does not take is refused before its body is read.
+    let config = DecoderConfig {
+        project_tokens: Some(std::iter::once("phc_other".to_owned()).collect()),
+        ..DecoderConfig::for_tests()
+    };
+    let garbage = RequestParts::posted(RouteKind::AnalyticsV1, b"\x00 not even json");
+    assert!(matches!(
+        decode(&garbage, headers(None), &config, Utc::now()),
+        Err(CoreError::UnknownToken)
+    ));
     // A token in the properties does not name another project.
     let mut other = event(UUID_A, "e", "u");
     other["properties"] = json!({"token": "phc_other"});

@@ -104,11 +104,17 @@ pub fn unbrotli(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
     read_capped(brotli::Decompressor::new(bytes, 8192), cap, "brotli", bytes.len() * 8)
 }
 
+/// The window a zstd body may use: 8 MB, HTTP's limit for `Content-Encoding: zstd` (RFC 9659),
+/// rather than the library's 128 MB for each request.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 pub fn unzstd(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
-    let decoder = zstd::stream::read::Decoder::new(bytes).map_err(|err| CoreError::Decompression {
+    let failed = |err: std::io::Error| CoreError::Decompression {
         codec: "zstd",
         detail: err.to_string(),
-    })?;
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(bytes).map_err(failed)?;
+    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(failed)?;
     read_capped(decoder, cap, "zstd", bytes.len() * 8)
 }
 

@@ -156,6 +156,11 @@ pub fn decode(
 
     let mut events = Vec::with_capacity(unpacked.items.len());
     let mut dropped: BTreeMap<DropReason, u32> = BTreeMap::new();
+    for (_, verdict) in v1_items.iter().flatten() {
+        if let Some(Verdict::Drop(reason)) = verdict {
+            *dropped.entry(*reason).or_default() += 1;
+        }
+    }
     let mut filtered = 0;
     let mut item_tokens = Vec::with_capacity(unpacked.items.len());
     let mut warnings = Vec::new();
@@ -175,7 +180,7 @@ pub fn decode(
             }
             Outcome::Dropped(reason) => {
                 *dropped.entry(reason).or_default() += 1;
-                Verdict::Drop(reason.as_str())
+                Verdict::Drop(reason)
             }
         };
         if v1_items.is_some() {
@@ -219,6 +224,14 @@ fn unpack_v1(
     config: &DecoderConfig,
 ) -> Result<(request::Unpacked, analytics_v1::Checked)> {
     let token = token::validate(headers.api_key.ok_or(CoreError::NoToken)?)?;
+    // Known before the body is read: a stranger's request costs no decoding.
+    if config
+        .project_tokens
+        .as_ref()
+        .is_some_and(|allowed| !allowed.contains(&token))
+    {
+        return Err(CoreError::UnknownToken);
+    }
     if let Some(sent_at) = headers.sent_at {
         if chrono::DateTime::parse_from_rfc3339(sent_at).is_err() {
             return Err(CoreError::InvalidShape(format!(
@@ -230,6 +243,13 @@ fn unpack_v1(
     let sdk = headers.sdk_info.and_then(analytics_v1::sdk_info);
     let translated = analytics_v1::translate(&text, &token, sdk)?;
     drop(text);
+    // The properties v1 moves in (and `$lib` from the header) could make the legacy text
+    // outgrow the body it came from; it is held to the same cap.
+    if translated.legacy.len() > config.max_inflated_bytes {
+        return Err(CoreError::PayloadTooLarge {
+            limit: config.max_inflated_bytes,
+        });
+    }
     let unpacked = request::unpack_json(translated.legacy, config.max_inflated_bytes)?;
     Ok((unpacked, translated.items))
 }
@@ -256,14 +276,14 @@ fn v1_results(items: analytics_v1::Checked, decoded: Vec<Verdict>) -> String {
 /// The route kind for a request path, without its trailing slash.
 pub fn route_for_path(path: &str) -> Option<RouteKind> {
     Some(match path.trim_end_matches('/') {
-        "/i/v0/e" | "/batch" => RouteKind::Event,
+        "/i/v0/e" | "/batch" | "/i/v0/ai/batch" => RouteKind::Event,
         "/e" | "/capture" | "/track" => RouteKind::LegacyEvent,
         "/engage" => RouteKind::Engage,
         "/identify" => RouteKind::Identify,
         "/alias" => RouteKind::Alias,
         "/groups" => RouteKind::Groups,
         "/s" => RouteKind::Recording,
-        "/i/v1/analytics/events" => RouteKind::AnalyticsV1,
+        "/i/v1/analytics/events" | "/i/v1/ai/events" => RouteKind::AnalyticsV1,
         _ => return None,
     })
 }

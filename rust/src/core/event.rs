@@ -46,6 +46,13 @@ pub enum DropReason {
     CookielessMissingIp,
     CookielessMissingHost,
     CookielessDayOutOfRange,
+    // Capture v1's own checks, named as PostHog's v1 answer names them.
+    DroppedPerformanceEvent,
+    EventNameTooLong,
+    DistinctIdTooLarge,
+    InvalidEventTimestamp,
+    MalformedEventProperties,
+    InvalidOptions,
 }
 
 impl DropReason {
@@ -68,6 +75,12 @@ impl DropReason {
             Self::CookielessMissingIp => "cookieless_missing_ip",
             Self::CookielessMissingHost => "cookieless_missing_host",
             Self::CookielessDayOutOfRange => "cookieless_day_out_of_range",
+            Self::DroppedPerformanceEvent => "dropped_performance_event",
+            Self::EventNameTooLong => "event_name_too_long",
+            Self::DistinctIdTooLarge => "distinct_id_too_large",
+            Self::InvalidEventTimestamp => "invalid_event_timestamp",
+            Self::MalformedEventProperties => "malformed_event_properties",
+            Self::InvalidOptions => "invalid_options",
         }
     }
 }

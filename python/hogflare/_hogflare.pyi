@@ -298,6 +298,9 @@ class FlagSet:
     def definitions(self) -> bytes:
         """PostHog's local-evaluation document for every flag the SDKs can evaluate themselves
         (payloads as JSON strings), with ``group_type_mapping`` and ``cohorts``."""
+    def remote_config_payload(self, key_or_id: str) -> str | None:
+        """The JSON answer for a remote config flag's ``"true"`` payload (a JSON string, or
+        ``null``), by key or id; ``None`` when no remote config flag has that key or id."""
     def respond(
         self,
         distinct_id: str,

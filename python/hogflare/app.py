@@ -20,7 +20,7 @@ from hogflare.config import Settings
 from hogflare.debug import person_debug
 from hogflare.errors import AuthError, HogflareError, OutboxFullError, StorageError, status_for
 from hogflare.flags import FlagsService
-from hogflare.flags_api import DEFINITIONS_ROUTES, FLAGS_ROUTES, FlagsEndpoints
+from hogflare.flags_api import DEFINITIONS_ROUTES, FLAGS_ROUTES, FlagsEndpoints, remote_config_key
 from hogflare.http import (
     ClientDisconnectedError,
     Receive,
@@ -75,6 +75,8 @@ def route_label(path: str) -> str:
         return f"/array/:token/{parts[3]}"
     if path.startswith("/__debug/person/"):
         return "/__debug/person"
+    if remote_config_key(path) is not None:
+        return "/api/projects/:project/feature_flags/:key/remote_config"
     return "other"
 
 
@@ -248,6 +250,10 @@ class App:
                 return array_config(
                     self.settings, parts[2], javascript=parts[3] == "config.js", has_feature_flags=has_flags
                 )
+        remote_config_flag = remote_config_key(path)
+        if remote_config_flag is not None:
+            assert self.flags is not None, "startup() has not run"
+            return self.flags.remote_config(request, remote_config_flag)
         if path in PUBLIC_LISTS and request.method in {"GET", "HEAD"}:
             return public_list(self.settings, path, request.query_param("token"))
         if path.startswith("/__debug/person/") and request.method == "GET":

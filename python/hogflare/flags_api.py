@@ -34,6 +34,16 @@ from hogflare.remote_config import config_fields
 FLAGS_ROUTES = frozenset({"/flags", "/decide"})
 DEFINITIONS_ROUTES = frozenset({"/api/feature_flag/local_evaluation", "/flags/definitions"})
 
+
+def remote_config_key(path: str) -> str | None:
+    """The flag key (or id) of ``/api/projects/<project>/feature_flags/<key>/remote_config``, the
+    project being ``@current`` or any id: the project token names it."""
+    parts = path.split("/")
+    if len(parts) != 7 or parts[1:3] != ["api", "projects"] or parts[4] != "feature_flags":
+        return None
+    return parts[5] if parts[6] == "remote_config" and parts[5] else None
+
+
 log = structlog.get_logger("hogflare.flags")
 
 _encode = msgspec.json.Encoder().encode
@@ -135,6 +145,19 @@ class FlagsEndpoints:
         if _etag_matches(request.header(b"if-none-match"), etag):
             return Response(304, b"", headers)
         return Response(200, body, [(b"content-type", b"application/json"), *headers])
+
+    def remote_config(self, request: Request, key: str) -> Response:
+        """A remote config flag's payload, as posthog-node's ``getRemoteConfigPayload`` and
+        posthog-python's ``get_remote_config_payload`` read it, for the same keys as definitions."""
+        if request.method != "GET":
+            return error(405, "method not allowed")
+        refusal = self._authenticate(request)
+        if refusal is not None:
+            return refusal
+        body = self.service.current().remote_config_payload(key)
+        if body is None:
+            return Response.json(ApiError(type="invalid_request", code="not_found", detail="Not found."), 404)
+        return Response(200, body.encode(), [(b"content-type", b"application/json")])
 
     def _authenticate(self, request: Request) -> Response | None:
         key = _bearer(request.header(b"authorization")) or request.query_param("personal_api_key")

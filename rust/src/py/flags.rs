@@ -61,6 +61,11 @@ impl PyFlagSet {
             .collect()
     }
 
+    /// The JSON answer for a remote config flag's payload, by key or id; `None` for no such flag.
+    fn remote_config_payload(&self, key_or_id: &str) -> Option<String> {
+        self.inner.remote_config_payload(key_or_id)
+    }
+
     /// PostHog's local-evaluation document (JSON) for the flags the SDKs can evaluate.
     fn definitions<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, self.inner.definitions_json().as_bytes())

@@ -334,6 +334,26 @@ impl FlagSet {
         out
     }
 
+    /// The answer to `GET …/feature_flags/<key or id>/remote_config`: the `"true"` payload of a
+    /// remote config flag as a JSON string, as PostHog stores payloads (`null` without one);
+    /// `None` when no remote config flag has that key or id.
+    pub fn remote_config_payload(&self, key_or_id: &str) -> Option<String> {
+        let flag = if let Some(&index) = self.by_key.get(key_or_id) {
+            &self.flags[index]
+        } else {
+            let id: i64 = key_or_id.parse().ok()?;
+            self.flags.iter().find(|flag| flag.definition.id == Some(id))?
+        };
+        if !flag.definition.is_remote_configuration || flag.definition.deleted {
+            return None;
+        }
+        Some(
+            flag.payloads
+                .get("true")
+                .map_or_else(|| "null".to_owned(), |payload| rawjson::string_literal(payload)),
+        )
+    }
+
     /// PostHog's local-evaluation document for the flags the SDKs can evaluate themselves.
     pub fn definitions_json(&self) -> String {
         let flags: Vec<&FlagDefinition> = self

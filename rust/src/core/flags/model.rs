@@ -13,6 +13,8 @@ fn yes() -> bool {
     true
 }
 
+// PostHog's flag object, field for field: its switches are booleans there.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlagDefinition {
     #[serde(default)]
@@ -28,6 +30,9 @@ pub struct FlagDefinition {
     pub active: bool,
     #[serde(default)]
     pub ensure_experience_continuity: bool,
+    /// A remote config flag: server SDKs read its `"true"` payload with `getRemoteConfigPayload`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_remote_configuration: bool,
     #[serde(default)]
     pub version: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

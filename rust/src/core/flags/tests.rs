@@ -115,6 +115,29 @@ fn definitions_round_trip_through_the_posthog_format() {
     assert!(parsed.get("flags").unwrap().as_array().unwrap().len() == 1);
 }
 
+#[test]
+fn remote_config_payloads_by_key_or_id() {
+    let definitions = r#"{"flags": [
+        {"id": 7, "key": "config", "is_remote_configuration": true,
+         "filters": {"payloads": {"true": "{\"theme\":\"dark\"}"}}},
+        {"id": 8, "key": "bare", "is_remote_configuration": true},
+        {"id": 9, "key": "plain", "filters": {"payloads": {"true": "1"}}},
+        {"id": 10, "key": "gone", "is_remote_configuration": true, "deleted": true}
+    ]}"#;
+    let (set, problems) = FlagSet::compile(None, Some(definitions));
+    assert!(problems.is_empty(), "{problems:?}");
+    let expected = Some(r#""{\"theme\":\"dark\"}""#.to_owned());
+    assert_eq!(set.remote_config_payload("config"), expected);
+    assert_eq!(set.remote_config_payload("7"), expected);
+    assert_eq!(set.remote_config_payload("bare").as_deref(), Some("null"));
+    for missing in ["plain", "gone", "nothing", "99"] {
+        assert_eq!(set.remote_config_payload(missing), None, "{missing}");
+    }
+    // Served in the definitions, so the flag survives a round trip through them.
+    let (again, _) = FlagSet::compile(None, Some(&set.definitions_json()));
+    assert_eq!(again.remote_config_payload("config"), expected);
+}
+
 fn fixture(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/flags")

@@ -147,6 +147,19 @@ pub fn decode() -> Vec<Seed> {
             json!({"api_key": "phc", "batch": [event]}),
             1,
         ),
+        (
+            "analytics-v1",
+            RouteKind::AnalyticsV1,
+            json!({"created_at": "2024-06-01T12:00:00Z", "historical_migration": false, "batch": [
+                {"event": "a", "uuid": "0190c6a4-0000-7000-8000-000000000001", "distinct_id": "d",
+                 "timestamp": "2024-06-01T11:59:00.123456+00:00", "session_id": "s", "window_id": null,
+                 "options": {"process_person_profile": "false", "product_tour_id": 7},
+                 "properties": {"$set": {"a": 1}}},
+                {"event": "", "uuid": "0190C6A4-0000-7000-8000-000000000002", "distinct_id": "d",
+                 "timestamp": "2024-06-01T11:59:00Z"},
+            ]}),
+            1,
+        ),
     ];
     for (name, route, payload, events) in payloads {
         seeds.push(Seed {
@@ -154,6 +167,8 @@ pub fn decode() -> Vec<Seed> {
             input: Case {
                 route: route_index(route),
                 extras: 0b0110_1101,
+                // Capture v1's token is a header's.
+                api_key_header: route == RouteKind::AnalyticsV1,
                 payload: payload.to_string().into_bytes(),
                 ..Case::default()
             }

@@ -8,7 +8,6 @@ use std::hint::black_box;
 use std::io::Write;
 use std::sync::Arc;
 
-use _hogflare::core::cookieless::CookielessMode;
 use _hogflare::core::decode::{self, DecoderConfig, HeaderFacts};
 use _hogflare::core::export;
 use _hogflare::core::geoip::GeoIp;
@@ -60,14 +59,7 @@ fn batch_body(events: usize) -> Vec<u8> {
 }
 
 fn config() -> DecoderConfig {
-    DecoderConfig {
-        team_id: None,
-        project_tokens: None,
-        max_inflated_bytes: 100 << 20,
-        max_event_bytes: 1 << 20,
-        geoip: None,
-        cookieless: CookielessMode::default(),
-    }
+    DecoderConfig::default()
 }
 
 /// The configuration with the DB-IP Lite City files `make build` installs.

@@ -32,7 +32,7 @@ fn decode_v1(text: &str, headers: HeaderFacts<'_>) -> crate::core::error::Result
     decode(
         &RequestParts::posted(RouteKind::AnalyticsV1, text.as_bytes()),
         headers,
-        &DecoderConfig::for_tests(),
+        &DecoderConfig::default(),
         now,
     )
 }
@@ -193,7 +193,7 @@ fn the_token_is_the_bearers_and_is_checked_like_any_other() {
     // A project the server does not take is refused before its body is read.
     let config = DecoderConfig {
         project_tokens: Some(std::iter::once("phc_other".to_owned()).collect()),
-        ..DecoderConfig::for_tests()
+        ..DecoderConfig::default()
     };
     let garbage = RequestParts::posted(RouteKind::AnalyticsV1, b"\x00 not even json");
     assert!(matches!(
@@ -215,7 +215,7 @@ fn the_request_timestamp_corrects_the_clock_skew() {
     let decoded = decode(
         &RequestParts::posted(RouteKind::AnalyticsV1, text.as_bytes()),
         headers(Some("2026-12-03T10:00:01.000000+00:00")),
-        &DecoderConfig::for_tests(),
+        &DecoderConfig::default(),
         now,
     )
     .unwrap();
@@ -267,7 +267,7 @@ fn bodies_packed_as_the_sdks_pack_them() {
             content_encoding: Some(encoding),
             ..RequestParts::posted(RouteKind::AnalyticsV1, &bytes)
         };
-        let decoded = decode(&parts, headers(None), &DecoderConfig::for_tests(), Utc::now()).unwrap();
+        let decoded = decode(&parts, headers(None), &DecoderConfig::default(), Utc::now()).unwrap();
         assert_eq!(decoded.events.len(), 1, "{encoding}");
     }
 }

@@ -31,10 +31,10 @@ pub struct DecoderConfig {
     pub cookieless: CookielessMode,
 }
 
-#[cfg(test)]
-impl DecoderConfig {
-    /// PostHog's limits, every token accepted, no GeoIP: what most tests decode with.
-    pub(crate) fn for_tests() -> Self {
+impl Default for DecoderConfig {
+    /// PostHog's limits, every token accepted, no GeoIP (what tests and benchmarks decode with;
+    /// the server builds its own from its settings).
+    fn default() -> Self {
         Self {
             team_id: None,
             project_tokens: None,

@@ -4,7 +4,7 @@ use serde_json::Value;
 fn config() -> DecoderConfig {
     DecoderConfig {
         team_id: Some(7),
-        ..DecoderConfig::for_tests()
+        ..DecoderConfig::default()
     }
 }
 

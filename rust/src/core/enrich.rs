@@ -191,7 +191,7 @@ pub(super) mod tests {
         };
         let config = DecoderConfig {
             geoip,
-            ..DecoderConfig::for_tests()
+            ..DecoderConfig::default()
         };
         let decoded = decode(&parts, headers, &config, Utc::now()).unwrap();
         decoded.events.into_iter().map(|event| event.properties).collect()

@@ -217,7 +217,7 @@ mod tests {
         let dir = format!("{}/tests/fixtures", env!("CARGO_MANIFEST_DIR"));
         let expected: sonic_rs::Value =
             sonic_rs::from_str(&std::fs::read_to_string(format!("{dir}/expected.json")).unwrap()).unwrap();
-        let config = DecoderConfig::for_tests();
+        let config = DecoderConfig::default();
         let mut read = 0;
         for (name, _) in expected.as_object().unwrap() {
             let meta: sonic_rs::Value =

@@ -82,7 +82,7 @@ impl Harness {
         let parts = RequestParts::posted(route, body.as_bytes());
         let config = DecoderConfig {
             cookieless: self.cookieless,
-            ..DecoderConfig::for_tests()
+            ..DecoderConfig::default()
         };
         decode::decode(&parts, HeaderFacts::default(), &config, Utc::now())
     }

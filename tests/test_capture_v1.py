@@ -19,7 +19,7 @@ from posthog.capture_v1 import CaptureV1Error
 from hogflare.capture import decodes_slowly
 from tests.conftest import TOKEN, Hogflare
 from tests.helpers.sdk import run_script
-from tests.helpers.server import Server, answered, wait_for_rows
+from tests.helpers.server import Server, answered, metric, wait_for_rows
 
 PATH = "/i/v1/analytics/events"
 
@@ -80,8 +80,7 @@ async def test_events_land_with_what_the_headers_and_options_say(hogflare: Hogfl
 
 
 def dropped(metrics: str, reason: str) -> float:
-    label = f'hogflare_events_dropped_total{{reason="{reason}"}}'
-    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(label))
+    return metric(metrics, f'hogflare_events_dropped_total{{reason="{reason}"}}')
 
 
 async def test_a_bad_event_is_dropped_alone_named_and_counted(hogflare: Hogflare) -> None:

@@ -99,8 +99,10 @@ class CaptureService:
     def _decode(self, kind: str, body: bytes, request: Request, detach: bool = False) -> Batch:
         facts = request_facts(request, self.client_address, store_ip=self.settings.store_ip)
         api_key: str | None
+        sdk_info = None
         if kind == ANALYTICS_V1:
             api_key, sent_at = bearer_token(request), request.header(b"posthog-request-timestamp")
+            sdk_info = request.header(b"posthog-sdk-info")
         else:
             api_key, sent_at = request.header(b"x-posthog-api-key"), request.header(b"x-posthog-sent-at")
         return self.decoders[self.body_limit(kind)].decode(
@@ -111,7 +113,7 @@ class CaptureService:
             content_encoding=request.header(b"content-encoding"),
             api_key=api_key,
             sent_at=sent_at,
-            sdk_info=request.header(b"posthog-sdk-info"),
+            sdk_info=sdk_info,
             detach=detach,
             client_ip=facts.client_ip,
             geoip_ip=facts.geoip_ip,

@@ -155,9 +155,13 @@ def wait_for_rows(data_dir: Path, sql: str, count: int, timeout: float = 20.0) -
     return rows
 
 
+def metric(metrics: str, series: str) -> float:
+    """The value of one series (``name{labels}``) in a ``/metrics`` text, 0 when absent."""
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(series))
+
+
 def answered(server: Server, route: str) -> float:
     """Requests the server answered 200 on ``route`` (its path without the trailing slash), by its
     metrics: which endpoint an SDK really used."""
-    label = f'hogflare_http_requests_total{{route="{route}",status="200"}}'
-    metrics = httpx.get(f"{server.url}/metrics").text
-    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(label))
+    series = f'hogflare_http_requests_total{{route="{route}",status="200"}}'
+    return metric(httpx.get(f"{server.url}/metrics").text, series)

@@ -10,7 +10,8 @@ median, over cycles, of its rate divided by the first configuration's rate in th
 
 Two identical configurations (`--env HOGFLARE_LOG_LEVEL=warning,warning`) show the method's own
 spread. Between bursts a server's shipper may still be shipping the rows of its last burst, at a
-lower priority than the workers; `flags` and `health` leave it nothing to ship.
+lower priority than the workers; `flags` and `health` leave it nothing to ship, and after each
+`batch` burst the server is left to go idle (its rows shipped) before the next burst begins.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from pathlib import Path
 
 from benches import loadgen
 from benches.bench_flags import bodies, flag_document, seed_persons, wait_until_shipped
-from benches.harness import Server, hogflare
-from benches.workloads import SINGLE_HEADERS, single_body
+from benches.harness import Server, hogflare, wait_settled
+from benches.workloads import BATCH_HEADERS, SINGLE_HEADERS, batch_body, single_body
 
 RESULTS = Path(__file__).parent / "results"
 JSON_HEADERS = {"content-type": "application/json"}
@@ -39,11 +40,16 @@ class Burst:
     body: bytes | list[bytes]
     headers: dict[str, str]
     connections: int
+    # Wait for the server to go idle after each burst, so that the rows its shipper is still
+    # shipping do not share the cores with the next server's burst.
+    settle: bool = False
 
 
 def burst_for(workload: str) -> Burst:
     if workload == "flags":
         return Burst("/flags/?v=2", bodies(), JSON_HEADERS, 32)
+    if workload == "batch":
+        return Burst("/batch/", batch_body(), BATCH_HEADERS, 64, settle=True)
     if workload == "single":
         return Burst("/i/v0/e/", single_body(), SINGLE_HEADERS, 64)
     return Burst("/_health", b"{}", JSON_HEADERS, 32)
@@ -62,7 +68,10 @@ def prepare(server: Server, workload: str) -> None:
 def send(server: Server, burst: Burst, seconds: float) -> float:
     """One burst at full speed; its requests/s."""
     url = server.url + burst.path
-    return loadgen.run(url, burst.body, headers=burst.headers, connections=burst.connections, duration=seconds).rps
+    rate = loadgen.run(url, burst.body, headers=burst.headers, connections=burst.connections, duration=seconds).rps
+    if burst.settle:
+        wait_settled(server.process.pid, timeout=300)
+    return rate
 
 
 def median_ratio(mine: list[float], first: list[float]) -> float:
@@ -80,7 +89,7 @@ def parse_env(text: str) -> tuple[str, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True, help="NAME=VALUE,VALUE[,...]: one server per value")
-    parser.add_argument("--workload", choices=("flags", "single", "health"), default="single")
+    parser.add_argument("--workload", choices=("flags", "single", "batch", "health"), default="single")
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--burst", type=float, default=2.5, help="seconds per burst")
     parser.add_argument("--workers", type=int, default=2)

@@ -88,6 +88,21 @@ fn located_batch_body() -> Vec<u8> {
     gzip(body.to_string().as_bytes())
 }
 
+/// The same pageviews as posthog-python sends them in capture v1 mode (`POSTHOG_CAPTURE_MODE=v1`).
+fn analytics_v1_body(events: usize) -> Vec<u8> {
+    let batch: Vec<_> = (0..events)
+        .map(|i| {
+            let mut event = pageview(i);
+            let object = event.as_object_mut().unwrap();
+            object.insert("options".into(), serde_json::json!({"process_person_profile": true}));
+            object.insert("session_id".into(), "0193a8f0-2222-7abc-8def-123456789abc".into());
+            event
+        })
+        .collect();
+    let body = serde_json::json!({"created_at": "2026-11-22T10:00:01.000Z", "batch": batch});
+    gzip(body.to_string().as_bytes())
+}
+
 fn decode_batch(body: &[u8]) -> decode::DecodedRequest {
     let parts = RequestParts {
         route: RouteKind::Event,
@@ -143,6 +158,24 @@ fn bench_decode(c: &mut Criterion) {
                 content_encoding: None,
             };
             decode::decode(&parts, HeaderFacts::default(), geoip, Utc::now()).unwrap()
+        });
+    });
+    let v1 = analytics_v1_body(100);
+    group.bench_function("analytics_v1_100_gzip", |b| {
+        b.iter(|| {
+            let parts = RequestParts {
+                route: RouteKind::AnalyticsV1,
+                body: black_box(&v1),
+                query: b"",
+                content_type: Some("application/json"),
+                content_encoding: Some("gzip"),
+            };
+            let headers = HeaderFacts {
+                api_key: Some("phc_bench_token"),
+                sdk_info: Some("posthog-python/7.91.1"),
+                ..HeaderFacts::default()
+            };
+            decode::decode(&parts, headers, &config(), Utc::now()).unwrap()
         });
     });
     let cookieless = cookieless_body(100);

@@ -9,12 +9,13 @@
 //! batch (the SDK's events could not be told apart in the answer); an event that breaks a rule of
 //! its own is dropped alone, and named in the answer.
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
-use sonic_rs::{JsonContainerTrait, JsonValueMutTrait, JsonValueTrait, Value};
 
 use super::error::{CoreError, Result};
 use super::event::DropReason;
-use super::rawjson;
+use super::rawjson::{self, RawObject, Validated};
 
 /// PostHog's longest event name and distinct id, in bytes.
 const MAX_NAME_BYTES: usize = 200;
@@ -82,21 +83,19 @@ fn schema(detail: impl std::fmt::Display) -> CoreError {
 }
 
 /// A required string field of an event.
-fn required_str<'v>(event: &'v Value, key: &str, index: usize) -> Result<&'v str> {
+fn required_str<'v>(event: &'v RawObject<'_>, key: &str, index: usize) -> Result<Cow<'v, str>> {
     match event.get(key) {
-        Some(value) if value.is_str() => Ok(value.as_str().unwrap_or_default()),
-        Some(_) => Err(schema(format_args!("batch[{index}].{key} must be a string"))),
+        Some(raw) => rawjson::as_str(raw).ok_or_else(|| schema(format_args!("batch[{index}].{key} must be a string"))),
         None => Err(schema(format_args!("batch[{index}].{key} is missing"))),
     }
 }
 
 /// An optional string field: absent and `null` are the same.
-fn optional_str<'v>(event: &'v Value, key: &str, index: usize) -> Result<Option<&'v str>> {
+fn optional_str<'v>(event: &'v RawObject<'_>, key: &str, index: usize) -> Result<Option<Cow<'v, str>>> {
     match event.get(key) {
         None => Ok(None),
-        Some(value) if value.is_null() => Ok(None),
-        Some(value) => value
-            .as_str()
+        Some(raw) if rawjson::is_null(raw) => Ok(None),
+        Some(raw) => rawjson::as_str(raw)
             .map(Some)
             .ok_or_else(|| schema(format_args!("batch[{index}].{key} must be a string or null"))),
     }
@@ -104,41 +103,55 @@ fn optional_str<'v>(event: &'v Value, key: &str, index: usize) -> Result<Option<
 
 /// v1's booleans: `true`/`false`, the strings `"true"`/`"false"`/`"1"`/`"0"` in any case, or any
 /// number (non-zero is true).
-fn lenient_bool(value: &Value) -> Option<bool> {
-    if let Some(flag) = value.as_bool() {
-        return Some(flag);
+fn lenient_bool(raw: &str) -> Option<bool> {
+    match raw {
+        "true" => return Some(true),
+        "false" => return Some(false),
+        _ => {}
     }
-    if let Some(text) = value.as_str() {
+    if let Some(text) = rawjson::as_str(raw) {
         return match text.trim().to_ascii_lowercase().as_str() {
             "true" | "1" => Some(true),
             "false" | "0" => Some(false),
             _ => None,
         };
     }
-    value.as_f64().map(|number| number != 0.0)
+    raw.parse::<f64>().ok().map(|number| number != 0.0)
 }
 
-/// The properties an event's `options` stand for, or `None` when one cannot be read.
-fn options_as_properties(options: Option<&Value>) -> Option<Vec<(&'static str, Value)>> {
-    let Some(options) = options.filter(|options| !options.is_null()) else {
+const fn bool_text(value: bool) -> &'static str {
+    if value {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// The properties an event's `options` stand for (raw values), or `None` when one cannot be read.
+fn options_as_properties(options: Option<&str>) -> Option<Vec<(&'static str, String)>> {
+    let Some(options) = options.filter(|options| !rawjson::is_null(options)) else {
         return Some(Vec::new());
     };
-    let object = options.as_object()?;
+    if !options.starts_with('{') {
+        return None;
+    }
+    let object = RawObject::parse_validated(Validated(options)).ok()?;
     let mut properties = Vec::new();
     for (option, property) in [
         ("cookieless_mode", "$cookieless_mode"),
         ("disable_skew_correction", "$ignore_sent_at"),
         ("process_person_profile", "$process_person_profile"),
     ] {
-        if let Some(value) = object.get(&option).filter(|value| !value.is_null()) {
-            properties.push((property, Value::from(lenient_bool(value)?)));
+        if let Some(raw) = object.get(option).filter(|raw| !rawjson::is_null(raw)) {
+            properties.push((property, bool_text(lenient_bool(raw)?).to_owned()));
         }
     }
-    if let Some(value) = object.get(&"product_tour_id").filter(|value| !value.is_null()) {
-        if !(value.is_str() || value.is_i64() || value.is_u64()) {
+    if let Some(raw) = object.get("product_tour_id").filter(|raw| !rawjson::is_null(raw)) {
+        let integer = raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok();
+        if !(raw.starts_with('"') || integer) {
             return None;
         }
-        properties.push(("$product_tour_id", value.clone()));
+        properties.push(("$product_tour_id", raw.to_owned()));
     }
     Some(properties)
 }
@@ -149,69 +162,90 @@ fn is_illegal_distinct_id(id: &str) -> bool {
         .any(|illegal| illegal.eq_ignore_ascii_case(id))
 }
 
+/// Whether only whitespace follows the object's closing brace: iterating an object's entries
+/// stops there without looking further.
+fn ends_after_object(text: &str, document: &RawObject<'_>) -> bool {
+    let rest = match document.entries.last() {
+        Some((_, Cow::Borrowed(raw))) => rawjson::offset_in(text, raw).map(|at| &text[at + raw.len()..]),
+        Some((_, Cow::Owned(_))) => None,
+        None => text.trim_start().strip_prefix('{'),
+    };
+    rest.and_then(|rest| rest.trim_start().strip_prefix('}'))
+        .is_some_and(|after| after.trim().is_empty())
+}
+
 /// Translate a v1 body (JSON text) into a legacy batch for `token`. `sdk` is the parsed
 /// `PostHog-Sdk-Info`.
+///
+/// The body is read as raw text (its values are validated, not parsed into a document), and the
+/// legacy batch is written from the slices of it that it keeps: each event's properties are
+/// copied once, with the keys v1 sets spliced in, rather than parsed, built and serialised.
 pub fn translate(text: &str, token: &str, sdk: Option<(&str, &str)>) -> Result<Translated> {
-    let mut document = rawjson::value(text)?;
-    if !document.is_object() {
+    if !text.trim_start().starts_with('{') {
+        // Not an object: malformed JSON says where it breaks, anything else is the wrong shape.
+        rawjson::value(text)?;
         return Err(schema("expected a json object"));
     }
+    let document = RawObject::parse(text)?;
+    if !ends_after_object(text, &document) {
+        return Err(CoreError::InvalidJson(
+            "trailing characters after the JSON object".into(),
+        ));
+    }
     let created_at = match document.get("created_at") {
-        Some(value) => value.as_str().ok_or_else(|| schema("created_at must be a string"))?,
+        Some(raw) => rawjson::as_str(raw).ok_or_else(|| schema("created_at must be a string"))?,
         None => return Err(schema("created_at is missing")),
     };
-    if DateTime::parse_from_rfc3339(created_at).is_err() {
+    if DateTime::parse_from_rfc3339(&created_at).is_err() {
         return Err(schema(format_args!(
             "created_at is not an RFC 3339 time: {created_at:?}"
         )));
     }
     let historical_migration = match document.get("historical_migration") {
-        None => false,
-        Some(value) if value.is_null() => false,
-        Some(value) => value
-            .as_bool()
-            .ok_or_else(|| schema("historical_migration must be a boolean"))?,
+        None | Some("null" | "false") => false,
+        Some("true") => true,
+        Some(_) => return Err(schema("historical_migration must be a boolean")),
     };
-    let batch = match document.get_mut("batch") {
-        Some(batch) => batch.as_array_mut().ok_or_else(|| schema("batch must be an array"))?,
+    let batch = match document.get("batch") {
+        Some(raw) if raw.starts_with('[') => rawjson::validated_elements(Validated(raw))?,
+        Some(_) => return Err(schema("batch must be an array")),
         None => return Err(schema("batch is missing")),
     };
     if batch.is_empty() {
         return Err(CoreError::EmptyBatch);
     }
 
+    let mut legacy = String::with_capacity(text.len() + 64 * batch.len() + 128);
+    legacy.push_str(r#"{"api_key":"#);
+    rawjson::push_string(&mut legacy, token);
+    legacy.push_str(r#","historical_migration":"#);
+    legacy.push_str(bool_text(historical_migration));
+    legacy.push_str(r#","batch":["#);
     let mut seen = std::collections::HashSet::with_capacity(batch.len());
     let mut items = Vec::with_capacity(batch.len());
-    let mut legacy_events = Vec::with_capacity(batch.len());
-    for (index, event) in batch.iter_mut().enumerate() {
-        let (sent_uuid, verdict, legacy) = translate_event(event, index, sdk, &mut seen)?;
+    for (index, event) in batch.into_iter().enumerate() {
+        let (sent_uuid, verdict) = translate_event(event, index, sdk, &mut seen, &mut legacy)?;
         items.push((sent_uuid, verdict));
-        legacy_events.extend(legacy);
     }
-    drop(document);
-
-    let mut body = Value::new_object_with(3);
-    let envelope = body.as_object_mut().ok_or_else(|| schema("envelope"))?;
-    envelope.insert("api_key", Value::from(token));
-    envelope.insert("historical_migration", Value::from(historical_migration));
-    envelope.insert("batch", Value::from(legacy_events));
-    let legacy = sonic_rs::to_string(&body).map_err(schema)?;
+    legacy.push_str("]}");
     Ok(Translated { legacy, items })
 }
 
 /// One event: the uuid as the client wrote it (the answer's key, which SDKs look their events up
-/// by), the verdict of v1's checks, and the legacy event when they passed. Its properties are
-/// moved out of the request's document, not copied.
+/// by) and the verdict of v1's checks; the legacy event is appended to `out`, the batch being
+/// written, when they passed.
 fn translate_event(
-    event: &mut Value,
+    raw: &str,
     index: usize,
     sdk: Option<(&str, &str)>,
     seen: &mut std::collections::HashSet<uuid::Uuid>,
-) -> Result<(String, Option<Verdict>, Option<Value>)> {
-    if !event.is_object() {
+    out: &mut String,
+) -> Result<(String, Option<Verdict>)> {
+    if !raw.starts_with('{') {
         return Err(schema(format_args!("batch[{index}] must be an object")));
     }
-    let sent_uuid = required_str(event, "uuid", index)?.trim().to_owned();
+    let event = RawObject::parse_validated(Validated(raw))?;
+    let sent_uuid = required_str(&event, "uuid", index)?.trim().to_owned();
     if sent_uuid.is_empty() {
         return Err(schema(format_args!("batch[{index}].uuid is empty")));
     }
@@ -222,11 +256,13 @@ fn translate_event(
             "batch[{index}].uuid repeats an earlier event's: {sent_uuid}"
         )));
     }
-    let name = required_str(event, "event", index)?.to_owned();
-    let distinct_id = required_str(event, "distinct_id", index)?.trim().to_owned();
-    let timestamp = required_str(event, "timestamp", index)?.to_owned();
-    let session_id = optional_str(event, "session_id", index)?.map(str::to_owned);
-    let window_id = optional_str(event, "window_id", index)?.map(str::to_owned);
+    let name = required_str(&event, "event", index)?;
+    let distinct_id = required_str(&event, "distinct_id", index)?;
+    let distinct_id = distinct_id.trim();
+    let timestamp = required_str(&event, "timestamp", index)?;
+    let session_id = optional_str(&event, "session_id", index)?;
+    let window_id = optional_str(&event, "window_id", index)?;
+    let properties = event.get("properties");
 
     let refused = if name == "$performance_event" {
         Some(DropReason::DroppedPerformanceEvent)
@@ -240,52 +276,56 @@ fn translate_event(
         Some(DropReason::DistinctIdTooLarge)
     } else if DateTime::parse_from_rfc3339(&timestamp).is_err() {
         Some(DropReason::InvalidEventTimestamp)
-    } else if event.get("properties").is_some_and(|p| !p.is_object()) {
+    } else if properties.is_some_and(|raw| !raw.starts_with('{')) {
         Some(DropReason::MalformedEventProperties)
     } else {
         None
     };
     if let Some(reason) = refused {
-        return Ok((sent_uuid, Some(Verdict::Drop(reason)), None));
+        return Ok((sent_uuid, Some(Verdict::Drop(reason))));
     }
     let Some(injected) = options_as_properties(event.get("options")) else {
-        return Ok((sent_uuid, Some(Verdict::Drop(DropReason::InvalidOptions)), None));
+        return Ok((sent_uuid, Some(Verdict::Drop(DropReason::InvalidOptions))));
     };
 
-    let mut properties = event
-        .get_mut("properties")
-        .map_or_else(|| Value::new_object_with(8), std::mem::take);
-    let object = properties.as_object_mut().ok_or_else(|| schema("properties"))?;
-    // v1 sets these last, over a client's own keys of the same name.
-    let mut set = |key: &str, value: Value| {
-        object.insert(key, value);
+    let mut object = match properties {
+        Some(raw) => RawObject::parse_validated(Validated(raw))?,
+        None => RawObject::default(),
     };
+    // v1 sets these last, over a client's own keys of the same name.
     for (key, value) in [("$session_id", session_id), ("$window_id", window_id)] {
         if let Some(value) = value {
-            set(key, Value::from(value.as_str()));
+            object.set(key, rawjson::string_literal(&value));
         }
     }
     for (key, value) in injected {
-        set(key, value);
+        object.set(key, value);
     }
     if let Some((lib, version)) = sdk {
-        set("$lib", Value::from(lib));
-        set("$lib_version", Value::from(version));
+        object.set("$lib", rawjson::string_literal(lib));
+        object.set("$lib_version", rawjson::string_literal(version));
     }
-    let illegal = is_illegal_distinct_id(&distinct_id);
+    let illegal = is_illegal_distinct_id(distinct_id);
     if illegal {
-        set("$process_person_profile", Value::from(false));
+        object.set("$process_person_profile", "false");
     }
 
-    let mut legacy = Value::new_object_with(5);
-    let entry = legacy.as_object_mut().ok_or_else(|| schema("event"))?;
-    entry.insert("event", Value::from(name.as_str()));
-    entry.insert("uuid", Value::from(uuid.to_string().as_str()));
-    entry.insert("distinct_id", Value::from(distinct_id.as_str()));
-    entry.insert("timestamp", Value::from(timestamp.as_str()));
-    entry.insert("properties", properties);
+    if !out.ends_with('[') {
+        out.push(',');
+    }
+    out.push_str(r#"{"event":"#);
+    rawjson::push_string(out, &name);
+    out.push_str(r#","uuid":""#);
+    out.push_str(uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+    out.push_str(r#"","distinct_id":"#);
+    rawjson::push_string(out, distinct_id);
+    out.push_str(r#","timestamp":"#);
+    rawjson::push_string(out, &timestamp);
+    out.push_str(r#","properties":"#);
+    object.push_json(out);
+    out.push('}');
     let verdict = illegal.then_some(Verdict::OkWith("person_processing_disabled"));
-    Ok((sent_uuid, verdict, Some(legacy)))
+    Ok((sent_uuid, verdict))
 }
 
 /// The answer: `{"results": {"<uuid>": {"result": "ok"|"drop", "details": "<why>"}}}`, every

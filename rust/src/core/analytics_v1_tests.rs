@@ -178,6 +178,41 @@ fn a_batch_whose_events_cannot_be_told_apart_is_refused_whole() {
 }
 
 #[test]
+fn malformed_json_anywhere_in_the_body_is_refused() {
+    let good = body(&[event(UUID_A, "e", "u")]);
+    let broken_property = good.replace(r#""properties":{}"#, r#""properties":{"a":[1,,2]}"#);
+    let broken_unknown_field = good.replace(r#""options":{}"#, r#""options":{},"extra":{"a":}"#);
+    let cases = [
+        broken_property,
+        broken_unknown_field,
+        format!("{good} trailing"),
+        format!("{good}}}"),
+        good[..good.len() - 1].to_owned(),
+        "{".to_owned(),
+        "not json".to_owned(),
+    ];
+    for text in cases {
+        let err = decode_v1(&text, headers(None)).unwrap_err();
+        assert!(matches!(err, CoreError::InvalidJson(_)), "{text}: {err}");
+    }
+    assert!(decode_v1(&format!(" \n{good}\n "), headers(None)).is_ok());
+}
+
+#[test]
+fn properties_keep_what_the_client_wrote() {
+    let mut sent = event(UUID_A, "e", "u");
+    sent["session_id"] = json!("s-1");
+    sent["properties"] = json!({"plan": "pro", "$session_id": "the client's", "nested": {"a": [1, 2.50, "\u{e9}"]}, "quote": "a\"b", "k\"ey\n": 1});
+    let decoded = decode_v1(&body(&[sent]), headers(None)).unwrap();
+    let properties = properties(&decoded, 0);
+    assert_eq!(properties["plan"], "pro");
+    assert_eq!(properties["$session_id"], "s-1");
+    assert_eq!(properties["nested"], json!({"a": [1, 2.50, "\u{e9}"]}));
+    assert_eq!(properties["quote"], "a\"b");
+    assert_eq!(properties["k\"ey\n"], 1);
+}
+
+#[test]
 fn the_token_is_the_bearers_and_is_checked_like_any_other() {
     let text = body(&[event(UUID_A, "e", "u")]);
     let no_token = HeaderFacts {

@@ -107,22 +107,32 @@ impl<'a> RawObject<'a> {
     pub fn to_json(&self) -> String {
         object_of(self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
     }
+
+    /// Write the object's JSON to `out`.
+    pub fn push_json(&self, out: &mut String) {
+        push_object(out, self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+    }
 }
 
 /// A JSON object from keys and raw values.
 pub fn object_of<'a>(entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> String {
     let size: usize = entries.clone().map(|(k, v)| k.len() + v.len() + 4).sum();
     let mut out = String::with_capacity(size + 2);
+    push_object(&mut out, entries);
+    out
+}
+
+/// Write a JSON object from keys and raw values to `out`.
+fn push_object<'a>(out: &mut String, entries: impl Iterator<Item = (&'a str, &'a str)>) {
     out.push('{');
     for (index, (key, value)) in entries.enumerate() {
         if index > 0 {
             out.push(',');
         }
-        push_key(&mut out, key);
+        push_key(out, key);
         out.push_str(value);
     }
     out.push('}');
-    out
 }
 
 /// Write `"key":`, escaping the key as JSON requires.

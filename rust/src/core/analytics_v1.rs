@@ -104,6 +104,8 @@ fn optional_str<'v>(event: &'v RawObject<'_>, key: &str, index: usize) -> Result
 /// v1's booleans: `true`/`false`, the strings `"true"`/`"false"`/`"1"`/`"0"` in any case, or any
 /// number (non-zero is true).
 fn lenient_bool(raw: &str) -> Option<bool> {
+    // A number's raw text runs to the next delimiter, whitespace included.
+    let raw = raw.trim_matches(rawjson::WHITESPACE);
     match raw {
         "true" => return Some(true),
         "false" => return Some(false),
@@ -116,7 +118,10 @@ fn lenient_bool(raw: &str) -> Option<bool> {
             _ => None,
         };
     }
-    raw.parse::<f64>().ok().map(|number| number != 0.0)
+    raw.parse::<f64>()
+        .ok()
+        .filter(|number| number.is_finite())
+        .map(|number| number != 0.0)
 }
 
 const fn bool_text(value: bool) -> &'static str {
@@ -147,6 +152,7 @@ fn options_as_properties(options: Option<&str>) -> Option<Vec<(&'static str, Str
         }
     }
     if let Some(raw) = object.get("product_tour_id").filter(|raw| !rawjson::is_null(raw)) {
+        let raw = raw.trim_matches(rawjson::WHITESPACE);
         let integer = raw.parse::<i64>().is_ok() || raw.parse::<u64>().is_ok();
         if !(raw.starts_with('"') || integer) {
             return None;
@@ -168,10 +174,10 @@ fn ends_after_object(text: &str, document: &RawObject<'_>) -> bool {
     let rest = match document.entries.last() {
         Some((_, Cow::Borrowed(raw))) => rawjson::offset_in(text, raw).map(|at| &text[at + raw.len()..]),
         Some((_, Cow::Owned(_))) => None,
-        None => text.trim_start().strip_prefix('{'),
+        None => text.trim_start_matches(rawjson::WHITESPACE).strip_prefix('{'),
     };
-    rest.and_then(|rest| rest.trim_start().strip_prefix('}'))
-        .is_some_and(|after| after.trim().is_empty())
+    rest.and_then(|rest| rest.trim_start_matches(rawjson::WHITESPACE).strip_prefix('}'))
+        .is_some_and(|after| after.trim_start_matches(rawjson::WHITESPACE).is_empty())
 }
 
 /// Translate a v1 body (JSON text) into a legacy batch for `token`. `sdk` is the parsed
@@ -181,17 +187,20 @@ fn ends_after_object(text: &str, document: &RawObject<'_>) -> bool {
 /// legacy batch is written from the slices of it that it keeps: each event's properties are
 /// copied once, with the keys v1 sets spliced in, rather than parsed, built and serialised.
 pub fn translate(text: &str, token: &str, sdk: Option<(&str, &str)>) -> Result<Translated> {
-    if !text.trim_start().starts_with('{') {
+    if !text.trim_start_matches(rawjson::WHITESPACE).starts_with('{') {
         // Not an object: malformed JSON says where it breaks, anything else is the wrong shape.
         rawjson::value(text)?;
         return Err(schema("expected a json object"));
     }
+    // Checked iteration validates the values it steps over, and with the escapes checked too
+    // the slices it hands out may be iterated unchecked.
     let document = RawObject::parse(text)?;
     if !ends_after_object(text, &document) {
         return Err(CoreError::InvalidJson(
             "trailing characters after the JSON object".into(),
         ));
     }
+    rawjson::check_unicode_escapes(text)?;
     let created_at = match document.get("created_at") {
         Some(raw) => rawjson::as_str(raw).ok_or_else(|| schema("created_at must be a string"))?,
         None => return Err(schema("created_at is missing")),
@@ -201,7 +210,10 @@ pub fn translate(text: &str, token: &str, sdk: Option<(&str, &str)>) -> Result<T
             "created_at is not an RFC 3339 time: {created_at:?}"
         )));
     }
-    let historical_migration = match document.get("historical_migration") {
+    let historical_migration = match document
+        .get("historical_migration")
+        .map(|raw| raw.trim_matches(rawjson::WHITESPACE))
+    {
         None | Some("null" | "false") => false,
         Some("true") => true,
         Some(_) => return Err(schema("historical_migration must be a boolean")),

@@ -213,6 +213,79 @@ fn properties_keep_what_the_client_wrote() {
 }
 
 #[test]
+fn escapes_the_checked_iteration_steps_over_are_checked_too() {
+    // Read as JSON, `"\u"` breaks the body; stepped over without reading the escape, it would
+    // hide the second event inside the first's unknown field.
+    let smuggled = r#"{"created_at":"2026-12-03T10:00:01Z","batch":[
+        {"uuid":"0190a0c4-7b2e-7c3a-9f00-000000000001","event":"e","distinct_id":"u","timestamp":"2026-12-03T10:00:00Z","x":["\u"{"a"]},
+        {"uuid":"0190a0c4-7b2e-7c3a-9f00-000000000002","event":"e2","distinct_id":"u","timestamp":"2026-12-03T10:00:00Z","y":"\u"}"a"}]}"#;
+    let good = body(&[event(UUID_A, "e", "u")]);
+    let unknown_field = |value: &str| good.replace(r#""options":{}"#, &format!(r#""options":{{}},"x":{value}"#));
+    for text in [
+        smuggled.to_owned(),
+        unknown_field(r#""\uZZZZ""#),
+        unknown_field(r#""\ud800""#),
+        good.replace(r#""options":{}"#, r#""options":{"y":"\udc00"}"#),
+        good.replace(r#""event":"e""#, r#""event":"\ud800""#),
+    ] {
+        let err = decode_v1(&text, headers(None)).unwrap_err();
+        assert!(matches!(err, CoreError::InvalidJson(_)), "{text}: {err}");
+    }
+    let decoded = decode_v1(&unknown_field(r#""\ud83d\ude00 \\u""#), headers(None)).unwrap();
+    assert_eq!(decoded.events.len(), 1);
+}
+
+#[test]
+fn options_read_however_the_body_is_spaced() {
+    let mut spaced = event(UUID_A, "e", "u");
+    spaced["options"] = json!({"process_person_profile": 0, "product_tour_id": 42});
+    let mut pretty = event(UUID_B, "f", "u");
+    pretty["options"] = json!({"product_tour_id": 7, "cookieless_mode": false});
+    let text = serde_json::to_string_pretty(&json!({"created_at": "2026-12-03T10:00:01Z", "batch": [spaced]}))
+        .unwrap()
+        .replace("0,", "0 ,")
+        .replace("42", "42 ");
+    let decoded = decode_v1(&text, headers(None)).unwrap();
+    assert_eq!(properties(&decoded, 0)["$process_person_profile"], false);
+    assert_eq!(properties(&decoded, 0)["$product_tour_id"], 42);
+    let pretty =
+        serde_json::to_string_pretty(&json!({"created_at": "2026-12-03T10:00:01Z", "batch": [pretty]})).unwrap();
+    let decoded = decode_v1(&pretty, headers(None)).unwrap();
+    assert_eq!(properties(&decoded, 0)["$product_tour_id"], 7);
+    // Whitespace is JSON's four characters only.
+    let good = body(&[event(UUID_A, "e", "u")]);
+    for trailing in ["\u{a0}", "\u{c}", "\u{2028}"] {
+        let err = decode_v1(&format!("{good}{trailing}"), headers(None)).unwrap_err();
+        assert!(matches!(err, CoreError::InvalidJson(_)), "{trailing:?}: {err}");
+    }
+}
+
+#[test]
+fn what_v1_sets_is_the_only_value_of_its_key() {
+    let sent = r#"{"created_at":"2026-12-03T10:00:01Z","batch":[{"uuid":"0190a0c4-7b2e-7c3a-9f00-000000000001",
+        "event":"e","distinct_id":"u","timestamp":"2026-12-03T10:00:00Z","session_id":"s-v1",
+        "options":{"disable_skew_correction":true},
+        "properties":{"$ignore_sent_at":false,"$session_id":"c1","$ignore_sent_at":false,"$session_id":"c2"}}]}"#;
+    let now = Utc.with_ymd_and_hms(2026, 12, 3, 11, 0, 5).unwrap();
+    let decoded = decode(
+        &RequestParts::posted(RouteKind::AnalyticsV1, sent.as_bytes()),
+        headers(Some("2026-12-03T10:00:01.000000+00:00")),
+        &DecoderConfig::default(),
+        now,
+    )
+    .unwrap();
+    // Skew correction is off, as the options asked: the event keeps its own time.
+    assert_eq!(
+        decoded.events[0].timestamp,
+        Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 0).unwrap()
+    );
+    let stored = &decoded.events[0].properties;
+    assert_eq!(stored.matches(r#""$session_id""#).count(), 1, "{stored}");
+    assert_eq!(stored.matches(r#""$ignore_sent_at""#).count(), 1, "{stored}");
+    assert_eq!(properties(&decoded, 0)["$session_id"], "s-v1");
+}
+
+#[test]
 fn the_token_is_the_bearers_and_is_checked_like_any_other() {
     let text = body(&[event(UUID_A, "e", "u")]);
     let no_token = HeaderFacts {

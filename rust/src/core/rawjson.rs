@@ -27,6 +27,45 @@ impl<'a> Validated<'a> {
     }
 }
 
+/// JSON's whitespace, which is all that may surround a value.
+pub const WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// Check every `\u` escape of JSON text: four hex digits, and a surrogate only as the first half
+/// of a pair followed by the second. sonic-rs's checking iteration steps over a `\u` escape
+/// without reading it, so text it accepted counts as validated only once this has passed too.
+pub fn check_unicode_escapes(text: &str) -> Result<()> {
+    let bytes = text.as_bytes();
+    let escape_at = |at: usize| -> Option<u16> {
+        let digits = bytes.get(at..at + 6)?.strip_prefix(b"\\u")?;
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16)
+            .ok()
+            .filter(|_| digits.iter().all(u8::is_ascii_hexdigit))
+    };
+    let mut at = 0;
+    while let Some(found) = memchr::memchr(b'\\', &bytes[at..]) {
+        let slash = at + found;
+        match bytes.get(slash + 1) {
+            Some(b'u') => {}
+            Some(_) => {
+                at = slash + 2;
+                continue;
+            }
+            None => return Err(CoreError::InvalidJson("a string ends in a lone backslash".into())),
+        }
+        let unit = escape_at(slash).ok_or_else(|| CoreError::InvalidJson("invalid \\u escape in a string".into()))?;
+        at = slash + 6;
+        match unit {
+            0xD800..=0xDBFF => match escape_at(at) {
+                Some(0xDC00..=0xDFFF) => at += 6,
+                _ => return Err(CoreError::InvalidJson("unpaired surrogate in a string".into())),
+            },
+            0xDC00..=0xDFFF => return Err(CoreError::InvalidJson("unpaired surrogate in a string".into())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The elements of a JSON array whose text has already been validated, as raw text.
 pub fn validated_elements(array: Validated<'_>) -> Result<Vec<&str>> {
     #[allow(unsafe_code)]
@@ -91,12 +130,21 @@ impl<'a> RawObject<'a> {
         Some(self.entries.remove(index).1)
     }
 
-    /// Set an entry's raw value, appending it when the key is new.
+    /// Set an entry's raw value, appending it when the key is new. A key the object repeats is
+    /// left with the one value set: readers differ on which of two values they take.
     pub fn set(&mut self, key: impl Into<Cow<'a, str>>, raw: impl Into<Cow<'a, str>>) {
         let key = key.into();
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = raw.into(),
-            None => self.entries.push((key, raw.into())),
+        let Some(at) = self.entries.iter().position(|(k, _)| *k == key) else {
+            self.entries.push((key, raw.into()));
+            return;
+        };
+        self.entries[at].1 = raw.into();
+        if self.entries[at + 1..].iter().any(|(k, _)| *k == key) {
+            let mut index = 0;
+            self.entries.retain(|(k, _)| {
+                index += 1;
+                index - 1 <= at || *k != key
+            });
         }
     }
 
@@ -238,6 +286,37 @@ mod tests {
             object.to_json(),
             r#"{"a":{"x": [1, 2]},"c\n":"é","n":12345678901234567890,"z":true}"#
         );
+    }
+
+    #[test]
+    fn a_key_set_keeps_one_value() {
+        let mut object = RawObject::parse(r#"{"a": 1, "b": 2, "a": 3, "a": 4}"#).unwrap();
+        object.set("a", "5");
+        assert_eq!(object.to_json(), r#"{"a":5,"b":2}"#);
+    }
+
+    #[test]
+    fn unicode_escapes_are_checked() {
+        for good in [
+            r#""plain""#,
+            r#""\u00e9 \n \\u \"""#,
+            r#""\ud83d\ude00""#,
+            r#""\\""#,
+            "\"\\\\\"",
+        ] {
+            assert!(check_unicode_escapes(good).is_ok(), "{good}");
+        }
+        for bad in [
+            r#""\u""#,
+            r#""\uZZZZ""#,
+            r#""\u12"#,
+            r#""\ud800""#,
+            r#""\ud800\u0041""#,
+            r#""\udc00""#,
+            "\\",
+        ] {
+            assert!(check_unicode_escapes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

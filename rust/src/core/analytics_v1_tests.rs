@@ -37,6 +37,18 @@ fn decode_v1(text: &str, headers: HeaderFacts<'_>) -> crate::core::error::Result
     )
 }
 
+/// Decode as sent at 10:00:01 by the client's clock and received at 11:00:05: an hour behind.
+fn decode_an_hour_late(text: &str) -> DecodedRequest {
+    let now = Utc.with_ymd_and_hms(2026, 12, 3, 11, 0, 5).unwrap();
+    decode(
+        &RequestParts::posted(RouteKind::AnalyticsV1, text.as_bytes()),
+        headers(Some("2026-12-03T10:00:01.000000+00:00")),
+        &DecoderConfig::default(),
+        now,
+    )
+    .unwrap()
+}
+
 fn results(decoded: &DecodedRequest) -> Value {
     serde_json::from_str(decoded.results.as_deref().unwrap()).unwrap()
 }
@@ -266,14 +278,7 @@ fn what_v1_sets_is_the_only_value_of_its_key() {
         "event":"e","distinct_id":"u","timestamp":"2026-12-03T10:00:00Z","session_id":"s-v1",
         "options":{"disable_skew_correction":true},
         "properties":{"$ignore_sent_at":false,"$session_id":"c1","$ignore_sent_at":false,"$session_id":"c2"}}]}"#;
-    let now = Utc.with_ymd_and_hms(2026, 12, 3, 11, 0, 5).unwrap();
-    let decoded = decode(
-        &RequestParts::posted(RouteKind::AnalyticsV1, sent.as_bytes()),
-        headers(Some("2026-12-03T10:00:01.000000+00:00")),
-        &DecoderConfig::default(),
-        now,
-    )
-    .unwrap();
+    let decoded = decode_an_hour_late(sent);
     // Skew correction is off, as the options asked: the event keeps its own time.
     assert_eq!(
         decoded.events[0].timestamp,
@@ -319,14 +324,7 @@ fn the_request_timestamp_corrects_the_clock_skew() {
     // The client's clock is an hour behind: its event at 10:00 was sent at (its) 10:00:01,
     // received at 11:00:05.
     let text = body(&[event(UUID_A, "e", "u")]);
-    let now = Utc.with_ymd_and_hms(2026, 12, 3, 11, 0, 5).unwrap();
-    let decoded = decode(
-        &RequestParts::posted(RouteKind::AnalyticsV1, text.as_bytes()),
-        headers(Some("2026-12-03T10:00:01.000000+00:00")),
-        &DecoderConfig::default(),
-        now,
-    )
-    .unwrap();
+    let decoded = decode_an_hour_late(&text);
     assert_eq!(
         decoded.events[0].timestamp,
         Utc.with_ymd_and_hms(2026, 12, 3, 11, 0, 4).unwrap()

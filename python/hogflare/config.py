@@ -91,6 +91,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_token: str | None = None
     log_summary_secs: Seconds = 10.0
 
+    def takes_project(self, token: str) -> bool:
+        """Whether this server serves the project of ``token`` (every one, unless
+        ``HOGFLARE_PROJECT_TOKENS`` names them)."""
+        return not self.project_tokens or token in self.project_tokens
+
     @property
     def group_types(self) -> list[str | None]:
         """Group types whose slot (0 to 4) is fixed; the others get a free slot on first sight."""

@@ -49,7 +49,7 @@ _CONFIG_HEADERS = [(b"vary", b"origin, referer"), (b"cache-control", b"public, m
 def array_config(settings: Settings, token: str, *, javascript: bool, has_feature_flags: bool) -> Response:
     if not valid_token(token):
         return Response.json({"detail": "Invalid token"}, 400)
-    if settings.project_tokens and token not in settings.project_tokens:
+    if not settings.takes_project(token):
         # As PostHog answers for a token no project has: the SDK then boots without remote config.
         return Response.json({"detail": "Not found."}, 404)
     config = remote_config(settings, token, has_feature_flags=has_feature_flags)
@@ -72,7 +72,7 @@ PUBLIC_LISTS = {
 
 def public_list(settings: Settings, path: str, token: str | None) -> Response:
     """One of ``PUBLIC_LISTS``, for a project token in ``?token=``; PostHog's 401 without one."""
-    if token is None or not valid_token(token) or (settings.project_tokens and token not in settings.project_tokens):
+    if token is None or not valid_token(token) or not settings.takes_project(token):
         detail = "Project API key invalid. You can find your project API key in PostHog project settings."
         code = "invalid_api_key"
         if not token:

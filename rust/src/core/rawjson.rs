@@ -140,11 +140,8 @@ impl<'a> RawObject<'a> {
         };
         self.entries[at].1 = raw.into();
         if self.entries[at + 1..].iter().any(|(k, _)| *k == key) {
-            let mut index = 0;
-            self.entries.retain(|(k, _)| {
-                index += 1;
-                index - 1 <= at || *k != key
-            });
+            let later = self.entries.split_off(at + 1);
+            self.entries.extend(later.into_iter().filter(|(k, _)| *k != key));
         }
     }
 

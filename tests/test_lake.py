@@ -189,13 +189,17 @@ async def test_files_a_crash_left_before_their_commit_are_deleted_once_old_enoug
     shipper.maintain()
     assert all(Path(path).exists() for path in left)
 
-    # A later pass of the same shipper looks again, once they are old enough.
+    # A later pass of the same shipper looks again, once they are old enough, and also deletes
+    # what a crash left half-written under a file's temporary name.
     an_hour_ago = time.time() - 3600
-    for path in set().union(*on_disk.values()):
+    half_written = lake.data_dir(EVENTS) / "part-0.parquet.tmp"
+    half_written.write_bytes(b"PAR1")
+    for path in {*set().union(*on_disk.values()), str(half_written)}:
         os.utime(path, (an_hour_ago, an_hour_ago))
     shipper.maintain()
     for name, files in live.items():
         assert {str(path) for path in lake.data_dir(name).rglob("*.parquet")} == files
+    assert not half_written.exists()
     assert sorted(row["event"] for row in hogflare.rows()) == ["first", "second"]
 
     # When the files the table names are not where it says, nothing is told apart or deleted.
@@ -235,9 +239,39 @@ async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: H
     assert sorted(row["event"] for row in hogflare.rows()) == ["one", "two"]
 
 
+async def test_after_a_crash_between_the_tables_commits_smaller_chunks_write_no_row_twice(
+    tmp_path: Path,
+) -> None:
+    """The persons table committed a chunk the events table did not (the process died between
+    the two), and the shipper comes back with smaller chunks: each table goes on from its own
+    position, and the one ahead is never taken back to the other's."""
+    settings = make_settings(tmp_path / "data")
+    async with running(settings) as hogflare:
+        names = [f"e{index}" for index in range(6)]
+        await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(name) for name in names]})
+        store = hogflare.app.store
+        assert store is not None
+        lake = Lake(settings.lake_dir)
+        export = store.export(
+            0,
+            events_upto=0,
+            persons_upto=0,
+            max_rows=100,
+            max_bytes=1 << 30,
+            events_dir=str(lake.data_dir(EVENTS)),
+            persons_dir=str(lake.data_dir(PERSONS)),
+        )
+        persons = [path for table, _, path, _, _ in export.files if table == PERSONS]
+        lake.add_files(PERSONS, persons, export.last_seq, store.id)
+        # Four outbox positions a chunk: two events and their snapshots.
+        Shipper(make_settings(tmp_path / "data", flush_rows=4), store=store).drain()
+        assert sorted(row["event"] for row in hogflare.rows()) == names
+        assert len(hogflare.persons()) == len(names)
+
+
 async def test_a_store_replaced_under_the_lake_ships_every_row_of_its_own(tmp_path: Path) -> None:
-    """A store moved aside (as an operator does with one of another format) or restored from a
-    backup while the lake stays: its outbox counts from its own start, and no position the lake
+    """A store moved aside (as an operator does with one of another format) while the lake
+    stays, and later put back: each outbox counts from its own start, and no position the lake
     recorded for another store may pass for its own."""
     settings = make_settings(tmp_path / "data")
     store_dir = settings.store_dir

@@ -363,8 +363,11 @@ class Lake:
         named.update(line.partition(" ")[2] for line in self._unreferenced_lines())
         cutoff = time.time() - grace_secs
         deleted = 0
-        for text, path in on_disk.items():
-            # A file being written now (by a compaction) is younger than the grace period.
+        # A file is written under a temporary name and renamed once synced; one a crash left
+        # half-written was never a table's.
+        half_written = self.data_dir(name).rglob("*.parquet.tmp")
+        for text, path in [*on_disk.items(), *((str(path), path) for path in half_written)]:
+            # A file being written now (by a compaction or an export) is younger than the grace period.
             if text not in named and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
                 deleted += 1

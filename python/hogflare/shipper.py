@@ -128,13 +128,14 @@ class Shipper:
         # Each table knows how far it got; after a crash between the commits of two tables they
         # differ, and the chunk is read from the lower one while each skips what it already has.
         cursor = min(self._table_seq.values())
-        export = self._ahead.take(after=cursor) if cursor == max(self._table_seq.values()) else None
+        level = cursor == max(self._table_seq.values())
+        export = self._ahead.take(after=cursor) if level else None
         if export is None:
             self._ahead.discard()
             export = self._export(cursor, self._table_seq[EVENTS], self._table_seq[PERSONS])
         if export.positions == 0:
             return 0
-        if self._after(export.last_seq) >= self.settings.flush_rows:
+        if level and self._after(export.last_seq) >= self.settings.flush_rows:
             # A backlog: the next chunk is written while this one is committed (the export runs
             # without the GIL). Its rows all come after this one's; if these commits fail, it is
             # deleted. Rows trickling in wait for the next flush as before, not for this.
@@ -158,8 +159,10 @@ class Shipper:
             self._table_seq[table] = export.last_seq
             self._counted.batches.inc()
             self._counted.rows.inc(rows[table])
-        for table in self._table_seq:
-            self._table_seq[table] = export.last_seq
+        # A table that had no rows in the chunk is there too, unless it was further already (a
+        # crash between the tables' commits, then a smaller chunk).
+        for table, seq in self._table_seq.items():
+            self._table_seq[table] = max(seq, export.last_seq)
         self._delivered(export.last_seq)
         return int(export.positions)
 

@@ -159,6 +159,28 @@ async def test_files_compaction_replaced_are_deleted_once_no_reader_can_want_the
     assert len(hogflare.rows()) == len(rows) * 2
 
 
+async def test_a_full_disk_or_a_list_cut_short_keeps_no_due_file_from_being_deleted(
+    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("first")]})
+    assert [row["event"] for row in hogflare.rows()] == ["first"]
+    lake = Lake(hogflare.settings.lake_dir)
+    due = lake.data_dir(EVENTS) / "replaced-an-hour-ago.parquet"
+    due.write_bytes(b"PAR1")
+    an_hour_ago = int(time.time() - 3600)
+    # The list's last line was being appended when the power went.
+    (lake.root / lake_module.UNREFERENCED_LIST).write_text(f"{an_hour_ago} {due}\n\0\0\0\0\n", encoding="utf-8")
+
+    def disk_full(self: Lake, name: str, keep: int | None = None) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Lake, "trim_history", disk_full)
+    assert hogflare.app.store is not None
+    Shipper(hogflare.settings, store=hogflare.app.store).maintain()
+    assert not due.exists()
+    assert [row["event"] for row in hogflare.rows()] == ["first"]
+
+
 async def test_files_a_crash_left_before_their_commit_are_deleted_once_old_enough(
     hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch
 ) -> None:

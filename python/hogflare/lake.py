@@ -332,7 +332,14 @@ class Lake:
         waiting = []
         for line in lines:
             stamp, _, path = line.partition(" ")
-            if float(stamp) > cutoff:
+            try:
+                listed_at = float(stamp)
+            except ValueError:
+                # A line a crash cut short: the file it named, if any, is no table's, and the
+                # sweep of uncommitted files deletes it.
+                log.warning("skipping an unreadable line of the unreferenced files list", line=line[:200])
+                continue
+            if listed_at > cutoff:
                 waiting.append(line)
             elif path:
                 Path(path).unlink(missing_ok=True)

@@ -224,7 +224,12 @@ class Shipper:
         if self.lake is not None:
             sweep = time.monotonic() >= self._next_sweep
             for table in TABLES:
-                self.lake.trim_history(table)
+                try:
+                    self.lake.trim_history(table)
+                except Exception:
+                    # Trimming writes metadata, which a full disk refuses; deleting the files
+                    # that are due is what frees space, so it goes on.
+                    log.exception("cannot trim the snapshot history", table=table)
                 if sweep:
                     self._delete_uncommitted(table)
             if sweep:

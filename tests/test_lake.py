@@ -24,7 +24,7 @@ from pyiceberg.table import DataScan, Table
 
 from hogflare import lake as lake_module
 from hogflare import shipper as shipper_module
-from hogflare._hogflare import UNMEASURED_COLUMNS, Export
+from hogflare._hogflare import UNMEASURED_COLUMNS, Export, Store
 from hogflare.export_ahead import ExportAhead
 from hogflare.iceberg import local_path
 from hogflare.lake import EVENTS, PERSONS, CompactionConflictError, Lake
@@ -234,13 +234,9 @@ async def test_files_a_crash_left_before_their_commit_are_deleted_once_old_enoug
     assert stray.exists()
 
 
-async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: Hogflare) -> None:
-    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("one"), event("two")]})
-    store = hogflare.app.store
-    assert store is not None
-    lake = Lake(hogflare.settings.lake_dir)
-    # Ship by hand and "crash" right after the lake's commit: the store never hears of it, so
-    # its cursor stays at 0 and the rows stay in the outbox.
+def _commit_by_hand(store: Store, lake: Lake, tables: tuple[str, ...]) -> None:
+    """Export the whole outbox and commit it to ``tables`` only, as a shipper that died before
+    it could commit the other table (or tell the store) would have."""
     export = store.export(
         0,
         events_upto=0,
@@ -250,8 +246,19 @@ async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: H
         events_dir=str(lake.data_dir(EVENTS)),
         persons_dir=str(lake.data_dir(PERSONS)),
     )
-    for table in (EVENTS, PERSONS):
-        lake.add_files(table, [path for name, _, path, _, _ in export.files if name == table], export.last_seq)
+    for table in tables:
+        lake.add_files(
+            table, [path for name, _, path, _, _ in export.files if name == table], export.last_seq, store.id
+        )
+
+
+async def test_the_lake_not_the_store_decides_where_shipping_resumes(hogflare: Hogflare) -> None:
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("one"), event("two")]})
+    store = hogflare.app.store
+    assert store is not None
+    # Ship by hand and "crash" right after the lake's commit: the store never hears of it, so
+    # its cursor stays at 0 and the rows stay in the outbox.
+    _commit_by_hand(store, Lake(hogflare.settings.lake_dir), (EVENTS, PERSONS))
     assert store.cursor("lake") is None
     # Two event rows, and the person snapshot each made.
     assert store.outbox_state()[1] == 4
@@ -273,18 +280,7 @@ async def test_after_a_crash_between_the_tables_commits_smaller_chunks_write_no_
         await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(name) for name in names]})
         store = hogflare.app.store
         assert store is not None
-        lake = Lake(settings.lake_dir)
-        export = store.export(
-            0,
-            events_upto=0,
-            persons_upto=0,
-            max_rows=100,
-            max_bytes=1 << 30,
-            events_dir=str(lake.data_dir(EVENTS)),
-            persons_dir=str(lake.data_dir(PERSONS)),
-        )
-        persons = [path for table, _, path, _, _ in export.files if table == PERSONS]
-        lake.add_files(PERSONS, persons, export.last_seq, store.id)
+        _commit_by_hand(store, Lake(settings.lake_dir), (PERSONS,))
         # Four outbox positions a chunk: two events and their snapshots.
         Shipper(make_settings(tmp_path / "data", flush_rows=4), store=store).drain()
         assert sorted(row["event"] for row in hogflare.rows()) == names

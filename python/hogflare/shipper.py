@@ -156,11 +156,10 @@ class Shipper:
                 for name, leftover in by_table.items():
                     self._forget_unless_committed(name, leftover, export.last_seq)
                 raise
-            self._table_seq[table] = export.last_seq
             self._counted.batches.inc()
             self._counted.rows.inc(rows[table])
-        # A table that had no rows in the chunk is there too, unless it was further already (a
-        # crash between the tables' commits, then a smaller chunk).
+        # Every table is at the chunk's end now, those that had no rows in it too, unless one was
+        # further already (a crash between the tables' commits, then a smaller chunk).
         for table, seq in self._table_seq.items():
             self._table_seq[table] = max(seq, export.last_seq)
         self._delivered(export.last_seq)

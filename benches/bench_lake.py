@@ -25,10 +25,10 @@ from pathlib import Path
 
 from benches.workloads import TOKEN, batch_body, pageview
 from hogflare._hogflare import Decoder, Store
-from hogflare.commit import open_store
 from hogflare.config import Settings
 from hogflare.lake import EVENTS, PERSONS
 from hogflare.shipper import Shipper
+from hogflare.store import open_store
 
 WINDOW = 50
 

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,10 @@ from hogflare import lake as lake_module
 from hogflare import shipper as shipper_module
 from hogflare._hogflare import UNMEASURED_COLUMNS, Export, Store
 from hogflare.export_ahead import ExportAhead
-from hogflare.iceberg import local_path
 from hogflare.lake import EVENTS, PERSONS, CompactionConflictError, Lake
 from hogflare.query import run
 from hogflare.shipper import Shipper
+from hogflare.store import lake_position, local_path
 from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 from tests.helpers.server import HOGFLARE
 
@@ -578,6 +579,9 @@ async def test_a_backlog_is_exported_a_chunk_ahead_of_the_commits_and_lands_once
         assert shipper.drain() == 800
         assert started == [100, 200, 300, 400, 500, 600, 700]
         assert lake.outbox_seq(EVENTS) == lake.outbox_seq(PERSONS) == 800
+        # The server's startup reads the same position from the catalog without pyiceberg.
+        assert lake_position(hogflare.settings.lake_dir, shipper.store.id) == 800
+        assert lake_position(hogflare.settings.lake_dir, str(uuid.uuid4())) == 0
         rows = hogflare.rows()
         assert sorted(row["event"] for row in rows) == sorted(f"e{n}" for n in range(400))
         assert len(hogflare.persons()) == 400

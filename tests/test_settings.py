@@ -90,7 +90,7 @@ def test_serve_says_when_the_data_directory_cannot_be_written(tmp_path: Path) ->
 
 def test_a_map_size_of_any_round_number_opens_the_store(tmp_path: Path) -> None:
     """LMDB wants whole pages; a size in decimal units is rounded up rather than refused."""
-    from hogflare.commit import open_store
+    from hogflare.store import open_store
 
     settings = Settings.from_env({"HOGFLARE_LMDB_MAP_SIZE": "1000000000"}, data_dir=tmp_path)
     assert open_store(settings).outbox_state()[0] >= 1

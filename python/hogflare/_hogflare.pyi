@@ -233,6 +233,9 @@ class Store:
         """Forget rows up to ``upto`` (every sink has them), at most ``limit`` in one transaction."""
     def cursor(self, sink: str) -> int | None: ...
     def set_cursor(self, sink: str, seq: int) -> None: ...
+    def advance_outbox(self, past: int) -> bool:
+        """Number the next rows after position ``past`` unless the outbox is already beyond it;
+        returns whether it moved. For a store restored from a backup older than the lake."""
     def expire_seen(self, *, window_days: int, limit: int, now: float | None = None) -> int: ...
     def maintain_cookieless(self, *, now: float | None = None) -> int:
         """Forget cookieless mode's salts of days no place on earth is in any more, and the

@@ -15,7 +15,7 @@ import structlog
 from hogflare import metrics
 from hogflare._hogflare import SignatureVerifier, Store
 from hogflare.capture import ANALYTICS_V1, CAPTURE_ROUTES, CaptureService, v1_error
-from hogflare.commit import GroupCommitter, open_store
+from hogflare.commit import GroupCommitter
 from hogflare.config import Settings
 from hogflare.debug import person_debug
 from hogflare.errors import AuthError, HogflareError, OutboxFullError, StorageError, status_for
@@ -35,6 +35,7 @@ from hogflare.http import (
 )
 from hogflare.logs import begin_request, configure, end_request, flush_summaries
 from hogflare.remote_config import PUBLIC_LISTS, array_config, public_list
+from hogflare.store import open_store
 from hogflare.supervisor import shipper_alive, spawn
 
 log = structlog.get_logger("hogflare.app")

@@ -100,6 +100,7 @@ def serve(
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     configure(settings.log_format, settings.log_level)
+    _level_store_with_lake(settings)
     structlog.get_logger("hogflare.cli").info(
         f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
         f" with data in {settings.data_dir}"
@@ -120,6 +121,28 @@ def serve(
         log_level=LogLevels(settings.log_level.lower()),
         log_dictconfig=granian_log_config(settings.log_format),
     ).serve()
+
+
+def _level_store_with_lake(settings: Settings) -> None:
+    """A store restored from a backup older than the lake must not number new rows at positions
+    the lake holds (see ``hogflare.store``); done here, before any worker can commit."""
+    import structlog
+
+    from hogflare.store import level_with_lake
+
+    log = structlog.get_logger("hogflare.cli")
+    try:
+        reached = level_with_lake(settings)
+    except Exception:
+        # The shipper reports a lake it cannot read; ingestion need not wait for it.
+        log.exception("cannot compare the store's outbox with the lake")
+        return
+    if reached is not None:
+        log.warning(
+            "the store's outbox is behind the lake (was the store restored from an older backup?): "
+            f"new rows are numbered after position {reached}, the last one the lake holds",
+            position=reached,
+        )
 
 
 def _check_geoip(settings: Settings) -> None:
@@ -380,7 +403,7 @@ def _load_flags(data_dir: Path | None, *, token: str | None = None) -> FlagsServ
     settings = _settings(data_dir)
     store = None
     if token and settings.store_dir.is_dir():
-        from hogflare.commit import open_store
+        from hogflare.store import open_store
 
         store = open_store(settings)
     service = FlagsService(settings, store, report=report)

@@ -15,14 +15,9 @@ import asyncio
 
 from hogflare import metrics
 from hogflare._hogflare import Batch, CommitThread, FinishedCommit, Store
-from hogflare.config import Settings
 
 #: ``(stored, duplicates, warnings)`` of one request's commit.
 Outcome = tuple[int, int, dict[str, int]]
-
-
-def open_store(settings: Settings) -> Store:
-    return Store(str(settings.store_dir), map_size=settings.lmdb_map_size, group_types=settings.group_types)
 
 
 class GroupCommitter:

@@ -66,8 +66,8 @@ def check_data_dir(settings: Settings) -> Iterator[Finding]:
 
 
 def check_store(settings: Settings) -> Iterator[Finding]:
-    from hogflare.commit import open_store
     from hogflare.errors import HogflareError
+    from hogflare.store import open_store
 
     if not (settings.store_dir / "data.mdb").exists():
         yield Finding(Level.ok, "store", "no store yet (nothing has been ingested)")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from types import MethodType, TracebackType
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.io import InputFile, OutputFile, OutputStream
@@ -15,12 +14,7 @@ from pyiceberg.io.pyarrow import PyArrowFileIO
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 
-
-def local_path(location: str) -> str:
-    """A file path DuckDB and pyarrow can open, from an Iceberg ``file://`` location."""
-    if location.startswith("file:"):
-        return unquote(urlparse(location).path)
-    return location
+from hogflare.store import local_path
 
 
 class _SyncedStream:

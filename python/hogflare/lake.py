@@ -27,16 +27,13 @@ from pyiceberg.transforms import DayTransform
 from pyiceberg.types import BooleanType, ListType, LongType, NestedField, StringType, TimestamptzType
 
 from hogflare._hogflare import UNMEASURED_COLUMNS
-from hogflare.iceberg import SyncedFileIO, SyncedSqlCatalog, local_path, with_cached_metadata
+from hogflare.iceberg import SyncedFileIO, SyncedSqlCatalog, with_cached_metadata
+from hogflare.store import CATALOG_NAME, NAMESPACE, SEQ_PROPERTY, STORE_PROPERTY, local_path, newest_position
 
 log = structlog.get_logger("hogflare.lake")
 
-NAMESPACE = "default"
 EVENTS = "hogflare_events"
 PERSONS = "hogflare_persons"
-SEQ_PROPERTY = "hogflare.outbox_seq"
-#: The id of the store whose outbox ``SEQ_PROPERTY`` counts in (absent in older snapshots).
-STORE_PROPERTY = "hogflare.outbox_store"
 
 #: Snapshots a table keeps of its history. pyiceberg copies the whole table metadata, snapshot
 #: list included, many times per commit, so a commit costs in proportion to the history it
@@ -190,7 +187,7 @@ class Lake:
         warehouse.mkdir(exist_ok=True)
         with _creating(root):
             self.catalog = SyncedSqlCatalog(
-                "hogflare",
+                CATALOG_NAME,
                 uri=f"sqlite:///{root / 'catalog.db'}",
                 warehouse=warehouse.resolve().as_uri(),
                 **{PY_IO_IMPL: f"{SyncedFileIO.__module__}.SyncedFileIO"},
@@ -250,18 +247,8 @@ class Lake:
         """The last outbox sequence number this table holds (0 when it holds none). With
         ``store_id``, 0 as well when the newest position recorded is another store's: a store
         that replaced the one the lake followed has none of its rows in the lake yet."""
-        table = self.refresh(name)
-        snapshots = sorted(table.snapshots(), key=lambda snapshot: snapshot.sequence_number or 0, reverse=True)
-        for snapshot in snapshots:
-            summary = snapshot.summary
-            value = summary[SEQ_PROPERTY] if summary is not None else None
-            if value is None:
-                continue
-            recorded_by = summary[STORE_PROPERTY] if summary is not None else None
-            if store_id is not None and recorded_by is not None and recorded_by != store_id:
-                return 0
-            return int(value)
-        return 0
+        snapshots = self.refresh(name).snapshots()
+        return newest_position(((snapshot.sequence_number or 0, snapshot.summary) for snapshot in snapshots), store_id)
 
     def data_files(self, name: str) -> list[str]:
         """The live Parquet files of a table, as local paths."""

@@ -20,17 +20,16 @@ from types import FrameType
 import structlog
 
 from hogflare._hogflare import Export, Store
-from hogflare.commit import open_store
 from hogflare.config import Settings
 from hogflare.export_ahead import ExportAhead
 from hogflare.lake import EVENTS, PERSONS, TABLES, Lake
 from hogflare.metrics import SinkCounters
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
+from hogflare.store import LAKE_CURSOR, open_store
 from hogflare.supervisor import acquire_lock, lock_path
 
 log = structlog.get_logger("hogflare.shipper")
 
-LAKE_CURSOR = "lake"
 #: Largest chunk read from the outbox for one lake commit.
 _MAX_CHUNK_BYTES = 128 << 20
 _POLL_SECS = 0.05

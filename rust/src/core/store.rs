@@ -327,6 +327,20 @@ impl Store {
         Ok(())
     }
 
+    /// Number the next rows after position `past`, if the outbox has not gone that far: a store
+    /// restored from a backup would otherwise give new rows positions a sink already recorded
+    /// as delivered (by this store, before the backup was restored), and that sink would skip
+    /// them. Returns whether it moved.
+    pub fn advance_outbox(&self, past: u64) -> Result<bool> {
+        let mut txn = self.env.write_txn()?;
+        if read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1) > past {
+            return Ok(false);
+        }
+        write_u64(self.meta, &mut txn, META_NEXT_SEQ, past + 1)?;
+        txn.commit()?;
+        Ok(true)
+    }
+
     /// Forget uuids first seen more than `window_days` ago, at most `limit` per call so the
     /// write transaction stays short. Returns how many were forgotten.
     pub fn expire_seen(&self, now: DateTime<Utc>, window_days: u32, limit: usize) -> Result<usize> {

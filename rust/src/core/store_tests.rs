@@ -219,6 +219,28 @@ fn cursors_persist() {
 }
 
 #[test]
+fn an_outbox_advanced_past_a_position_numbers_new_rows_after_it_and_never_moves_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    store
+        .commit(vec![batch("t", &[Uuid::now_v7(), Uuid::now_v7()])], options())
+        .unwrap();
+    assert!(store.advance_outbox(100).unwrap());
+    assert!(!store.advance_outbox(100).unwrap(), "already past 100");
+    assert!(!store.advance_outbox(7).unwrap(), "never back");
+    store.commit(vec![batch("t", &[Uuid::now_v7()])], options()).unwrap();
+    let seqs: Vec<u64> = store
+        .read_outbox(0, 10, u64::MAX)
+        .unwrap()
+        .records
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 101]);
+    assert_eq!(store.outbox_state().unwrap().rows, 3);
+}
+
+#[test]
 fn a_store_keeps_its_id_and_a_new_store_gets_another() {
     let dir = tempfile::tempdir().unwrap();
     let first = Store::open(&dir.path().join("a"), &small()).unwrap().id();

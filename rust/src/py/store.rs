@@ -284,6 +284,13 @@ impl PyStore {
             .map_err(PyCoreError::from)?)
     }
 
+    /// Number the next rows after `past` unless the outbox is already beyond it.
+    fn advance_outbox(&self, py: Python<'_>, past: u64) -> PyResult<bool> {
+        Ok(py
+            .detach(|| self.inner.advance_outbox(past))
+            .map_err(PyCoreError::from)?)
+    }
+
     #[pyo3(signature = (*, window_days, limit, now=None))]
     fn expire_seen(&self, py: Python<'_>, window_days: u32, limit: usize, now: Option<f64>) -> PyResult<usize> {
         let now = time_from(now);

@@ -1,0 +1,92 @@
+"""Opening the store, and keeping a store restored from a backup from numbering rows the lake
+already counts as delivered.
+
+Each lake commit records the last outbox position it holds and the id of the store that wrote
+it. A store put back from a backup taken before some of those commits has the same id and an
+outbox that stops short of that position, so the rows it is given next would take positions
+the lake records as delivered, and the shipper would pass over them. Before any worker starts,
+``level_with_lake`` reads where the lake stands and, if the store is behind, numbers new rows
+after it. It reads the catalog directly rather than through pyiceberg, whose import costs the
+server's process seconds and memory that the forked workers would inherit.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from hogflare._hogflare import Store
+from hogflare.config import Settings
+
+#: The name of the lake among the sinks, and of its cursor in the store.
+LAKE_CURSOR = "lake"
+#: Snapshot summary keys of a lake commit: the last outbox position it holds, and whose outbox.
+SEQ_PROPERTY = "hogflare.outbox_seq"
+STORE_PROPERTY = "hogflare.outbox_store"
+CATALOG_NAME = "hogflare"
+NAMESPACE = "default"
+
+
+def open_store(settings: Settings) -> Store:
+    return Store(str(settings.store_dir), map_size=settings.lmdb_map_size, group_types=settings.group_types)
+
+
+def local_path(location: str) -> str:
+    """A file path DuckDB and pyarrow can open, from an Iceberg ``file://`` location."""
+    if location.startswith("file:"):
+        return unquote(urlparse(location).path)
+    return location
+
+
+def newest_position(snapshots: Iterable[tuple[int, Mapping[str, str] | None]], store_id: str | None) -> int:
+    """The outbox position recorded by the newest of a table's snapshots that records one, from
+    ``(sequence number, summary)`` pairs; 0 when none does, or when with ``store_id`` the newest
+    was recorded by another store (one that this store replaced: none of its rows are in yet)."""
+    for _, summary in sorted(snapshots, key=lambda snapshot: snapshot[0], reverse=True):
+        value = summary.get(SEQ_PROPERTY) if summary is not None else None
+        if value is None:
+            continue
+        recorded_by = summary.get(STORE_PROPERTY) if summary is not None else None
+        if store_id is not None and recorded_by is not None and recorded_by != store_id:
+            return 0
+        return int(value)
+    return 0
+
+
+def lake_position(lake_dir: Path, store_id: str) -> int:
+    """The furthest outbox position of ``store_id`` that any table of the lake holds (0 if none)."""
+    catalog = lake_dir / "catalog.db"
+    if not catalog.exists():
+        return 0
+    with sqlite3.connect(f"{catalog.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as connection:
+        locations = connection.execute(
+            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ?",
+            (CATALOG_NAME, NAMESPACE),
+        ).fetchall()
+    reached = 0
+    for (location,) in locations:
+        if location is None:
+            continue
+        raw = Path(local_path(location)).read_bytes()
+        metadata = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+        snapshots = [
+            (int(snapshot.get("sequence-number") or 0), snapshot.get("summary"))
+            for snapshot in metadata.get("snapshots") or []
+        ]
+        reached = max(reached, newest_position(snapshots, store_id))
+    return reached
+
+
+def level_with_lake(settings: Settings) -> int | None:
+    """If the lake holds rows of this store at positions its outbox has not reached, number the
+    store's next rows after them; returns that position when it did. Call before the workers
+    start, and not in a process that will fork: the store is closed again on return."""
+    if LAKE_CURSOR not in settings.enabled_sinks or not settings.store_dir.is_dir():
+        return None
+    store = open_store(settings)
+    reached = lake_position(settings.lake_dir, store.id)
+    return reached if reached and store.advance_outbox(reached) else None

@@ -233,6 +233,8 @@ class Store:
         """Forget rows up to ``upto`` (every sink has them), at most ``limit`` in one transaction."""
     def cursor(self, sink: str) -> int | None: ...
     def set_cursor(self, sink: str, seq: int) -> None: ...
+    def first_position(self) -> int:
+        """The position of the first row still in the outbox, or the next row's when it is empty."""
     def advance_outbox(self, past: int) -> bool:
         """Number the next rows after position ``past`` unless the outbox is already beyond it;
         returns whether it moved. For a store restored from a backup older than the lake."""

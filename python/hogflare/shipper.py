@@ -57,6 +57,7 @@ class Shipper:
         self._next_sweep = 0.0
         self._counted = SinkCounters(LAKE_CURSOR)
         self._ahead = ExportAhead()
+        self._pipelines_started = False
 
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
@@ -64,10 +65,25 @@ class Shipper:
         stored = self.store.cursor(LAKE_CURSOR) or 0
         positions = {table: max(stored, self.lake.outbox_seq(table, self.store.id)) for table in TABLES}
         reached = min(positions.values())
+        if stored or reached:
+            self._report_missed(LAKE_CURSOR, reached)
         if reached > stored:
             # The lake committed rows the store never heard about (a crash in between).
             self._delivered(reached)
         return positions
+
+    def _report_missed(self, sink: str, position: int) -> None:
+        """Rows freed from the outbox while a sink was switched off (``HOGFLARE_SINKS``) never
+        reach it; say so when it starts again, rather than skip them silently."""
+        first = self.store.first_position()
+        if position + 1 < first:
+            log.warning(
+                "rows this sink never got are no longer in the outbox (freed while it was switched off, "
+                "or the store was restored from a backup); it goes on with the rows still waiting",
+                sink=sink,
+                missed_from=position + 1,
+                missed_to=first - 1,
+            )
 
     def _delivered(self, seq: int) -> None:
         """The lake has the rows up to ``seq``: remember it, and free what every sink has."""
@@ -101,6 +117,10 @@ class Shipper:
     def ship_pipelines(self) -> int:
         """One chunk to the streams (none while they are left alone after a failure)."""
         assert self.pipelines is not None
+        if not self._pipelines_started:
+            self._pipelines_started = True
+            if self.store.cursor(PIPELINES_CURSOR) is not None:
+                self._report_missed(PIPELINES_CURSOR, self.pipelines.position)
         sent = self.pipelines.ship_once()
         if sent:
             self._trim()

@@ -327,6 +327,16 @@ impl Store {
         Ok(())
     }
 
+    /// The position of the first row still in the outbox, or the next row's when it is empty:
+    /// a sink whose cursor is further back than this will never get the rows in between.
+    pub fn first_position(&self) -> Result<u64> {
+        let txn = self.env.read_txn()?;
+        match self.outbox.first(&txn)? {
+            Some((seq, _)) => Ok(seq),
+            None => Ok(read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1)),
+        }
+    }
+
     /// Number the next rows after position `past`, if the outbox has not gone that far: a store
     /// restored from a backup would otherwise give new rows positions a sink already recorded
     /// as delivered (by this store, before the backup was restored), and that sink would skip

@@ -225,6 +225,7 @@ fn an_outbox_advanced_past_a_position_numbers_new_rows_after_it_and_never_moves_
     store
         .commit(vec![batch("t", &[Uuid::now_v7(), Uuid::now_v7()])], options())
         .unwrap();
+    assert_eq!(store.first_position().unwrap(), 1);
     assert!(store.advance_outbox(100).unwrap());
     assert!(!store.advance_outbox(100).unwrap(), "already past 100");
     assert!(!store.advance_outbox(7).unwrap(), "never back");
@@ -238,6 +239,8 @@ fn an_outbox_advanced_past_a_position_numbers_new_rows_after_it_and_never_moves_
         .collect();
     assert_eq!(seqs, vec![1, 2, 101]);
     assert_eq!(store.outbox_state().unwrap().rows, 3);
+    store.trim_outbox(101, 10).unwrap();
+    assert_eq!(store.first_position().unwrap(), 102, "empty: the next row's");
 }
 
 #[test]

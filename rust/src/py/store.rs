@@ -284,6 +284,10 @@ impl PyStore {
             .map_err(PyCoreError::from)?)
     }
 
+    fn first_position(&self) -> PyResult<u64> {
+        Ok(self.inner.first_position().map_err(PyCoreError::from)?)
+    }
+
     /// Number the next rows after `past` unless the outbox is already beyond it.
     fn advance_outbox(&self, py: Python<'_>, past: u64) -> PyResult<bool> {
         Ok(py

@@ -27,12 +27,13 @@ from hogflare import lake as lake_module
 from hogflare import shipper as shipper_module
 from hogflare._hogflare import UNMEASURED_COLUMNS, Export, Store
 from hogflare.export_ahead import ExportAhead
+from hogflare.iceberg import SyncedSqlCatalog
 from hogflare.lake import EVENTS, PERSONS, CompactionConflictError, Lake
 from hogflare.query import run
 from hogflare.shipper import Shipper
 from hogflare.store import lake_position, local_path
 from tests.conftest import TOKEN, Hogflare, event, make_settings, running
-from tests.helpers.server import HOGFLARE
+from tests.helpers.server import HOGFLARE, query
 
 DAYS = ["2024-05-01T10:00:00Z", "2024-05-02T10:00:00Z"]
 
@@ -233,6 +234,54 @@ async def test_files_a_crash_left_before_their_commit_are_deleted_once_old_enoug
     moved.rename(moved.with_suffix(".moved"))
     assert lake.delete_uncommitted(EVENTS, grace_secs=0) == 0
     assert stray.exists()
+
+
+async def test_metadata_of_a_commit_a_crash_cut_short_is_deleted_once_old_enough(
+    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("first")]})
+    hogflare.rows()
+    lake = Lake(hogflare.settings.lake_dir)
+    folder = Path(local_path(lake.table(EVENTS).location())) / "metadata"
+    before = set(folder.iterdir())
+    # The process is killed in the catalog's commit, after the manifests and the manifest list
+    # are written (no cleanup runs).
+    commit_table = SyncedSqlCatalog.commit_table
+
+    class Killed(BaseException):
+        pass
+
+    def dies(self: SyncedSqlCatalog, table: Table, requirements: Any, updates: Any) -> Any:
+        if EVENTS not in table.name():
+            return commit_table(self, table, requirements, updates)
+        monkeypatch.setattr(SyncedSqlCatalog, "commit_table", commit_table)
+        raise Killed
+
+    monkeypatch.setattr(SyncedSqlCatalog, "commit_table", dies)
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("second")]})
+    with pytest.raises(Killed):
+        Shipper(hogflare.settings, store=hogflare.app.store).ship_lake()
+    left = set(folder.iterdir()) - before
+    assert len(left) >= 2
+    # A crash between writing a table version and the catalog's update leaves it unnamed too.
+    unnamed = folder / f"99999-{uuid.uuid4()}.metadata.json"
+    unnamed.write_text("{}")
+    hogflare.rows()  # shipped again
+    live = set(folder.iterdir()) - left - {unnamed}
+
+    lake.delete_uncommitted(EVENTS)  # recent files may be a commit in progress: they stay
+    assert left | {unnamed} <= set(folder.iterdir())
+    an_hour_ago = time.time() - 3600
+    for path in folder.iterdir():
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    lake.delete_uncommitted(EVENTS)
+    assert set(folder.iterdir()) == live
+    assert sorted(row["event"] for row in hogflare.rows()) == ["first", "second"]
+    # As a user reads the lake, through DuckDB.
+    rows = query(hogflare.settings.data_dir, "SELECT event FROM events ORDER BY event")
+    assert [row["event"] for row in rows] == ["first", "second"]
+    # Opening the lake, as each query and each shipper does, writes nothing.
+    assert set(folder.iterdir()) == live
 
 
 def _commit_by_hand(store: Store, lake: Lake, tables: tuple[str, ...]) -> None:

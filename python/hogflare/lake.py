@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import structlog
-from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
 from pyiceberg.io import PY_IO_IMPL, FileIO
 from pyiceberg.manifest import ManifestEntryStatus, ManifestFile
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -199,12 +199,17 @@ class Lake:
         if name not in self._tables:
             schema, partition_column = TABLES[name]
             with _creating(self.root):
-                table = self.catalog.create_table_if_not_exists(
-                    f"{NAMESPACE}.{name}",
-                    schema=schema,
-                    partition_spec=_day_partition(schema, partition_column),
-                    properties=_TABLE_PROPERTIES,
-                )
+                try:
+                    # Loaded first: pyiceberg's create writes a first table version before it
+                    # finds the table exists, and every open would leave one behind.
+                    table = self.catalog.load_table(f"{NAMESPACE}.{name}")
+                except NoSuchTableError:
+                    table = self.catalog.create_table(
+                        f"{NAMESPACE}.{name}",
+                        schema=schema,
+                        partition_spec=_day_partition(schema, partition_column),
+                        properties=_TABLE_PROPERTIES,
+                    )
                 missing = {key: value for key, value in _METRICS.items() if table.properties.get(key) != value}
                 if missing:
                     # A table made by an earlier version, whose files had statistics everywhere;
@@ -342,7 +347,8 @@ class Lake:
         manifest, so it is for a shipper's start, not for every flush."""
         table = self.refresh(name)
         live, named = set(), set()
-        for manifest in _live_manifests(table).values():
+        manifests = _live_manifests(table)
+        for manifest in manifests.values():
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
                 file = local_path(entry.data_file.file_path)
                 named.add(file)
@@ -362,6 +368,27 @@ class Lake:
         half_written = self.data_dir(name).rglob("*.parquet.tmp")
         for text, path in [*on_disk.items(), *((str(path), path) for path in half_written)]:
             # A file being written now (by a compaction or an export) is younger than the grace period.
+            if text not in named and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted + self._delete_uncommitted_metadata(table, manifests.keys(), cutoff)
+
+    def _delete_uncommitted_metadata(self, table: Table, manifests: Iterable[str], cutoff: float) -> int:
+        """Delete the metadata files (manifests, manifest lists, table versions) written by a
+        commit that lost to another or was cut short by a crash: no version of the table the
+        catalog keeps names them."""
+        live = {local_path(path) for path in manifests}
+        live.update(local_path(snapshot.manifest_list) for snapshot in table.metadata.snapshots)
+        live.add(local_path(table.metadata_location))
+        folder = Path(local_path(table.location())) / "metadata"
+        on_disk = {str(path): path for path in folder.iterdir() if path.is_file()}
+        if not live <= on_disk.keys():
+            log.warning("not looking for uncommitted metadata: live files are not where the table says")
+            return 0
+        # Earlier versions stay for pyiceberg to delete as they leave the log.
+        named = live | {local_path(entry.metadata_file) for entry in table.metadata.metadata_log}
+        deleted = 0
+        for text, path in on_disk.items():
             if text not in named and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
                 deleted += 1

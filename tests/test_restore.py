@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.helpers.server import Server, query, wait_for_rows
+from tests.test_doctor import doctor
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -44,12 +45,16 @@ def test_a_store_restored_from_an_older_backup_ships_the_events_it_takes_next(tm
 
     shutil.rmtree(data_dir / "store")
     shutil.copytree(backup, data_dir / "store")
+    code, findings = doctor(data_dir)
+    assert code == 0
+    assert any(level == "warning" and "restored from an older backup" in text for level, text in findings["outbox"])
     with Server(data_dir) as server:
         sent += send(server, "after-restore")
         rows = wait_for_rows(data_dir, "SELECT uuid FROM events", 9)
         assert "behind the lake" in server.log()
 
     assert sorted(row["uuid"] for row in rows) == sorted(sent)
+    assert not any(level == "warning" for level, _ in doctor(data_dir)[1]["outbox"])
     # The restored person is the backup's, updated by the events it took since.
     latest = query(data_dir, "SELECT properties FROM persons ORDER BY updated_at DESC, version DESC LIMIT 1")
     assert '"last":"after-restore"' in latest[0]["properties"].replace(" ", "")

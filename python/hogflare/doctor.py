@@ -67,7 +67,7 @@ def check_data_dir(settings: Settings) -> Iterator[Finding]:
 
 def check_store(settings: Settings) -> Iterator[Finding]:
     from hogflare.errors import HogflareError
-    from hogflare.store import open_store
+    from hogflare.store import LAKE_CURSOR, lake_position, open_store
 
     if not (settings.store_dir / "data.mdb").exists():
         yield Finding(Level.ok, "store", "no store yet (nothing has been ingested)")
@@ -77,6 +77,7 @@ def check_store(settings: Settings) -> Iterator[Finding]:
         store.check()
         next_seq, rows, waiting = store.outbox_state()
         cursors = {sink: store.cursor(sink) or 0 for sink in settings.enabled_sinks}
+        store_id = store.id
     except HogflareError as exc:
         yield Finding(Level.problem, "store", f"{settings.store_dir} cannot be read: {exc}")
         return
@@ -98,6 +99,14 @@ def check_store(settings: Settings) -> Iterator[Finding]:
     for sink, cursor in cursors.items():
         behind = max(0, next_seq - 1 - cursor)
         yield Finding(Level.ok, f"sink {sink}", f"{behind} outbox entries not yet delivered")
+    reached = lake_position(settings.lake_dir, store_id) if LAKE_CURSOR in cursors else 0
+    if reached >= next_seq:
+        message = (
+            f"the lake holds this store's rows up to position {reached}, past its outbox ({next_seq - 1}): "
+            "was the store restored from an older backup? `hogflare serve` numbers new rows after "
+            "the lake's position when it starts"
+        )
+        yield Finding(Level.warning, "outbox", message)
 
 
 def check_shipper(settings: Settings) -> Iterator[Finding]:

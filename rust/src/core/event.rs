@@ -356,6 +356,11 @@ fn normalize_inner(
     let updates_no_person = event == "$groupidentify" || personless;
     let mut edits = PropertyEdits::new();
     for key in PERSON_UPDATES {
+        // Only `/engage` has a top-level `$unset`; PostHog's capture reads the top-level `$set`
+        // and `$set_once` and drops any other key, as Hogflare's capture routes do.
+        if key == "$unset" && ctx.route != RouteKind::Engage {
+            continue;
+        }
         if let Some(raw) = non_null(item.take(key)) {
             edits.top_level(&known, key, raw);
         }

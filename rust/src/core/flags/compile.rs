@@ -65,7 +65,8 @@ fn metadata_prefix(definition: &FlagDefinition) -> String {
     let mut out = String::from(r#""metadata":{"id":"#);
     super::push_number(&mut out, definition.id);
     out.push_str(r#","version":"#);
-    super::push_number(&mut out, definition.version);
+    // PostHog's flag service answers 0 for a flag with no version.
+    super::push_number(&mut out, Some(definition.version.unwrap_or(0)));
     out.push_str(r#","description":"#);
     super::push_optional(&mut out, definition.description.as_deref());
     out.push_str(r#","payload":"#);

@@ -120,18 +120,25 @@ pub fn parse_date(value: &Value) -> Option<DateTime<Utc>> {
     if let Ok(moment) = DateTime::parse_from_rfc3339(text) {
         return Some(moment.with_timezone(&Utc));
     }
+    if let Some(midnight) = NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+    {
+        return Some(midnight.and_utc());
+    }
     for format in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
     ] {
         if let Ok(moment) = NaiveDateTime::parse_from_str(text, format) {
             return Some(moment.and_utc());
         }
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+    // What JavaScript's `toUTCString()` writes ("Sat, 01 Jun 2024 10:00:00 GMT"), which the
+    // flag service's fallback parser also reads.
+    DateTime::parse_from_rfc2822(text)
         .ok()
-        .and_then(|date| date.and_hms_opt(0, 0, 0))
-        .map(|moment| moment.and_utc())
+        .map(|moment| moment.with_timezone(&Utc))
 }

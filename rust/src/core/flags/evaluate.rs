@@ -12,6 +12,7 @@ use super::compile::{CohortNode, Condition, Filter, Flag, Source};
 use super::result::keep_better;
 pub use super::result::{FlagResult, Reason};
 use super::FlagSet;
+use crate::core::person_initial::INITIAL_NAMES;
 
 /// Who is asking, and what is known about them.
 pub struct Context<'a> {
@@ -47,9 +48,12 @@ fn flag_hash(flag: &Flag, identifier: &str, salt: &str) -> f64 {
 }
 
 /// A person property, with PostHog's fallback of `$initial_x` to `x` when the initial one is
-/// missing.
+/// missing, for the initial properties PostHog derives (not any key that starts so).
 fn person_property<'v>(person: &'v Value, key: &str) -> Option<&'v Value> {
     person.get(key).or_else(|| {
+        if !INITIAL_NAMES.contains(&key) {
+            return None;
+        }
         let rest = key.strip_prefix("$initial_")?;
         person.get(&format!("${rest}")).or_else(|| person.get(rest))
     })
@@ -418,5 +422,9 @@ mod tests {
             person_property(&person, "$initial_utm_source").and_then(|v| v.as_str()),
             Some("x")
         );
+        // Only the initial properties PostHog derives fall back; a custom one does not.
+        let person: Value = sonic_rs::from_str(r#"{"plan":"pro","$geoip_country_code":"US"}"#).unwrap();
+        assert!(person_property(&person, "$initial_plan").is_none());
+        assert!(person_property(&person, "$initial_geoip_country_code").is_none());
     }
 }

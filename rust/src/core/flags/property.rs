@@ -65,7 +65,8 @@ pub enum Operator {
     NotIContains(String),
     /// Contains any of the needles (`icontains_multi`), or none of them (`not_icontains_multi`).
     IContainsAny(Vec<String>, bool),
-    /// `None` when the pattern does not compile: never matches, negated or not.
+    /// `None` when the pattern does not compile: never matches a present property, negated or
+    /// not (an absent one is still not matched by `not_regex`'s pattern, as on PostHog).
     Regex(Option<Pattern>),
     NotRegex(Option<Pattern>),
     Compare(std::cmp::Ordering, bool, Option<f64>),
@@ -73,6 +74,11 @@ pub enum Operator {
     StartsWith(String, bool),
     EndsWith(String, bool),
     Semver(SemverOp, Option<SemverRange>),
+    /// `between` (`true`) or `not_between` an inclusive `[low, high]`; `None` when the bounds are
+    /// not two numbers in order, which matches nothing.
+    Between(Option<(f64, f64)>, bool),
+    /// A filter with no value (or `null`) for an operator that needs one: matches nothing.
+    Never,
 }
 
 /// The text PostHog compares: a string's own text, anything else as JSON.
@@ -102,41 +108,22 @@ fn ascii_lower(text: Cow<'_, str>) -> Cow<'_, str> {
     }
 }
 
-/// A number as PostHog's numeric operators read one: a JSON number, or a string that is a
-/// decimal number and nothing else (no spaces, `inf` or `nan`), finite.
+/// A number as PostHog's numeric operators read one: a JSON number, or a string Rust reads as
+/// an `f64` whole (so `inf`, `Infinity` and `NaN` too, in any case; no spaces). A `NaN`
+/// compares with nothing.
 fn number_of(value: &Value) -> Option<f64> {
-    let number = match value.get_type() {
+    match value.get_type() {
         JsonType::Number => value.as_f64(),
-        JsonType::String => decimal(value.as_str()?),
+        JsonType::String => value.as_str()?.parse().ok(),
         _ => None,
-    };
-    number.filter(|n| n.is_finite())
+    }
 }
 
-/// `[+-]?(digits[.digits?] | .digits)([eE][+-]?digits)?`, whole.
-fn decimal(text: &str) -> Option<f64> {
-    let bytes = text.as_bytes();
-    let digits = |from: usize| bytes[from..].iter().take_while(|b| b.is_ascii_digit()).count();
-    let mut at = usize::from(matches!(bytes.first(), Some(b'+' | b'-')));
-    let whole = digits(at);
-    at += whole;
-    let mut fraction = 0;
-    if bytes.get(at) == Some(&b'.') {
-        fraction = digits(at + 1);
-        at += 1 + fraction;
-    }
-    if whole == 0 && fraction == 0 {
-        return None;
-    }
-    if matches!(bytes.get(at), Some(b'e' | b'E')) {
-        at += 1 + usize::from(matches!(bytes.get(at + 1), Some(b'+' | b'-')));
-        let exponent = digits(at);
-        if exponent == 0 {
-            return None;
-        }
-        at += exponent;
-    }
-    (at == bytes.len()).then(|| text.parse().ok()).flatten()
+/// `between`'s bounds: two numbers, the first not above the second.
+fn bounds_of(value: &Value) -> Option<(f64, f64)> {
+    let items = value.as_array().filter(|items| items.len() == 2)?;
+    let (low, high) = (number_of(&items[0])?, number_of(&items[1])?);
+    (low <= high).then_some((low, high))
 }
 
 /// Whether a value reads as a truth: a boolean, `"true"` or `"false"` in any case, or a list of
@@ -191,10 +178,18 @@ impl Operator {
         };
         let regex = || Pattern::compile(&text_of(value));
         let number = || number_of(value);
+        // The filter's date is text; a number there matches nothing (PostHog's server).
         let date = || match value.as_str().and_then(relative) {
             Some(ago) => Some(ago),
-            None => parse_date(value).map(DateTarget::Fixed),
+            None => value.as_str().and_then(|_| parse_date(value)).map(DateTarget::Fixed),
         };
+        if value.is_null() && !matches!(operator, "is_set" | "is_not_set") {
+            return if Self::known(operator) {
+                Ok(Self::Never)
+            } else {
+                Err(format!("unknown operator {operator:?}"))
+            };
+        }
         Ok(match operator {
             "exact" => Self::Exact(expected()),
             "is_not" => Self::IsNot(expected()),
@@ -217,11 +212,18 @@ impl Operator {
             "not_starts_with" => Self::StartsWith(lowered(), false),
             "ends_with" => Self::EndsWith(lowered(), true),
             "not_ends_with" => Self::EndsWith(lowered(), false),
+            "between" => Self::Between(bounds_of(value), true),
+            "not_between" => Self::Between(bounds_of(value), false),
             other => match SemverOp::parse(other) {
                 Some(op) => Self::Semver(op, SemverRange::parse(op, &text_of(value))),
                 None => return Err(format!("unknown operator {other:?}")),
             },
         })
+    }
+
+    /// Whether PostHog's flag service knows an operator by this name.
+    fn known(operator: &str) -> bool {
+        Self::compile(operator, &Value::from(0)).is_ok()
     }
 
     /// Whether a property (absent: `None`) matches, or `None` when it cannot be decided (a
@@ -240,10 +242,13 @@ impl Operator {
             // Absent: only the negative operators hold.
             return matches!(
                 self,
-                Self::IsNot(..) | Self::IsNotSet | Self::NotIContains(_) | Self::NotRegex(Some(_))
+                Self::IsNot(..) | Self::IsNotSet | Self::NotIContains(_) | Self::NotRegex(_)
             ) || matches!(
                 self,
-                Self::StartsWith(_, false) | Self::EndsWith(_, false) | Self::IContainsAny(_, false)
+                Self::StartsWith(_, false)
+                    | Self::EndsWith(_, false)
+                    | Self::IContainsAny(_, false)
+                    | Self::Between(_, false)
             );
         };
         match self {
@@ -281,6 +286,11 @@ impl Operator {
             Self::StartsWith(prefix, positive) => ascii_lower(text_of(value)).starts_with(prefix.as_str()) == *positive,
             Self::EndsWith(suffix, positive) => ascii_lower(text_of(value)).ends_with(suffix.as_str()) == *positive,
             Self::Semver(op, range) => range.as_ref().is_some_and(|range| range.matches(*op, &text_of(value))),
+            Self::Between(bounds, inside) => match (bounds, number_of(value)) {
+                (Some((low, high)), Some(actual)) if !actual.is_nan() => (*low..=*high).contains(&actual) == *inside,
+                _ => false,
+            },
+            Self::Never => false,
         }
     }
 }

@@ -43,7 +43,7 @@ fn exact_compares_by_truth_when_the_filter_is_one() {
 }
 
 #[test]
-fn numbers_are_read_whole_and_finite() {
+fn numbers_are_read_whole_as_rust_reads_an_f64() {
     for (property, expected) in [
         ("6", true),
         (r#""6""#, true),
@@ -52,14 +52,99 @@ fn numbers_are_read_whole_and_finite() {
         (r#""+6""#, true),
         (r#"" 6""#, false),
         (r#""6 ""#, false),
-        (r#""inf""#, false),
+        // PostHog's flag service parses with Rust's `f64` reading: infinities are numbers, and
+        // `NaN` compares with nothing.
+        (r#""inf""#, true),
+        (r#""Infinity""#, true),
+        (r#""-inf""#, false),
         (r#""NaN""#, false),
-        (r#""1e999""#, false),
+        (r#""1e999""#, true),
         (r#""6e""#, false),
         (r#"".""#, false),
         ("true", false),
     ] {
         assert_eq!(matches("gte", "5", property), expected, "gte 5 against {property}");
+    }
+}
+
+#[test]
+fn between_is_inclusive_and_not_between_its_complement() {
+    for (property, inside) in [
+        ("1", true),
+        ("10", true),
+        (r#""5.5""#, true),
+        ("0.5", false),
+        ("11", false),
+    ] {
+        assert_eq!(matches("between", "[1, 10]", property), inside, "between {property}");
+        assert_eq!(
+            matches("not_between", "[1, 10]", property),
+            !inside,
+            "not_between {property}"
+        );
+    }
+    // Bounds that are not two numbers in order, and a property that is no number, match nothing.
+    for bounds in ["[10, 1]", "[1]", r#"["a", 2]"#, "5"] {
+        assert!(!matches("between", bounds, "5"), "between {bounds}");
+        assert!(!matches("not_between", bounds, "5"), "not_between {bounds}");
+    }
+    assert!(!matches("between", "[1, 10]", r#""NaN""#));
+    assert!(!matches("not_between", "[1, 10]", r#""NaN""#));
+    assert!(!matches("not_between", "[1, 10]", r#""five""#));
+    let absent = |operator: &str| {
+        Operator::compile(operator, &sonic_rs::from_str("[1, 10]").unwrap())
+            .unwrap()
+            .matches(None, Utc::now())
+    };
+    assert!(!absent("between"));
+    assert!(absent("not_between"));
+}
+
+#[test]
+fn a_filter_without_a_value_matches_nothing_but_is_set_and_is_not_set() {
+    for operator in [
+        "exact",
+        "is_not",
+        "icontains",
+        "not_icontains",
+        "regex",
+        "not_regex",
+        "gt",
+        "is_date_after",
+    ] {
+        let compiled = Operator::compile(operator, &Value::new_null()).unwrap();
+        let property: Value = sonic_rs::from_str(r#""abc""#).unwrap();
+        assert!(
+            !compiled.matches(Some(&property), Utc::now()),
+            "{operator} with a property"
+        );
+        assert!(!compiled.matches(None, Utc::now()), "{operator} without one");
+    }
+    assert!(Operator::compile("is_set", &Value::new_null())
+        .unwrap()
+        .matches(Some(&Value::from(1)), Utc::now()));
+    assert!(Operator::compile("is_not_set", &Value::new_null())
+        .unwrap()
+        .matches(None, Utc::now()));
+    assert!(Operator::compile("no_such_operator", &Value::new_null()).is_err());
+}
+
+#[test]
+fn dates_in_the_forms_the_flag_service_reads() {
+    for (filter, property, after) in [
+        (r#""2024-06-01 10:30""#, r#""2024-06-01T10:31:00Z""#, true),
+        (r#""2024-06-01T10:30""#, r#""2024-06-01 10:29:59""#, false),
+        (r#""2024-01-01""#, r#""Sat, 01 Jun 2024 10:00:00 GMT""#, true),
+        (r#""2024-01-01""#, r#""2024-06-01 10:00:00.250""#, true),
+        // A number is a timestamp as a property, but no date as a filter.
+        (r#""2024-01-01""#, "1717236000", true),
+        ("1700000000", r#""2024-06-02""#, false),
+    ] {
+        assert_eq!(
+            matches("is_date_after", filter, property),
+            after,
+            "{property} after {filter}"
+        );
     }
 }
 
@@ -79,6 +164,11 @@ fn lookaround_and_backreferences_are_patterns_too() {
     assert!(matches("regex", r#""(a)\\1""#, r#""aa""#));
     assert!(!matches("regex", r#""(unclosed""#, r#""(unclosed""#));
     assert!(!matches("not_regex", r#""(unclosed""#, r#""x""#));
+    // An absent property is not matched by any pattern, even one that does not compile.
+    let unclosed: Value = sonic_rs::from_str(r#""(unclosed""#).unwrap();
+    assert!(Operator::compile("not_regex", &unclosed)
+        .unwrap()
+        .matches(None, Utc::now()));
     // Past PostHog's backtracking limit a pattern gives up and matches neither way.
     let runaway = r#""^(\\w+\\s?)*(?<=x)$""#;
     let text = format!(r#""{}!""#, "a".repeat(24));

@@ -255,7 +255,7 @@ impl Operator {
             Self::Exact(expected) => exact(expected, value),
             Self::IsNot(expected) => !exact(expected, value),
             Self::IsSet => true,
-            Self::IsNotSet => false,
+            Self::IsNotSet | Self::Never => false,
             Self::IContains(needle) => ascii_lower(text_of(value)).contains(needle.as_str()),
             Self::NotIContains(needle) => !ascii_lower(text_of(value)).contains(needle.as_str()),
             Self::IContainsAny(needles, positive) => {
@@ -290,7 +290,6 @@ impl Operator {
                 (Some((low, high)), Some(actual)) if !actual.is_nan() => (*low..=*high).contains(&actual) == *inside,
                 _ => false,
             },
-            Self::Never => false,
         }
     }
 }

@@ -55,7 +55,7 @@ impl Reason {
             Self::NoConditionMatch => out.push_str("No matching condition set"),
             Self::NoGroupType => out.push_str("No group type"),
             Self::FlagDisabled => out.push_str("Feature flag is disabled"),
-            Self::MissingDependency => out.push_str("A flag this flag depends on is missing or circular"),
+            Self::MissingDependency => out.push_str("Flag cannot be evaluated due to missing dependency"),
         }
         out.push('"');
     }

@@ -148,6 +148,9 @@ fn distinct_ids_are_stringified_cleaned_and_cut() {
         {"event": "a", "distinct_id": "nul\u{0}byte"},
         {"event": "a", "distinct_id": long},
         {"event": "a", "distinct_id": {"id": 1}},
+        {"event": "a", "distinct_id": "  "},
+        {"event": "a", "distinct_id": ""},
+        {"event": "a", "properties": {"distinct_id": ["b", 1.5]}},
     ]});
     let ids: Vec<String> = decode_json(RouteKind::Event, &body)
         .unwrap()
@@ -163,7 +166,27 @@ fn distinct_ids_are_stringified_cleaned_and_cut() {
             "dollar",
             "nul\u{FFFD}byte",
             &"x".repeat(200),
-            r#"{"id":1}"#
+            r#"{"id":1}"#,
+            "  ",
+            r#"["b",1.5]"#,
+        ]
+    );
+    // A value that is no string is written as PostHog's capture writes it: compact, its keys
+    // sorted, numbers as serde_json prints them.
+    let body = br#"{"api_key":"phc","batch":[{"event":"a","distinct_id":{ "string": "a", "number": 3 }},{"event":"a","distinct_id":1e3},{"event":"a","distinct_id":{"b":{"y":1,"x":2},"a":[{"d":1,"c":2}],"b":0}}]}"#;
+    let parts = RequestParts::posted(RouteKind::Event, body);
+    let ids: Vec<String> = decode(&parts, HeaderFacts::default(), &config(), Utc::now())
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.distinct_id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            r#"{"number":3,"string":"a"}"#,
+            "1000.0",
+            r#"{"a":[{"c":2,"d":1}],"b":0}"#
         ]
     );
 }

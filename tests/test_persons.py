@@ -352,6 +352,12 @@ async def test_fast_changing_keys(
     assert second["version"] >= first["version"]
     assert second["merged_properties"]["$current_url"] == url
     assert person_of(hogflare, "judy")["merged_properties"]["$current_url"] == url
+    # The event's row shows the person with the event's own `$set` on top, written or not, as
+    # PostHog's rows do.
+    row = hogflare.rows(order="timestamp")[-1]
+    shown = "/b" if "/b" in str(properties) else url
+    assert row["person_properties"]["$current_url"] == shown
+    assert row["person_properties"]["plan"] == second["merged_properties"]["plan"]
 
 
 # --- Identify: the four cases -----------------------------------------------------------------------

@@ -175,7 +175,7 @@ fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
         strings(rows, |row| row.context),
         strings(rows, |row| row.person_id),
         timestamps(rows, |row| row.person_created_at),
-        strings(rows, |row| row.person_properties),
+        strings(rows, |row| row.person_properties.as_deref()),
     ];
     for slot in 0..5 {
         columns.push(strings(rows, |row| row.groups[slot]));

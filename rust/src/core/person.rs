@@ -54,6 +54,25 @@ fn filtered(key: &str) -> bool {
     )
 }
 
+/// What an event's update did to its person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersonChange {
+    /// Nothing changed: the event's row shows the person as stored.
+    Unchanged,
+    /// The person changed, and must be written with its version bumped.
+    Written,
+    /// Only fast-changing keys changed, which are not written on their own: the person stays
+    /// as it is, and the event's row shows it with these of the event's `$set` values on top (a
+    /// JSON object), as PostHog's rows do.
+    Shown(String),
+}
+
+impl PersonChange {
+    pub fn written(&self) -> bool {
+        matches!(self, Self::Written)
+    }
+}
+
 /// A person as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Person {
@@ -115,15 +134,16 @@ impl Person {
         (!NO_PERSON_UPDATE_EVENTS.contains(&event)).then(|| FORCED_UPDATE_EVENTS.contains(&event))
     }
 
-    /// Apply an event's update with PostHog's rules; returns whether the person changed (and so
+    /// Apply an event's update with PostHog's rules; says whether the person changed (and so
     /// must be written, with its version bumped).
     ///
     /// `$set_once` fills absent keys, `$set` overwrites values that differ (and wins over a
     /// `$set_once` of the same key), `$unset` removes present keys. An update that only touches
-    /// fast-changing keys of an existing person is not written unless the event forces it.
-    pub fn apply(&mut self, event: &str, update: &PropertyUpdate) -> bool {
+    /// fast-changing keys of an existing person is not written unless the event forces it; its
+    /// `$set` is still shown on the event's row.
+    pub fn apply(&mut self, event: &str, update: &PropertyUpdate) -> PersonChange {
         let Some(force) = Self::update_forced(event) else {
-            return false;
+            return PersonChange::Unchanged;
         };
         let properties = &self.properties;
         let order = update.order();
@@ -167,8 +187,26 @@ impl Person {
             unset.changes.extend(pending.filter(|change| *change != u32::MAX));
         }
         promote |= !unset.is_empty();
-        if (changes.is_empty() && unset.is_empty()) || !(promote || force) {
-            return false;
+        if changes.is_empty() && unset.is_empty() {
+            return PersonChange::Unchanged;
+        }
+        if !(promote || force) {
+            // Of the changes, `$set`'s are what PostHog lays over the person on the event's row
+            // (all of them keys the person has: a new one is always written).
+            let mut shown = String::new();
+            for &change in change_of[once..].iter().filter(|&&change| change != u32::MAX) {
+                let change = changes[change as usize];
+                shown.push(if shown.is_empty() { '{' } else { ',' });
+                shown.push('"');
+                shown.push_str(change.key);
+                shown.push_str("\":");
+                shown.push_str(change.value);
+            }
+            if shown.is_empty() {
+                return PersonChange::Unchanged;
+            }
+            shown.push('}');
+            return PersonChange::Shown(shown);
         }
         let new_keys: Vec<u32> = order
             .sorted
@@ -178,7 +216,7 @@ impl Person {
             .collect();
         self.properties.update(&changes, &new_keys, &unset);
         self.version += 1;
-        true
+        PersonChange::Written
     }
 
     /// Fold another person into this one: this one's properties win, the older `created_at`
@@ -278,14 +316,16 @@ mod tests {
     #[test]
     fn set_once_fills_only_absent_keys_and_set_overwrites() {
         let mut p = person(&[("email", r#""a@x""#)]);
-        assert!(p.apply(
-            "e",
-            &update(
-                &[("plan", r#""pro""#)],
-                &[("email", r#""b@x""#), ("source", r#""ad""#)],
-                &[]
+        assert!(p
+            .apply(
+                "e",
+                &update(
+                    &[("plan", r#""pro""#)],
+                    &[("email", r#""b@x""#), ("source", r#""ad""#)],
+                    &[]
+                )
             )
-        ));
+            .written());
         assert_eq!(p.properties_json(), r#"{"email":"a@x","source":"ad","plan":"pro"}"#);
         assert_eq!(p.set_once_json(), r#"{"source":"ad"}"#);
         assert_eq!(p.version, 1);
@@ -301,7 +341,9 @@ mod tests {
     #[test]
     fn unchanged_values_are_no_change() {
         let mut p = person(&[("plan", r#""pro""#)]);
-        assert!(!p.apply("e", &update(&[("plan", r#""pro""#)], &[], &["missing"])));
+        assert!(!p
+            .apply("e", &update(&[("plan", r#""pro""#)], &[], &["missing"]))
+            .written());
         assert_eq!(p.version, 0);
     }
 
@@ -315,31 +357,44 @@ mod tests {
     #[test]
     fn unset_removes_present_keys() {
         let mut p = person(&[("a", "1"), ("b", "2")]);
-        assert!(p.apply("e", &update(&[], &[], &["a"])));
+        assert!(p.apply("e", &update(&[], &[], &["a"])).written());
         assert_eq!(p.properties_json(), r#"{"b":2}"#);
     }
 
     #[test]
     fn fast_changing_keys_alone_do_not_write() {
         let mut p = person(&[("$current_url", r#""/a""#), ("plan", r#""free""#)]);
-        assert!(!p.apply("$pageview", &update(&[("$current_url", r#""/b""#)], &[], &[])));
+        assert!(!p
+            .apply("$pageview", &update(&[("$current_url", r#""/b""#)], &[], &[]))
+            .written());
         assert_eq!(p.get("$current_url"), Some((r#""/a""#, false)));
+        // The event's row shows them, laid over the person.
+        assert_eq!(
+            p.apply("$pageview", &update(&[("$current_url", r#""/b""#)], &[], &[])),
+            PersonChange::Shown(r#"{"$current_url":"/b"}"#.into())
+        );
         // ... but ride along with a real change, and are written when the event forces it.
-        assert!(p.apply(
-            "$pageview",
-            &update(&[("$current_url", r#""/b""#), ("plan", r#""pro""#)], &[], &[])
-        ));
+        assert!(p
+            .apply(
+                "$pageview",
+                &update(&[("$current_url", r#""/b""#), ("plan", r#""pro""#)], &[], &[])
+            )
+            .written());
         assert_eq!(p.get("$current_url"), Some((r#""/b""#, false)));
-        assert!(p.apply("$set", &update(&[("$current_url", r#""/c""#)], &[], &[])));
+        assert!(p
+            .apply("$set", &update(&[("$current_url", r#""/c""#)], &[], &[]))
+            .written());
         // A new fast-changing key is written; one only offered through $set_once is not on its own.
-        assert!(p.apply("e", &update(&[("$browser", r#""Chrome""#)], &[], &[])));
-        assert!(!p.apply("e", &update(&[], &[("$os", r#""Linux""#)], &[])));
+        assert!(p
+            .apply("e", &update(&[("$browser", r#""Chrome""#)], &[], &[]))
+            .written());
+        assert!(!p.apply("e", &update(&[], &[("$os", r#""Linux""#)], &[])).written());
     }
 
     #[test]
     fn some_events_never_update() {
         let mut p = person(&[]);
-        assert!(!p.apply("$exception", &update(&[("a", "1")], &[], &[])));
+        assert!(!p.apply("$exception", &update(&[("a", "1")], &[], &[])).written());
     }
 
     #[test]

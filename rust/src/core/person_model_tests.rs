@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::person::{Person, PropertyUpdate};
+use super::person::{Person, PersonChange, PropertyUpdate};
 use super::person_record::{PersonHeader, PersonRef};
 use super::rawjson;
 
@@ -200,12 +200,33 @@ fn updates_and_merges_agree_with_the_model() {
                     let at = random.below(people.len());
                     let event = EVENTS[random.below(EVENTS.len())];
                     let (person, model) = &mut people[at];
-                    let changed = person.apply(event, &update);
+                    let before = model.clone();
+                    let stored = person.properties_json();
+                    let applied = person.apply(event, &update);
                     assert_eq!(
-                        changed,
+                        applied.written(),
                         model.apply(event, &set, &set_once, &unset),
                         "seed {seed} step {step}"
                     );
+                    // Not written, the event's row shows the person with its `$set` on top (the
+                    // values that differ, as an update writes them).
+                    let mut shown = before.clone();
+                    for (key, value) in &set {
+                        if !matches!(before.get(key), Some((_, existing, false)) if existing == value) {
+                            shown.put(key, value, false);
+                        }
+                    }
+                    match applied {
+                        PersonChange::Shown(top) => assert_eq!(
+                            rawjson::laid_over(&stored, &top),
+                            Some(shown.json(None)),
+                            "seed {seed} step {step}"
+                        ),
+                        PersonChange::Unchanged if event != "$exception" => {
+                            assert_eq!(person.properties_json(), shown.json(None), "seed {seed} step {step}");
+                        }
+                        _ => {}
+                    }
                 }
                 _ => {}
             }

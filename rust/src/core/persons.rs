@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::error::{CoreError, Result};
 use super::groups::{name_key, AppliedGroups, GroupDbs, GroupWork, MAX_GROUP_TYPES};
-use super::person::{Person, PropertyUpdate};
+use super::person::{Person, PersonChange, PropertyUpdate};
 use super::person_event::{PersonEvent, PersonMode};
 use super::person_record::PersonHeader;
 
@@ -69,6 +69,9 @@ pub struct Applied {
     /// A person removed by a merge, as it was last.
     pub merged_away: Option<Person>,
     pub groups: AppliedGroups,
+    /// The event's `$set` values its row shows over its person's properties, not written to
+    /// the person on their own (a JSON object; `PersonChange::Shown`).
+    pub shown: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -119,6 +122,8 @@ struct Loaded {
     /// unchecked. `unchanged_by` keeps its buffers while forgotten, to be overwritten.
     unchanged: Option<bool>,
     unchanged_by: PropertyUpdate,
+    /// What that update's event showed of the person (`PersonChange::Shown`), the same again.
+    unchanged_shows: Option<String>,
 }
 
 impl Loaded {
@@ -130,23 +135,32 @@ impl Loaded {
             fresh: false,
             unchanged: None,
             unchanged_by: PropertyUpdate::default(),
+            unchanged_shows: None,
         }
     }
 
     /// `Person::apply`, skipped for an update that already left the person as it is.
-    fn apply(&mut self, event: &str, update: &PropertyUpdate) -> bool {
+    fn apply(&mut self, event: &str, update: &PropertyUpdate) -> PersonChange {
         let Some(forced) = Person::update_forced(event) else {
-            return false;
+            return PersonChange::Unchanged;
         };
         if self.unchanged == Some(forced) && self.unchanged_by == *update {
-            return false;
+            return self
+                .unchanged_shows
+                .clone()
+                .map_or(PersonChange::Unchanged, PersonChange::Shown);
         }
-        if self.person.apply(event, update) {
-            return true;
+        let applied = self.person.apply(event, update);
+        if applied.written() {
+            return applied;
         }
         self.unchanged = Some(forced);
         self.unchanged_by.clone_from(update);
-        false
+        self.unchanged_shows = match &applied {
+            PersonChange::Shown(json) => Some(json.clone()),
+            _ => None,
+        };
+        applied
     }
 
     fn encoded(&mut self) -> &[u8] {
@@ -365,12 +379,15 @@ impl<'a> PersonWork<'a> {
                     }
                     _ => None,
                 };
+                let mut shown = None;
                 let id = match id {
                     Some(id) => id,
                     None => match self.resolve(txn, project, distinct_id)? {
                         Some(id) => {
-                            if self.loaded(id)?.apply(event, &fields.update) {
-                                self.touch(id)?;
+                            match self.loaded(id)?.apply(event, &fields.update) {
+                                PersonChange::Written => drop(self.touch(id)?),
+                                PersonChange::Shown(json) => shown = Some(json),
+                                PersonChange::Unchanged => {}
                             }
                             id
                         }
@@ -386,6 +403,7 @@ impl<'a> PersonWork<'a> {
                     },
                 };
                 self.attach(id, &mut applied)?;
+                applied.shown = shown;
             }
         }
         Ok(applied)

@@ -207,7 +207,7 @@ pub fn event_row(row: &EventRowRef<'_>, out: &mut String) {
     push_json(out, "context", row.context);
     push_text(out, "person_id", row.person_id);
     push_time(out, "person_created_at", row.person_created_at);
-    push_json(out, "person_properties", row.person_properties);
+    push_json(out, "person_properties", row.person_properties.as_deref());
     for (key, group) in GROUP_KEYS.iter().zip(row.groups) {
         push_text(out, key, group);
     }

@@ -68,7 +68,7 @@ fn every_optional_column_is_written_when_present() {
     row.context = Some(r#"{"ip":"1.2.3.4"}"#);
     row.person_id = Some("p");
     row.person_created_at = Some(0);
-    row.person_properties = Some(r#"{"plan":"pro"}"#);
+    row.person_properties = Some(r#"{"plan":"pro"}"#.into());
     row.group_properties = Some(r#"{"company":{"size":3}}"#);
     row.extra = Some(r#"{"$sent_at":"x"}"#);
     let text = event_text(&row);

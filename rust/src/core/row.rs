@@ -2,6 +2,8 @@
 //! Pipelines schemas and the lake tables), kept in the outbox in a compact binary form until
 //! every sink has them.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -9,6 +11,7 @@ use super::error::Result;
 use super::event::NormalizedEvent;
 use super::person::Person;
 pub use super::person_record::PersonRef;
+use super::rawjson;
 use super::timestamp;
 
 /// `source` of rows that came from an SDK.
@@ -76,7 +79,8 @@ pub struct EventRowRef<'a> {
     pub context: Option<&'a str>,
     pub person_id: Option<&'a str>,
     pub person_created_at: Option<i64>,
-    pub person_properties: Option<&'a str>,
+    #[serde(borrow)]
+    pub person_properties: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub groups: [Option<&'a str>; 5],
     pub group_properties: Option<&'a str>,
@@ -152,6 +156,7 @@ enum EntryOf<'b, 'c> {
     Event(()),
     Person(&'b PersonSnapshotOf<'c>),
     PersonEvent(&'b EventRow, &'b PersonSnapshotOf<'c>),
+    PersonEventShown(&'b EventRow, &'b PersonSnapshotOf<'c>, &'b str),
 }
 
 impl PersonSnapshotOf<'_> {
@@ -162,10 +167,15 @@ impl PersonSnapshotOf<'_> {
     }
 
     /// Append the outbox entry of an event and this snapshot of the person it resolved to.
-    /// The event's `person_properties` are left out: they are the snapshot's.
-    pub fn encode_with_event(&self, event: &EventRow, out: &mut Vec<u8>) -> Result<()> {
+    /// The event's `person_properties` are left out: they are the snapshot's, with `shown` (the
+    /// event's `$set` values the person did not take) laid over them.
+    pub fn encode_with_event(&self, event: &EventRow, shown: Option<&str>, out: &mut Vec<u8>) -> Result<()> {
         debug_assert!(event.person_properties.is_none());
-        *out = postcard::to_extend(&EntryOf::PersonEvent(event, self), std::mem::take(out))?;
+        let entry = match shown {
+            None => EntryOf::PersonEvent(event, self),
+            Some(shown) => EntryOf::PersonEventShown(event, self, shown),
+        };
+        *out = postcard::to_extend(&entry, std::mem::take(out))?;
         Ok(())
     }
 
@@ -198,6 +208,11 @@ pub enum OutboxRecordRef<'a> {
     #[serde(borrow)]
     Person(PersonSnapshotRef<'a>),
     PersonEvent(#[serde(borrow)] EventRowRef<'a>, #[serde(borrow)] PersonSnapshotRef<'a>),
+    PersonEventShown(
+        #[serde(borrow)] EventRowRef<'a>,
+        #[serde(borrow)] PersonSnapshotRef<'a>,
+        &'a str,
+    ),
 }
 
 impl<'a> OutboxRecordRef<'a> {
@@ -206,13 +221,19 @@ impl<'a> OutboxRecordRef<'a> {
     }
 
     /// The rows the entry holds: an event row (its person's properties filled in from the
-    /// snapshot it came with), a person snapshot row, or both.
+    /// snapshot it came with, with what the event showed over them), a person snapshot row, or
+    /// both.
     pub fn rows(self) -> (Option<EventRowRef<'a>>, Option<PersonSnapshotRef<'a>>) {
         match self {
             Self::Event(event) => (Some(event), None),
             Self::Person(person) => (None, Some(person)),
             Self::PersonEvent(mut event, person) => {
-                event.person_properties = Some(person.person.json());
+                event.person_properties = Some(Cow::Borrowed(person.person.json()));
+                (Some(event), Some(person))
+            }
+            Self::PersonEventShown(mut event, person, shown) => {
+                let json = person.person.json();
+                event.person_properties = Some(rawjson::laid_over(json, shown).map_or(Cow::Borrowed(json), Cow::Owned));
                 (Some(event), Some(person))
             }
         }
@@ -222,7 +243,7 @@ impl<'a> OutboxRecordRef<'a> {
 /// How many rows an encoded entry holds, from its first byte (the variant's index).
 pub fn rows_in_entry(bytes: &[u8]) -> u64 {
     match bytes.first() {
-        Some(2) => 2,
+        Some(2 | 3) => 2,
         _ => 1,
     }
 }
@@ -244,6 +265,9 @@ pub enum OutboxRecord {
     /// properties are kept once, in the snapshot, and the event row's `person_properties` are
     /// left out (`None`) until the entry is read.
     PersonEvent(EventRow, PersonSnapshot),
+    /// `PersonEvent`, with the event's `$set` values (a JSON object) its row shows over the
+    /// person's properties: fast-changing keys the person does not take on their own.
+    PersonEventShown(EventRow, PersonSnapshot, String),
 }
 
 impl OutboxRecord {
@@ -262,7 +286,7 @@ impl OutboxRecord {
         match self {
             Self::Event(event) => (Some(event), None),
             Self::Person(person) => (None, Some(person)),
-            Self::PersonEvent(event, person) => (Some(event), Some(person)),
+            Self::PersonEvent(event, person) | Self::PersonEventShown(event, person, _) => (Some(event), Some(person)),
         }
     }
 
@@ -271,6 +295,11 @@ impl OutboxRecord {
             Self::PersonEvent(mut event, person) => {
                 event.person_properties = Some(person.person.properties_json());
                 Self::PersonEvent(event, person)
+            }
+            Self::PersonEventShown(mut event, person, shown) => {
+                let json = person.person.properties_json();
+                event.person_properties = Some(rawjson::laid_over(&json, &shown).unwrap_or(json));
+                Self::PersonEventShown(event, person, shown)
             }
             record => record,
         })
@@ -379,18 +408,33 @@ mod tests {
             source_event_uuid: event.uuid,
         };
         let mut encoded = Vec::new();
-        snapshot.encode_with_event(&event, &mut encoded).unwrap();
+        snapshot.encode_with_event(&event, None, &mut encoded).unwrap();
         assert_eq!(rows_in_entry(&encoded), 2);
 
         let (Some(row), Some(person_row)) = OutboxRecordRef::decode(&encoded).unwrap().rows() else {
             panic!("an event row and a person row")
         };
-        assert_eq!(row.person_properties, Some(r#"{"plan":"pro"}"#));
+        assert_eq!(row.person_properties.as_deref(), Some(r#"{"plan":"pro"}"#));
         assert_eq!((row.uuid, person_row.source_event_uuid), (event.uuid, event.uuid));
         let (Some(owned), Some(owned_person)) = OutboxRecord::decode(&encoded).unwrap().rows() else {
             panic!("an event row and a person row")
         };
         assert_eq!(owned.person_properties.as_deref(), Some(r#"{"plan":"pro"}"#));
         assert_eq!(owned_person.person, person);
+
+        // What the event showed over the person is laid over its properties on its row only.
+        encoded.clear();
+        let shown = r#"{"plan":"team","x":1}"#;
+        snapshot.encode_with_event(&event, Some(shown), &mut encoded).unwrap();
+        assert_eq!(rows_in_entry(&encoded), 2);
+        let (Some(row), Some(person_row)) = OutboxRecordRef::decode(&encoded).unwrap().rows() else {
+            panic!("an event row and a person row")
+        };
+        assert_eq!(row.person_properties.as_deref(), Some(r#"{"plan":"team","x":1}"#));
+        assert_eq!(person_row.person.json(), r#"{"plan":"pro"}"#);
+        let (Some(owned), _) = OutboxRecord::decode(&encoded).unwrap().rows() else {
+            panic!("an event row")
+        };
+        assert_eq!(owned.person_properties.as_deref(), Some(r#"{"plan":"team","x":1}"#));
     }
 }

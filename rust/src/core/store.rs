@@ -220,7 +220,9 @@ impl Store {
         };
         let (_, value) = entry?;
         Ok(Some(match OutboxRecordRef::decode(value)? {
-            OutboxRecordRef::Event(row) | OutboxRecordRef::PersonEvent(row, _) => row.created_at,
+            OutboxRecordRef::Event(row)
+            | OutboxRecordRef::PersonEvent(row, _)
+            | OutboxRecordRef::PersonEventShown(row, _, _) => row.created_at,
             OutboxRecordRef::Person(snapshot) => snapshot.updated_at,
         }))
     }

@@ -232,9 +232,11 @@ impl Store {
                 // An event that resolved to a person goes with the person's snapshot, in one
                 // entry that keeps the person's properties once.
                 match applied.person_id.and_then(|id| persons.encoded(id)) {
-                    Some(person) => snapshot
-                        .row(operation, person, &row.distinct_id)
-                        .encode_with_event(&row, &mut entry)?,
+                    Some(person) => snapshot.row(operation, person, &row.distinct_id).encode_with_event(
+                        &row,
+                        applied.shown.as_deref(),
+                        &mut entry,
+                    )?,
                     None => OutboxRecord::Event(row).encode_into(&mut entry)?,
                 }
                 outbox.append(&mut txn, &entry)?;

@@ -27,6 +27,7 @@ def test_all_exports() -> None:
         "query",
         "remote_config",
         "shipper",
+        "store",
         "supervisor",
     }
     assert set(hogflare.__all__) == public | {"__version__"}

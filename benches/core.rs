@@ -276,6 +276,9 @@ enum PersonWorkload {
     Personless,
     SetHeavy,
     IdentifyHeavy,
+    /// Pageviews of 1,000 identified users that change only the page they are on: a
+    /// fast-changing key, which the person does not take on its own but the row shows.
+    Browsing,
 }
 
 const PLANS: [&str; 5] = ["free", "starter", "pro", "team", "enterprise"];
@@ -295,6 +298,7 @@ fn person_event(workload: PersonWorkload, slot: usize) -> serde_json::Value {
     let mut event = pageview(slot);
     let (distinct_id, identified) = match workload {
         PersonWorkload::Personless | PersonWorkload::SetHeavy => (user(slot), true),
+        PersonWorkload::Browsing => (user(slot % 1000), true),
         PersonWorkload::IdentifyHeavy => match slot % 4 {
             0 => (format!("01938f00-0000-7000-8000-{slot:012x}"), false),
             1 | 3 => (user(slot / 2), true),
@@ -318,6 +322,7 @@ fn person_event(workload: PersonWorkload, slot: usize) -> serde_json::Value {
         PersonWorkload::SetHeavy => {
             properties.insert("$set".into(), changing_set(slot));
         }
+        PersonWorkload::Browsing => {}
         PersonWorkload::IdentifyHeavy => {
             if slot % 4 != 0 {
                 properties.insert("$set".into(), changing_set(slot));
@@ -376,6 +381,7 @@ fn bench_commit_persons(c: &mut Criterion) {
         ("commit_10x100_personless", PersonWorkload::Personless),
         ("commit_10x100_set", PersonWorkload::SetHeavy),
         ("commit_10x100_identify", PersonWorkload::IdentifyHeavy),
+        ("commit_10x100_browsing", PersonWorkload::Browsing),
     ] {
         let dir = tempfile::tempdir().unwrap();
         // Seeded on first use, so that a filter leaving this case out does not pay for it.
@@ -409,6 +415,7 @@ fn bench_export(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let filled = OnceCell::new();
     let distinct = OnceCell::new();
+    let browsing = OnceCell::new();
     let lake = dir.path().join("lake");
     let mut group = c.benchmark_group("outbox");
     group.throughput(Throughput::Elements(10_000));
@@ -435,6 +442,19 @@ fn bench_export(c: &mut Criterion) {
             store
         })
     };
+    // 10,000 pageviews of 1,000 users, each on a page of its own: after each user's first, the
+    // rows show the page over the person's properties, which the person does not store.
+    let browsing_store = || {
+        browsing.get_or_init(|| {
+            let (store, options) = open_store(&dir.path().join("browsing"));
+            let batches = (0..10_000)
+                .step_by(100)
+                .map(|first| decode_batch(&person_batch(PersonWorkload::Browsing, first)))
+                .collect();
+            store.commit(batches, options).unwrap();
+            store
+        })
+    };
     let to = export::Destination {
         events_dir: &lake.join("events"),
         events_upto: 0,
@@ -454,6 +474,10 @@ fn bench_export(c: &mut Criterion) {
     group.bench_function("export_10k_distinct_persons", |b| {
         let store = distinct_store();
         b.iter(|| export::export(store, 0, 10_000, u64::MAX, &to, 1).unwrap());
+    });
+    group.bench_function("export_10k_browsing", |b| {
+        let store = browsing_store();
+        b.iter(|| export::export(store, 0, 20_000, u64::MAX, &to, 1).unwrap());
     });
     group.finish();
 }

@@ -7,10 +7,13 @@
 //! Numbers are little-endian; table entries are LEB128: per entry its key's length (shifted, with
 //! `once` in the low bit) and its value's length, then per entry an entry position, in key order.
 
+use std::borrow::Cow;
+
 use uuid::Uuid;
 
 use super::error::{CoreError, Result};
-use super::person_properties::{split_json, write_split, Entry, PersonProperties};
+use super::person_properties::{escaped, key_of, split_json, write_split, Entry, PersonProperties};
+use super::rawjson::RawObject;
 
 fn corrupt(what: &str) -> CoreError {
     CoreError::Store(format!("a stored person is corrupt: {what}"))
@@ -266,6 +269,45 @@ impl<'a> PersonRef<'a> {
         self.json
     }
 
+    /// All the properties with `shown`'s values (a JSON object) laid over them, as JavaScript's
+    /// `{...properties, ...shown}`: each value spliced in where the entry table says its key's
+    /// value is, the text around it copied, none of it parsed. `None` when `shown` is no object.
+    pub fn json_with(&self, shown: &str) -> Option<String> {
+        let shown = RawObject::parse(shown).ok()?;
+        let mut over: Vec<(Cow<'_, str>, &str, bool)> = shown
+            .entries
+            .iter()
+            .map(|(key, value)| (escaped(key), value.as_ref(), false))
+            .collect();
+        let mut out =
+            String::with_capacity(self.json.len() + over.iter().map(|(k, v, _)| k.len() + v.len() + 4).sum::<usize>());
+        let mut copied = 0;
+        for entry in self.entries() {
+            let key = key_of(self.json, &entry);
+            if let Some((_, value, used)) = over.iter_mut().rev().find(|(k, _, _)| k == key) {
+                let value_start = entry.key_end as usize + 2;
+                out.push_str(&self.json[copied..value_start]);
+                out.push_str(value);
+                copied = entry.value_end as usize;
+                *used = true;
+            }
+        }
+        // Keys the person lacks go at the end, the last of a repeated one kept.
+        out.push_str(&self.json[copied..self.json.len() - 1]);
+        let mut first = self.count == 0;
+        for (at, (key, value, used)) in over.iter().enumerate() {
+            if *used || over[at + 1..].iter().any(|(k, _, _)| k == key) {
+                continue;
+            }
+            out.push_str(if std::mem::take(&mut first) { "\"" } else { ",\"" });
+            out.push_str(key);
+            out.push_str("\":");
+            out.push_str(value);
+        }
+        out.push('}');
+        Some(out)
+    }
+
     /// Write the properties `$set_once` wrote (`once`), or the others, as a JSON object.
     pub fn write_split(&self, once: bool, out: &mut impl std::fmt::Write) {
         write_split(self.json, self.entries(), once, out);
@@ -292,5 +334,37 @@ impl<'a> PersonRef<'a> {
             .map(|&at| super::person_properties::key_of(properties.json(), &properties.entries()[at as usize]))
             .collect();
         keys.windows(2).all(|pair| pair[0] < pair[1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::PersonRef;
+    use crate::core::person::{Person, PropertyUpdate};
+
+    fn stored(set: &[(&str, &str)]) -> Vec<u8> {
+        let person = Person::new(1, Uuid::nil(), 0, "d", &PropertyUpdate::of(set, &[], &[]));
+        let mut encoded = Vec::new();
+        person.encode(&mut encoded);
+        encoded
+    }
+
+    #[test]
+    fn values_shown_over_a_person_are_spliced_in_place_and_new_keys_appended() {
+        let encoded = stored(&[("a", "1"), ("line\nbreak", r#""x""#), ("b", "[1]")]);
+        let person = PersonRef::parse(&encoded).unwrap();
+        assert_eq!(
+            person
+                .json_with(r#"{"line\nbreak":"y","c":null,"a":2,"a":3}"#)
+                .as_deref(),
+            Some(r#"{"a":3,"line\nbreak":"y","b":[1],"c":null}"#)
+        );
+        assert_eq!(person.json_with("{}").as_deref(), Some(person.json()));
+        assert_eq!(person.json_with("[1]"), None);
+        let encoded = stored(&[]);
+        let empty = PersonRef::parse(&encoded).unwrap();
+        assert_eq!(empty.json_with(r#"{"a":1}"#).as_deref(), Some(r#"{"a":1}"#));
     }
 }

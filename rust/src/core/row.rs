@@ -232,8 +232,12 @@ impl<'a> OutboxRecordRef<'a> {
                 (Some(event), Some(person))
             }
             Self::PersonEventShown(mut event, person, shown) => {
-                let json = person.person.json();
-                event.person_properties = Some(rawjson::laid_over(json, shown).map_or(Cow::Borrowed(json), Cow::Owned));
+                event.person_properties = Some(
+                    person
+                        .person
+                        .json_with(shown)
+                        .map_or(Cow::Borrowed(person.person.json()), Cow::Owned),
+                );
                 (Some(event), Some(person))
             }
         }

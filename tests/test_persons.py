@@ -779,18 +779,6 @@ async def test_identify_after_personless_events_keeps_their_person_id(hogflare: 
     assert person_of(hogflare, "anon-q")["person_id"] == person_uuid("user-q")
 
 
-async def test_the_person_processing_switch_stays_on_the_row_only_when_off(hogflare: Hogflare) -> None:
-    await send(
-        hogflare,
-        capture("switch-on", {"$process_person_profile": True, "$set": {"a": 1}}, timestamp=at(1)),
-        capture("switch-off", {"$process_person_profile": False}, timestamp=at(2)),
-    )
-    on, off = hogflare.rows(order="timestamp")
-    assert "$process_person_profile" not in on["properties"]
-    assert on["person_properties"] == {"a": 1}
-    assert off["properties"]["$process_person_profile"] is False
-
-
 async def test_a_merged_person_is_newer_than_either(hogflare: Hogflare) -> None:
     await send(hogflare, *(capture("mv-anon", {"$set": {"n": n}}, timestamp=at(1 + n)) for n in range(4)))
     await send(hogflare, capture("mv-user", {"$set": {"a": 1}}, timestamp=at(6)))

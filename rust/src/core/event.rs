@@ -25,7 +25,6 @@ use super::timestamp::{self, ClientTime};
 
 /// The person updates an event can carry, at its top level and in its properties.
 const PERSON_UPDATES: [&str; 3] = ["$set", "$set_once", "$unset"];
-const PERSON_UPDATES_AND_SWITCH: [&str; 4] = ["$set", "$set_once", "$unset", "$process_person_profile"];
 
 /// Why an item was dropped; the name is what logs and metrics show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -366,14 +365,8 @@ fn normalize_inner(
             edits.top_level(&known, key, raw);
         }
     }
-    // With person processing on, PostHog leaves the switch off the stored event; only `false`
-    // stays, to say the event had no person.
-    let switch = !personless && known.process_person_profile.is_some();
-    match (updates_no_person, switch) {
-        (true, true) => edits.strip(&PERSON_UPDATES_AND_SWITCH),
-        (true, false) => edits.strip(&PERSON_UPDATES),
-        (false, true) => edits.strip(&PERSON_UPDATES_AND_SWITCH[3..]),
-        (false, false) => {}
+    if updates_no_person {
+        edits.strip(&PERSON_UPDATES);
     }
     let lifted: &[(&str, &'static str)] = match ctx.route {
         RouteKind::Identify => &[("$anon_distinct_id", "$anon_distinct_id")],

@@ -105,9 +105,6 @@ impl<'v> Known<'v> {
         if let Some(bit) = geoip_bit(key) {
             return self.geoip_present & bit != 0;
         }
-        if key == "$process_person_profile" {
-            return self.process_person_profile.is_some();
-        }
         WATCHED
             .iter()
             .position(|watched| *watched == key)

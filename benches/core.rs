@@ -430,31 +430,21 @@ fn bench_export(c: &mut Criterion) {
             store
         })
     };
-    // 5,000 events of 5,000 users each changing a value: no two persons' state is the same.
-    let distinct_store = || {
-        distinct.get_or_init(|| {
-            let (store, options) = open_store(&dir.path().join("distinct"));
-            let batches = (0..5_000)
-                .step_by(100)
-                .map(|first| decode_batch(&person_batch(PersonWorkload::SetHeavy, first)))
-                .collect();
-            store.commit(batches, options).unwrap();
-            store
-        })
+    // `events` of a person workload, committed into a store of their own.
+    let workload_store = |name: &str, workload: PersonWorkload, events: usize| {
+        let (store, options) = open_store(&dir.path().join(name));
+        let batches = (0..events)
+            .step_by(100)
+            .map(|first| decode_batch(&person_batch(workload, first)))
+            .collect();
+        store.commit(batches, options).unwrap();
+        store
     };
+    // 5,000 events of 5,000 users each changing a value: no two persons' state is the same.
+    let distinct_store = || distinct.get_or_init(|| workload_store("distinct", PersonWorkload::SetHeavy, 5_000));
     // 10,000 pageviews of 1,000 users, each on a page of its own: after each user's first, the
     // rows show the page over the person's properties, which the person does not store.
-    let browsing_store = || {
-        browsing.get_or_init(|| {
-            let (store, options) = open_store(&dir.path().join("browsing"));
-            let batches = (0..10_000)
-                .step_by(100)
-                .map(|first| decode_batch(&person_batch(PersonWorkload::Browsing, first)))
-                .collect();
-            store.commit(batches, options).unwrap();
-            store
-        })
-    };
+    let browsing_store = || browsing.get_or_init(|| workload_store("browsing", PersonWorkload::Browsing, 10_000));
     let to = export::Destination {
         events_dir: &lake.join("events"),
         events_upto: 0,

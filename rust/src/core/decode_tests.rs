@@ -138,6 +138,13 @@ fn route_defaults_for_items_without_an_event_name() {
     );
 }
 
+/// The distinct id of each event of a `/e` body, as decoded.
+fn distinct_ids(body: &[u8]) -> Vec<String> {
+    let parts = RequestParts::posted(RouteKind::Event, body);
+    let decoded = decode(&parts, HeaderFacts::default(), &config(), Utc::now()).unwrap();
+    decoded.events.into_iter().map(|e| e.distinct_id).collect()
+}
+
 #[test]
 fn distinct_ids_are_stringified_cleaned_and_cut() {
     let long = "x".repeat(300);
@@ -152,14 +159,8 @@ fn distinct_ids_are_stringified_cleaned_and_cut() {
         {"event": "a", "distinct_id": ""},
         {"event": "a", "properties": {"distinct_id": ["b", 1.5]}},
     ]});
-    let ids: Vec<String> = decode_json(RouteKind::Event, &body)
-        .unwrap()
-        .events
-        .into_iter()
-        .map(|e| e.distinct_id)
-        .collect();
     assert_eq!(
-        ids,
+        distinct_ids(body.to_string().as_bytes()),
         vec![
             "42",
             "in-props",
@@ -174,15 +175,8 @@ fn distinct_ids_are_stringified_cleaned_and_cut() {
     // A value that is no string is written as PostHog's capture writes it: compact, its keys
     // sorted, numbers as serde_json prints them.
     let body = br#"{"api_key":"phc","batch":[{"event":"a","distinct_id":{ "string": "a", "number": 3 }},{"event":"a","distinct_id":1e3},{"event":"a","distinct_id":{"b":{"y":1,"x":2},"a":[{"d":1,"c":2}],"b":0}}]}"#;
-    let parts = RequestParts::posted(RouteKind::Event, body);
-    let ids: Vec<String> = decode(&parts, HeaderFacts::default(), &config(), Utc::now())
-        .unwrap()
-        .events
-        .into_iter()
-        .map(|e| e.distinct_id)
-        .collect();
     assert_eq!(
-        ids,
+        distinct_ids(body),
         vec![
             r#"{"number":3,"string":"a"}"#,
             "1000.0",

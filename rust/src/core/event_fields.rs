@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
+use sonic_rs::{JsonType, JsonValueTrait, Value};
 
 use super::rawjson::{self, RawObject};
 use super::request::RouteKind;
@@ -61,59 +61,14 @@ pub(super) fn id_from_raw(raw: &str) -> Option<String> {
     if rawjson::is_null(raw) {
         return None;
     }
-    match rawjson::as_str(raw) {
-        Some(text) => clean_id(text.into_owned()),
-        None => clean_id(sonic_rs::from_str::<Value>(raw).map_or_else(|_| raw.to_owned(), |value| json_id(&value))),
-    }
+    clean_id(rawjson::as_str(raw).map_or_else(|| raw.to_owned(), Cow::into_owned))
 }
 
 pub(super) fn id_from_value(value: &Value) -> Option<String> {
     match value.get_type() {
         JsonType::Null => None,
         JsonType::String => clean_id(value.as_str().unwrap_or_default().to_owned()),
-        _ => clean_id(json_id(value)),
-    }
-}
-
-/// A distinct id that is no string, written as PostHog's capture writes it (serde_json's text:
-/// compact, object keys sorted with the last of a repeated key kept, `1e3` as `1000.0`), so the
-/// same value names the same person.
-fn json_id(value: &Value) -> String {
-    let mut out = String::new();
-    push_sorted(&mut out, value);
-    out
-}
-
-fn push_sorted(out: &mut String, value: &Value) {
-    if let Some(object) = value.as_object() {
-        let mut entries: Vec<(&str, &Value)> = object.iter().collect();
-        // Stable: of a repeated key, the last sent stays last, and is the one kept.
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        out.push('{');
-        let mut first = true;
-        for (index, (key, item)) in entries.iter().enumerate() {
-            if entries.get(index + 1).is_some_and(|next| next.0 == *key) {
-                continue;
-            }
-            if !std::mem::take(&mut first) {
-                out.push(',');
-            }
-            rawjson::push_string(out, key);
-            out.push(':');
-            push_sorted(out, item);
-        }
-        out.push('}');
-    } else if let Some(items) = value.as_array() {
-        out.push('[');
-        for (index, item) in items.iter().enumerate() {
-            if index > 0 {
-                out.push(',');
-            }
-            push_sorted(out, item);
-        }
-        out.push(']');
-    } else {
-        out.push_str(&sonic_rs::to_string(value).unwrap_or_default());
+        _ => clean_id(sonic_rs::to_string(value).unwrap_or_default()),
     }
 }
 

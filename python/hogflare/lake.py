@@ -389,9 +389,11 @@ class Lake:
         named = live | {local_path(entry.metadata_file) for entry in table.metadata.metadata_log}
         deleted = 0
         for text, path in on_disk.items():
-            if text not in named and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                deleted += 1
+            # Another process's commit may delete a version that left its log meanwhile.
+            with contextlib.suppress(FileNotFoundError):
+                if text not in named and path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
+                    deleted += 1
         return deleted
 
     def days_with_small_files(self, name: str, min_files: int, small_bytes: int) -> Iterator[dt.date]:

@@ -201,7 +201,6 @@ fn updates_and_merges_agree_with_the_model() {
                     let event = EVENTS[random.below(EVENTS.len())];
                     let (person, model) = &mut people[at];
                     let before = model.clone();
-                    let stored = person.properties_json();
                     let applied = person.apply(event, &update);
                     assert_eq!(
                         applied.written(),
@@ -218,9 +217,8 @@ fn updates_and_merges_agree_with_the_model() {
                     }
                     match applied {
                         PersonChange::Shown(top) => {
-                            let expected = Some(shown.json(None));
-                            assert_eq!(rawjson::laid_over(&stored, &top), expected, "seed {seed} step {step}");
                             // The export splices them in with the stored person's entry table.
+                            let expected = Some(shown.json(None));
                             let mut encoded = Vec::new();
                             person.encode(&mut encoded);
                             let stored = PersonRef::parse(&encoded).unwrap();

@@ -160,16 +160,6 @@ impl<'a> RawObject<'a> {
 }
 
 /// A JSON object from keys and raw values.
-/// `base`'s entries with `top`'s laid over them (in place where `base` has the key, else at the
-/// end), as JavaScript's `{...base, ...top}`; `None` when either is not a JSON object.
-pub fn laid_over<'a>(base: &'a str, top: &'a str) -> Option<String> {
-    let mut object = RawObject::parse(base).ok()?;
-    for (key, value) in RawObject::parse(top).ok()?.entries {
-        object.set(key, value);
-    }
-    Some(object.to_json())
-}
-
 pub fn object_of<'a>(entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> String {
     let size: usize = entries.clone().map(|(k, v)| k.len() + v.len() + 4).sum();
     let mut out = String::with_capacity(size + 2);

@@ -11,7 +11,6 @@ use super::error::Result;
 use super::event::NormalizedEvent;
 use super::person::Person;
 pub use super::person_record::PersonRef;
-use super::rawjson;
 use super::timestamp;
 
 /// `source` of rows that came from an SDK.
@@ -301,8 +300,9 @@ impl OutboxRecord {
                 Self::PersonEvent(event, person)
             }
             Self::PersonEventShown(mut event, person, shown) => {
-                let json = person.person.properties_json();
-                event.person_properties = Some(rawjson::laid_over(&json, &shown).unwrap_or(json));
+                // As the export makes it: the borrowed reading's row.
+                let (row, _) = OutboxRecordRef::decode(bytes)?.rows();
+                event.person_properties = row.and_then(|row| row.person_properties).map(Cow::into_owned);
                 Self::PersonEventShown(event, person, shown)
             }
             record => record,

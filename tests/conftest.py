@@ -32,6 +32,21 @@ JSON_COLUMNS = (
     "properties_set_once",
     "merged_properties",
 )
+#: Columns that show a person's properties. Every new person has ``$creator_event_uuid``, the
+#: uuid of the event that created it (as on PostHog); the readers below move it out of these
+#: objects into ``"<column>.$creator_event_uuid"`` so that tests compare the properties events set.
+PERSON_COLUMNS = ("person_properties", "merged_properties")
+CREATOR = "$creator_event_uuid"
+
+
+def decode_json_columns(row: dict[str, Any], columns: tuple[str, ...], view: str = "events") -> None:
+    person_columns = ("properties", *PERSON_COLUMNS) if view.startswith("persons") else PERSON_COLUMNS
+    for column in columns:
+        if not isinstance(row.get(column), str):
+            continue
+        row[column] = value = json.loads(row[column])
+        if column in person_columns and isinstance(value, dict) and CREATOR in value:
+            row[f"{column}.{CREATOR}"] = value.pop(CREATOR)
 
 
 @dataclass(frozen=True)
@@ -87,9 +102,7 @@ class Hogflare:
         table = run(Lake(self.settings.lake_dir), f"select * from events where {where} order by {order}")
         rows: list[dict[str, Any]] = table.to_pylist()
         for row in rows:
-            for column in ("properties", "context", "extra", "person_properties", "group_properties"):
-                if row.get(column) is not None:
-                    row[column] = json.loads(row[column])
+            decode_json_columns(row, ("properties", "context", "extra", "person_properties", "group_properties"))
         return rows
 
     def persons(self, where: str = "true", order: str = "updated_at, version") -> list[dict[str, Any]]:
@@ -111,9 +124,7 @@ class Hogflare:
         table = run(Lake(self.settings.lake_dir), f"select * from {view} where {where} order by {order}")
         rows: list[dict[str, Any]] = table.to_pylist()
         for row in rows:
-            for column in JSON_COLUMNS:
-                if isinstance(row.get(column), str):
-                    row[column] = json.loads(row[column])
+            decode_json_columns(row, JSON_COLUMNS, view)
         return rows
 
     async def post(self, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:

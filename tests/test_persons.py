@@ -77,7 +77,7 @@ def test_readme_verification_flow(tmp_path: Path) -> None:
             assert (response.status_code, response.json()) == (200, {"status": 1})
         events = wait_for_rows(
             server.data_dir,
-            "select event, distinct_id, person_id, person_properties from events"
+            "select uuid, event, distinct_id, person_id, person_properties from events"
             f" where api_key = {sql(api_key)} order by created_at, timestamp",
             3,
         )
@@ -110,6 +110,8 @@ def test_readme_verification_flow(tmp_path: Path) -> None:
         "email": "verify@example.com",
         "plan": "pro",
         "signup_source": "readme",
+        # As on PostHog, the person records the event that created it.
+        "$creator_event_uuid": events[0]["uuid"],
     }
     assert json.loads(last["merged_properties"]) == merged
     assert json.loads(events[-1]["person_properties"]) == merged
@@ -128,6 +130,7 @@ async def test_new_person_row_and_event_fields(hogflare: Hogflare) -> None:
     assert event["person_id"] == person_uuid("alice")
     assert event["person_created_at"] == day(3)
     assert event["person_properties"] == {"plan": "free", "source": "ad"}
+    assert event["person_properties.$creator_event_uuid"] == event["uuid"]
 
     [snapshot] = hogflare.persons("canonical_distinct_id = 'alice'")
     assert snapshot["person_id"] == person_uuid("alice")
@@ -926,7 +929,9 @@ async def test_debug_person_shape(tmp_path: Path) -> None:
         assert dt.datetime.fromisoformat(record["created_at"]) == day(1)
         assert record["version"] == person["version"]
         assert sorted(record["distinct_ids"]) == ["anon", "user"]
-        assert (record["properties"], record["properties_set_once"]) == ({"plan": "pro"}, {"src": "ad"})
+        creator = hogflare.rows("distinct_id = 'anon'")[0]["uuid"]
+        assert record["properties"] == {"plan": "pro", "$creator_event_uuid": creator}
+        assert record["properties_set_once"] == {"src": "ad"}
 
         missing = await hogflare.client.get("/__debug/person/nobody", params={"token": TOKEN}, headers=headers)
         assert (missing.status_code, missing.json()) == (200, {"canonical_id": "nobody", "record": None})

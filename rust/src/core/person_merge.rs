@@ -3,7 +3,7 @@
 
 use heed::RwTxn;
 
-use super::{Applied, PersonWarning, PersonWork};
+use super::{Applied, EventOfPerson, PersonWarning, PersonWork};
 use crate::core::error::{CoreError, Result};
 use crate::core::person_event::{is_illegal_merge_id, IdentityKind, IdentityOp, PersonEvent};
 
@@ -25,12 +25,12 @@ impl PersonWork<'_> {
         txn: &mut RwTxn,
         project: u32,
         team_key: &str,
-        distinct_id: &str,
+        of: &EventOfPerson<'_>,
         op: &IdentityOp,
-        timestamp: i64,
         fields: &PersonEvent,
         applied: &mut Applied,
     ) -> Result<Option<u64>> {
+        let distinct_id = of.distinct_id;
         if is_illegal_merge_id(&op.other) || is_illegal_merge_id(distinct_id) {
             self.warn(PersonWarning::CannotMergeWithIllegalDistinctId);
             return Ok(None);
@@ -59,7 +59,7 @@ impl PersonWork<'_> {
                     team_key,
                     uuid_of,
                     &[distinct_id, &op.other],
-                    timestamp,
+                    of,
                     &fields.update,
                 )?;
                 self.touch(id)?.is_identified = true;

@@ -178,6 +178,11 @@ impl PropertyUpdate {
         self.unset.iter().map(|span| self.pair(*span).0)
     }
 
+    /// The bytes its keys and values take.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     /// How many writes there are: the `$set_once` entries, then the `$set` ones.
     pub fn writes(&self) -> usize {
         self.set_once.len() + self.set.len()

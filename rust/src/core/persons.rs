@@ -2,6 +2,7 @@
 //! identify/alias/merge with PostHog's four cases and refusals, and property updates. Persons
 //! touched by a commit stay decoded in memory and are written once, when it ends.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use heed::byteorder::BigEndian;
@@ -14,6 +15,7 @@ use super::groups::{name_key, AppliedGroups, GroupDbs, GroupWork, MAX_GROUP_TYPE
 use super::person::{Person, PersonChange, PropertyUpdate};
 use super::person_event::{PersonEvent, PersonMode};
 use super::person_record::PersonHeader;
+use super::person_update::Writes;
 
 #[path = "hash_key_overrides.rs"]
 mod hash_key_overrides;
@@ -27,6 +29,8 @@ const PERSON_NAMESPACE: Uuid = Uuid::from_u128(0x932979b4_65c3_4424_8467_0b66ec2
 /// `created_at` of the stand-in person of a personless event: 1970-01-01T00:00:05Z.
 const PERSONLESS_CREATED_AT: i64 = 5_000_000;
 const META_NEXT_PERSON: &[u8] = b"persons.next_id";
+/// The property PostHog gives a new person: the uuid of the event that created it.
+const CREATOR_EVENT_UUID: &str = "$creator_event_uuid";
 
 /// The person uuid PostHog derives from a distinct id: every project finds the same one.
 pub fn person_uuid(team_key: &str, distinct_id: &str) -> Uuid {
@@ -49,6 +53,16 @@ impl PersonWarning {
             Self::TooManyGroupTypes => "too_many_group_types",
         }
     }
+}
+
+/// The event a person update comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct EventOfPerson<'a> {
+    pub name: &'a str,
+    pub distinct_id: &'a str,
+    pub uuid: Uuid,
+    /// The event's timestamp, in microseconds: a person it creates was created then.
+    pub timestamp: i64,
 }
 
 /// The person an event row shows.
@@ -300,7 +314,9 @@ impl<'a> PersonWork<'a> {
         Ok(())
     }
 
-    /// A new person with `distinct_ids`, its uuid derived from `uuid_of` (one of them).
+    /// A new person with `distinct_ids`, its uuid derived from `uuid_of` (one of them), made by
+    /// `event`. As on PostHog, a person starts with the event's `$set_once` and `$set` (its
+    /// `$unset` has nothing to remove yet) and the uuid of that event, `$creator_event_uuid`.
     #[allow(clippy::too_many_arguments)]
     fn create(
         &mut self,
@@ -309,12 +325,27 @@ impl<'a> PersonWork<'a> {
         team_key: &str,
         uuid_of: &str,
         distinct_ids: &[&str],
-        created_at: i64,
+        event: &EventOfPerson<'_>,
         update: &PropertyUpdate,
     ) -> Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut person = Person::new(id, person_uuid(team_key, uuid_of), created_at, distinct_ids[0], update);
+        let mut creation = PropertyUpdate::default();
+        creation.reserve(
+            update.text_len() + 64,
+            update.writes() - update.once_writes() + 1,
+            update.once_writes(),
+        );
+        for (key, value) in update.set_once() {
+            creation.push_read(Writes::SetOnce, &Cow::Borrowed(key), value);
+        }
+        for (key, value) in update.set() {
+            creation.push_read(Writes::Set, &Cow::Borrowed(key), value);
+        }
+        let creator = format!("\"{}\"", event.uuid.hyphenated());
+        creation.push_read(Writes::Set, &Cow::Borrowed(CREATOR_EVENT_UUID), &creator);
+        let uuid = person_uuid(team_key, uuid_of);
+        let mut person = Person::new(id, uuid, event.timestamp, distinct_ids[0], &creation);
         for distinct_id in distinct_ids {
             if !person.distinct_ids.iter().any(|known| known == distinct_id) {
                 person.distinct_ids.push((*distinct_id).to_owned());
@@ -326,18 +357,16 @@ impl<'a> PersonWork<'a> {
         Ok(id)
     }
 
-    /// Apply one event. `timestamp` is the event's, in microseconds.
-    #[allow(clippy::too_many_arguments)]
+    /// Apply one event.
     pub fn apply(
         &mut self,
         txn: &mut RwTxn,
         project: u32,
         team_key: &str,
-        event: &str,
-        distinct_id: &str,
-        timestamp: i64,
+        event: &EventOfPerson<'_>,
         fields: &PersonEvent,
     ) -> Result<Applied> {
+        let distinct_id = event.distinct_id;
         let mut applied = Applied {
             groups: self.groups.apply(txn, project, fields)?,
             ..Applied::default()
@@ -375,7 +404,7 @@ impl<'a> PersonWork<'a> {
             PersonMode::Full => {
                 let id = match &fields.identity {
                     Some(op) if op.other != distinct_id => {
-                        self.identify(txn, project, team_key, distinct_id, op, timestamp, fields, &mut applied)?
+                        self.identify(txn, project, team_key, event, op, fields, &mut applied)?
                     }
                     _ => None,
                 };
@@ -384,7 +413,7 @@ impl<'a> PersonWork<'a> {
                     Some(id) => id,
                     None => match self.resolve(txn, project, distinct_id)? {
                         Some(id) => {
-                            match self.loaded(id)?.apply(event, &fields.update) {
+                            match self.loaded(id)?.apply(event.name, &fields.update) {
                                 PersonChange::Written => drop(self.touch(id)?),
                                 PersonChange::Shown(json) => shown = Some(json),
                                 PersonChange::Unchanged => {}
@@ -397,7 +426,7 @@ impl<'a> PersonWork<'a> {
                             team_key,
                             distinct_id,
                             &[distinct_id],
-                            timestamp,
+                            event,
                             &fields.update,
                         )?,
                     },

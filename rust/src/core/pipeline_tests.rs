@@ -320,8 +320,15 @@ fn an_event_and_its_persons_snapshot_go_to_their_two_streams() {
     let (events, persons) = (rows(&chunk.events), rows(&chunk.persons));
     assert_eq!((events.len(), persons.len()), (3, 3));
     for (n, (event, person)) in events.iter().zip(&persons).enumerate() {
-        assert_eq!(event["person_properties"], serde_json::json!({"n": n}));
-        assert_eq!(person["merged_properties"], serde_json::json!({"n": n}));
+        let first = &events[0]["uuid"];
+        assert_eq!(
+            event["person_properties"],
+            serde_json::json!({"n": n, "$creator_event_uuid": first})
+        );
+        assert_eq!(
+            person["merged_properties"],
+            serde_json::json!({"n": n, "$creator_event_uuid": first})
+        );
         assert_eq!(person["source_event_uuid"], event["uuid"]);
     }
     // Without the persons stream the positions are the same; a sink resumes between entries.

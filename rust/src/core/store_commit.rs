@@ -16,7 +16,7 @@ use super::{day_of, read_u64, write_u64, Store, META_BYTES, META_NEXT_PROJECT, M
 use crate::core::decode::DecodedRequest;
 use crate::core::error::{CoreError, Result};
 use crate::core::groups;
-use crate::core::persons::{PersonWarning, PersonWork};
+use crate::core::persons::{EventOfPerson, PersonWarning, PersonWork};
 use crate::core::row::{rows_in_entry, EventRow, OutboxRecord, PersonSnapshotOf};
 use crate::core::timestamp;
 
@@ -186,15 +186,13 @@ impl Store {
                     self.cookieless.resolve(&mut txn, &batch.token, &mut event)?;
                 }
 
-                let applied = persons.apply(
-                    &mut txn,
-                    project,
-                    &team_key,
-                    &event.event,
-                    &event.distinct_id,
-                    timestamp::to_micros(event.timestamp),
-                    &event.person,
-                )?;
+                let of = EventOfPerson {
+                    name: &event.event,
+                    distinct_id: &event.distinct_id,
+                    uuid: event.uuid,
+                    timestamp: timestamp::to_micros(event.timestamp),
+                };
+                let applied = persons.apply(&mut txn, project, &team_key, &of, &event.person)?;
                 let snapshot = SnapshotOf {
                     team_id: batch.team_id,
                     token: &batch.token,

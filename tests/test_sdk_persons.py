@@ -104,7 +104,8 @@ def test_posthog_js_identify_alias_group_register_reset(server: Server) -> None:
     page = node("browser.mjs", server, token, "persons", run_id)
     assert page["page_errors"] == []
     anon, user, alias, new_anon = page["anon_id"], page["user_id"], page["alias_id"], page["new_anon_id"]
-    steps = {"anonymous browsing", "$identify", "after identify", "$create_alias", "$set", "$groupidentify"}
+    steps = {"anonymous browsing", "$identify", "after identify", "after navigation", "$create_alias", "$set"}
+    steps.add("$groupidentify")
     rows = events_of(server, token, steps | {"with group", "registered", "after reset"})
 
     # The anonymous visitor's person becomes the identified person: one person_id before and after.
@@ -112,7 +113,7 @@ def test_posthog_js_identify_alias_group_register_reset(server: Server) -> None:
     browsing = [row for row in rows if row["distinct_id"] == anon]
     identified = [row for row in rows if row["distinct_id"] == user and row["event"] != "$groupidentify"]
     assert {"$pageview", "custom event", "anonymous browsing"} <= {row["event"] for row in browsing}
-    assert {"$identify", "after identify", "$create_alias", "$set", "with group", "registered"} <= {
+    assert {"$identify", "after identify", "after navigation", "$create_alias", "$set", "registered"} <= {
         row["event"] for row in identified
     }
     assert {row["person_id"] for row in browsing + identified} == {person}
@@ -128,6 +129,21 @@ def test_posthog_js_identify_alias_group_register_reset(server: Server) -> None:
     assert identify["properties"]["$current_url"].startswith("http://127.0.0.1:")
     assert has(identify["person_properties"], name="Ada", plan="pro", first_seen="2024-01-01")
     assert has(one(rows, "after identify")["person_properties"], name="Ada", plan="pro")
+
+    # A new page alone: the row shows the page it was on, as PostHog's rows do, while the person
+    # (its snapshot beside that row) keeps the page of its last real change.
+    before, navigated = one(rows, "after identify"), one(rows, "after navigation")
+    page = navigated["properties"]["$current_url"]
+    assert page.endswith("/pricing?plan=team")
+    assert page != before["properties"]["$current_url"]
+    assert navigated["person_properties"]["$current_url"] == page
+    assert navigated["person_properties"]["$pathname"] == "/pricing"
+    uuids = f"'{before['uuid']}', '{navigated['uuid']}'"
+    sql = f"select * from persons where api_key = '{token}' and source_event_uuid in ({uuids})"
+    snapshots = {row["source_event_uuid"]: row for row in eventually(server, sql, lambda rows: len(rows) == 2)}
+    unchanged, kept = snapshots[before["uuid"]], snapshots[navigated["uuid"]]
+    assert kept["merged_properties"]["$current_url"] == before["properties"]["$current_url"] != page
+    assert kept["version"] == unchanged["version"]
 
     latest = latest_person(server, token, user, lambda row: has(row["merged_properties"], favourite="tea"))
     assert latest["person_id"] == person

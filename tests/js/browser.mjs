@@ -78,6 +78,13 @@ const scenarios = {
         await settle(tab)
         await tab.evaluate(() => window.posthog.capture('after identify', { step: 'identified' }))
         await settle(tab)
+        // A page of a single-page app: only the page's properties change, which the event's row
+        // shows but which do not by themselves change the stored person.
+        await tab.evaluate(() => {
+            window.history.pushState({}, '', '/pricing?plan=team')
+            window.posthog.capture('after navigation', { step: 'navigated' })
+        })
+        await settle(tab)
         await tab.evaluate(({ aliasId }) => window.posthog.alias(aliasId), { aliasId })
         await settle(tab)
         await tab.evaluate(() => window.posthog.setPersonProperties({ plan: 'team', favourite: 'tea' }, { first_seen: '1999-12-31', signup: 'web' }))

@@ -818,6 +818,23 @@ async def test_personless_event_of_a_known_person(hogflare: Hogflare) -> None:
     assert person_of(hogflare, "known")["merged_properties"] == {"a": 1}
 
 
+async def test_a_heatmap_event_makes_and_changes_no_person(hogflare: Hogflare) -> None:
+    """posthog-js's `$$heatmap` events: PostHog reads them in a pipeline of their own that never
+    touches persons; here the row goes with the person its distinct id has, if any."""
+    heatmap = {"$heatmap_data": {"/page": [{"x": 1, "y": 2, "type": "click"}]}, "$set": {"plan": "free"}}
+    await send(hogflare, capture("hm-visitor", heatmap, "$$heatmap", timestamp=at(1)))
+    await send(hogflare, capture("hm-user", {"$set": {"plan": "pro"}}, timestamp=at(2)))
+    await send(hogflare, capture("hm-user", heatmap, "$$heatmap", timestamp=at(3)))
+    visitor, user = hogflare.rows("event = '$$heatmap'", order="timestamp")
+    assert (visitor["person_id"], visitor["person_properties"]) == (person_uuid("hm-visitor"), {})
+    assert visitor["person_created_at"] == PERSONLESS_CREATED_AT
+    assert (user["person_id"], user["person_properties"]) == (person_uuid("hm-user"), {"plan": "pro"})
+    assert user["properties"]["$heatmap_data"] == heatmap["$heatmap_data"]
+    # The known person's row has its snapshot beside it, as every row that goes with a person.
+    assert [(row["canonical_distinct_id"], row["version"]) for row in hogflare.persons()] == [("hm-user", 0)] * 2
+    assert person_of(hogflare, "hm-user")["merged_properties"] == {"plan": "pro"}
+
+
 async def test_identity_and_group_events_with_person_processing_off_are_discarded(hogflare: Hogflare) -> None:
     """PostHog's ingestion drops them (`invalid_event_when_process_person_profile_is_false`): they
     would change a person or a group the event says to leave alone. The request still succeeds."""

@@ -48,8 +48,9 @@ pub enum PersonMode {
     Full,
     /// `$process_person_profile: false`: the event reads the person but never writes it.
     Personless,
-    /// A session recording: it goes with the person its distinct id already has, and never
-    /// creates one (PostHog's replay ingestion makes no persons); without one, it is personless.
+    /// A session recording or a heatmap event: it goes with the person its distinct id already
+    /// has, and never creates or changes one (PostHog's replay and heatmap ingestion make no
+    /// persons); without one, it is personless.
     Existing,
     /// The event has no person (`$groupidentify`).
     Without,
@@ -245,6 +246,10 @@ impl PersonEvent {
                     });
                 }
             }
+        } else if event == "$$heatmap" {
+            // PostHog sends heatmap events down a pipeline of their own that never reaches a
+            // person: the row goes with the person its distinct id has, and makes none.
+            out.mode = PersonMode::Existing;
         } else if get(Property::ProcessPersonProfile).is_some_and(|raw| raw.trim() == "false") {
             out.mode = PersonMode::Personless;
         }

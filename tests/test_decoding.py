@@ -242,7 +242,7 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], Err]] = [
         "10 MB string",
         json.dumps(event(token=TOKEN, properties={"blob": "x" * 10_000_000})).encode(),
         {},
-        Err(400, "event_too_large"),
+        Err(413, "event_too_large"),
     ),
 ]
 

@@ -17,7 +17,7 @@ from hogflare._hogflare import Batch, Decoder, NoValidEventError
 from hogflare.commit import GroupCommitter
 from hogflare.config import ConfigError, Settings
 from hogflare.enrichment import ClientAddress, geoip_databases, request_facts
-from hogflare.errors import AuthError, PayloadError
+from hogflare.errors import AuthError, PayloadError, PayloadTooLargeError
 from hogflare.http import JSON, Request, Response, StallWatch, ok
 from hogflare.logs import LogSummary
 
@@ -139,6 +139,11 @@ class CaptureService:
         except NoValidEventError as exc:
             # Dropped all the same: counted and logged as the drops of a batch with good events are.
             self._count_dropped(exc.dropped, exc.token, request.path)
+            if set(exc.dropped) == {"event_too_large"}:
+                # PostHog's capture answers 413 for an event over its size, on which posthog-node
+                # and posthog-python retry smaller batches before they give an event up.
+                limit = self.settings.max_event_bytes
+                raise PayloadTooLargeError(f"{exc}: each event exceeds the maximum of {limit} bytes") from None
             raise
         self._count_dropped(batch.dropped, batch.token, request.path)
         if batch.filtered:

@@ -103,8 +103,13 @@ const META_NEXT_PROJECT: &str = "projects.next";
 const META_FORMAT: &str = "store.format";
 const META_ID: &str = "store.id";
 /// How this code lays out persons and outbox rows. 2: persons in `person_record`'s layout, which
-/// person snapshot rows carry too (1 was postcard throughout, and recorded no format).
-const STORE_FORMAT: u64 = 2;
+/// person snapshot rows carry too (1 was postcard throughout, and recorded no format). 3: an
+/// outbox entry may also hold the values an event's row shows over its person
+/// (`OutboxRecord::PersonEventShown`), which a reader of format 2 cannot decode.
+const STORE_FORMAT: u64 = 3;
+/// Format 2's entries are a subset of format 3's: such a store is read as it is and stamped 3,
+/// so that a hogflare of format 2 refuses it (with the message below) rather than misread it.
+const UPGRADED_FORMAT: u64 = 2;
 
 fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
     Ok(db
@@ -181,6 +186,9 @@ impl Store {
         };
         if format == STORE_FORMAT {
             return Ok(());
+        }
+        if format == UPGRADED_FORMAT {
+            return write_u64(self.meta, txn, META_FORMAT, STORE_FORMAT);
         }
         Err(CoreError::Store(format!(
             "the store in {} has format {format}, and this hogflare reads format {STORE_FORMAT} only: \

@@ -203,6 +203,32 @@ fn a_store_of_another_format_is_refused() {
     drop(store);
     let refused = Store::open(dir.path(), &small()).err().unwrap().to_string();
     assert!(refused.contains("has format 1"), "{refused}");
+    // A store of format 2 is read as it is, and stamped with the current format.
+    let older = tempfile::tempdir().unwrap();
+    let store = Store::open(older.path(), &small()).unwrap();
+    store.commit(vec![batch("t", &[Uuid::now_v7()])], options()).unwrap();
+    let mut txn = store.env.write_txn().unwrap();
+    write_u64(store.meta, &mut txn, META_FORMAT, 2).unwrap();
+    txn.commit().unwrap();
+    drop(store);
+    let store = Store::open(older.path(), &small()).unwrap();
+    assert_eq!(store.outbox_state().unwrap().rows, 1);
+    assert_eq!(
+        read_u64(store.meta, &store.env.read_txn().unwrap(), META_FORMAT).unwrap(),
+        3
+    );
+    drop(store);
+    // One written by a later hogflare is refused.
+    let store = Store::open(older.path(), &small()).unwrap();
+    let mut txn = store.env.write_txn().unwrap();
+    write_u64(store.meta, &mut txn, META_FORMAT, 4).unwrap();
+    txn.commit().unwrap();
+    drop(store);
+    let refused = Store::open(older.path(), &small()).err().unwrap().to_string();
+    assert!(
+        refused.contains("has format 4, and this hogflare reads format 3 only"),
+        "{refused}"
+    );
     // A new store gets the current format, and opens again.
     let fresh = tempfile::tempdir().unwrap();
     drop(Store::open(fresh.path(), &small()).unwrap());

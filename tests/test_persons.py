@@ -833,6 +833,9 @@ async def test_a_heatmap_event_makes_and_changes_no_person(hogflare: Hogflare) -
     # The known person's row has its snapshot beside it, as every row that goes with a person.
     assert [(row["canonical_distinct_id"], row["version"]) for row in hogflare.persons()] == [("hm-user", 0)] * 2
     assert person_of(hogflare, "hm-user")["merged_properties"] == {"plan": "pro"}
+    # Sent personless, it is personless like any other event.
+    await send(hogflare, capture("hm-user", {**heatmap, **PERSONLESS}, "$$heatmap", timestamp=at(4)))
+    assert hogflare.rows("event = '$$heatmap'", order="timestamp")[-1]["person_properties"] == {}
 
 
 async def test_identity_and_group_events_with_person_processing_off_are_discarded(hogflare: Hogflare) -> None:

@@ -113,9 +113,8 @@ def test_posthog_js_identify_alias_group_register_reset(server: Server) -> None:
     browsing = [row for row in rows if row["distinct_id"] == anon]
     identified = [row for row in rows if row["distinct_id"] == user and row["event"] != "$groupidentify"]
     assert {"$pageview", "custom event", "anonymous browsing"} <= {row["event"] for row in browsing}
-    assert {"$identify", "after identify", "after navigation", "$create_alias", "$set", "registered"} <= {
-        row["event"] for row in identified
-    }
+    as_user = {"$identify", "after identify", "after navigation", "$create_alias", "$set", "with group", "registered"}
+    assert as_user <= {row["event"] for row in identified}
     assert {row["person_id"] for row in browsing + identified} == {person}
 
     # reset(): a new anonymous id, and a person of its own.

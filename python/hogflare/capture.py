@@ -143,7 +143,7 @@ class CaptureService:
                 # PostHog's capture answers 413 for an event over its size, on which posthog-node
                 # and posthog-python retry smaller batches before they give an event up.
                 limit = self.settings.max_event_bytes
-                raise PayloadTooLargeError(f"{exc}: each event exceeds the maximum of {limit} bytes") from None
+                raise PayloadTooLargeError(f"{exc}: no event under the maximum of {limit} bytes") from None
             raise
         self._count_dropped(batch.dropped, batch.token, request.path)
         if batch.filtered:

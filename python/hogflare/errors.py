@@ -2,7 +2,8 @@
 
     HogflareError
     ├── PayloadError              400  the body is not a PostHog payload
-    │   ├── PayloadTooLargeError  413  bigger than we accept, on the wire or once inflated
+    │   ├── PayloadTooLargeError  413  bigger than we accept, on the wire or once inflated, or
+    │   │                              every event of the request over the event size limit
     │   └── NoValidEventError     400  every event of the request was dropped
     ├── AuthError                 401  project token missing, refused, or inconsistent; bad signature
     ├── RequestTimeoutError       408  the client stopped sending its body

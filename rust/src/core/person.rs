@@ -89,7 +89,8 @@ pub struct Person {
 }
 
 impl Person {
-    /// A new person, created by an event: `{...$set_once, ...$set}` as PostHog creates it.
+    /// A person whose properties are `update` applied to none (`Persons::create` hands it the
+    /// update PostHog creates a person with: `$set_once`, `$set` and `$creator_event_uuid`).
     pub fn new(id: u64, uuid: Uuid, created_at: i64, distinct_id: &str, update: &PropertyUpdate) -> Self {
         let order = update.order();
         let once = update.once_writes();

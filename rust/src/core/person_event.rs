@@ -246,12 +246,12 @@ impl PersonEvent {
                     });
                 }
             }
+        } else if get(Property::ProcessPersonProfile).is_some_and(|raw| raw.trim() == "false") {
+            out.mode = PersonMode::Personless;
         } else if event == "$$heatmap" {
             // PostHog sends heatmap events down a pipeline of their own that never reaches a
             // person: the row goes with the person its distinct id has, and makes none.
             out.mode = PersonMode::Existing;
-        } else if get(Property::ProcessPersonProfile).is_some_and(|raw| raw.trim() == "false") {
-            out.mode = PersonMode::Personless;
         }
         if let Some(groups) = get(Property::Groups) {
             out.groups = object_entries(groups)

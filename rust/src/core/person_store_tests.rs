@@ -236,9 +236,9 @@ fn a_new_person_records_the_event_that_created_it_and_has_nothing_to_unset() {
         "$set": {"plan": "pro", "$creator_event_uuid": "mine"}, "$unset": ["plan"]}});
     let (events, snapshots, _) = h.send(serde_json::json!([creating]));
     // PostHog's new person: the event's `$set_once` and `$set`, then the event's uuid.
-    let created = serde_json::json!({"plan": "pro", "$creator_event_uuid": first});
-    let row: serde_json::Value = serde_json::from_str(events[0].person_properties.as_deref().unwrap()).unwrap();
-    assert_eq!(row, created);
+    // Once, with the event's uuid rather than the `$set` value.
+    let created = format!(r#"{{"$creator_event_uuid":"{first}","plan":"pro"}}"#);
+    assert_eq!(events[0].person_properties.as_deref(), Some(created.as_str()));
     assert_eq!(
         snapshots[0].person.properties_json(),
         h.person("d").unwrap().properties_json()
@@ -256,6 +256,15 @@ fn a_new_person_records_the_event_that_created_it_and_has_nothing_to_unset() {
     h.send(serde_json::json!([event]));
     let merged: serde_json::Value = serde_json::from_str(&h.person("anon").unwrap().properties_json()).unwrap();
     assert_eq!(merged["$creator_event_uuid"], identify_uuid.as_str());
+    // A merge of two persons keeps the one merged into, and the event that created it.
+    let (made_anon, made_user) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    h.send(serde_json::json!([
+        {"event": "e", "distinct_id": "later-anon", "uuid": made_anon, "properties": {}},
+        {"event": "e", "distinct_id": "later-user", "uuid": made_user, "properties": {}},
+    ]));
+    h.send(serde_json::json!([identify("later-user", "later-anon")]));
+    let survivor: serde_json::Value = serde_json::from_str(&h.person("later-anon").unwrap().properties_json()).unwrap();
+    assert_eq!(survivor, serde_json::json!({"$creator_event_uuid": made_user}));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -90,6 +90,8 @@ pub struct Store {
     counted: [Database<Bytes, Unit>; 3],
     /// Nanoseconds the last `commit` spent writing and syncing its transaction.
     last_sync_nanos: AtomicU64,
+    /// Whether the store records `STORE_FORMAT`; until it does, each commit records it.
+    pub(super) format_stamped: AtomicBool,
     /// Chosen when the store is created. The lake records it beside each outbox position it
     /// commits: a position is this store's only when the ids agree, so a store replaced (or
     /// restored) under an existing lake never takes another store's position for its own.
@@ -107,8 +109,9 @@ const META_ID: &str = "store.id";
 /// outbox entry may also hold the values an event's row shows over its person
 /// (`OutboxRecord::PersonEventShown`), which a reader of format 2 cannot decode.
 const STORE_FORMAT: u64 = 3;
-/// Format 2's entries are a subset of format 3's: such a store is read as it is and stamped 3,
-/// so that a hogflare of format 2 refuses it (with the message below) rather than misread it.
+/// Format 2's entries are a subset of format 3's: such a store is read as it is and stamped 3 by
+/// its first commit (not when it is opened: `hogflare doctor` must not change it), so that a
+/// hogflare of format 2 refuses it then (with the message below) rather than misread it.
 const UPGRADED_FORMAT: u64 = 2;
 
 fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
@@ -160,10 +163,12 @@ impl Store {
                 env.create_database(&mut wtxn, Some("groups"))?,
             ],
             last_sync_nanos: AtomicU64::new(0),
+            format_stamped: AtomicBool::new(true),
             env: env.clone(),
             id: Uuid::nil(),
         };
-        store.check_format(&mut wtxn, path)?;
+        let stamped = store.check_format(&mut wtxn, path)?;
+        store.format_stamped.store(stamped, Ordering::Relaxed);
         let id = if let Some(Ok(id)) = store.meta.get(&wtxn, META_ID)?.map(Uuid::from_slice) {
             id
         } else {
@@ -176,19 +181,16 @@ impl Store {
     }
 
     /// Stamp a new store with the format this code writes; refuse one written in another, whose
-    /// persons and rows it would misread.
-    fn check_format(&self, txn: &mut RwTxn, path: &Path) -> Result<()> {
+    /// persons and rows it would misread. Whether the store records this code's format.
+    fn check_format(&self, txn: &mut RwTxn, path: &Path) -> Result<bool> {
         let format = match self.meta.get(txn, META_FORMAT)? {
             Some(_) => read_u64(self.meta, txn, META_FORMAT)?,
             // Stores written before the format was recorded hold their metadata without it.
             None if !self.meta.is_empty(txn)? => 1,
-            None => return write_u64(self.meta, txn, META_FORMAT, STORE_FORMAT),
+            None => return write_u64(self.meta, txn, META_FORMAT, STORE_FORMAT).map(|()| true),
         };
-        if format == STORE_FORMAT {
-            return Ok(());
-        }
-        if format == UPGRADED_FORMAT {
-            return write_u64(self.meta, txn, META_FORMAT, STORE_FORMAT);
+        if format == STORE_FORMAT || format == UPGRADED_FORMAT {
+            return Ok(format == STORE_FORMAT);
         }
         Err(CoreError::Store(format!(
             "the store in {} has format {format}, and this hogflare reads format {STORE_FORMAT} only: \

@@ -12,7 +12,10 @@ use heed::types::{Bytes, U64};
 use heed::{Database, PutFlags, RwTxn};
 use uuid::Uuid;
 
-use super::{day_of, read_u64, write_u64, Store, META_BYTES, META_NEXT_PROJECT, META_NEXT_SEQ, META_ROWS};
+use super::{
+    day_of, read_u64, write_u64, Store, META_BYTES, META_FORMAT, META_NEXT_PROJECT, META_NEXT_SEQ, META_ROWS,
+    STORE_FORMAT,
+};
 use crate::core::decode::DecodedRequest;
 use crate::core::error::{CoreError, Result};
 use crate::core::groups;
@@ -247,8 +250,15 @@ impl Store {
         write_u64(self.meta, &mut txn, META_NEXT_SEQ, outbox.next_seq)?;
         write_u64(self.meta, &mut txn, META_ROWS, outbox.rows)?;
         write_u64(self.meta, &mut txn, META_BYTES, outbox.bytes)?;
+        let stamping = !self.format_stamped.load(Ordering::Relaxed);
+        if stamping {
+            write_u64(self.meta, &mut txn, META_FORMAT, STORE_FORMAT)?;
+        }
         let syncing = Instant::now();
         txn.commit()?;
+        if stamping {
+            self.format_stamped.store(true, Ordering::Relaxed);
+        }
         let nanos = u64::try_from(syncing.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_sync_nanos.store(nanos, Ordering::Relaxed);
         Ok(outcomes)

@@ -97,13 +97,7 @@ class Hogflare:
 
     def rows(self, where: str = "true", order: str = "timestamp, uuid") -> list[dict[str, Any]]:
         """Ship everything committed so far, then read the event rows back from the lake."""
-        assert self.app.store is not None
-        Shipper(self.settings, store=self.app.store).drain()
-        table = run(Lake(self.settings.lake_dir), f"select * from events where {where} order by {order}")
-        rows: list[dict[str, Any]] = table.to_pylist()
-        for row in rows:
-            decode_json_columns(row, ("properties", "context", "extra", "person_properties", "group_properties"))
-        return rows
+        return self.read("events", where, order)
 
     def persons(self, where: str = "true", order: str = "updated_at, version") -> list[dict[str, Any]]:
         """Every person snapshot row (view ``persons``), JSON columns decoded."""

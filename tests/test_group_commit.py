@@ -1,14 +1,17 @@
 """The group committer on its own: requests that wait together share commits, each gets its own
-outcome, a full outbox fails only the commit it hits, and closing waits for what is in flight."""
+outcome, a full outbox fails only the commit it hits, and closing waits for what is in flight
+for as long as it is allowed to."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from pathlib import Path
 
 import pytest
+import structlog
 
 from hogflare._hogflare import Batch, Decoder, OutboxFullError, StorageError, Store
 from hogflare.commit import GroupCommitter
@@ -101,3 +104,54 @@ async def test_requests_are_answered_even_when_counting_their_commit_fails(
     assert outcomes == [(1, 0, {})] * 20
     assert reported
     assert all(isinstance(exc, OSError) for exc in reported)
+
+
+class StuckCommitThread:
+    """A commit thread whose commit never finishes, as when another process holds the store
+    and does not let go."""
+
+    def __init__(self) -> None:
+        self.wake, self._other_end = socket.socketpair()
+        self.stopped_within: list[float | None] = []
+
+    def submit(self, _batch: Batch) -> int:
+        return 1
+
+    def fileno(self) -> int:
+        return self.wake.fileno()
+
+    def finished(self) -> list[object]:
+        return []
+
+    def stop(self, timeout: float | None = None) -> bool:
+        self.stopped_within.append(timeout)
+        return False
+
+    def close(self) -> None:
+        self.wake.close()
+        self._other_end.close()
+
+
+async def test_closing_gives_up_at_its_deadline_on_a_commit_that_never_finishes(tmp_path: Path) -> None:
+    _, commits = committer(tmp_path)
+    real = commits._thread
+    stuck = StuckCommitThread()
+    commits._thread = stuck  # type: ignore[assignment]
+    waiting = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    await asyncio.sleep(0)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(commits.close(0.2), timeout=10)
+    events = [entry["event"] for entry in logs]
+    assert events == [
+        "requests still committing at the shutdown deadline",
+        "the store's commit thread did not stop in time; it is left to finish alone",
+    ]
+    assert logs[0]["requests"] == 1
+    # The thread is asked to stop within what is left of the deadline, not waited for again.
+    [within] = stuck.stopped_within
+    assert within is not None
+    assert within <= 0.2
+    assert not waiting.done()
+    waiting.cancel()
+    real.stop()
+    stuck.close()

@@ -140,8 +140,9 @@ class CommitThread:
         """A socket that becomes readable when a commit has finished."""
     def finished(self) -> list[FinishedCommit]:
         """The commits finished since the last call, oldest first."""
-    def stop(self) -> None:
-        """Finish the commits queued, then stop the thread."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Finish the commits queued, then stop the thread, waiting at most ``timeout`` seconds
+        when given: whether the thread has ended (one that has not is left to finish alone)."""
 
 @final
 class FinishedCommit:

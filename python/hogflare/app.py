@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import functools
 import hmac
 import signal
@@ -16,7 +17,7 @@ from hogflare import metrics
 from hogflare._hogflare import SignatureVerifier, Store
 from hogflare.capture import ANALYTICS_V1, CAPTURE_ROUTES, CaptureService, v1_error
 from hogflare.commit import GroupCommitter
-from hogflare.config import Settings
+from hogflare.config import COMMIT_DRAIN_SECS, SHIPPER_STOP_GRACE_SECS, Settings
 from hogflare.debug import person_debug
 from hogflare.errors import AuthError, HogflareError, OutboxFullError, StorageError, status_for
 from hogflare.flags import FlagsService
@@ -59,8 +60,8 @@ _ROUTE_LABELS = {
     )
 }
 _SHIPPER_CHECK_SECS = 1.0
-#: Beyond the shutdown deadline: the shipper may be in the middle of one last request to a stream.
-_SHIPPER_STOP_GRACE_SECS = 5.0
+#: Past every bounded step of a shutdown, before Granian kills the worker: time to dump its stacks.
+_STUCK_SHUTDOWN_MARGIN_SECS = 5.0
 #: Bodies above this size are hashed on a worker thread, so the event loop keeps serving.
 _SIGNATURE_OFFLOAD_BYTES = 256 * 1024
 
@@ -120,12 +121,20 @@ class App:
             self._supervisor = asyncio.create_task(self._supervise_shipper())
 
     async def shutdown(self) -> None:
+        # A shutdown that hangs past its bounded steps names where it hangs before it is killed.
+        faulthandler.dump_traceback_later(self.settings.worker_stop_secs + _STUCK_SHUTDOWN_MARGIN_SECS)
+        try:
+            await self._shut_down()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+
+    async def _shut_down(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         if self.committer is not None:
-            await self.committer.close()
+            await self.committer.close(COMMIT_DRAIN_SECS)
         await self.watch.close()
         process = self._shipper_process
         if process is not None and process.poll() is None:
@@ -133,7 +142,7 @@ class App:
             process.send_signal(signal.SIGTERM)
             try:
                 grace = self.settings.shutdown_timeout_secs + self.settings.pipeline_timeout_secs
-                await asyncio.to_thread(process.wait, grace + _SHIPPER_STOP_GRACE_SECS)
+                await asyncio.to_thread(process.wait, grace + SHIPPER_STOP_GRACE_SECS)
             except subprocess.TimeoutExpired:
                 log.warning("shipper did not stop in time; the outbox keeps its rows for the next start")
         flush_summaries()

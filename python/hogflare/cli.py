@@ -114,9 +114,9 @@ def serve(
         loop=Loops.auto,
         http1_settings=HTTP1Settings(header_read_timeout=10_000),
         respawn_failed_workers=True,
-        # A worker's shutdown waits for in-flight commits and the shipper's last flush, both
-        # bounded by the shutdown deadline; past that (with a margin) Granian kills it.
-        workers_kill_timeout=math.ceil(settings.shutdown_timeout_secs + settings.pipeline_timeout_secs) + 15,
+        # Every step of a worker's shutdown is bounded; past them all (with a margin, in which
+        # a stuck worker dumps its stacks) Granian kills it.
+        workers_kill_timeout=math.ceil(settings.worker_stop_secs) + 10,
         log_access=False,
         log_level=LogLevels(settings.log_level.lower()),
         log_dictconfig=granian_log_config(settings.log_format),

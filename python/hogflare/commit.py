@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from hogflare import metrics
 from hogflare._hogflare import Batch, CommitThread, FinishedCommit, Store
 
 #: ``(stored, duplicates, warnings)`` of one request's commit.
 Outcome = tuple[int, int, dict[str, int]]
+
+log = structlog.get_logger("hogflare.commit")
 
 
 class GroupCommitter:
@@ -70,11 +74,20 @@ class GroupCommitter:
                 future.set_result(outcome)
         return True
 
-    async def close(self) -> None:
-        """Wait for the commits in flight, then stop the commit thread."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Wait for the commits in flight, then stop the commit thread; at most ``timeout``
+        seconds in all when given. Requests still waiting then are never answered: nothing
+        acknowledged is lost, and a client retries what was not."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         if self._waiting:
             self._drained = asyncio.Event()
-            await self._drained.wait()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                log.warning("requests still committing at the shutdown deadline", requests=len(self._waiting))
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._thread.fileno())
-        self._thread.stop()
+        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        if not self._thread.stop(remaining):
+            log.warning("the store's commit thread did not stop in time; it is left to finish alone")

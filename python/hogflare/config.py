@@ -27,6 +27,13 @@ Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)]
 PositiveCount = Annotated[int, msgspec.Meta(gt=0, le=_MAX_COUNT)]
 
 
+#: On SIGTERM, how long a worker waits for the commits in flight: one takes milliseconds unless
+#: another process holds the store.
+COMMIT_DRAIN_SECS = 10.0
+#: Beyond the shutdown deadline: the shipper may be in the middle of one last request to a stream.
+SHIPPER_STOP_GRACE_SECS = 5.0
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything hogflare can be told. Each field's environment variable is in ``ENV``."""
 
@@ -95,6 +102,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """Whether this server serves the project of ``token`` (every one, unless
         ``HOGFLARE_PROJECT_TOKENS`` names them)."""
         return not self.project_tokens or token in self.project_tokens
+
+    @property
+    def worker_stop_secs(self) -> float:
+        """The longest a worker's shutdown may take: the commits in flight, then the shipper's
+        last delivery to every sink and one stream request it may be in the middle of."""
+        return COMMIT_DRAIN_SECS + self.shutdown_timeout_secs + self.pipeline_timeout_secs + SHIPPER_STOP_GRACE_SECS
 
     @property
     def group_types(self) -> list[str | None]:

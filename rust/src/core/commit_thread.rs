@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -53,6 +53,8 @@ pub struct CommitThread {
     /// Readable when a commit has finished; one byte per commit.
     wake: UnixStream,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Disconnected once the thread has returned, so that a stop can wait for it with a limit.
+    ended: Mutex<Receiver<()>>,
 }
 
 impl CommitThread {
@@ -63,9 +65,13 @@ impl CommitThread {
         let (jobs, queue) = mpsc::channel();
         let finished = Arc::new(Mutex::new(Vec::new()));
         let results = Arc::clone(&finished);
+        let (ending, ended) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("hogflare-commit".into())
-            .spawn(move || run(&store, limits, &queue, &results, notify))
+            .spawn(move || {
+                let _ending = ending;
+                run(&store, limits, &queue, &results, notify);
+            })
             .map_err(thread_error)?;
         Ok(Self {
             jobs: Mutex::new(Some(jobs)),
@@ -73,6 +79,7 @@ impl CommitThread {
             finished,
             wake,
             thread: Mutex::new(Some(thread)),
+            ended: Mutex::new(ended),
         })
     }
 
@@ -104,12 +111,29 @@ impl CommitThread {
 
     /// Finish the commits queued, then stop the thread. Later submissions are refused.
     pub fn stop(&self) {
+        self.stop_within(None);
+    }
+
+    /// `stop`, waiting at most `limit` for the commits queued: whether the thread has ended.
+    /// One that has not (a commit waiting for a store another process holds, say) is left to
+    /// finish on its own; whatever it stores was never acknowledged, and a process that exits
+    /// takes it along with no harm to the store.
+    pub fn stop_within(&self, limit: Option<Duration>) -> bool {
         drop(self.jobs.lock().unwrap_or_else(PoisonError::into_inner).take());
+        if let Some(limit) = limit {
+            let ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+            if matches!(ended.recv_timeout(limit), Err(mpsc::RecvTimeoutError::Timeout)) {
+                // Detached: nothing waits for it again, not even `Drop`.
+                drop(self.thread.lock().unwrap_or_else(PoisonError::into_inner).take());
+                return false;
+            }
+        }
         let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(thread) = thread {
             // The thread catches panics of a commit; one elsewhere would already be reported.
             let _ = thread.join();
         }
+        true
     }
 }
 
@@ -275,5 +299,48 @@ mod tests {
             thread.submit(request(&[Uuid::now_v7()])),
             Err(CoreError::Store(_))
         ));
+    }
+
+    #[test]
+    fn a_bounded_stop_leaves_a_commit_that_waits_for_the_store() {
+        let (_dir, store, thread) = start(u64::MAX);
+        let (held, holding) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let holder = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let txn = store.hold_write_lock().unwrap();
+                held.send(()).unwrap();
+                released.recv().unwrap();
+                drop(txn);
+            })
+        };
+        holding.recv().unwrap();
+        thread.submit(request(&[Uuid::now_v7()])).unwrap();
+        let asked = Instant::now();
+        assert!(!thread.stop_within(Some(Duration::from_millis(200))));
+        assert!(asked.elapsed() < Duration::from_secs(5));
+        assert!(matches!(
+            thread.submit(request(&[Uuid::now_v7()])),
+            Err(CoreError::Store(_))
+        ));
+        // Once the store is free the commit goes on by itself, and dropping the thread does not
+        // wait for it a second time.
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.outbox_state().unwrap().rows < 1 {
+            assert!(Instant::now() < deadline, "the commit did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(thread);
+    }
+
+    #[test]
+    fn a_bounded_stop_of_an_idle_thread_ends_it() {
+        let (_dir, store, thread) = start(u64::MAX);
+        thread.submit(request(&[Uuid::now_v7()])).unwrap();
+        assert!(thread.stop_within(Some(Duration::from_secs(10))));
+        assert_eq!(store.outbox_state().unwrap().rows, 1);
     }
 }

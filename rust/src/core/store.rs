@@ -247,6 +247,13 @@ impl Store {
     }
 
     /// Up to `max_rows` entries (and about `max_bytes`) at positions above `after`.
+    /// The store's write lock, held until the transaction is dropped: what another process's
+    /// commit looks like to this one.
+    #[cfg(test)]
+    pub fn hold_write_lock(&self) -> Result<heed::RwTxn<'_>> {
+        Ok(self.env.write_txn()?)
+    }
+
     #[cfg(test)]
     pub fn read_outbox(&self, after: u64, max_rows: usize, max_bytes: u64) -> Result<OutboxChunk> {
         let txn = self.env.read_txn()?;

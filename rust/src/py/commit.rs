@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::errors::PyCoreError;
@@ -51,9 +53,15 @@ impl PyCommitThread {
         self.inner.finished().into_iter().map(Finished::from).collect()
     }
 
-    /// Finish the commits queued, then stop the thread.
-    fn stop(&self, py: Python<'_>) {
-        py.detach(|| self.inner.stop());
+    /// Finish the commits queued, then stop the thread, waiting at most `timeout` seconds when
+    /// given: whether the thread has ended.
+    #[pyo3(signature = (timeout=None))]
+    fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let limit = timeout
+            .map(Duration::try_from_secs_f64)
+            .transpose()
+            .map_err(|err| PyValueError::new_err(format!("timeout: {err}")))?;
+        Ok(py.detach(|| self.inner.stop_within(limit)))
     }
 }
 

@@ -8,15 +8,13 @@ import shutil
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
-import msgspec
 import typer
 
-from hogflare.config import ConfigError, Settings
-
-if TYPE_CHECKING:
-    from hogflare.flags import FlagsService
+from hogflare.cli_flags import flags_cli
+from hogflare.cli_options import DataDir, existing_or_exit, first_line, settings_or_exit
+from hogflare.config import Settings
 
 cli = typer.Typer(
     help="A PostHog-compatible analytics backend that lands every event in a lake you own.",
@@ -24,35 +22,7 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory (store and lake). Default: $HOGFLARE_DATA_DIR or ./data."),
-]
-
-
-def _settings(data_dir: Path | None) -> Settings:
-    try:
-        return Settings.from_env(data_dir=data_dir)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-
-def _existing(settings: Settings) -> Settings:
-    """Settings whose data directory exists: commands that read the lake must not make one up
-    (a mistyped path would answer with no rows, as if the lake were empty)."""
-    if not settings.data_dir.is_dir():
-        typer.echo(f"error: no data directory at {settings.data_dir}", err=True)
-        raise typer.Exit(2)
-    if not (settings.lake_dir.is_dir() or settings.store_dir.is_dir()):
-        typer.echo(f"error: {settings.data_dir} holds no hogflare data (no lake, no store)", err=True)
-        raise typer.Exit(2)
-    return settings
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+cli.add_typer(flags_cli, name="flags")
 
 
 def _address(host: str | None, port: int | None) -> tuple[str, int]:
@@ -86,7 +56,7 @@ def serve(
 
     from hogflare.logs import configure, granian_log_config
 
-    settings = _settings(data_dir)
+    settings = settings_or_exit(data_dir)
     _check_geoip(settings)
     bind_host, bind_port = _address(host, port)
     try:
@@ -236,7 +206,7 @@ def query(
     from hogflare import query as q
     from hogflare.lake import Lake
 
-    settings = _existing(_settings(data_dir))
+    settings = existing_or_exit(settings_or_exit(data_dir))
     if not sql.strip():
         typer.echo("error: no SQL given", err=True)
         raise typer.Exit(2)
@@ -269,7 +239,7 @@ def query(
     except Exception as exc:
         # The catalog or a file the lake names cannot be read (a broken disk, a damaged copy):
         # an operator's answer, not a traceback.
-        typer.echo(f"error: cannot read the lake in {settings.lake_dir}: {_first_line(exc)}", err=True)
+        typer.echo(f"error: cannot read the lake in {settings.lake_dir}: {first_line(exc)}", err=True)
         raise typer.Exit(1) from exc
 
 
@@ -282,7 +252,7 @@ def compact(
     """Rewrite each day's small Parquet files into one larger file."""
     from hogflare.lake import TABLES, CompactionConflictError, Lake
 
-    settings = _existing(_settings(data_dir))
+    settings = existing_or_exit(settings_or_exit(data_dir))
     lake = Lake(settings.lake_dir)
     conflicts = rewritten = 0
     for table in TABLES:
@@ -353,7 +323,7 @@ def doctor(data_dir: DataDir = None) -> None:
     Exits 1 when something needs fixing, 0 otherwise. Safe to run beside a running server."""
     from hogflare.doctor import Level, examine
 
-    findings = examine(_settings(data_dir))
+    findings = examine(settings_or_exit(data_dir))
     width = max(len(finding.subject) for finding in findings)
     for finding in findings:
         typer.echo(f"{finding.level.value:<8} {finding.subject:<{width}}  {finding.message}")
@@ -371,7 +341,7 @@ def ship(data_dir: DataDir = None) -> None:
     from hogflare.supervisor import acquire_lock, parent_of_shipper, starting_lock_path
 
     parent = parent_of_shipper()
-    settings = _settings(data_dir)
+    settings = settings_or_exit(data_dir)
     configure(settings.log_format, settings.log_level)
     # Every worker of a starting server launches a shipper, and all but one should exit before
     # the shipper's imports, which take seconds of CPU the workers need. The shipper's own lock,
@@ -386,106 +356,6 @@ def ship(data_dir: DataDir = None) -> None:
 
     with starting:
         raise typer.Exit(shipper.serve(settings, parent))
-
-
-flags_cli = typer.Typer(help="Inspect the feature flags the server would serve.", no_args_is_help=True)
-cli.add_typer(flags_cli, name="flags")
-
-
-def _load_flags(data_dir: Path | None, *, token: str | None = None) -> FlagsService:
-    """The flags as the server would load them, each problem printed to stderr; exits 1 when flags
-    were configured and none could be loaded."""
-    from hogflare.flags import FlagsService
-
-    def report(source: str, message: str) -> None:
-        typer.echo(f"{source}: {message}", err=True)
-
-    settings = _settings(data_dir)
-    store = None
-    if token and settings.store_dir.is_dir():
-        from hogflare.store import open_store
-
-        store = open_store(settings)
-    service = FlagsService(settings, store, report=report)
-    if service.configured and service.problems and not len(service.current()):
-        typer.echo("error: no flag could be loaded", err=True)
-        raise typer.Exit(1)
-    return service
-
-
-def _json_object(option: str, text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = msgspec.json.decode(text)
-    except msgspec.DecodeError as exc:
-        typer.echo(f"error: {option} is not JSON: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    if not isinstance(value, dict):
-        typer.echo(f"error: {option} must be a JSON object", err=True)
-        raise typer.Exit(2)
-    return value
-
-
-@flags_cli.command("list")
-def flags_list(
-    data_dir: DataDir = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array of flag objects.")] = False,
-) -> None:
-    """List every flag: key, whether it is active, its type, and where it comes from."""
-    rows = _load_flags(data_dir).summaries()
-    if as_json:
-        sys.stdout.buffer.write(msgspec.json.encode(rows) + b"\n")
-        return
-    table = [("KEY", "ACTIVE", "TYPE", "LOCAL", "SOURCE")]
-    table += [(r.key, "yes" if r.active else "no", r.type, "yes" if r.local else "no", r.source) for r in rows]
-    widths = [max(len(row[column]) for row in table) for column in range(len(table[0]) - 1)]
-    for row in table:
-        typer.echo("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]))
-
-
-@flags_cli.command("eval")
-def flags_eval(
-    *,
-    distinct_id: Annotated[str, typer.Option("--distinct-id", help="The user to evaluate the flags for.")],
-    person_properties: Annotated[
-        str | None, typer.Option("--person-properties", help='JSON object, e.g. \'{"plan": "pro"}\'.')
-    ] = None,
-    groups: Annotated[
-        str | None, typer.Option("--groups", help='JSON {type: key}, e.g. \'{"company": "acme"}\'.')
-    ] = None,
-    group_properties: Annotated[
-        str | None, typer.Option("--group-properties", help="JSON {type: {property: value}}.")
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            help="Project token: use the stored person's and groups' properties and experience continuity's "
-            "hash keys too.",
-        ),
-    ] = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Evaluate every flag for one user and print the v2 `flags` answer an SDK would get."""
-    person = _json_object("--person-properties", person_properties)
-    group_keys = _json_object("--groups", groups) or {}
-    if any(isinstance(key, dict | list | bool) for key in group_keys.values()):
-        typer.echo("error: --groups maps each group type to its key, a string or a number", err=True)
-        raise typer.Exit(2)
-    group_props = _json_object("--group-properties", group_properties)
-    if group_props is not None and not all(isinstance(props, dict) for props in group_props.values()):
-        typer.echo("error: --group-properties maps each group type to an object of properties", err=True)
-        raise typer.Exit(2)
-    service = _load_flags(data_dir, token=token)
-    evaluation = service.evaluate(
-        token,
-        distinct_id,
-        person_properties=person,
-        groups={kind: str(key) for kind, key in group_keys.items() if key is not None},
-        group_properties=group_props,
-    )
-    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(evaluation)) + b"\n")
 
 
 def main() -> None:

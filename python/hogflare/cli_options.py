@@ -1,0 +1,40 @@
+"""What the ``hogflare`` subcommands share: the data directory option and how a command that
+cannot go on says so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hogflare.config import ConfigError, Settings
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (store and lake). Default: $HOGFLARE_DATA_DIR or ./data."),
+]
+
+
+def settings_or_exit(data_dir: Path | None) -> Settings:
+    try:
+        return Settings.from_env(data_dir=data_dir)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def existing_or_exit(settings: Settings) -> Settings:
+    """Settings whose data directory exists: commands that read the lake must not make one up
+    (a mistyped path would answer with no rows, as if the lake were empty)."""
+    if not settings.data_dir.is_dir():
+        typer.echo(f"error: no data directory at {settings.data_dir}", err=True)
+        raise typer.Exit(2)
+    if not (settings.lake_dir.is_dir() or settings.store_dir.is_dir()):
+        typer.echo(f"error: {settings.data_dir} holds no hogflare data (no lake, no store)", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+def first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -65,6 +65,17 @@ class RssSampler(threading.Thread):
         self.pgid = pgid
         self.samples: list[tuple[float, int, int]] = []
         self.stop = threading.Event()
+        self._pss = threading.Event()
+        self._pss.set()
+
+    @contextmanager
+    def without_pss(self) -> Iterator[None]:
+        """Only the cheap anonymous RSS while a run measures latency (samples keep the last PSS)."""
+        self._pss.clear()
+        try:
+            yield
+        finally:
+            self._pss.set()
 
     def current(self) -> tuple[int, int]:
         each = measure_group(self.pgid, lambda process: (process.memory_full_info().pss, _anonymous_rss(process.pid)))
@@ -82,7 +93,7 @@ class RssSampler(threading.Thread):
         for tick in itertools.count():
             if self.stop.wait(0.25):
                 return
-            if tick % 4 == 0:
+            if tick % 4 == 0 and self._pss.is_set():
                 pss, anonymous = self.current()
             else:
                 anonymous = self.anonymous()

@@ -106,13 +106,14 @@ async def test_requests_are_answered_even_when_counting_their_commit_fails(
     assert all(isinstance(exc, OSError) for exc in reported)
 
 
-class StuckCommitThread:
-    """A commit thread whose commit never finishes, as when another process holds the store
-    and does not let go."""
+class StandInCommitThread:
+    """A commit thread whose commits never finish, as when another process holds the store and
+    does not let go; its stop records the time it is given and says it ended when ``stops``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stops: bool = False) -> None:
         self.wake, self._other_end = socket.socketpair()
         self.stopped_within: list[float | None] = []
+        self.stops = stops
 
     def submit(self, _batch: Batch) -> int:
         return 1
@@ -125,7 +126,7 @@ class StuckCommitThread:
 
     def stop(self, timeout: float | None = None) -> bool:
         self.stopped_within.append(timeout)
-        return False
+        return self.stops
 
     def close(self) -> None:
         self.wake.close()
@@ -135,7 +136,7 @@ class StuckCommitThread:
 async def test_closing_gives_up_at_its_deadline_on_a_commit_that_never_finishes(tmp_path: Path) -> None:
     _, commits = committer(tmp_path)
     real = commits._thread
-    stuck = StuckCommitThread()
+    stuck = StandInCommitThread()
     commits._thread = stuck  # type: ignore[assignment]
     waiting = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
     await asyncio.sleep(0)
@@ -147,11 +148,27 @@ async def test_closing_gives_up_at_its_deadline_on_a_commit_that_never_finishes(
         "the store's commit thread did not stop in time; it is left to finish alone",
     ]
     assert logs[0]["requests"] == 1
-    # The thread is asked to stop within what is left of the deadline, not waited for again.
+    # The thread is asked to stop within what is left of the deadline (nothing), not waited for
+    # again.
     [within] = stuck.stopped_within
     assert within is not None
-    assert within <= 0.2
+    assert within < 0.05
     assert not waiting.done()
     waiting.cancel()
     real.stop()
     stuck.close()
+
+
+async def test_closing_with_nothing_in_flight_gives_the_thread_the_whole_deadline(tmp_path: Path) -> None:
+    _, commits = committer(tmp_path)
+    real = commits._thread
+    idle = StandInCommitThread(stops=True)
+    commits._thread = idle  # type: ignore[assignment]
+    with structlog.testing.capture_logs() as logs:
+        await commits.close(5.0)
+    assert logs == []
+    [within] = idle.stopped_within
+    assert within is not None
+    assert 4.5 < within <= 5.0
+    real.stop()
+    idle.close()

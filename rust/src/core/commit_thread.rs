@@ -12,7 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -55,6 +55,8 @@ pub struct CommitThread {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Disconnected once the thread has returned, so that a stop can wait for it with a limit.
     ended: Mutex<Receiver<()>>,
+    /// A bounded stop gave up on the thread: nothing waits for it, and no stop says it ended.
+    detached: AtomicBool,
 }
 
 impl CommitThread {
@@ -80,6 +82,7 @@ impl CommitThread {
             wake,
             thread: Mutex::new(Some(thread)),
             ended: Mutex::new(ended),
+            detached: AtomicBool::new(false),
         })
     }
 
@@ -110,8 +113,9 @@ impl CommitThread {
     }
 
     /// Finish the commits queued, then stop the thread. Later submissions are refused.
-    pub fn stop(&self) {
-        self.stop_within(None);
+    /// Whether the thread has ended (not after a bounded stop gave up on it).
+    pub fn stop(&self) -> bool {
+        self.stop_within(None)
     }
 
     /// `stop`, waiting at most `limit` for the commits queued: whether the thread has ended.
@@ -125,6 +129,7 @@ impl CommitThread {
             if matches!(ended.recv_timeout(limit), Err(mpsc::RecvTimeoutError::Timeout)) {
                 // Detached: nothing waits for it again, not even `Drop`.
                 drop(self.thread.lock().unwrap_or_else(PoisonError::into_inner).take());
+                self.detached.store(true, Ordering::Relaxed);
                 return false;
             }
         }
@@ -133,13 +138,13 @@ impl CommitThread {
             // The thread catches panics of a commit; one elsewhere would already be reported.
             let _ = thread.join();
         }
-        true
+        !self.detached.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for CommitThread {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.stop();
     }
 }
 
@@ -292,7 +297,7 @@ mod tests {
         for _ in 0..20 {
             thread.submit(request(&[Uuid::now_v7()])).unwrap();
         }
-        thread.stop();
+        assert!(thread.stop());
         assert_eq!(store.outbox_state().unwrap().rows, 20);
         assert_eq!(thread.finished().iter().map(|f| f.tickets.len()).sum::<usize>(), 20);
         assert!(matches!(
@@ -311,7 +316,9 @@ mod tests {
             std::thread::spawn(move || {
                 let txn = store.hold_write_lock().unwrap();
                 held.send(()).unwrap();
-                released.recv().unwrap();
+                // Let go after a while whatever happens, so that a stop that waits anyway makes
+                // this test fail on its timings rather than hang.
+                let _ = released.recv_timeout(Duration::from_secs(10));
                 drop(txn);
             })
         };
@@ -324,8 +331,12 @@ mod tests {
             thread.submit(request(&[Uuid::now_v7()])),
             Err(CoreError::Store(_))
         ));
-        // Once the store is free the commit goes on by itself, and dropping the thread does not
-        // wait for it a second time.
+        // Neither a later stop nor dropping it waits for the detached thread, nor says it ended.
+        let dropped = Instant::now();
+        assert!(!thread.stop());
+        drop(thread);
+        assert!(dropped.elapsed() < Duration::from_secs(5));
+        // Once the store is free the commit goes on by itself.
         release.send(()).unwrap();
         holder.join().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -333,7 +344,6 @@ mod tests {
             assert!(Instant::now() < deadline, "the commit did not finish");
             std::thread::sleep(Duration::from_millis(5));
         }
-        drop(thread);
     }
 
     #[test]

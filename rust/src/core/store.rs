@@ -246,7 +246,6 @@ impl Store {
         })
     }
 
-    /// Up to `max_rows` entries (and about `max_bytes`) at positions above `after`.
     /// The store's write lock, held until the transaction is dropped: what another process's
     /// commit looks like to this one.
     #[cfg(test)]
@@ -254,6 +253,7 @@ impl Store {
         Ok(self.env.write_txn()?)
     }
 
+    /// Up to `max_rows` entries (and about `max_bytes`) at positions above `after`.
     #[cfg(test)]
     pub fn read_outbox(&self, after: u64, max_rows: usize, max_bytes: u64) -> Result<OutboxChunk> {
         let txn = self.env.read_txn()?;

@@ -56,28 +56,32 @@ pub struct FlagSet {
     /// Flags that depend, directly or through others, on a flag that is not there or on
     /// themselves: PostHog answers them `missing_dependency` whatever their conditions say.
     broken: Vec<bool>,
-    /// The longest answer written so far: the next one's buffer starts at that size instead of
-    /// growing (and copying itself) on the way.
-    answer_bytes: AnswerSize,
+    /// The longest answer written so far, per shape: the next one's buffer starts at that size
+    /// instead of growing (and copying itself) on the way.
+    answer_bytes: AnswerSizes,
 }
 
-/// A hint of how long the answers of one flag set are.
+/// How long the answers of one flag set are, per shape (`respond`'s four, then
+/// `evaluate_json`'s).
 #[derive(Debug, Default)]
-pub(super) struct AnswerSize(AtomicUsize);
+pub(super) struct AnswerSizes([AtomicUsize; 5]);
 
-impl AnswerSize {
-    /// Not more than this is reserved on a hint: a single huge answer must not make every
-    /// later one reserve as much.
+impl AnswerSizes {
+    /// Not more than this is reserved on a hint: one huge answer must not make every later one
+    /// reserve as much.
     const MOST: usize = 1 << 20;
 
-    pub(super) fn buffer(&self, estimate: usize) -> String {
-        String::with_capacity(estimate.max(self.0.load(Ordering::Relaxed)))
+    pub(super) fn buffer(&self, slot: usize, estimate: usize) -> String {
+        String::with_capacity(estimate.max(self.0[slot].load(Ordering::Relaxed)))
     }
 
-    pub(super) fn saw(&self, answer: &str) {
-        self.0.fetch_max(answer.len().min(Self::MOST), Ordering::Relaxed);
+    pub(super) fn saw(&self, slot: usize, answer: &str) {
+        self.0[slot].fetch_max(answer.len().min(Self::MOST), Ordering::Relaxed);
     }
 }
+
+/// `evaluate_json`'s slot among the answer sizes.
+const EVALUATION_JSON: usize = 4;
 
 /// Who a flag evaluation is for. JSON arguments are objects (anything else reads as `{}`).
 #[derive(Debug, Default)]
@@ -347,13 +351,13 @@ impl FlagSet {
     /// The evaluation as the `/flags?v=2` body's `flags` and `errorsWhileComputingFlags`.
     pub fn evaluate_json(&self, request: &Request<'_>, now: DateTime<Utc>) -> String {
         let results = self.evaluate(request, now);
-        let mut out = self.answer_bytes.buffer(64 + results.len() * 192);
+        let mut out = self.answer_bytes.buffer(EVALUATION_JSON, 64 + results.len() * 192);
         out.push('{');
         respond::push_flags(&mut out, &results);
         let errors = results.iter().any(|(_, result)| result.error);
         out.push_str(r#","errorsWhileComputingFlags":"#);
         out.push_str(if errors { "true}" } else { "false}" });
-        self.answer_bytes.saw(&out);
+        self.answer_bytes.saw(EVALUATION_JSON, &out);
         out
     }
 

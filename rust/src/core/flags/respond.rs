@@ -194,7 +194,7 @@ impl FlagSet {
         evaluated_at_ms: i64,
     ) -> String {
         let errors = results.iter().any(|(_, result)| result.error);
-        let mut out = self.answer_bytes.buffer(128 + results.len() * 256);
+        let mut out = self.answer_bytes.buffer(shape as usize, 128 + results.len() * 256);
         out.push('{');
         match shape {
             Shape::Flags => {
@@ -235,7 +235,7 @@ impl FlagSet {
         out.push_str(r#","evaluatedAt":"#);
         push_number(&mut out, Some(evaluated_at_ms));
         out.push('}');
-        self.answer_bytes.saw(&out);
+        self.answer_bytes.saw(shape as usize, &out);
         out
     }
 }

@@ -26,7 +26,7 @@ from pathlib import Path
 from benches.workloads import TOKEN, batch_body, pageview
 from hogflare._hogflare import Decoder, Store
 from hogflare.config import Settings
-from hogflare.lake import EVENTS, PERSONS
+from hogflare.lake_tables import EVENTS, PERSONS
 from hogflare.shipper import Shipper
 from hogflare.store import open_store
 

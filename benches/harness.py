@@ -23,7 +23,8 @@ import httpx
 import psutil
 
 from benches import loadgen
-from hogflare.lake import EVENTS, Lake
+from hogflare.lake import Lake
+from hogflare.lake_tables import EVENTS
 from hogflare.query import run as query
 from tests.helpers.server import HOGFLARE, free_port
 

@@ -28,7 +28,8 @@ from hogflare import shipper as shipper_module
 from hogflare._hogflare import UNMEASURED_COLUMNS, Export, Store
 from hogflare.export_ahead import ExportAhead
 from hogflare.iceberg import SyncedSqlCatalog
-from hogflare.lake import EVENTS, PERSONS, CompactionConflictError, Lake
+from hogflare.lake import CompactionConflictError, Lake
+from hogflare.lake_tables import EVENTS, PERSONS
 from hogflare.query import run
 from hogflare.shipper import Shipper
 from hogflare.store import lake_position, local_path

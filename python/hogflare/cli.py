@@ -250,7 +250,8 @@ def compact(
     small_mb: Annotated[int, typer.Option(help="Files under this size (MB) count as small.")] = 64,
 ) -> None:
     """Rewrite each day's small Parquet files into one larger file."""
-    from hogflare.lake import TABLES, CompactionConflictError, Lake
+    from hogflare.lake import CompactionConflictError, Lake
+    from hogflare.lake_tables import TABLES
 
     settings = existing_or_exit(settings_or_exit(data_dir))
     lake = Lake(settings.lake_dir)

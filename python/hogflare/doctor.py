@@ -119,7 +119,8 @@ def check_shipper(settings: Settings) -> Iterator[Finding]:
 
 
 def check_lake(settings: Settings) -> Iterator[Finding]:
-    from hogflare.lake import TABLES, Lake
+    from hogflare.lake import Lake
+    from hogflare.lake_tables import TABLES
 
     if not (settings.lake_dir / "catalog.db").exists():
         yield Finding(Level.ok, "lake", "no lake yet (nothing has been shipped)")

@@ -13,27 +13,19 @@ import fcntl
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import structlog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
 from pyiceberg.io import PY_IO_IMPL, FileIO
 from pyiceberg.manifest import ManifestEntryStatus, ManifestFile
-from pyiceberg.partitioning import PartitionField, PartitionSpec
-from pyiceberg.schema import Schema
 from pyiceberg.table import Table
-from pyiceberg.transforms import DayTransform
-from pyiceberg.types import BooleanType, ListType, LongType, NestedField, StringType, TimestamptzType
 
-from hogflare._hogflare import UNMEASURED_COLUMNS
 from hogflare.iceberg import SyncedFileIO, SyncedSqlCatalog, with_cached_metadata
+from hogflare.lake_tables import METRICS, TABLE_PROPERTIES, TABLES, day_partition
 from hogflare.store import CATALOG_NAME, NAMESPACE, SEQ_PROPERTY, STORE_PROPERTY, local_path, newest_position
 
 log = structlog.get_logger("hogflare.lake")
-
-EVENTS = "hogflare_events"
-PERSONS = "hogflare_persons"
 
 #: Snapshots a table keeps of its history. pyiceberg copies the whole table metadata, snapshot
 #: list included, many times per commit, so a commit costs in proportion to the history it
@@ -48,89 +40,6 @@ HISTORY_MAX = 16
 UNREFERENCED_GRACE_SECS = 600
 #: Where those files wait, one ``<unix time> <path>`` line each, under the lake's root.
 UNREFERENCED_LIST = "unreferenced-files"
-
-#: The JSON text columns' Parquet files carry no min/max statistics (they would prune nothing and
-#: cost a sixth of writing a file), so the tables collect no metrics for them.
-_METRICS = {f"write.metadata.metrics.column.{column}": "none" for column in UNMEASURED_COLUMNS}
-
-_TABLE_PROPERTIES = {
-    "format-version": "2",
-    "write.parquet.compression-codec": "zstd",
-    "commit.manifest-merge.enabled": "true",
-    "write.metadata.delete-after-commit.enabled": "true",
-    "write.metadata.previous-versions-max": "20",
-    **_METRICS,
-}
-
-
-def _fields(*columns: tuple[str, Any, bool]) -> list[NestedField]:
-    return [
-        NestedField(field_id=index, name=name, field_type=kind, required=required)
-        for index, (name, kind, required) in enumerate(columns, start=1)
-    ]
-
-
-def event_schema() -> Schema:
-    """Hogflare's event row, with timestamps as timestamps and JSON columns as JSON text."""
-    return Schema(
-        *_fields(
-            ("uuid", StringType(), True),
-            ("team_id", LongType(), False),
-            ("source", StringType(), True),
-            ("event", StringType(), True),
-            ("distinct_id", StringType(), True),
-            ("created_at", TimestamptzType(), True),
-            ("timestamp", TimestamptzType(), False),
-            ("properties", StringType(), False),
-            ("context", StringType(), False),
-            ("person_id", StringType(), False),
-            ("person_created_at", TimestamptzType(), False),
-            ("person_properties", StringType(), False),
-            *((f"group{slot}", StringType(), False) for slot in range(5)),
-            ("group_properties", StringType(), False),
-            ("api_key", StringType(), False),
-            ("extra", StringType(), False),
-        )
-    )
-
-
-def person_schema() -> Schema:
-    """Hogflare's person snapshot row, plus ``is_identified``."""
-    return Schema(
-        *_fields(
-            ("uuid", StringType(), True),
-            ("team_id", LongType(), False),
-            ("source", StringType(), True),
-            ("operation", StringType(), True),
-            ("person_id", StringType(), True),
-            ("person_int_id", LongType(), True),
-            ("canonical_distinct_id", StringType(), True),
-            ("distinct_ids", ListType(element_id=100, element_type=StringType(), element_required=True), True),
-            ("created_at", TimestamptzType(), True),
-            ("updated_at", TimestamptzType(), True),
-            ("version", LongType(), True),
-            ("is_identified", BooleanType(), True),
-            ("properties", StringType(), True),
-            ("properties_set_once", StringType(), True),
-            ("merged_properties", StringType(), True),
-            ("api_key", StringType(), False),
-            ("source_event_uuid", StringType(), True),
-        )
-    )
-
-
-def _day_partition(schema: Schema, column: str) -> PartitionSpec:
-    source = schema.find_field(column)
-    return PartitionSpec(
-        PartitionField(source_id=source.field_id, field_id=1000, transform=DayTransform(), name=f"{column}_day")
-    )
-
-
-#: table name → (schema, partition column)
-TABLES: dict[str, tuple[Schema, str]] = {
-    EVENTS: (event_schema(), "timestamp"),
-    PERSONS: (person_schema(), "updated_at"),
-}
 
 
 @contextlib.contextmanager
@@ -207,10 +116,10 @@ class Lake:
                     table = self.catalog.create_table(
                         f"{NAMESPACE}.{name}",
                         schema=schema,
-                        partition_spec=_day_partition(schema, partition_column),
-                        properties=_TABLE_PROPERTIES,
+                        partition_spec=day_partition(schema, partition_column),
+                        properties=TABLE_PROPERTIES,
                     )
-                missing = {key: value for key, value in _METRICS.items() if table.properties.get(key) != value}
+                missing = {key: value for key, value in METRICS.items() if table.properties.get(key) != value}
                 if missing:
                     # A table made by an earlier version, whose files had statistics everywhere;
                     # if another process commits first, the next open tries again.

@@ -16,7 +16,8 @@ import duckdb
 import msgspec
 import pyarrow as pa
 
-from hogflare.lake import EVENTS, PERSONS, Lake
+from hogflare.lake import Lake
+from hogflare.lake_tables import EVENTS, PERSONS
 
 #: view name → lake table
 VIEWS: dict[str, str] = {"events": EVENTS, "persons": PERSONS}

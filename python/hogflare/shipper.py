@@ -22,7 +22,8 @@ import structlog
 from hogflare._hogflare import Export, Store
 from hogflare.config import Settings
 from hogflare.export_ahead import ExportAhead
-from hogflare.lake import EVENTS, PERSONS, TABLES, Lake
+from hogflare.lake import Lake
+from hogflare.lake_tables import EVENTS, PERSONS, TABLES
 from hogflare.metrics import SinkCounters
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
 from hogflare.store import LAKE_CURSOR, open_store

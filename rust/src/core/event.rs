@@ -10,9 +10,10 @@ use sonic_rs::{JsonValueTrait, Value};
 use uuid::Uuid;
 
 use super::cookieless::{self, CookielessEvent, CookielessMode, Sighting};
+pub use super::drop_reason::{DropReason, Warning};
 use super::enrich::Enrichment;
 use super::event_fields::{
-    default_event_name, id_from_raw, id_from_value, offset_from_raw, timestamp_from_raw, truncate_chars, CONSUMED,
+    default_event_name, distinct_id_of, offset_from_raw, timestamp_from_raw, truncate_chars, uuid_of, CONSUMED,
     MAX_ID_CHARS,
 };
 pub(super) use super::event_fields::{is_true, non_null};
@@ -25,81 +26,6 @@ use super::timestamp::{self, ClientTime};
 
 /// The person updates an event can carry, at its top level and in its properties.
 const PERSON_UPDATES: [&str; 3] = ["$set", "$set_once", "$unset"];
-
-/// Why an item was dropped; the name is what logs and metrics show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DropReason {
-    NotAnObject,
-    MissingEventName,
-    InvalidEventName,
-    MissingDistinctId,
-    InvalidUuid,
-    InvalidProperties,
-    EventTooLarge,
-    InvalidSessionId,
-    MissingSnapshotData,
-    UnsupportedRecordingEvent,
-    InvalidCookielessMode,
-    CookielessDisabled,
-    CookielessDisallowedEvent,
-    CookielessMissingUserAgent,
-    CookielessMissingIp,
-    CookielessMissingHost,
-    CookielessDayOutOfRange,
-    // Capture v1's own checks, named as PostHog's v1 answer names them.
-    DroppedPerformanceEvent,
-    EventNameTooLong,
-    DistinctIdTooLarge,
-    InvalidEventTimestamp,
-    MalformedEventProperties,
-    InvalidOptions,
-}
-
-impl DropReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotAnObject => "not_an_object",
-            Self::MissingEventName => "missing_event_name",
-            Self::InvalidEventName => "invalid_event_name",
-            Self::MissingDistinctId => "missing_distinct_id",
-            Self::InvalidUuid => "invalid_uuid",
-            Self::InvalidProperties => "invalid_properties",
-            Self::EventTooLarge => "event_too_large",
-            Self::InvalidSessionId => "invalid_session_id",
-            Self::MissingSnapshotData => "missing_snapshot_data",
-            Self::UnsupportedRecordingEvent => "unsupported_recording_event",
-            Self::InvalidCookielessMode => "invalid_cookieless_mode",
-            Self::CookielessDisabled => "cookieless_disabled",
-            Self::CookielessDisallowedEvent => "cookieless_disallowed_event",
-            Self::CookielessMissingUserAgent => "cookieless_missing_ua",
-            Self::CookielessMissingIp => "cookieless_missing_ip",
-            Self::CookielessMissingHost => "cookieless_missing_host",
-            Self::CookielessDayOutOfRange => "cookieless_day_out_of_range",
-            Self::DroppedPerformanceEvent => "dropped_performance_event",
-            Self::EventNameTooLong => "event_name_too_long",
-            Self::DistinctIdTooLarge => "distinct_id_too_large",
-            Self::InvalidEventTimestamp => "invalid_event_timestamp",
-            Self::MalformedEventProperties => "malformed_event_properties",
-            Self::InvalidOptions => "invalid_options",
-        }
-    }
-}
-
-/// Not an error, but worth counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Warning {
-    InvalidTimestamp,
-    TimestampAdjusted,
-}
-
-impl Warning {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidTimestamp => "invalid_timestamp",
-            Self::TimestampAdjusted => "timestamp_adjusted",
-        }
-    }
-}
 
 /// Events PostHog refuses with `$process_person_profile: false`.
 const IDENTITY_AND_GROUP_EVENTS: [&str; 4] = ["$identify", "$create_alias", "$merge_dangerously", "$groupidentify"];
@@ -264,49 +190,12 @@ fn normalize_inner(
         return Outcome::Filtered;
     }
 
-    let distinct_id = ["distinct_id", "$distinct_id"]
-        .into_iter()
-        .filter_map(|key| item.get(key))
-        .find_map(id_from_raw)
-        .or_else(|| {
-            [known.distinct_id, known.dollar_distinct_id]
-                .into_iter()
-                .flatten()
-                .find_map(id_from_value)
-        })
-        .or_else(|| {
-            // The oldest recording shape keeps the id in `metadata`.
-            (ctx.route == RouteKind::Recording)
-                .then(|| item.get("metadata").and_then(|m| rawjson::value(m).ok()))
-                .flatten()
-                .and_then(|metadata| metadata.get("distinct_id").and_then(id_from_value))
-        })
-        .or_else(|| {
-            // Hogflare's `/groups` names the row after the group it identifies.
-            (ctx.route == RouteKind::Groups)
-                .then(|| {
-                    item.get("group_key").and_then(id_from_raw).or_else(|| {
-                        ["$group_key", "group_key"]
-                            .into_iter()
-                            .find_map(|key| properties.get(key).and_then(id_from_value))
-                    })
-                })
-                .flatten()
-        });
-    let Some(distinct_id) = distinct_id else {
+    let Some(distinct_id) = distinct_id_of(ctx.route, &item, &known, properties) else {
         return Outcome::Dropped(DropReason::MissingDistinctId);
     };
-
-    let uuid = match non_null(item.take("uuid")) {
-        None => Uuid::now_v7(),
-        Some(raw) => match rawjson::as_str(&raw) {
-            Some(text) if text.is_empty() => Uuid::now_v7(),
-            Some(text) => match Uuid::try_parse(text.trim()) {
-                Ok(uuid) => uuid,
-                Err(_) => return Outcome::Dropped(DropReason::InvalidUuid),
-            },
-            None => return Outcome::Dropped(DropReason::InvalidUuid),
-        },
+    let uuid = match uuid_of(&mut item) {
+        Ok(uuid) => uuid,
+        Err(reason) => return Outcome::Dropped(reason),
     };
 
     let raw_timestamp = non_null(item.take("timestamp"));

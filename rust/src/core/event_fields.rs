@@ -6,7 +6,10 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use sonic_rs::{JsonType, JsonValueTrait, Value};
+use uuid::Uuid;
 
+use super::drop_reason::DropReason;
+use super::properties::Known;
 use super::rawjson::{self, RawObject};
 use super::request::RouteKind;
 use super::timestamp;
@@ -69,6 +72,57 @@ pub(super) fn id_from_value(value: &Value) -> Option<String> {
         JsonType::Null => None,
         JsonType::String => clean_id(value.as_str().unwrap_or_default().to_owned()),
         _ => clean_id(sonic_rs::to_string(value).unwrap_or_default()),
+    }
+}
+
+/// The item's distinct id: at its top level, then in its properties, then where a route's
+/// oldest shapes keep it.
+pub(super) fn distinct_id_of(
+    route: RouteKind,
+    item: &RawObject<'_>,
+    known: &Known<'_>,
+    properties: &Value,
+) -> Option<String> {
+    ["distinct_id", "$distinct_id"]
+        .into_iter()
+        .filter_map(|key| item.get(key))
+        .find_map(id_from_raw)
+        .or_else(|| {
+            [known.distinct_id, known.dollar_distinct_id]
+                .into_iter()
+                .flatten()
+                .find_map(id_from_value)
+        })
+        .or_else(|| {
+            // The oldest recording shape keeps the id in `metadata`.
+            (route == RouteKind::Recording)
+                .then(|| item.get("metadata").and_then(|m| rawjson::value(m).ok()))
+                .flatten()
+                .and_then(|metadata| metadata.get("distinct_id").and_then(id_from_value))
+        })
+        .or_else(|| {
+            // Hogflare's `/groups` names the row after the group it identifies.
+            (route == RouteKind::Groups)
+                .then(|| {
+                    item.get("group_key").and_then(id_from_raw).or_else(|| {
+                        ["$group_key", "group_key"]
+                            .into_iter()
+                            .find_map(|key| properties.get(key).and_then(id_from_value))
+                    })
+                })
+                .flatten()
+        })
+}
+
+/// The client's uuid, kept as the row's; a new UUIDv7 when it sent none.
+pub(super) fn uuid_of(item: &mut RawObject<'_>) -> Result<Uuid, DropReason> {
+    let Some(raw) = non_null(item.take("uuid")) else {
+        return Ok(Uuid::now_v7());
+    };
+    match rawjson::as_str(&raw) {
+        Some(text) if text.is_empty() => Ok(Uuid::now_v7()),
+        Some(text) => Uuid::try_parse(text.trim()).map_err(|_| DropReason::InvalidUuid),
+        None => Err(DropReason::InvalidUuid),
     }
 }
 

@@ -12,6 +12,7 @@ mod cookieless_state;
 mod cookieless_tests;
 pub mod countries;
 pub mod decode;
+mod drop_reason;
 pub mod enrich;
 pub mod error;
 pub mod event;

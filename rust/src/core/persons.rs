@@ -14,15 +14,17 @@ use super::error::{CoreError, Result};
 use super::groups::{name_key, AppliedGroups, GroupDbs, GroupWork, MAX_GROUP_TYPES};
 use super::person::{Person, PersonChange, PropertyUpdate};
 use super::person_event::{PersonEvent, PersonMode};
-use super::person_record::PersonHeader;
 use super::person_update::Writes;
 
 #[path = "hash_key_overrides.rs"]
 mod hash_key_overrides;
 #[path = "person_merge.rs"]
 mod merge;
+#[path = "person_reads.rs"]
+mod reads;
 
 pub use hash_key_overrides::ContinuityRequest;
+use reads::Loaded;
 
 /// PostHog's namespace for person uuids derived from a distinct id (`person-uuid.ts`).
 const PERSON_NAMESPACE: Uuid = Uuid::from_u128(0x932979b4_65c3_4424_8467_0b66ec27bc22);
@@ -122,71 +124,6 @@ impl PersonDbs {
     }
 }
 
-/// A person a commit has read or made.
-struct Loaded {
-    person: Person,
-    /// To be written when the commit ends.
-    dirty: bool,
-    /// `person` in the stored layout, while `fresh`: made at most once per change, for the
-    /// snapshot rows and the final write alike.
-    encoded: Vec<u8>,
-    fresh: bool,
-    /// An update that left `person` as it is, and whether its event forced it, when `Some`:
-    /// the same one again, as the events of one client's batch often carry, leaves it so too,
-    /// unchecked. `unchanged_by` keeps its buffers while forgotten, to be overwritten.
-    unchanged: Option<bool>,
-    unchanged_by: PropertyUpdate,
-    /// What that update's event showed of the person (`PersonChange::Shown`), the same again.
-    unchanged_shows: Option<String>,
-}
-
-impl Loaded {
-    fn new(person: Person) -> Self {
-        Self {
-            person,
-            dirty: false,
-            encoded: Vec::new(),
-            fresh: false,
-            unchanged: None,
-            unchanged_by: PropertyUpdate::default(),
-            unchanged_shows: None,
-        }
-    }
-
-    /// `Person::apply`, skipped for an update that already left the person as it is.
-    fn apply(&mut self, event: &str, update: &PropertyUpdate) -> PersonChange {
-        let Some(forced) = Person::update_forced(event) else {
-            return PersonChange::Unchanged;
-        };
-        if self.unchanged == Some(forced) && self.unchanged_by == *update {
-            return self
-                .unchanged_shows
-                .clone()
-                .map_or(PersonChange::Unchanged, PersonChange::Shown);
-        }
-        let applied = self.person.apply(event, update);
-        if applied.written() {
-            return applied;
-        }
-        self.unchanged = Some(forced);
-        self.unchanged_by.clone_from(update);
-        self.unchanged_shows = match &applied {
-            PersonChange::Shown(json) => Some(json.clone()),
-            _ => None,
-        };
-        applied
-    }
-
-    fn encoded(&mut self) -> &[u8] {
-        if !self.fresh {
-            self.encoded.clear();
-            self.person.encode(&mut self.encoded);
-            self.fresh = true;
-        }
-        &self.encoded
-    }
-}
-
 /// The person and group work of one commit.
 pub struct PersonWork<'a> {
     dbs: PersonDbs,
@@ -241,70 +178,6 @@ impl<'a> PersonWork<'a> {
     /// A person the commit has loaded, in the stored layout.
     pub fn encoded(&mut self, id: u64) -> Option<&[u8]> {
         Some(self.persons.get_mut(&id)?.encoded())
-    }
-
-    /// The uuid and `created_at` of the person a distinct id belongs to, read in place when
-    /// the commit has not loaded it: all a personless event's row needs.
-    fn peek(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<(Uuid, i64)>> {
-        let Some(id) = self.person_id(txn, project, distinct_id)? else {
-            return Ok(None);
-        };
-        if let Some(loaded) = self.persons.get(&id) {
-            return Ok(Some((loaded.person.uuid, loaded.person.created_at)));
-        }
-        let Some(bytes) = self.dbs.persons.get(txn, &id)? else {
-            return Ok(None);
-        };
-        let header = PersonHeader::read(bytes)?;
-        Ok(Some((header.uuid, header.created_at)))
-    }
-
-    /// Whether a personless event used `distinct_id` while it had no person.
-    fn was_personless(&self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<bool> {
-        Ok(self
-            .dbs
-            .personless
-            .get(txn, &name_key(project, None, distinct_id))?
-            .is_some())
-    }
-
-    /// The id of the person a distinct id belongs to, as stored.
-    fn person_id(&self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
-        Ok(self.dbs.distinct_ids.get(txn, &name_key(project, None, distinct_id))?)
-    }
-
-    fn resolve(&mut self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
-        let Some(id) = self.person_id(txn, project, distinct_id)? else {
-            return Ok(None);
-        };
-        if !self.persons.contains_key(&id) {
-            let Some(bytes) = self.dbs.persons.get(txn, &id)? else {
-                return Ok(None);
-            };
-            self.persons.insert(id, Loaded::new(Person::decode(bytes)?));
-        }
-        Ok(Some(id))
-    }
-
-    fn loaded(&mut self, id: u64) -> Result<&mut Loaded> {
-        self.persons
-            .get_mut(&id)
-            .ok_or_else(|| CoreError::Store(format!("person {id} is not loaded")))
-    }
-
-    /// The person, marked to be written when the commit ends.
-    fn touch(&mut self, id: u64) -> Result<&mut Person> {
-        let loaded = self
-            .persons
-            .get_mut(&id)
-            .ok_or_else(|| CoreError::Store(format!("person {id} is not loaded")))?;
-        if !loaded.dirty {
-            loaded.dirty = true;
-            self.dirty.push(id);
-        }
-        loaded.fresh = false;
-        loaded.unchanged = None;
-        Ok(&mut loaded.person)
     }
 
     fn link(&mut self, txn: &mut RwTxn, project: u32, distinct_id: &str, id: u64) -> Result<()> {

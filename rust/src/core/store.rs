@@ -18,12 +18,14 @@ use super::cookieless_state::CookielessDb;
 use super::error::{CoreError, Result};
 use super::groups::MAX_GROUP_TYPES;
 use super::persons::PersonDbs;
-use super::row::{last_position, rows_in_entry, OutboxRecord, OutboxRecordRef};
+use super::row::OutboxRecord;
 
 #[path = "store_commit.rs"]
 mod commit;
 #[path = "store_lookups.rs"]
 mod lookups;
+#[path = "store_outbox.rs"]
+mod outbox;
 
 pub use commit::{CommitOptions, CommitOutcome};
 pub use lookups::{Continuity, ContinuityIds};
@@ -220,154 +222,11 @@ impl Store {
         })
     }
 
-    /// When the oldest row after `after` reached the store (microseconds since the epoch), or
-    /// `None` when there is no such row: how far behind a sink at `after` is.
-    pub fn pending_since(&self, after: u64) -> Result<Option<i64>> {
-        let txn = self.env.read_txn()?;
-        let range = (Bound::Excluded(after), Bound::Unbounded);
-        let Some(entry) = self.outbox.range(&txn, &range)?.next() else {
-            return Ok(None);
-        };
-        let (_, value) = entry?;
-        Ok(Some(match OutboxRecordRef::decode(value)? {
-            OutboxRecordRef::Event(row)
-            | OutboxRecordRef::PersonEvent(row, _)
-            | OutboxRecordRef::PersonEventShown(row, _, _) => row.created_at,
-            OutboxRecordRef::Person(snapshot) => snapshot.updated_at,
-        }))
-    }
-
-    pub fn outbox_state(&self) -> Result<OutboxState> {
-        let txn = self.env.read_txn()?;
-        Ok(OutboxState {
-            next_seq: read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1),
-            rows: read_u64(self.meta, &txn, META_ROWS)?,
-            bytes: read_u64(self.meta, &txn, META_BYTES)?,
-        })
-    }
-
     /// The store's write lock, held until the transaction is dropped: what another process's
     /// commit looks like to this one.
     #[cfg(test)]
     pub fn hold_write_lock(&self) -> Result<heed::RwTxn<'_>> {
         Ok(self.env.write_txn()?)
-    }
-
-    /// Up to `max_rows` entries (and about `max_bytes`) at positions above `after`.
-    #[cfg(test)]
-    pub fn read_outbox(&self, after: u64, max_rows: usize, max_bytes: u64) -> Result<OutboxChunk> {
-        let txn = self.env.read_txn()?;
-        let mut chunk = OutboxChunk {
-            last_seq: after,
-            ..OutboxChunk::default()
-        };
-        let range = (Bound::Excluded(after), Bound::Unbounded);
-        for entry in self.outbox.range(&txn, &range)? {
-            let (seq, value) = entry?;
-            chunk.records.push((seq, OutboxRecord::decode(value)?));
-            chunk.last_seq = last_position(seq, value);
-            chunk.bytes += value.len() as u64;
-            if chunk.records.len() >= max_rows || chunk.bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(chunk)
-    }
-
-    /// Run `f` over the raw outbox entries after `after` (up to about `max_rows` rows and
-    /// `max_bytes`), inside one read transaction, so `f` can borrow the entries without copying
-    /// them. Each entry comes with its position: the last of the positions its rows take.
-    pub fn with_outbox<R>(
-        &self,
-        after: u64,
-        max_rows: usize,
-        max_bytes: u64,
-        f: impl FnOnce(&[(u64, &[u8])]) -> Result<R>,
-    ) -> Result<R> {
-        let txn = self.env.read_txn()?;
-        let range = (Bound::Excluded(after), Bound::Unbounded);
-        let mut entries = Vec::new();
-        let (mut rows, mut bytes) = (0u64, 0u64);
-        for entry in self.outbox.range(&txn, &range)? {
-            let (seq, value) = entry?;
-            entries.push((last_position(seq, value), value));
-            rows += rows_in_entry(value);
-            bytes += value.len() as u64;
-            if rows >= max_rows as u64 || bytes >= max_bytes {
-                break;
-            }
-        }
-        f(&entries)
-    }
-
-    /// Forget rows up to and including position `upto` (every sink has them), at most `limit`
-    /// entries per call: a write transaction holds off ingestion's commits, so it is kept short.
-    /// Returns how many rows it forgot.
-    pub fn trim_outbox(&self, upto: u64, limit: usize) -> Result<u64> {
-        let mut txn = self.env.write_txn()?;
-        let (mut count, mut rows, mut size, mut last) = (0usize, 0u64, 0u64, 0u64);
-        for entry in self.outbox.range(&txn, &(Bound::Unbounded, Bound::Included(upto)))? {
-            let (seq, value) = entry?;
-            count += 1;
-            rows += rows_in_entry(value);
-            size += value.len() as u64;
-            last = seq;
-            if count >= limit {
-                break;
-            }
-        }
-        if count == 0 {
-            return Ok(0);
-        }
-        self.outbox
-            .delete_range(&mut txn, &(Bound::Unbounded, Bound::Included(last)))?;
-        let waiting = read_u64(self.meta, &txn, META_ROWS)?.saturating_sub(rows);
-        let bytes = read_u64(self.meta, &txn, META_BYTES)?.saturating_sub(size);
-        write_u64(self.meta, &mut txn, META_ROWS, waiting)?;
-        write_u64(self.meta, &mut txn, META_BYTES, bytes)?;
-        txn.commit()?;
-        Ok(rows)
-    }
-
-    pub fn cursor(&self, sink: &str) -> Result<Option<u64>> {
-        let txn = self.env.read_txn()?;
-        let key = format!("cursor.{sink}");
-        self.meta
-            .get(&txn, &key)?
-            .is_some()
-            .then(|| read_u64(self.meta, &txn, &key))
-            .transpose()
-    }
-
-    pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<()> {
-        let mut txn = self.env.write_txn()?;
-        write_u64(self.meta, &mut txn, &format!("cursor.{sink}"), seq)?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// The position of the first row still in the outbox, or the next row's when it is empty:
-    /// a sink whose cursor is further back than this will never get the rows in between.
-    pub fn first_position(&self) -> Result<u64> {
-        let txn = self.env.read_txn()?;
-        match self.outbox.first(&txn)? {
-            Some((seq, _)) => Ok(seq),
-            None => Ok(read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1)),
-        }
-    }
-
-    /// Number the next rows after position `past`, if the outbox has not gone that far: a store
-    /// restored from a backup would otherwise give new rows positions a sink already recorded
-    /// as delivered (by this store, before the backup was restored), and that sink would skip
-    /// them. Returns whether it moved.
-    pub fn advance_outbox(&self, past: u64) -> Result<bool> {
-        let mut txn = self.env.write_txn()?;
-        if read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1) > past {
-            return Ok(false);
-        }
-        write_u64(self.meta, &mut txn, META_NEXT_SEQ, past + 1)?;
-        txn.commit()?;
-        Ok(true)
     }
 
     /// Forget uuids first seen more than `window_days` ago, at most `limit` per call so the

@@ -9,7 +9,8 @@ use pyo3::exceptions::PyValueError;
 
 use super::exceptions::PayloadError;
 use super::ingest::time_from;
-use super::store::{HashKeyOverrideWrite, PyStore};
+use super::store::PyStore;
+use super::store_flags::HashKeyOverrideWrite;
 use crate::core::cookieless::{self, CookielessMode, Visitor};
 use crate::core::flags::{token_refusal, BodyError, FlagSet, FlagsBody, Request, Shape, Stored, MISSING_DISTINCT_ID};
 

@@ -5,8 +5,10 @@ mod errors;
 mod exceptions;
 mod flags;
 mod ingest;
+mod outbox;
 mod signing;
 mod store;
+mod store_flags;
 
 use pyo3::prelude::*;
 
@@ -22,11 +24,11 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ingest::PyDecoder>()?;
     m.add_class::<ingest::PyBatch>()?;
     m.add_class::<store::PyStore>()?;
-    m.add_class::<store::HashKeyOverrideWrite>()?;
+    m.add_class::<store_flags::HashKeyOverrideWrite>()?;
     m.add_class::<commit::PyCommitThread>()?;
     m.add_class::<commit::Finished>()?;
-    m.add_class::<store::PyExport>()?;
-    m.add_class::<store::PyPipelineChunk>()?;
+    m.add_class::<outbox::PyExport>()?;
+    m.add_class::<outbox::PyPipelineChunk>()?;
     m.add_class::<flags::PyFlagSet>()?;
     m.add_class::<signing::PySignatureVerifier>()?;
     m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;

@@ -1,19 +1,19 @@
 //! `Store` and `OutboxChunk`: the durable outbox as Python sees it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyDict;
 
 use super::commit::{request_outcome, RequestOutcome};
 use super::errors::PyCoreError;
 use super::ingest::{time_from, PyBatch};
+use super::outbox::{PyExport, PyPipelineChunk};
+use super::store_flags::HashKeyOverrides;
 use crate::core::commit_thread::commit_or_refuse;
-use crate::core::cookieless::CookielessEvent;
 use crate::core::export::{self, Destination};
-use crate::core::flags::{FlagSet, Request};
 use crate::core::groups::MAX_GROUP_TYPES;
 use crate::core::pipeline;
 use crate::core::store::{CommitOptions, ContinuityIds, Store, StoreConfig};
@@ -145,23 +145,7 @@ impl PyStore {
         let export = py
             .detach(|| export::export(&self.inner, after, max_rows, max_bytes, &to, writers))
             .map_err(PyCoreError::from)?;
-        Ok(PyExport {
-            positions: export.positions,
-            last_seq: export.last_seq,
-            files: export
-                .files
-                .into_iter()
-                .map(|file| {
-                    (
-                        file.table.name(),
-                        file.day,
-                        file.path.to_string_lossy().into_owned(),
-                        file.rows,
-                        file.bytes,
-                    )
-                })
-                .collect(),
-        })
+        Ok(PyExport::from(export))
     }
 
     /// The outbox entries after `after` as Cloudflare Pipelines POST bodies: JSON arrays of at
@@ -187,21 +171,7 @@ impl PyStore {
         let chunk = py
             .detach(|| pipeline::pipeline(&self.inner, after, max_rows, max_bytes, limits))
             .map_err(PyCoreError::from)?;
-        let bytes = |lanes: Vec<Vec<Vec<u8>>>| {
-            lanes
-                .iter()
-                .map(|bodies| bodies.iter().map(|body| PyBytes::new(py, body).unbind()).collect())
-                .collect()
-        };
-        Ok(PyPipelineChunk {
-            positions: chunk.positions,
-            last_seq: chunk.last_seq,
-            event_rows: chunk.events.rows,
-            person_rows: chunk.persons.rows,
-            oversized: chunk.events.oversized + chunk.persons.oversized,
-            events: bytes(chunk.events.lanes),
-            persons: bytes(chunk.persons.lanes),
-        })
+        Ok(PyPipelineChunk::new(py, chunk))
     }
 
     /// All the properties of the person a distinct id belongs to, as JSON object text, or `None`.
@@ -315,120 +285,5 @@ impl PyStore {
 
     fn check(&self) -> PyResult<()> {
         Ok(self.inner.check().map_err(PyCoreError::from)?)
-    }
-}
-
-/// What `Store.export` did.
-#[pyclass(name = "Export", module = "hogflare._hogflare", frozen)]
-pub struct PyExport {
-    /// Outbox positions read, one per row.
-    #[pyo3(get)]
-    positions: u64,
-    /// The outbox position the export reached.
-    #[pyo3(get)]
-    last_seq: u64,
-    /// `(table, day, path, rows, bytes)` of each file written; `day` counts days since 1970-01-01.
-    #[pyo3(get)]
-    files: Vec<(&'static str, i32, String, u64, u64)>,
-}
-
-/// What `Store.pipeline` read: the POST bodies of each stream and the outbox position reached.
-#[pyclass(name = "PipelineChunk", module = "hogflare._hogflare", frozen)]
-pub struct PyPipelineChunk {
-    /// Outbox positions read, one per row.
-    #[pyo3(get)]
-    positions: u64,
-    /// The outbox position the chunk reached.
-    #[pyo3(get)]
-    last_seq: u64,
-    #[pyo3(get)]
-    event_rows: u64,
-    #[pyo3(get)]
-    person_rows: u64,
-    /// Rows bigger than the body limit on their own, each sent alone.
-    #[pyo3(get)]
-    oversized: u64,
-    /// Bodies for the events stream, lane by lane.
-    #[pyo3(get)]
-    events: Vec<Vec<Py<PyBytes>>>,
-    /// Bodies for the persons stream, lane by lane.
-    #[pyo3(get)]
-    persons: Vec<Vec<Py<PyBytes>>>,
-}
-
-/// `{flag key: hash key}`
-type HashKeyOverrides = HashMap<String, String>;
-
-impl PyStore {
-    /// The distinct id a cookieless visitor's events get now. Read with the GIL held, as the
-    /// person; the day's salt, when the maintenance has not made it yet, is made without it.
-    pub(crate) fn cookieless_id(&self, py: Python<'_>, token: &str, visitor: &CookielessEvent) -> PyResult<String> {
-        let stored = self
-            .inner
-            .stored_cookieless_id(token, visitor)
-            .map_err(PyCoreError::from)?;
-        match stored {
-            Some(id) => Ok(id),
-            None => Ok(py
-                .detach(|| self.inner.cookieless_id(token, visitor))
-                .map_err(PyCoreError::from)?),
-        }
-    }
-
-    /// Experience continuity's stored hash keys for a `/flags` request, when it evaluates a flag
-    /// that keeps them (`None` when none does), read with the GIL held as the properties are;
-    /// and, when its anonymous id is to be remembered, the write that does it.
-    pub(crate) fn hash_key_overrides(
-        &self,
-        token: &str,
-        request: &Request<'_>,
-        flags: &FlagSet,
-    ) -> PyResult<(Option<HashKeyOverrides>, Option<HashKeyOverrideWrite>)> {
-        let keys = flags.continuity_keys(request);
-        if keys.is_empty() {
-            return Ok((None, None));
-        }
-        let ids = ContinuityIds {
-            token,
-            distinct_id: request.distinct_id,
-            anon_distinct_id: request.anon_distinct_id,
-        };
-        let found = self.inner.hash_key_overrides(&ids, &keys).map_err(PyCoreError::from)?;
-        let write = found.remember.then(|| HashKeyOverrideWrite {
-            store: Arc::clone(&self.inner),
-            token: token.to_owned(),
-            distinct_id: ids.distinct_id.to_owned(),
-            anon_distinct_id: ids.anon_distinct_id.map(str::to_owned),
-            flag_keys: keys.iter().map(|key| (*key).to_owned()).collect(),
-        });
-        Ok((Some(found.overrides), write))
-    }
-}
-
-/// A `/flags` request's anonymous id, to be remembered as its persons' hash key: the answer is
-/// already right without it, and the write waits for the store's write lock, so it is done off
-/// the event loop.
-#[pyclass(name = "HashKeyOverrideWrite", module = "hogflare._hogflare", frozen)]
-pub struct HashKeyOverrideWrite {
-    store: Arc<Store>,
-    token: String,
-    distinct_id: String,
-    anon_distinct_id: Option<String>,
-    flag_keys: Vec<String>,
-}
-
-#[pymethods]
-impl HashKeyOverrideWrite {
-    /// Write it (with the GIL released); `StorageError` when the store refuses.
-    fn write(&self, py: Python<'_>) -> PyResult<()> {
-        let ids = ContinuityIds {
-            token: &self.token,
-            distinct_id: &self.distinct_id,
-            anon_distinct_id: self.anon_distinct_id.as_deref(),
-        };
-        let keys: Vec<&str> = self.flag_keys.iter().map(String::as_str).collect();
-        py.detach(|| self.store.remember_hash_keys(&ids, &keys))
-            .map_err(PyCoreError::from)?;
-        Ok(())
     }
 }

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from hogflare.shipper import SinkLoop
+from hogflare.sink_loop import SinkLoop
 from tests.conftest import make_settings
 
 

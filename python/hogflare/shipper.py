@@ -13,7 +13,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -26,6 +25,7 @@ from hogflare.lake import Lake
 from hogflare.lake_tables import EVENTS, PERSONS, TABLES
 from hogflare.metrics import SinkCounters
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
+from hogflare.sink_loop import SinkLoop
 from hogflare.store import LAKE_CURSOR, open_store
 from hogflare.supervisor import acquire_lock, lock_path
 
@@ -33,11 +33,9 @@ log = structlog.get_logger("hogflare.shipper")
 
 #: Largest chunk read from the outbox for one lake commit.
 _MAX_CHUNK_BYTES = 128 << 20
-_POLL_SECS = 0.05
 _NICENESS = 10
 #: Rows freed per write transaction; each one briefly holds off ingestion's commits.
 _TRIM_SLICE = 5_000
-_MAINTENANCE_SECS = 300.0
 #: How often maintenance looks for data files no commit took (it reads every live manifest).
 _SWEEP_SECS = 3600.0
 #: How soon a signal, or the parent's exit, is acted on.
@@ -285,93 +283,6 @@ class Shipper:
         self._ahead.close()
         if self.pipelines is not None:
             self.pipelines.shutdown()
-
-
-class SinkLoop(threading.Thread):
-    """Ships one sink every flush interval, or sooner when a full chunk is waiting, until ``stop``;
-    then ships what is left until the shutdown deadline."""
-
-    def __init__(
-        self,
-        sink: str,
-        ship: Callable[[], int],
-        pending: Callable[[], int],
-        settings: Settings,
-        stop: threading.Event,
-    ) -> None:
-        super().__init__(name=f"ship-{sink}", daemon=True)
-        self.sink = sink
-        self.ship = ship
-        self.pending = pending
-        self.settings = settings
-        self.stop = stop
-        self.maintain: Callable[[], None] | None = None
-        #: Told the shutdown deadline before the last delivery, for a sink that can stop sooner.
-        self.at_deadline: Callable[[float], None] | None = None
-
-    def run(self) -> None:
-        last_flush = last_maintenance = time.monotonic()
-        backoff = 0.5
-        # A flush goes on while chunks come back full: a chunk is capped in bytes too, and waiting a
-        # whole interval between chunks of wide rows would let the backlog pile up. Rows that
-        # arrive after the backlog is gone wait for the next interval, to be shipped together.
-        flushing = False
-        while not self.stop.is_set():
-            try:
-                if self.maintain is not None and time.monotonic() - last_maintenance >= _MAINTENANCE_SECS:
-                    last_maintenance = time.monotonic()
-                    self.maintain()
-                waiting = self.pending()
-                now = time.monotonic()
-                if waiting and (
-                    flushing
-                    or waiting >= self.settings.flush_rows
-                    or now - last_flush >= self.settings.flush_interval_secs
-                ):
-                    shipped = self.ship()
-                    last_flush = time.monotonic()
-                    flushing = 0 < shipped < waiting
-                    if shipped:
-                        continue
-                if waiting == 0:
-                    last_flush = now
-                    flushing = False
-                backoff = 0.5
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException:
-                # BaseException too: a panic in the extension arrives as one (pyo3's
-                # PanicException), and a sink whose thread ended would stop shipping for good.
-                log.exception("shipping failed; will retry", sink=self.sink, retry_in_secs=backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            self.stop.wait(_POLL_SECS)
-        self.last_delivery()
-
-    def last_delivery(self) -> None:
-        # A chunk already being shipped when the deadline passes finishes; none is started after.
-        deadline = time.monotonic() + self.settings.shutdown_timeout_secs
-        if self.at_deadline is not None:
-            self.at_deadline(deadline)
-        shipped = 0
-        try:
-            while time.monotonic() < deadline and (entries := self.ship()):
-                shipped += entries
-            left = self.pending()
-        except Exception:
-            log.exception("final flush failed; rows stay in the outbox for the next start", sink=self.sink)
-            return
-        if not left:
-            log.info("final flush done", sink=self.sink, entries=shipped)
-        elif time.monotonic() >= deadline:
-            log.warning(
-                "shutdown deadline reached; rows stay in the outbox for the next start", sink=self.sink, left=left
-            )
-        else:
-            log.warning(
-                "sink is waiting out a failure; rows stay in the outbox for the next start", sink=self.sink, left=left
-            )
 
 
 def serve(settings: Settings, parent: int | None = None) -> int:

@@ -26,6 +26,8 @@ pub mod groups;
 pub mod json_entries;
 pub mod lz64;
 pub mod person;
+#[cfg(test)]
+mod person_commit_tests;
 pub mod person_event;
 mod person_initial;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::tests::flag_answer;
+use super::rules_tests::flag_answer;
 use super::{FlagSet, Request};
 
 const EXPERIMENT: &str = r#"{"key": "exp", "active": true, "ensure_experience_continuity": true, "filters": {

@@ -14,6 +14,8 @@ mod property;
 mod request;
 mod respond;
 mod result;
+#[cfg(test)]
+mod rules_tests;
 mod semver;
 #[cfg(test)]
 mod tests;

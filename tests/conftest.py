@@ -146,10 +146,13 @@ async def running(settings: Settings, peer: str = "127.0.0.1") -> AsyncIterator[
     afterwards."""
     app = App(settings)
     await app.startup()
-    transport = httpx.ASGITransport(app=app, client=(peer, 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://hogflare.test") as client:
-        yield Hogflare(app, client)
-    await app.shutdown()
+    try:
+        transport = httpx.ASGITransport(app=app, client=(peer, 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hogflare.test") as client:
+            yield Hogflare(app, client)
+    finally:
+        # Also after a failed assertion: the store and the shipper's threads would outlive the test.
+        await app.shutdown()
 
 
 @pytest.fixture

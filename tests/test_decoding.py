@@ -8,11 +8,9 @@ import urllib.parse
 import zlib
 from typing import Any
 
-import httpx
 import pytest
 
-from hogflare.app import App
-from tests.conftest import FIXTURES, TOKEN, Err, Hogflare, event, fixture_bytes, gz, make_settings
+from tests.conftest import FIXTURES, TOKEN, Err, Hogflare, event, fixture_bytes, gz, make_settings, running
 from tests.fixtures.lzstring_shim import compress_to_base64
 
 EVENTS = [event("first", "user-a", properties={"n": 1}), event("second", "user-b", properties={"n": 2})]
@@ -205,14 +203,9 @@ async def test_context_is_kept_and_unknown_keys_go_to_extra(hogflare: Hogflare) 
 
 
 async def test_team_id_fills_from_settings(tmp_path: Any) -> None:
-    app = App(make_settings(tmp_path / "data", team_id=42))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            await client.post("/batch/", json={"api_key": TOKEN, "batch": [event()]})
-            assert Hogflare(app, client).rows()[0]["team_id"] == 42
-    finally:
-        await app.shutdown()
+    async with running(make_settings(tmp_path / "data", team_id=42)) as hogflare:
+        await hogflare.client.post("/batch/", json={"api_key": TOKEN, "batch": [event()]})
+        assert hogflare.rows()[0]["team_id"] == 42
 
 
 async def test_engage_without_event_is_identify(hogflare: Hogflare) -> None:

@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from hogflare.app import App
-from tests.conftest import FIXTURES, TOKEN, make_settings
+from tests.conftest import FIXTURES, TOKEN, make_settings, running
 
 CASES: list[dict[str, Any]] = json.loads((FIXTURES / "flags" / "cases.json").read_text())
 
@@ -43,13 +41,8 @@ async def test_flags_answers_as_posthog_does(tmp_path: Path, case: dict[str, Any
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "flags.json").write_text(json.dumps(document(case)))
-    app = App(make_settings(data_dir))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            response = await client.post("/flags/?v=2", json=request_body(case["context"]))
-    finally:
-        await app.shutdown()
+    async with running(make_settings(data_dir)) as hogflare:
+        response = await hogflare.client.post("/flags/?v=2", json=request_body(case["context"]))
     assert response.status_code == 200, response.text
     flag = response.json()["flags"][case["flag"]["key"]]
     expected = case["expected"]

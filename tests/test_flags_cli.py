@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from hogflare.app import App
-from tests.conftest import TOKEN, make_settings
+from tests.conftest import TOKEN, make_settings, running
 
 HOGFLARE = str(Path(sys.executable).with_name("hogflare"))
 
@@ -206,15 +204,10 @@ def test_eval_refuses_groups_of_the_wrong_shape(tmp_path: Path, option: str, val
 
 async def test_eval_with_a_token_reads_the_stored_person(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    app = App(make_settings(data_dir))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            item = {"event": "upgraded", "distinct_id": "stored-user", "properties": {"$set": {"plan": "pro"}}}
-            response = await client.post("/batch/", json={"api_key": TOKEN, "batch": [item]})
-            assert response.status_code == 200
-    finally:
-        await app.shutdown()
+    async with running(make_settings(data_dir)) as hogflare:
+        item = {"event": "upgraded", "distinct_id": "stored-user", "properties": {"$set": {"plan": "pro"}}}
+        response = await hogflare.client.post("/batch/", json={"api_key": TOKEN, "batch": [item]})
+        assert response.status_code == 200
     stored = run(data_dir, "eval", "--distinct-id", "stored-user", "--token", TOKEN, flags=ENV_FLAGS)
     assert stored.returncode == 0, stored.stderr
     assert json.loads(stored.stdout)["flags"]["beta"]["enabled"] is True
@@ -229,27 +222,22 @@ async def test_eval_with_a_token_uses_the_stored_hash_keys_of_experience_continu
     flag = {"key": "exp", "active": True, "ensure_experience_continuity": True}
     flag["filters"] = {"groups": [{"properties": [], "rollout_percentage": 100}], "multivariate": variants}
     data_dir = with_file(tmp_path, {"flags": [flag]})
-    app = App(make_settings(data_dir))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with running(make_settings(data_dir)) as hogflare:
 
-            async def variant(**body: Any) -> str:
-                response = await client.post("/flags/?v=2", json={"token": TOKEN, **body})
-                return str(response.json()["flags"]["exp"]["variant"])
+        async def variant(**body: Any) -> str:
+            response = await hogflare.client.post("/flags/?v=2", json={"token": TOKEN, **body})
+            return str(response.json()["flags"]["exp"]["variant"])
 
-            item = {"event": "signed up", "distinct_id": "cli-user", "properties": {"$set": {"plan": "pro"}}}
-            assert (await client.post("/batch/", json={"api_key": TOKEN, "batch": [item]})).status_code == 200
-            own = await variant(distinct_id="cli-user")
-            anon = "anon-0"
-            for n in range(100):
-                anon = f"anon-{n}"
-                if await variant(distinct_id=anon) != own:
-                    break
-            seen = await variant(distinct_id="cli-user", **{"$anon_distinct_id": anon})
-            assert await variant(distinct_id="cli-user") == seen != own
-    finally:
-        await app.shutdown()
+        item = {"event": "signed up", "distinct_id": "cli-user", "properties": {"$set": {"plan": "pro"}}}
+        assert (await hogflare.client.post("/batch/", json={"api_key": TOKEN, "batch": [item]})).status_code == 200
+        own = await variant(distinct_id="cli-user")
+        anon = "anon-0"
+        for n in range(100):
+            anon = f"anon-{n}"
+            if await variant(distinct_id=anon) != own:
+                break
+        seen = await variant(distinct_id="cli-user", **{"$anon_distinct_id": anon})
+        assert await variant(distinct_id="cli-user") == seen != own
     stored = run(data_dir, "eval", "--distinct-id", "cli-user", "--token", TOKEN)
     assert stored.returncode == 0, stored.stderr
     assert json.loads(stored.stdout)["flags"]["exp"]["variant"] == seen

@@ -18,9 +18,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from hogflare.app import App
 from hogflare.flags_api import MAX_FLAGS_BODY_BYTES
-from tests.conftest import TOKEN, Hogflare, make_settings
+from tests.conftest import TOKEN, Hogflare, make_settings, running
 from tests.helpers.server import Server
 
 PERSONAL_KEY = "phx_flags_test_personal"
@@ -111,11 +110,8 @@ async def flagged(tmp_path: Path) -> AsyncIterator[Hogflare]:
         project_secret_keys=(SECRET_KEY,),
         person_debug_token="debug",
     )
-    app = App(settings)
-    await app.startup()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hogflare.test") as client:
-        yield Hogflare(app, client)
-    await app.shutdown()
+    async with running(settings) as hogflare:
+        yield hogflare
 
 
 def body(distinct_id: str = "user-1", /, **fields: Any) -> dict[str, Any]:
@@ -305,15 +301,12 @@ async def test_no_token_is_401_in_plain_text(flagged: Hogflare, payload: dict[st
 
 
 async def test_a_refused_token_is_401(tmp_path: Path) -> None:
-    app = App(make_settings(tmp_path / "data", project_tokens=(TOKEN,), feature_flags=json.dumps(ENV_FLAGS)))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            other = await client.post("/flags/?v=2", json={"token": "phc_other", "distinct_id": "u"})
-            personal = await client.post("/flags/?v=2", json={"token": "phx_personal", "distinct_id": "u"})
-            allowed = await client.post("/flags/?v=2", json={"token": TOKEN, "distinct_id": "u"})
-    finally:
-        await app.shutdown()
+    async with running(
+        make_settings(tmp_path / "data", project_tokens=(TOKEN,), feature_flags=json.dumps(ENV_FLAGS))
+    ) as hogflare:
+        other = await hogflare.client.post("/flags/?v=2", json={"token": "phc_other", "distinct_id": "u"})
+        personal = await hogflare.client.post("/flags/?v=2", json={"token": "phx_personal", "distinct_id": "u"})
+        allowed = await hogflare.client.post("/flags/?v=2", json={"token": TOKEN, "distinct_id": "u"})
     assert other.status_code == personal.status_code == 401
     assert "invalid" in other.text
     assert allowed.status_code == 200
@@ -456,16 +449,10 @@ async def test_config_true_merges_the_remote_config_fields(flagged: Hogflare, pa
 async def test_the_configured_project_token_is_named_in_the_config(tmp_path: Path) -> None:
     """Hogflare's `POSTHOG_API_KEY` appears as `config.apiToken`; without it the key is absent."""
     for api_key in ("phc_configured", None):
-        app = App(make_settings(tmp_path / f"data-{api_key}", api_key=api_key))
-        await app.startup()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                for path in ("/decide/?v=3", "/flags/?v=2&config=true"):
-                    answer = (await client.post(path, json={"token": TOKEN, "distinct_id": "u"})).json()
-                    assert answer["config"].get("apiToken") == api_key, path
-        finally:
-            await app.shutdown()
+        async with running(make_settings(tmp_path / f"data-{api_key}", api_key=api_key)) as hogflare:
+            for path in ("/decide/?v=3", "/flags/?v=2&config=true"):
+                answer = (await hogflare.client.post(path, json={"token": TOKEN, "distinct_id": "u"})).json()
+                assert answer["config"].get("apiToken") == api_key, path
 
 
 async def test_remote_config_says_there_are_flags(flagged: Hogflare) -> None:
@@ -488,13 +475,8 @@ async def test_has_feature_flags_only_with_an_active_flag(
     tmp_path: Path, flags: list[dict[str, Any]] | None, expected: bool
 ) -> None:
     settings = make_settings(tmp_path / "data", feature_flags=None if flags is None else json.dumps(flags))
-    app = App(settings)
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            config = (await client.get(f"/array/{TOKEN}/config")).json()
-    finally:
-        await app.shutdown()
+    async with running(settings) as hogflare:
+        config = (await hogflare.client.get(f"/array/{TOKEN}/config")).json()
     assert config["hasFeatureFlags"] is expected
 
 
@@ -598,21 +580,17 @@ async def test_definitions_refuse_a_missing_or_wrong_key(
 async def test_definitions_etag_gives_304_until_the_flags_change(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     path = flags_file(data_dir, FILE_FLAGS)
-    app = App(make_settings(data_dir, personal_api_keys=(PERSONAL_KEY,)))
-    await app.startup()
     auth = {"authorization": f"Bearer {PERSONAL_KEY}"}
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            first = await client.get("/flags/definitions", headers=auth)
-            etag = first.headers["etag"]
-            again = await client.get("/flags/definitions", headers={**auth, "if-none-match": etag})
-            other = await client.get("/flags/definitions", headers={**auth, "if-none-match": '"stale"'})
-            changed = {**FILE_FLAGS, "flags": FILE_FLAGS["flags"][:1]}
-            path.write_text(json.dumps(changed))
-            await asyncio.sleep(1.1)
-            after = await client.get("/flags/definitions", headers={**auth, "if-none-match": etag})
-    finally:
-        await app.shutdown()
+    async with running(make_settings(data_dir, personal_api_keys=(PERSONAL_KEY,))) as hogflare:
+        client = hogflare.client
+        first = await client.get("/flags/definitions", headers=auth)
+        etag = first.headers["etag"]
+        again = await client.get("/flags/definitions", headers={**auth, "if-none-match": etag})
+        other = await client.get("/flags/definitions", headers={**auth, "if-none-match": '"stale"'})
+        changed = {**FILE_FLAGS, "flags": FILE_FLAGS["flags"][:1]}
+        path.write_text(json.dumps(changed))
+        await asyncio.sleep(1.1)
+        after = await client.get("/flags/definitions", headers={**auth, "if-none-match": etag})
     assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
     assert other.status_code == 200
     assert other.content == first.content
@@ -636,78 +614,63 @@ def posthog_flag(key: str, flag_id: int) -> dict[str, Any]:
 async def test_the_flags_file_is_reloaded_without_a_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     path = flags_file(data_dir, {"flags": [posthog_flag("first", 1)]})
-    app = App(make_settings(data_dir))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with running(make_settings(data_dir)) as hogflare:
 
-            async def served() -> dict[str, Any]:
-                response = await client.post("/flags/?v=2", json=body())
-                assert response.status_code == 200
-                flags: dict[str, Any] = response.json()["featureFlags"]
-                return flags
+        async def served() -> dict[str, Any]:
+            response = await hogflare.client.post("/flags/?v=2", json=body())
+            assert response.status_code == 200
+            flags: dict[str, Any] = response.json()["featureFlags"]
+            return flags
 
-            assert await served() == {"first": True}
-            # A bare array of PostHog flag objects is a flags document too.
-            path.write_text(json.dumps([posthog_flag("second", 2), posthog_flag("third", 3)]))
-            await asyncio.sleep(1.1)
-            assert await served() == {"second": True, "third": True}
-            # A file that does not read keeps the flags it gave before.
-            path.write_text('{"flags": [')
-            await asyncio.sleep(1.1)
-            assert await served() == {"second": True, "third": True}
-            config = (await client.get(f"/array/{TOKEN}/config")).json()
-            assert config["hasFeatureFlags"] is True
-            # A file emptied to be written again keeps its flags until the next check...
-            path.write_text("")
-            await asyncio.sleep(1.1)
-            assert await served() == {"second": True, "third": True}
-            path.write_text(json.dumps([posthog_flag("fourth", 4)]))
-            await asyncio.sleep(1.1)
-            assert await served() == {"fourth": True}
-            # ...and one still empty then is meant to be.
-            path.write_text("")
-            await asyncio.sleep(1.1)
-            assert await served() == {"fourth": True}
-            await asyncio.sleep(1.1)
-            assert await served() == {}
-            path.write_text(json.dumps([posthog_flag("second", 2), posthog_flag("third", 3)]))
-            await asyncio.sleep(1.1)
-            assert await served() == {"second": True, "third": True}
-            # Removing the file removes its flags.
-            path.unlink()
-            await asyncio.sleep(1.1)
-            assert await served() == {}
-            assert (await client.get(f"/array/{TOKEN}/config")).json()["hasFeatureFlags"] is False
-    finally:
-        await app.shutdown()
+        assert await served() == {"first": True}
+        # A bare array of PostHog flag objects is a flags document too.
+        path.write_text(json.dumps([posthog_flag("second", 2), posthog_flag("third", 3)]))
+        await asyncio.sleep(1.1)
+        assert await served() == {"second": True, "third": True}
+        # A file that does not read keeps the flags it gave before.
+        path.write_text('{"flags": [')
+        await asyncio.sleep(1.1)
+        assert await served() == {"second": True, "third": True}
+        config = (await hogflare.client.get(f"/array/{TOKEN}/config")).json()
+        assert config["hasFeatureFlags"] is True
+        # A file emptied to be written again keeps its flags until the next check...
+        path.write_text("")
+        await asyncio.sleep(1.1)
+        assert await served() == {"second": True, "third": True}
+        path.write_text(json.dumps([posthog_flag("fourth", 4)]))
+        await asyncio.sleep(1.1)
+        assert await served() == {"fourth": True}
+        # ...and one still empty then is meant to be.
+        path.write_text("")
+        await asyncio.sleep(1.1)
+        assert await served() == {"fourth": True}
+        await asyncio.sleep(1.1)
+        assert await served() == {}
+        path.write_text(json.dumps([posthog_flag("second", 2), posthog_flag("third", 3)]))
+        await asyncio.sleep(1.1)
+        assert await served() == {"second": True, "third": True}
+        # Removing the file removes its flags.
+        path.unlink()
+        await asyncio.sleep(1.1)
+        assert await served() == {}
+        assert (await hogflare.client.get(f"/array/{TOKEN}/config")).json()["hasFeatureFlags"] is False
 
 
 async def test_a_flags_file_that_appears_later_is_picked_up(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    app = App(make_settings(data_dir))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            assert (await client.post("/flags/?v=2", json=body())).json()["flags"] == {}
-            flags_file(data_dir, {"flags": [posthog_flag("late", 9)]})
-            await asyncio.sleep(1.1)
-            assert (await client.post("/flags/?v=2", json=body())).json()["featureFlags"] == {"late": True}
-    finally:
-        await app.shutdown()
+    async with running(make_settings(data_dir)) as hogflare:
+        assert (await hogflare.client.post("/flags/?v=2", json=body())).json()["flags"] == {}
+        flags_file(data_dir, {"flags": [posthog_flag("late", 9)]})
+        await asyncio.sleep(1.1)
+        assert (await hogflare.client.post("/flags/?v=2", json=body())).json()["featureFlags"] == {"late": True}
 
 
 async def test_a_named_flags_file_is_used(tmp_path: Path) -> None:
     elsewhere = tmp_path / "config" / "my-flags.json"
     elsewhere.parent.mkdir()
     elsewhere.write_text(json.dumps({"flags": [posthog_flag("named", 5)]}))
-    app = App(make_settings(tmp_path / "data", feature_flags_file=elsewhere))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            answer = (await client.post("/flags/?v=2", json=body())).json()
-    finally:
-        await app.shutdown()
+    async with running(make_settings(tmp_path / "data", feature_flags_file=elsewhere)) as hogflare:
+        answer = (await hogflare.client.post("/flags/?v=2", json=body())).json()
     assert answer["featureFlags"] == {"named": True}
 
 
@@ -715,25 +678,15 @@ async def test_the_file_wins_over_the_variable_on_the_same_key(tmp_path: Path) -
     data_dir = tmp_path / "data"
     file_flag = {**posthog_flag("shared", 1), "filters": {"groups": [{"properties": [], "rollout_percentage": 0}]}}
     flags_file(data_dir, {"flags": [file_flag]})
-    app = App(make_settings(data_dir, feature_flags=json.dumps([{"key": "shared"}])))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            answer = (await client.post("/flags/?v=2", json=body())).json()
-    finally:
-        await app.shutdown()
+    async with running(make_settings(data_dir, feature_flags=json.dumps([{"key": "shared"}]))) as hogflare:
+        answer = (await hogflare.client.post("/flags/?v=2", json=body())).json()
     assert answer["featureFlags"] == {"shared": False}
 
 
 async def test_a_bad_flag_is_left_out_and_the_others_are_served(tmp_path: Path) -> None:
     flags = [{"key": "good"}, BROKEN, {"active": True}]
-    app = App(make_settings(tmp_path / "data", feature_flags=json.dumps(flags)))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            answer = (await client.post("/flags/?v=2", json=body())).json()
-    finally:
-        await app.shutdown()
+    async with running(make_settings(tmp_path / "data", feature_flags=json.dumps(flags))) as hogflare:
+        answer = (await hogflare.client.post("/flags/?v=2", json=body())).json()
     assert answer["featureFlags"] == {"good": True}
 
 

@@ -17,16 +17,13 @@ from hogflare._hogflare import Store
 from hogflare.app import App
 from hogflare.http import Message
 from hogflare.shipper import Shipper
-from tests.conftest import TOKEN, Hogflare, event, gz, make_settings
+from tests.conftest import TOKEN, Hogflare, event, gz, make_settings, running
 
 
 @contextlib.asynccontextmanager
 async def started(tmp_path: Path, **overrides: Any) -> AsyncIterator[Hogflare]:
-    app = App(make_settings(tmp_path / "data", **overrides))
-    await app.startup()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        yield Hogflare(app, client)
-    await app.shutdown()
+    async with running(make_settings(tmp_path / "data", **overrides)) as hogflare:
+        yield hogflare
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ import json
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 
-from hogflare.app import App
-from tests.conftest import Hogflare, make_settings
+from tests.conftest import Hogflare, make_settings, running
 
 ORIGIN = {"origin": "https://app.example"}
 
@@ -52,26 +50,16 @@ async def test_remote_config_is_read_with_get_only(hogflare: Hogflare) -> None:
 
 
 async def test_a_token_outside_the_allowed_projects_is_not_found(tmp_path: Path) -> None:
-    app = App(make_settings(tmp_path / "data", project_tokens=("phc_good",)))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            good = await client.get("/array/phc_good/config.js")
-            other = await client.get("/array/phc_other/config")
-    finally:
-        await app.shutdown()
+    async with running(make_settings(tmp_path / "data", project_tokens=("phc_good",))) as hogflare:
+        good = await hogflare.client.get("/array/phc_good/config.js")
+        other = await hogflare.client.get("/array/phc_other/config")
     assert good.status_code == 200
     assert (other.status_code, other.json()) == (404, {"detail": "Not found."})
 
 
 async def test_recording_is_offered_only_when_an_endpoint_is_configured(tmp_path: Path) -> None:
-    app = App(make_settings(tmp_path / "data", session_recording_endpoint="/s/"))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            config = (await client.get("/array/phc_abc/config")).json()
-    finally:
-        await app.shutdown()
+    async with running(make_settings(tmp_path / "data", session_recording_endpoint="/s/")) as hogflare:
+        config = (await hogflare.client.get("/array/phc_abc/config")).json()
     assert config["sessionRecording"]["endpoint"] == "/s/"
     assert config["sessionRecording"]["recorderVersion"] == "v2"
 
@@ -127,13 +115,8 @@ async def test_public_lists_are_empty_for_a_project_token(hogflare: Hogflare, pa
 
 
 async def test_public_lists_know_only_the_allowed_projects(tmp_path: Path) -> None:
-    app = App(make_settings(tmp_path / "data", project_tokens=("phc_allowed",)))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            other = await client.get("/api/surveys/", params={"token": "phc_other"})
-            allowed = await client.get("/api/surveys/", params={"token": "phc_allowed"})
-    finally:
-        await app.shutdown()
+    async with running(make_settings(tmp_path / "data", project_tokens=("phc_allowed",))) as hogflare:
+        other = await hogflare.client.get("/api/surveys/", params={"token": "phc_other"})
+        allowed = await hogflare.client.get("/api/surveys/", params={"token": "phc_allowed"})
     assert (other.status_code, other.json()["code"]) == (401, "invalid_api_key")
     assert (allowed.status_code, allowed.json()) == (200, {"surveys": []})

@@ -7,11 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from hogflare.app import App
-from tests.conftest import TOKEN, Err, Hogflare, event, make_settings
+from tests.conftest import TOKEN, Err, Hogflare, event, make_settings, running
 
 UTC = dt.UTC
 
@@ -60,18 +58,13 @@ async def test_token_rules(
 
 
 async def test_project_token_allowlist(tmp_path: Path) -> None:
-    app = App(make_settings(tmp_path / "data", project_tokens=("phc_allowed",)))
-    await app.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            allowed = await client.post("/batch/", json={"api_key": "phc_allowed", "batch": [event()]})
-            other = await client.post("/batch/", json={"api_key": "phc_other", "batch": [event()]})
-            assert allowed.status_code == 200
-            assert other.status_code == 401
-            assert "not a project token" in other.json()["error"]
-            assert [row["api_key"] for row in Hogflare(app, client).rows()] == ["phc_allowed"]
-    finally:
-        await app.shutdown()
+    async with running(make_settings(tmp_path / "data", project_tokens=("phc_allowed",))) as hogflare:
+        allowed = await hogflare.client.post("/batch/", json={"api_key": "phc_allowed", "batch": [event()]})
+        other = await hogflare.client.post("/batch/", json={"api_key": "phc_other", "batch": [event()]})
+        assert allowed.status_code == 200
+        assert other.status_code == 401
+        assert "not a project token" in other.json()["error"]
+        assert [row["api_key"] for row in hogflare.rows()] == ["phc_allowed"]
 
 
 # -- timestamps -----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pyiceberg.manifest import ManifestEntryStatus, ManifestFile
 from pyiceberg.table import Table
 
 from hogflare.iceberg import SyncedFileIO, SyncedSqlCatalog, with_cached_metadata
-from hogflare.lake_tables import METRICS, TABLE_PROPERTIES, TABLES, day_partition
+from hogflare.lake_tables import TABLE_PROPERTIES, TABLES, UNMEASURED_METRICS, day_partition
 from hogflare.store import CATALOG_NAME, NAMESPACE, SEQ_PROPERTY, STORE_PROPERTY, local_path, newest_position
 
 log = structlog.get_logger("hogflare.lake")
@@ -119,7 +119,9 @@ class Lake:
                         partition_spec=day_partition(schema, partition_column),
                         properties=TABLE_PROPERTIES,
                     )
-                missing = {key: value for key, value in METRICS.items() if table.properties.get(key) != value}
+                missing = {
+                    key: value for key, value in UNMEASURED_METRICS.items() if table.properties.get(key) != value
+                }
                 if missing:
                     # A table made by an earlier version, whose files had statistics everywhere;
                     # if another process commits first, the next open tries again.

@@ -15,10 +15,9 @@ from hogflare._hogflare import UNMEASURED_COLUMNS
 EVENTS = "hogflare_events"
 PERSONS = "hogflare_persons"
 
-
 #: The JSON text columns' Parquet files carry no min/max statistics (they would prune nothing and
 #: cost a sixth of writing a file), so the tables collect no metrics for them.
-METRICS = {f"write.metadata.metrics.column.{column}": "none" for column in UNMEASURED_COLUMNS}
+UNMEASURED_METRICS = {f"write.metadata.metrics.column.{column}": "none" for column in UNMEASURED_COLUMNS}
 
 TABLE_PROPERTIES = {
     "format-version": "2",
@@ -26,7 +25,7 @@ TABLE_PROPERTIES = {
     "commit.manifest-merge.enabled": "true",
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "20",
-    **METRICS,
+    **UNMEASURED_METRICS,
 }
 
 

@@ -1,5 +1,4 @@
 //! What an item's checks can say of it: why it was dropped, or what was corrected and counted.
-//! The names are the ones logs and metrics show.
 
 /// Why an item was dropped; the name is what logs and metrics show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,6 +1,7 @@
 //! The top-level fields of one SDK item, read by PostHog's rules: which keys the row takes,
-//! distinct ids and event names cut to PostHog's length, timestamps and offsets in every form
-//! the SDKs send, and the event name a route or a Segment-style `type` implies.
+//! where the distinct id is looked for and how it is cut to PostHog's length, the uuid (the
+//! client's, or a new UUIDv7), timestamps and offsets in every form the SDKs send, and the event
+//! name a route or a Segment-style `type` implies.
 
 use std::borrow::Cow;
 
@@ -59,7 +60,7 @@ fn clean_id(text: String) -> Option<String> {
 }
 
 /// A distinct id from a raw JSON value: strings as they are, anything else as its JSON text.
-pub(super) fn id_from_raw(raw: &str) -> Option<String> {
+fn id_from_raw(raw: &str) -> Option<String> {
     let raw = raw.trim();
     if rawjson::is_null(raw) {
         return None;
@@ -67,7 +68,7 @@ pub(super) fn id_from_raw(raw: &str) -> Option<String> {
     clean_id(rawjson::as_str(raw).map_or_else(|| raw.to_owned(), Cow::into_owned))
 }
 
-pub(super) fn id_from_value(value: &Value) -> Option<String> {
+fn id_from_value(value: &Value) -> Option<String> {
     match value.get_type() {
         JsonType::Null => None,
         JsonType::String => clean_id(value.as_str().unwrap_or_default().to_owned()),

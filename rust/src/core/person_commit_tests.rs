@@ -1,6 +1,7 @@
 //! What one commit does to the persons its events touch: duplicates change nothing, an update
 //! is written only when it changes something (or its event forces it), many events in one
-//! commit leave persons as one commit each does, and recordings create none.
+//! commit leave persons as one commit each does, distinct ids longer than an LMDB key are found
+//! again, and recordings create none.
 
 use uuid::Uuid;
 

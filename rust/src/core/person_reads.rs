@@ -102,7 +102,7 @@ impl PersonWork<'_> {
     }
 
     /// The id of the person a distinct id belongs to, as stored.
-    pub(super) fn person_id(&self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
+    fn person_id(&self, txn: &RwTxn, project: u32, distinct_id: &str) -> Result<Option<u64>> {
         Ok(self.dbs.distinct_ids.get(txn, &name_key(project, None, distinct_id))?)
     }
 

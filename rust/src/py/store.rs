@@ -1,4 +1,5 @@
-//! `Store` and `OutboxChunk`: the durable outbox as Python sees it.
+//! `Store`: the durable store as Python sees it, committing requests and reading the outbox,
+//! persons and groups back.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -169,3 +169,62 @@ def test_a_worker_whose_startup_fails_starts_no_shipper(tmp_path: Path) -> None:
     assert app._supervisor is None
     time.sleep(1.5)
     assert not shipper_alive(settings)
+
+
+#: A worker's lifespan (startup, then shutdown), followed by a thread that never ends when asked.
+_WORKER_AFTER_LIFESPAN = """
+import asyncio, sys, threading
+from pathlib import Path
+from hogflare.app import App
+from hogflare.config import Settings
+
+app = App(Settings.from_env({}, data_dir=Path(sys.argv[1])))
+messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+async def receive():
+    return next(messages)
+
+async def send(message):
+    print(message["type"], flush=True)
+
+asyncio.run(app({"type": "lifespan"}, receive, send))
+if sys.argv[2] == "hang":
+    # As the interpreter would at exit: join a thread that is stuck.
+    threading.Thread(target=threading.Event().wait, name="stuck-after-lifespan").start()
+"""
+
+
+@pytest.mark.parametrize("after", ["hang", "exit"])
+def test_a_worker_stuck_after_its_lifespan_dumps_its_stacks(tmp_path: Path, after: str) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _WORKER_AFTER_LIFESPAN, str(tmp_path / "data"), after],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as worker:
+        assert worker.stdout is not None
+        assert worker.stderr is not None
+        try:
+            if after == "hang":
+                # Read until the dump starts; the test's timeout fails it if none ever comes.
+                stderr = ""
+                while "Timeout (0:00:05)!" not in stderr:
+                    stderr += worker.stderr.readline()
+                time.sleep(0.5)
+                assert worker.poll() is None
+                worker.kill()
+                worker.wait(timeout=60)
+                stdout, stderr = worker.stdout.read(), stderr + worker.stderr.read()
+            else:
+                stdout, stderr = worker.communicate(timeout=60)
+        finally:
+            worker.kill()
+    lifespan = [line for line in stdout.split() if line.startswith("lifespan.")]
+    assert lifespan == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    if after == "hang":
+        # The rest of the dump: every thread's stack, the stuck one's wait among them.
+        assert "most recent call first" in stderr
+        assert "in wait" in stderr
+    else:
+        assert "Timeout (" not in stderr
+        assert worker.returncode == 0

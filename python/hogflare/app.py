@@ -177,6 +177,10 @@ class App:
             elif message["type"] == "lifespan.shutdown":
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
+                # What the worker does after its lifespan (its interpreter joining threads as it
+                # exits) has no bound of hogflare's: a hang there names where it hangs too before
+                # Granian kills the worker. A worker that exits in time takes the timer with it.
+                faulthandler.dump_traceback_later(_STUCK_SHUTDOWN_MARGIN_SECS)
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

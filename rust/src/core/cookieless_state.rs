@@ -240,6 +240,8 @@ impl CookielessDb {
         let mut txn = env.write_txn()?;
         let salt = self.salt(&mut txn, visitor.day)?;
         txn.commit()?;
+        // The store's environment defers the meta page's flush (see `store.rs`).
+        env.force_sync()?;
         Ok(encoded("cookieless_", &hash(&salt, token, visitor, 0)))
     }
 

@@ -1,6 +1,6 @@
 //! One group commit: the events of many requests deduplicated, applied to persons and groups,
-//! and appended to the outbox, all in a single write transaction that LMDB syncs before
-//! `commit` returns.
+//! and appended to the outbox, all in a single write transaction, synced before `commit`
+//! returns (or, for the commit thread, once a later commit has flushed it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -130,6 +130,21 @@ impl Store {
     /// arrive while another process commits join the next transaction rather than wait for it.
     /// `gather` is not called when the outbox is full or the transaction cannot begin.
     pub fn commit_gathered(
+        &self,
+        gather: impl FnOnce() -> Vec<DecodedRequest>,
+        options: CommitOptions,
+    ) -> Result<Vec<CommitOutcome>> {
+        let outcomes = self.commit_unsynced(gather, options)?;
+        self.sync()?;
+        Ok(outcomes)
+    }
+
+    /// `commit_gathered`, but the transaction's meta page, which makes it the store's state, is
+    /// left for the next flush of the file: the commit survives the process at once and the
+    /// machine once this process's next commit, or `sync`, has returned. Every commit writes
+    /// the outbox's counters, so every one that returns `Ok` has flushed the file, and with it
+    /// the meta page of the commit before.
+    pub fn commit_unsynced(
         &self,
         gather: impl FnOnce() -> Vec<DecodedRequest>,
         options: CommitOptions,

@@ -90,7 +90,7 @@ impl Store {
             return Ok(());
         }
         self.persons.write_overrides(&mut txn, &request, &missing)?;
-        Ok(txn.commit()?)
+        self.commit_synced(txn)
     }
 }
 

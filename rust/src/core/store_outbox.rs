@@ -110,7 +110,7 @@ impl Store {
         let bytes = read_u64(self.meta, &txn, META_BYTES)?.saturating_sub(size);
         write_u64(self.meta, &mut txn, META_ROWS, waiting)?;
         write_u64(self.meta, &mut txn, META_BYTES, bytes)?;
-        txn.commit()?;
+        self.commit_synced(txn)?;
         Ok(rows)
     }
 
@@ -127,7 +127,7 @@ impl Store {
     pub fn set_cursor(&self, sink: &str, seq: u64) -> Result<()> {
         let mut txn = self.env.write_txn()?;
         write_u64(self.meta, &mut txn, &format!("cursor.{sink}"), seq)?;
-        txn.commit()?;
+        self.commit_synced(txn)?;
         Ok(())
     }
 
@@ -151,7 +151,7 @@ impl Store {
             return Ok(false);
         }
         write_u64(self.meta, &mut txn, META_NEXT_SEQ, past + 1)?;
-        txn.commit()?;
+        self.commit_synced(txn)?;
         Ok(true)
     }
 }

@@ -5,9 +5,11 @@
 //!
 //! The environment is opened with `MDB_NOMETASYNC`: a commit flushes its pages, then writes the
 //! meta page that makes it current without a second flush of its own. That meta page reaches the
-//! disk with the next flush of the file, a later commit's or `sync`'s. So every write here but
-//! `commit_unsynced` ends with `sync`, and the commit thread answers a commit's requests once a
-//! later commit or a `sync` has returned: a stream of commits pays one flush each, not two.
+//! disk with the next flush of the file, a later commit's or `sync`'s. So every write here ends
+//! with `sync` except `commit_unsynced` (the commit thread answers a commit's requests once a
+//! later commit or a `sync` has returned: a stream of commits pays one flush each, not two) and
+//! the forgetting of delivered rows and expired uuids, which a crash may undo and the next
+//! round does again.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -269,7 +271,8 @@ impl Store {
             }
             self.seen_by_day.delete(&mut txn, key)?;
         }
-        self.commit_synced(txn)?;
+        // Like a trim of the outbox, an expiry a crash undoes is done again: no flush of its own.
+        txn.commit()?;
         Ok(keys.len())
     }
 

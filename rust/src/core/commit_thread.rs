@@ -6,9 +6,10 @@
 //! lock, share one transaction and one sync); once the commit is on disk it records the outcomes
 //! and writes a byte to a socket the event loop watches. A commit is on disk once the next one has
 //! flushed the file (LMDB's deferred meta page, see `store.rs`), or, when nothing else is queued,
-//! once the thread has synced it: a stream of commits pays one disk flush each instead of two. A commit run from a Python thread
-//! instead had to take the GIL back from the busy event loop to deliver every outcome, which
-//! cost both threads switches and held the answers back by up to Python's switch interval.
+//! once the thread has synced it: a stream of commits pays one disk flush each instead of two.
+//! A commit run from a Python thread instead had to take the GIL back from the busy event loop
+//! to deliver every outcome, which cost both threads switches and held the answers back by up to
+//! Python's switch interval.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -40,9 +41,10 @@ pub struct FinishedCommit {
     pub tickets: Vec<u64>,
     /// One outcome per ticket; or why none of them was stored.
     pub outcomes: Result<Vec<CommitOutcome>>,
-    /// From asking for the store's write lock to the end of the sync.
+    /// From asking for the store's write lock to the end of the transaction's commit (its pages
+    /// written and flushed; its meta page goes to disk with the next commit or sync).
     pub seconds: f64,
-    /// Writing and syncing the pages, part of `seconds`.
+    /// Writing and flushing the pages, part of `seconds`.
     pub sync_seconds: f64,
 }
 
@@ -240,9 +242,23 @@ fn run(
                 unsynced = Some(finished);
                 before.is_none_or(|before| outcomes.publish(before))
             }
-            // A commit that failed may have flushed nothing: the one before is synced on its own.
-            (Err(_), before) => {
-                before.is_none_or(|before| outcomes.publish_synced(store, before)) && outcomes.publish(finished)
+            (Err(err), before) => {
+                let before_answered = before.is_none_or(|mut before| {
+                    if matches!(err, CoreError::OutboxFull { .. }) {
+                        // Refused before writing anything: the commit before is synced on its own.
+                        outcomes.publish_synced(store, before)
+                    } else {
+                        // It may have failed flushing the file, the meta page of the commit
+                        // before included; a flush error is reported once, so a sync now could
+                        // succeed without that page on disk. Its requests are refused too, and
+                        // their retries are deduplicated by uuid.
+                        before.outcomes = Err(CoreError::Store(format!(
+                            "the store could not confirm this commit was written: the next one failed ({err})"
+                        )));
+                        outcomes.publish(before)
+                    }
+                });
+                before_answered && outcomes.publish(finished)
             }
         };
         if !answered {

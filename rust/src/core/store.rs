@@ -190,8 +190,8 @@ impl Store {
         Ok(Self { id, ..store })
     }
 
-    /// Flush everything committed so far to disk: every commit this process has made is durable
-    /// once it returns (see the module's documentation).
+    /// Flush everything committed so far to disk: every commit made before it, by any process,
+    /// is durable once it returns (see the module's documentation).
     pub fn sync(&self) -> Result<()> {
         Ok(self.env.force_sync()?)
     }
@@ -271,7 +271,8 @@ impl Store {
             }
             self.seen_by_day.delete(&mut txn, key)?;
         }
-        // Like a trim of the outbox, an expiry a crash undoes is done again: no flush of its own.
+        // Like a trim of the outbox, an expiry a crash undoes is done again: its meta page waits
+        // for the next flush of the file.
         txn.commit()?;
         Ok(keys.len())
     }

@@ -141,7 +141,7 @@ impl Store {
 
     /// `commit_gathered`, but the transaction's meta page, which makes it the store's state, is
     /// left for the next flush of the file: the commit survives the process at once and the
-    /// machine once this process's next commit, or `sync`, has returned. Every commit writes
+    /// machine once a later commit (of any process), or `sync`, has returned. Every commit writes
     /// the outbox's counters, so every one that returns `Ok` has flushed the file, and with it
     /// the meta page of the commit before.
     pub fn commit_unsynced(

@@ -110,8 +110,8 @@ impl Store {
         let bytes = read_u64(self.meta, &txn, META_BYTES)?.saturating_sub(size);
         write_u64(self.meta, &mut txn, META_ROWS, waiting)?;
         write_u64(self.meta, &mut txn, META_BYTES, bytes)?;
-        // No flush of its own: a trim a crash undoes is simply done again, and the next
-        // commit's flush takes this one to disk.
+        // Its meta page is not flushed on its own: a trim a crash undoes is simply done again,
+        // and the next flush of the file takes it to disk.
         txn.commit()?;
         Ok(rows)
     }

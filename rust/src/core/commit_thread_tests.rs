@@ -166,3 +166,37 @@ fn requests_that_keep_coming_are_each_answered_once_in_commit_order() {
     assert_eq!(answered, tickets);
     assert_eq!(store.outbox_state().unwrap().rows, 200);
 }
+
+#[test]
+fn two_writers_on_one_store_answer_every_request_once() {
+    // Two commit threads stand for two worker processes: their commits interleave under the
+    // store's write lock, and a commit waiting for its meta page's flush may see the other
+    // thread's commit come first.
+    let (_dir, store, first) = start(u64::MAX);
+    let limits = CommitLimits {
+        dedupe_window_days: 7,
+        max_outbox_bytes: u64::MAX,
+    };
+    let second = CommitThread::start(Arc::clone(&store), limits).unwrap();
+    let mut tickets = [Vec::new(), Vec::new()];
+    for round in 0..300 {
+        let (thread, sent) = if round % 2 == 0 {
+            (&first, &mut tickets[0])
+        } else {
+            (&second, &mut tickets[1])
+        };
+        sent.push(thread.submit(request(&[Uuid::now_v7()])).unwrap());
+        if round % 3 == 0 {
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+    for (thread, sent) in [(&first, &tickets[0]), (&second, &tickets[1])] {
+        let mut answered = Vec::new();
+        for commit in wait_for(thread, sent.len()) {
+            assert!(commit.outcomes.unwrap().iter().all(|outcome| outcome.stored == 1));
+            answered.extend(commit.tickets);
+        }
+        assert_eq!(&answered, sent);
+    }
+    assert_eq!(store.outbox_state().unwrap().rows, 300);
+}

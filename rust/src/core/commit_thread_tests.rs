@@ -200,3 +200,50 @@ fn two_writers_on_one_store_answer_every_request_once() {
     }
     assert_eq!(store.outbox_state().unwrap().rows, 300);
 }
+
+#[test]
+fn a_commit_waiting_for_its_flush_is_refused_when_the_next_commit_fails() {
+    let (_dir, store, thread) = start(u64::MAX);
+    let (at_commit, reached) = mpsc::channel::<()>();
+    let (go, proceed) = mpsc::channel::<bool>();
+    *store.before_commit.lock().unwrap() = Some(Box::new(move || {
+        at_commit.send(()).unwrap();
+        if proceed.recv().unwrap() {
+            Err(CoreError::Store("the disk failed".into()))
+        } else {
+            Ok(())
+        }
+    }));
+    let (kept, lost) = (Uuid::now_v7(), Uuid::now_v7());
+    let first = thread.submit(request(&[kept])).unwrap();
+    reached.recv().unwrap();
+    // Queued while the first commit writes, so the first waits for this one's flush.
+    let second = thread.submit(request(&[lost])).unwrap();
+    go.send(false).unwrap();
+    reached.recv().unwrap();
+    go.send(true).unwrap();
+    let finished = wait_for(&thread, 2);
+    *store.before_commit.lock().unwrap() = None;
+    let refused: BTreeMap<u64, String> = finished
+        .into_iter()
+        .flat_map(|commit| {
+            let Err(CoreError::Store(message)) = commit.outcomes else {
+                panic!("a commit was answered: {:?}", commit.outcomes)
+            };
+            commit.tickets.into_iter().map(move |ticket| (ticket, message.clone()))
+        })
+        .collect();
+    assert_eq!(refused[&second], "the disk failed");
+    assert!(
+        refused[&first].contains("could not confirm this commit was written"),
+        "{}",
+        refused[&first]
+    );
+    // The first commit's row was stored all the same: the client's retry is a duplicate.
+    assert_eq!(store.outbox_state().unwrap().rows, 1);
+    let retry = thread.submit(request(&[kept, lost])).unwrap();
+    let answer = wait_for(&thread, 1).remove(0);
+    assert_eq!(answer.tickets, vec![retry]);
+    let outcome = &answer.outcomes.unwrap()[0];
+    assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
+}

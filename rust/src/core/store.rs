@@ -102,11 +102,18 @@ pub struct Store {
     last_sync_nanos: AtomicU64,
     /// Whether the store records `STORE_FORMAT`; until it does, each commit records it.
     pub(super) format_stamped: AtomicBool,
+    /// Called by `commit_unsynced` as it is about to commit: an error stands for a commit that
+    /// failed writing or flushing the file.
+    #[cfg(test)]
+    pub(crate) before_commit: std::sync::Mutex<Option<CommitHook>>,
     /// Chosen when the store is created. The lake records it beside each outbox position it
     /// commits: a position is this store's only when the ids agree, so a store replaced (or
     /// restored) under an existing lake never takes another store's position for its own.
     id: Uuid,
 }
+
+#[cfg(test)]
+pub(crate) type CommitHook = Box<dyn FnMut() -> Result<()> + Send>;
 
 const META_NEXT_SEQ: &str = "outbox.next_seq";
 const META_ROWS: &str = "outbox.rows";
@@ -174,6 +181,8 @@ impl Store {
             ],
             last_sync_nanos: AtomicU64::new(0),
             format_stamped: AtomicBool::new(true),
+            #[cfg(test)]
+            before_commit: std::sync::Mutex::new(None),
             env: env.clone(),
             id: Uuid::nil(),
         };

@@ -269,6 +269,15 @@ impl Store {
         if stamping {
             write_u64(self.meta, &mut txn, META_FORMAT, STORE_FORMAT)?;
         }
+        #[cfg(test)]
+        if let Some(hook) = self
+            .before_commit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            hook()?;
+        }
         let syncing = Instant::now();
         txn.commit()?;
         if stamping {

@@ -106,6 +106,9 @@ pub struct Store {
     /// failed writing or flushing the file.
     #[cfg(test)]
     pub(crate) before_commit: std::sync::Mutex<Option<CommitHook>>,
+    /// How many times `sync` has flushed the file.
+    #[cfg(test)]
+    pub(crate) syncs: AtomicU64,
     /// Chosen when the store is created. The lake records it beside each outbox position it
     /// commits: a position is this store's only when the ids agree, so a store replaced (or
     /// restored) under an existing lake never takes another store's position for its own.
@@ -183,6 +186,8 @@ impl Store {
             format_stamped: AtomicBool::new(true),
             #[cfg(test)]
             before_commit: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            syncs: AtomicU64::new(0),
             env: env.clone(),
             id: Uuid::nil(),
         };
@@ -202,6 +207,8 @@ impl Store {
     /// Flush everything committed so far to disk: every commit made before it, by any process,
     /// is durable once it returns (see the module's documentation).
     pub fn sync(&self) -> Result<()> {
+        #[cfg(test)]
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(self.env.force_sync()?)
     }
 

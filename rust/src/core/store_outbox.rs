@@ -62,6 +62,10 @@ impl Store {
     /// Run `f` over the raw outbox entries after `after` (up to about `max_rows` rows and
     /// `max_bytes`), inside one read transaction, so `f` can borrow the entries without copying
     /// them. Each entry comes with its position: the last of the positions its rows take.
+    ///
+    /// The entries are on disk before `f` sees them: the latest commit's meta page may not be
+    /// (it waits for the next flush), and a sink must not get rows a power loss could take back
+    /// from the store, which would store them again when their requests were retried.
     pub fn with_outbox<R>(
         &self,
         after: u64,
@@ -81,6 +85,10 @@ impl Store {
             if rows >= max_rows as u64 || bytes >= max_bytes {
                 break;
             }
+        }
+        if !entries.is_empty() {
+            // Every commit this transaction sees had written its meta page before it began.
+            self.sync()?;
         }
         f(&entries)
     }

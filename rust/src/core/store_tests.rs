@@ -118,6 +118,27 @@ fn outbox_reads_in_order_and_trims() {
 }
 
 #[test]
+fn a_sink_gets_no_row_before_the_store_has_flushed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    // Nothing to hand over: no flush.
+    let flushed = store.syncs.load(Ordering::Relaxed);
+    store.with_outbox(0, 10, u64::MAX, |entries| Ok(entries.len())).unwrap();
+    assert_eq!(store.syncs.load(Ordering::Relaxed), flushed);
+    // A commit whose meta page waits for the next flush, as the commit thread leaves it.
+    store
+        .commit_unsynced(|| vec![batch("t", &[Uuid::now_v7()])], options())
+        .unwrap();
+    let flushed = store.syncs.load(Ordering::Relaxed);
+    let handed = store
+        .with_outbox(0, 10, u64::MAX, |entries| {
+            Ok((entries.len(), store.syncs.load(Ordering::Relaxed)))
+        })
+        .unwrap();
+    assert_eq!(handed, (1, flushed + 1), "the row reached the sink before the flush");
+}
+
+#[test]
 fn full_outbox_refuses_commits() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &small()).unwrap();

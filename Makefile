@@ -132,6 +132,7 @@ bench: build $(OHA) /usr/sbin/nginx
 	cargo bench --no-default-features --bench flags
 	$(BIN)/python -m benches.bench_flags --workers 2
 	$(BIN)/python -m benches.bench_lake
+	$(BIN)/python -m benches.bench_dedupe
 	$(BIN)/python -m benches.bench_sinks --workers 2
 	$(BIN)/python -m benches.bench_ingest --workers 2
 	$(BIN)/python -m benches.bench_ingest --workers 2 --persons

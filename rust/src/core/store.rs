@@ -90,8 +90,12 @@ pub struct Store {
     projects: Database<Str, U32<BigEndian>>,
     /// project(4) ‖ uuid(16) → day the uuid was first stored
     seen: Database<Bytes, U32<BigEndian>>,
-    /// day(4) ‖ project(4) ‖ uuid(16), so old entries can be expired in key order
-    seen_by_day: Database<Bytes, Unit>,
+    /// day(4) ‖ outbox position(8) → project(4) ‖ uuid(16): each day's uuids in the order they
+    /// came, so old entries can be expired a day at a time and a new one is always appended
+    /// (keyed by the uuid, posthog-python's random uuid4s would each land on a page of their own
+    /// and make every commit rewrite a page per event). Stores written before format 4 keep
+    /// day(4) ‖ project(4) ‖ uuid(16) → nothing, read as well.
+    seen_by_day: Database<Bytes, Bytes>,
     outbox: Database<U64<BigEndian>, Bytes>,
     persons: PersonDbs,
     cookieless: CookielessDb,
@@ -127,12 +131,14 @@ const META_ID: &str = "store.id";
 /// How this code lays out persons and outbox rows. 2: persons in `person_record`'s layout, which
 /// person snapshot rows carry too (1 was postcard throughout, and recorded no format). 3: an
 /// outbox entry may also hold the values an event's row shows over its person
-/// (`OutboxRecord::PersonEventShown`), which a reader of format 2 cannot decode.
-const STORE_FORMAT: u64 = 3;
-/// Format 2's entries are a subset of format 3's: such a store is read as it is and stamped 3 by
-/// its first commit (not when it is opened: `hogflare doctor` must not change it), so that a
-/// hogflare of format 2 refuses it then (with the message below) rather than misread it.
-const UPGRADED_FORMAT: u64 = 2;
+/// (`OutboxRecord::PersonEventShown`), which a reader of format 2 cannot decode. 4: the seen
+/// uuids' day index keyed by outbox position (`seen_by_day`), which a hogflare of format 3 would
+/// never expire.
+const STORE_FORMAT: u64 = 4;
+/// Formats 2 and 3 are subsets of format 4: such a store is read as it is and stamped 4 by its
+/// first commit (not when it is opened: `hogflare doctor` must not change it), so that an older
+/// hogflare refuses it then (with the message below) rather than misread it.
+const UPGRADED_FORMATS: [u64; 2] = [2, 3];
 
 fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
     Ok(db
@@ -227,7 +233,7 @@ impl Store {
             None if !self.meta.is_empty(txn)? => 1,
             None => return write_u64(self.meta, txn, META_FORMAT, STORE_FORMAT).map(|()| true),
         };
-        if format == STORE_FORMAT || format == UPGRADED_FORMAT {
+        if format == STORE_FORMAT || UPGRADED_FORMATS.contains(&format) {
             return Ok(format == STORE_FORMAT);
         }
         Err(CoreError::Store(format!(
@@ -272,18 +278,20 @@ impl Store {
         let mut txn = self.env.write_txn()?;
         let upper = cutoff.to_be_bytes();
         let range = (Bound::Unbounded, Bound::Excluded(&upper[..]));
-        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut keys: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for entry in self.seen_by_day.range(&txn, &range)? {
-            let (key, ()) = entry?;
-            keys.push(key.to_vec());
+            let (key, seen) = entry?;
+            // Before format 4 the uuid's `seen` key was the day index's key after the day.
+            let seen = if seen.is_empty() { &key[4..] } else { seen };
+            keys.push((key.to_vec(), seen.to_vec()));
             if keys.len() >= limit {
                 break;
             }
         }
-        for key in &keys {
+        for (key, seen) in &keys {
             // The uuid may have been stored again since (after its window): keep that sighting.
-            if self.seen.get(&txn, &key[4..])?.is_some_and(|day| day < cutoff) {
-                self.seen.delete(&mut txn, &key[4..])?;
+            if self.seen.get(&txn, seen)?.is_some_and(|day| day < cutoff) {
+                self.seen.delete(&mut txn, seen)?;
             }
             self.seen_by_day.delete(&mut txn, key)?;
         }

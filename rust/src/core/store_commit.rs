@@ -192,10 +192,11 @@ impl Store {
                     Some(_) => self.seen.put(&mut txn, &key, &today)?,
                     None => {}
                 }
-                let mut by_day = [0u8; 24];
+                // The outbox position the event is about to take: no other uuid has it.
+                let mut by_day = [0u8; 12];
                 by_day[..4].copy_from_slice(&today.to_be_bytes());
-                by_day[4..].copy_from_slice(&key);
-                self.seen_by_day.put(&mut txn, &by_day, &())?;
+                by_day[4..].copy_from_slice(&outbox.next_seq.to_be_bytes());
+                self.seen_by_day.put(&mut txn, &by_day, &key)?;
                 if event.cookieless.is_some() {
                     if !cookieless_day_checked {
                         self.cookieless.forget_past_days(&mut txn, options.now)?;

@@ -181,6 +181,47 @@ fn seen_uuids_expire_after_the_window() {
 }
 
 #[test]
+fn seen_uuids_of_a_store_before_format_4_expire_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    let uuid = Uuid::now_v7();
+    let old = Utc::now() - chrono::TimeDelta::days(10);
+    // As format 3 recorded a sighting: the day index keyed by day, project and uuid.
+    let project = 7u32;
+    let mut seen = project.to_be_bytes().to_vec();
+    seen.extend_from_slice(uuid.as_bytes());
+    let mut by_day = day_of(old).to_be_bytes().to_vec();
+    by_day.extend_from_slice(&seen);
+    let mut txn = store.env.write_txn().unwrap();
+    store.seen.put(&mut txn, &seen, &day_of(old)).unwrap();
+    store.seen_by_day.put(&mut txn, &by_day, &[]).unwrap();
+    txn.commit().unwrap();
+    assert_eq!(store.expire_seen(Utc::now(), 7, 100).unwrap(), 1);
+    let txn = store.env.read_txn().unwrap();
+    assert!(store.seen.get(&txn, &seen).unwrap().is_none());
+    assert!(store.seen_by_day.is_empty(&txn).unwrap());
+}
+
+#[test]
+fn each_day_s_uuids_are_indexed_in_the_order_they_came() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &small()).unwrap();
+    // Random uuids, as posthog-python sends them.
+    let uuids: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+    for pair in uuids.chunks(2) {
+        store.commit(vec![batch("t", pair)], options()).unwrap();
+    }
+    let txn = store.env.read_txn().unwrap();
+    let indexed: Vec<Uuid> = store
+        .seen_by_day
+        .iter(&txn)
+        .unwrap()
+        .map(|entry| Uuid::from_slice(&entry.unwrap().1[4..]).unwrap())
+        .collect();
+    assert_eq!(indexed, uuids);
+}
+
+#[test]
 fn monitoring_reads_counts_and_the_age_of_pending_rows() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), &small()).unwrap();
@@ -212,6 +253,25 @@ fn monitoring_reads_counts_and_the_age_of_pending_rows() {
     assert_eq!(store.outbox_state().unwrap().rows, 1);
 }
 
+fn upgraded_on_first_commit(path: &Path, format_before: u64) {
+    let store = Store::open(path, &small()).unwrap();
+    store.commit(vec![batch("t", &[Uuid::now_v7()])], options()).unwrap();
+    let mut txn = store.env.write_txn().unwrap();
+    write_u64(store.meta, &mut txn, META_FORMAT, format_before).unwrap();
+    txn.commit().unwrap();
+    drop(store);
+    let store = Store::open(path, &small()).unwrap();
+    assert_eq!(store.outbox_state().unwrap().rows, 1);
+    let format = |store: &Store| read_u64(store.meta, &store.env.read_txn().unwrap(), META_FORMAT).unwrap();
+    // Opening it (as `hogflare doctor` does) changes nothing; its first commit stamps it.
+    assert_eq!(format(&store), format_before);
+    drop(store);
+    let store = Store::open(path, &small()).unwrap();
+    store.commit(vec![batch("t", &[Uuid::now_v7()])], options()).unwrap();
+    assert_eq!(format(&store), STORE_FORMAT);
+    drop(store);
+}
+
 #[test]
 fn a_store_of_another_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -224,33 +284,20 @@ fn a_store_of_another_format_is_refused() {
     drop(store);
     let refused = Store::open(dir.path(), &small()).err().unwrap().to_string();
     assert!(refused.contains("has format 1"), "{refused}");
-    // A store of format 2 is read as it is, and stamped with the current format when written.
+    // Stores of formats 2 and 3 are read as they are, and stamped with the current format when
+    // written.
+    upgraded_on_first_commit(tempfile::tempdir().unwrap().path(), 2);
     let older = tempfile::tempdir().unwrap();
-    let store = Store::open(older.path(), &small()).unwrap();
-    store.commit(vec![batch("t", &[Uuid::now_v7()])], options()).unwrap();
-    let mut txn = store.env.write_txn().unwrap();
-    write_u64(store.meta, &mut txn, META_FORMAT, 2).unwrap();
-    txn.commit().unwrap();
-    drop(store);
-    let store = Store::open(older.path(), &small()).unwrap();
-    assert_eq!(store.outbox_state().unwrap().rows, 1);
-    let format = |store: &Store| read_u64(store.meta, &store.env.read_txn().unwrap(), META_FORMAT).unwrap();
-    // Opening it (as `hogflare doctor` does) changes nothing; its first commit stamps it.
-    assert_eq!(format(&store), 2);
-    drop(store);
-    let store = Store::open(older.path(), &small()).unwrap();
-    store.commit(vec![batch("t", &[Uuid::now_v7()])], options()).unwrap();
-    assert_eq!(format(&store), 3);
-    drop(store);
+    upgraded_on_first_commit(older.path(), 3);
     // One written by a later hogflare is refused.
     let store = Store::open(older.path(), &small()).unwrap();
     let mut txn = store.env.write_txn().unwrap();
-    write_u64(store.meta, &mut txn, META_FORMAT, 4).unwrap();
+    write_u64(store.meta, &mut txn, META_FORMAT, 5).unwrap();
     txn.commit().unwrap();
     drop(store);
     let refused = Store::open(older.path(), &small()).err().unwrap().to_string();
     assert!(
-        refused.contains("has format 4, and this hogflare reads format 3 only"),
+        refused.contains("has format 5, and this hogflare reads format 4 only"),
         "{refused}"
     );
     // A new store gets the current format, and opens again.

@@ -192,7 +192,8 @@ impl Store {
                     Some(_) => self.seen.put(&mut txn, &key, &today)?,
                     None => {}
                 }
-                // The outbox position the event is about to take: no other uuid has it.
+                // The next outbox position: this event's rows take it or one after it (past a
+                // merged person's snapshot), so no other uuid is indexed under it.
                 let mut by_day = [0u8; 12];
                 by_day[..4].copy_from_slice(&today.to_be_bytes());
                 by_day[4..].copy_from_slice(&outbox.next_seq.to_be_bytes());

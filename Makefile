@@ -133,6 +133,7 @@ bench: build $(OHA) /usr/sbin/nginx
 	$(BIN)/python -m benches.bench_flags --workers 2
 	$(BIN)/python -m benches.bench_lake
 	$(BIN)/python -m benches.bench_dedupe
+	$(BIN)/python -m benches.bench_outbox
 	$(BIN)/python -m benches.bench_sinks --workers 2
 	$(BIN)/python -m benches.bench_ingest --workers 2
 	$(BIN)/python -m benches.bench_ingest --workers 2 --persons

@@ -189,7 +189,10 @@ class Store:
 
         Raises ``OutboxFullError`` above the high-water mark, ``StorageError`` on store trouble."""
     def outbox_state(self) -> tuple[int, int, int]:
-        """``(next_seq, rows, bytes)`` of the outbox."""
+        """``(next_seq, rows, bytes)`` of the outbox; ``bytes`` as stored (compressed)."""
+    def outbox_dictionary(self) -> int | None:
+        """The number of the dictionary new outbox entries are compressed with; ``None`` until
+        the store has made its first (from the first ~1,500 entries its sinks read)."""
     def counts(self) -> tuple[int, int, int]:
         """``(persons, distinct_ids, groups)`` over every project, from LMDB's statistics (no scan)."""
     def pending_since(self, after: int) -> float | None:

@@ -76,6 +76,7 @@ def check_store(settings: Settings) -> Iterator[Finding]:
         store = open_store(settings)
         store.check()
         next_seq, rows, waiting = store.outbox_state()
+        dictionary = store.outbox_dictionary()
         cursors = {sink: store.cursor(sink) or 0 for sink in settings.enabled_sinks}
         store_id = store.id
     except HogflareError as exc:
@@ -96,6 +97,12 @@ def check_store(settings: Settings) -> Iterator[Finding]:
     else:
         level, note = Level.ok, "below the high-water mark"
     yield Finding(level, "outbox", f"{rows} rows, {_size(waiting)} waiting; {note} (HOGFLARE_OUTBOX_MAX_BYTES)")
+    compression = (
+        f"new entries compressed with dictionary {dictionary}"
+        if dictionary
+        else "entries not compressed yet: a dictionary is made from the first ~1,500 the sinks read"
+    )
+    yield Finding(Level.ok, "outbox", compression)
     for sink, cursor in cursors.items():
         behind = max(0, next_seq - 1 - cursor)
         yield Finding(Level.ok, f"sink {sink}", f"{behind} outbox entries not yet delivered")

@@ -12,6 +12,7 @@ mod cookieless_state;
 mod cookieless_tests;
 pub mod countries;
 pub mod decode;
+pub mod dictionary_training;
 mod drop_reason;
 pub mod enrich;
 pub mod error;
@@ -25,6 +26,7 @@ mod geoip_tests;
 pub mod groups;
 pub mod json_entries;
 pub mod lz64;
+pub mod outbox_dictionary;
 pub mod person;
 #[cfg(test)]
 mod person_commit_tests;

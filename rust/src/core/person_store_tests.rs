@@ -35,8 +35,13 @@ impl Harness {
             map_size: 64 << 20,
             max_readers: 16,
             group_types,
+            ..StoreConfig::default()
         };
         let store = Store::open(dir.path(), &config).unwrap();
+        // Every entry is read back through the outbox's compression.
+        store
+            .install_dictionary(crate::core::store::dictionary_tests::pageview_dictionary(), 0.1, None)
+            .unwrap();
         Self {
             _dir: dir,
             store,

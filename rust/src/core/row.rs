@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::error::Result;
 use super::event::NormalizedEvent;
+use super::outbox_dictionary::COMPRESSED;
 use super::person::Person;
 pub use super::person_record::PersonRef;
 use super::timestamp;
@@ -243,9 +244,10 @@ impl<'a> OutboxRecordRef<'a> {
     }
 }
 
-/// How many rows an encoded entry holds, from its first byte (the variant's index).
+/// How many rows an entry holds, from its first byte (the variant's index, with
+/// `outbox_dictionary::COMPRESSED` set when the entry is compressed).
 pub fn rows_in_entry(bytes: &[u8]) -> u64 {
-    match bytes.first() {
+    match bytes.first().map(|kind| kind & !COMPRESSED) {
         Some(2 | 3) => 2,
         _ => 1,
     }

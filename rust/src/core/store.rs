@@ -14,6 +14,7 @@
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -23,13 +24,17 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn};
 use uuid::Uuid;
 
 use super::cookieless_state::CookielessDb;
+use super::dictionary_training::{DictionaryPolicy, DictionaryTrainer};
 use super::error::{CoreError, Result};
 use super::groups::MAX_GROUP_TYPES;
+use super::outbox_dictionary::{EntryCompressor, EntryExpander};
 use super::persons::PersonDbs;
 use super::row::OutboxRecord;
 
 #[path = "store_commit.rs"]
 mod commit;
+#[path = "store_dictionary.rs"]
+mod dictionary;
 #[path = "store_lookups.rs"]
 mod lookups;
 #[path = "store_outbox.rs"]
@@ -48,6 +53,8 @@ pub struct StoreConfig {
     /// Group types whose index is fixed (`POSTHOG_GROUP_TYPE_0..4`); the others are numbered
     /// in the free slots on first sight.
     pub group_types: [Option<String>; MAX_GROUP_TYPES],
+    /// When the outbox's compression dictionaries are made.
+    pub dictionary: DictionaryPolicy,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +63,7 @@ impl Default for StoreConfig {
             map_size: 256 << 30,
             max_readers: 1024,
             group_types: Default::default(),
+            dictionary: DictionaryPolicy::default(),
         }
     }
 }
@@ -102,6 +110,15 @@ pub struct Store {
     group_types: [Option<String>; MAX_GROUP_TYPES],
     /// The person tables again, only to count their entries for monitoring.
     counted: [Database<Bytes, Unit>; 3],
+    /// The commits' compressor, for the dictionary it was made with (commits follow the meta
+    /// table's latest).
+    compressor: Mutex<Option<EntryCompressor>>,
+    /// The sinks' decompressors.
+    expander: Mutex<EntryExpander>,
+    /// Entries the sinks have read, gathered while a new dictionary is due, and how well the
+    /// current one compresses them.
+    dictionary_trainer: Mutex<DictionaryTrainer>,
+    dictionary_policy: DictionaryPolicy,
     /// Nanoseconds the last `commit` spent writing and syncing its transaction.
     last_sync_nanos: AtomicU64,
     /// Whether the store records `STORE_FORMAT`; until it does, each commit records it.
@@ -133,12 +150,13 @@ const META_ID: &str = "store.id";
 /// outbox entry may also hold the values an event's row shows over its person
 /// (`OutboxRecord::PersonEventShown`), which a reader of format 2 cannot decode. 4: the seen
 /// uuids' day index keyed by outbox position (`seen_by_day`), which a hogflare of format 3 would
-/// never expire.
-const STORE_FORMAT: u64 = 4;
-/// Formats 2 and 3 are subsets of format 4: such a store is read as it is and stamped 4 by its
+/// never expire. 5: outbox entries compressed with the store's dictionaries
+/// (`outbox_dictionary`).
+const STORE_FORMAT: u64 = 5;
+/// Formats 2 to 4 are subsets of format 5: such a store is read as it is and stamped 5 by its
 /// first commit (not when it is opened: `hogflare doctor` must not change it), so that an older
 /// hogflare refuses it then (with the message below) rather than misread it.
-const UPGRADED_FORMATS: [u64; 2] = [2, 3];
+const UPGRADED_FORMATS: [u64; 3] = [2, 3, 4];
 
 fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
     Ok(db
@@ -149,6 +167,12 @@ fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
 
 fn write_u64(db: Database<Str, Bytes>, txn: &mut RwTxn, key: &str, value: u64) -> Result<()> {
     Ok(db.put(txn, key, &value.to_be_bytes())?)
+}
+
+/// A mutex's value, also after a thread panicked holding it: what these guard (a compressor, a
+/// cache, samples) stays usable whatever the panic interrupted.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn day_of(now: DateTime<Utc>) -> u32 {
@@ -188,6 +212,10 @@ impl Store {
                 env.create_database(&mut wtxn, Some("distinct_ids"))?,
                 env.create_database(&mut wtxn, Some("groups"))?,
             ],
+            compressor: Mutex::new(None),
+            expander: Mutex::new(EntryExpander::default()),
+            dictionary_trainer: Mutex::new(DictionaryTrainer::default()),
+            dictionary_policy: config.dictionary,
             last_sync_nanos: AtomicU64::new(0),
             format_stamped: AtomicBool::new(true),
             #[cfg(test)]
@@ -325,3 +353,7 @@ impl Store {
 #[cfg(test)]
 #[path = "store_tests.rs"]
 pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "store_dictionary_tests.rs"]
+pub(crate) mod dictionary_tests;

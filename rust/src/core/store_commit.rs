@@ -13,12 +13,13 @@ use heed::{Database, PutFlags, RwTxn};
 use uuid::Uuid;
 
 use super::{
-    day_of, read_u64, write_u64, Store, META_BYTES, META_FORMAT, META_NEXT_PROJECT, META_NEXT_SEQ, META_ROWS,
+    day_of, lock, read_u64, write_u64, Store, META_BYTES, META_FORMAT, META_NEXT_PROJECT, META_NEXT_SEQ, META_ROWS,
     STORE_FORMAT,
 };
 use crate::core::decode::DecodedRequest;
 use crate::core::error::{CoreError, Result};
 use crate::core::groups;
+use crate::core::outbox_dictionary::EntryCompressor;
 use crate::core::persons::{EventOfPerson, PersonWarning, PersonWork};
 use crate::core::row::{rows_in_entry, EventRow, OutboxRecord, PersonSnapshotOf};
 use crate::core::timestamp;
@@ -50,21 +51,29 @@ fn operation_of(event: &str) -> &'static str {
     }
 }
 
-/// Appends entries to the outbox while a commit runs, counting what it holds.
-struct OutboxWriter {
+/// Appends entries to the outbox while a commit runs, compressed once the store has a
+/// dictionary, counting what it holds.
+struct OutboxWriter<'c> {
     db: Database<U64<BigEndian>, Bytes>,
     next_seq: u64,
     rows: u64,
     bytes: u64,
+    compressor: Option<&'c mut EntryCompressor>,
+    compressed: Vec<u8>,
 }
 
-impl OutboxWriter {
+impl OutboxWriter<'_> {
     fn append(&mut self, txn: &mut RwTxn, encoded: &[u8]) -> Result<()> {
-        self.db.put_with_flags(txn, PutFlags::APPEND, &self.next_seq, encoded)?;
+        let compressed = match self.compressor.as_deref_mut() {
+            Some(compressor) => compressor.compress(encoded, &mut self.compressed)?,
+            None => false,
+        };
+        let stored = if compressed { &self.compressed[..] } else { encoded };
+        self.db.put_with_flags(txn, PutFlags::APPEND, &self.next_seq, stored)?;
         // An entry takes one position per row it holds, so that positions count rows.
-        self.next_seq += rows_in_entry(encoded);
-        self.rows += rows_in_entry(encoded);
-        self.bytes += encoded.len() as u64;
+        self.next_seq += rows_in_entry(stored);
+        self.rows += rows_in_entry(stored);
+        self.bytes += stored.len() as u64;
         Ok(())
     }
 }
@@ -155,11 +164,15 @@ impl Store {
             return Err(CoreError::OutboxFull { bytes: waiting });
         }
         let batches = gather();
+        let mut compressor = lock(&self.compressor);
+        self.follow_dictionary(&txn, &mut compressor)?;
         let mut outbox = OutboxWriter {
             db: self.outbox,
             next_seq: read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1),
             rows: read_u64(self.meta, &txn, META_ROWS)?,
             bytes: waiting,
+            compressor: compressor.as_mut(),
+            compressed: Vec::with_capacity(4096),
         };
         let today = day_of(options.now);
         let updated_at = timestamp::to_micros(options.now);

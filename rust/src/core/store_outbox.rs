@@ -21,7 +21,8 @@ impl Store {
             return Ok(None);
         };
         let (_, value) = entry?;
-        Ok(Some(match OutboxRecordRef::decode(value)? {
+        let value = self.read_entry(&txn, value)?;
+        Ok(Some(match OutboxRecordRef::decode(value.bytes())? {
             OutboxRecordRef::Event(row)
             | OutboxRecordRef::PersonEvent(row, _)
             | OutboxRecordRef::PersonEventShown(row, _, _) => row.created_at,
@@ -49,7 +50,9 @@ impl Store {
         let range = (Bound::Excluded(after), Bound::Unbounded);
         for entry in self.outbox.range(&txn, &range)? {
             let (seq, value) = entry?;
-            chunk.records.push((seq, OutboxRecord::decode(value)?));
+            chunk
+                .records
+                .push((seq, OutboxRecord::decode(self.read_entry(&txn, value)?.bytes())?));
             chunk.last_seq = last_position(seq, value);
             chunk.bytes += value.len() as u64;
             if chunk.records.len() >= max_rows || chunk.bytes >= max_bytes {
@@ -59,9 +62,11 @@ impl Store {
         Ok(chunk)
     }
 
-    /// Run `f` over the raw outbox entries after `after` (up to about `max_rows` rows and
+    /// Run `f` over the outbox entries after `after` (up to about `max_rows` rows and
     /// `max_bytes`), inside one read transaction, so `f` can borrow the entries without copying
-    /// them. Each entry comes with its position: the last of the positions its rows take.
+    /// them (compressed ones are decompressed first). Each entry comes with its position: the
+    /// last of the positions its rows take. While a new compression dictionary is due, the
+    /// entries are kept as its samples, and it is made once there are enough.
     ///
     /// The entries are on disk before `f` sees them: the latest commit's meta page may not be
     /// (it waits for the next flush), and a sink must not get rows a power loss could take back
@@ -75,22 +80,41 @@ impl Store {
     ) -> Result<R> {
         let txn = self.env.read_txn()?;
         let range = (Bound::Excluded(after), Bound::Unbounded);
-        let mut entries = Vec::new();
+        let mut read = Vec::new();
         let (mut rows, mut bytes) = (0u64, 0u64);
+        let mut judged = Vec::new();
         for entry in self.outbox.range(&txn, &range)? {
             let (seq, value) = entry?;
-            entries.push((last_position(seq, value), value));
+            let entry = self.read_entry(&txn, value)?;
             rows += rows_in_entry(value);
-            bytes += value.len() as u64;
+            bytes += entry.bytes().len() as u64;
+            judged.push((seq, value.len(), entry.bytes().len()));
+            read.push((last_position(seq, value), entry));
             if rows >= max_rows as u64 || bytes >= max_bytes {
                 break;
             }
         }
-        if !entries.is_empty() {
-            // Every commit this transaction sees had written its meta page before it began.
-            self.sync()?;
+        if read.is_empty() {
+            return f(&[]);
         }
-        f(&entries)
+        // Every commit this transaction sees had written its meta page before it began.
+        self.sync()?;
+        let sampling = self.wants_samples(&txn)?;
+        self.judge_dictionary(&txn, judged.into_iter())?;
+        let entries: Vec<(u64, &[u8])> = read.iter().map(|(seq, entry)| (*seq, entry.bytes())).collect();
+        let result = f(&entries);
+        if sampling {
+            self.keep_samples(entries.iter().map(|(_, bytes)| *bytes));
+        }
+        drop(entries);
+        drop(read);
+        drop(txn);
+        if sampling {
+            // A dictionary not made now is made from later samples: the entries are delivered
+            // all the same, so nothing here may fail the sink's read.
+            let _ = self.install_dictionary_when_ready();
+        }
+        result
     }
 
     /// Forget rows up to and including position `upto` (every sink has them), at most `limit`
@@ -114,6 +138,8 @@ impl Store {
         }
         self.outbox
             .delete_range(&mut txn, &(Bound::Unbounded, Bound::Included(last)))?;
+        let first = self.first_position_in(&txn)?;
+        self.forget_dictionaries(&mut txn, first)?;
         let waiting = read_u64(self.meta, &txn, META_ROWS)?.saturating_sub(rows);
         let bytes = read_u64(self.meta, &txn, META_BYTES)?.saturating_sub(size);
         write_u64(self.meta, &mut txn, META_ROWS, waiting)?;
@@ -145,10 +171,7 @@ impl Store {
     /// a sink whose cursor is further back than this will never get the rows in between.
     pub fn first_position(&self) -> Result<u64> {
         let txn = self.env.read_txn()?;
-        match self.outbox.first(&txn)? {
-            Some((seq, _)) => Ok(seq),
-            None => Ok(read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1)),
-        }
+        self.first_position_in(&txn)
     }
 
     /// Number the next rows after position `past`, if the outbox has not gone that far: a store

@@ -284,20 +284,21 @@ fn a_store_of_another_format_is_refused() {
     drop(store);
     let refused = Store::open(dir.path(), &small()).err().unwrap().to_string();
     assert!(refused.contains("has format 1"), "{refused}");
-    // Stores of formats 2 and 3 are read as they are, and stamped with the current format when
+    // Stores of formats 2 to 4 are read as they are, and stamped with the current format when
     // written.
     upgraded_on_first_commit(tempfile::tempdir().unwrap().path(), 2);
+    upgraded_on_first_commit(tempfile::tempdir().unwrap().path(), 3);
     let older = tempfile::tempdir().unwrap();
-    upgraded_on_first_commit(older.path(), 3);
+    upgraded_on_first_commit(older.path(), 4);
     // One written by a later hogflare is refused.
     let store = Store::open(older.path(), &small()).unwrap();
     let mut txn = store.env.write_txn().unwrap();
-    write_u64(store.meta, &mut txn, META_FORMAT, 5).unwrap();
+    write_u64(store.meta, &mut txn, META_FORMAT, 6).unwrap();
     txn.commit().unwrap();
     drop(store);
     let refused = Store::open(older.path(), &small()).err().unwrap().to_string();
     assert!(
-        refused.contains("has format 5, and this hogflare reads format 4 only"),
+        refused.contains("has format 6, and this hogflare reads format 5 only"),
         "{refused}"
     );
     // A new store gets the current format, and opens again.

@@ -53,6 +53,7 @@ impl PyStore {
             map_size: map_size.unwrap_or(defaults.map_size),
             max_readers: max_readers.unwrap_or(defaults.max_readers),
             group_types: fixed,
+            ..StoreConfig::default()
         };
         let inner = py.detach(|| Store::open(&path, &config)).map_err(PyCoreError::from)?;
         Ok(Self {
@@ -98,6 +99,12 @@ impl PyStore {
     fn outbox_state(&self) -> PyResult<(u64, u64, u64)> {
         let state = self.inner.outbox_state().map_err(PyCoreError::from)?;
         Ok((state.next_seq, state.rows, state.bytes))
+    }
+
+    /// The number of the dictionary new outbox entries are compressed with; `None` until the
+    /// store has made its first.
+    fn outbox_dictionary(&self) -> PyResult<Option<u32>> {
+        Ok(self.inner.outbox_dictionary().map_err(PyCoreError::from)?)
     }
 
     /// `(persons, distinct_ids, groups)` over every project, from LMDB's statistics (no scan).

@@ -1,0 +1,290 @@
+//! The outbox's compression dictionaries: entries committed after one is installed are stored
+//! compressed and read back as they were encoded, the first is made from what the sinks read,
+//! each is kept while an entry needs it, and one that does not compress is not installed.
+
+use uuid::Uuid;
+
+use super::tests::batch;
+use super::*;
+use crate::core::decode::DecodedRequest;
+use crate::core::dictionary_training::{due, DictionaryTrainer};
+use crate::core::outbox_dictionary::{self, Installed};
+
+/// Events with the ~30 properties of a browser SDK's pageview, differing from one to the next
+/// as real ones do.
+fn pageviews(count: usize) -> DecodedRequest {
+    let uuids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    pageviews_of(&uuids)
+}
+
+fn pageviews_of(uuids: &[Uuid]) -> DecodedRequest {
+    let at = DateTime::from_timestamp(1_764_000_000, 0).unwrap();
+    let mut request = batch("phc_t", uuids);
+    request.created_at = at;
+    for (n, event) in request.events.iter_mut().enumerate() {
+        event.timestamp = at;
+        event.distinct_id = format!("user-{}", n % 37);
+        event.properties = format!(
+            r#"{{"$os":"Mac OS X","$browser":"Chrome","$browser_version":{},"$current_url":"https://shop.example.com/products/{n}","$pathname":"/products/{n}","$screen_height":1117,"$screen_width":1728,"$lib":"web","$lib_version":"1.418.10","$session_id":"0193a8f0-2222-7abc-8def-{n:012}","$referrer":"https://www.google.com/","utm_source":"newsletter","title":"Item {n}","$raw_user_agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"}}"#,
+            120 + n % 13
+        );
+    }
+    request
+}
+
+fn options() -> CommitOptions {
+    CommitOptions {
+        dedupe_window_days: 7,
+        max_outbox_bytes: u64::MAX,
+        now: Utc::now(),
+    }
+}
+
+fn open(dir: &std::path::Path, samples: usize) -> Store {
+    let config = StoreConfig {
+        map_size: 64 << 20,
+        max_readers: 16,
+        dictionary: DictionaryPolicy {
+            samples,
+            sample_bytes: usize::MAX,
+        },
+        ..StoreConfig::default()
+    };
+    Store::open(dir, &config).unwrap()
+}
+
+/// The stored bytes of every entry, by position.
+fn stored(store: &Store) -> Vec<(u64, Vec<u8>)> {
+    let txn = store.env.read_txn().unwrap();
+    let all = store.outbox.iter(&txn).unwrap();
+    all.map(|entry| entry.map(|(seq, bytes)| (seq, bytes.to_vec())).unwrap())
+        .collect()
+}
+
+/// Every entry as the sinks get it.
+fn delivered(store: &Store) -> Vec<(u64, Vec<u8>)> {
+    store
+        .with_outbox(0, usize::MAX, u64::MAX, |entries| {
+            Ok(entries.iter().map(|(seq, bytes)| (*seq, bytes.to_vec())).collect())
+        })
+        .unwrap()
+}
+
+/// A dictionary made from browser pageviews, once per test run.
+pub(crate) fn pageview_dictionary() -> &'static [u8] {
+    static MADE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| dictionary_from(pageviews(300)))
+}
+
+fn dictionary_from(requests: DecodedRequest) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), usize::MAX);
+    let count = requests.events.len();
+    store.commit(vec![requests], options()).unwrap();
+    let mut samples = DictionaryTrainer::default();
+    let policy = DictionaryPolicy {
+        samples: count,
+        sample_bytes: usize::MAX,
+    };
+    for (_, entry) in stored(&store) {
+        samples.push(&policy, &entry);
+    }
+    samples.train(&policy, 1).expect("a dictionary").0
+}
+
+#[test]
+fn entries_after_a_dictionary_are_stored_compressed_and_read_back_as_encoded() {
+    let (plain_dir, packed_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (plain, packed) = (open(plain_dir.path(), usize::MAX), open(packed_dir.path(), usize::MAX));
+    let first: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+    let later: Vec<Uuid> = (0..200).map(|_| Uuid::now_v7()).collect();
+    for store in [&plain, &packed] {
+        store.commit(vec![pageviews_of(&first)], options()).unwrap();
+    }
+    assert_eq!(
+        packed.install_dictionary(pageview_dictionary(), 0.1, None).unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        packed.install_dictionary(&[0; 64], 0.1, None).unwrap(),
+        None,
+        "1 is installed"
+    );
+    for store in [&plain, &packed] {
+        store.commit(vec![pageviews_of(&later)], options()).unwrap();
+    }
+
+    let entries = stored(&packed);
+    assert!(entries[..50]
+        .iter()
+        .all(|(_, bytes)| !outbox_dictionary::is_compressed(bytes)));
+    assert!(entries[50..]
+        .iter()
+        .all(|(_, bytes)| outbox_dictionary::is_compressed(bytes)));
+    assert_eq!(delivered(&packed), delivered(&plain));
+    assert_eq!(
+        packed.read_outbox(0, 1000, u64::MAX).unwrap().records,
+        plain.read_outbox(0, 1000, u64::MAX).unwrap().records
+    );
+    assert_eq!(packed.pending_since(60).unwrap(), plain.pending_since(60).unwrap());
+    let (small, large) = (packed.outbox_state().unwrap(), plain.outbox_state().unwrap());
+    assert_eq!((small.next_seq, small.rows), (large.next_seq, large.rows));
+    assert!(small.bytes * 3 < large.bytes, "{} against {}", small.bytes, large.bytes);
+}
+
+#[test]
+fn the_first_dictionary_is_made_from_what_the_sinks_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 150);
+    store.commit(vec![pageviews(100)], options()).unwrap();
+    delivered(&store);
+    assert_eq!(store.outbox_dictionary().unwrap(), None, "100 samples of 150");
+    store.commit(vec![pageviews(100)], options()).unwrap();
+    // The sink reads the first hundred again (it has not moved its cursor): they count again.
+    delivered(&store);
+    assert_eq!(store.outbox_dictionary().unwrap(), Some(1));
+    store.commit(vec![pageviews(100)], options()).unwrap();
+    assert!(outbox_dictionary::is_compressed(&stored(&store)[250].1));
+    let rows: Vec<u64> = delivered(&store).iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(rows, (1..=300).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_dictionary_is_kept_while_an_entry_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), usize::MAX);
+    let dictionary = pageview_dictionary();
+    store.install_dictionary(dictionary, 0.1, None).unwrap();
+    store.commit(vec![pageviews(10)], options()).unwrap();
+    store.install_dictionary(dictionary, 0.1, Some(1)).unwrap();
+    store.commit(vec![pageviews(10)], options()).unwrap();
+    let held = |store: &Store| {
+        let txn = store.env.read_txn().unwrap();
+        (1..=3)
+            .filter(|id| store.dictionary(&txn, *id).unwrap().is_some())
+            .collect::<Vec<u32>>()
+    };
+    let before = delivered(&store);
+
+    store.trim_outbox(9, 100).unwrap();
+    assert_eq!(held(&store), vec![1, 2], "position 10 needs the first");
+    assert_eq!(delivered(&store), before[9..]);
+    store.trim_outbox(10, 100).unwrap();
+    assert_eq!(held(&store), vec![2]);
+    assert_eq!(delivered(&store), before[10..]);
+    store.trim_outbox(20, 100).unwrap();
+    assert_eq!(held(&store), vec![2], "the one commits use stays");
+    store.commit(vec![pageviews(10)], options()).unwrap();
+    assert_eq!(delivered(&store).len(), 10);
+}
+
+#[test]
+fn an_entry_whose_dictionary_is_gone_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), usize::MAX);
+    store.install_dictionary(pageview_dictionary(), 0.1, None).unwrap();
+    store.commit(vec![pageviews(3)], options()).unwrap();
+    let mut txn = store.env.write_txn().unwrap();
+    store.meta.delete(&mut txn, &outbox_dictionary::meta_key(1)).unwrap();
+    txn.commit().unwrap();
+    drop(store);
+    let reopened = open(dir.path(), usize::MAX);
+    let refused = reopened
+        .with_outbox(0, 10, u64::MAX, |_| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("compressed with dictionary 1, which the store no longer holds"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn samples_that_do_not_compress_make_no_dictionary_for_a_while() {
+    let policy = DictionaryPolicy {
+        samples: 200,
+        sample_bytes: usize::MAX,
+    };
+    let mut samples = DictionaryTrainer::default();
+    for _ in 0..200 {
+        let noise: Vec<u8> = (0..64).flat_map(|_| Uuid::new_v4().into_bytes()).collect();
+        samples.push(&policy, &noise);
+    }
+    assert!(!samples.push(&policy, b"one too many"));
+    assert_eq!(samples.train(&policy, 5_000), None);
+    assert!(
+        !samples.wants_samples(&policy, None, 9_999),
+        "not before twice the position"
+    );
+    assert!(samples.wants_samples(&policy, None, 10_000));
+}
+
+#[test]
+fn dictionaries_are_made_after_ten_times_the_rows_then_every_million() {
+    let at = |installed_at| {
+        Some(Installed {
+            id: 1,
+            installed_at,
+            share: 0.1,
+        })
+    };
+    assert!(due(None, 1));
+    assert!(!due(at(1_500), 14_999));
+    assert!(due(at(1_500), 15_000));
+    assert!(!due(at(150_000), 1_149_999));
+    assert!(due(at(150_000), 1_150_000));
+    assert!(due(at(5_000_000), 6_000_000));
+}
+
+#[test]
+fn a_compressed_person_event_keeps_counting_two_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), usize::MAX);
+    store.install_dictionary(pageview_dictionary(), 0.1, None).unwrap();
+    let mut request = pageviews(1);
+    request.events[0].person = crate::core::person_event::PersonEvent::default();
+    store
+        .commit(vec![request, batch("phc_t", &[Uuid::now_v7()])], options())
+        .unwrap();
+    let entries = stored(&store);
+    assert!(outbox_dictionary::is_compressed(&entries[0].1));
+    assert_eq!(entries.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(store.outbox_state().unwrap().rows, 3);
+}
+
+#[test]
+fn a_dictionary_unlike_the_traffic_is_replaced_once_the_sinks_have_judged_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 150);
+    let orders: Vec<String> = (0..300)
+        .map(|n| {
+            format!(r#"{{"order":{n},"sku":"SKU-{n:08}","warehouse":"north-{n}","lines":[{n},{n},{n}]}}"#).repeat(8)
+        })
+        .collect();
+    let unlike = zstd::dict::from_samples(&orders, 16 << 10).unwrap();
+    // Installed at position 201, so not due again by its schedule before 2,010.
+    store.commit(vec![pageviews(200)], options()).unwrap();
+    store.trim_outbox(200, 1_000).unwrap();
+    store.install_dictionary(&unlike, 0.05, None).unwrap();
+    store.commit(vec![pageviews(1_200)], options()).unwrap();
+    delivered(&store);
+    assert_eq!(
+        store.outbox_dictionary().unwrap(),
+        Some(1),
+        "judged by this read, sampled from the next"
+    );
+    delivered(&store);
+    assert_eq!(store.outbox_dictionary().unwrap(), Some(2));
+
+    let before = store.outbox_state().unwrap().bytes;
+    store.commit(vec![pageviews(100)], options()).unwrap();
+    let per_entry = (store.outbox_state().unwrap().bytes - before) / 100;
+    assert!(
+        per_entry < 200,
+        "{per_entry} bytes an entry with a dictionary like the traffic"
+    );
+    // The new one does well: a read of its entries makes no third.
+    delivered(&store);
+    delivered(&store);
+    assert_eq!(store.outbox_dictionary().unwrap(), Some(2));
+}

@@ -36,37 +36,20 @@ pub fn meta_key(id: u32) -> String {
     format!("{DICTIONARY_PREFIX}{id:010}")
 }
 
-pub const RECORD_HEADER: usize = 12;
+pub const RECORD_HEADER: usize = 8;
 
 /// A dictionary as the store records it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Installed {
     pub id: u32,
-    /// The first outbox position that may use it.
+    /// The first outbox position that may use it (the record's header, big-endian).
     pub installed_at: u64,
-    /// The share of its samples' bytes left once compressed with it.
-    pub share: f64,
 }
 
 impl Installed {
-    /// The record's header: `installed_at` (8 bytes) and `share` in millionths (4 bytes), both
-    /// big-endian.
-    pub fn header(&self) -> [u8; RECORD_HEADER] {
-        let mut header = [0u8; RECORD_HEADER];
-        header[..8].copy_from_slice(&self.installed_at.to_be_bytes());
-        let millionths = (self.share * 1e6).round().clamp(0.0, f64::from(u32::MAX)) as u32;
-        header[8..].copy_from_slice(&millionths.to_be_bytes());
-        header
-    }
-
     pub fn read(id: u32, record: &[u8]) -> Option<Self> {
-        let installed_at = u64::from_be_bytes(record.get(..8)?.try_into().ok()?);
-        let millionths = u32::from_be_bytes(record.get(8..RECORD_HEADER)?.try_into().ok()?);
-        Some(Self {
-            id,
-            installed_at,
-            share: f64::from(millionths) / 1e6,
-        })
+        let installed_at = u64::from_be_bytes(record.get(..RECORD_HEADER)?.try_into().ok()?);
+        Some(Self { id, installed_at })
     }
 }
 

@@ -40,7 +40,7 @@ impl Harness {
         let store = Store::open(dir.path(), &config).unwrap();
         // Every entry is read back through the outbox's compression.
         store
-            .install_dictionary(crate::core::store::dictionary_tests::pageview_dictionary(), 0.1, None)
+            .install_dictionary(crate::core::store::dictionary_tests::pageview_dictionary(), None)
             .unwrap();
         Self {
             _dir: dir,

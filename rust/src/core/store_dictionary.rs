@@ -104,22 +104,26 @@ impl Store {
         }
     }
 
-    /// Make and install the next dictionary once enough samples are in; its number, if one was
-    /// installed. Another process may have installed one meanwhile: then this one is dropped.
+    /// Make the next dictionary once enough samples are in, and install it if it does better
+    /// than the current one (`dictionary_training`); its number, if one was installed. Another
+    /// process may have installed one meanwhile: then this one is dropped.
     pub fn install_dictionary_when_ready(&self) -> Result<Option<u32>> {
-        let (installed, next_seq) = {
+        let (installed, current, next_seq) = {
             let txn = self.env.read_txn()?;
-            (self.installed(&txn)?, read_u64(self.meta, &txn, META_NEXT_SEQ)?)
+            let installed = self.installed(&txn)?;
+            let current = installed.map(|at| self.dictionary(&txn, at.id)).transpose()?.flatten();
+            (installed, current, read_u64(self.meta, &txn, META_NEXT_SEQ)?)
         };
-        let Some((dictionary, share)) = lock(&self.dictionary_trainer).train(&self.dictionary_policy, next_seq) else {
-            return Ok(None);
-        };
-        self.install_dictionary(&dictionary, share, installed.map(|at| at.id))
+        let made = lock(&self.dictionary_trainer).train(&self.dictionary_policy, next_seq, current.as_deref());
+        match made {
+            Some(dictionary) => self.install_dictionary(&dictionary, installed.map(|at| at.id)),
+            None => Ok(None),
+        }
     }
 
-    /// Make `dictionary` (which leaves `share` of its samples' bytes) the one commits use from
-    /// now on, if the one they use is still `replacing`; its number.
-    pub fn install_dictionary(&self, dictionary: &[u8], share: f64, replacing: Option<u32>) -> Result<Option<u32>> {
+    /// Make `dictionary` the one commits use from now on, if the one they use is still
+    /// `replacing`; its number.
+    pub fn install_dictionary(&self, dictionary: &[u8], replacing: Option<u32>) -> Result<Option<u32>> {
         // Every commit after this one loads it: it must load.
         EntryCompressor::new(0, dictionary)?;
         let mut txn = self.env.write_txn()?;
@@ -127,18 +131,13 @@ impl Store {
         if current != replacing {
             return Ok(None);
         }
-        let installed = Installed {
-            id: current.map_or(1, |id| id + 1),
-            installed_at: read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1),
-            share,
-        };
-        let mut record = installed.header().to_vec();
+        let id = current.map_or(1, |id| id + 1);
+        let mut record = read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1).to_be_bytes().to_vec();
         record.extend_from_slice(dictionary);
-        self.meta
-            .put(&mut txn, &outbox_dictionary::meta_key(installed.id), &record)?;
-        write_u64(self.meta, &mut txn, META_CURRENT, u64::from(installed.id))?;
+        self.meta.put(&mut txn, &outbox_dictionary::meta_key(id), &record)?;
+        write_u64(self.meta, &mut txn, META_CURRENT, u64::from(id))?;
         self.commit_synced(txn)?;
-        Ok(Some(installed.id))
+        Ok(Some(id))
     }
 
     /// Forget the dictionaries no entry from `first_position` on can need: each one whose

@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::tests::batch;
 use super::*;
 use crate::core::decode::DecodedRequest;
-use crate::core::dictionary_training::{due, DictionaryTrainer};
-use crate::core::outbox_dictionary::{self, Installed};
+use crate::core::dictionary_training::DictionaryTrainer;
+use crate::core::outbox_dictionary;
 
 /// Events with the ~30 properties of a browser SDK's pageview, differing from one to the next
 /// as real ones do.
@@ -76,20 +76,25 @@ pub(crate) fn pageview_dictionary() -> &'static [u8] {
     MADE.get_or_init(|| dictionary_from(pageviews(300)))
 }
 
-fn dictionary_from(requests: DecodedRequest) -> Vec<u8> {
+/// The entries a store makes of `requests`.
+fn stored_entries(requests: DecodedRequest) -> Vec<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), usize::MAX);
-    let count = requests.events.len();
     store.commit(vec![requests], options()).unwrap();
+    stored(&store).into_iter().map(|(_, entry)| entry).collect()
+}
+
+fn dictionary_from(requests: DecodedRequest) -> Vec<u8> {
+    let entries = stored_entries(requests);
     let mut samples = DictionaryTrainer::default();
     let policy = DictionaryPolicy {
-        samples: count,
+        samples: entries.len(),
         sample_bytes: usize::MAX,
     };
-    for (_, entry) in stored(&store) {
-        samples.push(&policy, &entry);
+    for entry in &entries {
+        samples.push(&policy, entry);
     }
-    samples.train(&policy, 1).expect("a dictionary").0
+    samples.train(&policy, 1, None).expect("a dictionary")
 }
 
 #[test]
@@ -101,12 +106,9 @@ fn entries_after_a_dictionary_are_stored_compressed_and_read_back_as_encoded() {
     for store in [&plain, &packed] {
         store.commit(vec![pageviews_of(&first)], options()).unwrap();
     }
+    assert_eq!(packed.install_dictionary(pageview_dictionary(), None).unwrap(), Some(1));
     assert_eq!(
-        packed.install_dictionary(pageview_dictionary(), 0.1, None).unwrap(),
-        Some(1)
-    );
-    assert_eq!(
-        packed.install_dictionary(&[0; 64], 0.1, None).unwrap(),
+        packed.install_dictionary(&[0; 64], None).unwrap(),
         None,
         "1 is installed"
     );
@@ -154,9 +156,9 @@ fn a_dictionary_is_kept_while_an_entry_needs_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), usize::MAX);
     let dictionary = pageview_dictionary();
-    store.install_dictionary(dictionary, 0.1, None).unwrap();
+    store.install_dictionary(dictionary, None).unwrap();
     store.commit(vec![pageviews(10)], options()).unwrap();
-    store.install_dictionary(dictionary, 0.1, Some(1)).unwrap();
+    store.install_dictionary(dictionary, Some(1)).unwrap();
     store.commit(vec![pageviews(10)], options()).unwrap();
     let held = |store: &Store| {
         let txn = store.env.read_txn().unwrap();
@@ -182,7 +184,7 @@ fn a_dictionary_is_kept_while_an_entry_needs_it() {
 fn an_entry_whose_dictionary_is_gone_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), usize::MAX);
-    store.install_dictionary(pageview_dictionary(), 0.1, None).unwrap();
+    store.install_dictionary(pageview_dictionary(), None).unwrap();
     store.commit(vec![pageviews(3)], options()).unwrap();
     let mut txn = store.env.write_txn().unwrap();
     store.meta.delete(&mut txn, &outbox_dictionary::meta_key(1)).unwrap();
@@ -211,36 +213,19 @@ fn samples_that_do_not_compress_make_no_dictionary_for_a_while() {
         samples.push(&policy, &noise);
     }
     assert!(!samples.push(&policy, b"one too many"));
-    assert_eq!(samples.train(&policy, 5_000), None);
+    assert!(samples.train(&policy, 5_000, None).is_none());
     assert!(
-        !samples.wants_samples(&policy, None, 9_999),
-        "not before twice the position"
+        !samples.wants_samples(&policy, None, 14_999),
+        "not before 10,000 rows more"
     );
-    assert!(samples.wants_samples(&policy, None, 10_000));
-}
-
-#[test]
-fn dictionaries_are_made_after_ten_times_the_rows_then_every_million() {
-    let at = |installed_at| {
-        Some(Installed {
-            id: 1,
-            installed_at,
-            share: 0.1,
-        })
-    };
-    assert!(due(None, 1));
-    assert!(!due(at(1_500), 14_999));
-    assert!(due(at(1_500), 15_000));
-    assert!(!due(at(150_000), 1_149_999));
-    assert!(due(at(150_000), 1_150_000));
-    assert!(due(at(5_000_000), 6_000_000));
+    assert!(samples.wants_samples(&policy, None, 15_000));
 }
 
 #[test]
 fn a_compressed_person_event_keeps_counting_two_positions() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), usize::MAX);
-    store.install_dictionary(pageview_dictionary(), 0.1, None).unwrap();
+    store.install_dictionary(pageview_dictionary(), None).unwrap();
     let mut request = pageviews(1);
     request.events[0].person = crate::core::person_event::PersonEvent::default();
     store
@@ -262,10 +247,7 @@ fn a_dictionary_unlike_the_traffic_is_replaced_once_the_sinks_have_judged_it() {
         })
         .collect();
     let unlike = zstd::dict::from_samples(&orders, 16 << 10).unwrap();
-    // Installed at position 201, so not due again by its schedule before 2,010.
-    store.commit(vec![pageviews(200)], options()).unwrap();
-    store.trim_outbox(200, 1_000).unwrap();
-    store.install_dictionary(&unlike, 0.05, None).unwrap();
+    store.install_dictionary(&unlike, None).unwrap();
     store.commit(vec![pageviews(1_200)], options()).unwrap();
     delivered(&store);
     assert_eq!(
@@ -277,14 +259,114 @@ fn a_dictionary_unlike_the_traffic_is_replaced_once_the_sinks_have_judged_it() {
     assert_eq!(store.outbox_dictionary().unwrap(), Some(2));
 
     let before = store.outbox_state().unwrap().bytes;
-    store.commit(vec![pageviews(100)], options()).unwrap();
-    let per_entry = (store.outbox_state().unwrap().bytes - before) / 100;
+    store.commit(vec![pageviews(1_200)], options()).unwrap();
+    let per_entry = (store.outbox_state().unwrap().bytes - before) / 1_200;
     assert!(
         per_entry < 200,
         "{per_entry} bytes an entry with a dictionary like the traffic"
     );
-    // The new one does well: a read of its entries makes no third.
+    // The new one does as well as any: reads of its entries make no third.
     delivered(&store);
     delivered(&store);
     assert_eq!(store.outbox_dictionary().unwrap(), Some(2));
+}
+
+#[test]
+fn a_lost_challenge_waits_unless_the_traffic_changes() {
+    let policy = DictionaryPolicy {
+        samples: 300,
+        sample_bytes: usize::MAX,
+    };
+    let current = outbox_dictionary::Installed { id: 1, installed_at: 1 };
+    let entries = stored_entries(pageviews(300));
+    let size = entries.iter().map(Vec::len).sum::<usize>() / entries.len();
+    // A thousand entries of `size` bytes read, of which the dictionary left `percent` %.
+    let read = |trainer: &mut DictionaryTrainer, percent: usize, size: usize| {
+        for _ in 0..1_000 {
+            trainer.observe(1, size * percent / 100, size);
+        }
+    };
+    let mut trainer = DictionaryTrainer::default();
+    read(&mut trainer, 10, size);
+    assert!(
+        !trainer.wants_samples(&policy, Some(current), 50_000),
+        "a tenth left is good enough"
+    );
+    // A challenge at position 50,000, with 30 % left, that the challenger loses.
+    let lost = || {
+        let mut trainer = DictionaryTrainer::default();
+        read(&mut trainer, 30, size);
+        assert!(trainer.wants_samples(&policy, Some(current), 50_000));
+        for entry in &entries {
+            trainer.push(&policy, entry);
+        }
+        let same = trainer.train(&policy, 50_000, Some(pageview_dictionary()));
+        assert!(same.is_none(), "no clearly better dictionary from the same traffic");
+        trainer
+    };
+
+    let mut trainer = lost();
+    read(&mut trainer, 30, size);
+    assert!(
+        !trainer.wants_samples(&policy, Some(current), 59_999),
+        "the same traffic waits 10,000 rows"
+    );
+    assert!(trainer.wants_samples(&policy, Some(current), 60_000));
+    let mut trainer = lost();
+    read(&mut trainer, 40, size);
+    assert!(
+        trainer.wants_samples(&policy, Some(current), 50_001),
+        "the traffic changed: 40 % left against 30 %"
+    );
+    let mut trainer = lost();
+    read(&mut trainer, 30, 2 * size);
+    assert!(
+        trainer.wants_samples(&policy, Some(current), 50_001),
+        "the traffic changed: entries twice the size"
+    );
+}
+
+#[test]
+fn a_dictionary_made_while_users_were_seeded_gives_way_when_the_traffic_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1_500);
+    let mut after = 0;
+    // As the lake's shipper does: chunks of up to 5,000 rows, then the delivered rows forgotten.
+    let mut ship = |store: &Store| loop {
+        let last = store
+            .with_outbox(after, 5_000, u64::MAX, |entries| {
+                Ok(entries.last().map(|(seq, _)| *seq))
+            })
+            .unwrap();
+        let Some(last) = last else {
+            store.trim_outbox(after, usize::MAX).unwrap();
+            break;
+        };
+        after = last;
+    };
+    // 20,000 small `$set` events, each creating its user.
+    for commit in 0..200 {
+        let uuids: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
+        let mut request = batch("phc_t", &uuids);
+        for (n, event) in request.events.iter_mut().enumerate() {
+            event.distinct_id = format!("user-{}", commit * 100 + n);
+            event.properties = r#"{"$set":{"plan":"free","signed_up":true},"$lib":"posthog-node"}"#.into();
+            event.person = crate::core::person_event::PersonEvent::default();
+        }
+        store.commit(vec![request], options()).unwrap();
+        if commit % 10 == 9 {
+            ship(&store);
+        }
+    }
+    let seeded = store.outbox_dictionary().unwrap().unwrap();
+
+    for _ in 0..5 {
+        store.commit(vec![pageviews(1_000)], options()).unwrap();
+        ship(&store);
+    }
+    assert!(store.outbox_dictionary().unwrap().unwrap() > seeded);
+    let before = store.outbox_state().unwrap().bytes;
+    store.commit(vec![pageviews(1_000)], options()).unwrap();
+    let per_entry = (store.outbox_state().unwrap().bytes - before) / 1_000;
+    assert!(per_entry < 150, "{per_entry} bytes a pageview's entry");
 }

@@ -1,14 +1,15 @@
-"""The outbox's compression, as a user would notice it: after the first entries the sinks read,
-new entries are stored compressed, and every row still lands in the lake as it was sent, also when
-the process that compressed them is gone before they are shipped."""
+"""The outbox's compression (``HOGFLARE_OUTBOX_COMPRESSION=on``), as a user would notice it: after
+the first entries the sinks read, new entries are stored compressed, and every row still lands in
+the lake as it was sent, also when the process that compressed them is gone before they are
+shipped and the next one runs with compression off."""
 
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import Any
 
-from hogflare.config import Settings
-from tests.conftest import TOKEN, running
+from tests.conftest import TOKEN, make_settings, running
 
 
 def pageview(n: int) -> dict[str, Any]:
@@ -41,7 +42,8 @@ async def _send(hogflare: Any, numbers: range) -> None:
         assert response.status_code == 200, response.text
 
 
-async def test_compressed_rows_land_as_sent_also_after_a_restart(settings: Settings) -> None:
+async def test_compressed_rows_land_as_sent_also_after_a_restart(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", outbox_compression="on")
     async with running(settings) as hogflare:
         store = hogflare.app.store
         assert store is not None
@@ -60,17 +62,25 @@ async def test_compressed_rows_land_as_sent_also_after_a_restart(settings: Setti
     del hogflare, store
     gc.collect()  # the app's store is closed before the next one opens, as across processes
 
-    # A new process, whose sinks have never read an entry, ships what the last one compressed.
-    async with running(settings) as hogflare:
+    # A new process, with compression off, whose sinks have never read an entry, ships what the
+    # last one compressed, and stores its own entries as they are.
+    async with running(make_settings(tmp_path / "data", outbox_compression="off")) as hogflare:
+        store = hogflare.app.store
+        assert store is not None
+        await _send(hogflare, range(2_100, 2_200))
+        _, waiting_rows, waiting_bytes_after = store.outbox_state()
+        assert waiting_rows == 1_200
+        assert waiting_bytes_after - waiting_bytes > 100 * 800, "stored as they are"
         rows = hogflare.rows(order="uuid")
         persons = hogflare.persons_latest()
+        assert store.outbox_dictionary() == 1
 
     assert [row["properties"]["$current_url"] for row in rows] == [
-        pageview(n)["properties"]["$current_url"] for n in range(2_100)
+        pageview(n)["properties"]["$current_url"] for n in range(2_200)
     ]
-    assert [row["distinct_id"] for row in rows] == [f"user-{n % 50}" for n in range(2_100)]
+    assert [row["distinct_id"] for row in rows] == [f"user-{n % 50}" for n in range(2_200)]
     last = rows[-1]
-    assert last["person_properties"]["last_product"] == 2_099
-    assert last["person_properties"]["first_product"] == 2_099 % 50
+    assert last["person_properties"]["last_product"] == 2_199
+    assert last["person_properties"]["first_product"] == 2_199 % 50
     assert len(persons) == 50
-    assert {person["properties"]["last_product"] for person in persons} == set(range(2_050, 2_100))
+    assert {person["properties"]["last_product"] for person in persons} == set(range(2_150, 2_200))

@@ -174,7 +174,10 @@ class Store:
         map_size: int | None = None,
         max_readers: int | None = None,
         group_types: Sequence[str | None] | None = None,
-    ) -> Self: ...
+        compress_outbox: bool = False,
+    ) -> Self:
+        """``compress_outbox``: whether commits compress outbox entries with the store's
+        dictionary (entries compressed before are read either way)."""
     @property
     def path(self) -> str: ...
     @property

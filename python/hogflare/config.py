@@ -62,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     dedupe_window_days: Annotated[int, msgspec.Meta(gt=0, le=36_500)] = 7
     outbox_max_bytes: Count = 8 * GiB
+    #: On a machine whose CPU, not its disk, limits ingestion, compressing costs more than it saves.
+    outbox_compression: Literal["on", "off"] = "off"
     #: At least 64 MiB (below that the store cannot hold its own tables), at most 64 TiB (the
     #: address space a process can map); rounded to whole pages.
     lmdb_map_size: Annotated[int, msgspec.Meta(ge=64 << 20, le=1 << 46)] = 256 * GiB
@@ -255,6 +257,7 @@ ENV: dict[str, str] = {
     "cookieless_mode": "HOGFLARE_COOKIELESS_MODE",
     "dedupe_window_days": "HOGFLARE_DEDUPE_WINDOW_DAYS",
     "outbox_max_bytes": "HOGFLARE_OUTBOX_MAX_BYTES",
+    "outbox_compression": "HOGFLARE_OUTBOX_COMPRESSION",
     "lmdb_map_size": "HOGFLARE_LMDB_MAP_SIZE",
     "flush_interval_secs": "HOGFLARE_FLUSH_INTERVAL_SECS",
     "flush_rows": "HOGFLARE_FLUSH_ROWS",

@@ -97,11 +97,12 @@ def check_store(settings: Settings) -> Iterator[Finding]:
     else:
         level, note = Level.ok, "below the high-water mark"
     yield Finding(level, "outbox", f"{rows} rows, {_size(waiting)} waiting; {note} (HOGFLARE_OUTBOX_MAX_BYTES)")
-    compression = (
-        f"new entries compressed with dictionary {dictionary}"
-        if dictionary
-        else "entries not compressed yet: a dictionary is made from the first ~1,500 the sinks read"
-    )
+    if settings.outbox_compression == "off":
+        compression = "entries stored as they are (HOGFLARE_OUTBOX_COMPRESSION=off)"
+    elif dictionary:
+        compression = f"new entries compressed with dictionary {dictionary}"
+    else:
+        compression = "entries not compressed yet: a dictionary is made from the first ~1,500 the sinks read"
     yield Finding(Level.ok, "outbox", compression)
     for sink, cursor in cursors.items():
         behind = max(0, next_seq - 1 - cursor)

@@ -32,7 +32,12 @@ NAMESPACE = "default"
 
 
 def open_store(settings: Settings) -> Store:
-    return Store(str(settings.store_dir), map_size=settings.lmdb_map_size, group_types=settings.group_types)
+    return Store(
+        str(settings.store_dir),
+        map_size=settings.lmdb_map_size,
+        group_types=settings.group_types,
+        compress_outbox=settings.outbox_compression == "on",
+    )
 
 
 def local_path(location: str) -> str:

@@ -35,6 +35,7 @@ impl Harness {
             map_size: 64 << 20,
             max_readers: 16,
             group_types,
+            compress_outbox: true,
             ..StoreConfig::default()
         };
         let store = Store::open(dir.path(), &config).unwrap();

@@ -53,6 +53,8 @@ pub struct StoreConfig {
     /// Group types whose index is fixed (`POSTHOG_GROUP_TYPE_0..4`); the others are numbered
     /// in the free slots on first sight.
     pub group_types: [Option<String>; MAX_GROUP_TYPES],
+    /// Whether commits compress outbox entries (entries compressed before are read either way).
+    pub compress_outbox: bool,
     /// When the outbox's compression dictionaries are made.
     pub dictionary: DictionaryPolicy,
 }
@@ -63,6 +65,7 @@ impl Default for StoreConfig {
             map_size: 256 << 30,
             max_readers: 1024,
             group_types: Default::default(),
+            compress_outbox: false,
             dictionary: DictionaryPolicy::default(),
         }
     }
@@ -119,6 +122,7 @@ pub struct Store {
     /// current one compresses them.
     dictionary_trainer: Mutex<DictionaryTrainer>,
     dictionary_policy: DictionaryPolicy,
+    compress_outbox: bool,
     /// Nanoseconds the last `commit` spent writing and syncing its transaction.
     last_sync_nanos: AtomicU64,
     /// Whether the store records `STORE_FORMAT`; until it does, each commit records it.
@@ -216,6 +220,7 @@ impl Store {
             expander: Mutex::new(EntryExpander::default()),
             dictionary_trainer: Mutex::new(DictionaryTrainer::default()),
             dictionary_policy: config.dictionary,
+            compress_outbox: config.compress_outbox,
             last_sync_nanos: AtomicU64::new(0),
             format_stamped: AtomicBool::new(true),
             #[cfg(test)]

@@ -165,7 +165,9 @@ impl Store {
         }
         let batches = gather();
         let mut compressor = lock(&self.compressor);
-        self.follow_dictionary(&txn, &mut compressor)?;
+        if self.compress_outbox {
+            self.follow_dictionary(&txn, &mut compressor)?;
+        }
         let mut outbox = OutboxWriter {
             db: self.outbox,
             next_seq: read_u64(self.meta, &txn, META_NEXT_SEQ)?.max(1),

@@ -74,6 +74,9 @@ impl Store {
 
     /// Whether the entries read in `txn` should be kept as samples for the next dictionary.
     pub(super) fn wants_samples(&self, txn: &RoTxn) -> Result<bool> {
+        if !self.compress_outbox {
+            return Ok(false);
+        }
         let next_seq = read_u64(self.meta, txn, META_NEXT_SEQ)?;
         let installed = self.installed(txn)?;
         Ok(lock(&self.dictionary_trainer).wants_samples(&self.dictionary_policy, installed, next_seq))

@@ -44,6 +44,7 @@ fn open(dir: &std::path::Path, samples: usize) -> Store {
     let config = StoreConfig {
         map_size: 64 << 20,
         max_readers: 16,
+        compress_outbox: true,
         dictionary: DictionaryPolicy {
             samples,
             sample_bytes: usize::MAX,
@@ -369,4 +370,34 @@ fn a_dictionary_made_while_users_were_seeded_gives_way_when_the_traffic_starts()
     store.commit(vec![pageviews(1_000)], options()).unwrap();
     let per_entry = (store.outbox_state().unwrap().bytes - before) / 1_000;
     assert!(per_entry < 150, "{per_entry} bytes a pageview's entry");
+}
+
+#[test]
+fn a_store_with_compression_off_stores_entries_as_they_are_and_still_reads_compressed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 100);
+    store.install_dictionary(pageview_dictionary(), None).unwrap();
+    store.commit(vec![pageviews(10)], options()).unwrap();
+    drop(store);
+    let config = StoreConfig {
+        map_size: 64 << 20,
+        max_readers: 16,
+        dictionary: DictionaryPolicy {
+            samples: 100,
+            sample_bytes: usize::MAX,
+        },
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), &config).unwrap();
+    store.commit(vec![pageviews(300)], options()).unwrap();
+    let entries = stored(&store);
+    assert!(entries[..10]
+        .iter()
+        .all(|(_, bytes)| outbox_dictionary::is_compressed(bytes)));
+    assert!(entries[10..]
+        .iter()
+        .all(|(_, bytes)| !outbox_dictionary::is_compressed(bytes)));
+    assert_eq!(delivered(&store).len(), 310);
+    delivered(&store);
+    assert_eq!(store.outbox_dictionary().unwrap(), Some(1), "no challenger made");
 }

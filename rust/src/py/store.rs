@@ -31,13 +31,14 @@ pub struct PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (path, *, map_size=None, max_readers=None, group_types=None))]
+    #[pyo3(signature = (path, *, map_size=None, max_readers=None, group_types=None, compress_outbox=false))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         map_size: Option<usize>,
         max_readers: Option<u32>,
         group_types: Option<Vec<Option<String>>>,
+        compress_outbox: bool,
     ) -> PyResult<Self> {
         let defaults = StoreConfig::default();
         let mut fixed: [Option<String>; MAX_GROUP_TYPES] = Default::default();
@@ -53,6 +54,7 @@ impl PyStore {
             map_size: map_size.unwrap_or(defaults.map_size),
             max_readers: max_readers.unwrap_or(defaults.max_readers),
             group_types: fixed,
+            compress_outbox,
             ..StoreConfig::default()
         };
         let inner = py.detach(|| Store::open(&path, &config)).map_err(PyCoreError::from)?;

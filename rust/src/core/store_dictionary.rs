@@ -86,7 +86,12 @@ impl Store {
     /// the current dictionary: those committed since it was installed, also the ones it did not
     /// make smaller (stored as they were).
     pub(super) fn judge_dictionary(&self, txn: &RoTxn, read: impl Iterator<Item = (u64, usize, usize)>) -> Result<()> {
-        let Some(installed) = self.installed(txn)? else {
+        let installed = if self.compress_outbox {
+            self.installed(txn)?
+        } else {
+            None
+        };
+        let Some(installed) = installed else {
             return Ok(());
         };
         let mut trainer = lock(&self.dictionary_trainer);

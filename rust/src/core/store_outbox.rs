@@ -65,8 +65,9 @@ impl Store {
     /// Run `f` over the outbox entries after `after` (up to about `max_rows` rows and
     /// `max_bytes`), inside one read transaction, so `f` can borrow the entries without copying
     /// them (compressed ones are decompressed first). Each entry comes with its position: the
-    /// last of the positions its rows take. While a new compression dictionary is due, the
-    /// entries are kept as its samples, and it is made once there are enough.
+    /// last of the positions its rows take. With compression on, the entries tell how well the
+    /// current dictionary does, and while the store wants a new one they are kept as its
+    /// samples; it is made once there are enough.
     ///
     /// The entries are on disk before `f` sees them: the latest commit's meta page may not be
     /// (it waits for the next flush), and a sink must not get rows a power loss could take back

@@ -153,10 +153,12 @@ class FinishedCommit:
         """The tickets of the batches committed, in the order of ``outcomes()``."""
     @property
     def seconds(self) -> float:
-        """From asking for the store's write lock to the end of the sync."""
+        """From asking for the store's write lock until the commit was on disk and handed over
+        to be answered (its meta page flushed by the next commit, or by a sync of its own)."""
     @property
     def sync_seconds(self) -> float:
-        """Writing and syncing its pages, part of ``seconds``."""
+        """Writing and syncing its pages (and the sync made for it when nothing followed it),
+        part of ``seconds``."""
     def outcomes(self) -> list[tuple[int, int, dict[str, int]]]:
         """``(stored, duplicates, warnings)`` per ticket.
 

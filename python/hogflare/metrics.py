@@ -78,7 +78,7 @@ _person_warnings = Counter(
 )
 _commit_seconds = Histogram(
     "hogflare_commit_duration_seconds",
-    "Time of one group commit to the store, fsync included.",
+    "Time of one group commit, from asking for the store's write lock until it is on disk and answered.",
     buckets=_LATENCY_BUCKETS,
     registry=_registry,
 )

@@ -41,11 +41,13 @@ pub struct FinishedCommit {
     pub tickets: Vec<u64>,
     /// One outcome per ticket; or why none of them was stored.
     pub outcomes: Result<Vec<CommitOutcome>>,
-    /// From asking for the store's write lock to the end of the transaction's commit (its pages
-    /// written and flushed; its meta page goes to disk with the next commit or sync).
+    /// From asking for the store's write lock until the commit was on disk and handed over to
+    /// be answered: its own flush, then the next commit's or a sync, which takes its meta page.
     pub seconds: f64,
-    /// Writing and flushing the pages, part of `seconds`.
+    /// Writing and flushing the pages, part of `seconds`: the transaction's own, and the sync
+    /// made for it when nothing came after it.
     pub sync_seconds: f64,
+    started: Instant,
 }
 
 type Job = (u64, DecodedRequest);
@@ -181,7 +183,8 @@ struct Outcomes<'a> {
 
 impl Outcomes<'_> {
     /// Hand a commit's outcomes to the event loop; false once nobody is left to answer.
-    fn publish(&mut self, finished: FinishedCommit) -> bool {
+    fn publish(&mut self, mut finished: FinishedCommit) -> bool {
+        finished.seconds = finished.started.elapsed().as_secs_f64();
         self.results
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -197,9 +200,11 @@ impl Outcomes<'_> {
     /// Publish `commit` once a flush has made it durable: a failed one turns its outcomes into
     /// the store's error (its rows may still be stored, and a retry is deduplicated by uuid).
     fn publish_synced(&mut self, store: &Store, mut commit: FinishedCommit) -> bool {
+        let syncing = Instant::now();
         if let Err(err) = store.sync() {
             commit.outcomes = Err(err);
         }
+        commit.sync_seconds += syncing.elapsed().as_secs_f64();
         self.publish(commit)
     }
 }
@@ -292,8 +297,10 @@ fn commit_queued(store: &Store, limits: CommitLimits, first: Job, queue: &Receiv
     FinishedCommit {
         tickets,
         outcomes,
-        seconds: started.elapsed().as_secs_f64(),
+        // Known once the commit is durable, when it is published.
+        seconds: 0.0,
         sync_seconds: store.last_sync().as_secs_f64(),
+        started,
     }
 }
 

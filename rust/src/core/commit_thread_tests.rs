@@ -247,3 +247,34 @@ fn a_commit_waiting_for_its_flush_is_refused_when_the_next_commit_fails() {
     let outcome = &answer.outcomes.unwrap()[0];
     assert_eq!((outcome.stored, outcome.duplicates), (1, 1));
 }
+
+#[test]
+fn a_commit_lasts_until_the_flush_that_made_it_durable() {
+    let (_dir, store, thread) = start(u64::MAX);
+    let (at_commit, reached) = mpsc::channel::<()>();
+    let (go, proceed) = mpsc::channel::<()>();
+    *store.before_commit.lock().unwrap() = Some(Box::new(move || {
+        at_commit.send(()).unwrap();
+        proceed.recv().unwrap();
+        Ok(())
+    }));
+    let first = thread.submit(request(&[Uuid::now_v7()])).unwrap();
+    reached.recv().unwrap();
+    // Queued while the first commit writes: the first is durable only once this one has flushed.
+    let second = thread.submit(request(&[Uuid::now_v7()])).unwrap();
+    go.send(()).unwrap();
+    reached.recv().unwrap();
+    let held = Duration::from_millis(60);
+    std::thread::sleep(held);
+    go.send(()).unwrap();
+    let finished = wait_for(&thread, 2);
+    *store.before_commit.lock().unwrap() = None;
+    let seconds = |ticket: u64| {
+        let commit = finished.iter().find(|commit| commit.tickets == [ticket]).unwrap();
+        assert!(commit.outcomes.is_ok());
+        assert!(commit.sync_seconds <= commit.seconds);
+        commit.seconds
+    };
+    assert!(seconds(first) >= held.as_secs_f64(), "{}", seconds(first));
+    assert!(seconds(second) >= held.as_secs_f64(), "{}", seconds(second));
+}

@@ -67,6 +67,10 @@ pub struct DictionaryTrainer {
     /// been judged, and the samples' mean size.
     share_challenged: Option<f64>,
     entry_bytes_challenged: Option<f64>,
+    /// The outbox positions from which entries are read for the first time, as samples and as
+    /// judged: the lake and the pipelines read the same entries, and a sink retries a read.
+    next_sampled: u64,
+    next_judged: u64,
 }
 
 impl DictionaryTrainer {
@@ -96,6 +100,17 @@ impl DictionaryTrainer {
     }
 
     /// Keep `entry`, unless there are enough; whether it was kept.
+    /// Whether the entry at `position` is read for the first time as a sample: one taken twice
+    /// could land both in a challenger's training and in the samples held back to judge it.
+    pub fn first_sampled(&mut self, position: u64) -> bool {
+        first_read(&mut self.next_sampled, position)
+    }
+
+    /// Whether the entry at `position` is read for the first time for the judgement.
+    pub fn first_judged(&mut self, position: u64) -> bool {
+        first_read(&mut self.next_judged, position)
+    }
+
     pub fn push(&mut self, policy: &DictionaryPolicy, entry: &[u8]) -> bool {
         if self.full(policy) {
             return false;
@@ -183,4 +198,12 @@ fn compressed_share(dictionary: &[u8], samples: &[Vec<u8>]) -> f64 {
         };
     }
     after as f64 / before.max(1) as f64
+}
+
+fn first_read(next: &mut u64, position: u64) -> bool {
+    if position < *next {
+        return false;
+    }
+    *next = position + 1;
+    true
 }

@@ -96,17 +96,17 @@ impl Store {
         };
         let mut trainer = lock(&self.dictionary_trainer);
         for (position, stored, expanded) in read {
-            if position >= installed.installed_at {
+            if position >= installed.installed_at && trainer.first_judged(position) {
                 trainer.observe(installed.id, stored, expanded);
             }
         }
         Ok(())
     }
 
-    pub(super) fn keep_samples<'e>(&self, entries: impl Iterator<Item = &'e [u8]>) {
+    pub(super) fn keep_samples<'e>(&self, entries: impl Iterator<Item = (u64, &'e [u8])>) {
         let mut trainer = lock(&self.dictionary_trainer);
-        for entry in entries {
-            if !trainer.push(&self.dictionary_policy, entry) {
+        for (position, entry) in entries {
+            if trainer.first_sampled(position) && !trainer.push(&self.dictionary_policy, entry) {
                 break;
             }
         }

@@ -142,8 +142,11 @@ fn the_first_dictionary_is_made_from_what_the_sinks_read() {
     store.commit(vec![pageviews(100)], options()).unwrap();
     delivered(&store);
     assert_eq!(store.outbox_dictionary().unwrap(), None, "100 samples of 150");
+    // Another sink, or a retry, reads the same hundred: each entry is a sample once.
+    delivered(&store);
+    assert_eq!(store.outbox_dictionary().unwrap(), None, "still 100 samples of 150");
     store.commit(vec![pageviews(100)], options()).unwrap();
-    // The sink reads the first hundred again (it has not moved its cursor): they count again.
+    // The sink reads the first hundred again (it has not moved its cursor) and the new ones.
     delivered(&store);
     assert_eq!(store.outbox_dictionary().unwrap(), Some(1));
     store.commit(vec![pageviews(100)], options()).unwrap();

@@ -105,7 +105,7 @@ impl Store {
         let entries: Vec<(u64, &[u8])> = read.iter().map(|(seq, entry)| (*seq, entry.bytes())).collect();
         let result = f(&entries);
         if sampling {
-            self.keep_samples(entries.iter().map(|(_, bytes)| *bytes));
+            self.keep_samples(entries.iter().copied());
         }
         drop(entries);
         drop(read);

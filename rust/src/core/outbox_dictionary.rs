@@ -118,7 +118,11 @@ impl EntryCompressor {
     }
 }
 
-/// Decompresses entries, keeping one decompressor per dictionary met.
+/// Decompressors kept by an `EntryExpander`: the outbox holds entries of a few dictionaries at
+/// most, one following another.
+const KEPT_DECOMPRESSORS: usize = 4;
+
+/// Decompresses entries, keeping a decompressor for each of the last dictionaries met.
 #[derive(Default)]
 pub struct EntryExpander {
     decompressors: HashMap<u32, Decompressor<'static>>,
@@ -129,18 +133,26 @@ impl EntryExpander {
     /// first time one is needed.
     pub fn expand(&mut self, entry: &[u8], dictionary: impl FnOnce(u32) -> Result<Option<Vec<u8>>>) -> Result<Vec<u8>> {
         let id = dictionary_of(entry)?;
-        let decompressor = match self.decompressors.entry(id) {
-            std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                let bytes = dictionary(id)?.ok_or_else(|| {
-                    CoreError::Store(format!(
-                        "an outbox entry was compressed with dictionary {id}, which the store no longer holds"
-                    ))
-                })?;
-                let decompressor = Decompressor::with_dictionary(&bytes)
-                    .map_err(|err| zstd_failed("cannot load an outbox dictionary", &err))?;
-                slot.insert(decompressor)
+        if !self.decompressors.contains_key(&id) {
+            let bytes = dictionary(id)?.ok_or_else(|| {
+                CoreError::Store(format!(
+                    "an outbox entry was compressed with dictionary {id}, which the store no longer holds"
+                ))
+            })?;
+            let decompressor = Decompressor::with_dictionary(&bytes)
+                .map_err(|err| zstd_failed("cannot load an outbox dictionary", &err))?;
+            // A long-lived reader meets dictionary after dictionary; the oldest it keeps is the
+            // least likely to be met again, and is loaded again if it is.
+            while self.decompressors.len() >= KEPT_DECOMPRESSORS {
+                let Some(oldest) = self.decompressors.keys().min().copied() else {
+                    break;
+                };
+                self.decompressors.remove(&oldest);
             }
+            self.decompressors.insert(id, decompressor);
+        }
+        let Some(decompressor) = self.decompressors.get_mut(&id) else {
+            return Err(CoreError::Store(format!("outbox dictionary {id} was not loaded")));
         };
         let frame = &entry[HEADER..];
         let size = zstd::zstd_safe::get_frame_content_size(frame)

@@ -99,7 +99,6 @@ impl DictionaryTrainer {
         self.entries.len() >= policy.samples || self.bytes >= policy.sample_bytes
     }
 
-    /// Keep `entry`, unless there are enough; whether it was kept.
     /// Whether the entry at `position` is read for the first time as a sample: one taken twice
     /// could land both in a challenger's training and in the samples held back to judge it.
     pub fn first_sampled(&mut self, position: u64) -> bool {
@@ -111,6 +110,7 @@ impl DictionaryTrainer {
         first_read(&mut self.next_judged, position)
     }
 
+    /// Keep `entry`, unless there are enough; whether it was kept.
     pub fn push(&mut self, policy: &DictionaryPolicy, entry: &[u8]) -> bool {
         if self.full(policy) {
             return false;

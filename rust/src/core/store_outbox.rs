@@ -89,7 +89,9 @@ impl Store {
             let entry = self.read_entry(&txn, value)?;
             rows += rows_in_entry(value);
             bytes += entry.bytes().len() as u64;
-            judged.push((seq, value.len(), entry.bytes().len()));
+            if self.compress_outbox {
+                judged.push((seq, value.len(), entry.bytes().len()));
+            }
             read.push((last_position(seq, value), entry));
             if rows >= max_rows as u64 || bytes >= max_bytes {
                 break;

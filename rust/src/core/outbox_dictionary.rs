@@ -13,6 +13,7 @@
 //! commit uses the latest, so along the outbox the numbers never go down, and a dictionary is
 //! forgotten once the outbox's first entry is past the one that replaced it.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use zstd::bulk::{Compressor, Decompressor};
@@ -134,13 +135,6 @@ impl EntryExpander {
     pub fn expand(&mut self, entry: &[u8], dictionary: impl FnOnce(u32) -> Result<Option<Vec<u8>>>) -> Result<Vec<u8>> {
         let id = dictionary_of(entry)?;
         if !self.decompressors.contains_key(&id) {
-            let bytes = dictionary(id)?.ok_or_else(|| {
-                CoreError::Store(format!(
-                    "an outbox entry was compressed with dictionary {id}, which the store no longer holds"
-                ))
-            })?;
-            let decompressor = Decompressor::with_dictionary(&bytes)
-                .map_err(|err| zstd_failed("cannot load an outbox dictionary", &err))?;
             // A long-lived reader meets dictionary after dictionary; the oldest it keeps is the
             // least likely to be met again, and is loaded again if it is.
             while self.decompressors.len() >= KEPT_DECOMPRESSORS {
@@ -149,10 +143,20 @@ impl EntryExpander {
                 };
                 self.decompressors.remove(&oldest);
             }
-            self.decompressors.insert(id, decompressor);
         }
-        let Some(decompressor) = self.decompressors.get_mut(&id) else {
-            return Err(CoreError::Store(format!("outbox dictionary {id} was not loaded")));
+        let decompressor = match self.decompressors.entry(id) {
+            Entry::Occupied(found) => found.into_mut(),
+            Entry::Vacant(slot) => {
+                let bytes = dictionary(id)?.ok_or_else(|| {
+                    CoreError::Store(format!(
+                        "an outbox entry was compressed with dictionary {id}, which the store no longer holds"
+                    ))
+                })?;
+                slot.insert(
+                    Decompressor::with_dictionary(&bytes)
+                        .map_err(|err| zstd_failed("cannot load an outbox dictionary", &err))?,
+                )
+            }
         };
         let frame = &entry[HEADER..];
         let size = zstd::zstd_safe::get_frame_content_size(frame)

@@ -11,7 +11,7 @@ use chrono::DateTime;
 
 use super::columns;
 use super::error::Result;
-use super::row::{rows_in_entry, EventRowRef, OutboxRecordRef, PersonSnapshotRef};
+use super::row::{EventRowRef, PersonSnapshotRef};
 use super::store::Store;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -213,27 +213,27 @@ pub fn export(
     to: &Destination<'_>,
     writers: usize,
 ) -> Result<Export> {
-    store.with_outbox(after, max_rows, max_bytes, |entries| {
+    store.with_outbox(after, max_rows, max_bytes, |read| {
         let mut export = Export {
-            positions: entries.iter().map(|(_, bytes)| rows_in_entry(bytes)).sum(),
+            positions: read.positions(),
             last_seq: after,
             files: Vec::new(),
         };
         let mut events: BTreeMap<i32, Vec<EventRowRef<'_>>> = BTreeMap::new();
         let mut persons: BTreeMap<i32, Vec<PersonSnapshotRef<'_>>> = BTreeMap::new();
-        for (seq, bytes) in entries {
-            export.last_seq = *seq;
-            let (event, person) = OutboxRecordRef::decode(bytes)?.rows();
-            if let Some(row) = event.filter(|_| *seq > to.events_upto) {
+        read.for_each_row(|seq, event, person| {
+            export.last_seq = seq;
+            if let Some(row) = event.filter(|_| seq > to.events_upto) {
                 events
                     .entry(day_of(row.timestamp.unwrap_or(row.created_at)))
                     .or_default()
                     .push(row);
             }
-            if let Some(row) = person.filter(|_| *seq > to.persons_upto) {
+            if let Some(row) = person.filter(|_| seq > to.persons_upto) {
                 persons.entry(day_of(row.updated_at)).or_default().push(row);
             }
-        }
+            Ok(())
+        })?;
         let last_seq = export.last_seq;
         let jobs = jobs(&events, &persons, writers);
         export.files = write_all(&jobs, writers, |job| {

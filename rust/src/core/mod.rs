@@ -27,6 +27,8 @@ pub mod groups;
 pub mod json_entries;
 pub mod lz64;
 pub mod outbox_dictionary;
+#[cfg(test)]
+mod outbox_held_tests;
 pub mod person;
 #[cfg(test)]
 mod person_commit_tests;

@@ -19,6 +19,9 @@ pub(super) struct Loaded {
     /// snapshot rows and the final write alike.
     encoded: Vec<u8>,
     fresh: bool,
+    /// The outbox position of this commit's entry that holds `encoded` as it is now: later
+    /// snapshots of the person, unchanged, point to it rather than hold it again.
+    pub(super) held_at: Option<u64>,
     /// An update that left `person` as it is, and whether its event forced it, when `Some`:
     /// the same one again, as the events of one client's batch often carry, leaves it so too,
     /// unchecked. `unchanged_by` keeps its buffers while forgotten, to be overwritten.
@@ -35,6 +38,7 @@ impl Loaded {
             dirty: false,
             encoded: Vec::new(),
             fresh: false,
+            held_at: None,
             unchanged: None,
             unchanged_by: PropertyUpdate::default(),
             unchanged_shows: None,
@@ -136,6 +140,7 @@ impl PersonWork<'_> {
             self.dirty.push(id);
         }
         loaded.fresh = false;
+        loaded.held_at = None;
         loaded.unchanged = None;
         Ok(&mut loaded.person)
     }

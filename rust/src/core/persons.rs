@@ -90,6 +90,14 @@ pub struct Applied {
     pub shown: Option<String>,
 }
 
+/// How a person snapshot's entry holds the person (`PersonWork::snapshot_person`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotPerson<'a> {
+    Encoded(&'a [u8]),
+    /// The outbox position of the entry that holds it.
+    HeldAt(u64),
+}
+
 #[derive(Clone, Copy)]
 pub struct PersonDbs {
     persons: Database<U64<BigEndian>, Bytes>,
@@ -175,9 +183,16 @@ impl<'a> PersonWork<'a> {
         *self.warnings.entry(warning).or_default() += 1;
     }
 
-    /// A person the commit has loaded, in the stored layout.
-    pub fn encoded(&mut self, id: u64) -> Option<&[u8]> {
-        Some(self.persons.get_mut(&id)?.encoded())
+    /// The person `id` for the snapshot in the outbox entry at position `at`: the person in the
+    /// stored layout, or, when an earlier entry of this commit holds it as it is now, that
+    /// entry's position.
+    pub fn snapshot_person(&mut self, id: u64, at: u64) -> Option<SnapshotPerson<'_>> {
+        let loaded = self.persons.get_mut(&id)?;
+        if let Some(held_at) = loaded.held_at {
+            return Some(SnapshotPerson::HeldAt(held_at));
+        }
+        loaded.held_at = Some(at);
+        Some(SnapshotPerson::Encoded(loaded.encoded()))
     }
 
     fn link(&mut self, txn: &mut RwTxn, project: u32, distinct_id: &str, id: u64) -> Result<()> {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::Result;
 use super::rawjson::{push_key, push_string};
-use super::row::{rows_in_entry, EventRowRef, OutboxRecordRef, PersonSnapshotRef, SOURCE_HOGFLARE};
+use super::row::{EventRowRef, PersonSnapshotRef, SOURCE_HOGFLARE};
 use super::store::Store;
 use super::timestamp;
 
@@ -277,15 +277,14 @@ pub fn pipeline(
         lanes,
         persons,
     } = limits;
-    store.with_outbox(after, max_rows, max_bytes, |entries| {
+    store.with_outbox(after, max_rows, max_bytes, |read| {
         let mut events = Lanes::new(lanes, max_body_bytes);
         let mut snapshots = Lanes::new(lanes, max_body_bytes);
         let mut row = String::with_capacity(4096);
         let mut last_seq = after;
-        for (seq, bytes) in entries {
-            last_seq = *seq;
+        read.for_each_row(|seq, event, person| {
+            last_seq = seq;
             row.clear();
-            let (event, person) = OutboxRecordRef::decode(bytes)?.rows();
             if let Some(person) = person.filter(|_| persons) {
                 person_row(&person, &mut row);
                 snapshots.push(person.person.uuid, &row);
@@ -295,9 +294,10 @@ pub fn pipeline(
                 event_row(&event, &mut row);
                 events.push(event.distinct_id, &row);
             }
-        }
+            Ok(())
+        })?;
         Ok(PipelineChunk {
-            positions: entries.iter().map(|(_, bytes)| rows_in_entry(bytes)).sum(),
+            positions: read.positions(),
             last_seq,
             events: events.finish(),
             persons: snapshots.finish(),

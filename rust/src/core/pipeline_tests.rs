@@ -5,7 +5,7 @@ use crate::core::decode::DecodedRequest;
 use crate::core::event::NormalizedEvent;
 use crate::core::person::{Person, PropertyUpdate};
 use crate::core::person_event::{PersonEvent, PersonMode};
-use crate::core::row::{PersonSnapshotOf, SOURCE_POSTHOG};
+use crate::core::row::{OutboxRecordRef, PersonSnapshotOf, SOURCE_POSTHOG};
 use crate::core::store::{CommitOptions, StoreConfig};
 
 fn event(properties: Option<&str>) -> EventRowRef<'_> {

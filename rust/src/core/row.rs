@@ -64,30 +64,6 @@ impl EventRow {
     }
 }
 
-/// An `EventRow` read back from the store without copying its text: the same encoding,
-/// borrowed from the store's memory map for as long as the read transaction lasts.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct EventRowRef<'a> {
-    pub uuid: Uuid,
-    pub team_id: Option<i64>,
-    pub source: &'a str,
-    pub event: &'a str,
-    pub distinct_id: &'a str,
-    pub created_at: i64,
-    pub timestamp: Option<i64>,
-    pub properties: Option<&'a str>,
-    pub context: Option<&'a str>,
-    pub person_id: Option<&'a str>,
-    pub person_created_at: Option<i64>,
-    #[serde(borrow)]
-    pub person_properties: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub groups: [Option<&'a str>; 5],
-    pub group_properties: Option<&'a str>,
-    pub api_key: Option<&'a str>,
-    pub extra: Option<&'a str>,
-}
-
 /// A person as one event left it: Hogflare's person snapshot row. The person is kept whole, in
 /// the store's layout (`person_record`); the row's JSON columns are made from it when the row is
 /// exported.
@@ -148,8 +124,8 @@ pub struct PersonSnapshotOf<'a> {
     pub source_event_uuid: Uuid,
 }
 
-/// `OutboxRecord` as the store writes it: its variants in the same order, the persons already
-/// encoded.
+/// The entries as the store writes them: `OutboxRecordRef`'s variants in the same order, the
+/// persons already encoded.
 #[derive(Serialize)]
 enum EntryOf<'b, 'c> {
     #[allow(dead_code)]
@@ -157,6 +133,8 @@ enum EntryOf<'b, 'c> {
     Person(&'b PersonSnapshotOf<'c>),
     PersonEvent(&'b EventRow, &'b PersonSnapshotOf<'c>),
     PersonEventShown(&'b EventRow, &'b PersonSnapshotOf<'c>, &'b str),
+    PersonEventAt(u64, &'b EventRow, &'b PersonSnapshotOf<'c>),
+    PersonEventShownAt(u64, &'b EventRow, &'b PersonSnapshotOf<'c>, &'b str),
 }
 
 impl PersonSnapshotOf<'_> {
@@ -168,12 +146,22 @@ impl PersonSnapshotOf<'_> {
 
     /// Append the outbox entry of an event and this snapshot of the person it resolved to.
     /// The event's `person_properties` are left out: they are the snapshot's, with `shown` (the
-    /// event's `$set` values the person did not take) laid over them.
-    pub fn encode_with_event(&self, event: &EventRow, shown: Option<&str>, out: &mut Vec<u8>) -> Result<()> {
+    /// event's `$set` values the person did not take) laid over them. With `at`, the person is
+    /// the one the entry at that position holds, and this snapshot's `person` is empty.
+    pub fn encode_with_event(
+        &self,
+        event: &EventRow,
+        shown: Option<&str>,
+        at: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         debug_assert!(event.person_properties.is_none());
-        let entry = match shown {
-            None => EntryOf::PersonEvent(event, self),
-            Some(shown) => EntryOf::PersonEventShown(event, self, shown),
+        debug_assert!(at.is_none() || self.person.is_empty());
+        let entry = match (shown, at) {
+            (None, None) => EntryOf::PersonEvent(event, self),
+            (Some(shown), None) => EntryOf::PersonEventShown(event, self, shown),
+            (None, Some(at)) => EntryOf::PersonEventAt(at, event, self),
+            (Some(shown), Some(at)) => EntryOf::PersonEventShownAt(at, event, self, shown),
         };
         *out = postcard::to_extend(&entry, std::mem::take(out))?;
         Ok(())
@@ -186,69 +174,11 @@ impl PersonSnapshotOf<'_> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct PersonSnapshotRef<'a> {
-    pub uuid: Uuid,
-    pub team_id: Option<i64>,
-    pub operation: &'a str,
-    #[serde(borrow, deserialize_with = "stored_person::borrow")]
-    pub person: PersonRef<'a>,
-    pub canonical_distinct_id: &'a str,
-    pub updated_at: i64,
-    pub api_key: Option<&'a str>,
-    pub source_event_uuid: Uuid,
-}
-
-/// `OutboxRecord`, borrowed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[allow(clippy::large_enum_variant)] // read one at a time and split into its rows at once
-pub enum OutboxRecordRef<'a> {
-    #[serde(borrow)]
-    Event(EventRowRef<'a>),
-    #[serde(borrow)]
-    Person(PersonSnapshotRef<'a>),
-    PersonEvent(#[serde(borrow)] EventRowRef<'a>, #[serde(borrow)] PersonSnapshotRef<'a>),
-    PersonEventShown(
-        #[serde(borrow)] EventRowRef<'a>,
-        #[serde(borrow)] PersonSnapshotRef<'a>,
-        &'a str,
-    ),
-}
-
-impl<'a> OutboxRecordRef<'a> {
-    pub fn decode(bytes: &'a [u8]) -> Result<Self> {
-        Ok(postcard::from_bytes(bytes)?)
-    }
-
-    /// The rows the entry holds: an event row (its person's properties filled in from the
-    /// snapshot it came with, with what the event showed over them), a person snapshot row, or
-    /// both.
-    pub fn rows(self) -> (Option<EventRowRef<'a>>, Option<PersonSnapshotRef<'a>>) {
-        match self {
-            Self::Event(event) => (Some(event), None),
-            Self::Person(person) => (None, Some(person)),
-            Self::PersonEvent(mut event, person) => {
-                event.person_properties = Some(Cow::Borrowed(person.person.json()));
-                (Some(event), Some(person))
-            }
-            Self::PersonEventShown(mut event, person, shown) => {
-                event.person_properties = Some(
-                    person
-                        .person
-                        .json_with(shown)
-                        .map_or(Cow::Borrowed(person.person.json()), Cow::Owned),
-                );
-                (Some(event), Some(person))
-            }
-        }
-    }
-}
-
 /// How many rows an entry holds, from its first byte (the variant's index, with
 /// `outbox_dictionary::COMPRESSED` set when the entry is compressed).
 pub fn rows_in_entry(bytes: &[u8]) -> u64 {
     match bytes.first().map(|kind| kind & !COMPRESSED) {
-        Some(2 | 3) => 2,
+        Some(2..=5) => 2,
         _ => 1,
     }
 }
@@ -260,7 +190,8 @@ pub fn last_position(key: u64, bytes: &[u8]) -> u64 {
 }
 
 /// What one outbox entry holds. New kinds are appended at the end so stored entries keep
-/// their meaning.
+/// their meaning. The kinds whose person is held by another entry
+/// (`OutboxRecordRef::PersonEventAt`) are read borrowed only, where that entry is at hand.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(clippy::large_enum_variant)] // made one at a time and encoded at once, never held in bulk
 pub enum OutboxRecord {
@@ -303,7 +234,7 @@ impl OutboxRecord {
             }
             Self::PersonEventShown(mut event, person, shown) => {
                 // As the export makes it: the borrowed reading's row.
-                let (row, _) = OutboxRecordRef::decode(bytes)?.rows();
+                let (row, _) = OutboxRecordRef::decode(bytes)?.rows(unresolved)?;
                 event.person_properties = row.and_then(|row| row.person_properties).map(Cow::into_owned);
                 Self::PersonEventShown(event, person, shown)
             }
@@ -311,6 +242,10 @@ impl OutboxRecord {
         })
     }
 }
+
+#[path = "row_read.rs"]
+mod read;
+pub use read::{person_at, unresolved, EventRowRef, OutboxRecordRef, PersonSnapshotAtRef, PersonSnapshotRef};
 
 #[cfg(test)]
 #[path = "row_tests.rs"]

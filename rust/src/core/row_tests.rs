@@ -98,10 +98,10 @@ fn an_event_and_its_persons_snapshot_share_one_entry() {
         source_event_uuid: event.uuid,
     };
     let mut encoded = Vec::new();
-    snapshot.encode_with_event(&event, None, &mut encoded).unwrap();
+    snapshot.encode_with_event(&event, None, None, &mut encoded).unwrap();
     assert_eq!(rows_in_entry(&encoded), 2);
 
-    let (Some(row), Some(person_row)) = OutboxRecordRef::decode(&encoded).unwrap().rows() else {
+    let (Some(row), Some(person_row)) = OutboxRecordRef::decode(&encoded).unwrap().rows(unresolved).unwrap() else {
         panic!("an event row and a person row")
     };
     assert_eq!(row.person_properties.as_deref(), Some(r#"{"plan":"pro"}"#));
@@ -115,9 +115,11 @@ fn an_event_and_its_persons_snapshot_share_one_entry() {
     // What the event showed over the person is laid over its properties on its row only.
     encoded.clear();
     let shown = r#"{"plan":"team","x":1}"#;
-    snapshot.encode_with_event(&event, Some(shown), &mut encoded).unwrap();
+    snapshot
+        .encode_with_event(&event, Some(shown), None, &mut encoded)
+        .unwrap();
     assert_eq!(rows_in_entry(&encoded), 2);
-    let (Some(row), Some(person_row)) = OutboxRecordRef::decode(&encoded).unwrap().rows() else {
+    let (Some(row), Some(person_row)) = OutboxRecordRef::decode(&encoded).unwrap().rows(unresolved).unwrap() else {
         panic!("an event row and a person row")
     };
     assert_eq!(row.person_properties.as_deref(), Some(r#"{"plan":"team","x":1}"#));

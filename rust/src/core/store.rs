@@ -108,6 +108,10 @@ pub struct Store {
     /// day(4) ‖ project(4) ‖ uuid(16) → nothing, read as well.
     seen_by_day: Database<Bytes, Bytes>,
     outbox: Database<U64<BigEndian>, Bytes>,
+    /// first position → last position of the entries of one commit where some take their
+    /// person from an earlier one (`OutboxRecordRef::PersonEventAt`): the outbox is trimmed
+    /// past such a span only as a whole, so an entry never outlives the one it points to.
+    held_spans: Database<U64<BigEndian>, U64<BigEndian>>,
     persons: PersonDbs,
     cookieless: CookielessDb,
     group_types: [Option<String>; MAX_GROUP_TYPES],
@@ -155,12 +159,13 @@ const META_ID: &str = "store.id";
 /// (`OutboxRecord::PersonEventShown`), which a reader of format 2 cannot decode. 4: the seen
 /// uuids' day index keyed by outbox position (`seen_by_day`), which a hogflare of format 3 would
 /// never expire. 5: outbox entries compressed with the store's dictionaries
-/// (`outbox_dictionary`).
-const STORE_FORMAT: u64 = 5;
-/// Formats 2 to 4 are subsets of format 5: such a store is read as it is and stamped 5 by its
+/// (`outbox_dictionary`). 6: an entry may take its person from an earlier entry of its commit
+/// (`OutboxRecordRef::PersonEventAt`).
+const STORE_FORMAT: u64 = 6;
+/// Formats 2 to 5 are subsets of format 6: such a store is read as it is and stamped 6 by its
 /// first commit (not when it is opened: `hogflare doctor` must not change it), so that an older
 /// hogflare refuses it then (with the message below) rather than misread it.
-const UPGRADED_FORMATS: [u64; 3] = [2, 3, 4];
+const UPGRADED_FORMATS: [u64; 4] = [2, 3, 4, 5];
 
 fn read_u64(db: Database<Str, Bytes>, txn: &RoTxn, key: &str) -> Result<u64> {
     Ok(db
@@ -191,7 +196,7 @@ impl Store {
         options
             // LMDB wants whole pages; 64 KiB is a multiple of every page size Linux uses.
             .map_size(config.map_size.div_ceil(64 << 10) * (64 << 10))
-            .max_dbs(16)
+            .max_dbs(24)
             .max_readers(config.max_readers);
         #[allow(unsafe_code)]
         // SAFETY: the environment is only ever opened through this function, never on a network
@@ -208,6 +213,7 @@ impl Store {
             seen: env.create_database(&mut wtxn, Some("seen"))?,
             seen_by_day: env.create_database(&mut wtxn, Some("seen_by_day"))?,
             outbox: env.create_database(&mut wtxn, Some("outbox"))?,
+            held_spans: env.create_database(&mut wtxn, Some("outbox_held_spans"))?,
             persons: PersonDbs::create(&env, &mut wtxn)?,
             cookieless: CookielessDb::create(&env, &mut wtxn)?,
             group_types: config.group_types.clone(),

@@ -20,7 +20,7 @@ use crate::core::decode::DecodedRequest;
 use crate::core::error::{CoreError, Result};
 use crate::core::groups;
 use crate::core::outbox_dictionary::EntryCompressor;
-use crate::core::persons::{EventOfPerson, PersonWarning, PersonWork};
+use crate::core::persons::{EventOfPerson, PersonWarning, PersonWork, SnapshotPerson};
 use crate::core::row::{rows_in_entry, EventRow, OutboxRecord, PersonSnapshotOf};
 use crate::core::timestamp;
 
@@ -60,6 +60,9 @@ struct OutboxWriter<'c> {
     bytes: u64,
     compressor: Option<&'c mut EntryCompressor>,
     compressed: Vec<u8>,
+    /// The positions from the first entry another entry takes its person from to the last
+    /// entry that does: the outbox is trimmed within them only as a whole.
+    held: Option<(u64, u64)>,
 }
 
 impl OutboxWriter<'_> {
@@ -75,6 +78,12 @@ impl OutboxWriter<'_> {
         self.rows += rows_in_entry(stored);
         self.bytes += stored.len() as u64;
         Ok(())
+    }
+
+    /// The entry about to be appended at `at` takes its person from the one at `held_at`.
+    fn points_back(&mut self, held_at: u64, at: u64) {
+        let first = self.held.map_or(held_at, |(first, _)| first.min(held_at));
+        self.held = Some((first, at));
     }
 }
 
@@ -175,6 +184,7 @@ impl Store {
             bytes: waiting,
             compressor: compressor.as_mut(),
             compressed: Vec::with_capacity(4096),
+            held: None,
         };
         let today = day_of(options.now);
         let updated_at = timestamp::to_micros(options.now);
@@ -263,13 +273,22 @@ impl Store {
                 row.group_properties = applied_groups.properties;
                 entry.clear();
                 // An event that resolved to a person goes with the person's snapshot, in one
-                // entry that keeps the person's properties once.
-                match applied.person_id.and_then(|id| persons.encoded(id)) {
-                    Some(person) => snapshot.row(operation, person, &row.distinct_id).encode_with_event(
-                        &row,
-                        applied.shown.as_deref(),
-                        &mut entry,
-                    )?,
+                // entry that keeps the person's properties once, or points to the entry of this
+                // commit that holds the person as it is now.
+                let at = outbox.next_seq;
+                match applied.person_id.and_then(|id| persons.snapshot_person(id, at)) {
+                    Some(SnapshotPerson::Encoded(person)) => snapshot
+                        .row(operation, person, &row.distinct_id)
+                        .encode_with_event(&row, applied.shown.as_deref(), None, &mut entry)?,
+                    Some(SnapshotPerson::HeldAt(held_at)) => {
+                        outbox.points_back(held_at, at);
+                        snapshot.row(operation, &[], &row.distinct_id).encode_with_event(
+                            &row,
+                            applied.shown.as_deref(),
+                            Some(held_at),
+                            &mut entry,
+                        )?;
+                    }
                     None => OutboxRecord::Event(row).encode_into(&mut entry)?,
                 }
                 outbox.append(&mut txn, &entry)?;
@@ -279,6 +298,10 @@ impl Store {
             outcomes.push(outcome);
         }
         persons.finish(&mut txn)?;
+        if let Some((first, last)) = outbox.held {
+            // The entry at `last` takes both its positions (an event and its person's snapshot).
+            self.held_spans.put(&mut txn, &first, &(last + 1))?;
+        }
         write_u64(self.meta, &mut txn, META_NEXT_SEQ, outbox.next_seq)?;
         write_u64(self.meta, &mut txn, META_ROWS, outbox.rows)?;
         write_u64(self.meta, &mut txn, META_BYTES, outbox.bytes)?;

@@ -100,8 +100,8 @@ fn a_dictionary_made_while_users_were_seeded_gives_way_when_the_traffic_starts()
     // As the lake's shipper does: chunks of up to 5,000 rows, then the delivered rows forgotten.
     let mut ship = |store: &Store| loop {
         let last = store
-            .with_outbox(after, 5_000, u64::MAX, |entries| {
-                Ok(entries.last().map(|(seq, _)| *seq))
+            .with_outbox(after, 5_000, u64::MAX, |read| {
+                Ok(read.entries.last().map(|(seq, _)| *seq))
             })
             .unwrap();
         let Some(last) = last else {

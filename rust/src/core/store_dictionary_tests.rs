@@ -65,8 +65,8 @@ fn stored(store: &Store) -> Vec<(u64, Vec<u8>)> {
 /// Every entry as the sinks get it.
 fn delivered(store: &Store) -> Vec<(u64, Vec<u8>)> {
     store
-        .with_outbox(0, usize::MAX, u64::MAX, |entries| {
-            Ok(entries.iter().map(|(seq, bytes)| (*seq, bytes.to_vec())).collect())
+        .with_outbox(0, usize::MAX, u64::MAX, |read| {
+            Ok(read.entries.iter().map(|(seq, bytes)| (*seq, bytes.to_vec())).collect())
         })
         .unwrap()
 }

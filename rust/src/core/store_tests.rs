@@ -123,7 +123,9 @@ fn a_sink_gets_no_row_before_the_store_has_flushed_it() {
     let store = Store::open(dir.path(), &small()).unwrap();
     // Nothing to hand over: no flush.
     let flushed = store.syncs.load(Ordering::Relaxed);
-    store.with_outbox(0, 10, u64::MAX, |entries| Ok(entries.len())).unwrap();
+    store
+        .with_outbox(0, 10, u64::MAX, |read| Ok(read.entries.len()))
+        .unwrap();
     assert_eq!(store.syncs.load(Ordering::Relaxed), flushed);
     // A commit whose meta page waits for the next flush, as the commit thread leaves it.
     store
@@ -131,8 +133,8 @@ fn a_sink_gets_no_row_before_the_store_has_flushed_it() {
         .unwrap();
     let flushed = store.syncs.load(Ordering::Relaxed);
     let handed = store
-        .with_outbox(0, 10, u64::MAX, |entries| {
-            Ok((entries.len(), store.syncs.load(Ordering::Relaxed)))
+        .with_outbox(0, 10, u64::MAX, |read| {
+            Ok((read.entries.len(), store.syncs.load(Ordering::Relaxed)))
         })
         .unwrap();
     assert_eq!(handed, (1, flushed + 1), "the row reached the sink before the flush");
@@ -284,21 +286,22 @@ fn a_store_of_another_format_is_refused() {
     drop(store);
     let refused = Store::open(dir.path(), &small()).err().unwrap().to_string();
     assert!(refused.contains("has format 1"), "{refused}");
-    // Stores of formats 2 to 4 are read as they are, and stamped with the current format when
+    // Stores of formats 2 to 5 are read as they are, and stamped with the current format when
     // written.
-    upgraded_on_first_commit(tempfile::tempdir().unwrap().path(), 2);
-    upgraded_on_first_commit(tempfile::tempdir().unwrap().path(), 3);
+    for format in 2..=4 {
+        upgraded_on_first_commit(tempfile::tempdir().unwrap().path(), format);
+    }
     let older = tempfile::tempdir().unwrap();
-    upgraded_on_first_commit(older.path(), 4);
+    upgraded_on_first_commit(older.path(), 5);
     // One written by a later hogflare is refused.
     let store = Store::open(older.path(), &small()).unwrap();
     let mut txn = store.env.write_txn().unwrap();
-    write_u64(store.meta, &mut txn, META_FORMAT, 6).unwrap();
+    write_u64(store.meta, &mut txn, META_FORMAT, 7).unwrap();
     txn.commit().unwrap();
     drop(store);
     let refused = Store::open(older.path(), &small()).err().unwrap().to_string();
     assert!(
-        refused.contains("has format 6, and this hogflare reads format 5 only"),
+        refused.contains("has format 7, and this hogflare reads format 6 only"),
         "{refused}"
     );
     // A new store gets the current format, and opens again.

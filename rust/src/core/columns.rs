@@ -186,10 +186,11 @@ fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(event_schema()), columns)?)
 }
 
-/// Columns of JSON text. Each value is different and often a kilobyte or more, so a dictionary
-/// never pays for itself and min/max statistics (long shared prefixes, compared in full) prune
-/// nothing; building both was a sixth of an export. The lake's tables collect no metrics for them
-/// either (the extension exports the list as `UNMEASURED_COLUMNS`).
+/// Columns of JSON text. Values are often a kilobyte or more and min/max statistics (long shared
+/// prefixes, compared in full) prune nothing, so there are none; the lake's tables collect no
+/// metrics for them either (the extension exports the list as `UNMEASURED_COLUMNS`). An event's
+/// own JSON differs from every other's, so a dictionary never pays for itself; a person's recurs
+/// on each of its events in a file (`PERSON_COLUMNS`).
 pub const JSON_COLUMNS: [&str; 7] = [
     "properties",
     "context",
@@ -200,17 +201,25 @@ pub const JSON_COLUMNS: [&str; 7] = [
     "merged_properties",
 ];
 
+/// The JSON columns made from a person: the same text on every row of a person who did not change
+/// in between, which a dictionary stores once (a person's events mostly come in runs). Where every
+/// row's person differs, the dictionary fills and the column goes on without one, at no measurable
+/// cost.
+const EVENT_PERSON_COLUMNS: [&str; 1] = ["person_properties"];
+const PERSON_COLUMNS: [&str; 3] = ["properties", "properties_set_once", "merged_properties"];
+
 /// One value per row: no dictionary. Their statistics stay (UUIDv7s are ordered by time).
 const UNIQUE_COLUMNS: [&str; 2] = ["uuid", "source_event_uuid"];
 
-fn writer_properties() -> WriterProperties {
+/// `with_dictionary`: the JSON columns that get one.
+fn writer_properties(with_dictionary: &[&str]) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(1 << 20))
         .set_created_by("hogflare".into());
     for column in JSON_COLUMNS {
         builder = builder
-            .set_column_dictionary_enabled(ColumnPath::from(column), false)
+            .set_column_dictionary_enabled(ColumnPath::from(column), with_dictionary.contains(&column))
             .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
     }
     for column in UNIQUE_COLUMNS {
@@ -221,7 +230,12 @@ fn writer_properties() -> WriterProperties {
 
 /// Write rows to a new Parquet file, a slice at a time (created with a temporary name, then
 /// renamed into place, so a reader never sees half a file). On an error nothing is left behind.
-pub fn write_parquet(path: &Path, schema: Schema, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<u64> {
+pub fn write_parquet(
+    path: &Path,
+    schema: Schema,
+    with_dictionary: &[&str],
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+) -> Result<u64> {
     let temporary = path.with_extension("parquet.tmp");
     let io = |err: std::io::Error| CoreError::Store(format!("cannot write {}: {err}", path.display()));
     if let Some(parent) = path.parent() {
@@ -230,13 +244,15 @@ pub fn write_parquet(path: &Path, schema: Schema, batches: impl Iterator<Item = 
     let file = File::create(&temporary).map_err(io)?;
     // A panic would be a bug some rows reach: as an error, the chunk is retried and its files
     // are cleaned up like after any failure, instead of ending the shipper's thread.
-    let encoded =
-        std::panic::catch_unwind(AssertUnwindSafe(|| write_batches(file, schema, batches))).unwrap_or_else(|_| {
-            Err(CoreError::Encoding(format!(
-                "cannot write {}: internal error",
-                path.display()
-            )))
-        });
+    let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        write_batches(file, schema, with_dictionary, batches)
+    }))
+    .unwrap_or_else(|_| {
+        Err(CoreError::Encoding(format!(
+            "cannot write {}: internal error",
+            path.display()
+        )))
+    });
     let written = encoded.and_then(|file| {
         file.sync_all().map_err(io)?;
         std::fs::rename(&temporary, path).map_err(io)?;
@@ -255,9 +271,15 @@ pub fn write_parquet(path: &Path, schema: Schema, batches: impl Iterator<Item = 
     written
 }
 
-fn write_batches(file: File, schema: Schema, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<File> {
+fn write_batches(
+    file: File,
+    schema: Schema,
+    with_dictionary: &[&str],
+    batches: impl Iterator<Item = Result<RecordBatch>>,
+) -> Result<File> {
     let encoding = |err: parquet::errors::ParquetError| CoreError::Encoding(err.to_string());
-    let mut writer = ArrowWriter::try_new(file, Arc::new(schema), Some(writer_properties())).map_err(encoding)?;
+    let properties = writer_properties(with_dictionary);
+    let mut writer = ArrowWriter::try_new(file, Arc::new(schema), Some(properties)).map_err(encoding)?;
     for batch in batches {
         writer.write(&batch?).map_err(encoding)?;
     }
@@ -266,10 +288,20 @@ fn write_batches(file: File, schema: Schema, batches: impl Iterator<Item = Resul
 
 /// An event table file of `rows`.
 pub fn write_events(path: &Path, rows: &[&EventRowRef<'_>]) -> Result<u64> {
-    write_parquet(path, event_schema(), rows.chunks(SLICE_ROWS).map(event_batch))
+    write_parquet(
+        path,
+        event_schema(),
+        &EVENT_PERSON_COLUMNS,
+        rows.chunks(SLICE_ROWS).map(event_batch),
+    )
 }
 
 /// A person table file of `rows`.
 pub fn write_persons(path: &Path, rows: &[&PersonSnapshotRef<'_>]) -> Result<u64> {
-    write_parquet(path, person_schema(), rows.chunks(SLICE_ROWS).map(person_batch))
+    write_parquet(
+        path,
+        person_schema(),
+        &PERSON_COLUMNS,
+        rows.chunks(SLICE_ROWS).map(person_batch),
+    )
 }

@@ -337,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("timestamp_day=2026-12-01").join("file.parquet");
         let rows = std::iter::once_with(|| -> Result<arrow_array::RecordBatch> { panic!("a bug some rows reach") });
-        let err = columns::write_parquet(&path, columns::event_schema(), rows).unwrap_err();
+        let err = columns::write_parquet(&path, columns::event_schema(), &[], rows).unwrap_err();
         assert!(err.to_string().contains("internal error"), "{err}");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 0);
     }

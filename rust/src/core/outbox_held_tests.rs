@@ -3,7 +3,7 @@
 //! and never trimmed away while an entry that points to them may still be read.
 
 use super::person_store_tests::{capture, Harness};
-use super::row::{person_at, PersonSnapshot};
+use super::row::{person_held_at, PersonSnapshot};
 use super::store::Store;
 
 /// Each entry's first position and, for one that takes its person from another, that one's.
@@ -13,7 +13,7 @@ fn layout(store: &Store) -> Vec<(u64, Option<u64>)> {
             Ok(read
                 .entries
                 .iter()
-                .map(|(last, bytes)| (last - 1, person_at(bytes)))
+                .map(|(last, bytes)| (last - 1, person_held_at(bytes)))
                 .collect())
         })
         .unwrap()

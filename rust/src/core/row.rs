@@ -245,7 +245,7 @@ impl OutboxRecord {
 
 #[path = "row_read.rs"]
 mod read;
-pub use read::{person_at, unresolved, EventRowRef, OutboxRecordRef, PersonSnapshotAtRef, PersonSnapshotRef};
+pub use read::{person_held_at, unresolved, EventRowRef, OutboxRecordRef, PersonSnapshotAtRef, PersonSnapshotRef};
 
 #[cfg(test)]
 #[path = "row_tests.rs"]

@@ -159,7 +159,7 @@ fn event_of_person<'a>(
 
 /// The position of the entry that holds the person of this (decompressed) entry, read from its
 /// head without decoding the rest, or `None` for an entry that holds its own.
-pub fn person_at(bytes: &[u8]) -> Option<u64> {
+pub fn person_held_at(bytes: &[u8]) -> Option<u64> {
     match bytes.split_first() {
         Some((4 | 5, rest)) => postcard::take_from_bytes::<u64>(rest).ok().map(|(at, _)| at),
         _ => None,

@@ -12,7 +12,8 @@ use crate::core::error::Result;
 #[cfg(test)]
 use crate::core::row::OutboxRecord;
 use crate::core::row::{
-    last_position, person_at, rows_in_entry, unresolved, EventRowRef, OutboxRecordRef, PersonRef, PersonSnapshotRef,
+    last_position, person_held_at, rows_in_entry, unresolved, EventRowRef, OutboxRecordRef, PersonRef,
+    PersonSnapshotRef,
 };
 
 impl Store {
@@ -107,7 +108,7 @@ impl Store {
             if self.compress_outbox {
                 judged.push((seq, value.len(), entry.bytes().len()));
             }
-            if let Some(at) = person_at(entry.bytes()).filter(|at| *at <= after) {
+            if let Some(at) = person_held_at(entry.bytes()).filter(|at| *at <= after) {
                 if !before.iter().any(|(key, _)| *key == at) {
                     if let Some(value) = self.outbox.get(&txn, &at)? {
                         before.push((at, self.read_entry(&txn, value)?));

@@ -15,6 +15,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::error::{CoreError, Result};
+use super::person_record::PersonRef;
 use super::row::{EventRowRef, PersonSnapshotRef};
 
 fn utc_micros() -> DataType {
@@ -97,9 +98,16 @@ fn strings<'r, T: 'r>(rows: &[&'r T], get: impl Fn(&'r T) -> Option<&'r str>) ->
 fn split_properties(rows: &[&PersonSnapshotRef<'_>], once: bool) -> ArrayRef {
     let bytes = rows.iter().map(|row| row.person.json().len()).sum();
     let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
+    // The rows of a person who did not change share its stored bytes: split them once.
+    let mut split = String::new();
+    let mut split_of: Option<&PersonRef<'_>> = None;
     for row in rows {
-        row.person.write_split(once, &mut builder);
-        builder.append_value("");
+        if !split_of.is_some_and(|person| person.same_properties(&row.person)) {
+            split.clear();
+            row.person.write_split(once, &mut split);
+            split_of = Some(&row.person);
+        }
+        builder.append_value(&split);
     }
     Arc::new(builder.finish())
 }
@@ -304,4 +312,66 @@ pub fn write_persons(path: &Path, rows: &[&PersonSnapshotRef<'_>]) -> Result<u64
         &PERSON_COLUMNS,
         rows.chunks(SLICE_ROWS).map(person_batch),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{Array, StringArray};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::core::person::{Person, PropertyUpdate};
+
+    fn encoded(set: &[(&str, &str)], set_once: &[(&str, &str)]) -> Vec<u8> {
+        let person = Person::new(1, Uuid::nil(), 0, "user", &PropertyUpdate::of(set, set_once, &[]));
+        let mut bytes = Vec::new();
+        person.encode(&mut bytes);
+        bytes
+    }
+
+    fn snapshot(person: PersonRef<'_>) -> PersonSnapshotRef<'_> {
+        PersonSnapshotRef {
+            uuid: Uuid::nil(),
+            team_id: None,
+            operation: "capture",
+            person,
+            canonical_distinct_id: "user",
+            updated_at: 0,
+            api_key: None,
+            source_event_uuid: Uuid::nil(),
+        }
+    }
+
+    fn column(rows: &[PersonSnapshotRef<'_>], once: bool) -> Vec<String> {
+        let rows: Vec<_> = rows.iter().collect();
+        let array = split_properties(&rows, once);
+        let strings = array.as_any().downcast_ref::<StringArray>().unwrap();
+        (0..strings.len()).map(|i| strings.value(i).to_owned()).collect()
+    }
+
+    #[test]
+    fn rows_sharing_a_held_person_and_rows_of_other_persons_each_show_their_own_split() {
+        let pro = encoded(&[("plan", r#""pro""#)], &[("ref", r#""ad""#)]);
+        let free = encoded(&[("plan", r#""free""#)], &[]);
+        let held = PersonRef::parse(&pro).unwrap();
+        let rows = [
+            snapshot(held.clone()),
+            snapshot(held.clone()),
+            snapshot(PersonRef::parse(&free).unwrap()),
+            snapshot(held),
+        ];
+        assert_eq!(
+            column(&rows, false),
+            [
+                r#"{"plan":"pro"}"#,
+                r#"{"plan":"pro"}"#,
+                r#"{"plan":"free"}"#,
+                r#"{"plan":"pro"}"#
+            ]
+        );
+        assert_eq!(
+            column(&rows, true),
+            [r#"{"ref":"ad"}"#, r#"{"ref":"ad"}"#, "{}", r#"{"ref":"ad"}"#]
+        );
+    }
 }

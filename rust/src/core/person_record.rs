@@ -313,6 +313,12 @@ impl<'a> PersonRef<'a> {
         write_split(self.json, self.entries(), once, out);
     }
 
+    /// Whether `other` reads its properties from the very bytes this one does (the person held
+    /// once by an entry of its commit, read again for a later event): then they are equal.
+    pub fn same_properties(&self, other: &PersonRef<'_>) -> bool {
+        std::ptr::eq(self.json, other.json) && std::ptr::eq(self.table, other.table)
+    }
+
     /// The properties, owned.
     pub fn properties(&self) -> PersonProperties {
         let count = self.count as usize;

@@ -142,7 +142,7 @@ fn person_batch(rows: &[&PersonSnapshotRef<'_>]) -> Result<RecordBatch> {
         ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, false)));
     let mut identified = BooleanBuilder::with_capacity(rows.len());
     for row in rows {
-        for id in &row.person.distinct_ids {
+        for id in row.person.distinct_ids.iter() {
             distinct_ids.values().append_value(id);
         }
         distinct_ids.append(true);
@@ -355,8 +355,8 @@ mod tests {
         let free = encoded(&[("plan", r#""free""#)], &[]);
         let held = PersonRef::parse(&pro).unwrap();
         let rows = [
-            snapshot(held.clone()),
-            snapshot(held.clone()),
+            snapshot(held),
+            snapshot(held),
             snapshot(PersonRef::parse(&free).unwrap()),
             snapshot(held),
         ];

@@ -168,15 +168,32 @@ impl Iterator for Table<'_> {
     }
 }
 
+/// A person's distinct ids as stored (each a length, then its text), checked when the person
+/// was read and taken apart as they are iterated: reading a person allocates nothing, and a
+/// person read once serves every row that shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DistinctIds<'a> {
+    bytes: &'a [u8],
+    count: u32,
+}
+
+impl<'a> DistinctIds<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> {
+        let mut reader = Reader { bytes: self.bytes };
+        // `PersonRef::parse` read every one of them already, so none of this can fail.
+        (0..self.count).map_while(move |_| reader.text().ok())
+    }
+}
+
 /// A stored person, borrowed: what a person snapshot row is made of.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PersonRef<'a> {
     pub id: u64,
     pub uuid: Uuid,
     pub created_at: i64,
     pub version: u64,
     pub is_identified: bool,
-    pub distinct_ids: Vec<&'a str>,
+    pub distinct_ids: DistinctIds<'a>,
     json: &'a str,
     count: u32,
     /// The entry table, then the key order.
@@ -193,11 +210,15 @@ impl<'a> PersonRef<'a> {
         let mut reader = Reader {
             bytes: &bytes[HEADER_LEN..],
         };
-        let ids = reader.u32()? as usize;
-        let mut distinct_ids = Vec::with_capacity(ids.min(1024));
-        for _ in 0..ids {
-            distinct_ids.push(reader.text()?);
+        let id_count = reader.u32()?;
+        let ids = reader.bytes;
+        for _ in 0..id_count {
+            reader.text()?;
         }
+        let distinct_ids = DistinctIds {
+            bytes: &ids[..ids.len() - reader.bytes.len()],
+            count: id_count,
+        };
         let json = reader.text()?;
         let count = reader.u32()?;
         let mut person = Self {

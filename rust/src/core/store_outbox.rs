@@ -266,10 +266,10 @@ impl<'r> OutboxRead<'r> {
         let mut last_found: Option<(u64, PersonRef<'r>)> = None;
         for (seq, bytes) in &self.entries {
             let (event, person) = OutboxRecordRef::decode(bytes)?.rows(|at| match &last_found {
-                Some((found, person)) if *found == at => Ok(person.clone()),
+                Some((found, person)) if *found == at => Ok(*person),
                 _ => {
                     let person = self.person_at(at)?;
-                    last_found = Some((at, person.clone()));
+                    last_found = Some((at, person));
                     Ok(person)
                 }
             })?;

@@ -4,6 +4,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::*;
+use crate::core::person_store_tests::{capture, Harness, TOKEN};
+use crate::core::request::RouteKind;
 use crate::core::store::StoreConfig;
 
 fn request(uuids: &[Uuid]) -> DecodedRequest {
@@ -277,4 +279,47 @@ fn a_commit_lasts_until_the_flush_that_made_it_durable() {
     };
     assert!(seconds(first) >= held.as_secs_f64(), "{}", seconds(first));
     assert!(seconds(second) >= held.as_secs_f64(), "{}", seconds(second));
+}
+
+#[test]
+fn two_writers_updating_the_same_persons_lose_no_update() {
+    // Two processes' commits take turns at the store's write lock, each changing the persons
+    // the other just changed: every update reads the person as the commit before left it.
+    let (_dir, store, first) = start(u64::MAX);
+    let limits = CommitLimits {
+        dedupe_window_days: 7,
+        max_outbox_bytes: u64::MAX,
+    };
+    let second = CommitThread::start(Arc::clone(&store), limits).unwrap();
+    let decoder = Harness::new();
+    let mut tickets = [Vec::new(), Vec::new()];
+    for round in 0..200 {
+        let events: Vec<_> = (0..5)
+            .map(|user| {
+                capture(
+                    &format!("user-{user}"),
+                    serde_json::json!({"$set": {format!("k{round}"): round}}),
+                )
+            })
+            .collect();
+        let request = decoder.decode(RouteKind::Event, &serde_json::json!(events)).unwrap();
+        let thread = if round % 2 == 0 { &first } else { &second };
+        tickets[round % 2].push(thread.submit(request).unwrap());
+    }
+    for (thread, sent) in [(&first, &tickets[0]), (&second, &tickets[1])] {
+        for commit in wait_for(thread, sent.len()) {
+            assert!(commit.outcomes.unwrap().iter().all(|outcome| outcome.stored == 5));
+        }
+    }
+    for user in 0..5 {
+        let person = store.person(Some(TOKEN), &format!("user-{user}")).unwrap().unwrap();
+        for round in 0..200 {
+            let value = round.to_string();
+            assert_eq!(
+                person.get(&format!("k{round}")),
+                Some((value.as_str(), false)),
+                "user-{user}"
+            );
+        }
+    }
 }

@@ -256,4 +256,10 @@ fn a_damaged_person_is_refused_rather_than_misread() {
     let mut extra = stored.clone();
     extra.push(0);
     assert!(PersonRef::parse(&extra).is_err());
+    // A byte of the stored text that is not UTF-8 any more: the first byte of "é".
+    let mut garbled = stored.clone();
+    let at = garbled.windows(2).position(|pair| pair == "é".as_bytes()).unwrap();
+    garbled[at] = 0xff;
+    assert!(PersonRef::parse(&garbled).is_err());
+    assert!(Person::decode(&garbled).is_err());
 }

@@ -42,7 +42,7 @@ impl<'a> Reader<'a> {
 
     fn text(&mut self) -> Result<&'a str> {
         let len = self.u32()? as usize;
-        std::str::from_utf8(self.take(len)?).map_err(|_| corrupt("text is not UTF-8"))
+        simdutf8::basic::from_utf8(self.take(len)?).map_err(|_| corrupt("text is not UTF-8"))
     }
 }
 

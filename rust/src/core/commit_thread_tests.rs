@@ -12,6 +12,13 @@ fn request(uuids: &[Uuid]) -> DecodedRequest {
     crate::core::store::tests::batch("phc_t", uuids)
 }
 
+fn limits(max_outbox_bytes: u64) -> CommitLimits {
+    CommitLimits {
+        dedupe_window_days: 7,
+        max_outbox_bytes,
+    }
+}
+
 fn start(max_outbox_bytes: u64) -> (tempfile::TempDir, Arc<Store>, CommitThread) {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig {
@@ -20,10 +27,7 @@ fn start(max_outbox_bytes: u64) -> (tempfile::TempDir, Arc<Store>, CommitThread)
         ..StoreConfig::default()
     };
     let store = Arc::new(Store::open(dir.path(), &config).unwrap());
-    let limits = CommitLimits {
-        dedupe_window_days: 7,
-        max_outbox_bytes,
-    };
+    let limits = limits(max_outbox_bytes);
     let thread = CommitThread::start(Arc::clone(&store), limits).unwrap();
     (dir, store, thread)
 }
@@ -175,11 +179,7 @@ fn two_writers_on_one_store_answer_every_request_once() {
     // store's write lock, and a commit waiting for its meta page's flush may see the other
     // thread's commit come first.
     let (_dir, store, first) = start(u64::MAX);
-    let limits = CommitLimits {
-        dedupe_window_days: 7,
-        max_outbox_bytes: u64::MAX,
-    };
-    let second = CommitThread::start(Arc::clone(&store), limits).unwrap();
+    let second = CommitThread::start(Arc::clone(&store), limits(u64::MAX)).unwrap();
     let mut tickets = [Vec::new(), Vec::new()];
     for round in 0..300 {
         let (thread, sent) = if round % 2 == 0 {
@@ -286,11 +286,7 @@ fn two_writers_updating_the_same_persons_lose_no_update() {
     // Two processes' commits take turns at the store's write lock, each changing the persons
     // the other just changed: every update reads the person as the commit before left it.
     let (_dir, store, first) = start(u64::MAX);
-    let limits = CommitLimits {
-        dedupe_window_days: 7,
-        max_outbox_bytes: u64::MAX,
-    };
-    let second = CommitThread::start(Arc::clone(&store), limits).unwrap();
+    let second = CommitThread::start(Arc::clone(&store), limits(u64::MAX)).unwrap();
     let decoder = Harness::new();
     let mut tickets = [Vec::new(), Vec::new()];
     for round in 0..200 {

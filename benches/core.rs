@@ -324,7 +324,7 @@ fn person_event(workload: PersonWorkload, slot: usize) -> serde_json::Value {
         }
         PersonWorkload::Browsing => {}
         PersonWorkload::IdentifyHeavy => {
-            if slot % 4 != 0 {
+            if !slot.is_multiple_of(4) {
                 properties.insert("$set".into(), changing_set(slot));
             }
             if slot % 2 == 1 {

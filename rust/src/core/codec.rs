@@ -167,12 +167,12 @@ fn is_base64_byte(b: u8) -> bool {
 
 /// PostHog's optimistic check: the first 128 bytes are base64 and the length is a multiple of 4.
 pub fn looks_like_base64(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && bytes.len() % 4 == 0 && bytes.iter().take(128).all(|&b| is_base64_byte(b))
+    !bytes.is_empty() && bytes.len().is_multiple_of(4) && bytes.iter().take(128).all(|&b| is_base64_byte(b))
 }
 
 /// The strict check used before a second unwrap on legacy routes: every byte is base64.
 pub fn is_strict_base64(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && bytes.len() % 4 == 0 && bytes.iter().all(|&b| is_base64_byte(b))
+    !bytes.is_empty() && bytes.len().is_multiple_of(4) && bytes.iter().all(|&b| is_base64_byte(b))
 }
 
 pub fn lz64_decode(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {

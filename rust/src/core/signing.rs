@@ -123,7 +123,7 @@ fn parse_signature(value: &str, default: Algorithm) -> Option<(Algorithm, Vec<u8
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
     let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     bytes

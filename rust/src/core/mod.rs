@@ -26,6 +26,7 @@ mod geoip_tests;
 pub mod groups;
 pub mod json_entries;
 pub mod lz64;
+pub mod nesting;
 pub mod outbox_dictionary;
 #[cfg(test)]
 mod outbox_held_tests;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::codec::{self, Compression};
 use super::error::{CoreError, Result};
-use super::json_entries;
+use super::nesting::{check_depth, MAX_DEPTH};
 use super::rawjson;
 use super::timestamp;
 
@@ -291,39 +291,6 @@ pub fn v1_text(parts: &RequestParts<'_>, cap: usize) -> Result<String> {
 /// A body in a legacy shape that hogflare wrote itself (capture v1's events, translated).
 pub fn unpack_json(text: String, cap: usize) -> Result<Unpacked> {
     classify(text, &mut Envelope::default(), Compression::None, cap, 0)
-}
-
-/// Nesting deeper than this is refused before parsing: no SDK sends it, and a parser would
-/// spend its stack on it.
-pub const MAX_DEPTH: usize = 256;
-
-/// Refuse JSON nested deeper than `max`, counting brackets outside strings. Strings are skipped
-/// with `memchr`, which is where a payload's bytes mostly are.
-pub(crate) fn check_depth(bytes: &[u8], max: usize) -> Result<()> {
-    let mut depth = 0usize;
-    let mut at = 0;
-    while at < bytes.len() {
-        match bytes[at] {
-            b'"' => match json_entries::string_end(bytes, at) {
-                Some((end, _)) => {
-                    at = end;
-                    continue;
-                }
-                // An unterminated string holds no more brackets.
-                None => return Ok(()),
-            },
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Err(CoreError::InvalidJson(format!("nesting deeper than {max} levels")));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        at += 1;
-    }
-    Ok(())
 }
 
 fn into_text(bytes: Vec<u8>) -> Result<String> {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sonic_rs::error::Category;
 use sonic_rs::LazyValue;
 
-use crate::core::request::{check_depth, MAX_DEPTH};
+use crate::core::nesting::{check_depth, MAX_DEPTH};
 
 /// PostHog's flags service cuts a distinct id to this many characters.
 const MAX_DISTINCT_ID: usize = 200;

@@ -61,21 +61,7 @@ impl<'a> Entries<'a> {
         }
         self.first = false;
         let read = || -> Option<(Cow<'a, str>, &'a str, usize)> {
-            if bytes.get(key_start) != Some(&b'"') {
-                return None;
-            }
-            let (key_end, escaped) = string_end(bytes, key_start)?;
-            let key = self.text.get(key_start..key_end)?;
-            let key = if escaped {
-                rawjson::as_str(key)?
-            } else {
-                Cow::Borrowed(key.get(1..key.len() - 1)?)
-            };
-            let colon = skip_whitespace(bytes, key_end);
-            if bytes.get(colon) != Some(&b':') {
-                return None;
-            }
-            let value_start = skip_whitespace(bytes, colon + 1);
+            let (key, value_start) = key_at(self.text, key_start)?;
             let value_end = value_end(bytes, value_start)?;
             let value = self.text.get(value_start..value_end)?;
             Some((key, value, skip_whitespace(bytes, value_end)))
@@ -89,6 +75,47 @@ impl<'a> Entries<'a> {
             _ => return Some(Err(Malformed)),
         }
         Some(Ok((key, value)))
+    }
+}
+
+/// The decoded key of the entry whose key opens at `key_start`, and where its value starts.
+fn key_at(text: &str, key_start: usize) -> Option<(Cow<'_, str>, usize)> {
+    let bytes = text.as_bytes();
+    if bytes.get(key_start) != Some(&b'"') {
+        return None;
+    }
+    let (key_end, escaped) = string_end(bytes, key_start)?;
+    let key = text.get(key_start..key_end)?;
+    let key = if escaped {
+        rawjson::as_str(key)?
+    } else {
+        Cow::Borrowed(key.get(1..key.len() - 1)?)
+    };
+    let colon = skip_whitespace(bytes, key_end);
+    if bytes.get(colon) != Some(&b':') {
+        return None;
+    }
+    Some((key, skip_whitespace(bytes, colon + 1)))
+}
+
+/// Where the value of the first entry named `wanted` starts in `text`, a valid JSON object,
+/// without finding where that value ends: the entries before it are stepped over, and the
+/// value itself, a `/batch` body's whole `batch` array, is left for the caller to read once.
+pub fn value_start(text: &str, wanted: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut at = skip_whitespace(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    loop {
+        let (key, value_start) = key_at(text, skip_whitespace(bytes, at + 1))?;
+        if key == wanted {
+            return Some(value_start);
+        }
+        at = skip_whitespace(bytes, value_end(bytes, value_start)?);
+        if bytes.get(at) != Some(&b',') {
+            return None;
+        }
     }
 }
 
@@ -242,6 +269,31 @@ mod tests {
             }
         }
         assert!(read > 10, "{read} events");
+    }
+
+    #[test]
+    fn a_value_is_found_where_a_checking_parser_finds_it() {
+        let cases = [
+            r#"{"batch":[1]}"#,
+            r#"{ "api_key" : "k" , "batch" : [ {"batch":2} ] , "sent_at" : "t" }"#,
+            r#"{"data":{"batch":[]},"b\u0061tch":[3],"batch":[4]}"#,
+            r#"{"batch":[5],"batch":[6]}"#,
+            r#"{"s":"\"batch\": [7]","batch":{}}"#,
+        ];
+        for case in cases {
+            let start = value_start(case, "batch").unwrap();
+            let sonic = sonic_rs::get_from_str(case, ["batch"]).unwrap();
+            assert!(case[start..].starts_with(sonic.as_raw_str()), "{case}");
+        }
+        for case in [
+            "{}",
+            r#"{"data":{"batch":[]}}"#,
+            "[]",
+            r#"{"a":1"#,
+            r#"{"a" 1,"batch":[]}"#,
+        ] {
+            assert_eq!(value_start(case, "batch"), None, "{case}");
+        }
     }
 
     #[test]

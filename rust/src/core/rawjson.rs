@@ -66,7 +66,9 @@ pub fn check_unicode_escapes(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// The elements of a JSON array whose text has already been validated, as raw text.
+/// The elements of a JSON array whose text has already been validated, as raw text. The
+/// iteration ends at the array's closing bracket: text after it (the rest of the document the
+/// array is part of) is not read.
 pub fn validated_elements(array: Validated<'_>) -> Result<Vec<&str>> {
     #[allow(unsafe_code)]
     // SAFETY: as in `RawObject::parse_validated`.

@@ -6,6 +6,7 @@ use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 use super::{into_text, Envelope};
 use crate::core::codec::{self, Compression};
 use crate::core::error::{CoreError, Result};
+use crate::core::json_entries;
 use crate::core::rawjson::{self, RawObject, Validated};
 use crate::core::timestamp;
 
@@ -103,13 +104,14 @@ pub(super) fn classify(
         }
         envelope.historical_migration =
             document.get("historical_migration").and_then(JsonValueTrait::as_bool) == Some(true);
-        let object = RawObject::parse_validated(validated)?;
-        let batch = object.get("batch").unwrap_or("[]");
-        let items = rawjson::validated_elements(Validated(batch))?
+        // The array is read once, element by element, from where it starts; its elements end
+        // where it does, whatever entries of the envelope follow it.
+        let start = json_entries::value_start(&text, "batch")
+            .ok_or_else(|| CoreError::InvalidShape("the `batch` array could not be found".into()))?;
+        let items = rawjson::validated_elements(Validated(&text[start..]))?
             .into_iter()
             .map(|item| range_in(&text, item))
             .collect();
-        drop(object);
         return Ok(Unpacked {
             items,
             document,

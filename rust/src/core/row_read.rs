@@ -10,27 +10,72 @@ use super::stored_person;
 use super::PersonRef;
 use crate::core::error::{CoreError, Result};
 
+/// The text fields of an entry, checked for UTF-8 with `simdutf8`, as a stored person's text is:
+/// the export reads every row's properties through here, and the standard library's check takes
+/// about twice as long on ASCII JSON and five times as long once some of it is not ASCII.
+/// postcard writes a string as it writes bytes, so the fields are read as bytes and checked here.
+mod stored_text {
+    use serde::{Deserialize, Deserializer};
+    use std::borrow::Cow;
+
+    fn checked<E: serde::de::Error>(bytes: &[u8]) -> Result<&str, E> {
+        simdutf8::basic::from_utf8(bytes).map_err(|_| E::custom("a stored text is not UTF-8"))
+    }
+
+    pub fn borrow<'de: 'a, 'a, D: Deserializer<'de>>(deserializer: D) -> Result<&'a str, D::Error> {
+        checked(<&'de [u8]>::deserialize(deserializer)?)
+    }
+
+    pub fn borrow_option<'de: 'a, 'a, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'a str>, D::Error> {
+        Option::<&'de [u8]>::deserialize(deserializer)?.map(checked).transpose()
+    }
+
+    pub fn borrow_cow_option<'de: 'a, 'a, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Cow<'a, str>>, D::Error> {
+        Ok(borrow_option(deserializer)?.map(Cow::Borrowed))
+    }
+
+    pub fn borrow_groups<'de: 'a, 'a, D: Deserializer<'de>>(deserializer: D) -> Result<[Option<&'a str>; 5], D::Error> {
+        let groups = <[Option<&'de [u8]>; 5]>::deserialize(deserializer)?;
+        let mut checked_groups = [None; 5];
+        for (slot, group) in checked_groups.iter_mut().zip(groups) {
+            *slot = group.map(checked).transpose()?;
+        }
+        Ok(checked_groups)
+    }
+}
+
 /// An `EventRow` read back from the store without copying its text: the same encoding,
 /// borrowed from the store's memory map for as long as the read transaction lasts.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct EventRowRef<'a> {
     pub uuid: Uuid,
     pub team_id: Option<i64>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow")]
     pub source: &'a str,
+    #[serde(borrow, deserialize_with = "stored_text::borrow")]
     pub event: &'a str,
+    #[serde(borrow, deserialize_with = "stored_text::borrow")]
     pub distinct_id: &'a str,
     pub created_at: i64,
     pub timestamp: Option<i64>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
     pub properties: Option<&'a str>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
     pub context: Option<&'a str>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
     pub person_id: Option<&'a str>,
     pub person_created_at: Option<i64>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "stored_text::borrow_cow_option")]
     pub person_properties: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "stored_text::borrow_groups")]
     pub groups: [Option<&'a str>; 5],
+    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
     pub group_properties: Option<&'a str>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
     pub api_key: Option<&'a str>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
     pub extra: Option<&'a str>,
 }
 
@@ -38,11 +83,14 @@ pub struct EventRowRef<'a> {
 pub struct PersonSnapshotRef<'a> {
     pub uuid: Uuid,
     pub team_id: Option<i64>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow")]
     pub operation: &'a str,
     #[serde(borrow, deserialize_with = "stored_person::borrow")]
     pub person: PersonRef<'a>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow")]
     pub canonical_distinct_id: &'a str,
     pub updated_at: i64,
+    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
     pub api_key: Option<&'a str>,
     pub source_event_uuid: Uuid,
 }
@@ -53,10 +101,13 @@ pub struct PersonSnapshotRef<'a> {
 pub struct PersonSnapshotAtRef<'a> {
     pub uuid: Uuid,
     pub team_id: Option<i64>,
+    #[serde(borrow, deserialize_with = "stored_text::borrow")]
     pub operation: &'a str,
     pub person: &'a [u8],
+    #[serde(borrow, deserialize_with = "stored_text::borrow")]
     pub canonical_distinct_id: &'a str,
     pub updated_at: i64,
+    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
     pub api_key: Option<&'a str>,
     pub source_event_uuid: Uuid,
 }
@@ -88,7 +139,7 @@ pub enum OutboxRecordRef<'a> {
     PersonEventShown(
         #[serde(borrow)] EventRowRef<'a>,
         #[serde(borrow)] PersonSnapshotRef<'a>,
-        &'a str,
+        #[serde(borrow, deserialize_with = "stored_text::borrow")] &'a str,
     ),
     /// `PersonEvent` whose person is the one the entry at the given position holds: the same
     /// person, unchanged, as an earlier event of the same commit left it.
@@ -102,7 +153,7 @@ pub enum OutboxRecordRef<'a> {
         u64,
         #[serde(borrow)] EventRowRef<'a>,
         #[serde(borrow)] PersonSnapshotAtRef<'a>,
-        &'a str,
+        #[serde(borrow, deserialize_with = "stored_text::borrow")] &'a str,
     ),
 }
 

@@ -30,6 +30,18 @@ fn outbox_records_round_trip() {
         (borrowed.uuid, borrowed.properties, borrowed.groups[0]),
         (row.uuid, Some(r#"{"a":1}"#), Some("g"))
     );
+    // A damaged byte in any of its texts makes the entry unreadable rather than misread.
+    for text in [&b"$pageview"[..], b"user", br#"{"a":1}"#, b"phc"] {
+        let at = encoded.windows(text.len()).position(|window| window == text).unwrap();
+        let mut damaged = encoded.clone();
+        damaged[at] = 0xff;
+        assert!(OutboxRecordRef::decode(&damaged).is_err(), "{text:?}");
+    }
+    // The first group: `Some` (1), its length (1), then its one byte.
+    let at = encoded.windows(3).position(|window| window == [1, 1, b'g']).unwrap();
+    let mut damaged = encoded.clone();
+    damaged[at + 2] = 0xff;
+    assert!(OutboxRecordRef::decode(&damaged).is_err(), "the group");
 }
 
 #[test]

@@ -284,6 +284,14 @@ mod tests {
             let start = value_start(case, "batch").unwrap();
             let sonic = sonic_rs::get_from_str(case, ["batch"]).unwrap();
             assert!(case[start..].starts_with(sonic.as_raw_str()), "{case}");
+            // The parsed document, whose items are read beside these, picks the same entry.
+            let document: sonic_rs::Value = sonic_rs::from_str(case).unwrap();
+            let parsed: sonic_rs::Value = sonic_rs::from_str(sonic.as_raw_str()).unwrap();
+            assert_eq!(
+                sonic_rs::JsonValueTrait::get(&document, "batch"),
+                Some(&parsed),
+                "{case}"
+            );
         }
         for case in [
             "{}",

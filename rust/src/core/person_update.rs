@@ -4,6 +4,7 @@
 //! order and which `$set_once` entries can fill a key worked out in advance.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use super::person_properties::escaped;
 
@@ -25,6 +26,48 @@ pub struct Order {
 pub enum Writes {
     Set,
     SetOnce,
+}
+
+/// The last order a thread worked out, and the keys it was worked out for.
+#[derive(Debug, Default)]
+struct OrderedKeys {
+    /// How many of the writes were `$set_once`'s.
+    once: usize,
+    /// The writes' keys one after another, each ending where `ends` says.
+    keys: String,
+    ends: Vec<u32>,
+    order: Order,
+}
+
+thread_local! {
+    static LAST_ORDER: RefCell<OrderedKeys> = RefCell::new(OrderedKeys::default());
+}
+
+impl OrderedKeys {
+    fn matches(&self, update: &PropertyUpdate) -> bool {
+        if self.once != update.once_writes() || self.ends.len() != update.writes() {
+            return false;
+        }
+        let mut start = 0;
+        for (index, &end) in self.ends.iter().enumerate() {
+            if self.keys.get(start..end as usize) != Some(update.write(index).0) {
+                return false;
+            }
+            start = end as usize;
+        }
+        true
+    }
+
+    fn remember(&mut self, update: &PropertyUpdate, order: &Order) {
+        self.once = update.once_writes();
+        self.keys.clear();
+        self.ends.clear();
+        for index in 0..update.writes() {
+            self.keys.push_str(update.write(index).0);
+            self.ends.push(self.keys.len() as u32);
+        }
+        self.order.clone_from(order);
+    }
 }
 
 /// Keys are as they appear in JSON (escaped), values raw JSON text, all in one string so an
@@ -229,8 +272,20 @@ impl PropertyUpdate {
     }
 
     /// Sort the keys and find the `$set_once` entries that can fill one, so the commit need not.
+    /// An order depends on the keys alone, and the events one SDK sends mostly write the same
+    /// keys in the same order (PostHog's `$initial_*` names among them), so the last order
+    /// worked out on this thread is taken as it is when the keys match it.
     pub fn seal(&mut self) {
-        self.order = Some(self.order_of());
+        let order = LAST_ORDER.with_borrow_mut(|last| {
+            if last.matches(self) {
+                last.order.clone()
+            } else {
+                let order = self.order_of();
+                last.remember(self, &order);
+                order
+            }
+        });
+        self.order = Some(order);
     }
 
     pub fn order(&self) -> Cow<'_, Order> {
@@ -251,5 +306,35 @@ impl PropertyUpdate {
 
     pub fn has_unset(&self) -> bool {
         !self.unset.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_is_taken_from_the_last_one_only_for_the_same_keys() {
+        type Entries<'a> = &'a [(&'a str, &'a str)];
+        let updates: [(Entries, Entries); 9] = [
+            (&[("b", "1"), ("a", "2")], &[("a", "3"), ("c", "4")]),
+            // The same keys again, other values: the last order is taken.
+            (&[("b", "5"), ("a", "6")], &[("a", "7"), ("c", "8")]),
+            // The same keys in the same order, but one more of them `$set`'s: `fills` differs.
+            (&[("c", "1"), ("b", "2"), ("a", "3")], &[("a", "4")]),
+            (&[("a", "1")], &[("a", "2"), ("c", "3"), ("b", "4")]),
+            (&[], &[]),
+            (&[("é\"", "1"), ("a", "2")], &[]),
+            (&[("a", "1"), ("é\"", "2")], &[]),
+            // Keys of the same lengths, in another order.
+            (&[("b", "1"), ("a", "2")], &[]),
+            (&[("a", "1"), ("b", "2")], &[]),
+        ];
+        for _ in 0..2 {
+            for (set, set_once) in updates {
+                let update = PropertyUpdate::of(set, set_once, &[]);
+                assert_eq!(update.order, Some(update.order_of()), "{set:?} {set_once:?}");
+            }
+        }
     }
 }

@@ -115,8 +115,10 @@ mod blocks {
     fn escaped(backslashes: u64, carry: &mut u64) -> u64 {
         let backslashes = backslashes & !*carry;
         let follows = (backslashes << 1) | *carry;
-        // A run that starts on an odd bit and one that starts on an even bit escape the bytes at
-        // opposite parities: adding each run's start to the run carries past its end.
+        // A byte is escaped when the run of backslashes before it is odd, which is whether the
+        // byte's parity differs from the run's start. Adding the starts of the runs that begin on
+        // odd bits carries each of those runs past its end, so that one parity mask below serves
+        // runs of both parities.
         let odd_starts = backslashes & !EVEN & !follows;
         let (even_ends, overflow) = odd_starts.overflowing_add(backslashes);
         *carry = u64::from(overflow);

@@ -6,7 +6,7 @@ use hogflare::core::analytics_v1;
 use hogflare::core::decode::decode;
 use hogflare::core::error::CoreError;
 use hogflare::core::request::{self, RouteKind};
-use hogflare::core::{timestamp, token};
+use hogflare::core::{nesting, timestamp, token};
 
 use crate::case::{Case, Request, ALLOWED};
 use crate::json;
@@ -73,6 +73,15 @@ pub fn check(request: &Request) -> Result<usize, String> {
             !decoded.events.is_empty() || decoded.dropped.is_empty(),
             "a request whose items were all dropped is an error"
         );
+        // The nesting guard's 64-byte scan counts as the byte scan does on the text it let by.
+        for max in [0, 1, 2, 3, 8] {
+            assert_eq!(
+                nesting::check_depth(unpacked.text.as_bytes(), max).is_ok(),
+                nesting::check_depth_by_strings(unpacked.text.as_bytes(), max).is_ok(),
+                "the nesting scans disagree at depth {max} on {:?}",
+                unpacked.text
+            );
+        }
         let items = unpacked.items.len();
         let shared = unpacked.envelope.shared.iter().map(|(_, raw)| raw.clone()).collect();
         (unpacked.text, shared, items)

@@ -14,7 +14,7 @@ pub const MAX_DEPTH: usize = 256;
 /// For valid JSON this counts exactly what [`check_depth_by_strings`] counts. Where a backslash
 /// stands outside any string (which no parser accepts) the two may read the rest differently;
 /// the body is refused either way, by this check or by the parse.
-pub(crate) fn check_depth(bytes: &[u8], max: usize) -> Result<()> {
+pub fn check_depth(bytes: &[u8], max: usize) -> Result<()> {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     return blocks::check_depth(bytes, max);
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
@@ -26,9 +26,8 @@ fn too_deep(max: usize) -> CoreError {
 }
 
 /// The check a byte at a time, each string skipped with `memchr`: where the 64-byte scan has no
-/// vector instructions to use, and the reference the tests hold it to.
-#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2", not(test)), allow(dead_code))]
-pub(crate) fn check_depth_by_strings(bytes: &[u8], max: usize) -> Result<()> {
+/// vector instructions to use, and the reference the tests and the fuzz target hold it to.
+pub fn check_depth_by_strings(bytes: &[u8], max: usize) -> Result<()> {
     let mut depth = 0usize;
     let mut at = 0;
     while at < bytes.len() {

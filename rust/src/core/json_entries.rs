@@ -79,6 +79,10 @@ impl<'a> Entries<'a> {
 }
 
 /// The decoded key of the entry whose key opens at `key_start`, and where its value starts.
+// Inlined into the entries' iteration, the person update's read of every event, where a call
+// of its own cost about 1.5k instructions a pageview.
+#[allow(clippy::inline_always)]
+#[inline(always)]
 fn key_at(text: &str, key_start: usize) -> Option<(Cow<'_, str>, usize)> {
     let bytes = text.as_bytes();
     if bytes.get(key_start) != Some(&b'"') {

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
 use super::stored_person;
@@ -79,38 +79,48 @@ pub struct EventRowRef<'a> {
     pub extra: Option<&'a str>,
 }
 
+/// How a snapshot's person is read: in place (`PersonRef`), or left as the bytes the store wrote
+/// where another entry holds the person (`HeldElsewhere`).
+pub trait SnapshotPerson<'a>: Sized {
+    fn read<'de: 'a, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error>;
+}
+
+impl<'a> SnapshotPerson<'a> for PersonRef<'a> {
+    fn read<'de: 'a, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        stored_person::borrow(deserializer)
+    }
+}
+
+/// The person of a snapshot whose entry points to the entry that holds it: empty until that
+/// entry is read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldElsewhere;
+
+impl<'a> SnapshotPerson<'a> for HeldElsewhere {
+    fn read<'de: 'a, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        <&'de [u8]>::deserialize(deserializer).map(|_| HeldElsewhere)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct PersonSnapshotRef<'a> {
+#[serde(bound(deserialize = "'de: 'a, P: SnapshotPerson<'a>"))]
+pub struct PersonSnapshotRef<'a, P = PersonRef<'a>> {
     pub uuid: Uuid,
     pub team_id: Option<i64>,
-    #[serde(borrow, deserialize_with = "stored_text::borrow")]
+    #[serde(deserialize_with = "stored_text::borrow")]
     pub operation: &'a str,
-    #[serde(borrow, deserialize_with = "stored_person::borrow")]
-    pub person: PersonRef<'a>,
-    #[serde(borrow, deserialize_with = "stored_text::borrow")]
+    #[serde(deserialize_with = "P::read")]
+    pub person: P,
+    #[serde(deserialize_with = "stored_text::borrow")]
     pub canonical_distinct_id: &'a str,
     pub updated_at: i64,
-    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
+    #[serde(deserialize_with = "stored_text::borrow_option")]
     pub api_key: Option<&'a str>,
     pub source_event_uuid: Uuid,
 }
 
-/// The snapshot row of an entry whose person another entry holds: `PersonSnapshotRef`, its
-/// `person` empty until that entry is read.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct PersonSnapshotAtRef<'a> {
-    pub uuid: Uuid,
-    pub team_id: Option<i64>,
-    #[serde(borrow, deserialize_with = "stored_text::borrow")]
-    pub operation: &'a str,
-    pub person: &'a [u8],
-    #[serde(borrow, deserialize_with = "stored_text::borrow")]
-    pub canonical_distinct_id: &'a str,
-    pub updated_at: i64,
-    #[serde(borrow, deserialize_with = "stored_text::borrow_option")]
-    pub api_key: Option<&'a str>,
-    pub source_event_uuid: Uuid,
-}
+/// The snapshot row of an entry whose person another entry holds.
+pub type PersonSnapshotAtRef<'a> = PersonSnapshotRef<'a, HeldElsewhere>;
 
 impl<'a> PersonSnapshotAtRef<'a> {
     fn with_person(self, person: PersonRef<'a>) -> PersonSnapshotRef<'a> {

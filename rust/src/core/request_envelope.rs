@@ -29,6 +29,22 @@ pub struct Unpacked {
 }
 
 impl Unpacked {
+    fn new(
+        text: String,
+        items: Vec<std::ops::Range<usize>>,
+        document: sonic_rs::Value,
+        layout: Layout,
+        envelope: &mut Envelope,
+    ) -> Self {
+        Self {
+            text,
+            document,
+            layout,
+            items,
+            envelope: std::mem::take(envelope),
+        }
+    }
+
     /// The text of one item; `classify` validated all of it.
     pub fn item(&self, index: usize) -> Validated<'_> {
         Validated(&self.text[self.items[index].clone()])
@@ -73,17 +89,8 @@ pub(super) fn classify(
     let document = rawjson::value(&text)?;
     let validated = Validated(&text);
     if document.is_array() {
-        let items = rawjson::validated_elements(validated)?
-            .into_iter()
-            .map(|item| range_in(&text, item))
-            .collect();
-        return Ok(Unpacked {
-            items,
-            document,
-            layout: Layout::Array,
-            text,
-            envelope: std::mem::take(envelope),
-        });
+        let items = element_ranges(&text, 0)?;
+        return Ok(Unpacked::new(text, items, document, Layout::Array, envelope));
     }
     if !document.is_object() {
         return Err(CoreError::InvalidShape("expected a json object or array".into()));
@@ -108,17 +115,8 @@ pub(super) fn classify(
         // where it does, whatever entries of the envelope follow it.
         let start = json_entries::value_start(&text, "batch")
             .ok_or_else(|| CoreError::InvalidShape("the `batch` array could not be found".into()))?;
-        let items = rawjson::validated_elements(Validated(&text[start..]))?
-            .into_iter()
-            .map(|item| range_in(&text, item))
-            .collect();
-        return Ok(Unpacked {
-            items,
-            document,
-            layout: Layout::Batch,
-            text,
-            envelope: std::mem::take(envelope),
-        });
+        let items = element_ranges(&text, start)?;
+        return Ok(Unpacked::new(text, items, document, Layout::Batch, envelope));
     }
     if depth == 0 && document.get("data").is_some() && document.get("event").is_none() {
         let object = RawObject::parse_validated(validated)?;
@@ -153,11 +151,13 @@ pub(super) fn classify(
         return classify(inner, envelope, hint, cap, depth + 1);
     }
     let whole = range_in(&text, text.trim());
-    Ok(Unpacked {
-        items: vec![whole],
-        document,
-        layout: Layout::Single,
-        text,
-        envelope: std::mem::take(envelope),
-    })
+    Ok(Unpacked::new(text, vec![whole], document, Layout::Single, envelope))
+}
+
+/// Where each element of the (validated) array starting at `start` sits in `text`.
+fn element_ranges(text: &str, start: usize) -> Result<Vec<std::ops::Range<usize>>> {
+    Ok(rawjson::validated_elements(Validated(&text[start..]))?
+        .into_iter()
+        .map(|item| range_in(text, item))
+        .collect())
 }

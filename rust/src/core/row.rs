@@ -2,8 +2,6 @@
 //! Pipelines schemas and the lake tables), kept in the outbox in a compact binary form until
 //! every sink has them.
 
-use std::borrow::Cow;
-
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -217,7 +215,9 @@ impl OutboxRecord {
         Ok(())
     }
 
-    /// The rows the entry holds, as `OutboxRecordRef::rows`.
+    /// The rows the entry holds, as `OutboxRecordRef::rows`. The store reads entries borrowed;
+    /// the owned reading is the tests'.
+    #[cfg(test)]
     pub fn rows(self) -> (Option<EventRow>, Option<PersonSnapshot>) {
         match self {
             Self::Event(event) => (Some(event), None),
@@ -226,6 +226,7 @@ impl OutboxRecord {
         }
     }
 
+    #[cfg(test)]
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         Ok(match postcard::from_bytes(bytes)? {
             Self::PersonEvent(mut event, person) => {
@@ -235,7 +236,9 @@ impl OutboxRecord {
             Self::PersonEventShown(mut event, person, shown) => {
                 // As the export makes it: the borrowed reading's row.
                 let (row, _) = OutboxRecordRef::decode(bytes)?.rows(unresolved)?;
-                event.person_properties = row.and_then(|row| row.person_properties).map(Cow::into_owned);
+                event.person_properties = row
+                    .and_then(|row| row.person_properties)
+                    .map(std::borrow::Cow::into_owned);
                 Self::PersonEventShown(event, person, shown)
             }
             record => record,

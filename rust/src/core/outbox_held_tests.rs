@@ -77,6 +77,55 @@ fn a_read_that_begins_inside_a_commit_finds_the_person_before_it() {
 }
 
 #[test]
+fn entries_of_people_in_turn_each_find_their_own_person() {
+    let mut h = Harness::new();
+    let set = |user: &str, plan: &str| capture(user, serde_json::json!({"$set": {"plan": plan}}));
+    let none = |user: &str| capture(user, serde_json::json!({}));
+    let (events, snapshots, _) = h.send(serde_json::json!([
+        set("a", "pro"),
+        set("b", "team"),
+        none("a"),
+        none("b"),
+        none("a"),
+        none("b")
+    ]));
+    assert_eq!(
+        layout(&h.store),
+        [
+            (1, None),
+            (3, None),
+            (5, Some(1)),
+            (7, Some(3)),
+            (9, Some(1)),
+            (11, Some(3))
+        ]
+    );
+    let pro = Some("\"pro\"".to_owned());
+    let team = Some("\"team\"".to_owned());
+    let expected = [pro.clone(), team.clone(), pro.clone(), team.clone(), pro, team];
+    assert_eq!(plans(&snapshots), expected);
+    for (event, snapshot) in events.iter().zip(&snapshots) {
+        assert_eq!(snapshot.person.distinct_ids, [event.distinct_id.as_str()]);
+        assert_eq!(event.person_properties, Some(snapshot.person.properties_json()));
+    }
+    // Read from inside the commit: the persons are found before the read.
+    for after in [4, 6, 8] {
+        let chunk = h.store.read_outbox(after, usize::MAX, u64::MAX).unwrap();
+        let users: Vec<_> = chunk.records.into_iter().map(|(_, record)| record.rows()).collect();
+        assert_eq!(users.len() as u64, (12 - after) / 2);
+        for (event, snapshot) in users {
+            let (event, snapshot) = (event.unwrap(), snapshot.unwrap());
+            assert_eq!(snapshot.person.distinct_ids, [event.distinct_id.as_str()]);
+            let plan = if event.distinct_id == "a" { "pro" } else { "team" };
+            assert!(event
+                .person_properties
+                .unwrap()
+                .contains(&format!(r#""plan":"{plan}""#)));
+        }
+    }
+}
+
+#[test]
 fn the_outbox_keeps_a_held_person_while_an_entry_pointing_to_it_may_be_read() {
     let mut h = Harness::new();
     pageviews(&mut h, "user", 4);

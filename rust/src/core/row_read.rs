@@ -193,7 +193,7 @@ impl<'a> OutboxRecordRef<'a> {
     }
 
     /// The person the entry holds itself: the one the entries that point to it take.
-    pub fn person(self) -> Option<PersonRef<'a>> {
+    pub fn person(&self) -> Option<PersonRef<'a>> {
         match self {
             Self::Person(snapshot) | Self::PersonEvent(_, snapshot) | Self::PersonEventShown(_, snapshot, _) => {
                 Some(snapshot.person)

@@ -262,15 +262,20 @@ impl<'r> OutboxRead<'r> {
         &self,
         mut f: impl FnMut(u64, Option<EventRowRef<'r>>, Option<PersonSnapshotRef<'r>>) -> Result<()>,
     ) -> Result<()> {
-        // The entries that point to an earlier one mostly follow it, as one person's events do.
-        let mut last_found: Option<(u64, PersonRef<'r>)> = None;
+        // The persons the entries read so far hold, by position, in order. An entry that points
+        // to an earlier one finds it here: one person's events of one commit come from several
+        // requests, so other people's entries usually sit in between.
+        let mut held: Vec<(u64, PersonRef<'r>)> = Vec::new();
         for (seq, bytes) in &self.entries {
-            let (event, person) = OutboxRecordRef::decode(bytes)?.rows(|at| match &last_found {
-                Some((found, person)) if *found == at => Ok(*person),
-                _ => {
-                    let person = self.person_at(at)?;
-                    last_found = Some((at, person));
-                    Ok(person)
+            let record = OutboxRecordRef::decode(bytes)?;
+            if let Some(person) = record.person() {
+                held.push((seq + 1 - rows_in_entry(bytes), person));
+            }
+            let (event, person) = record.rows(|at| {
+                let index = held.partition_point(|(position, _)| *position < at);
+                match held.get(index) {
+                    Some((position, person)) if *position == at => Ok(*person),
+                    _ => self.person_before(at),
                 }
             })?;
             f(*seq, event, person)?;
@@ -278,13 +283,9 @@ impl<'r> OutboxRead<'r> {
         Ok(())
     }
 
-    /// The person the entry at position `at` holds.
-    fn person_at(&self, at: u64) -> Result<PersonRef<'r>> {
-        let index = self.entries.partition_point(|(last, _)| *last < at);
-        let bytes = match self.entries.get(index) {
-            Some((last, bytes)) if last + 1 - rows_in_entry(bytes) == at => Some(*bytes),
-            _ => self.before.iter().find(|(key, _)| *key == at).map(|(_, bytes)| *bytes),
-        };
+    /// The person the entry at position `at`, before the read, holds.
+    fn person_before(&self, at: u64) -> Result<PersonRef<'r>> {
+        let bytes = self.before.iter().find(|(key, _)| *key == at).map(|(_, bytes)| *bytes);
         match bytes.map(OutboxRecordRef::decode).transpose()? {
             Some(record) => record.person().map_or_else(|| unresolved(at), Ok),
             None => unresolved(at),

@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
+use ahash::AHashMap;
 use arrow_array::builder::{BooleanBuilder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
@@ -13,9 +14,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use std::collections::hash_map::Entry;
 
 use super::error::{CoreError, Result};
-use super::person_record::PersonRef;
 use super::row::{EventRowRef, PersonSnapshotRef};
 
 fn utc_micros() -> DataType {
@@ -95,21 +96,33 @@ fn strings<'r, T: 'r>(rows: &[&'r T], get: impl Fn(&'r T) -> Option<&'r str>) ->
 }
 
 /// The properties `$set_once` wrote (`once`) or the others, written straight into the column.
-fn split_properties(rows: &[&PersonSnapshotRef<'_>], once: bool) -> ArrayRef {
+fn split_properties(rows: &[&PersonSnapshotRef<'_>], once: bool) -> Result<ArrayRef> {
     let bytes = rows.iter().map(|row| row.person.json().len()).sum();
     let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
-    // The rows of a person who did not change share its stored bytes: split them once.
-    let mut split = String::new();
-    let mut split_of: Option<&PersonRef<'_>> = None;
+    // The rows of a person who did not change share its stored bytes (and sit among other
+    // persons' rows when the events came in several requests): each such person is split once,
+    // and its later rows copy the column's earlier value.
+    let mut split_at: AHashMap<_, std::ops::Range<usize>> = AHashMap::new();
+    let mut earlier = String::new();
     for row in rows {
-        if !split_of.is_some_and(|person| person.same_properties(&row.person)) {
-            split.clear();
-            row.person.write_split(once, &mut split);
-            split_of = Some(&row.person);
+        let start = builder.values_slice().len();
+        match split_at.entry(row.person.properties_key()) {
+            Entry::Occupied(split) => {
+                let bytes = &builder.values_slice()[split.get().clone()];
+                earlier.clear();
+                let text = simdutf8::basic::from_utf8(bytes)
+                    .map_err(|_| CoreError::Encoding("a person's split properties are not UTF-8".into()))?;
+                earlier.push_str(text);
+                builder.append_value(&earlier);
+            }
+            Entry::Vacant(split) => {
+                row.person.write_split(once, &mut builder);
+                builder.append_value("");
+                split.insert(start..builder.values_slice().len());
+            }
         }
-        builder.append_value(&split);
     }
-    Arc::new(builder.finish())
+    Ok(Arc::new(builder.finish()))
 }
 
 fn timestamps<T>(rows: &[&T], get: impl Fn(&T) -> Option<i64>) -> ArrayRef {
@@ -161,8 +174,8 @@ fn person_batch(rows: &[&PersonSnapshotRef<'_>]) -> Result<RecordBatch> {
         timestamps(rows, |row| Some(row.updated_at)),
         integers(rows, |row| i64::try_from(row.person.version).ok()),
         Arc::new(identified.finish()),
-        split_properties(rows, false),
-        split_properties(rows, true),
+        split_properties(rows, false)?,
+        split_properties(rows, true)?,
         strings(rows, |row| Some(row.person.json())),
         strings(rows, |row| row.api_key),
         uuids(rows, |row| row.source_event_uuid),
@@ -321,6 +334,7 @@ mod tests {
 
     use super::*;
     use crate::core::person::{Person, PropertyUpdate};
+    use crate::core::person_record::PersonRef;
 
     fn encoded(set: &[(&str, &str)], set_once: &[(&str, &str)]) -> Vec<u8> {
         let person = Person::new(1, Uuid::nil(), 0, "user", &PropertyUpdate::of(set, set_once, &[]));
@@ -344,7 +358,7 @@ mod tests {
 
     fn column(rows: &[PersonSnapshotRef<'_>], once: bool) -> Vec<String> {
         let rows: Vec<_> = rows.iter().collect();
-        let array = split_properties(&rows, once);
+        let array = split_properties(&rows, once).unwrap();
         let strings = array.as_any().downcast_ref::<StringArray>().unwrap();
         (0..strings.len()).map(|i| strings.value(i).to_owned()).collect()
     }
@@ -352,26 +366,25 @@ mod tests {
     #[test]
     fn rows_sharing_a_held_person_and_rows_of_other_persons_each_show_their_own_split() {
         let pro = encoded(&[("plan", r#""pro""#)], &[("ref", r#""ad""#)]);
-        let free = encoded(&[("plan", r#""free""#)], &[]);
+        // Of the same length as `pro`: only where they lie tells them apart.
+        let basic = encoded(&[("plan", r#""bas""#)], &[("ref", r#""tv""#)]);
+        let copy = pro.clone();
         let held = PersonRef::parse(&pro).unwrap();
+        let basic = PersonRef::parse(&basic).unwrap();
         let rows = [
             snapshot(held),
             snapshot(held),
-            snapshot(PersonRef::parse(&free).unwrap()),
+            snapshot(basic),
             snapshot(held),
+            snapshot(basic),
+            snapshot(PersonRef::parse(&copy).unwrap()),
         ];
+        let (pro_set, basic_set) = (r#"{"plan":"pro"}"#, r#"{"plan":"bas"}"#);
         assert_eq!(
             column(&rows, false),
-            [
-                r#"{"plan":"pro"}"#,
-                r#"{"plan":"pro"}"#,
-                r#"{"plan":"free"}"#,
-                r#"{"plan":"pro"}"#
-            ]
+            [pro_set, pro_set, basic_set, pro_set, basic_set, pro_set]
         );
-        assert_eq!(
-            column(&rows, true),
-            [r#"{"ref":"ad"}"#, r#"{"ref":"ad"}"#, "{}", r#"{"ref":"ad"}"#]
-        );
+        let (ad, tv) = (r#"{"ref":"ad"}"#, r#"{"ref":"tv"}"#);
+        assert_eq!(column(&rows, true), [ad, ad, tv, ad, tv, ad]);
     }
 }

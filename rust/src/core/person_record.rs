@@ -334,10 +334,16 @@ impl<'a> PersonRef<'a> {
         write_split(self.json, self.entries(), once, out);
     }
 
-    /// Whether `other` reads its properties from the very bytes this one does (the person held
-    /// once by an entry of its commit, read again for a later event): then they are equal.
-    pub fn same_properties(&self, other: &PersonRef<'_>) -> bool {
-        std::ptr::eq(self.json, other.json) && std::ptr::eq(self.table, other.table)
+    /// Where this person's properties are read from. Two persons read from the very same bytes
+    /// (the person held once by an entry of its commit, read again for a later event) have the
+    /// same key while those bytes are borrowed, and then equal properties.
+    pub fn properties_key(&self) -> (*const u8, usize, *const u8, usize) {
+        (
+            self.json.as_ptr(),
+            self.json.len(),
+            self.table.as_ptr(),
+            self.table.len(),
+        )
     }
 
     /// The properties, owned.

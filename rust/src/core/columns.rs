@@ -1,6 +1,7 @@
 //! Outbox rows as Arrow columns, written straight to Parquet: the lake's data files are made
 //! here, one per day, without passing through Python objects.
 
+use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -14,7 +15,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use std::collections::hash_map::Entry;
 
 use super::error::{CoreError, Result};
 use super::row::{EventRowRef, PersonSnapshotRef};

@@ -24,12 +24,19 @@ __all__ = [
     "StorageError",
     "Store",
     "__version__",
+    "rewrite_parquet",
 ]
 
 __version__: str
 
 #: The columns of JSON text, written without min/max statistics or a dictionary.
 UNMEASURED_COLUMNS: tuple[str, ...]
+
+def rewrite_parquet(table: str, inputs: Sequence[str | PathLike[str]], output: str | PathLike[str]) -> tuple[int, int]:
+    """Write the rows of ``inputs`` (Parquet files of the lake table ``table``), in order, to one
+    new file at ``output`` with the shipper's writer settings, a slice at a time; returns
+    ``(rows, bytes)``. Raises ``StorageError`` when an input cannot be read or the output
+    written, leaving nothing at ``output``."""
 
 class HogflareError(Exception):
     """Base class of every hogflare error."""

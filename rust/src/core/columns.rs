@@ -84,7 +84,12 @@ fn distinct_ids_type() -> DataType {
 /// Rows per Arrow batch handed to the Parquet writer: the column builders of a slice stay a few
 /// megabytes, made to their exact size, instead of growing (and being copied, and their fresh
 /// pages faulted in) to the size of a whole export.
-const SLICE_ROWS: usize = 2048;
+pub(crate) const SLICE_ROWS: usize = 2048;
+
+/// A row group is closed once its encoded columns hold this much memory: an export's chunk stays
+/// below it, and a compaction of many files writes several row groups instead of holding a
+/// million rows' pages at once.
+const ROW_GROUP_MEMORY: usize = 128 << 20;
 
 fn strings<'r, T: 'r>(rows: &[&'r T], get: impl Fn(&'r T) -> Option<&'r str>) -> ArrayRef {
     let bytes = rows.iter().map(|row| get(row).map_or(0, str::len)).sum();
@@ -226,8 +231,8 @@ pub const JSON_COLUMNS: [&str; 7] = [
 /// in between, which a dictionary stores once (a person's events mostly come in runs). Where every
 /// row's person differs, the dictionary fills and the column goes on without one, at no measurable
 /// cost.
-const EVENT_PERSON_COLUMNS: [&str; 1] = ["person_properties"];
-const PERSON_COLUMNS: [&str; 3] = ["properties", "properties_set_once", "merged_properties"];
+pub(crate) const EVENT_PERSON_COLUMNS: [&str; 1] = ["person_properties"];
+pub(crate) const PERSON_COLUMNS: [&str; 3] = ["properties", "properties_set_once", "merged_properties"];
 
 /// One value per row: no dictionary. Their statistics stay (UUIDv7s are ordered by time).
 const UNIQUE_COLUMNS: [&str; 2] = ["uuid", "source_event_uuid"];
@@ -303,6 +308,9 @@ fn write_batches(
     let mut writer = ArrowWriter::try_new(file, Arc::new(schema), Some(properties)).map_err(encoding)?;
     for batch in batches {
         writer.write(&batch?).map_err(encoding)?;
+        if writer.memory_size() >= ROW_GROUP_MEMORY {
+            writer.flush().map_err(encoding)?;
+        }
     }
     writer.into_inner().map_err(encoding)
 }

@@ -30,6 +30,12 @@ impl Table {
             Self::Persons => "hogflare_persons",
         }
     }
+
+    pub fn named(name: &str) -> Option<Self> {
+        [Self::Events, Self::Persons]
+            .into_iter()
+            .find(|table| table.name() == name)
+    }
 }
 
 /// One Parquet file written for the lake.

@@ -4,6 +4,7 @@ pub mod analytics_v1;
 pub mod codec;
 pub mod columns;
 pub mod commit_thread;
+pub mod compaction;
 #[cfg(test)]
 mod continuity_tests;
 pub mod cookieless;

@@ -5,6 +5,7 @@ mod errors;
 mod exceptions;
 mod flags;
 mod ingest;
+mod lake;
 mod outbox;
 mod signing;
 mod store;
@@ -31,6 +32,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<outbox::PyPipelineChunk>()?;
     m.add_class::<flags::PyFlagSet>()?;
     m.add_class::<signing::PySignatureVerifier>()?;
+    m.add_function(wrap_pyfunction!(lake::rewrite_parquet, m)?)?;
     m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;
     m.add("PayloadError", py.get_type::<exceptions::PayloadError>())?;
     m.add(

@@ -17,18 +17,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from pyiceberg.exceptions import CommitFailedException, ValidationException
-from pyiceberg.table import DataScan, Table
+from pyiceberg.io.pyarrow import parquet_file_to_data_file
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
+from pyiceberg.typedef import Record
 
+from hogflare import compaction
 from hogflare import lake as lake_module
 from hogflare import shipper as shipper_module
 from hogflare._hogflare import UNMEASURED_COLUMNS, Export, Store
+from hogflare.compaction import CompactionConflictError
 from hogflare.export_ahead import ExportAhead
 from hogflare.iceberg import SyncedSqlCatalog
-from hogflare.lake import CompactionConflictError, Lake
+from hogflare.lake import Lake
 from hogflare.lake_tables import EVENTS, PERSONS
 from hogflare.query import run
 from hogflare.shipper import Shipper
@@ -37,6 +40,7 @@ from tests.conftest import TOKEN, Hogflare, event, make_settings, running
 from tests.helpers.server import HOGFLARE, query
 
 DAYS = ["2024-05-01T10:00:00Z", "2024-05-02T10:00:00Z"]
+LATER = "2024-05-03T10:00:00Z"
 
 
 async def _three_flushes(hogflare: Hogflare) -> None:
@@ -84,45 +88,98 @@ async def test_compaction_rewrites_small_files_and_keeps_every_row_once(hogflare
     assert len({row["uuid"] for row in rows}) == len(rows)
 
 
-@pytest.mark.parametrize(
-    "conflict",
-    [CommitFailedException("another commit won"), ValidationException("Added data files were found")],
-    ids=["commit failed", "files added to the day"],
-)
 async def test_compaction_outlasts_commits_elsewhere_and_says_when_it_gives_up(
-    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch, conflict: Exception
+    hogflare: Hogflare, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A commit by the shipper meanwhile fails the compaction's commit; it tries again on the new
-    snapshot, reading the day's rows again only when that commit touched the day's files."""
+    """Another commit to the table between a rewrite and its own commit (the shipper's, say)
+    fails that commit; it tries again on the new snapshot, and when it loses every time it gives
+    up with the table as it was and its file gone."""
     await _three_flushes(hogflare)
-    before = sorted(row["uuid"] for row in hogflare.rows())
+    before = {row["uuid"] for row in hogflare.rows()}
+    # Rows of another day, each its own flush of the shipper's, committed while the rewrites run.
+    for n in range(3 + compaction.COMPACT_ATTEMPTS):
+        await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(f"meanwhile {n}", timestamp=LATER)]})
+    shipper = Shipper(make_settings(hogflare.settings.data_dir, flush_rows=1), store=hogflare.app.store)
     lake = Lake(hogflare.settings.lake_dir)
-    overwrite, to_arrow = Table.overwrite, DataScan.to_arrow
-    conflicts, reads = 3, 0
+    describe = parquet_file_to_data_file
+    commits_elsewhere = 3
 
-    def conflicting_overwrite(self: Table, *args: Any, **kwargs: Any) -> None:
-        nonlocal conflicts
-        if conflicts:
-            conflicts -= 1
-            raise conflict
-        overwrite(self, *args, **kwargs)
+    def described_then_overtaken(*args: Any, **kwargs: Any) -> Any:
+        nonlocal commits_elsewhere
+        described = describe(*args, **kwargs)
+        if commits_elsewhere:
+            commits_elsewhere -= 1
+            assert shipper.ship_lake()
+        return described
 
-    def counted_to_arrow(self: DataScan) -> pa.Table:
-        nonlocal reads
-        reads += 1
-        return to_arrow(self)
+    monkeypatch.setattr(compaction, "parquet_file_to_data_file", described_then_overtaken)
+    assert compaction.compact_day(lake, EVENTS, dt.date(2024, 5, 1)) == (3, 1)
+    assert commits_elsewhere == 0
+    assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3, "2024-05-03": 3}
 
-    monkeypatch.setattr(Table, "overwrite", conflicting_overwrite)
-    monkeypatch.setattr(DataScan, "to_arrow", counted_to_arrow)
-    assert lake.compact_day(EVENTS, dt.date(2024, 5, 1)) == 3
-    assert reads == 1
-    assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3}
-    assert sorted(row["uuid"] for row in hogflare.rows()) == before
-
-    conflicts = 1_000
+    commits_elsewhere = compaction.COMPACT_ATTEMPTS
     with pytest.raises(CompactionConflictError, match="try again"):
-        lake.compact_day(EVENTS, dt.date(2024, 5, 2))
-    assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3}
+        compaction.compact_day(lake, EVENTS, dt.date(2024, 5, 2))
+    assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3, "2024-05-03": 13}
+    day = lake.data_dir(EVENTS) / "timestamp_day=2024-05-02"
+    assert not [path.name for path in day.iterdir() if "compacted" in path.name]
+    rows = [row["uuid"] for row in hogflare.rows()]
+    assert len(rows) == len(set(rows)) == len(before) + 13
+    assert before < set(rows)
+
+
+async def test_the_shipper_rewrites_small_files_as_they_gather(tmp_path: Path) -> None:
+    """With ``HOGFLARE_COMPACT_FILES``, the shipper's upkeep rewrites a day's files of about one
+    size once that many have gathered, in both tables; the rows stay, each once, and the lake's
+    position with them."""
+    async with running(make_settings(tmp_path / "data", compact_files=3)) as hogflare:
+        await _three_flushes(hogflare)
+        events, persons = hogflare.rows(), hogflare.persons()
+        lake = Lake(hogflare.settings.lake_dir)
+        assert _files_per_day(lake) == {"2024-05-01": 3, "2024-05-02": 3}
+        assert len(lake.data_files(PERSONS)) == 3
+
+        shipper = Shipper(hogflare.settings, store=hogflare.app.store)
+        shipper.maintain()
+        assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 1}
+        assert len(lake.data_files(PERSONS)) == 1
+        assert hogflare.rows() == events
+        assert hogflare.persons() == persons
+        # Nothing more is due until as many files gather again.
+        shipper.maintain()
+        assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 1}
+
+        await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("after", timestamp=DAYS[0])]})
+        rows = hogflare.rows()
+        assert len(rows) == len(events) + 1
+        assert len({row["uuid"] for row in rows}) == len(rows)
+
+
+def test_files_of_about_one_size_are_rewritten_together_once_enough_gathered() -> None:
+    def files(*sizes: int, day: int = 0) -> list[DataFile]:
+        return [
+            DataFile.from_args(
+                file_path=f"/lake/{index:020}-{size}.parquet",
+                file_size_in_bytes=size,
+                record_count=1,
+                partition=Record(day),
+            )
+            for index, size in enumerate(sizes)
+        ]
+
+    def sizes(groups: list[list[DataFile]]) -> list[list[int]]:
+        return [[file.file_size_in_bytes for file in group] for group in groups]
+
+    kb = 1 << 10
+    # Three of one size class are due, two of another are not yet; large files never are.
+    gathered = files(10 * kb, 12 * kb, 100 * kb, 11 * kb, 900 * kb, 1_000 * kb, 65 << 20, 70 << 20)
+    assert sizes(compaction.due_rewrites(gathered, min_files=3)) == [[10 * kb, 12 * kb, 11 * kb]]
+    assert compaction.due_rewrites(gathered, min_files=4) == []
+    # Each day on its own.
+    assert compaction.due_rewrites(files(10 * kb, 11 * kb) + files(12 * kb, day=1), min_files=3) == []
+    # A rewrite takes at most REWRITE_MAX_BYTES; a group that would be one file alone is left.
+    many = files(*[60 << 20] * 9)
+    assert sizes(compaction.rewrites(many)) == [[60 << 20] * 4, [60 << 20] * 4]
 
 
 async def test_files_compaction_replaced_are_deleted_once_no_reader_can_want_them(hogflare: Hogflare) -> None:
@@ -139,8 +196,15 @@ async def test_files_compaction_replaced_are_deleted_once_no_reader_can_want_the
     replaced = set().union(*(before[name] - after[name] for name in before))
     assert len(before[EVENTS] - after[EVENTS]) == 6
 
-    # The snapshots that showed the small files expire; a query that listed them a moment ago
-    # can still read them until the grace period is over.
+    # The snapshots that showed the small files expire (the compaction's own once a later flush
+    # has followed it); a query that listed them a moment ago can still read them until the grace
+    # period is over.
+    for name in (EVENTS, PERSONS):
+        lake.trim_history(name, keep=1)
+    assert lake.delete_unreferenced(grace_secs=0) == 0
+    await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("later", timestamp=LATER)]})
+    rows = sorted(row["uuid"] for row in hogflare.rows())
+    after = {name: set(lake.data_files(name)) for name in (EVENTS, PERSONS)}
     for name in (EVENTS, PERSONS):
         lake.trim_history(name, keep=1)
     assert all(Path(path).exists() for path in replaced)
@@ -159,7 +223,7 @@ async def test_files_compaction_replaced_are_deleted_once_no_reader_can_want_the
     for name in (EVENTS, PERSONS):
         lake.trim_history(name, keep=1)
     assert lake.delete_unreferenced(grace_secs=0) == 0
-    assert len(hogflare.rows()) == len(rows) * 2
+    assert len(hogflare.rows()) == len(rows) * 2 - 1
 
 
 async def test_a_full_disk_or_a_list_cut_short_keeps_no_due_file_from_being_deleted(

@@ -249,25 +249,27 @@ def compact(
     min_files: Annotated[int, typer.Option(help="Rewrite a day once it has this many small files.")] = 4,
     small_mb: Annotated[int, typer.Option(help="Files under this size (MB) count as small.")] = 64,
 ) -> None:
-    """Rewrite each day's small Parquet files into one larger file."""
-    from hogflare.lake import CompactionConflictError, Lake
+    """Rewrite each day's small Parquet files into larger ones."""
+    from hogflare.compaction import CompactionConflictError, compact_day, small_files_by_day
+    from hogflare.lake import Lake
     from hogflare.lake_tables import TABLES
 
     settings = existing_or_exit(settings_or_exit(data_dir))
     lake = Lake(settings.lake_dir)
     conflicts = rewritten = 0
     for table in TABLES:
+        days = small_files_by_day(lake.live_files(table), small_mb << 20)
         # A day needs two files at least to become one.
-        for day in list(lake.days_with_small_files(table, max(min_files, 2), small_mb << 20)):
+        for day in sorted(day for day, small in days.items() if len(small) >= max(min_files, 2)):
             try:
-                replaced = lake.compact_day(table, day)
+                replaced, written = compact_day(lake, table, day, small_mb << 20)
             except CompactionConflictError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 conflicts += 1
                 continue
             if replaced:
                 rewritten += 1
-                typer.echo(f"{table} {day}: {replaced} files rewritten as one")
+                typer.echo(f"{table} {day}: {replaced} files rewritten as {'one' if written == 1 else written}")
     if conflicts:
         raise typer.Exit(1)
     if not rewritten:

@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     flush_rows: PositiveCount = 50_000
     #: Threads writing one chunk's Parquet files; 0: one per core, at most four.
     export_writers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    #: The shipper rewrites a day's small files of about one size once this many have gathered;
+    #: 0: never (``hogflare compact`` still does, on demand).
+    compact_files: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 16
 
     pipeline_endpoint: str | None = None
     pipeline_auth_token: str | None = None
@@ -262,6 +265,7 @@ ENV: dict[str, str] = {
     "flush_interval_secs": "HOGFLARE_FLUSH_INTERVAL_SECS",
     "flush_rows": "HOGFLARE_FLUSH_ROWS",
     "export_writers": "HOGFLARE_EXPORT_WRITERS",
+    "compact_files": "HOGFLARE_COMPACT_FILES",
     "pipeline_endpoint": "CLOUDFLARE_PIPELINE_ENDPOINT",
     "pipeline_auth_token": "CLOUDFLARE_PIPELINE_AUTH_TOKEN",
     "persons_pipeline_endpoint": "CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT",

@@ -8,7 +8,6 @@ row is never lost and never written twice.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import time
 from collections.abc import Iterable, Iterator
@@ -16,13 +15,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import structlog
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationException
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
 from pyiceberg.io import PY_IO_IMPL, FileIO
-from pyiceberg.manifest import ManifestEntryStatus, ManifestFile
+from pyiceberg.manifest import DataFile, ManifestEntryStatus, ManifestFile
 from pyiceberg.table import Table
 
 from hogflare.iceberg import SyncedFileIO, SyncedSqlCatalog, with_cached_metadata
-from hogflare.lake_tables import TABLE_PROPERTIES, TABLES, UNMEASURED_METRICS, day_partition
+from hogflare.lake_tables import MAINTAINED_PROPERTIES, TABLE_PROPERTIES, TABLES, day_partition
 from hogflare.store import CATALOG_NAME, NAMESPACE, SEQ_PROPERTY, STORE_PROPERTY, local_path, newest_position
 
 log = structlog.get_logger("hogflare.lake")
@@ -80,14 +79,6 @@ def _deleted_data_files(io: FileIO, manifests: Iterable[ManifestFile]) -> set[st
     return deleted
 
 
-#: How many times a compaction tries to commit before it gives up on a day.
-_COMPACT_ATTEMPTS = 10
-
-
-class CompactionConflictError(Exception):
-    """A compaction lost to the shipper's commits every time it tried; nothing changed."""
-
-
 class Lake:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -120,11 +111,12 @@ class Lake:
                         properties=TABLE_PROPERTIES,
                     )
                 missing = {
-                    key: value for key, value in UNMEASURED_METRICS.items() if table.properties.get(key) != value
+                    key: value for key, value in MAINTAINED_PROPERTIES.items() if table.properties.get(key) != value
                 }
                 if missing:
-                    # A table made by an earlier version, whose files had statistics everywhere;
-                    # if another process commits first, the next open tries again.
+                    # A table made by an earlier version (whose files had statistics everywhere,
+                    # and whose commits pyiceberg retried); if another process commits first,
+                    # the next open tries again.
                     with contextlib.suppress(CommitFailedException), table.transaction() as transaction:
                         transaction.set_properties(missing)
                 self._tables[name] = with_cached_metadata(table)
@@ -166,12 +158,16 @@ class Lake:
         snapshots = self.refresh(name).snapshots()
         return newest_position(((snapshot.sequence_number or 0, snapshot.summary) for snapshot in snapshots), store_id)
 
-    def data_files(self, name: str) -> list[str]:
-        """The live Parquet files of a table, as local paths."""
+    def live_files(self, name: str) -> list[DataFile]:
+        """The live data files of a table, as its manifests describe them."""
         table = self.refresh(name)
         if table.current_snapshot() is None:
             return []
-        return [local_path(task.file.file_path) for task in table.scan().plan_files()]
+        return [task.file for task in table.scan().plan_files()]
+
+    def data_files(self, name: str) -> list[str]:
+        """The live Parquet files of a table, as local paths."""
+        return [local_path(file.file_path) for file in self.live_files(name)]
 
     def arrow_schema(self, name: str) -> pa.Schema:
         return self.table(name).schema().as_arrow()
@@ -306,57 +302,3 @@ class Lake:
                     path.unlink(missing_ok=True)
                     deleted += 1
         return deleted
-
-    def days_with_small_files(self, name: str, min_files: int, small_bytes: int) -> Iterator[dt.date]:
-        """Days whose partition holds at least ``min_files`` files smaller than ``small_bytes``."""
-        counts: dict[dt.date, int] = {}
-        table = self.refresh(name)
-        if table.current_snapshot() is None:
-            return
-        for task in table.scan().plan_files():
-            if task.file.file_size_in_bytes < small_bytes:
-                day = dt.date(1970, 1, 1) + dt.timedelta(days=int(task.file.partition[0]))
-                counts[day] = counts.get(day, 0) + 1
-        yield from sorted(day for day, count in counts.items() if count >= min_files)
-
-    def compact_day(self, name: str, day: dt.date) -> int:
-        """Rewrite one day's files as one; returns how many files were replaced. Raises
-        ``CompactionConflictError`` when the shipper's commits won every attempt."""
-        _, column = TABLES[name]
-        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-        end = start + dt.timedelta(days=1)
-        row_filter = f"{column} >= '{start.isoformat()}' and {column} < '{end.isoformat()}'"
-        data: pa.Table | None = None
-        read_from: frozenset[str] = frozenset()
-        for _attempt in range(_COMPACT_ATTEMPTS):
-            table = self.refresh(name)
-            current = table.current_snapshot()
-            if current is None:
-                return 0
-            tasks = list(table.scan(row_filter=row_filter).plan_files())
-            if len(tasks) < 2:
-                return 0
-            files = frozenset(task.file.file_path for task in tasks)
-            if data is None or files != read_from:
-                # The shipper's commits usually go to another day: the rows read stay valid
-                # until one of them touches this day's files.
-                data, read_from = table.scan(row_filter=row_filter).to_arrow(), files
-            # The position is the newest snapshot's, read again each time: an older one would
-            # send the shipper back over rows the lake has.
-            summary = current.summary
-            properties: dict[str, str] = {}
-            for key in (SEQ_PROPERTY, STORE_PROPERTY):
-                value = summary[key] if summary is not None else None
-                if value is not None:
-                    properties[key] = str(value)
-            try:
-                table.overwrite(data, overwrite_filter=row_filter, snapshot_properties=properties)
-            except (CommitFailedException, ValidationException):
-                # The shipper committed meanwhile (to this day's files, pyiceberg's conflict
-                # check says): try again on its snapshot.
-                continue
-            return len(tasks)
-        raise CompactionConflictError(
-            f"{name} {day}: the shipper committed to the table during each of {_COMPACT_ATTEMPTS} attempts; "
-            "try again when it is quieter"
-        )

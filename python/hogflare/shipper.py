@@ -19,6 +19,7 @@ from types import FrameType
 import structlog
 
 from hogflare._hogflare import Export, Store
+from hogflare.compaction import compact_due
 from hogflare.config import Settings
 from hogflare.export_ahead import ExportAhead
 from hogflare.lake import Lake
@@ -38,6 +39,9 @@ _NICENESS = 10
 _TRIM_SLICE = 5_000
 #: How often maintenance looks for data files no commit took (it reads every live manifest).
 _SWEEP_SECS = 3600.0
+#: The longest the upkeep starts new rewrites of small files for, each time: the lake's flushes
+#: wait meanwhile.
+_COMPACT_SECS = 60.0
 #: How soon a signal, or the parent's exit, is acted on.
 _WATCH_SECS = 0.1
 
@@ -231,16 +235,20 @@ class Shipper:
 
     def maintain(self) -> None:
         """Forget old dedupe entries, cookieless mode's expired salts (and make the coming days'),
-        the snapshot history others (compaction) added, and the data files compaction replaced a
-        while ago; the first time and then hourly, also the files no commit took (a file a crash
-        left just before a restart is too young the first time)."""
+        rewrite the small files that gathered (``HOGFLARE_COMPACT_FILES``), trim the snapshot
+        history, and delete the data files compaction replaced a while ago; the first time and
+        then hourly, also the files no commit took (a file a crash left just before a restart is
+        too young the first time)."""
         now = time.time()
         while self.store.expire_seen(window_days=self.settings.dedupe_window_days, limit=_TRIM_SLICE, now=now):
             pass
         self.store.maintain_cookieless(now=now)
         if self.lake is not None:
             sweep = time.monotonic() >= self._next_sweep
+            compact_until = time.monotonic() + _COMPACT_SECS
             for table in TABLES:
+                if self.settings.compact_files:
+                    self._compact(table, compact_until)
                 try:
                     self.lake.trim_history(table)
                 except Exception:
@@ -252,6 +260,17 @@ class Shipper:
             if sweep:
                 self._next_sweep = time.monotonic() + _SWEEP_SECS
             self.lake.delete_unreferenced()
+
+    def _compact(self, table: str, until: float) -> None:
+        assert self.lake is not None
+        try:
+            replaced = compact_due(self.lake, table, self.settings.compact_files, until)
+        except Exception:
+            # Small files only cost speed; the rows are in either way, and shipping goes on.
+            log.exception("cannot rewrite small files; will try again", table=table)
+            return
+        if replaced:
+            log.info("rewrote small files", table=table, files=replaced)
 
     def _delete_uncommitted(self, table: str) -> None:
         assert self.lake is not None

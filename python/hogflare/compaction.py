@@ -1,0 +1,217 @@
+"""Which of a table's small Parquet files to rewrite together, and the rewrite itself.
+
+Every flush adds a file to each table it has rows for, so a busy day gathers thousands of them,
+and every commit and every query reads one manifest entry per live file: left alone, the
+shipper's commits grow dearer all day long. Two ways of rewriting them:
+
+- ``hogflare compact`` takes all the small files of a day (``Lake.compact_day``);
+- the shipper's upkeep takes files of about the same size once ``HOGFLARE_COMPACT_FILES`` of
+  them have gathered in a day (``Lake.compact_due``), so a row is rewritten a few times at most
+  (each rewrite moves it into a file several times larger) while no day keeps more than a few
+  dozen small files.
+
+A rewrite streams its files through the core a slice at a time, and the lake's commit swaps
+exactly the files it read for the one it wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+from pyiceberg.exceptions import CommitFailedException, ValidationException
+from pyiceberg.io.pyarrow import parquet_file_to_data_file
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
+
+from hogflare._hogflare import StorageError, rewrite_parquet
+from hogflare.lake_tables import TABLES
+from hogflare.store import SEQ_PROPERTY, STORE_PROPERTY, local_path
+
+if TYPE_CHECKING:
+    from hogflare.lake import Lake
+
+log = structlog.get_logger("hogflare.compaction")
+
+#: How many times a rewrite tries to commit before it gives up.
+COMPACT_ATTEMPTS = 10
+
+
+class CompactionConflictError(Exception):
+    """A compaction lost to other commits every time it tried; nothing changed."""
+
+
+#: Files under this size count as small.
+SMALL_BYTES = 64 << 20
+#: The most input one rewrite takes: its output stays about that size or smaller.
+REWRITE_MAX_BYTES = 256 << 20
+#: Files whose sizes lie within this factor of each other are rewritten together by the shipper.
+SIZE_CLASS_FACTOR = 8
+
+
+def file_day(file: DataFile) -> dt.date:
+    """The day of the partition a table's data file belongs to."""
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(file.partition[0]))
+
+
+def size_class(size: int) -> int:
+    return int(math.log(max(size, 1), SIZE_CLASS_FACTOR))
+
+
+def rewrites(files: Sequence[DataFile], max_bytes: int = REWRITE_MAX_BYTES) -> list[list[DataFile]]:
+    """``files`` (of one day) cut, in order, into groups of at most ``max_bytes``; a group of one
+    file is left out, as rewriting it alone would change nothing."""
+    groups: list[list[DataFile]] = []
+    group: list[DataFile] = []
+    size = 0
+    for file in files:
+        if group and size + file.file_size_in_bytes > max_bytes:
+            groups.append(group)
+            group, size = [], 0
+        group.append(file)
+        size += file.file_size_in_bytes
+    groups.append(group)
+    return [group for group in groups if len(group) > 1]
+
+
+def small_files_by_day(files: Iterable[DataFile], small_bytes: int) -> dict[dt.date, list[DataFile]]:
+    """The small files of each day, oldest written first (file names begin with the outbox
+    position they reach, and a rewrite's file takes its first input's place)."""
+    days: dict[dt.date, list[DataFile]] = {}
+    for file in files:
+        if file.file_size_in_bytes < small_bytes:
+            days.setdefault(file_day(file), []).append(file)
+    for day_files in days.values():
+        day_files.sort(key=lambda file: file.file_path.rsplit("/", 1)[-1])
+    return days
+
+
+def due_rewrites(files: Iterable[DataFile], min_files: int, small_bytes: int = SMALL_BYTES) -> list[list[DataFile]]:
+    """The shipper's rewrites: in each day, the small files of each size class that has
+    ``min_files`` of them, in groups of at most ``REWRITE_MAX_BYTES``."""
+    due: list[list[DataFile]] = []
+    for _day, day_files in sorted(small_files_by_day(files, small_bytes).items()):
+        classes: dict[int, list[DataFile]] = {}
+        for file in day_files:
+            classes.setdefault(size_class(file.file_size_in_bytes), []).append(file)
+        for _class, class_files in sorted(classes.items()):
+            if len(class_files) >= min_files:
+                due.extend(rewrites(class_files))
+    return due
+
+
+def rewritten_path(first: DataFile) -> str:
+    """Where a rewrite's file goes: beside its first input, named after it (file names begin
+    with the outbox position they reach), so it sorts among the day's files where its rows came
+    in."""
+    folder, _, name = first.file_path.rpartition("/")
+    position = name.split("-", 1)[0]
+    return f"{folder}/{position}-compacted-{uuid.uuid4().hex}.parquet"
+
+
+def _day_filter(name: str, day: dt.date) -> str:
+    _, column = TABLES[name]
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    end = start + dt.timedelta(days=1)
+    return f"{column} >= '{start.isoformat()}' and {column} < '{end.isoformat()}'"
+
+
+def _position(snapshot: Snapshot | None) -> dict[str, str]:
+    """The outbox position the table's newest snapshot records, for the rewrite's snapshot to
+    record again: the shipper resumes from the newest one, and an older position would send it
+    back over rows the lake has."""
+    summary = snapshot.summary if snapshot is not None else None
+    properties: dict[str, str] = {}
+    for key in (SEQ_PROPERTY, STORE_PROPERTY):
+        value = summary[key] if summary is not None else None
+        if value is not None:
+            properties[key] = str(value)
+    return properties
+
+
+def _live(table: Table, day: dt.date, name: str) -> dict[str, DataFile]:
+    return {task.file.file_path: task.file for task in table.scan(row_filter=_day_filter(name, day)).plan_files()}
+
+
+def replace(lake: Lake, name: str, files: Sequence[DataFile]) -> int:
+    """Rewrite ``files`` (live files of one day of the table ``name``) as one file, and commit
+    the one in place of the others; returns how many files it replaced (0 when another
+    compaction replaced some of them meanwhile). Raises ``CompactionConflictError`` when other
+    commits won every attempt; then, as on any error, the table is as it was."""
+    day = file_day(files[0])
+    output = rewritten_path(files[0])
+    rows, _ = rewrite_parquet(name, [local_path(file.file_path) for file in files], local_path(output))
+    committed = False
+    try:
+        held = sum(file.record_count for file in files)
+        if rows != held:
+            raise StorageError(f"{name} {day}: {len(files)} files hold {held} rows, and {rows} were read from them")
+        for _attempt in range(COMPACT_ATTEMPTS):
+            table = lake.refresh(name)
+            live = _live(table, day, name)
+            if any(file.file_path not in live for file in files):
+                return 0
+            rewritten = parquet_file_to_data_file(table.io, table.metadata, output)
+            try:
+                with table.transaction() as transaction:
+                    snapshot = transaction.update_snapshot(snapshot_properties=_position(table.current_snapshot()))
+                    with snapshot.overwrite() as swap:
+                        for file in files:
+                            swap.delete_data_file(live[file.file_path])
+                        swap.append_data_file(rewritten)
+            except (CommitFailedException, ValidationException):
+                continue  # the shipper committed meanwhile: again, on its snapshot
+            committed = True
+            return len(files)
+        raise CompactionConflictError(
+            f"{name} {day}: other commits to the table won each of {COMPACT_ATTEMPTS} attempts; "
+            "try again when it is quieter"
+        )
+    finally:
+        if not committed:
+            _forget_unless_committed(lake, name, day, output)
+
+
+def _forget_unless_committed(lake: Lake, name: str, day: dt.date, output: str) -> None:
+    """Delete a rewrite's file unless the table names it after all (an error raised after the
+    catalog took the commit)."""
+    try:
+        named = output in _live(lake.refresh(name), day, name)
+    except Exception:
+        log.exception("cannot tell whether a compaction landed; keeping its file", table=name, file=output)
+        return
+    if not named:
+        Path(local_path(output)).unlink(missing_ok=True)
+
+
+def compact_day(lake: Lake, name: str, day: dt.date, small_bytes: int = SMALL_BYTES) -> tuple[int, int]:
+    """Rewrite the small files of one day, in groups of at most ``REWRITE_MAX_BYTES``; returns
+    how many files were replaced and how many were written in their place."""
+    table = lake.refresh(name)
+    if table.current_snapshot() is None:
+        return 0, 0
+    files = small_files_by_day(_live(table, day, name).values(), small_bytes).get(day, [])
+    replaced = written = 0
+    for group in rewrites(files):
+        if taken := replace(lake, name, group):
+            replaced += taken
+            written += 1
+    return replaced, written
+
+
+def compact_due(lake: Lake, name: str, min_files: int, deadline: float) -> int:
+    """The shipper's upkeep: make the rewrites ``due_rewrites`` finds, until ``time.monotonic()``
+    passes ``deadline``; returns how many files were replaced."""
+    replaced = 0
+    for group in due_rewrites(lake.live_files(name), min_files):
+        if time.monotonic() >= deadline:
+            break
+        replaced += replace(lake, name, group)
+    return replaced

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pyiceberg.io.pyarrow import parquet_file_to_data_file
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
@@ -140,9 +141,12 @@ async def test_the_shipper_rewrites_small_files_as_they_gather(tmp_path: Path) -
         assert len(lake.data_files(PERSONS)) == 3
 
         shipper = Shipper(hogflare.settings, store=hogflare.app.store)
+        counted = await _rewritten(hogflare)
         shipper.maintain()
         assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 1}
         assert len(lake.data_files(PERSONS)) == 1
+        now = await _rewritten(hogflare)
+        assert {table: now[table] - counted.get(table, 0) for table in now} == {EVENTS: 6, PERSONS: 3}
         assert hogflare.rows() == events
         assert hogflare.persons() == persons
         # Nothing more is due until as many files gather again.
@@ -155,8 +159,18 @@ async def test_the_shipper_rewrites_small_files_as_they_gather(tmp_path: Path) -
         assert len({row["uuid"] for row in rows}) == len(rows)
 
 
+async def _rewritten(hogflare: Hogflare) -> dict[str, float]:
+    metrics = await hogflare.client.get("/metrics")
+    return {
+        sample.labels["table"]: sample.value
+        for family in text_string_to_metric_families(metrics.text)
+        for sample in family.samples
+        if sample.name == "hogflare_lake_files_rewritten_total"
+    }
+
+
 def test_files_of_about_one_size_are_rewritten_together_once_enough_gathered() -> None:
-    def files(*sizes: int, day: int = 0) -> list[DataFile]:
+    def files(*sizes: int, day: int | None = 0) -> list[DataFile]:
         return [
             DataFile.from_args(
                 file_path=f"/lake/{index:020}-{size}.parquet",
@@ -175,8 +189,9 @@ def test_files_of_about_one_size_are_rewritten_together_once_enough_gathered() -
     gathered = files(10 * kb, 12 * kb, 100 * kb, 11 * kb, 900 * kb, 1_000 * kb, 65 << 20, 70 << 20)
     assert sizes(compaction.due_rewrites(gathered, min_files=3)) == [[10 * kb, 12 * kb, 11 * kb]]
     assert compaction.due_rewrites(gathered, min_files=4) == []
-    # Each day on its own.
+    # Each day on its own; rows without a day are left as they are.
     assert compaction.due_rewrites(files(10 * kb, 11 * kb) + files(12 * kb, day=1), min_files=3) == []
+    assert compaction.due_rewrites(files(10 * kb, 11 * kb, 12 * kb, day=None), min_files=3) == []
     # A rewrite takes at most REWRITE_MAX_BYTES; a group that would be one file alone is left.
     many = files(*[60 << 20] * 9)
     assert sizes(compaction.rewrites(many)) == [[60 << 20] * 4, [60 << 20] * 4]

@@ -4,9 +4,9 @@ Every flush adds a file to each table it has rows for, so a busy day gathers tho
 and every commit and every query reads one manifest entry per live file: left alone, the
 shipper's commits grow dearer all day long. Two ways of rewriting them:
 
-- ``hogflare compact`` takes all the small files of a day (``Lake.compact_day``);
+- ``hogflare compact`` takes all the small files of a day (``compact_day``);
 - the shipper's upkeep takes files of about the same size once ``HOGFLARE_COMPACT_FILES`` of
-  them have gathered in a day (``Lake.compact_due``), so a row is rewritten a few times at most
+  them have gathered in a day (``compact_due``), so a row is rewritten a few times at most
   (each rewrite moves it into a file several times larger) while no day keeps more than a few
   dozen small files.
 
@@ -32,7 +32,6 @@ from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from hogflare._hogflare import StorageError, rewrite_parquet
-from hogflare.lake_tables import TABLES
 from hogflare.store import SEQ_PROPERTY, STORE_PROPERTY, local_path
 
 if TYPE_CHECKING:
@@ -86,7 +85,8 @@ def small_files_by_day(files: Iterable[DataFile], small_bytes: int) -> dict[dt.d
     position they reach, and a rewrite's file takes its first input's place)."""
     days: dict[dt.date, list[DataFile]] = {}
     for file in files:
-        if file.file_size_in_bytes < small_bytes:
+        # A file of rows without the partition column's value has no day to be rewritten in.
+        if file.file_size_in_bytes < small_bytes and file.partition[0] is not None:
             days.setdefault(file_day(file), []).append(file)
     for day_files in days.values():
         day_files.sort(key=lambda file: file.file_path.rsplit("/", 1)[-1])
@@ -116,13 +116,6 @@ def rewritten_path(first: DataFile) -> str:
     return f"{folder}/{position}-compacted-{uuid.uuid4().hex}.parquet"
 
 
-def _day_filter(name: str, day: dt.date) -> str:
-    _, column = TABLES[name]
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    end = start + dt.timedelta(days=1)
-    return f"{column} >= '{start.isoformat()}' and {column} < '{end.isoformat()}'"
-
-
 def _position(snapshot: Snapshot | None) -> dict[str, str]:
     """The outbox position the table's newest snapshot records, for the rewrite's snapshot to
     record again: the shipper resumes from the newest one, and an older position would send it
@@ -136,71 +129,97 @@ def _position(snapshot: Snapshot | None) -> dict[str, str]:
     return properties
 
 
-def _live(table: Table, day: dt.date, name: str) -> dict[str, DataFile]:
-    return {task.file.file_path: task.file for task in table.scan(row_filter=_day_filter(name, day)).plan_files()}
+class Compactor:
+    """Rewrites files of one table. It keeps the table's live files as of the newest snapshot it
+    knows, so that rewrites one after another plan the table (read every manifest) once, and
+    again only after someone else's commit."""
 
+    def __init__(self, lake: Lake, name: str) -> None:
+        self.lake = lake
+        self.name = name
+        self._snapshot_id: int | None = None
+        self._live: dict[str, DataFile] = {}
 
-def replace(lake: Lake, name: str, files: Sequence[DataFile]) -> int:
-    """Rewrite ``files`` (live files of one day of the table ``name``) as one file, and commit
-    the one in place of the others; returns how many files it replaced (0 when another
-    compaction replaced some of them meanwhile). Raises ``CompactionConflictError`` when other
-    commits won every attempt; then, as on any error, the table is as it was."""
-    day = file_day(files[0])
-    output = rewritten_path(files[0])
-    rows, _ = rewrite_parquet(name, [local_path(file.file_path) for file in files], local_path(output))
-    committed = False
-    try:
-        held = sum(file.record_count for file in files)
-        if rows != held:
-            raise StorageError(f"{name} {day}: {len(files)} files hold {held} rows, and {rows} were read from them")
-        for _attempt in range(COMPACT_ATTEMPTS):
-            table = lake.refresh(name)
-            live = _live(table, day, name)
-            if any(file.file_path not in live for file in files):
-                return 0
-            rewritten = parquet_file_to_data_file(table.io, table.metadata, output)
-            try:
-                with table.transaction() as transaction:
-                    snapshot = transaction.update_snapshot(snapshot_properties=_position(table.current_snapshot()))
-                    with snapshot.overwrite() as swap:
-                        for file in files:
-                            swap.delete_data_file(live[file.file_path])
-                        swap.append_data_file(rewritten)
-            except (CommitFailedException, ValidationException):
-                continue  # the shipper committed meanwhile: again, on its snapshot
-            committed = True
-            return len(files)
-        raise CompactionConflictError(
-            f"{name} {day}: other commits to the table won each of {COMPACT_ATTEMPTS} attempts; "
-            "try again when it is quieter"
-        )
-    finally:
-        if not committed:
-            _forget_unless_committed(lake, name, day, output)
+    def live(self) -> dict[str, DataFile]:
+        """The table's live data files, by path."""
+        return self._refreshed()[1]
 
+    def _refreshed(self) -> tuple[Table, dict[str, DataFile]]:
+        table = self.lake.refresh(self.name)
+        current = table.current_snapshot()
+        if current is None:
+            self._snapshot_id, self._live = None, {}
+        elif current.snapshot_id != self._snapshot_id:
+            self._snapshot_id = current.snapshot_id
+            self._live = {task.file.file_path: task.file for task in table.scan().plan_files()}
+        return table, self._live
 
-def _forget_unless_committed(lake: Lake, name: str, day: dt.date, output: str) -> None:
-    """Delete a rewrite's file unless the table names it after all (an error raised after the
-    catalog took the commit)."""
-    try:
-        named = output in _live(lake.refresh(name), day, name)
-    except Exception:
-        log.exception("cannot tell whether a compaction landed; keeping its file", table=name, file=output)
-        return
-    if not named:
-        Path(local_path(output)).unlink(missing_ok=True)
+    def replace(self, files: Sequence[DataFile]) -> int:
+        """Rewrite ``files`` (live files of one day) as one file, and commit the one in place of
+        the others; returns how many files it replaced (0 when another compaction replaced some
+        of them meanwhile). Raises ``CompactionConflictError`` when other commits won every
+        attempt; then, as on any error, the table is as it was."""
+        day = file_day(files[0])
+        output = rewritten_path(files[0])
+        rows, _ = rewrite_parquet(self.name, [local_path(file.file_path) for file in files], local_path(output))
+        committed = False
+        try:
+            held = sum(file.record_count for file in files)
+            if rows != held:
+                raise StorageError(f"{self.name} {day}: {len(files)} files hold {held} rows, {rows} were read")
+            for _attempt in range(COMPACT_ATTEMPTS):
+                table, live = self._refreshed()
+                if any(file.file_path not in live for file in files):
+                    return 0
+                rewritten = parquet_file_to_data_file(table.io, table.metadata, output)
+                try:
+                    with table.transaction() as transaction:
+                        snapshot = transaction.update_snapshot(snapshot_properties=_position(table.current_snapshot()))
+                        with snapshot.overwrite() as swap:
+                            for file in files:
+                                swap.delete_data_file(live[file.file_path])
+                            swap.append_data_file(rewritten)
+                except (CommitFailedException, ValidationException):
+                    continue  # the shipper committed meanwhile: again, on its snapshot
+                committed = True
+                self._committed(table, files, rewritten)
+                return len(files)
+            raise CompactionConflictError(
+                f"{self.name} {day}: other commits to the table won each of {COMPACT_ATTEMPTS} attempts; "
+                "try again when it is quieter"
+            )
+        finally:
+            if not committed:
+                self._forget_unless_committed(output)
+
+    def _committed(self, table: Table, files: Sequence[DataFile], rewritten: DataFile) -> None:
+        """What the table's live files are after a rewrite's commit, without planning it again."""
+        current = table.current_snapshot()
+        self._snapshot_id = current.snapshot_id if current is not None else None
+        for file in files:
+            del self._live[file.file_path]
+        self._live[rewritten.file_path] = rewritten
+
+    def _forget_unless_committed(self, output: str) -> None:
+        """Delete a rewrite's file unless the table names it after all (an error raised after
+        the catalog took the commit)."""
+        try:
+            named = output in self.live()
+        except Exception:
+            log.exception("cannot tell whether a compaction landed; keeping its file", table=self.name, file=output)
+            return
+        if not named:
+            Path(local_path(output)).unlink(missing_ok=True)
 
 
 def compact_day(lake: Lake, name: str, day: dt.date, small_bytes: int = SMALL_BYTES) -> tuple[int, int]:
     """Rewrite the small files of one day, in groups of at most ``REWRITE_MAX_BYTES``; returns
     how many files were replaced and how many were written in their place."""
-    table = lake.refresh(name)
-    if table.current_snapshot() is None:
-        return 0, 0
-    files = small_files_by_day(_live(table, day, name).values(), small_bytes).get(day, [])
+    compactor = Compactor(lake, name)
+    files = small_files_by_day(compactor.live().values(), small_bytes).get(day, [])
     replaced = written = 0
     for group in rewrites(files):
-        if taken := replace(lake, name, group):
+        if taken := compactor.replace(group):
             replaced += taken
             written += 1
     return replaced, written
@@ -209,9 +228,10 @@ def compact_day(lake: Lake, name: str, day: dt.date, small_bytes: int = SMALL_BY
 def compact_due(lake: Lake, name: str, min_files: int, deadline: float) -> int:
     """The shipper's upkeep: make the rewrites ``due_rewrites`` finds, until ``time.monotonic()``
     passes ``deadline``; returns how many files were replaced."""
+    compactor = Compactor(lake, name)
     replaced = 0
-    for group in due_rewrites(lake.live_files(name), min_files):
+    for group in due_rewrites(compactor.live().values(), min_files):
         if time.monotonic() >= deadline:
             break
-        replaced += replace(lake, name, group)
+        replaced += compactor.replace(group)
     return replaced

@@ -119,6 +119,12 @@ _sink_parked = Gauge(
     multiprocess_mode="mostrecent",
     registry=_registry,
 )
+_lake_files_rewritten = Counter(
+    "hogflare_lake_files_rewritten",
+    "Small data files the shipper's upkeep rewrote into larger ones, by table.",
+    ["table"],
+    registry=_registry,
+)
 
 
 class _Children:
@@ -263,6 +269,10 @@ class SinkCounters:
 
     def parked(self, parked: bool) -> None:
         self._parked.set(1 if parked else 0)
+
+
+def count_rewritten(table: str, files: int) -> None:
+    _lake_files_rewritten.labels(table).inc(files)
 
 
 class _StoreState:

@@ -24,7 +24,7 @@ from hogflare.config import Settings
 from hogflare.export_ahead import ExportAhead
 from hogflare.lake import Lake
 from hogflare.lake_tables import EVENTS, PERSONS, TABLES
-from hogflare.metrics import SinkCounters
+from hogflare.metrics import SinkCounters, count_rewritten
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
 from hogflare.sink_loop import SinkLoop
 from hogflare.store import LAKE_CURSOR, open_store
@@ -270,6 +270,7 @@ class Shipper:
             log.exception("cannot rewrite small files; will try again", table=table)
             return
         if replaced:
+            count_rewritten(table, replaced)
             log.info("rewrote small files", table=table, files=replaced)
 
     def _delete_uncommitted(self, table: str) -> None:

@@ -10,6 +10,9 @@ the lake's Iceberg tables as their history grows.
 - *commits*: the shipper ships 200 rows at a time, one commit per table each, `--commits` times;
   CPU per commit pair in windows of 50, as a ratio to the first window. A table that kept its
   whole history would cost more with every commit; a flat ratio means the history is bounded.
+  Each commit adds a file per table, and a commit's manifest work grows with the live files, so
+  the same again with the upkeep's compaction (`HOGFLARE_COMPACT_FILES` at its default) every
+  250 commits, its own CPU shown apart.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from pathlib import Path
 
 from benches.workloads import TOKEN, batch_body, pageview
 from hogflare._hogflare import Decoder, Store
+from hogflare.compaction import compact_due
 from hogflare.config import Settings
 from hogflare.lake_tables import EVENTS, PERSONS
 from hogflare.shipper import Shipper
 from hogflare.store import open_store
 
 WINDOW = 50
+#: Commits between two runs of the upkeep's compaction: the shipper's upkeep runs every five
+#: minutes, a few hundred flushes apart under load.
+COMPACT_EVERY = 250
 
 
 def distinct_body(first: int) -> bytes:
@@ -84,23 +91,36 @@ def export_costs(distinct: bool, writers: int) -> dict[int, tuple[float, float]]
         }
 
 
-def commit_costs(commits: int) -> list[float]:
-    """CPU milliseconds per commit pair (events and persons), averaged per window of commits."""
+def commit_costs(commits: int, compact_files: int = 0, compact_every: int = COMPACT_EVERY) -> tuple[list[float], float]:
+    """CPU milliseconds per commit pair (events and persons), averaged per window of commits;
+    with ``compact_files``, the upkeep's compaction runs every ``compact_every`` commits, and its
+    CPU per commit pair comes second."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.from_env({}, data_dir=tmp, flush_rows=200)
+        settings = Settings.from_env({}, data_dir=tmp, flush_rows=200, compact_files=compact_files)
         store = open_store(settings)
         fill(store, commits, distinct=True)  # 100 events, 200 rows, per commit pair
         shipper = Shipper(settings, store)
+        lake = shipper.lake
+        assert lake is not None
         windows: list[float] = []
-        for _ in range(commits // WINDOW):
+        compacting = 0.0
+        for window in range(commits // WINDOW):
             started = time.process_time()
             for _ in range(WINDOW):
                 shipper.ship_once()
             windows.append((time.process_time() - started) / WINDOW * 1e3)
-        assert shipper.lake is not None
+            if compact_files and (window + 1) * WINDOW % compact_every == 0:
+                started = time.process_time()
+                for table in (EVENTS, PERSONS):
+                    compact_due(lake, table, compact_files, deadline=time.monotonic() + 3600)
+                    lake.trim_history(table)
+                compacting += time.process_time() - started
         for table in (EVENTS, PERSONS):
-            print(f"{table}: {len(shipper.lake.refresh(table).metadata.snapshots)} snapshots kept")
-        return windows
+            kept = len(lake.refresh(table).metadata.snapshots)
+            files = len(lake.data_files(table))
+            label = "compacted" if compact_files else "as flushed"
+            print(f"{label}, {table}: {files} live files, {kept} snapshots kept")
+        return windows, compacting / commits * 1e3
 
 
 def main() -> None:
@@ -114,10 +134,15 @@ def main() -> None:
         for count, (cpu, wall) in costs.items():
             print(f"export, {label}, {count} writer(s): {cpu:.2f} µs CPU, {wall:.2f} µs wall per row")
         print(f"export, {label}: wall time with {writers} writers x{costs[writers][1] / costs[1][1]:.2f} of one")
-    windows = commit_costs(args.commits)
-    for index, cost in enumerate(windows):
+    plain, _ = commit_costs(args.commits)
+    compacted, compacting = commit_costs(args.commits, compact_files=Settings.from_env({}).compact_files)
+    for index, (cost, with_upkeep) in enumerate(zip(plain, compacted, strict=True)):
         span = f"{index * WINDOW + 1}-{(index + 1) * WINDOW}"
-        print(f"commits {span}: {cost:.1f} ms CPU per pair, x{cost / windows[0]:.2f}")
+        print(
+            f"commits {span}: {cost:.1f} ms CPU per pair, x{cost / plain[0]:.2f}; "
+            f"compacted: {with_upkeep:.1f} ms, x{with_upkeep / compacted[0]:.2f}"
+        )
+    print(f"compaction: {compacting:.1f} ms CPU per commit pair, every {COMPACT_EVERY} commits")
 
 
 if __name__ == "__main__":

@@ -237,12 +237,15 @@ pub(crate) const PERSON_COLUMNS: [&str; 3] = ["properties", "properties_set_once
 /// One value per row: no dictionary. Their statistics stay (UUIDv7s are ordered by time).
 const UNIQUE_COLUMNS: [&str; 2] = ["uuid", "source_event_uuid"];
 
+/// The `created_by` of the lake's files: a compaction copies their encoded columns as they are.
+pub(crate) const CREATED_BY: &str = "hogflare";
+
 /// `with_dictionary`: the JSON columns that get one.
 fn writer_properties(with_dictionary: &[&str]) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(1 << 20))
-        .set_created_by("hogflare".into());
+        .set_created_by(CREATED_BY.into());
     for column in JSON_COLUMNS {
         builder = builder
             .set_column_dictionary_enabled(ColumnPath::from(column), with_dictionary.contains(&column))
@@ -262,6 +265,12 @@ pub fn write_parquet(
     with_dictionary: &[&str],
     batches: impl Iterator<Item = Result<RecordBatch>>,
 ) -> Result<u64> {
+    write_file(path, |file| write_batches(file, schema, with_dictionary, batches))
+}
+
+/// Make a new file with `write` under a temporary name, sync it and rename it into place,
+/// durably; returns its size. On an error nothing is left behind.
+pub(crate) fn write_file(path: &Path, write: impl FnOnce(File) -> Result<File>) -> Result<u64> {
     let temporary = path.with_extension("parquet.tmp");
     let io = |err: std::io::Error| CoreError::Store(format!("cannot write {}: {err}", path.display()));
     if let Some(parent) = path.parent() {
@@ -270,10 +279,7 @@ pub fn write_parquet(
     let file = File::create(&temporary).map_err(io)?;
     // A panic would be a bug some rows reach: as an error, the chunk is retried and its files
     // are cleaned up like after any failure, instead of ending the shipper's thread.
-    let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        write_batches(file, schema, with_dictionary, batches)
-    }))
-    .unwrap_or_else(|_| {
+    let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| write(file))).unwrap_or_else(|_| {
         Err(CoreError::Encoding(format!(
             "cannot write {}: internal error",
             path.display()

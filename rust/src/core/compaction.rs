@@ -1,6 +1,8 @@
-//! A lake table's small Parquet files rewritten as one, a slice at a time, with the writer
-//! settings of the shipper's own files: a rewrite holds a slice and a row group in memory,
-//! however many rows its files have.
+//! A lake table's small Parquet files rewritten as one. Files of the shipper's own making whose
+//! row groups are large enough are joined as they are, their encoded columns copied byte for
+//! byte; others are read a slice at a time and written again with the shipper's writer settings,
+//! their small row groups becoming large ones. Either way a rewrite holds a slice and a row group
+//! in memory, however many rows its files have.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -10,8 +12,12 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 
-use super::columns::{self, EVENT_PERSON_COLUMNS, PERSON_COLUMNS, SLICE_ROWS};
+use super::columns::{self, CREATED_BY, EVENT_PERSON_COLUMNS, PERSON_COLUMNS, SLICE_ROWS};
 use super::error::{CoreError, Result};
 use super::export::Table;
 
@@ -39,10 +45,17 @@ fn batches_of(path: &Path, schema: &SchemaRef) -> Result<Batches> {
     Ok(Box::new(reader.map(move |batch| batch.map_err(|err| unreadable(&err)))))
 }
 
+/// Row groups of at least this many rows on average are copied as they are: written again
+/// together, smaller ones become fewer and larger ones, which readers go through faster.
+pub(crate) const COPIED_ROW_GROUP_ROWS: i64 = 8_192;
+
 /// Write the rows of `inputs`, in order, to one new file at `output` (created under a temporary
 /// name and renamed once synced; on an error nothing is left there). The inputs are left alone:
 /// the lake's commit that replaces them decides when they go.
 pub fn rewrite(table: Table, inputs: &[PathBuf], output: &Path) -> Result<Rewritten> {
+    if let Some(copyable) = copyable(inputs)? {
+        return join(&copyable, output);
+    }
     let (schema, with_dictionary) = match table {
         Table::Events => (columns::event_schema(), &EVENT_PERSON_COLUMNS[..]),
         Table::Persons => (columns::person_schema(), &PERSON_COLUMNS[..]),
@@ -62,6 +75,81 @@ pub fn rewrite(table: Table, inputs: &[PathBuf], output: &Path) -> Result<Rewrit
         rows: rows.get(),
         bytes,
     })
+}
+
+/// The inputs, opened, when they can be joined as they are: all of the shipper's making, with
+/// one schema, and row groups large enough on average.
+fn copyable(inputs: &[PathBuf]) -> Result<Option<Vec<(File, ParquetMetaData)>>> {
+    let mut opened = Vec::with_capacity(inputs.len());
+    for path in inputs {
+        let unreadable =
+            |err: &dyn std::fmt::Display| CoreError::Encoding(format!("cannot read {}: {err}", path.display()));
+        let file =
+            File::open(path).map_err(|err| CoreError::Store(format!("cannot read {}: {err}", path.display())))?;
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .parse_and_finish(&file)
+            .map_err(|err| unreadable(&err))?;
+        opened.push((file, metadata));
+    }
+    let Some((_, first)) = opened.first() else {
+        return Ok(None);
+    };
+    let first = first.file_metadata();
+    let alike = opened.iter().all(|(_, metadata)| {
+        let file = metadata.file_metadata();
+        file.created_by() == Some(CREATED_BY)
+            && file.schema() == first.schema()
+            && file.key_value_metadata() == first.key_value_metadata()
+    });
+    let rows: i64 = opened
+        .iter()
+        .map(|(_, metadata)| metadata.file_metadata().num_rows())
+        .sum();
+    let groups: usize = opened.iter().map(|(_, metadata)| metadata.num_row_groups()).sum();
+    let large = rows >= COPIED_ROW_GROUP_ROWS * i64::try_from(groups).unwrap_or(i64::MAX);
+    Ok((alike && large).then_some(opened))
+}
+
+/// One file of every row group of `inputs`, in order, their encoded columns copied.
+fn join(inputs: &[(File, ParquetMetaData)], output: &Path) -> Result<Rewritten> {
+    let encoding =
+        |err: parquet::errors::ParquetError| CoreError::Encoding(format!("cannot write {}: {err}", output.display()));
+    let mut rows = 0u64;
+    let bytes = columns::write_file(output, |file| {
+        let first = inputs[0].1.file_metadata();
+        let properties = WriterProperties::builder()
+            .set_created_by(CREATED_BY.into())
+            .set_key_value_metadata(first.key_value_metadata().cloned())
+            .build();
+        let schema = first.schema_descr().root_schema_ptr();
+        let mut writer = SerializedFileWriter::new(file, schema, Arc::new(properties)).map_err(encoding)?;
+        for (input, metadata) in inputs {
+            let page_index = metadata.page_index();
+            for (group_index, group) in metadata.row_groups().iter().enumerate() {
+                let mut copied = writer.next_row_group().map_err(encoding)?;
+                for (column_index, column) in group.columns().iter().enumerate() {
+                    let close = ColumnCloseResult {
+                        bytes_written: column.compressed_size() as u64,
+                        rows_written: group.num_rows() as u64,
+                        metadata: column.clone(),
+                        bloom_filter: None,
+                        column_index: page_index
+                            .and_then(|index| index.column_index(group_index, column_index))
+                            .cloned(),
+                        offset_index: page_index
+                            .and_then(|index| index.offset_index(group_index, column_index))
+                            .cloned(),
+                    };
+                    copied.append_column(input, close).map_err(encoding)?;
+                }
+                copied.close().map_err(encoding)?;
+                rows += group.num_rows() as u64;
+            }
+        }
+        writer.into_inner().map_err(encoding)
+    })?;
+    Ok(Rewritten { rows, bytes })
 }
 
 #[cfg(test)]
@@ -168,6 +256,62 @@ mod tests {
             .iter()
             .all(|batch| batch.column_by_name("properties").unwrap().null_count() == batch.num_rows()));
         assert!(!dir.path().join("day").join("out.parquet.tmp").exists());
+    }
+
+    fn ours(path: &Path, batch: RecordBatch) {
+        columns::write_parquet(
+            path,
+            columns::event_schema(),
+            &EVENT_PERSON_COLUMNS,
+            std::iter::once(Ok(batch)),
+        )
+        .unwrap();
+    }
+
+    fn row_groups(path: &Path) -> Vec<i64> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(parquet::file::metadata::RowGroupMetaData::num_rows)
+            .collect()
+    }
+
+    #[test]
+    fn the_shippers_large_row_groups_are_copied_and_small_ones_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = columns::event_schema();
+        let large = COPIED_ROW_GROUP_ROWS as usize;
+        let inputs = [
+            dir.path().join("a.parquet"),
+            dir.path().join("b.parquet"),
+            dir.path().join("c.parquet"),
+        ];
+        ours(&inputs[0], events(0, large, &schema));
+        ours(&inputs[1], events(large, large + 1, &schema));
+        ours(&inputs[2], events(2 * large + 1, 10, &schema));
+        let expected = |rows: usize| -> Vec<String> { (0..rows).map(|n| format!("uuid-{n}")).collect() };
+
+        // Large enough on average: joined as they are, each row group kept.
+        let joined = dir.path().join("joined.parquet");
+        let rewritten = rewrite(Table::Events, &inputs[..2], &joined).unwrap();
+        assert_eq!(rewritten.rows, 2 * large as u64 + 1);
+        assert_eq!(rewritten.bytes, std::fs::metadata(&joined).unwrap().len());
+        assert_eq!(row_groups(&joined), vec![large as i64, large as i64 + 1]);
+        assert_eq!(column(&read(&joined), "uuid"), expected(2 * large + 1));
+
+        // With a small file among them, or one the shipper did not write: written again, as
+        // one row group.
+        let other = dir.path().join("other.parquet");
+        write(&other, &events(2 * large + 1, 10, &schema));
+        for last in [&inputs[2], &other] {
+            let again = dir.path().join("again.parquet");
+            let files = [inputs[0].clone(), inputs[1].clone(), last.clone()];
+            rewrite(Table::Events, &files, &again).unwrap();
+            assert_eq!(row_groups(&again), vec![2 * large as i64 + 11]);
+            assert_eq!(column(&read(&again), "uuid"), expected(2 * large + 11));
+        }
     }
 
     #[test]

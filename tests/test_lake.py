@@ -159,6 +159,27 @@ async def test_the_shipper_rewrites_small_files_as_they_gather(tmp_path: Path) -
         assert len({row["uuid"] for row in rows}) == len(rows)
 
 
+async def test_large_flushes_are_joined_as_they_are(tmp_path: Path) -> None:
+    """Files whose row groups are already large (a busy server's flushes) are joined without
+    being decoded: the rewrite keeps their row groups, and readers see the same rows."""
+    async with running(make_settings(tmp_path / "data", compact_files=3)) as hogflare:
+        for flush in range(3):
+            batch = [event(f"e{flush}-{n}", distinct_id=f"user-{n % 50}", timestamp=DAYS[0]) for n in range(8_200)]
+            await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})
+            hogflare.rows("false")  # ships this flush as its own files
+        events, persons = hogflare.rows(), hogflare.persons()
+        lake = Lake(hogflare.settings.lake_dir)
+        assert len(lake.data_files(EVENTS)) == len(lake.data_files(PERSONS)) == 3
+
+        Shipper(hogflare.settings, store=hogflare.app.store).maintain()
+        for table in (EVENTS, PERSONS):
+            [joined] = lake.data_files(table)
+            metadata = pq.ParquetFile(joined).metadata
+            assert [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)] == [8_200] * 3
+        assert hogflare.rows() == events
+        assert hogflare.persons() == persons
+
+
 async def _rewritten(hogflare: Hogflare) -> dict[str, float]:
     metrics = await hogflare.client.get("/metrics")
     return {

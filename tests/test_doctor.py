@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hogflare import doctor as doctor_module
+from tests.conftest import TOKEN, event, make_settings, running
 from tests.helpers.server import HOGFLARE, Server, free_port, wait_for_rows
 from tests.helpers.stream import FakeStream
 
@@ -139,3 +141,20 @@ def test_the_geoip_database_is_checked(tmp_path: Path) -> None:
     level, message = findings["geoip"][0]
     assert level == "problem"
     assert "HOGFLARE_GEOIP_DB" in message
+
+
+async def test_a_day_of_many_small_files_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More small files in a day than the shipper's upkeep ever leaves: every commit and query
+    pays for each, and the doctor says what rewrites them."""
+    monkeypatch.setattr(doctor_module, "MANY_SMALL_FILES", 2)
+    for compact_files in (0, 16):
+        settings = make_settings(tmp_path / f"data-{compact_files}", compact_files=compact_files)
+        async with running(settings) as hogflare:
+            for flush in range(3):
+                await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event(f"e{flush}")]})
+                hogflare.rows()  # ships this flush as its own files
+        findings = list(doctor_module.check_lake(settings))
+        warnings = [finding.message for finding in findings if finding.level == "warning"]
+        assert len(warnings) == 2, findings  # the events table and the persons table
+        assert all("3 small data files on" in message and "`hogflare compact`" in message for message in warnings)
+        assert all(("HOGFLARE_COMPACT_FILES is 0" in message) == (compact_files == 0) for message in warnings)

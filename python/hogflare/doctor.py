@@ -12,17 +12,22 @@ import shutil
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import httpx
 
 from hogflare.config import GiB, Settings
+
+if TYPE_CHECKING:
+    from pyiceberg.manifest import DataFile
 
 #: Below this much free disk, the outbox and the lake soon stop growing.
 _LOW_DISK_BYTES = 1 * GiB
 #: Fraction of a limit at which a warning becomes due.
 _NEARLY = 0.8
 _STREAM_CHECK_TIMEOUT_SECS = 10.0
+#: More small files than this in a day of a table: the shipper's upkeep keeps days well below it.
+MANY_SMALL_FILES = 256
 
 
 class Level(StrEnum):
@@ -129,6 +134,7 @@ def check_shipper(settings: Settings) -> Iterator[Finding]:
 def check_lake(settings: Settings) -> Iterator[Finding]:
     from hogflare.lake import Lake
     from hogflare.lake_tables import TABLES
+    from hogflare.store import local_path
 
     if not (settings.lake_dir / "catalog.db").exists():
         yield Finding(Level.ok, "lake", "no lake yet (nothing has been shipped)")
@@ -140,11 +146,12 @@ def check_lake(settings: Settings) -> Iterator[Finding]:
         return
     for name in TABLES:
         try:
-            files = lake.data_files(name)
+            live = lake.live_files(name)
             seq = lake.outbox_seq(name)
         except Exception as exc:
             yield Finding(Level.problem, f"lake {name}", f"cannot be read: {exc}")
             continue
+        files = [local_path(file.file_path) for file in live]
         missing = [path for path in files if not Path(path).exists()]
         if missing:
             shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
@@ -152,6 +159,23 @@ def check_lake(settings: Settings) -> Iterator[Finding]:
             yield Finding(Level.problem, f"lake {name}", message)
         else:
             yield Finding(Level.ok, f"lake {name}", f"{len(files)} data files, up to outbox entry {seq}")
+        yield from _small_files(settings, name, live)
+
+
+def _small_files(settings: Settings, name: str, live: list[DataFile]) -> Iterator[Finding]:
+    from hogflare.compaction import SMALL_BYTES, small_files_by_day
+
+    by_day = small_files_by_day(live, SMALL_BYTES)
+    if not by_day:
+        return
+    day, small = max(by_day.items(), key=lambda item: len(item[1]))
+    if len(small) > MANY_SMALL_FILES:
+        upkeep = "HOGFLARE_COMPACT_FILES is 0, so" if not settings.compact_files else "the shipper has not yet"
+        message = (
+            f"{len(small)} small data files on {day} (every commit and query reads each one): "
+            f"{upkeep} rewritten them; `hogflare compact` does it now"
+        )
+        yield Finding(Level.warning, f"lake {name}", message)
 
 
 def check_streams(settings: Settings, client: httpx.Client | None = None) -> Iterator[Finding]:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -139,6 +140,13 @@ async def test_the_shipper_rewrites_small_files_as_they_gather(tmp_path: Path) -
         lake = Lake(hogflare.settings.lake_dir)
         assert _files_per_day(lake) == {"2024-05-01": 3, "2024-05-02": 3}
         assert len(lake.data_files(PERSONS)) == 3
+
+        # Nothing is started once the upkeep's time is up, or the shipper is stopping.
+        stopping = threading.Event()
+        stopping.set()
+        assert compaction.compact_due(lake, EVENTS, 3, deadline=time.monotonic() - 1) == 0
+        assert compaction.compact_due(lake, EVENTS, 3, deadline=time.monotonic() + 60, stop=stopping) == 0
+        assert _files_per_day(lake) == {"2024-05-01": 3, "2024-05-02": 3}
 
         shipper = Shipper(hogflare.settings, store=hogflare.app.store)
         counted = await _rewritten(hogflare)

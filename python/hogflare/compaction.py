@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -225,13 +226,13 @@ def compact_day(lake: Lake, name: str, day: dt.date, small_bytes: int = SMALL_BY
     return replaced, written
 
 
-def compact_due(lake: Lake, name: str, min_files: int, deadline: float) -> int:
+def compact_due(lake: Lake, name: str, min_files: int, deadline: float, stop: threading.Event | None = None) -> int:
     """The shipper's upkeep: make the rewrites ``due_rewrites`` finds, until ``time.monotonic()``
-    passes ``deadline``; returns how many files were replaced."""
+    passes ``deadline`` or ``stop`` is set; returns how many files were replaced."""
     compactor = Compactor(lake, name)
     replaced = 0
     for group in due_rewrites(compactor.live().values(), min_files):
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             break
         replaced += compactor.replace(group)
     return replaced

@@ -61,6 +61,8 @@ class Shipper:
         self._counted = SinkCounters(LAKE_CURSOR)
         self._ahead = ExportAhead()
         self._pipelines_started = False
+        #: Set when the shipper is asked to stop: the upkeep starts no more rewrites then.
+        self._stop = threading.Event()
 
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
@@ -264,7 +266,7 @@ class Shipper:
     def _compact(self, table: str, until: float) -> None:
         assert self.lake is not None
         try:
-            replaced = compact_due(self.lake, table, self.settings.compact_files, until)
+            replaced = compact_due(self.lake, table, self.settings.compact_files, until, self._stop)
         except Exception:
             # Small files only cost speed; the rows are in either way, and shipping goes on.
             log.exception("cannot rewrite small files; will try again", table=table)
@@ -287,6 +289,7 @@ class Shipper:
     def run(self, stop: threading.Event) -> None:
         """Ship each sink from its own thread until ``stop`` is set, then make a last delivery
         bounded by the shutdown timeout."""
+        self._stop = stop
         loops = []
         if self.lake is not None:
             loops.append(SinkLoop(LAKE_CURSOR, self.ship_lake, self.lake_pending, self.settings, stop))

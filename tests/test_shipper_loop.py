@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from hogflare.sink_loop import SinkLoop
 from tests.conftest import make_settings
 
@@ -78,6 +80,28 @@ def test_a_panic_while_shipping_is_retried_and_does_not_end_the_sink(tmp_path: P
         assert loop.is_alive()
         assert failures == 1
         assert sink.backlog == 0
+    finally:
+        stop.set()
+        loop.join(10)
+
+
+def test_the_upkeep_runs_a_minute_after_start_then_every_five(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server restarted every few minutes still gets its upkeep (the small files' rewrites
+    among it): the first comes a minute after the loop starts."""
+    clock = [1_000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    settings = make_settings(tmp_path, flush_interval_secs=3_600.0)
+    sink = FakeSink(backlog=0, chunk=10)
+    stop = threading.Event()
+    upkeeps: list[float] = []
+    loop = SinkLoop("lake", sink.ship, sink.pending, settings, stop)
+    loop.maintain = lambda: upkeeps.append(clock[0])
+    loop.start()
+    try:
+        for now in (1_059.0, 1_060.0, 1_300.0, 1_359.0, 1_360.0):
+            clock[0] = now
+            time.sleep(0.3)  # several turns of the loop
+        assert upkeeps == [1_060.0, 1_360.0]
     finally:
         stop.set()
         loop.join(10)

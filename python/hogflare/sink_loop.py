@@ -15,6 +15,9 @@ log = structlog.get_logger("hogflare.shipper")
 
 _POLL_SECS = 0.05
 _MAINTENANCE_SECS = 300.0
+#: The first upkeep comes sooner: a server restarted every few minutes would otherwise never
+#: rewrite the small files its flushes leave.
+_FIRST_MAINTENANCE_SECS = 60.0
 
 
 class SinkLoop(threading.Thread):
@@ -40,7 +43,8 @@ class SinkLoop(threading.Thread):
         self.at_deadline: Callable[[float], None] | None = None
 
     def run(self) -> None:
-        last_flush = last_maintenance = time.monotonic()
+        last_flush = time.monotonic()
+        last_maintenance = last_flush - _MAINTENANCE_SECS + _FIRST_MAINTENANCE_SECS
         backoff = 0.5
         # A flush goes on while chunks come back full: a chunk is capped in bytes too, and waiting a
         # whole interval between chunks of wide rows would let the backlog pile up. Rows that

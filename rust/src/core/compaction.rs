@@ -30,19 +30,24 @@ pub struct Rewritten {
 
 type Batches = Box<dyn Iterator<Item = Result<RecordBatch>>>;
 
+fn unreadable(path: &Path, err: impl std::fmt::Display) -> CoreError {
+    CoreError::LakeFile(format!("cannot read {}: {err}", path.display()))
+}
+
 fn batches_of(path: &Path, schema: &SchemaRef) -> Result<Batches> {
-    let shown = path.display().to_string();
-    let unreadable = move |err: &dyn std::fmt::Display| CoreError::Encoding(format!("cannot read {shown}: {err}"));
-    let file = File::open(path).map_err(|err| CoreError::Store(format!("cannot read {}: {err}", path.display())))?;
+    let file = File::open(path).map_err(|err| unreadable(path, err))?;
     // The table's own Arrow types, whichever ones the file's writer recorded (pyiceberg writes
     // large strings, and may spell UTC otherwise).
     let options = ArrowReaderOptions::new().with_schema(Arc::clone(schema));
     let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(|err| unreadable(&err))?
+        .map_err(|err| unreadable(path, err))?
         .with_batch_size(SLICE_ROWS)
         .build()
-        .map_err(|err| unreadable(&err))?;
-    Ok(Box::new(reader.map(move |batch| batch.map_err(|err| unreadable(&err)))))
+        .map_err(|err| unreadable(path, err))?;
+    let path = path.to_path_buf();
+    Ok(Box::new(
+        reader.map(move |batch| batch.map_err(|err| unreadable(&path, err))),
+    ))
 }
 
 /// Row groups of at least this many rows on average are copied as they are: written again
@@ -82,14 +87,11 @@ pub fn rewrite(table: Table, inputs: &[PathBuf], output: &Path) -> Result<Rewrit
 fn copyable(inputs: &[PathBuf]) -> Result<Option<Vec<(File, ParquetMetaData)>>> {
     let mut opened = Vec::with_capacity(inputs.len());
     for path in inputs {
-        let unreadable =
-            |err: &dyn std::fmt::Display| CoreError::Encoding(format!("cannot read {}: {err}", path.display()));
-        let file =
-            File::open(path).map_err(|err| CoreError::Store(format!("cannot read {}: {err}", path.display())))?;
+        let file = File::open(path).map_err(|err| unreadable(path, err))?;
         let metadata = ParquetMetaDataReader::new()
             .with_page_index_policy(PageIndexPolicy::Optional)
             .parse_and_finish(&file)
-            .map_err(|err| unreadable(&err))?;
+            .map_err(|err| unreadable(path, err))?;
         opened.push((file, metadata));
     }
     let Some((_, first)) = opened.first() else {
@@ -114,7 +116,7 @@ fn copyable(inputs: &[PathBuf]) -> Result<Option<Vec<(File, ParquetMetaData)>>> 
 /// One file of every row group of `inputs`, in order, their encoded columns copied.
 fn join(inputs: &[(File, ParquetMetaData)], output: &Path) -> Result<Rewritten> {
     let encoding =
-        |err: parquet::errors::ParquetError| CoreError::Encoding(format!("cannot write {}: {err}", output.display()));
+        |err: parquet::errors::ParquetError| CoreError::LakeFile(format!("cannot write {}: {err}", output.display()));
     let mut rows = 0u64;
     let bytes = columns::write_file(output, |file| {
         let first = inputs[0].1.file_metadata();

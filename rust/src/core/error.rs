@@ -81,6 +81,9 @@ pub enum CoreError {
     AlreadyCommitted,
     #[error("cannot encode outbox rows: {0}")]
     Encoding(String),
+    /// A lake data file that cannot be read, or rewritten (the message names it).
+    #[error("{0}")]
+    LakeFile(String),
 
     // -- a setting names something unusable (refused at startup)
     #[error("cannot read GeoIP database {path}: {detail}")]

@@ -47,7 +47,7 @@ impl From<PyCoreError> for PyErr {
             | CoreError::MissingSignatureTimestamp
             | CoreError::SignatureTimestampOutOfRange => AuthError::new_err(message),
             CoreError::OutboxFull { .. } => OutboxFullError::new_err(message),
-            CoreError::Store(_) | CoreError::Encoding(_) => StorageError::new_err(message),
+            CoreError::Store(_) | CoreError::Encoding(_) | CoreError::LakeFile(_) => StorageError::new_err(message),
             CoreError::AlreadyCommitted => PyRuntimeError::new_err(message),
             CoreError::GeoIpDatabase { .. } => PyValueError::new_err(message),
         }

@@ -26,6 +26,7 @@ from pyiceberg.io.pyarrow import parquet_file_to_data_file
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.typedef import Record
+from structlog.testing import capture_logs
 
 from hogflare import compaction
 from hogflare import lake as lake_module
@@ -205,6 +206,21 @@ async def test_large_flushes_are_joined_as_they_are(tmp_path: Path) -> None:
             assert [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)] == [8_200] * 3
         assert hogflare.rows() == events
         assert hogflare.persons() == persons
+
+
+async def test_a_group_that_cannot_be_rewritten_leaves_the_others_to_be(hogflare: Hogflare) -> None:
+    await _three_flushes(hogflare)
+    lake = Lake(hogflare.settings.lake_dir)
+    lost = next(path for path in lake.data_files(EVENTS) if "timestamp_day=2024-05-01" in path)
+    Path(lost).write_bytes(b"not parquet any more")
+
+    with capture_logs() as logged:
+        assert compaction.compact_due(lake, EVENTS, 3, deadline=time.monotonic() + 60) == 3
+    assert _files_per_day(lake) == {"2024-05-01": 3, "2024-05-02": 1}
+    [failure] = [line for line in logged if line["event"].startswith("cannot rewrite small files")]
+    assert (failure["log_level"], failure["day"], failure["files"]) == ("error", "2024-05-01", 3)
+    day = lake.data_dir(EVENTS) / "timestamp_day=2024-05-01"
+    assert not [path.name for path in day.iterdir() if "compacted" in path.name]
 
 
 async def _rewritten(hogflare: Hogflare) -> dict[str, float]:

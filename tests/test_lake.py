@@ -105,7 +105,7 @@ async def test_compaction_takes_files_pyiceberg_wrote(hogflare: Hogflare) -> Non
     assert _files_per_day(lake) == {"2024-05-01": 4, "2024-05-02": 3}
     before = sorted(row["uuid"] for row in hogflare.rows())
 
-    assert compaction.compact_day(lake, EVENTS, dt.date(2024, 5, 1)) == (4, 1)
+    assert compaction.Compactor(lake, EVENTS).compact_day(dt.date(2024, 5, 1)) == (4, 1)
     assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3}
     assert sorted(row["uuid"] for row in hogflare.rows()) == before
 
@@ -135,13 +135,13 @@ async def test_compaction_outlasts_commits_elsewhere_and_says_when_it_gives_up(
         return described
 
     monkeypatch.setattr(compaction, "parquet_file_to_data_file", described_then_overtaken)
-    assert compaction.compact_day(lake, EVENTS, dt.date(2024, 5, 1)) == (3, 1)
+    assert compaction.Compactor(lake, EVENTS).compact_day(dt.date(2024, 5, 1)) == (3, 1)
     assert commits_elsewhere == 0
     assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3, "2024-05-03": 3}
 
     commits_elsewhere = compaction.COMPACT_ATTEMPTS
     with pytest.raises(CompactionConflictError, match="try again"):
-        compaction.compact_day(lake, EVENTS, dt.date(2024, 5, 2))
+        compaction.Compactor(lake, EVENTS).compact_day(dt.date(2024, 5, 2))
     assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 3, "2024-05-03": 13}
     day = lake.data_dir(EVENTS) / "timestamp_day=2024-05-02"
     assert not [path.name for path in day.iterdir() if "compacted" in path.name]

@@ -250,7 +250,7 @@ def compact(
     small_mb: Annotated[int, typer.Option(help="Files under this size (MB) count as small.")] = 64,
 ) -> None:
     """Rewrite each day's small Parquet files into larger ones."""
-    from hogflare.compaction import CompactionConflictError, compact_day, small_files_by_day
+    from hogflare.compaction import CompactionConflictError, Compactor, small_files_by_day
     from hogflare.lake import Lake
     from hogflare.lake_tables import TABLES
 
@@ -258,11 +258,13 @@ def compact(
     lake = Lake(settings.lake_dir)
     conflicts = rewritten = 0
     for table in TABLES:
-        days = small_files_by_day(lake.live_files(table), small_mb << 20)
+        # One plan of the table serves every day: the compactor follows its own commits.
+        compactor = Compactor(lake, table)
+        days = small_files_by_day(compactor.live().values(), small_mb << 20)
         # A day needs two files at least to become one.
         for day in sorted(day for day, small in days.items() if len(small) >= max(min_files, 2)):
             try:
-                replaced, written = compact_day(lake, table, day, small_mb << 20)
+                replaced, written = compactor.compact_day(day, small_mb << 20)
             except CompactionConflictError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 conflicts += 1

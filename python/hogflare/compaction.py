@@ -4,7 +4,7 @@ Every flush adds a file to each table it has rows for, so a busy day gathers tho
 and every commit and every query reads one manifest entry per live file: left alone, the
 shipper's commits grow dearer all day long. Two ways of rewriting them:
 
-- ``hogflare compact`` takes all the small files of a day (``compact_day``);
+- ``hogflare compact`` takes all the small files of a day (``Compactor.compact_day``);
 - the shipper's upkeep takes files of about the same size once ``HOGFLARE_COMPACT_FILES`` of
   them have gathered in a day (``compact_due``), so a row is rewritten a few times at most
   (each rewrite moves it into a file several times larger) while no day keeps more than a few
@@ -193,6 +193,17 @@ class Compactor:
             if not committed:
                 self._forget_unless_committed(output)
 
+    def compact_day(self, day: dt.date, small_bytes: int = SMALL_BYTES) -> tuple[int, int]:
+        """Rewrite the small files of one day, in groups of at most ``REWRITE_MAX_BYTES``;
+        returns how many files were replaced and how many were written in their place."""
+        files = small_files_by_day(self.live().values(), small_bytes).get(day, [])
+        replaced = written = 0
+        for group in rewrites(files):
+            if taken := self.replace(group):
+                replaced += taken
+                written += 1
+        return replaced, written
+
     def _committed(self, table: Table, files: Sequence[DataFile], rewritten: DataFile) -> None:
         """What the table's live files are after a rewrite's commit, without planning it again."""
         current = table.current_snapshot()
@@ -211,19 +222,6 @@ class Compactor:
             return
         if not named:
             Path(local_path(output)).unlink(missing_ok=True)
-
-
-def compact_day(lake: Lake, name: str, day: dt.date, small_bytes: int = SMALL_BYTES) -> tuple[int, int]:
-    """Rewrite the small files of one day, in groups of at most ``REWRITE_MAX_BYTES``; returns
-    how many files were replaced and how many were written in their place."""
-    compactor = Compactor(lake, name)
-    files = small_files_by_day(compactor.live().values(), small_bytes).get(day, [])
-    replaced = written = 0
-    for group in rewrites(files):
-        if taken := compactor.replace(group):
-            replaced += taken
-            written += 1
-    return replaced, written
 
 
 def compact_due(lake: Lake, name: str, min_files: int, deadline: float, stop: threading.Event | None = None) -> int:

@@ -10,76 +10,14 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use arrow_array::builder::{BooleanBuilder, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::error::{CoreError, Result};
+use super::lake_table::{distinct_id_field, Table};
 use super::row::{EventRowRef, PersonSnapshotRef};
-
-fn utc_micros() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
-/// The lake's event table, column for column Hogflare's event row. Required columns are the
-/// ones the Cloudflare Pipelines schema requires.
-pub fn event_schema() -> Schema {
-    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-    let mut fields = vec![
-        text("uuid", false),
-        Field::new("team_id", DataType::Int64, true),
-        text("source", false),
-        text("event", false),
-        text("distinct_id", false),
-        Field::new("created_at", utc_micros(), false),
-        Field::new("timestamp", utc_micros(), true),
-        text("properties", true),
-        text("context", true),
-        text("person_id", true),
-        Field::new("person_created_at", utc_micros(), true),
-        text("person_properties", true),
-    ];
-    for slot in 0..5 {
-        fields.push(text(&format!("group{slot}"), true));
-    }
-    fields.extend([
-        text("group_properties", true),
-        text("api_key", true),
-        text("extra", true),
-    ]);
-    Schema::new(fields)
-}
-
-/// The lake's person table: Hogflare's person snapshot row, plus `is_identified`.
-pub fn person_schema() -> Schema {
-    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
-    Schema::new(vec![
-        text("uuid", false),
-        Field::new("team_id", DataType::Int64, true),
-        text("source", false),
-        text("operation", false),
-        text("person_id", false),
-        Field::new("person_int_id", DataType::Int64, false),
-        text("canonical_distinct_id", false),
-        Field::new("distinct_ids", distinct_ids_type(), false),
-        Field::new("created_at", utc_micros(), false),
-        Field::new("updated_at", utc_micros(), false),
-        Field::new("version", DataType::Int64, false),
-        Field::new("is_identified", DataType::Boolean, false),
-        text("properties", false),
-        text("properties_set_once", false),
-        text("merged_properties", false),
-        text("api_key", true),
-        text("source_event_uuid", false),
-    ])
-}
-
-/// A list of strings, its element named as Iceberg names it.
-fn distinct_ids_type() -> DataType {
-    DataType::List(Arc::new(Field::new("element", DataType::Utf8, false)))
-}
 
 /// Rows per Arrow batch handed to the Parquet writer: the column builders of a slice stay a few
 /// megabytes, made to their exact size, instead of growing (and being copied, and their fresh
@@ -156,8 +94,7 @@ fn uuids<T>(rows: &[&T], get: impl Fn(&T) -> uuid::Uuid) -> ArrayRef {
 }
 
 fn person_batch(rows: &[&PersonSnapshotRef<'_>]) -> Result<RecordBatch> {
-    let mut distinct_ids =
-        ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new("element", DataType::Utf8, false)));
+    let mut distinct_ids = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(distinct_id_field()));
     let mut identified = BooleanBuilder::with_capacity(rows.len());
     for row in rows {
         for id in row.person.distinct_ids.iter() {
@@ -185,7 +122,7 @@ fn person_batch(rows: &[&PersonSnapshotRef<'_>]) -> Result<RecordBatch> {
         strings(rows, |row| row.api_key),
         uuids(rows, |row| row.source_event_uuid),
     ];
-    Ok(RecordBatch::try_new(Arc::new(person_schema()), columns)?)
+    Ok(RecordBatch::try_new(Arc::new(Table::Persons.schema()), columns)?)
 }
 
 fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
@@ -209,14 +146,14 @@ fn event_batch(rows: &[&EventRowRef<'_>]) -> Result<RecordBatch> {
     columns.push(strings(rows, |row| row.group_properties));
     columns.push(strings(rows, |row| row.api_key));
     columns.push(strings(rows, |row| row.extra));
-    Ok(RecordBatch::try_new(Arc::new(event_schema()), columns)?)
+    Ok(RecordBatch::try_new(Arc::new(Table::Events.schema()), columns)?)
 }
 
 /// Columns of JSON text. Values are often a kilobyte or more and min/max statistics (long shared
 /// prefixes, compared in full) prune nothing, so there are none; the lake's tables collect no
 /// metrics for them either (the extension exports the list as `UNMEASURED_COLUMNS`). An event's
 /// own JSON differs from every other's, so a dictionary never pays for itself; a person's recurs
-/// on each of its events in a file (`PERSON_COLUMNS`).
+/// on each of its events in a file (`Table::person_columns`).
 pub const JSON_COLUMNS: [&str; 7] = [
     "properties",
     "context",
@@ -226,13 +163,6 @@ pub const JSON_COLUMNS: [&str; 7] = [
     "properties_set_once",
     "merged_properties",
 ];
-
-/// The JSON columns made from a person: the same text on every row of a person who did not change
-/// in between, which a dictionary stores once (a person's events mostly come in runs). Where every
-/// row's person differs, the dictionary fills and the column goes on without one, at no measurable
-/// cost.
-pub(crate) const EVENT_PERSON_COLUMNS: [&str; 1] = ["person_properties"];
-pub(crate) const PERSON_COLUMNS: [&str; 3] = ["properties", "properties_set_once", "merged_properties"];
 
 /// One value per row: no dictionary. Their statistics stay (UUIDv7s are ordered by time).
 const UNIQUE_COLUMNS: [&str; 2] = ["uuid", "source_event_uuid"];
@@ -259,13 +189,8 @@ fn writer_properties(with_dictionary: &[&str]) -> WriterProperties {
 
 /// Write rows to a new Parquet file, a slice at a time (created with a temporary name, then
 /// renamed into place, so a reader never sees half a file). On an error nothing is left behind.
-pub fn write_parquet(
-    path: &Path,
-    schema: Schema,
-    with_dictionary: &[&str],
-    batches: impl Iterator<Item = Result<RecordBatch>>,
-) -> Result<u64> {
-    write_file(path, |file| write_batches(file, schema, with_dictionary, batches))
+pub fn write_parquet(path: &Path, table: Table, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<u64> {
+    write_file(path, |file| write_batches(file, table, batches))
 }
 
 /// Make a new file with `write` under a temporary name, sync it and rename it into place,
@@ -303,15 +228,10 @@ pub(crate) fn write_file(path: &Path, write: impl FnOnce(File) -> Result<File>) 
     written
 }
 
-fn write_batches(
-    file: File,
-    schema: Schema,
-    with_dictionary: &[&str],
-    batches: impl Iterator<Item = Result<RecordBatch>>,
-) -> Result<File> {
+fn write_batches(file: File, table: Table, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<File> {
     let encoding = |err: parquet::errors::ParquetError| CoreError::Encoding(err.to_string());
-    let properties = writer_properties(with_dictionary);
-    let mut writer = ArrowWriter::try_new(file, Arc::new(schema), Some(properties)).map_err(encoding)?;
+    let properties = writer_properties(table.person_columns());
+    let mut writer = ArrowWriter::try_new(file, Arc::new(table.schema()), Some(properties)).map_err(encoding)?;
     for batch in batches {
         writer.write(&batch?).map_err(encoding)?;
         if writer.memory_size() >= ROW_GROUP_MEMORY {
@@ -323,22 +243,12 @@ fn write_batches(
 
 /// An event table file of `rows`.
 pub fn write_events(path: &Path, rows: &[&EventRowRef<'_>]) -> Result<u64> {
-    write_parquet(
-        path,
-        event_schema(),
-        &EVENT_PERSON_COLUMNS,
-        rows.chunks(SLICE_ROWS).map(event_batch),
-    )
+    write_parquet(path, Table::Events, rows.chunks(SLICE_ROWS).map(event_batch))
 }
 
 /// A person table file of `rows`.
 pub fn write_persons(path: &Path, rows: &[&PersonSnapshotRef<'_>]) -> Result<u64> {
-    write_parquet(
-        path,
-        person_schema(),
-        &PERSON_COLUMNS,
-        rows.chunks(SLICE_ROWS).map(person_batch),
-    )
+    write_parquet(path, Table::Persons, rows.chunks(SLICE_ROWS).map(person_batch))
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 
-use super::columns::{self, CREATED_BY, EVENT_PERSON_COLUMNS, PERSON_COLUMNS, SLICE_ROWS};
+use super::columns::{self, CREATED_BY, SLICE_ROWS};
 use super::error::{CoreError, Result};
-use super::export::Table;
+use super::lake_table::Table;
 
 /// What a rewrite wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,11 +61,7 @@ pub fn rewrite(table: Table, inputs: &[PathBuf], output: &Path) -> Result<Rewrit
     if let Some(copyable) = copyable(inputs)? {
         return join(&copyable, output);
     }
-    let (schema, with_dictionary) = match table {
-        Table::Events => (columns::event_schema(), &EVENT_PERSON_COLUMNS[..]),
-        Table::Persons => (columns::person_schema(), &PERSON_COLUMNS[..]),
-    };
-    let shared: SchemaRef = Arc::new(schema.clone());
+    let shared: SchemaRef = Arc::new(table.schema());
     let rows = Cell::new(0u64);
     let batches = inputs
         .iter()
@@ -75,7 +71,7 @@ pub fn rewrite(table: Table, inputs: &[PathBuf], output: &Path) -> Result<Rewrit
                 rows.set(rows.get() + batch.num_rows() as u64);
             }
         });
-    let bytes = columns::write_parquet(output, schema, with_dictionary, batches)?;
+    let bytes = columns::write_parquet(output, table, batches)?;
     Ok(Rewritten {
         rows: rows.get(),
         bytes,
@@ -215,7 +211,7 @@ mod tests {
     #[test]
     fn rows_of_every_file_in_order_and_in_the_tables_types() {
         let dir = tempfile::tempdir().unwrap();
-        let ours = columns::event_schema();
+        let ours = Table::Events.schema();
         // A file pyiceberg wrote: large strings, UTC spelled as an offset.
         let theirs = Schema::new(
             ours.fields()
@@ -261,13 +257,7 @@ mod tests {
     }
 
     fn ours(path: &Path, batch: RecordBatch) {
-        columns::write_parquet(
-            path,
-            columns::event_schema(),
-            &EVENT_PERSON_COLUMNS,
-            std::iter::once(Ok(batch)),
-        )
-        .unwrap();
+        columns::write_parquet(path, Table::Events, std::iter::once(Ok(batch))).unwrap();
     }
 
     fn row_groups(path: &Path) -> Vec<i64> {
@@ -283,7 +273,7 @@ mod tests {
     #[test]
     fn the_shippers_large_row_groups_are_copied_and_small_ones_written_again() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = columns::event_schema();
+        let schema = Table::Events.schema();
         let large = COPIED_ROW_GROUP_ROWS as usize;
         let inputs = [
             dir.path().join("a.parquet"),
@@ -320,7 +310,7 @@ mod tests {
     fn an_unreadable_input_leaves_no_output() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.parquet");
-        write(&good, &events(0, 10, &columns::event_schema()));
+        write(&good, &events(0, 10, &Table::Events.schema()));
         let broken = dir.path().join("broken.parquet");
         std::fs::write(&broken, b"not parquet").unwrap();
         let missing = dir.path().join("missing.parquet");

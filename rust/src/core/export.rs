@@ -11,32 +11,11 @@ use chrono::DateTime;
 
 use super::columns;
 use super::error::Result;
+use super::lake_table::Table;
 use super::row::{EventRowRef, PersonSnapshotRef};
 use super::store::Store;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
-
-/// The lake tables the outbox feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Table {
-    Events,
-    Persons,
-}
-
-impl Table {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Events => "hogflare_events",
-            Self::Persons => "hogflare_persons",
-        }
-    }
-
-    pub fn named(name: &str) -> Option<Self> {
-        [Self::Events, Self::Persons]
-            .into_iter()
-            .find(|table| table.name() == name)
-    }
-}
 
 /// One Parquet file written for the lake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,7 +322,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("timestamp_day=2026-12-01").join("file.parquet");
         let rows = std::iter::once_with(|| -> Result<arrow_array::RecordBatch> { panic!("a bug some rows reach") });
-        let err = columns::write_parquet(&path, columns::event_schema(), &[], rows).unwrap_err();
+        let err = columns::write_parquet(&path, Table::Events, rows).unwrap_err();
         assert!(err.to_string().contains("internal error"), "{err}");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 0);
     }

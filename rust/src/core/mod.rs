@@ -26,6 +26,7 @@ pub mod geoip;
 mod geoip_tests;
 pub mod groups;
 pub mod json_entries;
+pub mod lake_table;
 pub mod lz64;
 pub mod nesting;
 pub mod outbox_dictionary;

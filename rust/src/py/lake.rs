@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 
 use super::errors::PyCoreError;
 use crate::core::compaction;
-use crate::core::export::Table;
+use crate::core::lake_table::Table;
 
 /// Write the rows of `inputs` (Parquet files of `table`), in order, to one new file at `output`
 /// with the shipper's writer settings; returns `(rows, bytes)`. Nothing is left at `output` on

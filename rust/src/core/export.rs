@@ -206,16 +206,14 @@ pub fn export(
         };
         let mut events: BTreeMap<i32, Vec<EventRowRef<'_>>> = BTreeMap::new();
         let mut persons: BTreeMap<i32, Vec<PersonSnapshotRef<'_>>> = BTreeMap::new();
+        let entries = read.entries.len();
         read.for_each_row(|seq, event, person| {
             export.last_seq = seq;
             if let Some(row) = event.filter(|_| seq > to.events_upto) {
-                events
-                    .entry(day_of(row.timestamp.unwrap_or(row.created_at)))
-                    .or_default()
-                    .push(row);
+                day_rows(&mut events, day_of(row.timestamp.unwrap_or(row.created_at)), entries).push(row);
             }
             if let Some(row) = person.filter(|_| seq > to.persons_upto) {
-                persons.entry(day_of(row.updated_at)).or_default().push(row);
+                day_rows(&mut persons, day_of(row.updated_at), entries).push(row);
             }
             Ok(())
         })?;
@@ -230,6 +228,15 @@ pub fn export(
         })?;
         Ok(export)
     })
+}
+
+/// The rows of `day`. The first day of a read gets room for a row of every entry (a chunk is
+/// almost always of one day): rows are a few hundred bytes each, and a vector grown by doubling
+/// to a chunk's tens of thousands copied them and faulted in fresh pages about twice over.
+/// Another day's rows grow as they come.
+fn day_rows<T>(days: &mut BTreeMap<i32, Vec<T>>, day: i32, entries: usize) -> &mut Vec<T> {
+    let capacity = if days.is_empty() { entries } else { 0 };
+    days.entry(day).or_insert_with(|| Vec::with_capacity(capacity))
 }
 
 /// How many threads write an export's files when the caller does not say: one per core, at most

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
@@ -34,17 +34,36 @@ fn unreadable(path: &Path, err: impl std::fmt::Display) -> CoreError {
     CoreError::LakeFile(format!("cannot read {}: {err}", path.display()))
 }
 
-fn batches_of(path: &Path, schema: &SchemaRef) -> Result<Batches> {
+/// An input file, opened, its footer read once for either way of rewriting it.
+struct Input {
+    path: PathBuf,
+    file: File,
+    metadata: Arc<ParquetMetaData>,
+}
+
+fn open(path: &Path) -> Result<Input> {
     let file = File::open(path).map_err(|err| unreadable(path, err))?;
+    let metadata = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .parse_and_finish(&file)
+        .map_err(|err| unreadable(path, err))?;
+    Ok(Input {
+        path: path.to_path_buf(),
+        file,
+        metadata: Arc::new(metadata),
+    })
+}
+
+fn batches_of(input: Input, schema: &SchemaRef) -> Result<Batches> {
+    let Input { path, file, metadata } = input;
     // The table's own Arrow types, whichever ones the file's writer recorded (pyiceberg writes
     // large strings, and may spell UTC otherwise).
     let options = ArrowReaderOptions::new().with_schema(Arc::clone(schema));
-    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-        .map_err(|err| unreadable(path, err))?
+    let metadata = ArrowReaderMetadata::try_new(metadata, options).map_err(|err| unreadable(&path, err))?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
         .with_batch_size(SLICE_ROWS)
         .build()
-        .map_err(|err| unreadable(path, err))?;
-    let path = path.to_path_buf();
+        .map_err(|err| unreadable(&path, err))?;
     Ok(Box::new(
         reader.map(move |batch| batch.map_err(|err| unreadable(&path, err))),
     ))
@@ -58,14 +77,15 @@ pub(crate) const COPIED_ROW_GROUP_ROWS: i64 = 8_192;
 /// name and renamed once synced; on an error nothing is left there). The inputs are left alone:
 /// the lake's commit that replaces them decides when they go.
 pub fn rewrite(table: Table, inputs: &[PathBuf], output: &Path) -> Result<Rewritten> {
-    if let Some(copyable) = copyable(inputs)? {
-        return join(&copyable, output);
+    let opened = inputs.iter().map(|path| open(path)).collect::<Result<Vec<_>>>()?;
+    if joinable(&opened) {
+        return join(&opened, output);
     }
     let shared: SchemaRef = Arc::new(table.schema());
     let rows = Cell::new(0u64);
-    let batches = inputs
-        .iter()
-        .flat_map(|path| batches_of(path, &shared).unwrap_or_else(|err| Box::new(std::iter::once(Err(err)))))
+    let batches = opened
+        .into_iter()
+        .flat_map(|input| batches_of(input, &shared).unwrap_or_else(|err| Box::new(std::iter::once(Err(err)))))
         .inspect(|batch| {
             if let Ok(batch) = batch {
                 rows.set(rows.get() + batch.num_rows() as u64);
@@ -78,51 +98,41 @@ pub fn rewrite(table: Table, inputs: &[PathBuf], output: &Path) -> Result<Rewrit
     })
 }
 
-/// The inputs, opened, when they can be joined as they are: all of the shipper's making, with
-/// one schema, and row groups large enough on average.
-fn copyable(inputs: &[PathBuf]) -> Result<Option<Vec<(File, ParquetMetaData)>>> {
-    let mut opened = Vec::with_capacity(inputs.len());
-    for path in inputs {
-        let file = File::open(path).map_err(|err| unreadable(path, err))?;
-        let metadata = ParquetMetaDataReader::new()
-            .with_page_index_policy(PageIndexPolicy::Optional)
-            .parse_and_finish(&file)
-            .map_err(|err| unreadable(path, err))?;
-        opened.push((file, metadata));
-    }
-    let Some((_, first)) = opened.first() else {
-        return Ok(None);
+/// Whether the inputs can be joined as they are: all of the shipper's making, with one schema,
+/// and row groups large enough on average.
+fn joinable(inputs: &[Input]) -> bool {
+    let Some(first) = inputs.first() else {
+        return false;
     };
-    let first = first.file_metadata();
-    let alike = opened.iter().all(|(_, metadata)| {
-        let file = metadata.file_metadata();
+    let first = first.metadata.file_metadata();
+    let alike = inputs.iter().all(|input| {
+        let file = input.metadata.file_metadata();
         file.created_by() == Some(CREATED_BY)
             && file.schema() == first.schema()
             && file.key_value_metadata() == first.key_value_metadata()
     });
-    let rows: i64 = opened
+    let rows: i64 = inputs
         .iter()
-        .map(|(_, metadata)| metadata.file_metadata().num_rows())
+        .map(|input| input.metadata.file_metadata().num_rows())
         .sum();
-    let groups: usize = opened.iter().map(|(_, metadata)| metadata.num_row_groups()).sum();
-    let large = rows >= COPIED_ROW_GROUP_ROWS * i64::try_from(groups).unwrap_or(i64::MAX);
-    Ok((alike && large).then_some(opened))
+    let groups: usize = inputs.iter().map(|input| input.metadata.num_row_groups()).sum();
+    alike && rows >= COPIED_ROW_GROUP_ROWS * i64::try_from(groups).unwrap_or(i64::MAX)
 }
 
 /// One file of every row group of `inputs`, in order, their encoded columns copied.
-fn join(inputs: &[(File, ParquetMetaData)], output: &Path) -> Result<Rewritten> {
+fn join(inputs: &[Input], output: &Path) -> Result<Rewritten> {
     let encoding =
         |err: parquet::errors::ParquetError| CoreError::LakeFile(format!("cannot write {}: {err}", output.display()));
     let mut rows = 0u64;
     let bytes = columns::write_file(output, |file| {
-        let first = inputs[0].1.file_metadata();
+        let first = inputs[0].metadata.file_metadata();
         let properties = WriterProperties::builder()
             .set_created_by(CREATED_BY.into())
             .set_key_value_metadata(first.key_value_metadata().cloned())
             .build();
         let schema = first.schema_descr().root_schema_ptr();
         let mut writer = SerializedFileWriter::new(file, schema, Arc::new(properties)).map_err(encoding)?;
-        for (input, metadata) in inputs {
+        for Input { file, metadata, .. } in inputs {
             let page_index = metadata.page_index();
             for (group_index, group) in metadata.row_groups().iter().enumerate() {
                 let mut copied = writer.next_row_group().map_err(encoding)?;
@@ -139,7 +149,7 @@ fn join(inputs: &[(File, ParquetMetaData)], output: &Path) -> Result<Rewritten> 
                             .and_then(|index| index.offset_index(group_index, column_index))
                             .cloned(),
                     };
-                    copied.append_column(input, close).map_err(encoding)?;
+                    copied.append_column(file, close).map_err(encoding)?;
                 }
                 copied.close().map_err(encoding)?;
                 rows += group.num_rows() as u64;

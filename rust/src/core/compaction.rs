@@ -34,33 +34,42 @@ fn unreadable(path: &Path, err: impl std::fmt::Display) -> CoreError {
     CoreError::LakeFile(format!("cannot read {}: {err}", path.display()))
 }
 
-/// An input file, opened, its footer read once for either way of rewriting it.
+/// An input file's footer, read once to decide how to rewrite it. The file itself is opened
+/// again when its rows are read: a rewrite of a busy day takes thousands of small files, more
+/// than a process may hold open at once.
 struct Input {
     path: PathBuf,
-    file: File,
     metadata: Arc<ParquetMetaData>,
 }
 
-fn open(path: &Path) -> Result<Input> {
-    let file = File::open(path).map_err(|err| unreadable(path, err))?;
-    let metadata = ParquetMetaDataReader::new()
-        .with_page_index_policy(PageIndexPolicy::Optional)
-        .parse_and_finish(&file)
-        .map_err(|err| unreadable(path, err))?;
-    Ok(Input {
-        path: path.to_path_buf(),
-        file,
-        metadata: Arc::new(metadata),
-    })
+impl Input {
+    fn read(path: &Path) -> Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            metadata: Arc::new(footer(path, &open_input(path)?, PageIndexPolicy::Skip)?),
+        })
+    }
+}
+
+fn open_input(path: &Path) -> Result<File> {
+    File::open(path).map_err(|err| unreadable(path, err))
+}
+
+/// A file's footer; its page index is wanted only when its columns are copied as they are.
+fn footer(path: &Path, file: &File, page_index: PageIndexPolicy) -> Result<ParquetMetaData> {
+    ParquetMetaDataReader::new()
+        .with_page_index_policy(page_index)
+        .parse_and_finish(file)
+        .map_err(|err| unreadable(path, err))
 }
 
 fn batches_of(input: Input, schema: &SchemaRef) -> Result<Batches> {
-    let Input { path, file, metadata } = input;
+    let Input { path, metadata } = input;
     // The table's own Arrow types, whichever ones the file's writer recorded (pyiceberg writes
     // large strings, and may spell UTC otherwise).
     let options = ArrowReaderOptions::new().with_schema(Arc::clone(schema));
     let metadata = ArrowReaderMetadata::try_new(metadata, options).map_err(|err| unreadable(&path, err))?;
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(open_input(&path)?, metadata)
         .with_batch_size(SLICE_ROWS)
         .build()
         .map_err(|err| unreadable(&path, err))?;
@@ -77,7 +86,11 @@ pub(crate) const COPIED_ROW_GROUP_ROWS: i64 = 8_192;
 /// name and renamed once synced; on an error nothing is left there). The inputs are left alone:
 /// the lake's commit that replaces them decides when they go.
 pub fn rewrite(table: Table, inputs: &[PathBuf], output: &Path) -> Result<Rewritten> {
-    let opened = inputs.iter().map(|path| open(path)).collect::<Result<Vec<_>>>()?;
+    let opened = inputs
+        .iter()
+        .map(PathBuf::as_path)
+        .map(Input::read)
+        .collect::<Result<Vec<_>>>()?;
     if joinable(&opened) {
         return join(&opened, output);
     }
@@ -132,7 +145,9 @@ fn join(inputs: &[Input], output: &Path) -> Result<Rewritten> {
             .build();
         let schema = first.schema_descr().root_schema_ptr();
         let mut writer = SerializedFileWriter::new(file, schema, Arc::new(properties)).map_err(encoding)?;
-        for Input { file, metadata, .. } in inputs {
+        for Input { path, .. } in inputs {
+            let source = open_input(path)?;
+            let metadata = footer(path, &source, PageIndexPolicy::Optional)?;
             let page_index = metadata.page_index();
             for (group_index, group) in metadata.row_groups().iter().enumerate() {
                 let mut copied = writer.next_row_group().map_err(encoding)?;
@@ -149,7 +164,7 @@ fn join(inputs: &[Input], output: &Path) -> Result<Rewritten> {
                             .and_then(|index| index.offset_index(group_index, column_index))
                             .cloned(),
                     };
-                    copied.append_column(file, close).map_err(encoding)?;
+                    copied.append_column(&source, close).map_err(encoding)?;
                 }
                 copied.close().map_err(encoding)?;
                 rows += group.num_rows() as u64;
@@ -301,6 +316,13 @@ mod tests {
         assert_eq!(rewritten.rows, 2 * large as u64 + 1);
         assert_eq!(rewritten.bytes, std::fs::metadata(&joined).unwrap().len());
         assert_eq!(row_groups(&joined), vec![large as i64, large as i64 + 1]);
+        // Their page indexes came along, for readers that skip pages.
+        let copied = footer(&joined, &File::open(&joined).unwrap(), PageIndexPolicy::Skip).unwrap();
+        assert!(copied
+            .row_groups()
+            .iter()
+            .flat_map(parquet::file::metadata::RowGroupMetaData::columns)
+            .all(|column| column.offset_index_range().is_some()));
         assert_eq!(column(&read(&joined), "uuid"), expected(2 * large + 1));
 
         // With a small file among them, or one the shipper did not write: written again, as

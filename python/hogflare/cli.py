@@ -250,13 +250,14 @@ def compact(
     small_mb: Annotated[int, typer.Option(help="Files under this size (MB) count as small.")] = 64,
 ) -> None:
     """Rewrite each day's small Parquet files into larger ones."""
+    from hogflare._hogflare import StorageError
     from hogflare.compaction import CompactionConflictError, Compactor, small_files_by_day
     from hogflare.lake import Lake
     from hogflare.lake_tables import TABLES
 
     settings = existing_or_exit(settings_or_exit(data_dir))
     lake = Lake(settings.lake_dir)
-    conflicts = rewritten = 0
+    failures = rewritten = 0
     for table in TABLES:
         # One plan of the table serves every day: the compactor follows its own commits.
         compactor = Compactor(lake, table)
@@ -267,12 +268,17 @@ def compact(
                 replaced, written = compactor.compact_day(day, small_mb << 20)
             except CompactionConflictError as exc:
                 typer.echo(f"error: {exc}", err=True)
-                conflicts += 1
+                failures += 1
+                continue
+            except StorageError as exc:
+                # A file that cannot be read leaves its day as it was, and the other days to be done.
+                typer.echo(f"error: {table} {day}: {exc}", err=True)
+                failures += 1
                 continue
             if replaced:
                 rewritten += 1
                 typer.echo(f"{table} {day}: {replaced} files rewritten as {'one' if written == 1 else written}")
-    if conflicts:
+    if failures:
         raise typer.Exit(1)
     if not rewritten:
         typer.echo(f"nothing to compact: no day has {max(min_files, 2)} files under {small_mb} MB")

@@ -151,8 +151,9 @@ class Compactor:
         if current is None:
             self._snapshot_id, self._live = None, {}
         elif current.snapshot_id != self._snapshot_id:
-            self._snapshot_id = current.snapshot_id
+            # The snapshot is taken as known only once planned: a plan that fails is made again.
             self._live = {task.file.file_path: task.file for task in table.scan().plan_files()}
+            self._snapshot_id = current.snapshot_id
         return table, self._live
 
     def replace(self, files: Sequence[DataFile]) -> int:

@@ -109,9 +109,11 @@ impl Store {
                 judged.push((seq, value.len(), entry.bytes().len()));
             }
             if let Some(at) = person_held_at(entry.bytes()).filter(|at| *at <= after) {
-                if !before.iter().any(|(key, _)| *key == at) {
+                // Kept in order of position: a read that begins inside a large commit may find
+                // thousands of persons held before it.
+                if let Err(index) = before.binary_search_by_key(&at, |(key, _)| *key) {
                     if let Some(value) = self.outbox.get(&txn, &at)? {
-                        before.push((at, self.read_entry(&txn, value)?));
+                        before.insert(index, (at, self.read_entry(&txn, value)?));
                     }
                 }
             }
@@ -246,7 +248,8 @@ impl Store {
 /// positions.
 pub struct OutboxRead<'r> {
     pub entries: Vec<(u64, &'r [u8])>,
-    /// Entries before the read, by position, that entries of the read take their person from.
+    /// Entries before the read, in order of position, that entries of the read take their
+    /// person from.
     before: Vec<(u64, &'r [u8])>,
 }
 
@@ -285,7 +288,11 @@ impl<'r> OutboxRead<'r> {
 
     /// The person the entry at position `at`, before the read, holds.
     fn person_before(&self, at: u64) -> Result<PersonRef<'r>> {
-        let bytes = self.before.iter().find(|(key, _)| *key == at).map(|(_, bytes)| *bytes);
+        let bytes = self
+            .before
+            .binary_search_by_key(&at, |(key, _)| *key)
+            .ok()
+            .map(|index| self.before[index].1);
         match bytes.map(OutboxRecordRef::decode).transpose()? {
             Some(record) => record.person().map_or_else(|| unresolved(at), Ok),
             None => unresolved(at),

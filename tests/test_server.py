@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import resource
 import socket
 import subprocess
 import time
@@ -119,6 +120,30 @@ def test_several_workers_share_one_data_directory(tmp_path: Path) -> None:
             assert client.post(f"{server.url}/batch/", json=body).status_code == 200
         rows = wait_for_rows(server.data_dir, "select distinct uuid from events", 100)
         assert len(rows) == 100
+
+
+def test_more_clients_than_the_usual_open_files_limit_are_served(tmp_path: Path) -> None:
+    """Started under a soft limit of 256 open files (1,024 is the usual one), the server runs
+    with the hard limit (Granian raises it as it starts, for the workers and the shipper they
+    start), so each of 400 clients connected at once is answered."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard == resource.RLIM_INFINITY or hard >= 2048, "the machine's hard limit leaves nothing to raise"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        server = Server(tmp_path / "data").start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    clients: list[socket.socket] = []
+    try:
+        clients = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(400)]
+        for client in clients:
+            client.sendall(b"GET /_health HTTP/1.1\r\nHost: hogflare\r\n\r\n")
+        for client in clients:
+            assert client.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
 
 
 def test_app_addr_is_honoured(tmp_path: Path) -> None:

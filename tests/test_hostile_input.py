@@ -19,6 +19,7 @@ import select
 import socket
 import statistics
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -131,6 +132,18 @@ def gzip_bomb() -> bytes:
     return gzip.compress(batch(item(blob="0" * 50_000_000)))
 
 
+@functools.cache
+def gzip_bomb_with_a_forged_size() -> bytes:
+    """The gzip trailer's size field claims 100 bytes: only inflating tells the truth."""
+    bomb = gzip_bomb()
+    return bomb[:-4] + (100).to_bytes(4, "little")
+
+
+@functools.cache
+def deflate_bomb() -> bytes:
+    return zlib.compress(batch(item(blob="0" * 50_000_000)))
+
+
 def multipart(body: bytes) -> bytes:
     return b'--x\r\nContent-Disposition: form-data; name="data"\r\n\r\n' + body + b"\r\n--x--\r\n"
 
@@ -152,6 +165,8 @@ class Attack:
 
 ATTACKS = {
     "gzip bomb": Attack("/i/v0/e/", gzip_bomb, 413, INFLATED),
+    "gzip bomb with a forged size": Attack("/i/v0/e/", gzip_bomb_with_a_forged_size, 413, INFLATED),
+    "deflate bomb": Attack("/batch/", deflate_bomb, 413, INFLATED, {"content-encoding": "deflate"}),
     "lz64 bomb": Attack(
         "/e/",
         lambda: b"data=" + fixture_bytes("lz64_bomb.txt").strip() + b"&compression=lz64",

@@ -46,16 +46,48 @@ pub fn is_zlib(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && bytes[0] == 0x78 && (u16::from(bytes[0]) << 8 | u16::from(bytes[1])) % 31 == 0
 }
 
-fn read_capped(reader: impl Read, cap: usize, codec: &'static str, size_hint: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(size_hint.min(cap).min(64 << 20));
-    let mut limited = reader.take(cap as u64 + 1);
-    limited.read_to_end(&mut out).map_err(|err| CoreError::Decompression {
+/// Up to this much is inflated straight into the result. Past it the rest is only counted, in a
+/// small buffer, so a bomb is refused without its output ever being held (a forged gzip trailer
+/// or a deflate stream says nothing of its size beforehand), and a body that does fit under the
+/// cap is inflated a second time, into a buffer of its size.
+const STORED_FIRST: usize = 8 << 20;
+
+fn read_capped<R: Read>(
+    open: impl Fn() -> Result<R>,
+    cap: usize,
+    codec: &'static str,
+    size_hint: usize,
+) -> Result<Vec<u8>> {
+    let failed = |err: std::io::Error| CoreError::Decompression {
         codec,
         detail: err.to_string(),
-    })?;
-    if out.len() > cap {
-        return Err(CoreError::PayloadTooLarge { limit: cap });
+    };
+    let first = STORED_FIRST.min(cap);
+    let mut out = Vec::with_capacity(size_hint.min(first));
+    let mut reader = open()?;
+    (&mut reader)
+        .take(first as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(failed)?;
+    if out.len() <= first {
+        return Ok(out);
     }
+    let mut total = out.len();
+    drop(out);
+    let mut scratch = vec![0u8; 64 << 10];
+    loop {
+        match reader.read(&mut scratch) {
+            Ok(0) => break,
+            Ok(read) => total += read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(failed(err)),
+        }
+        if total > cap {
+            return Err(CoreError::PayloadTooLarge { limit: cap });
+        }
+    }
+    let mut out = Vec::with_capacity(total);
+    open()?.read_to_end(&mut out).map_err(failed)?;
     Ok(out)
 }
 
@@ -76,24 +108,36 @@ pub fn gunzip(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
         }
         let mut out = vec![0u8; size];
         let done = LIBDEFLATE.with(|decompressor| decompressor.borrow_mut().gzip_decompress(bytes, &mut out));
-        if let Ok(written) = done {
-            if written == size {
-                return Ok(out);
-            }
+        // libdeflate reads the first member and ignores what follows it, checking the first
+        // member's own trailer: the body's last trailer must also describe what it read, or
+        // there were several members.
+        let crc: [u8; 4] = bytes[bytes.len() - 8..bytes.len() - 4].try_into().unwrap_or_default();
+        if done.is_ok_and(|written| written == size) && libdeflater::crc32(&out) == u32::from_le_bytes(crc) {
+            return Ok(out);
         }
     }
     // Several members (`gzip -c a b`), or a broken stream: the streaming decoder handles the
     // first and explains the second.
-    read_capped(flate2::read::MultiGzDecoder::new(bytes), cap, "gzip", bytes.len() * 8)
+    read_capped(
+        || Ok(flate2::read::MultiGzDecoder::new(bytes)),
+        cap,
+        "gzip",
+        bytes.len() * 8,
+    )
 }
 
 pub fn inflate_zlib(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
-    read_capped(flate2::read::ZlibDecoder::new(bytes), cap, "zlib", bytes.len() * 8)
+    read_capped(
+        || Ok(flate2::read::ZlibDecoder::new(bytes)),
+        cap,
+        "zlib",
+        bytes.len() * 8,
+    )
 }
 
 pub fn inflate_raw_deflate(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
     read_capped(
-        flate2::read::DeflateDecoder::new(bytes),
+        || Ok(flate2::read::DeflateDecoder::new(bytes)),
         cap,
         "deflate",
         bytes.len() * 8,
@@ -101,7 +145,12 @@ pub fn inflate_raw_deflate(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
 }
 
 pub fn unbrotli(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
-    read_capped(brotli::Decompressor::new(bytes, 8192), cap, "brotli", bytes.len() * 8)
+    read_capped(
+        || Ok(brotli::Decompressor::new(bytes, 8192)),
+        cap,
+        "brotli",
+        bytes.len() * 8,
+    )
 }
 
 /// The window a zstd body may use: 8 MB, HTTP's limit for `Content-Encoding: zstd` (RFC 9659),
@@ -113,9 +162,12 @@ pub fn unzstd(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
         codec: "zstd",
         detail: err.to_string(),
     };
-    let mut decoder = zstd::stream::read::Decoder::new(bytes).map_err(failed)?;
-    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(failed)?;
-    read_capped(decoder, cap, "zstd", bytes.len() * 8)
+    let open = || {
+        let mut decoder = zstd::stream::read::Decoder::new(bytes).map_err(failed)?;
+        decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(failed)?;
+        Ok(decoder)
+    };
+    read_capped(open, cap, "zstd", bytes.len() * 8)
 }
 
 /// `Content-Encoding: deflate` is zlib-wrapped by the HTTP spec, but some clients send raw
@@ -243,6 +295,71 @@ mod tests {
         assert!(body.len() < 200);
         let err = decompress(body, Compression::Gzip, 1024).unwrap_err();
         assert!(matches!(err, CoreError::PayloadTooLarge { limit: 1024 }));
+    }
+
+    /// Bodies that inflate past what is stored first, each packed so that nothing tells their
+    /// size before they are inflated.
+    fn silent_about_their_size(data: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+        // Two members: the trailer speaks of the second alone.
+        let mut gzip = gz(&data[..data.len() / 3]);
+        gzip.extend(gz(&data[data.len() / 3..]));
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(data).unwrap();
+        let mut deflate = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        deflate.write_all(data).unwrap();
+        let mut brotli = Vec::new();
+        brotli::BrotliCompress(
+            &mut &data[..],
+            &mut brotli,
+            &brotli::enc::BrotliEncoderParams::default(),
+        )
+        .unwrap();
+        vec![
+            ("gzip", gzip),
+            ("zlib", zlib.finish().unwrap()),
+            ("deflate", deflate.finish().unwrap()),
+            ("brotli", brotli),
+            ("zstd", zstd::encode_all(data, 1).unwrap()),
+        ]
+    }
+
+    fn inflate(codec: &str, body: &[u8], cap: usize) -> Result<Vec<u8>> {
+        match codec {
+            "gzip" => gunzip(body, cap),
+            "zlib" | "deflate" => inflate_deflate(body, cap),
+            "brotli" => unbrotli(body, cap),
+            _ => unzstd(body, cap),
+        }
+    }
+
+    #[test]
+    fn a_body_past_what_is_stored_first_is_counted_then_refused_or_inflated_whole() {
+        let data: Vec<u8> = (0..STORED_FIRST + (1 << 20))
+            .map(|at| b"{\"event\":\"$pageview\"},"[at % 22])
+            .collect();
+        for (codec, body) in silent_about_their_size(&data) {
+            assert!(body.len() < 1 << 20, "{codec}");
+            let refused = inflate(codec, &body, data.len() - 1).unwrap_err();
+            assert!(
+                matches!(refused, CoreError::PayloadTooLarge { .. }),
+                "{codec}: {refused}"
+            );
+            assert!(inflate(codec, &body, data.len()).unwrap() == data, "{codec}");
+        }
+        // A gzip trailer that lies about the size is refused at the cap too.
+        let mut forged = gz(&data);
+        let end = forged.len();
+        forged[end - 4..].copy_from_slice(&100u32.to_le_bytes());
+        let refused = gunzip(&forged, data.len() - 1).unwrap_err();
+        assert!(matches!(refused, CoreError::PayloadTooLarge { .. }), "{refused}");
+    }
+
+    #[test]
+    fn every_member_of_a_gzip_body_is_read() {
+        // Members of equal size: the last one's trailer gives the first one's size too.
+        let mut body = gz(br#"[{"event":"a"},"#);
+        body.extend(gz(br#"{"event":"bb"}]"#));
+        assert_eq!(gunzip(&body, 1 << 20).unwrap(), br#"[{"event":"a"},{"event":"bb"}]"#);
     }
 
     #[test]

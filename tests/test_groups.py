@@ -47,10 +47,16 @@ async def test_groupidentify_on_every_route(hogflare: Hogflare, case: str, path:
     assert group["group_properties"] == {"name": "Acme"}
     [row] = hogflare.rows()
     assert row["event"] == "$groupidentify"
-    assert row["person_id"] is None
     assert row["group0"] == "acme"
     assert row["group_properties"] == {"company": {"name": "Acme"}}
-    assert hogflare.persons() == []
+    if path == "/groups":
+        # hogflare's own route: its distinct id is the group's key, not a person's.
+        assert row["person_id"] is None
+        assert hogflare.persons() == []
+    else:
+        # As on PostHog, the group identify goes with its distinct id's person, made for it.
+        [person] = hogflare.persons_latest()
+        assert (row["person_id"], person["distinct_ids"]) == (person["person_id"], ["u"])
 
 
 async def test_group_set_is_a_set(hogflare: Hogflare) -> None:
@@ -68,14 +74,28 @@ async def test_group_set_is_a_set(hogflare: Hogflare) -> None:
     ]
 
 
-async def test_groupidentify_leaves_persons_alone(hogflare: Hogflare) -> None:
+async def test_groupidentify_goes_with_the_person_and_leaves_it_alone(hogflare: Hogflare) -> None:
     await send(hogflare, capture("u", {"$set": {"a": 1}}))
     item = group_identify("company", "acme", {"name": "Acme"}, distinct_id="u")
     item["properties"]["$set"] = {"a": 2}
     await send(hogflare, item)
     [person] = hogflare.persons_latest()
     assert person["merged_properties"] == {"a": 1}
-    assert len(hogflare.persons()) == 1
+    first, second = hogflare.persons()
+    assert second["version"] == first["version"]
+    group_row = hogflare.rows("event = '$groupidentify'")[0]
+    assert (group_row["person_id"], group_row["person_properties"]) == (person["person_id"], {"a": 1})
+
+
+async def test_a_personless_event_is_not_given_its_groups(hogflare: Hogflare) -> None:
+    """PostHog maps an event's `$groups` to group columns only when it processes a person."""
+    await send(hogflare, group_identify("company", "acme", {"name": "Acme"}))
+    await send(hogflare, capture("anon", {"$groups": {"company": "acme"}, "$process_person_profile": False}, "view"))
+    [view] = hogflare.rows("event = 'view'")
+    assert view["group0"] is None
+    assert view["group_properties"] is None
+    assert view["properties"]["$groups"] == {"company": "acme"}
+    assert "$group_0" not in view["properties"]
 
 
 async def test_groupidentify_keeps_no_person_updates(hogflare: Hogflare) -> None:

@@ -161,8 +161,9 @@ def test_posthog_js_identify_alias_group_register_reset(server: Server) -> None:
     [group] = groups_of(server, token)
     assert (group["group_type"], group["group_type_index"], group["group_key"]) == ("company", 0, "acme")
     assert group["group_properties"] == {"name": "Acme"}
+    # As on PostHog, group() goes with the user's person, which it leaves as it was.
     group_identify = one(rows, "$groupidentify")
-    assert group_identify["person_id"] is None
+    assert group_identify["person_id"] == person
     assert group_identify["group0"] == "acme"
     for name in ("with group", "registered"):
         row = one(rows, name)
@@ -235,12 +236,16 @@ def test_posthog_node_identify_alias_groups_personless(server: Server) -> None:
     expected = {"node anonymous": "capture", "$identify": "identify", "$create_alias": "alias"}
     expected |= {"node via alias": "capture", "node with group": "capture"}
     assert {name: operations.get(one(rows, name)["uuid"]) for name in person_events} == expected
-    assert len(snapshots) == len(person_events)
+    assert len([row for row in snapshots if row["person_id"] == person]) == len(person_events)
 
     [group] = groups_of(server, token)
     assert (group["group_type"], group["group_type_index"], group["group_key"]) == ("company", 0, "acme")
     assert group["group_properties"] == {"name": "Acme", "employees": 11}
-    assert one(rows, "$groupidentify")["person_id"] is None
+    # groupIdentify() without a distinct id sends posthog-node's "$company_acme", which, as on
+    # PostHog, is given a person of its own.
+    group_identify = one(rows, "$groupidentify")
+    assert group_identify["distinct_id"] == "$company_acme"
+    assert group_identify["person_id"] == person_uuid(token, "$company_acme")
     grouped = one(rows, "node with group")
     assert (grouped["group0"], grouped["properties"]["$group_0"]) == ("acme", "acme")
     assert grouped["group_properties"] == {"company": {"name": "Acme", "employees": 11}}
@@ -285,6 +290,11 @@ def test_posthog_python_set_alias_group_personless(server: Server) -> None:
     person = person_uuid(token, anon)
     for name in names - {"$groupidentify"}:
         assert one(rows, name)["person_id"] == person, name
+    # posthog-python's group_identify, given no distinct id, makes one up, which is given a person
+    # of its own, as on PostHog.
+    group_identify = one(rows, "$groupidentify")
+    assert group_identify["distinct_id"] not in {anon, user, alias}
+    assert group_identify["person_id"] == person_uuid(token, group_identify["distinct_id"])
     assert has(one(rows, "$set")["person_properties"], name="Linus", plan="free", first_seen="2024-01-01")
     assert has(one(rows, "$set_once")["person_properties"], first_seen="2024-01-01", source="python")
 

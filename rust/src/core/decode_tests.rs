@@ -83,6 +83,28 @@ fn bad_items_are_dropped_and_counted_while_good_ones_stay() {
 }
 
 #[test]
+fn group_identifies_posthog_would_drop_are_dropped() {
+    let group = |key: Value, set: Value| {
+        serde_json::json!({"event": "$groupidentify", "distinct_id": "u",
+            "properties": {"$group_type": "company", "$group_key": key, "$group_set": set}})
+    };
+    let body = serde_json::json!({"api_key": "phc", "batch": [
+        group("k".repeat(400).into(), serde_json::json!({"name": "Acme"})),
+        group("é".repeat(400).into(), Value::Null),
+        group(12345.into(), serde_json::json!({})),
+        group("k".repeat(401).into(), serde_json::json!({})),
+        // Characters as JavaScript counts them: 😀 is two.
+        group("😀".repeat(201).into(), serde_json::json!({})),
+        group("acme".into(), "Acme".into()),
+        group("acme".into(), serde_json::json!(["name"])),
+    ]});
+    let decoded = decode_json(RouteKind::Event, &body).unwrap();
+    assert_eq!(decoded.events.len(), 3);
+    let dropped: Vec<(&str, u32)> = decoded.dropped.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+    assert_eq!(dropped, vec![("group_key_too_long", 2), ("invalid_group_set", 2)]);
+}
+
+#[test]
 fn a_request_with_only_bad_items_is_an_error_that_names_them() {
     let err = decode_json(RouteKind::Event, &serde_json::json!({"event": "x", "token": "phc"})).unwrap_err();
     assert_eq!(err.to_string(), "no valid event in request (missing_distinct_id: 1)");

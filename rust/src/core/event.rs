@@ -18,7 +18,7 @@ use super::event_fields::{
 };
 pub(super) use super::event_fields::{is_true, non_null};
 use super::person_event::{PersonEvent, PersonMode};
-use super::properties::{plain_keys, Known, PropertyEdits};
+use super::properties::{group_identify_refusal, plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
 use super::request::RouteKind;
@@ -189,6 +189,11 @@ fn normalize_inner(
     if personless && IDENTITY_AND_GROUP_EVENTS.contains(&event.as_str()) {
         return Outcome::Filtered;
     }
+    if event == "$groupidentify" {
+        if let Some(reason) = group_identify_refusal(properties) {
+            return Outcome::Dropped(reason);
+        }
+    }
 
     let Some(distinct_id) = distinct_id_of(ctx.route, &item, &known, properties) else {
         return Outcome::Dropped(DropReason::MissingDistinctId);
@@ -358,7 +363,12 @@ fn normalize_inner(
             ..PersonEvent::default()
         }
     } else {
-        PersonEvent::read(&event, &properties_json)
+        let mut person = PersonEvent::read(&event, &properties_json);
+        if ctx.route == RouteKind::Groups {
+            // Hogflare's own route: its distinct id is the group's key, not a person's.
+            person.mode = PersonMode::Without;
+        }
+        person
     };
     let normalized = NormalizedEvent {
         uuid,

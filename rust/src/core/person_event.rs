@@ -52,7 +52,8 @@ pub enum PersonMode {
     /// has, and never creates or changes one (PostHog's replay and heatmap ingestion make no
     /// persons); without one, it is personless.
     Existing,
-    /// The event has no person (`$groupidentify`).
+    /// The event has no person (hogflare's own `/groups` route, which names a group, not a
+    /// person).
     Without,
 }
 
@@ -232,8 +233,10 @@ impl PersonEvent {
             return out;
         };
         let get = |key: Property| found.get(key);
-        if event == "$groupidentify" {
-            out.mode = PersonMode::Without;
+        // A group identify goes with its distinct id's person, created when it has none, as on
+        // PostHog; what it changes is the group's properties, never the person's.
+        let group_identify = event == "$groupidentify";
+        if group_identify {
             let group_type = get(Property::GroupType).and_then(text);
             let group_key = get(Property::GroupKey).and_then(text);
             if let (Some(group_type), Some(group_key)) = (group_type, group_key) {
@@ -266,7 +269,7 @@ impl PersonEvent {
             out.groups.retain(|(group_type, _)| *group_type != group.group_type);
             out.groups.push((group.group_type.clone(), group.group_key.clone()));
         }
-        if out.mode != PersonMode::Full {
+        if out.mode != PersonMode::Full || group_identify {
             return out;
         }
 

@@ -131,8 +131,9 @@ fn groups_and_personless_events() {
         "$groupidentify",
         r#"{"$group_type":"company","$group_key":"acme","$group_set":{"name":"Acme"},"$set":{"a":1}}"#,
     );
-    assert_eq!(group.mode, PersonMode::Without);
-    assert!(group.update.is_empty());
+    // The distinct id's person, unchanged: a group identify changes only its group.
+    assert_eq!(group.mode, PersonMode::Full);
+    assert!(group.update.is_empty() && group.identity.is_none());
     assert_eq!(group.groups, pairs(&[("company", "acme")]));
     assert_eq!(group.group_identify.unwrap().set, pairs(&[("name", r#""Acme""#)]));
 

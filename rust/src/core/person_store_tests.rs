@@ -212,7 +212,15 @@ fn groups_take_slots_and_events_read_them() {
     let group = serde_json::json!({"event": "$groupidentify", "distinct_id": "u", "properties":
         {"$group_type": "company", "$group_key": "acme", "$group_set": {"name": "Acme"}}});
     let (events, snapshots, _) = h.send(serde_json::json!([group]));
-    assert!(snapshots.is_empty() && events[0].person_id.is_none());
+    // As on PostHog, the group identify goes with its distinct id's person, made for it here,
+    // whose properties the group's do not touch.
+    assert!(events[0].person_id.is_some());
+    assert_eq!(snapshots.len(), 1);
+    let person: serde_json::Value = serde_json::from_str(&h.person("u").unwrap().properties_json()).unwrap();
+    assert_eq!(
+        person.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["$creator_event_uuid"]
+    );
     assert_eq!(events[0].groups[0].as_deref(), Some("acme"));
     let (events, _, _) = h.send(serde_json::json!([capture(
         "u",
@@ -228,6 +236,12 @@ fn groups_take_slots_and_events_read_them() {
         Some(r#"{"company":{"name":"Acme"},"org":{},"team":{}}"#)
     );
     assert!(row.properties.as_deref().unwrap().contains(r#""$group_1":"o1""#));
+    // A personless event's groups stay in its properties, unmapped, as on PostHog.
+    let personless = serde_json::json!({"$groups": {"company": "acme"}, "$process_person_profile": false});
+    let (events, _, _) = h.send(serde_json::json!([capture("u", personless)]));
+    assert_eq!(events[0].groups, [None, None, None, None, None]);
+    assert!(events[0].group_properties.is_none());
+    assert!(!events[0].properties.as_deref().unwrap().contains("$group_0"));
     // company, org and team hold three of the five slots: x and y take the last two.
     let many = serde_json::json!({"$groups": {"x": "1", "y": "2", "z": "3"}});
     let (_, _, warnings) = h.send(serde_json::json!([capture("u", many)]));

@@ -255,8 +255,15 @@ impl<'a> PersonWork<'a> {
         fields: &PersonEvent,
     ) -> Result<Applied> {
         let distinct_id = event.distinct_id;
+        // As on PostHog, an event's `$groups` give it group columns only when it processes a
+        // person: a personless event keeps them in its properties, unmapped.
+        let groups = if fields.mode == PersonMode::Personless {
+            AppliedGroups::default()
+        } else {
+            self.groups.apply(txn, project, fields)?
+        };
         let mut applied = Applied {
-            groups: self.groups.apply(txn, project, fields)?,
+            groups,
             ..Applied::default()
         };
         match fields.mode {

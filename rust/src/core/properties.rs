@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 
+use super::drop_reason::DropReason;
 use super::enrich::Entries;
 use super::geoip;
 use super::rawjson::{self, RawObject};
@@ -110,6 +111,25 @@ impl<'v> Known<'v> {
             .position(|watched| *watched == key)
             .is_some_and(|bit| self.present & (1 << bit) != 0)
     }
+}
+
+/// PostHog's longest group key; a `$groupidentify` with a longer one is dropped.
+const MAX_GROUP_KEY_CHARS: usize = 400;
+
+/// Why PostHog's ingestion drops a `$groupidentify` event: a group key over 400 characters (as
+/// JavaScript counts them), or a `$group_set` that is not an object.
+pub(super) fn group_identify_refusal(properties: &Value) -> Option<DropReason> {
+    let key_chars = properties.get("$group_key").and_then(|key| match key.get_type() {
+        JsonType::String => key.as_str().map(|text| text.encode_utf16().count()),
+        JsonType::Number => sonic_rs::to_string(key).ok().map(|text| text.len()),
+        _ => None,
+    });
+    if key_chars.is_some_and(|chars| chars > MAX_GROUP_KEY_CHARS) {
+        return Some(DropReason::GroupKeyTooLong);
+    }
+    let set = properties.get("$group_set");
+    set.is_some_and(|set| !set.is_null() && !set.is_object())
+        .then_some(DropReason::InvalidGroupSet)
 }
 
 /// How the properties of an event are changed on the way in.

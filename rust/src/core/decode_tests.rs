@@ -181,8 +181,14 @@ fn distinct_ids_are_stringified_cleaned_and_cut() {
         {"event": "a", "distinct_id": ""},
         {"event": "a", "properties": {"distinct_id": ["b", 1.5]}},
     ]});
+    let mut text = body.to_string();
+    // As the SDK wrote them, spaced and in its own order: ids as PostHog's capture writes them.
+    let spaced = r#"{"event": "a", "distinct_id": {"b": 1, "a": [1, 2.50]}}"#;
+    let in_properties = r#"{"event": "a", "properties": {"distinct_id": {"b": 1, "a": [1, 2.50]}}}"#;
+    let number = r#"{"event": "a", "distinct_id": 1.50}"#;
+    text.insert_str(text.len() - 2, &format!(",{spaced},{in_properties},{number}"));
     assert_eq!(
-        distinct_ids(body.to_string().as_bytes()),
+        distinct_ids(text.as_bytes()),
         vec![
             "42",
             "in-props",
@@ -192,6 +198,9 @@ fn distinct_ids_are_stringified_cleaned_and_cut() {
             r#"{"id":1}"#,
             "  ",
             r#"["b",1.5]"#,
+            r#"{"a":[1,2.5],"b":1}"#,
+            r#"{"a":[1,2.5],"b":1}"#,
+            "1.5",
         ]
     );
 }

@@ -59,20 +59,27 @@ fn clean_id(text: String) -> Option<String> {
     Some(truncate_chars(text, MAX_ID_CHARS))
 }
 
+/// A value that is not a string as PostHog's capture writes it into a distinct id: the JSON
+/// text serde_json makes of it (compact, an object's keys in order, numbers as it reads them:
+/// `1.50` is `1.5`), so an id reads the same wherever in the event it was sent.
+fn json_id(raw: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(raw).map_or_else(|_| raw.to_owned(), |value| value.to_string())
+}
+
 /// A distinct id from a raw JSON value: strings as they are, anything else as its JSON text.
 fn id_from_raw(raw: &str) -> Option<String> {
     let raw = raw.trim();
     if rawjson::is_null(raw) {
         return None;
     }
-    clean_id(rawjson::as_str(raw).map_or_else(|| raw.to_owned(), Cow::into_owned))
+    clean_id(rawjson::as_str(raw).map_or_else(|| json_id(raw), Cow::into_owned))
 }
 
 fn id_from_value(value: &Value) -> Option<String> {
     match value.get_type() {
         JsonType::Null => None,
         JsonType::String => clean_id(value.as_str().unwrap_or_default().to_owned()),
-        _ => clean_id(sonic_rs::to_string(value).unwrap_or_default()),
+        _ => clean_id(json_id(&sonic_rs::to_string(value).unwrap_or_default())),
     }
 }
 

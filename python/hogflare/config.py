@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 MB = 1_000_000
+#: PostHog's capture sizes its body limits in these (axum's `DefaultBodyLimit`).
+MiB = 1 << 20
 GiB = 1 << 30
 #: ``HOGFLARE_LOG_LEVEL``'s values, for hogflare's lines and Granian's alike.
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -86,8 +88,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sinks: str | None = None
 
     #: Bodies up to a terabyte, inflating at most a thousandfold: their product must fit in 64 bits.
-    max_body_bytes: Annotated[int, msgspec.Meta(gt=0, le=1 << 40)] = 20 * MB
-    max_recording_body_bytes: Annotated[int, msgspec.Meta(gt=0, le=1 << 40)] = 25 * MB
+    max_body_bytes: Annotated[int, msgspec.Meta(gt=0, le=1 << 40)] = 20 * MiB
+    max_recording_body_bytes: Annotated[int, msgspec.Meta(gt=0, le=1 << 40)] = 25 * MiB
     inflate_ratio: Annotated[int, msgspec.Meta(gt=0, le=1000)] = 5
     max_event_bytes: PositiveCount = 1 * MB
     body_timeout_secs: PositiveSeconds = 10.0

@@ -102,7 +102,8 @@ impl<'s, 'c> Evaluation<'s, 'c> {
                 return Some(Cow::Borrowed(anon));
             }
         }
-        Some(Cow::Borrowed(context.distinct_id))
+        // An empty distinct id names no one, as a missing group does.
+        (!context.distinct_id.is_empty()).then_some(Cow::Borrowed(context.distinct_id))
     }
 
     /// Answer a flag off without evaluating it, for the flags that depend on it.
@@ -196,7 +197,10 @@ impl<'s, 'c> Evaluation<'s, 'c> {
         for (index, condition) in flag.conditions.iter().enumerate() {
             let aggregation = condition.aggregation;
             let Some(identifier) = self.identifier(flag, aggregation) else {
-                keep_better(&mut best, FlagResult::off(Reason::NoGroupType, Some(index)));
+                // A group condition without its group names its condition; an empty distinct id
+                // names no one, and the flag service no condition.
+                let named = aggregation.map(|_| index);
+                keep_better(&mut best, FlagResult::off(Reason::NoGroupType, named));
                 continue;
             };
             // A person condition bucketed by device, without a device id, is skipped before

@@ -3,12 +3,14 @@ POST resends only what the stream lacks, and a slow stream never holds back the 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from msgspec.structs import replace
 
 from hogflare import pipelines
 from hogflare.config import Settings
@@ -165,3 +167,36 @@ async def test_no_post_starts_after_the_shutdown_deadline(tmp_path: Path, fake: 
         shipper.pipelines.shutdown()
     assert fake.stats()["posts"] > at_deadline + 1, "the lane had bodies left when the deadline came"
     assert sorted(row["uuid"] for row in fake.events()) == sorted(item["uuid"] for item in batch)
+
+
+async def test_a_chunk_being_delivered_at_the_stop_starts_no_post_past_the_deadline(
+    tmp_path: Path, fake: FakeStream
+) -> None:
+    """SIGTERM in the middle of a chunk's delivery: its lanes stop starting POSTs at the shutdown
+    deadline, counted from the stop, and the shipper exits; the rest ship after the next start."""
+    settings = replace(lane_settings(tmp_path, fake, concurrency=1), shutdown_timeout_secs=0.5)
+    fake.configure(delay=0.3)
+    async with running(replace(settings, sinks="lake")) as hogflare:
+        batch = [event("stopped", f"user-{n % 3}", uuid=str(uuid.uuid4())) for n in range(40)]
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        assert hogflare.app.store is not None
+        shipper = Shipper(settings, store=hogflare.app.store)
+        stop = threading.Event()
+        running_shipper = threading.Thread(target=shipper.run, args=(stop,))
+        running_shipper.start()
+        while fake.stats()["posts"] < 2:
+            time.sleep(0.05)
+        stop.set()
+        at_stop = fake.stats()["posts"]
+        running_shipper.join(timeout=30)
+        assert not running_shipper.is_alive()
+        # The deadline leaves room for a POST or two of 0.3 s, not the chunk's dozen.
+        assert fake.stats()["posts"] <= at_stop + 3
+        assert hogflare.app.store.outbox_state()[1] > 0, "rows the stream lacks stay in the outbox"
+        fake.configure(delay=0)
+        again = Shipper(settings, store=hogflare.app.store)
+        while again.ship_once():
+            pass
+        assert again.pipelines is not None
+        again.pipelines.shutdown()
+    assert sorted({row["uuid"] for row in fake.events()}) == sorted(item["uuid"] for item in batch)

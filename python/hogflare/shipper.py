@@ -299,6 +299,18 @@ class Shipper:
             loops.append(streams)
         # Maintenance rides with the first sink: snapshot expiry must not race the lake's commits.
         loops[0].maintain = self.maintain
+
+        def deadline_once_stopped() -> None:
+            # The shutdown timeout counts from the stop: a chunk the streams are being sent when
+            # it comes starts no request past the deadline, and the last delivery shares it.
+            stop.wait()
+            deadline = time.monotonic() + self.settings.shutdown_timeout_secs
+            for loop in loops:
+                loop.deadline = deadline
+            if self.pipelines is not None:
+                self.pipelines.send_by = deadline
+
+        threading.Thread(target=deadline_once_stopped, name="deadline", daemon=True).start()
         for loop in loops:
             loop.start()
         for loop in loops:

@@ -41,6 +41,8 @@ class SinkLoop(threading.Thread):
         self.maintain: Callable[[], None] | None = None
         #: Told the shutdown deadline before the last delivery, for a sink that can stop sooner.
         self.at_deadline: Callable[[float], None] | None = None
+        #: The shutdown deadline (``time.monotonic()``), once ``stop`` has been set.
+        self.deadline: float | None = None
 
     def run(self) -> None:
         last_flush = time.monotonic()
@@ -85,7 +87,9 @@ class SinkLoop(threading.Thread):
 
     def last_delivery(self) -> None:
         # A chunk already being shipped when the deadline passes finishes; none is started after.
-        deadline = time.monotonic() + self.settings.shutdown_timeout_secs
+        deadline = self.deadline
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.shutdown_timeout_secs
         if self.at_deadline is not None:
             self.at_deadline(deadline)
         shipped = 0

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from hogflare import pipelines
 from hogflare.config import ConfigError, Settings
@@ -313,7 +314,21 @@ async def test_a_sink_switched_off_and_on_again_says_which_rows_it_missed(tmp_pa
         return logs
 
     await send(both, "first", 2)
+
+    async def lag_rows(settings: Settings) -> dict[str, float]:
+        async with running(settings) as hogflare:
+            metrics = (await hogflare.client.get("/metrics")).text
+        gc.collect()
+        return {
+            sample.labels["sink"]: sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+            if sample.name == "hogflare_sink_lag_rows"
+        }
+
     await send(lake_only, "while-off", 3)  # the lake takes them, and the outbox frees them
+    # Rows the stream can no longer get are not counted as its lag.
+    assert await lag_rows(both) == {"lake": 0, PIPELINES_CURSOR: 0}
     logs = await send(both, "again", 4)
     # The stream is told of the three rows it missed; the lake, which had them, says nothing.
     missed = [(entry["sink"], entry["missed_from"], entry["missed_to"]) for entry in logs if "missed_from" in entry]

@@ -30,6 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from hogflare._hogflare import Store, __version__
 from hogflare.config import Settings
 from hogflare.http import Response
+from hogflare.store import positions_after
 
 _multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
@@ -283,7 +284,7 @@ class _StoreState:
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
-        next_seq, rows, size = self.store.outbox_state()
+        _, rows, size = self.store.outbox_state()
         yield _gauge("hogflare_outbox_rows", "Rows waiting in the outbox for some sink.", rows)
         yield _gauge("hogflare_outbox_bytes", "Bytes of the rows waiting in the outbox, as stored.", size)
         yield _gauge(
@@ -303,7 +304,7 @@ class _StoreState:
         for sink in self.settings.enabled_sinks:
             position = self.store.cursor(sink) or 0
             since = self.store.pending_since(position)
-            lag_rows.add_metric([sink], max(0, next_seq - 1 - position))
+            lag_rows.add_metric([sink], positions_after(self.store, position))
             lag_seconds.add_metric([sink], 0.0 if since is None else max(0.0, now - since))
         yield lag_rows
         yield lag_seconds

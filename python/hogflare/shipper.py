@@ -27,7 +27,7 @@ from hogflare.lake_tables import EVENTS, PERSONS, TABLES
 from hogflare.metrics import SinkCounters, count_rewritten
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
 from hogflare.sink_loop import SinkLoop
-from hogflare.store import LAKE_CURSOR, open_store
+from hogflare.store import LAKE_CURSOR, open_store, positions_after
 from hogflare.supervisor import acquire_lock, lock_path
 
 log = structlog.get_logger("hogflare.shipper")
@@ -228,8 +228,7 @@ class Shipper:
         return 0 if self.pipelines is None else self._after(self.pipelines.position)
 
     def _after(self, position: int) -> int:
-        next_seq, _, _ = self.store.outbox_state()
-        return max(0, next_seq - 1 - position)
+        return positions_after(self.store, position)
 
     def _pipelines_deadline(self, deadline: float) -> None:
         assert self.pipelines is not None

@@ -40,6 +40,14 @@ def open_store(settings: Settings) -> Store:
     )
 
 
+def positions_after(store: Store, position: int) -> int:
+    """How many outbox positions a sink whose cursor is ``position`` has yet to ship: those
+    after it that the outbox still holds (a sink switched back on may be behind rows already
+    freed, which it will never get)."""
+    next_seq, _, _ = store.outbox_state()
+    return max(0, next_seq - max(position + 1, store.first_position()))
+
+
 def local_path(location: str) -> str:
     """A file path DuckDB and pyarrow can open, from an Iceberg ``file://`` location."""
     if location.startswith("file:"):

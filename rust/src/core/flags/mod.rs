@@ -40,7 +40,7 @@ use super::rawjson;
 /// Whether the request's evaluation environments leave the flag out: it has tags, the request
 /// names environments, and none of them is a tag of the flag.
 fn outside_environments(flag: &Flag, environments: Option<&[String]>) -> bool {
-    match (environments, flag.definition.evaluation_tags.as_ref()) {
+    match (environments, flag.definition.evaluation_contexts()) {
         (Some(wanted), Some(tags)) => {
             !wanted.is_empty() && !tags.is_empty() && !tags.iter().any(|tag| wanted.contains(tag))
         }

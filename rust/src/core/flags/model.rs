@@ -42,6 +42,23 @@ pub struct FlagDefinition {
     /// Environments the flag is evaluated in; none means everywhere.
     #[serde(default, alias = "evaluation_environments")]
     pub evaluation_tags: Option<Vec<String>>,
+    /// The same, under the name PostHog has given them since March 2026; it wins when both are
+    /// there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_contexts: Option<Vec<String>>,
+    /// Where the flag may be evaluated (`all`, `server`, `client`): the server SDKs leave a
+    /// `client` flag out of their local evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<i64>,
+}
+
+impl FlagDefinition {
+    /// The environments (contexts) the flag is evaluated in, whichever name they came under.
+    pub fn evaluation_contexts(&self) -> Option<&Vec<String>> {
+        self.evaluation_contexts.as_ref().or(self.evaluation_tags.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

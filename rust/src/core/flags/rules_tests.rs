@@ -2,7 +2,7 @@
 //! flags, early-access enrollment, group flags, evaluation environments and regex limits.
 
 use chrono::Utc;
-use sonic_rs::{JsonValueTrait, Value};
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
 use super::{FlagSet, Request};
 
@@ -206,4 +206,36 @@ fn a_pattern_that_gives_up_is_an_error_in_the_answer() {
         Some(true)
     );
     assert!(!answer(&set, "slow", &person, "{}").0);
+}
+
+#[test]
+fn evaluation_contexts_and_runtime_as_posthog_names_them_now() {
+    let definitions = r#"{"flags": [
+        {"key": "web-only", "active": true, "team_id": 7, "evaluation_runtime": "client",
+         "evaluation_contexts": ["web"], "evaluation_tags": ["mobile"],
+         "filters": {"groups": [{"properties": [], "rollout_percentage": 100}]}}]}"#;
+    let (set, problems) = FlagSet::compile(None, Some(definitions));
+    assert!(problems.is_empty(), "{problems:?}");
+    let flags = |contexts: &[String]| -> Value {
+        let request = Request {
+            distinct_id: "user-1",
+            person_properties: "{}",
+            groups: "{}",
+            group_properties: "{}",
+            environments: Some(contexts),
+            ..Request::default()
+        };
+        let out: Value = sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap();
+        out.get("flags").unwrap().clone()
+    };
+    // The newer name wins over the legacy one.
+    assert!(flags(&["web".to_owned()]).get("web-only").is_some());
+    assert!(flags(&["mobile".to_owned()]).get("web-only").is_none());
+    // The server SDKs read the runtime from the definitions they evaluate locally.
+    let served: Value = sonic_rs::from_str(&set.definitions_json()).unwrap();
+    let flag = served.get("flags").unwrap().get(0).unwrap();
+    assert_eq!(flag.get("evaluation_runtime").and_then(JsonValueTrait::as_str), Some("client"));
+    assert_eq!(flag.get("team_id").and_then(JsonValueTrait::as_i64), Some(7));
+    let contexts = flag.get("evaluation_contexts").unwrap().as_array().unwrap();
+    assert_eq!(contexts.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>(), ["web"]);
 }

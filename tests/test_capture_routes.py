@@ -90,6 +90,16 @@ async def test_recordings_are_stored_as_snapshot_rows(hogflare: Hogflare) -> Non
     assert "$snapshot_data" not in props
 
 
+async def test_a_recording_sent_with_null_window_and_source_gets_their_defaults(hogflare: Hogflare) -> None:
+    recording = snapshot()
+    recording["properties"].update({"$window_id": None, "$snapshot_source": None, "$lib": None})
+    assert (await hogflare.post("/s/", [recording])).status_code == 200
+    [row] = hogflare.rows()
+    props = row["properties"]
+    window = (props["$window_id"], props["$snapshot_source"], props["$lib"])
+    assert window == (props["$session_id"], "web", "web")
+
+
 async def test_recording_without_session_id_is_refused(hogflare: Hogflare) -> None:
     snapshot = {"event": "$snapshot", "properties": {"$snapshot_data": [], "distinct_id": "u", "token": TOKEN}}
     response = await hogflare.post("/s/", [snapshot])

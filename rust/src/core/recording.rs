@@ -35,7 +35,8 @@ pub(super) fn shape_recording(properties: &str, distinct_id: &str) -> Result<Str
         ("$lib", "web"),
         ("distinct_id", distinct_id),
     ] {
-        if !object.contains(key) {
+        // Sent as `null` is as good as not sent.
+        if object.get(key).is_none_or(rawjson::is_null) {
             object.set(key, rawjson::string_literal(default));
         }
     }

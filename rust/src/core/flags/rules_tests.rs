@@ -131,6 +131,19 @@ fn a_dependency_without_flag_evaluates_to_matches_nothing() {
     assert_eq!(answer(&set, "child", "{}", "{}"), (false, "no_condition_match".into()));
 }
 
+/// The answer for user-1, with no properties, asking for the flags of these contexts.
+fn in_contexts(set: &FlagSet, contexts: &[String]) -> Value {
+    let request = Request {
+        distinct_id: "user-1",
+        person_properties: "{}",
+        groups: "{}",
+        group_properties: "{}",
+        environments: Some(contexts),
+        ..Request::default()
+    };
+    sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap()
+}
+
 #[test]
 fn a_flag_the_environments_leave_out_is_off_for_its_dependents() {
     let mobile = r#"{"key": "mobile-only", "active": true, "evaluation_tags": ["mobile"],
@@ -143,17 +156,7 @@ fn a_flag_the_environments_leave_out_is_off_for_its_dependents() {
     let needs_on = flag("needs-on", &format!("[{}]", when(true)));
     let needs_off = flag("needs-off", &format!("[{}]", when(false)));
     let set = posthog_set(&format!("[{mobile}, {needs_on}, {needs_off}]"));
-    let evaluate = |environments: &[String]| -> Value {
-        let request = Request {
-            distinct_id: "user-1",
-            person_properties: "{}",
-            groups: "{}",
-            group_properties: "{}",
-            environments: Some(environments),
-            ..Request::default()
-        };
-        sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap()
-    };
+    let evaluate = |environments: &[String]| in_contexts(&set, environments);
     let enabled = |out: &Value, key: &str| {
         out.get("flags")
             .unwrap()
@@ -216,25 +219,17 @@ fn evaluation_contexts_and_runtime_as_posthog_names_them_now() {
          "filters": {"groups": [{"properties": [], "rollout_percentage": 100}]}}]}"#;
     let (set, problems) = FlagSet::compile(None, Some(definitions));
     assert!(problems.is_empty(), "{problems:?}");
-    let flags = |contexts: &[String]| -> Value {
-        let request = Request {
-            distinct_id: "user-1",
-            person_properties: "{}",
-            groups: "{}",
-            group_properties: "{}",
-            environments: Some(contexts),
-            ..Request::default()
-        };
-        let out: Value = sonic_rs::from_str(&set.evaluate_json(&request, Utc::now())).unwrap();
-        out.get("flags").unwrap().clone()
-    };
+    let flags = |contexts: &[String]| in_contexts(&set, contexts).get("flags").unwrap().clone();
     // The newer name wins over the legacy one.
     assert!(flags(&["web".to_owned()]).get("web-only").is_some());
     assert!(flags(&["mobile".to_owned()]).get("web-only").is_none());
     // The server SDKs read the runtime from the definitions they evaluate locally.
     let served: Value = sonic_rs::from_str(&set.definitions_json()).unwrap();
     let flag = served.get("flags").unwrap().get(0).unwrap();
-    assert_eq!(flag.get("evaluation_runtime").and_then(JsonValueTrait::as_str), Some("client"));
+    assert_eq!(
+        flag.get("evaluation_runtime").and_then(JsonValueTrait::as_str),
+        Some("client")
+    );
     assert_eq!(flag.get("team_id").and_then(JsonValueTrait::as_i64), Some(7));
     let contexts = flag.get("evaluation_contexts").unwrap().as_array().unwrap();
     assert_eq!(contexts.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>(), ["web"]);

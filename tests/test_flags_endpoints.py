@@ -558,22 +558,23 @@ async def test_definitions_for_a_known_key(flagged: Hogflare, path: str, key: st
 
 @pytest.mark.parametrize("path", DEFINITION_PATHS)
 @pytest.mark.parametrize(
-    ("headers", "detail"),
+    ("headers", "code", "detail"),
     [
-        ({}, "not provided"),
-        ({"authorization": "Bearer phx_wrong"}, "Invalid personal API key"),
-        ({"authorization": "Bearer phs_wrong"}, "Invalid project secret API key"),
-        ({"authorization": f"Basic {PERSONAL_KEY}"}, "not provided"),
-        ({"authorization": f"Bearer {TOKEN}"}, "Invalid"),
+        # No key at all is DRF's NotAuthenticated; a wrong one its AuthenticationFailed.
+        ({}, "not_authenticated", "not provided"),
+        ({"authorization": "Bearer phx_wrong"}, "authentication_failed", "Invalid personal API key"),
+        ({"authorization": "Bearer phs_wrong"}, "authentication_failed", "Invalid project secret API key"),
+        ({"authorization": f"Basic {PERSONAL_KEY}"}, "not_authenticated", "not provided"),
+        ({"authorization": f"Bearer {TOKEN}"}, "authentication_failed", "Invalid"),
     ],
 )
 async def test_definitions_refuse_a_missing_or_wrong_key(
-    flagged: Hogflare, path: str, headers: dict[str, str], detail: str
+    flagged: Hogflare, path: str, headers: dict[str, str], code: str, detail: str
 ) -> None:
     response = await flagged.client.get(path, headers=headers)
     assert response.status_code == 401
     error = response.json()
-    assert (error["type"], error["code"], error["attr"]) == ("authentication_error", "authentication_failed", None)
+    assert (error["type"], error["code"], error["attr"]) == ("authentication_error", code, None)
     assert detail in error["detail"]
 
 

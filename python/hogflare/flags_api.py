@@ -162,7 +162,8 @@ class FlagsEndpoints:
     def _authenticate(self, request: Request) -> Response | None:
         key = _bearer(request.header(b"authorization")) or request.query_param("personal_api_key")
         if not key:
-            return _auth_error("Authentication credentials were not provided.")
+            # DRF's NotAuthenticated, as PostHog answers a request that names no key.
+            return _auth_error("Authentication credentials were not provided.", "not_authenticated")
         allowed = (*self.settings.personal_api_keys, *self.settings.project_secret_keys)
         # Compare against every key so the time taken says nothing about which one was close.
         matched = False
@@ -174,8 +175,8 @@ class FlagsEndpoints:
         return _auth_error(f"Invalid {kind}.")
 
 
-def _auth_error(detail: str) -> Response:
-    return Response.json(ApiError(type="authentication_error", code="authentication_failed", detail=detail), 401)
+def _auth_error(detail: str, code: str = "authentication_failed") -> Response:
+    return Response.json(ApiError(type="authentication_error", code=code, detail=detail), 401)
 
 
 def _bearer(header: str | None) -> str | None:

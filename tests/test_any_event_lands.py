@@ -149,7 +149,18 @@ REFUSED_WITHOUT_PERSON = {"$identify", "$create_alias", "$merge_dangerously", "$
 
 
 def discarded(item: dict[str, Any]) -> bool:
-    return item["event"] in REFUSED_WITHOUT_PERSON and item["properties"].get("$process_person_profile") is False
+    properties = item["properties"]
+    if item["event"] in REFUSED_WITHOUT_PERSON and properties.get("$process_person_profile") is False:
+        return True
+    # PostHog's ingestion discards a group identify with a key over 400 characters (as JavaScript
+    # counts them) or a `$group_set` that is not an object.
+    if item["event"] != "$groupidentify":
+        return False
+    key = properties.get("$group_key")
+    key_text = key if isinstance(key, str) else json.dumps(key) if isinstance(key, (int, float)) else ""
+    too_long = len(key_text.encode("utf-16-le")) // 2 > 400
+    group_set = properties.get("$group_set")
+    return too_long or (group_set is not None and not isinstance(group_set, dict))
 
 
 def expected_id(distinct_id: Any) -> str:
@@ -245,7 +256,7 @@ def test_every_accepted_event_reaches_the_streams(
             response = await hogflare.post("/batch/", content=json.dumps(body).encode())
             assert response.status_code == 200, response.text
             lake = hogflare.rows(order="uuid")  # drains both sinks
-            sent = [item["uuid"] for item in body["batch"]]
+            sent = [item["uuid"] for item in body["batch"] if not discarded(item)]
             events = sorted(fake_process.events(), key=lambda row: row["uuid"])
             assert [row["uuid"] for row in events] == [row["uuid"] for row in lake] == sent
             assert [row["properties"] for row in events] == [row["properties"] for row in lake]

@@ -20,9 +20,6 @@ pub enum DropReason {
     CookielessMissingIp,
     CookielessMissingHost,
     CookielessDayOutOfRange,
-    // PostHog's ingestion's checks of a `$groupidentify`.
-    GroupKeyTooLong,
-    InvalidGroupSet,
     // Capture v1's own checks, named as PostHog's v1 answer names them.
     DroppedPerformanceEvent,
     EventNameTooLong,
@@ -52,8 +49,6 @@ impl DropReason {
             Self::CookielessMissingIp => "cookieless_missing_ip",
             Self::CookielessMissingHost => "cookieless_missing_host",
             Self::CookielessDayOutOfRange => "cookieless_day_out_of_range",
-            Self::GroupKeyTooLong => "group_key_too_long",
-            Self::InvalidGroupSet => "invalid_group_set",
             Self::DroppedPerformanceEvent => "dropped_performance_event",
             Self::EventNameTooLong => "event_name_too_long",
             Self::DistinctIdTooLarge => "distinct_id_too_large",

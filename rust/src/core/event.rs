@@ -18,7 +18,7 @@ use super::event_fields::{
 };
 pub(super) use super::event_fields::{is_true, non_null};
 use super::person_event::{PersonEvent, PersonMode};
-use super::properties::{group_identify_refusal, plain_keys, Known, PropertyEdits};
+use super::properties::{group_identify_discarded, plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
 use super::request::RouteKind;
@@ -189,10 +189,8 @@ fn normalize_inner(
     if personless && IDENTITY_AND_GROUP_EVENTS.contains(&event.as_str()) {
         return Outcome::Filtered;
     }
-    if event == "$groupidentify" {
-        if let Some(reason) = group_identify_refusal(properties) {
-            return Outcome::Dropped(reason);
-        }
+    if event == "$groupidentify" && group_identify_discarded(properties) {
+        return Outcome::Filtered;
     }
 
     let Some(distinct_id) = distinct_id_of(ctx.route, &item, &known, properties) else {

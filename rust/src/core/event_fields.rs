@@ -59,10 +59,13 @@ fn clean_id(text: String) -> Option<String> {
     Some(truncate_chars(text, MAX_ID_CHARS))
 }
 
-/// A value that is not a string as PostHog's capture writes it into a distinct id: the JSON
-/// text serde_json makes of it (compact, an object's keys in order, numbers as it reads them:
-/// `1.50` is `1.5`), so an id reads the same wherever in the event it was sent.
+/// An object or array as PostHog's capture writes it into a distinct id: the JSON text
+/// serde_json makes of it (compact, an object's keys in order), so an id reads the same wherever
+/// in the event it was sent. Numbers and the like keep the text they were sent as.
 fn json_id(raw: &str) -> String {
+    if !raw.starts_with(['{', '[']) {
+        return raw.to_owned();
+    }
     serde_json::from_str::<serde_json::Value>(raw).map_or_else(|_| raw.to_owned(), |value| value.to_string())
 }
 

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 
-use super::drop_reason::DropReason;
 use super::enrich::Entries;
 use super::geoip;
 use super::rawjson::{self, RawObject};
@@ -113,23 +112,21 @@ impl<'v> Known<'v> {
     }
 }
 
-/// PostHog's longest group key; a `$groupidentify` with a longer one is dropped.
+/// PostHog's longest group key; its ingestion discards a `$groupidentify` with a longer one.
 const MAX_GROUP_KEY_CHARS: usize = 400;
 
-/// Why PostHog's ingestion drops a `$groupidentify` event: a group key over 400 characters (as
-/// JavaScript counts them), or a `$group_set` that is not an object.
-pub(super) fn group_identify_refusal(properties: &Value) -> Option<DropReason> {
+/// Whether PostHog's ingestion discards this `$groupidentify` (after its capture said ok): a
+/// group key over 400 characters as JavaScript counts them (`group_key_too_long`), or a
+/// `$group_set` that is not an object (`invalid_group_set`).
+pub(super) fn group_identify_discarded(properties: &Value) -> bool {
     let key_chars = properties.get("$group_key").and_then(|key| match key.get_type() {
         JsonType::String => key.as_str().map(|text| text.encode_utf16().count()),
         JsonType::Number => sonic_rs::to_string(key).ok().map(|text| text.len()),
         _ => None,
     });
-    if key_chars.is_some_and(|chars| chars > MAX_GROUP_KEY_CHARS) {
-        return Some(DropReason::GroupKeyTooLong);
-    }
     let set = properties.get("$group_set");
-    set.is_some_and(|set| !set.is_null() && !set.is_object())
-        .then_some(DropReason::InvalidGroupSet)
+    key_chars.is_some_and(|chars| chars > MAX_GROUP_KEY_CHARS)
+        || set.is_some_and(|set| !set.is_null() && !set.is_object())
 }
 
 /// How the properties of an event are changed on the way in.

@@ -300,7 +300,7 @@ class Shipper:
         loops[0].maintain = self.maintain
 
         def deadline_once_stopped() -> None:
-            # The shutdown timeout counts from the stop: a chunk the streams are being sent when
+            # The shutdown timeout counts from the stop: a chunk being sent to the streams when
             # it comes starts no request past the deadline, and the last delivery shares it.
             stop.wait()
             deadline = time.monotonic() + self.settings.shutdown_timeout_secs

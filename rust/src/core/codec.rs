@@ -75,16 +75,16 @@ fn read_capped<R: Read>(
     let mut total = out.len();
     drop(out);
     let mut scratch = vec![0u8; 64 << 10];
-    loop {
+    while total <= cap {
         match reader.read(&mut scratch) {
             Ok(0) => break,
             Ok(read) => total += read,
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
             Err(err) => return Err(failed(err)),
         }
-        if total > cap {
-            return Err(CoreError::PayloadTooLarge { limit: cap });
-        }
+    }
+    if total > cap {
+        return Err(CoreError::PayloadTooLarge { limit: cap });
     }
     let mut out = Vec::with_capacity(total);
     open()?.read_to_end(&mut out).map_err(failed)?;
@@ -368,6 +368,15 @@ mod tests {
         assert_eq!(gunzip(&gz(&data), 1000).unwrap().len(), 1000);
         assert!(matches!(
             gunzip(&gz(&data), 999),
+            Err(CoreError::PayloadTooLarge { .. })
+        ));
+        // The same without a size to read beforehand.
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zlib.write_all(&data).unwrap();
+        let zlib = zlib.finish().unwrap();
+        assert_eq!(inflate_zlib(&zlib, 1000).unwrap().len(), 1000);
+        assert!(matches!(
+            inflate_zlib(&zlib, 999),
             Err(CoreError::PayloadTooLarge { .. })
         ));
     }

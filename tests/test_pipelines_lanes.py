@@ -200,3 +200,30 @@ async def test_a_chunk_being_delivered_at_the_stop_starts_no_post_past_the_deadl
         assert again.pipelines is not None
         again.pipelines.shutdown()
     assert sorted({row["uuid"] for row in fake.events()}) == sorted(item["uuid"] for item in batch)
+
+
+async def test_a_stream_slower_than_the_timeout_gets_a_longer_one_after_a_timeout(
+    tmp_path: Path, fake: FakeStream
+) -> None:
+    """A stream that takes 1.5 s to answer, against a 1 s timeout: the timed-out POST may have
+    been taken all the same, so it is sent again, with twice the timeout, and goes through,
+    rather than being sent again every few seconds for as long as the stream stays slow."""
+    settings = replace(lane_settings(tmp_path, fake, concurrency=1), pipeline_timeout_secs=1.0)
+    fake.configure(delay=1.5)
+    async with running(settings) as hogflare:
+        batch = [event("slow", "user-1", uuid=str(uuid.uuid4())) for _ in range(5)]
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})).status_code == 200
+        assert hogflare.app.store is not None
+        shipper = Shipper(settings, store=hogflare.app.store)
+        assert shipper.pipelines is not None
+        deadline = time.monotonic() + 30
+        while hogflare.app.store.outbox_state()[1] and time.monotonic() < deadline:
+            shipper.ship_once()
+            time.sleep(0.05)
+        assert hogflare.app.store.outbox_state()[1] == 0, "the stream took the rows"
+        assert shipper.pipelines.retries >= 1
+        shipper.pipelines.shutdown()
+    time.sleep(1.6)  # the abandoned POST lands at the stream too
+    copies = [row["uuid"] for row in fake.events()]
+    assert sorted(set(copies)) == sorted(item["uuid"] for item in batch)
+    assert all(copies.count(item["uuid"]) <= 2 for item in batch)

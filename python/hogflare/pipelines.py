@@ -43,6 +43,10 @@ PIPELINES_CURSOR = "pipelines"
 _MAX_CHUNK_BYTES = 16 << 20
 _BACKOFF_FIRST_SECS = 0.5
 _BACKOFF_MAX_SECS = 30.0
+#: A stream that keeps answering after the request timeout gets each timed-out chunk again, and
+#: may have taken it every time: after each timeout the next attempts wait twice as long, up to
+#: this many times the configured timeout, until a chunk goes through.
+_TIMEOUT_GROWTH_MAX = 8
 _RETRY_AFTER_MAX_SECS = 300.0
 PARK_SECS = 300.0
 _RETRIED = frozenset({408, 429})
@@ -58,6 +62,10 @@ class RetryLaterError(Exception):
 
 class DeadlineError(RetryLaterError):
     """The shutdown deadline passed before the body was sent; it is sent after the next start."""
+
+
+class TimedOutError(RetryLaterError):
+    """The stream did not answer in time; it may have taken the body all the same."""
 
 
 class RefusedError(Exception):
@@ -134,6 +142,7 @@ class PipelinesSink:
         self._pending_rows = 0
         self._next_attempt = 0.0
         self._failures = 0
+        self._timeout = settings.pipeline_timeout_secs
         self.parked = False
         self.rows_sent = 0
         self.batches_sent = 0
@@ -206,6 +215,7 @@ class PipelinesSink:
             log.info("Pipelines stream accepting rows again", after_failures=self._failures)
             self._counted.parked(False)
         self._failures = 0
+        self._timeout = self.settings.pipeline_timeout_secs
         self.parked = False
         return int(self._pending_positions)
 
@@ -264,9 +274,10 @@ class PipelinesSink:
             if client is None:
                 if self._tls is None:
                     self._tls = httpx.create_ssl_context()
-                timeout = self.settings.pipeline_timeout_secs
-                client = self._clients[index] = httpx.Client(timeout=timeout, verify=self._tls)
+                client = self._clients[index] = httpx.Client(timeout=self._timeout, verify=self._tls)
             response = client.post(stream.url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise TimedOutError(f"{stream.name} stream did not answer in {self._timeout:g} s: {exc!r}") from exc
         except httpx.HTTPError as exc:
             raise RetryLaterError(f"{stream.name} stream unreachable: {exc!r}") from exc
         status = response.status_code
@@ -298,6 +309,9 @@ class PipelinesSink:
         )
 
     def _wait(self, exc: RetryLaterError) -> None:
+        if isinstance(exc, TimedOutError):
+            # Clients are made anew after a failure, with the longer timeout.
+            self._timeout = min(self._timeout * 2, self.settings.pipeline_timeout_secs * _TIMEOUT_GROWTH_MAX)
         self._failures += 1
         self.retries += 1
         self._counted.retries.inc()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hogflare.sink_loop import SinkLoop
+from hogflare.sink_loop import ShutdownDeadline, SinkLoop
 from tests.conftest import make_settings
 
 
@@ -105,3 +105,16 @@ def test_the_upkeep_runs_a_minute_after_start_then_every_five(tmp_path: Path, mo
     finally:
         stop.set()
         loop.join(10)
+
+
+def test_every_sink_shares_one_deadline_counted_from_the_first_ask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two sinks finishing their last chunks at different moments still stop at the same time,
+    and a sink that must cut a request short hears of it once."""
+    clock = [500.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    told: list[float] = []
+    shutdown = ShutdownDeadline(30.0, [told.append])
+    assert shutdown.at() == 530.0
+    clock[0] = 512.0
+    assert shutdown.at() == 530.0
+    assert told == [530.0]

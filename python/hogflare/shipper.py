@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -26,7 +27,7 @@ from hogflare.lake import Lake
 from hogflare.lake_tables import EVENTS, PERSONS, TABLES
 from hogflare.metrics import SinkCounters, count_rewritten
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
-from hogflare.sink_loop import SinkLoop
+from hogflare.sink_loop import ShutdownDeadline, SinkLoop
 from hogflare.store import LAKE_CURSOR, open_store, positions_after
 from hogflare.supervisor import acquire_lock, lock_path
 
@@ -289,25 +290,25 @@ class Shipper:
         """Ship each sink from its own thread until ``stop`` is set, then make a last delivery
         bounded by the shutdown timeout."""
         self._stop = stop
-        loops = []
+        # A chunk being sent to the streams when the stop comes starts no request past the
+        # deadline, which counts from the stop, not from when that chunk is done.
+        shutdown = ShutdownDeadline(
+            self.settings.shutdown_timeout_secs, [] if self.pipelines is None else [self._pipelines_deadline]
+        )
+        sinks: list[tuple[str, Callable[[], int], Callable[[], int]]] = []
         if self.lake is not None:
-            loops.append(SinkLoop(LAKE_CURSOR, self.ship_lake, self.lake_pending, self.settings, stop))
+            sinks.append((LAKE_CURSOR, self.ship_lake, self.lake_pending))
         if self.pipelines is not None:
-            streams = SinkLoop(PIPELINES_CURSOR, self.ship_pipelines, self.pipelines_pending, self.settings, stop)
-            streams.at_deadline = self._pipelines_deadline
-            loops.append(streams)
+            sinks.append((PIPELINES_CURSOR, self.ship_pipelines, self.pipelines_pending))
+        loops = [
+            SinkLoop(cursor, ship, pending, self.settings, stop, shutdown=shutdown) for cursor, ship, pending in sinks
+        ]
         # Maintenance rides with the first sink: snapshot expiry must not race the lake's commits.
         loops[0].maintain = self.maintain
 
         def deadline_once_stopped() -> None:
-            # The shutdown timeout counts from the stop: a chunk being sent to the streams when
-            # it comes starts no request past the deadline, and the last delivery shares it.
             stop.wait()
-            deadline = time.monotonic() + self.settings.shutdown_timeout_secs
-            for loop in loops:
-                loop.deadline = deadline
-            if self.pipelines is not None:
-                self.pipelines.send_by = deadline
+            shutdown.at()
 
         threading.Thread(target=deadline_once_stopped, name="deadline", daemon=True).start()
         for loop in loops:

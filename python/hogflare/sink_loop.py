@@ -20,6 +20,26 @@ _MAINTENANCE_SECS = 300.0
 _FIRST_MAINTENANCE_SECS = 60.0
 
 
+class ShutdownDeadline:
+    """When (``time.monotonic()``) a shipper's last deliveries must end: the shutdown timeout
+    counted from the first ask after the stop, the same for every sink, and told once to each
+    sink that must stop a request in flight sooner."""
+
+    def __init__(self, timeout_secs: float, tell: list[Callable[[float], None]] | None = None) -> None:
+        self.timeout_secs = timeout_secs
+        self._tell = tell or []
+        self._at: float | None = None
+        self._lock = threading.Lock()
+
+    def at(self) -> float:
+        with self._lock:
+            if self._at is None:
+                self._at = time.monotonic() + self.timeout_secs
+                for tell in self._tell:
+                    tell(self._at)
+            return self._at
+
+
 class SinkLoop(threading.Thread):
     """Ships one sink every flush interval, or sooner when a full chunk is waiting, until ``stop``;
     then ships what is left until the shutdown deadline."""
@@ -31,6 +51,8 @@ class SinkLoop(threading.Thread):
         pending: Callable[[], int],
         settings: Settings,
         stop: threading.Event,
+        *,
+        shutdown: ShutdownDeadline | None = None,
     ) -> None:
         super().__init__(name=f"ship-{sink}", daemon=True)
         self.sink = sink
@@ -39,10 +61,7 @@ class SinkLoop(threading.Thread):
         self.settings = settings
         self.stop = stop
         self.maintain: Callable[[], None] | None = None
-        #: Told the shutdown deadline before the last delivery, for a sink that can stop sooner.
-        self.at_deadline: Callable[[float], None] | None = None
-        #: The shutdown deadline (``time.monotonic()``), once ``stop`` has been set.
-        self.deadline: float | None = None
+        self.shutdown = shutdown or ShutdownDeadline(settings.shutdown_timeout_secs)
 
     def run(self) -> None:
         last_flush = time.monotonic()
@@ -87,11 +106,7 @@ class SinkLoop(threading.Thread):
 
     def last_delivery(self) -> None:
         # A chunk already being shipped when the deadline passes finishes; none is started after.
-        deadline = self.deadline
-        if deadline is None:
-            deadline = time.monotonic() + self.settings.shutdown_timeout_secs
-        if self.at_deadline is not None:
-            self.at_deadline(deadline)
+        deadline = self.shutdown.at()
         shipped = 0
         try:
             while time.monotonic() < deadline and (entries := self.ship()):

@@ -60,10 +60,13 @@ async def test_events_are_located_from_the_client_address(tmp_path: Path, source
     assert isinstance(longitude, float)
     assert 24 < latitude < 50
     assert -125 < longitude < -66
-    # The same keys for the person, and the first location kept as its initial one.
+    # The same keys for the person, and the first location kept as its initial one; the keys
+    # this address lacks are set to null, as PostHog's GeoIP transformation sets them.
     location = {key: value for key, value in properties.items() if key.startswith("$geoip_")}
-    assert properties["$set"] == location
-    assert properties["$set_once"] == {key.replace("$geoip_", "$initial_geoip_"): v for key, v in location.items()}
+    assert {key: value for key, value in properties["$set"].items() if value is not None} == location
+    initial = {key.replace("$geoip_", "$initial_geoip_"): value for key, value in location.items()}
+    assert {key: value for key, value in properties["$set_once"].items() if value is not None} == initial
+    assert len(properties["$set"]) == len(properties["$set_once"]) > len(location)
 
 
 async def test_persons_get_the_latest_location_and_keep_the_first(hogflare: Hogflare) -> None:
@@ -170,6 +173,30 @@ async def test_a_database_in_maxminds_layout(tmp_path: Path) -> None:
     }
     assert rows["london"]["$set_once"]["$initial_geoip_time_zone"] == "Europe/London"
     assert geoip_keys(rows["unknown here"]) == {}
+
+
+async def test_a_person_who_moves_is_not_left_half_in_each_place(tmp_path: Path) -> None:
+    """A country-only address after a city one leaves no city, postcode or time zone of the
+    first behind, and the first-seen location stays whole."""
+    settings = Settings.from_env({"HOGFLARE_GEOIP_DB": str(MAXMIND_FIXTURE)}, **_local(tmp_path))
+    async with running(settings) as hogflare:
+        await capture(hogflare, "81.2.69.142", event("in london", distinct_id="traveller"))
+        await capture(hogflare, "2001:db8:1::1", event("in germany", distinct_id="traveller"))
+        [person] = hogflare.persons_latest()
+    now = geoip_keys(person["properties"])
+    assert {key: value for key, value in now.items() if value is not None} == {
+        "$geoip_country_code": "DE",
+        "$geoip_country_name": "Germany",
+        "$geoip_continent_code": "EU",
+        "$geoip_continent_name": "Europe",
+    }
+    assert now["$geoip_city_name"] is None
+    assert now["$geoip_postal_code"] is None
+    assert now["$geoip_time_zone"] is None
+    first = geoip_keys(person["properties_set_once"])
+    assert first["$initial_geoip_city_name"] == "London"
+    assert first["$initial_geoip_country_code"] == "GB"
+    assert first["$initial_geoip_postal_code"] == "EC4R"
 
 
 @pytest.mark.parametrize("value", ["off", "OFF", ""])

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use sonic_rs::JsonValueTrait;
 
-use super::event::is_true;
-use super::geoip::GeoIp;
+use super::event_fields::is_truthy;
+use super::geoip::{GeoIp, FIELDS};
 use super::properties::{Known, PropertyEdits};
 use super::rawjson;
 
@@ -35,12 +35,16 @@ pub struct Enrichment<'a> {
 /// gets the same ones.
 pub(super) type Entries = Arc<[(&'static str, String)]>;
 
-/// One location, rendered once: the `$geoip_*` entries (the event's and its `$set`'s) and the
-/// `$initial_geoip_*` ones (its `$set_once`'s).
+/// One location, rendered once: the `$geoip_*` entries found (the event's), and every
+/// `$geoip_*` and `$initial_geoip_*` key for its `$set` and `$set_once`, `null` where nothing
+/// was found. As in PostHog's GeoIP transformation, a new location thus clears what an earlier
+/// one knew and this one does not (a city, a postcode), rather than leave a person half in
+/// each place.
 #[derive(Debug)]
 struct Located {
-    current: Entries,
-    initial: Entries,
+    found: Entries,
+    set: Entries,
+    set_once: Entries,
 }
 
 /// Locates a request's events: by their own `$ip` when they carry one, else by the request's
@@ -70,15 +74,19 @@ impl<'a> Locator<'a> {
         if properties.is_empty() {
             return None;
         }
-        let initial = properties
-            .iter()
-            .map(|(field, raw)| (field.initial, raw.clone()))
-            .collect();
-        let current = properties
+        let value = |field| {
+            properties
+                .iter()
+                .find(|(found, _)| *found == field)
+                .map_or_else(|| "null".to_owned(), |(_, raw)| raw.clone())
+        };
+        let set = FIELDS.iter().map(|field| (field.property, value(field))).collect();
+        let set_once = FIELDS.iter().map(|field| (field.initial, value(field))).collect();
+        let found = properties
             .into_iter()
             .map(|(field, raw)| (field.property, raw))
             .collect();
-        Some(Arc::new(Located { current, initial }))
+        Some(Arc::new(Located { found, set, set_once }))
     }
 
     fn locate_own(&self, address: &str) -> Option<Arc<Located>> {
@@ -99,7 +107,7 @@ impl<'a> Locator<'a> {
     /// as `$initial_geoip_*` through `$set_once`, as PostHog's GeoIP transformation does.
     /// `false` when nothing is known about the address.
     fn apply(&self, known: &Known<'_>, edits: &mut PropertyEdits<'_>) -> bool {
-        let located = if let Some(ip) = known.ip {
+        let located = if let Some(ip) = known.own_ip() {
             // The SDK named the address itself: that one or none.
             ip.as_str().and_then(|ip| self.locate_own(ip))
         } else {
@@ -111,7 +119,7 @@ impl<'a> Locator<'a> {
         let Some(located) = located else {
             return false;
         };
-        for (key, raw) in located.current.iter() {
+        for (key, raw) in located.found.iter() {
             edits.add(known, key, raw.clone());
         }
         // A personless event updates no person; PostHog drops its `$set`, so none is added.
@@ -121,8 +129,8 @@ impl<'a> Locator<'a> {
         {
             return true;
         }
-        edits.defaults("$set", located.current.clone());
-        edits.defaults("$set_once", located.initial.clone());
+        edits.defaults("$set", located.set.clone());
+        edits.defaults("$set_once", located.set_once.clone());
         true
     }
 }
@@ -135,18 +143,26 @@ impl Enrichment<'_> {
     pub(super) fn apply(&self, known: &Known<'_>, edits: &mut PropertyEdits<'_>) {
         let internal = known.capture_internal.is_some();
         if let Some(ip) = present(self.client_ip) {
-            let ip = if internal { INTERNAL_IP } else { ip };
-            edits.add(known, "$ip", rawjson::string_literal(ip));
+            let raw = rawjson::string_literal(if internal { INTERNAL_IP } else { ip });
+            if known.ip.is_some() && known.own_ip().is_none() {
+                edits.replace("$ip", raw);
+            } else {
+                edits.add(known, "$ip", raw);
+            }
         }
         if let Some(ray) = present(self.cf_ray) {
             edits.add(known, "cf_ray", rawjson::string_literal(ray));
         }
         // Where the client is: meaningless for internal events, and unwanted when the SDK
         // turned GeoIP off (`$geoip_disable`, server SDKs by default).
-        if internal || is_true(known.geoip_disable) {
+        if internal || is_truthy(known.geoip_disable) {
             return;
         }
         if self.locator.is_some_and(|locator| locator.apply(known, edits)) {
+            return;
+        }
+        // Cloudflare's country is the sender's, not that of an address the event names.
+        if known.own_ip().is_some() {
             return;
         }
         // Cloudflare sends `XX` when it does not know and `T1` for Tor; neither is a country.

@@ -225,7 +225,7 @@ fn normalize_inner(
     }
     // posthog-js in cookieless mode keeps no id; the store names the visitor from a hash.
     let cookieless = if ctx.route != RouteKind::Recording && is_true(known.cookieless_mode) {
-        let own_ip = known.ip.and_then(JsonValueTrait::as_str);
+        let own_ip = known.own_ip().and_then(JsonValueTrait::as_str);
         let sighting = Sighting {
             mode: ctx.cookieless,
             event: &event,

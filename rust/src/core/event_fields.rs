@@ -164,6 +164,18 @@ pub(super) fn is_true(value: Option<&Value>) -> bool {
     })
 }
 
+/// Whether JavaScript would take the value for true, as PostHog's ingestion tests its switches
+/// (`$geoip_disable`, the own `$ip`): anything but `null`, `false`, `0` and `""`.
+pub(super) fn is_truthy(value: Option<&Value>) -> bool {
+    value.is_some_and(|value| match value.get_type() {
+        JsonType::Null => false,
+        JsonType::Boolean => value.as_bool() == Some(true),
+        JsonType::Number => value.as_f64().is_some_and(|number| number != 0.0),
+        JsonType::String => value.as_str().is_some_and(|text| !text.is_empty()),
+        _ => true,
+    })
+}
+
 pub(super) fn timestamp_from_raw(raw: &str) -> Option<DateTime<Utc>> {
     match rawjson::as_str(raw) {
         Some(text) => timestamp::parse_text(&text),

@@ -144,10 +144,43 @@ fn events_are_located_by_the_request_address() {
             assert_eq!(&props["$set_once"][format!("$initial_geoip_{name}")], value, "{key}");
         }
     }
-    assert_eq!(
-        props["$set"].as_object().unwrap().len(),
-        props["$set_once"].as_object().unwrap().len()
+    // The person gets every location key, `null` where this address has none.
+    assert_eq!(props["$set"].as_object().unwrap().len(), FIELDS.len());
+    assert_eq!(props["$set_once"].as_object().unwrap().len(), FIELDS.len());
+}
+
+#[test]
+fn a_new_location_clears_what_the_last_one_knew() {
+    // As PostHog's GeoIP transformation: the person's `$set` names every location key, so a
+    // country-only address leaves no city, postcode or time zone from the last one behind.
+    let geoip = Arc::new(fixture());
+    let body =
+        r#"{"api_key": "phc", "event": "e", "distinct_id": "d", "properties": {"$set": {"$geoip_city_name": "Mine"}}}"#;
+    let enrichment = Enrichment {
+        geoip_ip: Some("2001:db8:1::1"),
+        ..Enrichment::default()
+    };
+    let props: Value = serde_json::from_str(&decoded(RouteKind::Event, body, enrichment, Some(geoip))[0]).unwrap();
+    assert_eq!(props["$geoip_country_code"], "DE");
+    assert!(
+        props.get("$geoip_city_name").is_none(),
+        "the event itself gets only what was found"
     );
+    let set = props["$set"].as_object().unwrap();
+    assert_eq!(set.len(), FIELDS.len());
+    assert_eq!(props["$set"]["$geoip_city_name"], "Mine", "what the client sent wins");
+    assert_eq!(props["$set"]["$geoip_country_code"], "DE");
+    for key in [
+        "$geoip_postal_code",
+        "$geoip_time_zone",
+        "$geoip_subdivision_1_name",
+        "$geoip_latitude",
+    ] {
+        assert_eq!(props["$set"][key], Value::Null, "{key}");
+        let initial = key.replace("$geoip_", "$initial_geoip_");
+        assert_eq!(props["$set_once"][&initial], Value::Null, "{initial}");
+    }
+    assert_eq!(props["$set_once"]["$initial_geoip_country_name"], "Germany");
 }
 
 #[test]
@@ -165,12 +198,53 @@ fn the_events_own_ip_is_located_instead() {
         (&json!("1.1.1.1"), &json!("AU"))
     );
     // An address the database does not know, or that is not an address, locates nothing.
-    for own in [r#""10.0.0.1""#, r#""nonsense""#, "42", "null"] {
+    for own in [r#""10.0.0.1""#, r#""nonsense""#, "42"] {
         let props = located(&format!(r#"{{"$ip": {own}}}"#), "8.8.8.8");
         assert!(
             props.get("$geoip_country_code").is_none() && props.get("$set").is_none(),
             "{own}"
         );
+    }
+    // An empty one names no address: the request's is located, as on PostHog.
+    for own in [r#""""#, "null"] {
+        let props = located(&format!(r#"{{"$ip": {own}}}"#), "8.8.8.8");
+        assert_eq!(props["$geoip_country_code"], "US", "{own}");
+    }
+}
+
+#[test]
+fn an_empty_ip_gets_the_requests_and_cloudflares_country_is_not_the_events_own_ips() {
+    let request = Enrichment {
+        client_ip: Some("203.0.113.9"),
+        country_code: Some("NL"),
+        ..Enrichment::default()
+    };
+    let props_of = |properties: &str| -> Value {
+        let body = format!(r#"{{"api_key": "phc", "event": "e", "distinct_id": "d", "properties": {properties}}}"#);
+        serde_json::from_str(&decoded(RouteKind::Event, &body, request, None)[0]).unwrap()
+    };
+    for own in [r#""""#, "null"] {
+        let props = props_of(&format!(r#"{{"$ip": {own}, "x": 1}}"#));
+        assert_eq!(
+            props,
+            json!({"$ip": "203.0.113.9", "x": 1, "$geoip_country_code": "NL"}),
+            "{own}"
+        );
+    }
+    // Cloudflare's header says where the sender is, not where an address the event names is.
+    let props = props_of(r#"{"$ip": "10.0.0.5"}"#);
+    assert_eq!(props, json!({"$ip": "10.0.0.5"}));
+}
+
+#[test]
+fn geoip_disable_is_read_as_javascript_reads_it() {
+    for switch in ["true", "1", r#""false""#, r#""yes""#, "{}"] {
+        let props = located(&format!(r#"{{"$geoip_disable": {switch}}}"#), "8.8.8.8");
+        assert!(props.get("$geoip_country_code").is_none(), "{switch}");
+    }
+    for switch in ["false", "0", r#""""#, "null"] {
+        let props = located(&format!(r#"{{"$geoip_disable": {switch}}}"#), "8.8.8.8");
+        assert_eq!(props["$geoip_country_code"], "US", "{switch}");
     }
 }
 

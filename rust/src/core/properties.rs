@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 
 use super::enrich::Entries;
+use super::event_fields::is_truthy;
 use super::geoip;
 use super::rawjson::{self, RawObject};
 
@@ -101,6 +102,12 @@ impl<'v> Known<'v> {
         known
     }
 
+    /// The address the event names itself: an empty or `null` `$ip` names none, and PostHog
+    /// puts the request's in its place.
+    pub fn own_ip(&self) -> Option<&'v Value> {
+        self.ip.filter(|ip| is_truthy(Some(ip)))
+    }
+
     pub fn has(&self, key: &str) -> bool {
         if let Some(bit) = geoip_bit(key) {
             return self.geoip_present & bit != 0;
@@ -137,6 +144,8 @@ pub(super) struct PropertyEdits<'a> {
     pub merge: Vec<(&'static str, Cow<'a, str>)>,
     /// Entries for an object such as `$set`, each added only where the event does not have it.
     pub defaults: Vec<(&'static str, Entries)>,
+    /// Entries that take the place of a value the client sent (an empty `$ip`).
+    replace: Vec<(&'static str, String)>,
     /// Keys removed from the properties, whatever else would add them.
     strip: &'static [&'static str],
 }
@@ -147,6 +156,7 @@ impl<'a> PropertyEdits<'a> {
             append: Vec::new(),
             merge: Vec::new(),
             defaults: Vec::new(),
+            replace: Vec::new(),
             strip: &[],
         }
     }
@@ -160,6 +170,11 @@ impl<'a> PropertyEdits<'a> {
         if !known.has(key) && !self.append.iter().any(|(k, _)| *k == key) {
             self.append.push((key, raw));
         }
+    }
+
+    /// `key` set to `raw` whether the properties have it or not.
+    pub fn replace(&mut self, key: &'static str, raw: String) {
+        self.replace.push((key, raw));
     }
 
     /// Entries for the object under `key` (`$set`, `$set_once`) that lose to what the client sent.
@@ -176,6 +191,7 @@ impl<'a> PropertyEdits<'a> {
         self.append.retain(|(key, _)| !strip.contains(key));
         self.merge.retain(|(key, _)| !strip.contains(key));
         self.defaults.retain(|(key, _)| !strip.contains(key));
+        self.replace.retain(|(key, _)| !strip.contains(key));
         let stripping = strip.iter().any(|key| known.has(key));
         let mut nested = Vec::new();
         for (key, entries) in std::mem::take(&mut self.defaults) {
@@ -189,7 +205,7 @@ impl<'a> PropertyEdits<'a> {
                 self.append.push((key, object_of(&entries)));
             }
         }
-        if self.merge.is_empty() && !stripping {
+        if self.merge.is_empty() && self.replace.is_empty() && !stripping {
             let append = |text: &str| rawjson::append_entries(text, &self.append);
             if nested.is_empty() {
                 return Some(if self.append.is_empty() {
@@ -212,7 +228,7 @@ impl<'a> PropertyEdits<'a> {
             let merged = merge_raw(key, object.get(key).unwrap_or("{}"), top);
             object.set(*key, merged);
         }
-        for (key, raw) in self.append {
+        for (key, raw) in self.append.into_iter().chain(self.replace) {
             object.set(key, raw);
         }
         for (key, entries) in &nested {

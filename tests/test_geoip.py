@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,36 @@ async def test_a_person_who_moves_is_not_left_half_in_each_place(tmp_path: Path)
     assert first["$initial_geoip_city_name"] == "London"
     assert first["$initial_geoip_country_code"] == "GB"
     assert first["$initial_geoip_postal_code"] == "EC4R"
+
+
+AUSTRALIA_ONLY = {
+    "flags": [
+        {"key": "au-only", "conditions": [{"properties": [{"key": "$geoip_country_code", "value": "AU"}]}]},
+    ]
+}
+
+
+async def test_flags_know_where_a_visitor_without_a_person_is(tmp_path: Path) -> None:
+    """As PostHog's flags service: the request's address fills the location person properties
+    the request lacks, so a country flag works on an anonymous visitor's first page."""
+    settings = make_settings(tmp_path / "data", feature_flags=json.dumps(AUSTRALIA_ONLY))
+    async with running(settings) as hogflare:
+
+        async def au_only(address: str, **fields: Any) -> bool:
+            body = {"token": TOKEN, "distinct_id": "first-visit", **fields}
+            response = await hogflare.post("/flags/?v=2", body, headers={"cf-connecting-ip": address})
+            assert response.status_code == 200, response.text
+            enabled: bool = response.json()["flags"]["au-only"]["enabled"]
+            return enabled
+
+        assert await au_only(CLOUDFLARE_DNS) is True
+        assert await au_only(GOOGLE_DNS) is False
+        # What the request says wins; null says nothing; geoip_disable (server SDKs) turns it off.
+        assert await au_only(CLOUDFLARE_DNS, person_properties={"$geoip_country_code": "US"}) is False
+        assert await au_only(GOOGLE_DNS, person_properties={"$geoip_country_code": "AU"}) is True
+        assert await au_only(CLOUDFLARE_DNS, person_properties={"$geoip_country_code": None}) is True
+        assert await au_only(CLOUDFLARE_DNS, geoip_disable=True) is False
+        assert hogflare.rows() == []
 
 
 @pytest.mark.parametrize("value", ["off", "OFF", ""])

@@ -13,6 +13,7 @@ __all__ = [
     "Export",
     "FinishedCommit",
     "FlagSet",
+    "GeoIpDatabase",
     "HashKeyOverrideWrite",
     "HogflareError",
     "NoValidEventError",
@@ -366,6 +367,8 @@ class FlagSet:
         request_id: str | None = None,
         now: float | None = None,
         visitor: tuple[str, str | None, str | None, str | None] | None = None,
+        geoip: GeoIpDatabase | None = None,
+        client_ip: str | None = None,
     ) -> tuple[int, bytes, HashKeyOverrideWrite | None] | None:
         """A ``/flags`` or ``/decide`` POST body (JSON, already inflated or decoded) answered in
         one call: read with each field's alias, its token checked against ``project_tokens``,
@@ -377,7 +380,16 @@ class FlagSet:
         ``$anon_distinct_id`` as its persons' hash key, when one is due: the answer is already
         what it will be after it. ``visitor``: the cookieless mode, the client's address, the
         request's ``Origin`` and ``User-Agent``; with it, a request for ``$posthog_cookieless``
-        is answered for the id the visitor's events get."""
+        is answered for the id the visitor's events get. With ``geoip`` and ``client_ip``, the
+        ``$geoip_*`` person properties the request lacks (or sends as null) are filled from
+        where that address is, unless the body says ``geoip_disable``, as PostHog's service does."""
+
+@final
+class GeoIpDatabase:
+    """MaxMind DB files (GeoIP2/GeoLite2 City layout, or DB-IP's), mapped once and asked in order."""
+
+    def __new__(cls, paths: Sequence[str | PathLike[str]]) -> Self:
+        """Raises ``ValueError`` naming a file that is missing or not a database."""
 
 @final
 class HashKeyOverrideWrite:

@@ -120,13 +120,14 @@ def request_facts(request: Request, client_address: ClientAddress, *, store_ip: 
     )
 
 
-def geoip_databases(settings: Settings) -> list[str]:
+def geoip_databases(settings: Settings, *, warn: bool = True) -> list[str]:
     """The database files events are located from: ``HOGFLARE_GEOIP_DB``'s, else the packaged
-    DB-IP files. Without either, GeoIP is off and one warning says so."""
+    DB-IP files. Without either, GeoIP is off and one warning says so (unless ``warn`` is false,
+    for the second caller)."""
     paths = settings.geoip_paths
     if paths is None:
         paths = tuple(path for path in PACKAGED_GEOIP if path.is_file())
-        if not paths:
+        if not paths and warn:
             log.warning(
                 "no GeoIP database installed: events get no $geoip_* properties",
                 expected=str(PACKAGED_GEOIP_DIR),

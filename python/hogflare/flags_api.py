@@ -21,9 +21,9 @@ from urllib.parse import unquote
 import msgspec
 import structlog
 
-from hogflare._hogflare import HashKeyOverrideWrite
+from hogflare._hogflare import GeoIpDatabase, HashKeyOverrideWrite
 from hogflare.config import Settings
-from hogflare.enrichment import ClientAddress
+from hogflare.enrichment import ClientAddress, geoip_databases
 from hogflare.errors import HogflareError, PayloadError, PayloadTooLargeError
 from hogflare.flags import FlagsService
 from hogflare.http import Request, Response, StallWatch, error
@@ -66,6 +66,9 @@ class FlagsEndpoints:
         self._config: tuple[bool, bytes] | None = None
         self._project_tokens = list(settings.project_tokens) or None
         self.client_address = ClientAddress(settings.trusted_proxies)
+        # Capture's decoder has refused a file that is no database by now.
+        paths = geoip_databases(settings, warn=False)
+        self._geoip = GeoIpDatabase(paths) if paths else None
 
     def has_active_flags(self) -> bool:
         """What remote config reports as ``hasFeatureFlags``: posthog-js asks ``/flags`` only when true."""
@@ -131,6 +134,8 @@ class FlagsEndpoints:
             decide=decide,
             version=version,
             visitor=visitor,
+            geoip=self._geoip,
+            client_ip=None if self._geoip is None else self.client_address(request),
         )
 
     def definitions(self, request: Request) -> Response:

@@ -8,6 +8,7 @@ use pyo3::types::PyBytes;
 use pyo3::exceptions::PyValueError;
 
 use super::exceptions::PayloadError;
+use super::geoip::PyGeoIp;
 use super::ingest::time_from;
 use super::store::PyStore;
 use super::store_flags::HashKeyOverrideWrite;
@@ -135,7 +136,9 @@ impl PyFlagSet {
     /// token; `None` when the body is not strict JSON (it may still be JSON5 or base64). A body
     /// of the wrong shape raises `PayloadError`. `remember`, when not `None`, is experience
     /// continuity's write of the request's anonymous id, for the caller to run off its event loop.
-    #[pyo3(signature = (body, *, store=None, project_tokens=None, decide=false, version=None, request_id=None, now=None, visitor=None))]
+    /// With `geoip` and `client_ip`, the person properties the request lacks are filled from
+    /// where that address is (unless the body says `geoip_disable`), as PostHog's service does.
+    #[pyo3(signature = (body, *, store=None, project_tokens=None, decide=false, version=None, request_id=None, now=None, visitor=None, geoip=None, client_ip=None))]
     #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)] // pyo3 extracts owned values
     fn answer<'py>(
         &self,
@@ -148,11 +151,13 @@ impl PyFlagSet {
         request_id: Option<&str>,
         now: Option<f64>,
         visitor: Option<CookielessVisitor<'_>>,
+        geoip: Option<PyRef<'py, PyGeoIp>>,
+        client_ip: Option<&str>,
     ) -> PyResult<Option<Answer<'py>>> {
         let Ok(text) = std::str::from_utf8(body) else {
             return Ok(None);
         };
-        let parsed = match FlagsBody::parse(text) {
+        let mut parsed = match FlagsBody::parse(text) {
             Ok(parsed) => parsed,
             Err(BodyError::NotJson) => return Ok(None),
             Err(BodyError::TooDeep) => {
@@ -165,6 +170,16 @@ impl PyFlagSet {
         }
         let shape = Shape::for_request(decide, version);
         let evaluate = !parsed.disable_flags && !self.inner.is_empty();
+        if let (true, false, Some(geoip), Some(address)) = (evaluate, parsed.geoip_disable, &geoip, client_ip) {
+            if let Some(location) = address
+                .trim()
+                .parse()
+                .ok()
+                .and_then(|address| geoip.inner.lookup(address))
+            {
+                parsed.locate(&location);
+            }
+        }
         let Some(distinct_id) = parsed.subject() else {
             return Err(PayloadError::new_err(MISSING_DISTINCT_ID));
         };

@@ -4,6 +4,7 @@ mod commit;
 mod errors;
 mod exceptions;
 mod flags;
+mod geoip;
 mod ingest;
 mod lake;
 mod outbox;
@@ -31,6 +32,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<outbox::PyExport>()?;
     m.add_class::<outbox::PyPipelineChunk>()?;
     m.add_class::<flags::PyFlagSet>()?;
+    m.add_class::<geoip::PyGeoIp>()?;
     m.add_class::<signing::PySignatureVerifier>()?;
     m.add_function(wrap_pyfunction!(lake::rewrite_parquet, m)?)?;
     m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;

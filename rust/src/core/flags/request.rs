@@ -7,7 +7,9 @@ use serde::Deserialize;
 use sonic_rs::error::Category;
 use sonic_rs::LazyValue;
 
+use crate::core::geoip::Location;
 use crate::core::nesting::{check_depth, MAX_DEPTH};
+use crate::core::rawjson::{self, RawObject};
 
 /// PostHog's flags service cuts a distinct id to this many characters.
 const MAX_DISTINCT_ID: usize = 200;
@@ -40,6 +42,8 @@ pub struct FlagsBody {
     pub flag_keys: Option<Vec<String>>,
     pub environments: Option<Vec<String>>,
     pub disable_flags: bool,
+    /// No location from the request's address (posthog-node and posthog-python send it).
+    pub geoip_disable: bool,
     /// The visitor's IANA time zone and the site's own hash contents, for cookieless mode.
     pub timezone: Option<String>,
     pub cookieless_hash_extra: Option<String>,
@@ -83,6 +87,8 @@ struct Fields<'a> {
     evaluation_environments: Option<LazyValue<'a>>,
     #[serde(borrow, default)]
     disable_flags: Option<LazyValue<'a>>,
+    #[serde(borrow, default)]
+    geoip_disable: Option<LazyValue<'a>>,
     #[serde(borrow, default)]
     timezone: Option<LazyValue<'a>>,
     #[serde(borrow, default)]
@@ -140,9 +146,39 @@ impl FlagsBody {
                 either(fields.evaluation_contexts, fields.evaluation_environments).as_ref(),
             )?,
             disable_flags: fields.disable_flags.as_ref().is_some_and(truthy),
+            geoip_disable: fields.geoip_disable.as_ref().is_some_and(truthy),
             timezone: string("timezone", fields.timezone.as_ref())?,
             cookieless_hash_extra: string("cookieless_hash_extra", fields.cookieless_hash_extra.as_ref())?,
         })
+    }
+
+    /// The request's person properties with where its address is, as PostHog's flags service
+    /// fills them: the seven keys its lookup gives, each only where the request has none (or
+    /// `null`), so a flag on country works for a visitor with no person yet.
+    pub fn locate(&mut self, location: &Location) {
+        let found = [
+            ("$geoip_city_name", &location.city_name),
+            ("$geoip_country_name", &location.country_name),
+            ("$geoip_country_code", &location.country_code),
+            ("$geoip_continent_name", &location.continent_name),
+            ("$geoip_continent_code", &location.continent_code),
+            ("$geoip_postal_code", &location.postal_code),
+            ("$geoip_time_zone", &location.time_zone),
+        ];
+        let Ok(mut properties) = RawObject::parse(&self.person_properties) else {
+            return;
+        };
+        let mut changed = false;
+        for (key, value) in found {
+            let Some(value) = value else { continue };
+            if properties.get(key).is_none_or(rawjson::is_null) {
+                properties.set(key, rawjson::string_literal(value));
+                changed = true;
+            }
+        }
+        if changed {
+            self.person_properties = properties.to_json();
+        }
     }
 
     /// Whom the flags are for: `distinct_id`; nobody (`""`) when flags are disabled; `None`
@@ -360,5 +396,37 @@ mod tests {
             .contains("invalid"));
         assert_eq!(token_refusal(Some("phc_a"), Some(&allowed)), None);
         assert_eq!(token_refusal(Some("anything"), Some(&[])), None);
+    }
+
+    #[test]
+    fn the_location_fills_only_what_the_request_lacks() {
+        let london = Location {
+            city_name: Some("London".into()),
+            country_code: Some("GB".into()),
+            country_name: Some("United Kingdom".into()),
+            time_zone: Some("Europe/London".into()),
+            latitude: Some(51.5),
+            ..Location::default()
+        };
+        let mut body = parsed(
+            r#"{"distinct_id":"d","person_properties":{"$geoip_country_code":"AU","$geoip_city_name":null,"plan":"pro"}}"#,
+        );
+        body.locate(&london);
+        let properties: serde_json::Value = serde_json::from_str(&body.person_properties).unwrap();
+        assert_eq!(
+            properties,
+            serde_json::json!({
+                "$geoip_country_code": "AU",
+                "$geoip_city_name": "London",
+                "plan": "pro",
+                "$geoip_country_name": "United Kingdom",
+                "$geoip_time_zone": "Europe/London",
+            })
+        );
+        let mut none = parsed(r#"{"distinct_id":"d"}"#);
+        none.locate(&Location::default());
+        assert_eq!(none.person_properties, "{}");
+        assert!(parsed(r#"{"distinct_id":"d","geoip_disable":true}"#).geoip_disable);
+        assert!(!parsed(r#"{"distinct_id":"d","geoip_disable":false}"#).geoip_disable);
     }
 }

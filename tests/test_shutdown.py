@@ -4,6 +4,7 @@ flight, and ships what the outbox holds within ``HOGFLARE_SHUTDOWN_TIMEOUT_SECS`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -106,6 +107,29 @@ def test_a_burst_of_signals_still_stops_the_shipper(tmp_path: Path) -> None:
     # Zero, or killed by a signal that came after its handler was gone, on the way out.
     assert shipper.wait(timeout=30) in {0, -signal.SIGTERM}
     assert not shipper_alive(settings)
+
+
+def test_a_shipper_started_by_hand_outlives_the_shell_that_started_it(tmp_path: Path) -> None:
+    # `hogflare ship` run from a script or a unit's wrapper that then exits must keep shipping:
+    # only a shipper a server's worker started follows its parent out.
+    settings = Settings.from_env({}, data_dir=tmp_path / "data")
+    env = {key: value for key, value in {**os.environ, **settings.to_env()}.items() if key != PARENT_ENV}
+    launch = f"{sys.executable} -m hogflare ship > /dev/null 2>&1 & echo $!; sleep 2"
+    pid = int(subprocess.run(["sh", "-c", launch], env=env, capture_output=True, text=True, check=True).stdout)
+    try:
+        deadline = time.monotonic() + 30
+        while not shipper_alive(settings):
+            assert time.monotonic() < deadline, "the shipper did not start"
+            time.sleep(0.05)
+        time.sleep(1.0)  # ten turns of its watch, with the shell long gone
+        assert shipper_alive(settings), "the shipper left with the shell that started it"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while shipper_alive(settings):
+        assert time.monotonic() < deadline, "the shipper did not stop on SIGTERM"
+        time.sleep(0.05)
 
 
 def test_a_second_shipper_leaves_before_loading_anything(tmp_path: Path) -> None:

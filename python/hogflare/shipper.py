@@ -321,8 +321,8 @@ class Shipper:
 
 
 def serve(settings: Settings, parent: int | None = None) -> int:
-    """Run the shipper of a data directory until SIGTERM/SIGINT, or until its parent (the
-    process that started it, ``parent`` if known from before the shipper's slow imports) goes
+    """Run the shipper of a data directory until SIGTERM/SIGINT, or, for one a server's worker
+    started (``parent``, known from before the shipper's slow imports), until that worker goes
     away."""
     lock = acquire_lock(lock_path(settings), patience=3.0)
     if lock is None:
@@ -338,14 +338,11 @@ def serve(settings: Settings, parent: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if parent is None:
-        parent = os.getppid()
-
     def watch() -> None:
-        # A worker started us; when it is gone (reparented to init), finish up and exit so the
-        # next worker's supervisor starts a fresh shipper under the live server.
+        # When the worker that started us is gone (we are reparented), finish up and exit so
+        # the next worker's supervisor starts a fresh shipper under the live server.
         while not stop.wait(_WATCH_SECS):
-            if signals or os.getppid() != parent:
+            if signals or (parent is not None and os.getppid() != parent):
                 stop.set()
 
     threading.Thread(target=watch, name="watch", daemon=True).start()

@@ -73,7 +73,8 @@ def spawn(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "hogflare", "ship"], env=env)
 
 
-def parent_of_shipper() -> int:
-    """The process a shipper serves: the worker that started it, else its parent."""
+def parent_of_shipper() -> int | None:
+    """The worker that started this shipper; ``None`` for one started by hand (``hogflare
+    ship``), which runs until it is stopped, whatever becomes of the shell that started it."""
     given = os.environ.get(PARENT_ENV, "")
-    return int(given) if given.isdigit() else os.getppid()
+    return int(given) if given.isdigit() else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -15,6 +14,7 @@ import typer
 from hogflare.cli_flags import flags_cli
 from hogflare.cli_options import DataDir, existing_or_exit, first_line, settings_or_exit
 from hogflare.config import Settings
+from hogflare.metrics_dir import fresh_metrics_dir, remove_metrics_dir
 
 cli = typer.Typer(
     help="A PostHog-compatible analytics backend that lands every event in a lake you own.",
@@ -61,7 +61,7 @@ def serve(
     bind_host, bind_port = _address(host, port)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        metrics_dir = _fresh_metrics_dir(settings.data_dir)
+        metrics_dir = fresh_metrics_dir(settings.data_dir)
     except OSError as exc:
         typer.echo(f"error: the data directory {settings.data_dir} cannot be written: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
@@ -75,22 +75,25 @@ def serve(
         f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
         f" with data in {settings.data_dir}"
     )
-    Server(
-        "hogflare.app:app",
-        address=bind_host,
-        port=bind_port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        loop=Loops.auto,
-        http1_settings=HTTP1Settings(header_read_timeout=10_000),
-        respawn_failed_workers=True,
-        # Every step of a worker's shutdown is bounded; past them all (with a margin, in which
-        # a stuck worker dumps its stacks) Granian kills it.
-        workers_kill_timeout=math.ceil(settings.worker_stop_secs) + 10,
-        log_access=False,
-        log_level=LogLevels(settings.log_level.lower()),
-        log_dictconfig=granian_log_config(settings.log_format),
-    ).serve()
+    try:
+        Server(
+            "hogflare.app:app",
+            address=bind_host,
+            port=bind_port,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            loop=Loops.auto,
+            http1_settings=HTTP1Settings(header_read_timeout=10_000),
+            respawn_failed_workers=True,
+            # Every step of a worker's shutdown is bounded; past them all (with a margin, in which
+            # a stuck worker dumps its stacks) Granian kills it.
+            workers_kill_timeout=math.ceil(settings.worker_stop_secs) + 10,
+            log_access=False,
+            log_level=LogLevels(settings.log_level.lower()),
+            log_dictconfig=granian_log_config(settings.log_format),
+        ).serve()
+    finally:
+        remove_metrics_dir(metrics_dir)
 
 
 def _level_store_with_lake(settings: Settings) -> None:
@@ -148,38 +151,6 @@ def _bindable(host: str, port: int) -> str:
             typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
             raise typer.Exit(2) from exc
     return str(address[0])
-
-
-def _fresh_metrics_dir(data_dir: Path) -> Path:
-    """An empty ``<data_dir>/metrics/<pid>`` for the counters this server's workers and shipper
-    share (see ``hogflare.metrics``, not imported here: prometheus-client picks its storage on
-    import, and the workers inherit this process's modules). Counts of a previous run are not
-    carried over (Prometheus reads a counter that starts again from zero as a restart), and those
-    of another server running on the same data directory are left alone."""
-    root = data_dir / "metrics"
-    root.mkdir(parents=True, exist_ok=True)
-    for entry in root.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and _running(int(entry.name)):
-            continue
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)  # the counters of a version that kept them in the root
-    path = root / str(os.getpid())
-    path.mkdir()
-    return path
-
-
-def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a pid left from before a restart, now this process's own
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class OutputFormat(StrEnum):

@@ -338,6 +338,7 @@ def serve(settings: Settings, parent: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
     def watch() -> None:
         # When the worker that started us is gone (we are reparented), finish up and exit so
         # the next worker's supervisor starts a fresh shipper under the live server.

@@ -177,34 +177,78 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
+    if isinstance(value, pa.MonthDayNano):
+        return _interval(value)
     return value
+
+
+def _interval(value: pa.MonthDayNano) -> str:
+    """An interval as DuckDB writes one (``1 year 2 months 3 days 04:05:06.5``), not the
+    three numbers Arrow keeps it as."""
+    years, months = divmod(abs(value.months), 12)
+    if value.months < 0:
+        years, months = -years, -months
+    parts = [
+        f"{n} {unit}{'' if abs(n) == 1 else 's'}"
+        for n, unit in ((years, "year"), (months, "month"), (value.days, "day"))
+        if n
+    ]
+    if value.nanoseconds or not parts:
+        sign = "-" if value.nanoseconds < 0 else ""
+        micros = abs(value.nanoseconds) // 1_000
+        seconds, micros = divmod(micros, 1_000_000)
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        fraction = f".{micros:06d}".rstrip("0") if micros else ""
+        parts.append(f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}{fraction}")
+    return " ".join(parts)
 
 
 def _text(value: Any) -> str:
     """A value in a CSV field or a table cell: lists, structs and maps as JSON, not Python's repr."""
+    value = _plain(value)
     if isinstance(value, list | dict | tuple):
         return _JSON.encode(value).decode()
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()  # as JSON writes them
-    return str(_plain(value))
+    return str(value)
 
 
-def _rows(table: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
-    """The rows as Python values; a MAP column's values as objects (Arrow gives lists of pairs)."""
-    rows: list[dict[str, Any]] = table.to_pylist()
-    maps = [field.name for field in table.schema if pa.types.is_map(field.type)]
-    for row in rows:
-        for name in maps:
-            if row[name] is not None:
-                row[name] = {str(key): value for key, value in row[name]}
-    return rows
+def unique_names(names: Sequence[str]) -> list[str]:
+    """Column names with repeats told apart as DuckDB's own exports do (``a``, ``a_1``, ``a_2``;
+    case aside), so ``select e.*, d.*`` keeps every column: a JSON object cannot hold a key twice,
+    and a CSV header that does is read by name wrongly."""
+    seen: set[str] = set()
+    counts: dict[str, int] = {}
+    out = []
+    for name in names:
+        unique = name
+        while unique.lower() in seen:
+            counts[name.lower()] = counts.get(name.lower(), 0) + 1
+            unique = f"{name}_{counts[name.lower()]}"
+        seen.add(unique.lower())
+        out.append(unique)
+    return out
+
+
+def _rows(table: pa.Table | pa.RecordBatch) -> list[tuple[Any, ...]]:
+    """The rows as Python values, in column order; a MAP column's values as objects (Arrow gives
+    lists of pairs)."""
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        values = column.to_pylist()
+        if pa.types.is_map(field.type):
+            values = [None if pairs is None else {str(key): value for key, value in pairs} for pairs in values]
+        columns.append(values)
+    return list(zip(*columns, strict=True))
 
 
 def write_json(batches: Iterable[pa.RecordBatch], out: IO[bytes]) -> None:
     """One JSON array of row objects, written a batch of rows at a time."""
     separator = b"["
     for batch in batches:
-        rows = [{key: _plain(value) for key, value in row.items()} for row in _rows(batch)]
+        keys = unique_names(batch.schema.names)
+        rows = [dict(zip(keys, map(_plain, row), strict=True)) for row in _rows(batch)]
         if rows:
             out.write(separator + _JSON.encode(rows)[1:-1])
             separator = b","
@@ -214,9 +258,9 @@ def write_json(batches: Iterable[pa.RecordBatch], out: IO[bytes]) -> None:
 def write_csv(names: Sequence[str], batches: Iterable[pa.RecordBatch], out: IO[str]) -> None:
     """A header line, then the rows a batch at a time."""
     writer = csv.writer(out)
-    writer.writerow(names)
+    writer.writerow(unique_names(names))
     for batch in batches:
-        writer.writerows(["" if value is None else _text(value) for value in row.values()] for row in _rows(batch))
+        writer.writerows(["" if value is None else _text(value) for value in row] for row in _rows(batch))
 
 
 def to_json(table: pa.Table) -> bytes:
@@ -230,8 +274,8 @@ def to_text(table: pa.Table, max_width: int = 60) -> str:
         text = "NULL" if value is None else _text(value).replace("\n", "\\n")
         return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
-    names: Sequence[str] = table.column_names
-    rows = [[cell(value) for value in row.values()] for row in _rows(table)]
+    names = unique_names(table.column_names)
+    rows = [[cell(value) for value in row] for row in _rows(table)]
     widths = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(names)]
     line = "+".join("-" * (w + 2) for w in widths)
     # Each cell has a space on either side, so the separator's `+` falls under each `|`.

@@ -269,3 +269,23 @@ def test_an_http2_stream_that_breaks_its_content_length_is_not_stored(server: Se
     assert any(isinstance(e, h2.events.ResponseReceived) and (b":status", b"200") in e.headers for e in answer)
     wait_for_rows(server.data_dir, "select 1 from events where distinct_id = 'h2-honest'", 1)
     assert query(server.data_dir, "select 1 from events where distinct_id = 'h2-broken'") == []
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        pytest.param(b"transfer-encoding: chunked\r\n", b"zz\r\nabc\r\n0\r\n\r\n", id="a chunk size that is no number"),
+        pytest.param(b"content-length: 10\r\n", b"[]", id="fewer bytes than content-length, then a half-close"),
+    ],
+)
+def test_a_body_whose_framing_breaks_is_a_400_that_says_so(server: Server, framing: bytes, body: bytes) -> None:
+    """Granian reads a broken body as a disconnect; the client is still there, and a 500 would
+    have an SDK send it again and again."""
+    request = b"POST /batch/ HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n" + framing + b"\r\n" + body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        if framing.startswith(b"content-length"):
+            sock.shutdown(socket.SHUT_WR)
+        status, answer, _ = _read_response(sock, b"")
+    assert status == 400
+    assert "cut short" in json.loads(answer)["error"]

@@ -64,6 +64,7 @@ _SHIPPER_CHECK_SECS = 1.0
 _STUCK_SHUTDOWN_MARGIN_SECS = 5.0
 #: Bodies above this size are hashed on a worker thread, so the event loop keeps serving.
 _SIGNATURE_OFFLOAD_BYTES = 256 * 1024
+_CUT_SHORT = "the request body was cut short: the connection closed or its framing broke before it was complete"
 
 
 def route_label(path: str) -> str:
@@ -194,14 +195,18 @@ class App:
             except HogflareError as exc:
                 response = self._error_response(exc, request)
             except ClientDisconnectedError:
-                return
+                # Granian also says "disconnect" for a body whose framing broke (bad chunk sizes,
+                # fewer bytes than Content-Length): that client is still there, and left without
+                # an answer it would get Granian's 500 and retry for ever. One that really left
+                # is not there to read this.
+                response = self._error(request, 400, _CUT_SHORT)
             except Exception:
                 log.exception("unhandled error", path=request.path, method=request.method)
                 response = self._error(request, 500, "internal server error")
-            status = response.status
             headers = cors_headers(request)
             headers.append((b"x-request-id", rid.encode()))
             await response.send(send, headers)
+            status = response.status
         finally:
             metrics.observe_request(route_label(request.path), status, perf_counter() - started)
             end_request(bound)

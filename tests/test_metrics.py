@@ -183,6 +183,16 @@ async def test_dropped_items_are_logged_once_per_reason_and_interval(hogflare: H
         assert line["log_level"] == "warning"
 
 
+async def test_a_request_refused_503_counts_its_drops_only_when_sent_again_and_taken(tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path / "data", outbox_max_bytes=1)) as hogflare:
+        before = await scrape(hogflare)
+        assert (await hogflare.post("/batch/", batch(event(), {"event": "no id"}))).status_code == 200
+        for _ in range(3):  # an SDK's retries while the outbox is full
+            assert (await hogflare.post("/batch/", batch(event(), {"event": "no id"}))).status_code == 503
+        change = delta(before, await scrape(hogflare))
+    assert change("hogflare_events_dropped_total", reason="missing_distinct_id") == 1
+
+
 async def test_refused_person_updates_are_counted_and_summarised(tmp_path: Path) -> None:
     async with running(make_settings(tmp_path / "data", log_summary_secs=1.0)) as hogflare:
         before = await scrape(hogflare)

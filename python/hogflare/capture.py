@@ -145,9 +145,6 @@ class CaptureService:
                 limit = self.settings.max_event_bytes
                 raise PayloadTooLargeError(f"{exc}: no event under the maximum of {limit} bytes") from None
             raise
-        self._count_dropped(batch.dropped, batch.token, request.path)
-        if batch.filtered:
-            metrics.count_filtered(batch.filtered)
         if batch.accepted and self.committer is not None:
             stored, duplicates, warnings = await self.committer.commit(batch)
             metrics.count_events(stored, duplicates)
@@ -156,6 +153,10 @@ class CaptureService:
             for warning, count in warnings.items():
                 metrics.count_person_warning(warning, count)
                 self.warnings_log.add(warning, count, token=batch.token, path=request.path)
+        # Counted once the request is answered 200: a 503 is sent again, and its drops with it.
+        self._count_dropped(batch.dropped, batch.token, request.path)
+        if batch.filtered:
+            metrics.count_filtered(batch.filtered)
         if batch.results is not None:
             return Response(200, batch.results.encode(), [(b"content-type", JSON), *_request_id(request)])
         if b"beacon=1" in request.query and request.query_param("beacon") == "1":

@@ -81,6 +81,23 @@ def test_beside_a_running_server_and_after_a_lost_data_file(tmp_path: Path) -> N
     assert any(parquet.name in message for message in problems)
 
 
+def test_a_server_with_no_shipper_is_a_problem(tmp_path: Path) -> None:
+    """With HOGFLARE_SHIPPER=off and no `hogflare ship`, rows only pile up: doctor says so while
+    the server runs, and nothing once it has stopped."""
+    data = tmp_path / "data"
+    with Server(data, env={"HOGFLARE_SHIPPER": "off"}) as server:
+        assert send(server, 5).status_code == 200
+        code, findings = doctor(data)
+        assert code == 1
+        [(level, message)] = findings["shipper"]
+        assert level == "problem"
+        assert server.process is not None
+        assert f"pid {server.process.pid}" in message
+        assert "hogflare ship" in message
+    code, findings = doctor(data)
+    assert findings["shipper"] == [("ok", "not running (no server uses this data directory)")]
+
+
 def test_stream_reachability_and_token(tmp_path: Path, fake: FakeStream) -> None:
     good = {"CLOUDFLARE_PIPELINE_ENDPOINT": fake.url, "CLOUDFLARE_PIPELINE_AUTH_TOKEN": "stream-secret"}
     code, findings = doctor(tmp_path / "data", **good)

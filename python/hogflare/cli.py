@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from hogflare.cli_flags import flags_cli
-from hogflare.cli_options import DataDir, existing_or_exit, first_line, settings_or_exit
+from hogflare.cli_options import DataDir, existing_or_exit, first_line, in_place_or_exit, settings_or_exit
 from hogflare.config import Settings
 from hogflare.metrics_dir import fresh_metrics_dir, remove_metrics_dir
 
@@ -56,7 +56,7 @@ def serve(
 
     from hogflare.logs import configure, granian_log_config
 
-    settings = settings_or_exit(data_dir)
+    settings = in_place_or_exit(settings_or_exit(data_dir))
     _check_geoip(settings)
     bind_host, bind_port = _address(host, port)
     try:
@@ -177,7 +177,7 @@ def query(
     from hogflare import query as q
     from hogflare.lake import Lake
 
-    settings = existing_or_exit(settings_or_exit(data_dir))
+    settings = in_place_or_exit(existing_or_exit(settings_or_exit(data_dir)))
     if not sql.strip():
         typer.echo("error: no SQL given", err=True)
         raise typer.Exit(2)
@@ -226,7 +226,7 @@ def compact(
     from hogflare.lake import Lake
     from hogflare.lake_tables import TABLES
 
-    settings = existing_or_exit(settings_or_exit(data_dir))
+    settings = in_place_or_exit(existing_or_exit(settings_or_exit(data_dir)))
     lake = Lake(settings.lake_dir)
     failures = rewritten = 0
     for table in TABLES:
@@ -323,7 +323,7 @@ def ship(data_dir: DataDir = None) -> None:
     from hogflare.supervisor import acquire_lock, parent_of_shipper, starting_lock_path
 
     parent = parent_of_shipper()
-    settings = settings_or_exit(data_dir)
+    settings = in_place_or_exit(settings_or_exit(data_dir))
     configure(settings.log_format, settings.log_level)
     # Every worker of a starting server launches a shipper, and all but one should exit before
     # the shipper's imports, which take seconds of CPU the workers need. The shipper's own lock,

@@ -38,3 +38,16 @@ def existing_or_exit(settings: Settings) -> Settings:
 
 def first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def in_place_or_exit(settings: Settings) -> Settings:
+    """Settings whose lake was made where it is: a copied or moved lake's tables still name the
+    original's files, which a server here would write to and clean up."""
+    from hogflare.store import LakeMovedError, check_lake_place
+
+    try:
+        check_lake_place(settings.lake_dir)
+    except LakeMovedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return settings

@@ -112,7 +112,10 @@ def check_store(settings: Settings) -> Iterator[Finding]:
     for sink, cursor in cursors.items():
         behind = max(0, next_seq - 1 - cursor)
         yield Finding(Level.ok, f"sink {sink}", f"{behind} outbox entries not yet delivered")
-    reached = lake_position(settings.lake_dir, store_id) if LAKE_CURSOR in cursors else 0
+    try:
+        reached = lake_position(settings.lake_dir, store_id) if LAKE_CURSOR in cursors else 0
+    except Exception:
+        return  # the lake's own check says what is wrong with it
     if reached >= next_seq:
         message = (
             f"the lake holds this store's rows up to position {reached}, past its outbox ({next_seq - 1}): "
@@ -123,24 +126,34 @@ def check_store(settings: Settings) -> Iterator[Finding]:
 
 
 def check_shipper(settings: Settings) -> Iterator[Finding]:
+    from hogflare.metrics_dir import servers_running
     from hogflare.supervisor import shipper_alive
 
     if shipper_alive(settings):
         yield Finding(Level.ok, "shipper", "running")
+    elif servers := servers_running(settings.data_dir):
+        message = (
+            f"not running while a server uses this data directory (pid {servers[0]}): rows wait in the "
+            "outbox until one runs (with HOGFLARE_SHIPPER=off, start `hogflare ship`)"
+        )
+        yield Finding(Level.problem, "shipper", message)
     else:
-        yield Finding(Level.ok, "shipper", "not running (expected only while no server uses this data directory)")
+        yield Finding(Level.ok, "shipper", "not running (no server uses this data directory)")
 
 
 def check_lake(settings: Settings) -> Iterator[Finding]:
     from hogflare.lake import Lake
     from hogflare.lake_tables import TABLES
-    from hogflare.store import local_path
+    from hogflare.store import LakeMovedError, local_path
 
     if not (settings.lake_dir / "catalog.db").exists():
         yield Finding(Level.ok, "lake", "no lake yet (nothing has been shipped)")
         return
     try:
         lake = Lake(settings.lake_dir)
+    except LakeMovedError as exc:
+        yield Finding(Level.problem, "lake", str(exc))
+        return
     except Exception as exc:  # whatever stops the catalog from opening is the finding
         yield Finding(Level.problem, "lake", f"the catalog {settings.lake_dir / 'catalog.db'} does not open: {exc}")
         return

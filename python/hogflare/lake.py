@@ -22,7 +22,15 @@ from pyiceberg.table import Table
 
 from hogflare.iceberg import SyncedFileIO, SyncedSqlCatalog, with_cached_metadata
 from hogflare.lake_tables import MAINTAINED_PROPERTIES, TABLE_PROPERTIES, TABLES, day_partition
-from hogflare.store import CATALOG_NAME, NAMESPACE, SEQ_PROPERTY, STORE_PROPERTY, local_path, newest_position
+from hogflare.store import (
+    CATALOG_NAME,
+    NAMESPACE,
+    SEQ_PROPERTY,
+    STORE_PROPERTY,
+    check_lake_place,
+    local_path,
+    newest_position,
+)
 
 log = structlog.get_logger("hogflare.lake")
 
@@ -82,6 +90,7 @@ def _deleted_data_files(io: FileIO, manifests: Iterable[ManifestFile]) -> set[st
 class Lake:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
+        check_lake_place(root)
         self.root = root
         warehouse = root / "warehouse"
         warehouse.mkdir(exist_ok=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 - a directory of our own is made in it, checked below
 
 
-def metrics_root(data_dir: Path, shared_memory: Path = SHARED_MEMORY) -> Path:
+def metrics_root(data_dir: Path, shared_memory: Path = SHARED_MEMORY, *, create: bool = True) -> Path:
     """Where a data directory's servers keep their metrics files: in shared memory when the
     machine has it, else ``<data_dir>/metrics``. prometheus-client writes them through a memory
     map, so on a full disk a worker's first new count (a 503, say) would kill it with SIGBUS,
@@ -28,7 +28,8 @@ def metrics_root(data_dir: Path, shared_memory: Path = SHARED_MEMORY) -> Path:
     key = hashlib.sha256(f"{os.getuid()}:{data_dir.resolve()}".encode()).hexdigest()[:16]
     home = shared_memory / f"hogflare-{key}"
     try:
-        home.mkdir(mode=0o700, exist_ok=True)
+        if create:
+            home.mkdir(mode=0o700, exist_ok=True)
         made = home.lstat()
     except OSError:
         return fallback
@@ -72,6 +73,14 @@ def remove_metrics_dir(path: Path) -> None:
             parent.rmdir()
         except OSError:
             return  # another server's files are there
+
+
+def servers_running(data_dir: Path) -> list[int]:
+    """The pids of the servers running on ``data_dir``, as their metrics directories tell."""
+    root = metrics_root(data_dir, create=False)
+    if not root.is_dir():
+        return []
+    return sorted(int(entry.name) for entry in root.iterdir() if _running_dir(entry))
 
 
 def _running_dir(entry: Path) -> bool:

@@ -70,21 +70,44 @@ def newest_position(snapshots: Iterable[tuple[int, Mapping[str, str] | None]], s
     return 0
 
 
-def lake_position(lake_dir: Path, store_id: str) -> int:
-    """The furthest outbox position of ``store_id`` that any table of the lake holds (0 if none)."""
+class LakeMovedError(Exception):
+    """The lake's tables name files under another directory than the lake's own."""
+
+
+def _table_metadata(lake_dir: Path) -> list[Path]:
+    """Where the catalog says each table's current metadata file is."""
     catalog = lake_dir / "catalog.db"
     if not catalog.exists():
-        return 0
+        return []
     with sqlite3.connect(f"{catalog.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as connection:
         locations = connection.execute(
             "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ?",
             (CATALOG_NAME, NAMESPACE),
         ).fetchall()
+    return [Path(local_path(location)) for (location,) in locations if location is not None]
+
+
+def check_lake_place(lake_dir: Path) -> None:
+    """Refuse a lake copied or moved from elsewhere: Iceberg records every file by its full path,
+    so a copy's tables are still the original's, and a server on the copy would add to them and
+    delete what it took for its own leftovers there. A path reached through a link is the same."""
+    home = (lake_dir / "warehouse").resolve()
+    for metadata in _table_metadata(lake_dir):
+        if not metadata.resolve().is_relative_to(home):
+            parts = metadata.parts
+            made_in = Path(*parts[: parts.index("warehouse")]) if "warehouse" in parts else metadata.parent
+            raise LakeMovedError(
+                f"the lake in {lake_dir} was made in {made_in} and its tables still name the files there "
+                "(Iceberg records full paths): serve the data directory from where it was made (a symbolic "
+                "link from there to here will do), or copy it back"
+            )
+
+
+def lake_position(lake_dir: Path, store_id: str) -> int:
+    """The furthest outbox position of ``store_id`` that any table of the lake holds (0 if none)."""
     reached = 0
-    for (location,) in locations:
-        if location is None:
-            continue
-        raw = Path(local_path(location)).read_bytes()
+    for location in _table_metadata(lake_dir):
+        raw = location.read_bytes()
         metadata = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
         snapshots = [
             (int(snapshot.get("sequence-number") or 0), snapshot.get("summary"))

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hogflare.config import Settings
+from hogflare.store import group_type_conflicts
 from tests.conftest import TOKEN, Hogflare
 from tests.helpers.persons import at, capture, person_uuid, post_ok, send, started
+from tests.helpers.server import HOGFLARE, free_port
 
 
 def group_identify(group_type: str, key: str, props: dict[str, Any], distinct_id: str = "u") -> dict[str, Any]:
@@ -239,3 +244,27 @@ async def test_fixed_group_type_slots(tmp_path: Path) -> None:
             "$group_3": "d",
         }
         assert row["group_properties"] == {"organization": {}, "company": {"n": 2}, "team": {"n": 1}, "desk": {}}
+
+
+async def test_a_fixed_slot_that_contradicts_the_stored_ones_is_refused(tmp_path: Path) -> None:
+    """`company` took slot 0 on first sight; fixing slot 0 for `team` afterwards would write both
+    types' events to one slot and merge their groups, so the server refuses to start, saying
+    which project and slot; doctor says the same. Fixing it as stored is fine."""
+    data_dir = tmp_path / "data"
+    async with started(data_dir) as first:
+        await send(first, group_identify("company", "acme", {"tier": "gold"}), group_identify("team", "red", {}))
+    del first
+    gc.collect()
+    agrees = Settings.from_env({"POSTHOG_GROUP_TYPE_0": "company", "POSTHOG_GROUP_TYPE_1": "team"}, data_dir=data_dir)
+    assert group_type_conflicts(agrees) == []
+    env = {**os.environ, "POSTHOG_GROUP_TYPE_0": "team"}
+    serve = [HOGFLARE, "serve", "--data-dir", str(data_dir), "--port", str(free_port())]
+    result = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert f"project {TOKEN}: slot 0 holds 'company'" in result.stderr
+    assert f"project {TOKEN}: 'team' holds slot 1, but POSTHOG_GROUP_TYPE_0 puts it at 0" in result.stderr
+    doctor = subprocess.run(
+        [HOGFLARE, "doctor", "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, check=False
+    )
+    assert doctor.returncode == 1
+    assert "slot 0 holds 'company'" in doctor.stdout

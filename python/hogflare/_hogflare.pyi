@@ -246,6 +246,10 @@ class Store:
     def group_properties(self, token: str, groups: str) -> str:
         """``{type: {properties}}`` (JSON text) for the groups named in the JSON ``{type: key}``;
         a group never identified gives ``{}``."""
+    def group_type_conflicts(self) -> list[tuple[str, str | None, int]]:
+        """``(project token, stored group type, its slot)`` for each stored group type that the
+        store's ``group_types`` contradict: its slot configured for another type, or it configured
+        for another slot. The type is ``None`` when its name was too long to be kept."""
     def trim_outbox(self, upto: int, *, limit: int = 10_000) -> int:
         """Forget rows up to ``upto`` (every sink has them), at most ``limit`` in one transaction."""
     def cursor(self, sink: str) -> int | None: ...

@@ -70,6 +70,7 @@ def serve(
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     configure(settings.log_format, settings.log_level)
+    _check_group_types(settings)
     _level_store_with_lake(settings)
     structlog.get_logger("hogflare.cli").info(
         f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
@@ -94,6 +95,25 @@ def serve(
         ).serve()
     finally:
         remove_metrics_dir(metrics_dir)
+
+
+def _check_group_types(settings: Settings) -> None:
+    """Refuse ``POSTHOG_GROUP_TYPE_<n>`` that contradict the slots the store gave: events of two
+    types would share one, and their groups merge, with no error anywhere."""
+    from hogflare.errors import HogflareError
+    from hogflare.store import group_type_conflicts
+
+    try:
+        conflicts = group_type_conflicts(settings)
+    except HogflareError:
+        return  # a store that does not open stops the workers with its own message
+    if conflicts:
+        typer.echo(
+            f"error: {'; '.join(conflicts)}. Events of both types would share one slot and their groups merge: "
+            "set each POSTHOG_GROUP_TYPE_<n> to the type the store holds there, or leave it unset",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 def _level_store_with_lake(settings: Settings) -> None:

@@ -72,7 +72,7 @@ def check_data_dir(settings: Settings) -> Iterator[Finding]:
 
 def check_store(settings: Settings) -> Iterator[Finding]:
     from hogflare.errors import HogflareError
-    from hogflare.store import LAKE_CURSOR, lake_position, open_store
+    from hogflare.store import LAKE_CURSOR, group_type_conflicts, lake_position, open_store
 
     if not (settings.store_dir / "data.mdb").exists():
         yield Finding(Level.ok, "store", "no store yet (nothing has been ingested)")
@@ -84,9 +84,12 @@ def check_store(settings: Settings) -> Iterator[Finding]:
         dictionary = store.outbox_dictionary()
         cursors = {sink: store.cursor(sink) or 0 for sink in settings.enabled_sinks}
         store_id = store.id
+        conflicts = group_type_conflicts(settings, store)
     except HogflareError as exc:
         yield Finding(Level.problem, "store", f"{settings.store_dir} cannot be read: {exc}")
         return
+    for conflict in conflicts:
+        yield Finding(Level.problem, "group types", f"{conflict}: `hogflare serve` refuses to start")
     used = (settings.store_dir / "data.mdb").stat().st_size
     map_level = Level.warning if used >= _NEARLY * settings.lmdb_map_size else Level.ok
     yield Finding(

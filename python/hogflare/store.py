@@ -126,3 +126,27 @@ def level_with_lake(settings: Settings) -> int | None:
     store = open_store(settings)
     reached = lake_position(settings.lake_dir, store.id)
     return reached if reached and store.advance_outbox(reached) else None
+
+
+def group_type_conflicts(settings: Settings, store: Store | None = None) -> list[str]:
+    """What the store's group types say against ``POSTHOG_GROUP_TYPE_<n>``, one sentence each:
+    events of two types would share a slot, and their groups merge. Without ``store``, it is
+    opened: call where `level_with_lake` is called."""
+    if store is None:
+        if not settings.store_dir.is_dir():
+            return []
+        store = open_store(settings)
+    configured = [group_type or None for group_type in settings.group_types]
+    said = []
+    for token, group_type, slot in store.group_type_conflicts():
+        name = repr(group_type) if group_type is not None else "a group type with a long name"
+        if configured[slot] is not None and configured[slot] != group_type:
+            said.append(
+                f"project {token}: slot {slot} holds {name} since its first event there, "
+                f"but POSTHOG_GROUP_TYPE_{slot}={configured[slot]}"
+            )
+        else:
+            elsewhere = next((index for index, fixed in enumerate(configured) if fixed == group_type), None)
+            where = f"POSTHOG_GROUP_TYPE_{elsewhere} puts it at {elsewhere}" if elsewhere is not None else "not there"
+            said.append(f"project {token}: {name} holds slot {slot}, but {where}")
+    return said

@@ -118,6 +118,55 @@ impl GroupDbs {
     }
 }
 
+/// A group type whose stored slot the configured slots (`POSTHOG_GROUP_TYPE_<n>`) contradict:
+/// its slot is configured for another type, or it is configured for another slot.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GroupTypeConflict {
+    pub project: u32,
+    /// The stored type's name (a name too long to keep in a key is not known).
+    pub group_type: Option<String>,
+    pub slot: u8,
+}
+
+impl GroupDbs {
+    /// Every stored group type the configured slots contradict: events of both types would be
+    /// written to one slot and their groups merged.
+    pub fn conflicts(
+        &self,
+        txn: &heed::RoTxn,
+        fixed: &[Option<String>; MAX_GROUP_TYPES],
+    ) -> Result<Vec<GroupTypeConflict>> {
+        let mut out = Vec::new();
+        for entry in self.group_types.iter(txn)? {
+            let (key, slot) = entry?;
+            let Some((project, name)) = key.split_first_chunk::<4>() else {
+                continue;
+            };
+            let project = u32::from_be_bytes(*project);
+            let is = |configured: &str| name_key(project, None, configured) == key;
+            let slot_configured_for_another = fixed
+                .get(usize::from(slot))
+                .and_then(Option::as_deref)
+                .is_some_and(|configured| !is(configured));
+            let configured_elsewhere = fixed
+                .iter()
+                .enumerate()
+                .any(|(other, configured)| other != usize::from(slot) && configured.as_deref().is_some_and(is));
+            if slot_configured_for_another || configured_elsewhere {
+                let group_type = (name.first() != Some(&HASHED_NAME))
+                    .then(|| String::from_utf8(name.to_vec()).ok())
+                    .flatten();
+                out.push(GroupTypeConflict {
+                    project,
+                    group_type,
+                    slot,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The group work of one commit.
 pub struct GroupWork<'a> {
     groups_db: Database<Bytes, Bytes>,

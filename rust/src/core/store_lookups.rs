@@ -1,11 +1,12 @@
 //! What the flag endpoints and the person debug route read from the store outside any commit:
-//! a person, groups' properties, and experience continuity's hash keys.
+//! a person, groups' properties, experience continuity's hash keys, and the group type slots.
 
 use std::collections::HashMap;
 
 use super::Store;
 use crate::core::cookieless::CookielessEvent;
 use crate::core::error::Result;
+use crate::core::groups::GroupTypeConflict;
 use crate::core::person::Person;
 use crate::core::persons::ContinuityRequest;
 use crate::core::rawjson::RawObject;
@@ -26,6 +27,25 @@ impl Store {
             object.entries.push((group_type.as_str().into(), properties.into()));
         }
         Ok(object.to_json())
+    }
+
+    /// The stored group types that `POSTHOG_GROUP_TYPE_<n>` contradicts, each with the token
+    /// of its project.
+    pub fn group_type_conflicts(&self) -> Result<Vec<(String, GroupTypeConflict)>> {
+        let txn = self.env.read_txn()?;
+        let conflicts = self.persons.groups.conflicts(&txn, &self.group_types)?;
+        if conflicts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tokens = HashMap::new();
+        for entry in self.projects.iter(&txn)? {
+            let (token, project) = entry?;
+            tokens.insert(project, token.to_owned());
+        }
+        Ok(conflicts
+            .into_iter()
+            .map(|conflict| (tokens.get(&conflict.project).cloned().unwrap_or_default(), conflict))
+            .collect())
     }
 
     /// The distinct id a cookieless visitor's events get now (see `cookieless_state`); `None`

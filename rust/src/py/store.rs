@@ -219,6 +219,16 @@ impl PyStore {
         Ok(self.inner.group_properties(token, &pairs).map_err(PyCoreError::from)?)
     }
 
+    /// `(project token, stored group type, its slot)` for each stored group type the configured
+    /// `group_types` contradict (the type's name is `None` when too long to have been kept).
+    fn group_type_conflicts(&self) -> PyResult<Vec<(String, Option<String>, u8)>> {
+        let conflicts = self.inner.group_type_conflicts().map_err(PyCoreError::from)?;
+        Ok(conflicts
+            .into_iter()
+            .map(|(token, conflict)| (token, conflict.group_type, conflict.slot))
+            .collect())
+    }
+
     /// The person a distinct id belongs to in the project of `token` (any project when `None`),
     /// or `None`. `properties` and `properties_set_once` are JSON text.
     #[pyo3(signature = (token, distinct_id))]

@@ -48,6 +48,11 @@ def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ("HOGFLARE_LMDB_MAP_SIZE", str(1 << 50)),
         ("HOGFLARE_DEDUPE_WINDOW_DAYS", "5000000000"),
         ("HOGFLARE_MAX_BODY_BYTES", str(1 << 62)),
+        # A list that lost its entries must not quietly allow every token.
+        ("HOGFLARE_PROJECT_TOKENS", ","),
+        ("HOGFLARE_TRUSTED_PROXIES", " , "),
+        # Person snapshots stream only beside the events.
+        ("CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT", "http://127.0.0.1:9/persons"),
     ],
 )
 def test_serve_refuses_a_bad_setting_by_name(tmp_path: Path, variable: str, value: str) -> None:

@@ -174,6 +174,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 continue
             if field in LIST_FIELDS:
                 raw[field] = tuple(part.strip() for part in value.split(",") if part.strip())
+                if not raw[field]:
+                    # Commas and nothing else: a list meant to restrict that lost its entries
+                    # (HOGFLARE_PROJECT_TOKENS=",", say) must not quietly allow everything.
+                    raise ConfigError(f"invalid setting: {name} is set to {value!r}, which names nothing")
             else:
                 raw[field] = value.strip()
         if not env.get(ENV["geoip_db"], "unset").strip():
@@ -187,6 +191,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         except msgspec.ValidationError as exc:
             raise ConfigError(_explain(exc)) from exc
         settings.enabled_sinks  # noqa: B018 - refuse a bad HOGFLARE_SINKS at startup
+        if settings.persons_pipeline_endpoint and not settings.pipeline_endpoint:
+            raise ConfigError(
+                "invalid setting: CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT is set without CLOUDFLARE_PIPELINE_ENDPOINT: "
+                "person snapshots stream only beside the events"
+            )
         parse_networks(settings.trusted_proxies)
         settings.geoip_paths  # noqa: B018 - refuse a missing HOGFLARE_GEOIP_DB file at startup
         settings._check_values()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from hogflare.fake_pipeline import FakePipeline
+from tests.helpers.server import HOGFLARE
 
 
 @pytest.fixture
@@ -65,3 +68,23 @@ async def test_discarding_counts_rows_but_keeps_none() -> None:
         assert (await client.post("/", content=b"[1]")).status_code == 400
         assert (await client.get("/stats")).json()["rows"] == 2
         assert (await client.get("/events")).json() == []
+
+
+@pytest.mark.parametrize("port", ["70000", "0"])
+def test_a_port_out_of_range_is_refused_plainly(port: str) -> None:
+    result = subprocess.run([HOGFLARE, "fake-pipeline", "--port", port], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--port" in result.stderr
+
+
+def test_a_port_another_process_listens_on_is_refused() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [HOGFLARE, "fake-pipeline", "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr

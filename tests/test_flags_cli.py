@@ -245,3 +245,12 @@ async def test_eval_with_a_token_uses_the_stored_hash_keys_of_experience_continu
     (data_dir / "flags.json").write_text(json.dumps({"flags": [{**flag, "ensure_experience_continuity": False}]}))
     off = run(data_dir, "eval", "--distinct-id", "cli-user", "--token", TOKEN)
     assert json.loads(off.stdout)["flags"]["exp"]["variant"] == own
+
+
+def test_a_token_with_no_store_behind_it_is_an_error(tmp_path: Path) -> None:
+    """`--token` asks for the stored person: a mistyped data directory must not answer as if the
+    person had no properties."""
+    result = run(tmp_path / "typo", "eval", "--distinct-id", "u", "--token", TOKEN, flags=ENV_FLAGS)
+    assert result.returncode == 2
+    assert "no store in" in result.stderr
+    assert not (tmp_path / "typo" / "store").exists()

@@ -284,7 +284,7 @@ class FailStatus(StrEnum):
 @cli.command("fake-pipeline")
 def fake_pipeline(  # noqa: PLR0917 - typer options
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8088,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8088,
     db: Annotated[Path | None, typer.Option(help="DuckDB file for the rows. Default: in memory.")] = None,
     token: Annotated[str | None, typer.Option(help="Require `Authorization: Bearer TOKEN` (else 401).")] = None,
     fail_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Fraction of POSTs to fail.")] = 0.0,
@@ -305,6 +305,7 @@ def fake_pipeline(  # noqa: PLR0917 - typer options
     """
     from hogflare import fake_pipeline as fake
 
+    host = _bindable(host, port)
     typer.echo(f"fake pipeline on http://{host}:{port}/ (rows at /events)", err=True)
     fake.serve(
         host=host,

@@ -28,7 +28,12 @@ def _load_flags(data_dir: Path | None, *, token: str | None = None) -> FlagsServ
 
     settings = settings_or_exit(data_dir)
     store = None
-    if token and settings.store_dir.is_dir():
+    if token:
+        # The stored persons are what the token is for: a mistyped path must not answer as if
+        # the person had no properties.
+        if not settings.store_dir.is_dir():
+            typer.echo(f"error: no store in {settings.data_dir} to read the person from (--token)", err=True)
+            raise typer.Exit(2)
         from hogflare.store import open_store
 
         store = open_store(settings)

@@ -122,3 +122,14 @@ def test_serve_refuses_an_address_it_cannot_listen_on(tmp_path: Path, host: str)
     assert result.returncode == 2
     assert f"error: cannot listen on {host}:18080" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_store_it_cannot_open(tmp_path: Path) -> None:
+    """Said once, before any worker starts: each worker would fail on it, and be started again."""
+    store = tmp_path / "data" / "store"
+    store.mkdir(parents=True)
+    (store / "data.mdb").write_bytes(b"\x00not an lmdb file" * 4096)
+    result = serve("--port", "1", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 2
+    assert f"error: the store in {store} cannot be opened" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -70,7 +70,7 @@ def serve(
     os.environ.update(settings.to_env())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     configure(settings.log_format, settings.log_level)
-    _check_group_types(settings)
+    _check_store(settings)
     _level_store_with_lake(settings)
     structlog.get_logger("hogflare.cli").info(
         f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
@@ -97,16 +97,19 @@ def serve(
         remove_metrics_dir(metrics_dir)
 
 
-def _check_group_types(settings: Settings) -> None:
-    """Refuse ``POSTHOG_GROUP_TYPE_<n>`` that contradict the slots the store gave: events of two
-    types would share one, and their groups merge, with no error anywhere."""
+def _check_store(settings: Settings) -> None:
+    """Open the store once here: one that cannot be opened (damaged, or of a newer hogflare) would
+    stop each worker as it starts, and Granian would start them again and again. And refuse
+    ``POSTHOG_GROUP_TYPE_<n>`` that contradict the slots the store gave: events of two types would
+    share one, and their groups merge, with no error anywhere."""
     from hogflare.errors import HogflareError
     from hogflare.store import group_type_conflicts
 
     try:
         conflicts = group_type_conflicts(settings)
-    except HogflareError:
-        return  # a store that does not open stops the workers with its own message
+    except HogflareError as exc:
+        typer.echo(f"error: the store in {settings.store_dir} cannot be opened: {first_line(exc)}", err=True)
+        raise typer.Exit(2) from exc
     if conflicts:
         typer.echo(
             f"error: {'; '.join(conflicts)}. Events of both types would share one slot and their groups merge: "

@@ -4,6 +4,8 @@ still reach the lake, once each."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
+import time
 import uuid
 from pathlib import Path
 
@@ -58,3 +60,43 @@ def test_a_store_restored_from_an_older_backup_ships_the_events_it_takes_next(tm
     # The restored person is the backup's, updated by the events it took since.
     latest = query(data_dir, "SELECT properties FROM persons ORDER BY updated_at DESC, version DESC LIMIT 1")
     assert '"last":"after-restore"' in latest[0]["properties"].replace(" ", "")
+
+
+def test_restored_while_the_lake_cannot_be_read_at_startup_loses_nothing(tmp_path: Path) -> None:
+    """The server cannot compare the restored store with the lake as it starts (a table's
+    metadata unreadable for a moment): it takes events all the same, and once the shipper can
+    read the lake it ships them rather than take them for rows the lake already has."""
+    data_dir = tmp_path / "data"
+    sent: list[str] = []
+    with Server(data_dir) as server:
+        sent += send(server, "before-backup")
+        wait_for_rows(data_dir, "SELECT uuid FROM events", 3)
+    backup = tmp_path / "store-backup"
+    shutil.copytree(data_dir / "store", backup)
+    with Server(data_dir) as server:
+        sent += send(server, "after-backup")
+        wait_for_rows(data_dir, "SELECT uuid FROM events", 6)
+    shutil.rmtree(data_dir / "store")
+    shutil.copytree(backup, data_dir / "store")
+
+    with sqlite3.connect(data_dir / "lake" / "catalog.db") as catalog:
+        [(location,)] = catalog.execute(
+            "SELECT metadata_location FROM iceberg_tables WHERE table_name = 'hogflare_events'"
+        ).fetchall()
+    metadata = Path(location.removeprefix("file://"))
+    aside = metadata.with_name(metadata.name + ".aside")
+    metadata.rename(aside)
+    with Server(data_dir) as server:
+        deadline = time.monotonic() + 30
+        while "cannot compare the store's outbox with the lake" not in server.log():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        sent += send(server, "after-restore")
+        aside.rename(metadata)
+        rows = wait_for_rows(data_dir, "SELECT uuid FROM events", 9, timeout=60)
+        assert sorted(row["uuid"] for row in rows) == sorted(sent)
+        assert "the lake could not be read then" in server.log()
+    with Server(data_dir) as server:  # and a later start neither ships them again nor skips new ones
+        sent += send(server, "later")
+        rows = wait_for_rows(data_dir, "SELECT uuid FROM events", 12)
+    assert sorted(row["uuid"] for row in rows) == sorted(sent)

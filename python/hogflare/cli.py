@@ -130,7 +130,8 @@ def _level_store_with_lake(settings: Settings) -> None:
     try:
         reached = level_with_lake(settings)
     except Exception:
-        # The shipper reports a lake it cannot read; ingestion need not wait for it.
+        # The shipper reports a lake it cannot read, and compares once it can; ingestion need
+        # not wait for it.
         log.exception("cannot compare the store's outbox with the lake")
         return
     if reached is not None:

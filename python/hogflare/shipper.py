@@ -28,7 +28,7 @@ from hogflare.lake_tables import EVENTS, PERSONS, TABLES
 from hogflare.metrics import SinkCounters, count_rewritten
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
 from hogflare.sink_loop import ShutdownDeadline, SinkLoop
-from hogflare.store import LAKE_CURSOR, open_store, positions_after
+from hogflare.store import LAKE_CURSOR, UNCHECKED_FROM, UNCHECKED_PAST, open_store, positions_after
 from hogflare.supervisor import acquire_lock, lock_path
 
 log = structlog.get_logger("hogflare.shipper")
@@ -57,6 +57,8 @@ class Shipper:
         self.lake = Lake(settings.lake_dir) if LAKE_CURSOR in sinks else None
         self.pipelines = PipelinesSink(settings, self.store) if PIPELINES_CURSOR in sinks else None
         self._table_seq: dict[str, int] | None = None
+        #: Set while the lake's newest positions are from before a restore (see ``_checked``).
+        self._unchecked = False
         #: When (``time.monotonic()``) to look again for data files that no commit took.
         self._next_sweep = 0.0
         self._counted = SinkCounters(LAKE_CURSOR)
@@ -69,7 +71,8 @@ class Shipper:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
         assert self.lake is not None
         stored = self.store.cursor(LAKE_CURSOR) or 0
-        positions = {table: max(stored, self.lake.outbox_seq(table, self.store.id)) for table in TABLES}
+        in_lake = self._checked({table: self.lake.outbox_seq(table, self.store.id) for table in TABLES})
+        positions = {table: max(stored, seq) for table, seq in in_lake.items()}
         reached = min(positions.values())
         if stored or reached:
             self._report_missed(LAKE_CURSOR, reached)
@@ -77,6 +80,38 @@ class Shipper:
             # The lake committed rows the store never heard about (a crash in between).
             self._delivered(reached)
         return positions
+
+    def _checked(self, in_lake: dict[str, int]) -> dict[str, int]:
+        """The lake's positions, unless the server started without comparing them with the store
+        (``mark_unchecked``) and the lake holds positions from there on: then the store was
+        restored from a backup older than the lake, the lake's rows there are from before the
+        restore, and the rows taken since, numbered alike, must still be shipped."""
+        unchecked = self.store.cursor(UNCHECKED_FROM) or 0
+        if not unchecked:
+            return in_lake
+        newest = max(in_lake.values())
+        past = self.store.cursor(UNCHECKED_PAST) or 0
+        if newest < unchecked or (past and newest != past):
+            # Nothing in the lake from there (the store was not behind it), or a commit of the
+            # rows taken since has landed: there is nothing left to tell apart.
+            self._clear_unchecked()
+            return in_lake
+        if not past:
+            log.warning(
+                "the store's outbox was behind the lake when the server started (restored from an older "
+                "backup?), and the lake could not be read then: the rows taken since are shipped after "
+                f"position {unchecked - 1}; the lake keeps its rows from before the restore",
+                position=unchecked - 1,
+                lake_position=newest,
+            )
+            self.store.set_cursor(UNCHECKED_PAST, newest)
+        self._unchecked = True
+        return {table: min(seq, unchecked - 1) for table, seq in in_lake.items()}
+
+    def _clear_unchecked(self) -> None:
+        self.store.set_cursor(UNCHECKED_FROM, 0)
+        self.store.set_cursor(UNCHECKED_PAST, 0)
+        self._unchecked = False
 
     def _report_missed(self, sink: str, position: int) -> None:
         """Rows freed from the outbox while a sink was switched off (``HOGFLARE_SINKS``) never
@@ -187,6 +222,8 @@ class Shipper:
         # further already (a crash between the tables' commits, then a smaller chunk).
         for table, seq in self._table_seq.items():
             self._table_seq[table] = max(seq, export.last_seq)
+        if self._unchecked:
+            self._clear_unchecked()  # the lake's newest rows are the ones taken since now
         self._delivered(export.last_seq)
         return int(export.positions)
 

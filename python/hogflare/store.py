@@ -117,14 +117,30 @@ def lake_position(lake_dir: Path, store_id: str) -> int:
     return reached
 
 
+#: The first outbox position numbered while `hogflare serve` could not compare the store with
+#: the lake as it started, and the newest position the lake then turned out to hold: together
+#: they let the shipper tell a store restored from an older backup (whose new rows the lake's
+#: older ones would hide) from one that was simply ahead (see ``Shipper._checked``).
+UNCHECKED_FROM = "lake.unchecked_from"
+UNCHECKED_PAST = "lake.unchecked_past"
+
+
 def level_with_lake(settings: Settings) -> int | None:
     """If the lake holds rows of this store at positions its outbox has not reached, number the
-    store's next rows after them; returns that position when it did. Call before the workers
-    start, and not in a process that will fork: the store is closed again on return."""
+    store's next rows after them; returns that position when it did. A lake that cannot be read
+    raises, and the store notes where its unchecked rows begin. Call before the workers start,
+    and not in a process that will fork: the store is closed again on return."""
     if LAKE_CURSOR not in settings.enabled_sinks or not settings.store_dir.is_dir():
         return None
     store = open_store(settings)
-    reached = lake_position(settings.lake_dir, store.id)
+    try:
+        reached = lake_position(settings.lake_dir, store.id)
+    except Exception:
+        # Rows are numbered from here on without the lake compared; the shipper compares once it
+        # can read the lake (an earlier note of this stands).
+        if not store.cursor(UNCHECKED_FROM):
+            store.set_cursor(UNCHECKED_FROM, store.outbox_state()[0])
+        raise
     return reached if reached and store.advance_outbox(reached) else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -268,3 +269,22 @@ async def test_a_fixed_slot_that_contradicts_the_stored_ones_is_refused(tmp_path
     )
     assert doctor.returncode == 1
     assert "slot 0 holds 'company'" in doctor.stdout
+
+
+async def test_a_configured_slot_is_remembered_and_its_groups_read_back(tmp_path: Path) -> None:
+    """A slot given by POSTHOG_GROUP_TYPE_<n> is kept like any other: the flags read its groups'
+    properties, and giving the slot to another type afterwards is refused."""
+    data_dir = tmp_path / "data"
+    env = {"POSTHOG_GROUP_TYPE_0": "company"}
+    async with started(data_dir, env) as first:
+        await send(first, group_identify("company", "acme", {"tier": "gold"}))
+        store = first.app.store
+        assert store is not None
+        assert json.loads(store.group_properties(TOKEN, '{"company": "acme"}')) == {"company": {"tier": "gold"}}
+    del first, store
+    gc.collect()
+    assert group_type_conflicts(Settings.from_env(env, data_dir=data_dir)) == []
+    swapped = Settings.from_env({"POSTHOG_GROUP_TYPE_0": "team"}, data_dir=data_dir)
+    assert group_type_conflicts(swapped) == [
+        f"project {TOKEN}: slot 0 holds 'company' since its first event there, but POSTHOG_GROUP_TYPE_0=team"
+    ]

@@ -108,9 +108,22 @@ impl GroupDbs {
 }
 
 impl GroupDbs {
-    /// A group as last committed, read outside any commit.
-    pub fn lookup(&self, txn: &heed::RoTxn, project: u32, group_type: &str, group_key: &str) -> Result<Option<Group>> {
-        let Some(index) = self.group_types.get(txn, &name_key(project, None, group_type))? else {
+    /// A group as last committed, read outside any commit; a type with a configured slot is
+    /// read from that slot (stores written before such slots were recorded do not name it).
+    pub fn lookup(
+        &self,
+        txn: &heed::RoTxn,
+        fixed: &[Option<String>; MAX_GROUP_TYPES],
+        project: u32,
+        group_type: &str,
+        group_key: &str,
+    ) -> Result<Option<Group>> {
+        let configured = fixed.iter().position(|fixed| fixed.as_deref() == Some(group_type));
+        let index = match configured {
+            Some(slot) => Some(slot as u8),
+            None => self.group_types.get(txn, &name_key(project, None, group_type))?,
+        };
+        let Some(index) = index else {
             return Ok(None);
         };
         let key = name_key(project, Some(index), group_key);
@@ -191,14 +204,21 @@ impl<'a> GroupWork<'a> {
     }
 
     fn type_index(&mut self, txn: &mut RwTxn, project: u32, group_type: &str) -> Result<Option<u8>> {
-        if let Some(index) = self.fixed.iter().position(|fixed| fixed.as_deref() == Some(group_type)) {
-            return Ok(Some(index as u8));
-        }
         let cache_key = (project, group_type.to_owned());
         if let Some(index) = self.types.get(&cache_key) {
             return Ok(*index);
         }
         let key = name_key(project, None, group_type);
+        if let Some(slot) = self.fixed.iter().position(|fixed| fixed.as_deref() == Some(group_type)) {
+            // Recorded like any other, so that a later configuration giving the slot to another
+            // type can be refused (`conflicts`) rather than merge the two types' groups.
+            let slot = slot as u8;
+            if self.group_types_db.get(txn, &key)?.is_none() {
+                self.group_types_db.put(txn, &key, &slot)?;
+            }
+            self.types.insert(cache_key, Some(slot));
+            return Ok(Some(slot));
+        }
         let mut index = self.group_types_db.get(txn, &key)?;
         if index.is_none() {
             let mut used = [false; MAX_GROUP_TYPES];

@@ -20,7 +20,10 @@ impl Store {
         let mut object = RawObject::default();
         for (group_type, group_key) in groups {
             let group = match project {
-                Some(project) => self.persons.groups.lookup(&txn, project, group_type, group_key)?,
+                Some(project) => self
+                    .persons
+                    .groups
+                    .lookup(&txn, &self.group_types, project, group_type, group_key)?,
                 None => None,
             };
             let properties = group.map_or_else(|| "{}".to_owned(), |group| group.properties_json());

@@ -4,9 +4,10 @@ a full disk cannot kill a worker writing a count through the files' memory map."
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
-from hogflare.metrics_dir import fresh_metrics_dir, metrics_root, remove_metrics_dir
+from hogflare.metrics_dir import SHARED_MEMORY, fresh_metrics_dir, metrics_root, remove_metrics_dir
 
 
 def test_metrics_live_in_shared_memory_apart_for_each_data_directory(tmp_path: Path) -> None:
@@ -55,3 +56,20 @@ def test_a_fresh_start_clears_what_stopped_servers_left(tmp_path: Path) -> None:
     finally:
         remove_metrics_dir(fresh)
     assert not fresh.parent.parent.exists(), "nothing left in shared memory"
+
+
+def test_a_start_clears_what_killed_servers_left_on_other_data_directories(tmp_path: Path) -> None:
+    other = SHARED_MEMORY / f"hogflare-test-{os.getpid()}" / "metrics"
+    killed, running = other / "999999999", other / str(os.getppid())
+    killed.mkdir(parents=True)
+    (killed / "counter_999999999.db").write_bytes(b"\0" * 4096)
+    running.mkdir()
+    try:
+        fresh = fresh_metrics_dir(tmp_path / "data")
+        remove_metrics_dir(fresh)
+        if not fresh.is_relative_to(SHARED_MEMORY):
+            return  # no shared memory here: nothing of other servers' to clear
+        assert not killed.exists()
+        assert running.is_dir()
+    finally:
+        shutil.rmtree(other.parent)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hogflare.config import ConfigError, Settings
+from hogflare.metrics_dir import SHARED_MEMORY
 from tests.helpers.server import HOGFLARE
 
 
@@ -129,7 +130,9 @@ def test_serve_refuses_a_store_it_cannot_open(tmp_path: Path) -> None:
     store = tmp_path / "data" / "store"
     store.mkdir(parents=True)
     (store / "data.mdb").write_bytes(b"\x00not an lmdb file" * 4096)
+    shared = set(SHARED_MEMORY.glob("hogflare-*"))
     result = serve("--port", "1", "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 2
     assert f"error: the store in {store} cannot be opened" in result.stderr
     assert "Traceback" not in result.stderr
+    assert set(SHARED_MEMORY.glob("hogflare-*")) <= shared, "no metrics files left behind"

@@ -61,22 +61,28 @@ def serve(
     bind_host, bind_port = _address(host, port)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        metrics_dir = fresh_metrics_dir(settings.data_dir)
     except OSError as exc:
         typer.echo(f"error: the data directory {settings.data_dir} cannot be written: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
     bind_host = _bindable(bind_host, bind_port)
-    # Workers and the shipper read their settings from the environment.
-    os.environ.update(settings.to_env())
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    configure(settings.log_format, settings.log_level)
-    _check_store(settings)
-    _level_store_with_lake(settings)
-    structlog.get_logger("hogflare.cli").info(
-        f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
-        f" with data in {settings.data_dir}"
-    )
+    if settings.store == "on":
+        _check_store(settings)
     try:
+        metrics_dir = fresh_metrics_dir(settings.data_dir)
+    except OSError as exc:
+        typer.echo(f"error: the metrics files cannot be written: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        # Workers and the shipper read their settings from the environment.
+        os.environ.update(settings.to_env())
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        configure(settings.log_format, settings.log_level)
+        if settings.store == "on":
+            _level_store_with_lake(settings)
+        structlog.get_logger("hogflare.cli").info(
+            f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
+            f" with data in {settings.data_dir}"
+        )
         Server(
             "hogflare.app:app",
             address=bind_host,

@@ -43,7 +43,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _requests = Counter(
     "hogflare_http_requests",
     "HTTP requests answered, by route (the path without its trailing slash; `other` for paths hogflare "
-    "does not serve) and status (499: the client went away first).",
+    "does not serve) and status (499: the request ended unanswered; a body cut short is a 400).",
     ["route", "status"],
     registry=_registry,
 )

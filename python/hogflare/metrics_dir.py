@@ -7,6 +7,7 @@ first process must choose the directory before anything imports it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -19,17 +20,19 @@ SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 - a directory of our own is made 
 
 def metrics_root(data_dir: Path, shared_memory: Path = SHARED_MEMORY, *, create: bool = True) -> Path:
     """Where a data directory's servers keep their metrics files: in shared memory when the
-    machine has it, else ``<data_dir>/metrics``. prometheus-client writes them through a memory
+    machine has it, else ``<data_dir>/metrics``; without ``create``, where they would be for a
+    reader (``hogflare doctor``, perhaps another user's). prometheus-client writes them through a memory
     map, so on a full disk a worker's first new count (a 503, say) would kill it with SIGBUS,
     and the server with it once its workers kept dying; the disk must fill without that."""
     fallback = data_dir / "metrics"
     if not (shared_memory.is_dir() and os.access(shared_memory, os.W_OK | os.X_OK)):
         return fallback
-    key = hashlib.sha256(f"{os.getuid()}:{data_dir.resolve()}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
     home = shared_memory / f"hogflare-{key}"
+    if not create:
+        return home / "metrics" if home.is_dir() and not home.is_symlink() else fallback
     try:
-        if create:
-            home.mkdir(mode=0o700, exist_ok=True)
+        home.mkdir(mode=0o700, exist_ok=True)
         made = home.lstat()
     except OSError:
         return fallback
@@ -47,6 +50,7 @@ def fresh_metrics_dir(data_dir: Path) -> Path:
     of another server running on the same data directory are left alone."""
     root = metrics_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
+    _clear_stopped_elsewhere(root)
     earlier = data_dir / "metrics"  # where versions before kept them, and the fallback
     if root != earlier and earlier.is_dir() and not any(_running_dir(entry) for entry in earlier.iterdir()):
         shutil.rmtree(earlier, ignore_errors=True)
@@ -60,6 +64,21 @@ def fresh_metrics_dir(data_dir: Path) -> Path:
     path = root / str(os.getpid())
     path.mkdir()
     return path
+
+
+def _clear_stopped_elsewhere(root: Path) -> None:
+    """Remove the files of this user's servers that stopped without removing theirs (killed) on
+    other data directories: in shared memory they would stay until the machine restarts. Their
+    directories stay, empty, lest a server starting there now lose the one it just made."""
+    if root.parent.parent != SHARED_MEMORY:
+        return
+    for home in SHARED_MEMORY.glob("hogflare-*/metrics"):
+        if home == root or home.parent.is_symlink() or home.parent.stat().st_uid != os.getuid():
+            continue
+        with contextlib.suppress(OSError):
+            for entry in home.iterdir():
+                if entry.is_dir() and entry.name.isdigit() and not _running(int(entry.name)):
+                    shutil.rmtree(entry, ignore_errors=True)
 
 
 def remove_metrics_dir(path: Path) -> None:

@@ -7,6 +7,7 @@ LMDB and the catalog are made for several readers.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ _LOW_DISK_BYTES = 1 * GiB
 #: Fraction of a limit at which a warning becomes due.
 _NEARLY = 0.8
 _STREAM_CHECK_TIMEOUT_SECS = 10.0
+#: A server that has run this long without a shipper has none coming.
+_SHIPPER_START_SECS = 30.0
 #: More small files than this in a day of a table: the shipper's upkeep keeps days well below it.
 MANY_SMALL_FILES = 256
 
@@ -135,13 +138,27 @@ def check_shipper(settings: Settings) -> Iterator[Finding]:
     if shipper_alive(settings):
         yield Finding(Level.ok, "shipper", "running")
     elif servers := servers_running(settings.data_dir):
+        server = servers[0]
+        # A server starts its shipper a few seconds after it starts serving.
+        level = Level.problem if _running_for(server) > _SHIPPER_START_SECS else Level.warning
         message = (
-            f"not running while a server uses this data directory (pid {servers[0]}): rows wait in the "
+            f"not running while a server uses this data directory (pid {server}): rows wait in the "
             "outbox until one runs (with HOGFLARE_SHIPPER=off, start `hogflare ship`)"
         )
-        yield Finding(Level.problem, "shipper", message)
+        yield Finding(level, "shipper", message)
     else:
-        yield Finding(Level.ok, "shipper", "not running (no server uses this data directory)")
+        yield Finding(Level.ok, "shipper", "not running (no server seems to use this data directory)")
+
+
+def _running_for(pid: int) -> float:
+    """Seconds since process ``pid`` started (Linux's /proc); a long time when it cannot be told."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])  # field 22 of the line, the start time after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return math.inf
+    return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def check_lake(settings: Settings) -> Iterator[Finding]:

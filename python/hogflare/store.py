@@ -95,7 +95,8 @@ def check_lake_place(lake_dir: Path) -> None:
     for metadata in _table_metadata(lake_dir):
         if not metadata.resolve().is_relative_to(home):
             parts = metadata.parts
-            made_in = Path(*parts[: parts.index("warehouse")]) if "warehouse" in parts else metadata.parent
+            last = len(parts) - 1 - parts[::-1].index("warehouse") if "warehouse" in parts else None
+            made_in = Path(*parts[:last]) if last else metadata.parent
             raise LakeMovedError(
                 f"the lake in {lake_dir} was made in {made_in} and its tables still name the files there "
                 "(Iceberg records full paths): serve the data directory from where it was made (a symbolic "

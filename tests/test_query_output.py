@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 
+import duckdb
 import pyarrow as pa
 
 from hogflare.query import to_text, unique_names, write_csv, write_json
@@ -25,6 +26,15 @@ def _table() -> pa.Table:
     interval = pa.array([pa.MonthDayNano([14, 3, 4 * 3_600_000_000_000 + 5_500_000_000])], pa.month_day_nano_interval())
     columns = [pa.array(["x"]), pa.array([1]), interval, pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64()))]
     return pa.Table.from_arrays(columns, names=["a", "a", "took", "m"])
+
+
+def test_intervals_inside_lists_and_structs_print_as_duckdb_prints_them() -> None:
+    relation = duckdb.sql("select [interval 2 hours] as b, {'x': interval 3 minutes} as c")
+    assert relation is not None
+    table = relation.arrow().read_all()
+    out = io.BytesIO()
+    write_json(table.to_batches(), out)
+    assert json.loads(out.getvalue()) == [{"b": ["02:00:00"], "c": {"x": "00:03:00"}}]
 
 
 def test_every_column_of_a_result_with_repeated_names_is_printed() -> None:

@@ -173,12 +173,14 @@ _JSON = msgspec.json.Encoder(decimal_format="number")
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, pa.MonthDayNano):
+    if isinstance(value, pa.MonthDayNano):  # a tuple: before lists and tuples
         return _interval(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     return value
 
 

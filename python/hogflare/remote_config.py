@@ -7,7 +7,6 @@ endpoint, autocapture, whether a recorder should start, and whether there are fl
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
@@ -16,12 +15,15 @@ from hogflare.config import Settings
 from hogflare.http import Response
 from hogflare.models import RemoteConfig, SessionRecordingConfig
 
-_TOKEN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _encode = msgspec.json.Encoder().encode
 
 
 def valid_token(token: str) -> bool:
-    return bool(_TOKEN.fullmatch(token)) and not token.startswith("phx_")
+    """A token capture would take (at most 64 ASCII characters, not a personal API key), without
+    control characters. PostHog's own config takes only letters, digits, ``_`` and ``-``, the
+    shape of every token it issues; hogflare's users pick their own, and one capture accepts but
+    the config refused would leave posthog-js booting without it (autocapture off)."""
+    return 0 < len(token) <= 64 and token.isascii() and token.isprintable() and not token.startswith("phx_")
 
 
 def remote_config(settings: Settings, token: str, *, has_feature_flags: bool = False) -> RemoteConfig:

@@ -157,7 +157,13 @@ fn options_as_properties(options: Option<&str>) -> Option<Vec<(&'static str, Str
         if !(raw.starts_with('"') || integer) {
             return None;
         }
-        properties.push(("$product_tour_id", raw.to_owned()));
+        // A string either way, as PostHog's capture coerces it: a query comparing it to one finds it.
+        let text = if integer {
+            rawjson::string_literal(raw)
+        } else {
+            raw.to_owned()
+        };
+        properties.push(("$product_tour_id", text));
     }
     Some(properties)
 }

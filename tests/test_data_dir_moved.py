@@ -6,11 +6,14 @@ what to do."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from hogflare.store import CATALOG_NAME, NAMESPACE, check_lake_place
 from tests.helpers.server import HOGFLARE, Server, free_port, query, wait_for_rows
 from tests.test_doctor import doctor, send
 
@@ -68,3 +71,28 @@ def test_a_move_is_refused_until_a_link_names_the_old_place(shipped: Path, tmp_p
     with Server(moved) as server:
         assert send(server, 3).status_code == 200
         wait_for_rows(moved, "select uuid from events", 8)
+
+
+def test_a_catalog_left_mid_commit_by_a_killed_writer_is_still_read(tmp_path: Path) -> None:
+    """SQLite rolls back what a killed writer left half-done only through a writable connection;
+    the check must not stop a server restarting after a crash (the lake is its own)."""
+    lake = tmp_path / "data" / "lake"
+    lake.mkdir(parents=True)
+    catalog = lake / "catalog.db"
+    own = (lake / "warehouse" / "default" / "hogflare_events" / "metadata" / "00001.metadata.json").as_uri()
+    with sqlite3.connect(catalog) as connection:
+        connection.execute("CREATE TABLE iceberg_tables (catalog_name, table_namespace, metadata_location)")
+        connection.execute("INSERT INTO iceberg_tables VALUES (?, ?, ?)", (CATALOG_NAME, NAMESPACE, own))
+        connection.execute("CREATE TABLE pad (x)")
+        connection.executemany("INSERT INTO pad VALUES (?)", [("p" * 500,)] * 2000)
+    killed_mid_commit = (
+        "import os, signal, sqlite3\n"
+        f"c = sqlite3.connect({str(catalog)!r}, isolation_level=None)\n"
+        "c.execute('PRAGMA cache_size=1')\n"  # pages spill to the file before the commit
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "c.execute(\"UPDATE pad SET x = 'q' || x\")\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", killed_mid_commit], check=False)
+    assert catalog.with_name("catalog.db-journal").exists()
+    check_lake_place(lake)  # no error: the journal is rolled back, and the tables are the lake's own

@@ -79,11 +79,14 @@ def _table_metadata(lake_dir: Path) -> list[Path]:
     catalog = lake_dir / "catalog.db"
     if not catalog.exists():
         return []
-    with sqlite3.connect(f"{catalog.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as connection:
-        locations = connection.execute(
-            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ?",
-            (CATALOG_NAME, NAMESPACE),
-        ).fetchall()
+    query = "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ?"
+    try:
+        with sqlite3.connect(f"{catalog.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as connection:
+            locations = connection.execute(query, (CATALOG_NAME, NAMESPACE)).fetchall()
+    except sqlite3.OperationalError:
+        # A writer killed mid-commit leaves a journal that only a writable connection rolls back.
+        with sqlite3.connect(catalog, timeout=30) as connection:
+            locations = connection.execute(query, (CATALOG_NAME, NAMESPACE)).fetchall()
     return [Path(local_path(location)) for (location,) in locations if location is not None]
 
 
@@ -92,7 +95,11 @@ def check_lake_place(lake_dir: Path) -> None:
     so a copy's tables are still the original's, and a server on the copy would add to them and
     delete what it took for its own leftovers there. A path reached through a link is the same."""
     home = (lake_dir / "warehouse").resolve()
-    for metadata in _table_metadata(lake_dir):
+    try:
+        tables = _table_metadata(lake_dir)
+    except sqlite3.Error:
+        return  # a catalog that cannot be read is the lake's own error to report, where it is opened
+    for metadata in tables:
         if not metadata.resolve().is_relative_to(home):
             parts = metadata.parts
             last = len(parts) - 1 - parts[::-1].index("warehouse") if "warehouse" in parts else None

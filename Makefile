@@ -35,13 +35,19 @@ $(GEOIP_DB): geoip/package.json geoip/package-lock.json
 	cd geoip && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# posthog-js's browser scripts, served under /static/ (its HTML snippet and lazily loaded extensions).
+ASSETS := assets/node_modules/posthog-js/dist
+$(ASSETS): assets/package.json assets/package-lock.json
+	cd assets && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 .PHONY: build  ## build the Rust extension (release) into .venv
-build: install $(GEOIP_DB)
+build: install $(GEOIP_DB) $(ASSETS)
 	rm -f python/hogflare/*.so
 	$(BIN)/maturin develop --uv --release --quiet
 
 .PHONY: build-dev  ## build the Rust extension (debug, faster to compile)
-build-dev: install $(GEOIP_DB)
+build-dev: install $(GEOIP_DB) $(ASSETS)
 	rm -f python/hogflare/*.so
 	$(BIN)/maturin develop --uv --quiet
 
@@ -141,4 +147,4 @@ bench: build $(OHA) /usr/sbin/nginx
 
 .PHONY: clean  ## remove build outputs and environments
 clean:
-	rm -rf target .venv .tools tests/js/node_modules python/hogflare/*.so
+	rm -rf target .venv .tools tests/js/node_modules assets/node_modules python/hogflare/*.so

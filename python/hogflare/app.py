@@ -36,6 +36,7 @@ from hogflare.http import (
 )
 from hogflare.logs import begin_request, configure, end_request, flush_summaries
 from hogflare.remote_config import PUBLIC_LISTS, array_config, public_list
+from hogflare.static_assets import static_asset
 from hogflare.store import open_store
 from hogflare.supervisor import shipper_alive, spawn
 
@@ -78,6 +79,8 @@ def route_label(path: str) -> str:
         return f"/array/:token/{parts[3]}"
     if path.startswith("/__debug/person/"):
         return "/__debug/person"
+    if path.startswith("/static/"):
+        return "/static"
     if remote_config_key(path) is not None:
         return "/api/projects/:project/feature_flags/:key/remote_config"
     return "other"
@@ -277,6 +280,8 @@ class App:
             return public_list(self.settings, path, request.query_param("token"))
         if path.startswith("/__debug/person/") and request.method == "GET":
             return person_debug(self.settings, self.store, request, path.removeprefix("/__debug/person/"))
+        if path.startswith("/static/") and request.method in {"GET", "HEAD"}:
+            return static_asset(path)
         return await self._operations(request, path)
 
     async def _operations(self, request: Request, path: str) -> Response:

@@ -59,6 +59,7 @@ def test_a_fresh_directory_is_fine(tmp_path: Path) -> None:
     assert "does not exist yet" in findings["data directory"][0][1]
     assert "no store yet" in findings["store"][0][1]
     assert "no lake yet" in findings["lake"][0][1]
+    assert findings["scripts"][0][0] == "ok", "make build installs posthog-js's scripts"
 
 
 def test_beside_a_running_server_and_after_a_lost_data_file(tmp_path: Path) -> None:

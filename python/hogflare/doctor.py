@@ -280,6 +280,17 @@ def check_geoip(settings: Settings) -> Iterator[Finding]:
     yield Finding(Level.ok, "geoip", ", ".join(path.name for path in paths))
 
 
+def check_scripts(settings: Settings) -> Iterator[Finding]:
+    from hogflare import static_assets
+
+    version = static_assets.installed_version()
+    if version is None:
+        message = f"posthog-js's scripts are not installed in {static_assets.PACKAGE_DIR}: /static/ answers 404"
+        yield Finding(Level.warning, "scripts", message)
+    else:
+        yield Finding(Level.ok, "scripts", f"posthog-js {version}'s scripts served under /static/")
+
+
 CHECKS: tuple[Callable[[Settings], Iterator[Finding]], ...] = (
     check_data_dir,
     check_store,
@@ -288,6 +299,7 @@ CHECKS: tuple[Callable[[Settings], Iterator[Finding]], ...] = (
     check_streams,
     check_flags,
     check_geoip,
+    check_scripts,
 )
 
 

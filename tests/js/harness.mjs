@@ -48,9 +48,10 @@ export function launchChromium() {
 }
 
 // Start posthog-js on the page as the flag scenarios do: no autocapture or replay, events sent
-// every 200 ms, each onFeatureFlags call kept in `window.flagCalls`. Resolves to the distinct id.
-export function initPosthog(tab, { host, token, runId = null, bootstrap = null }) {
-    return tab.evaluate(({ host, token, runId, bootstrap }) => new Promise((resolve) => {
+// every 200 ms, each onFeatureFlags call kept in `window.flagCalls`, `options` on top. Resolves
+// to the distinct id.
+export function initPosthog(tab, { host, token, runId = null, bootstrap = null, options = {} }) {
+    return tab.evaluate(({ host, token, runId, bootstrap, options }) => new Promise((resolve) => {
         window.flagCalls = []
         window.posthog.init(token, {
             api_host: host,
@@ -60,6 +61,7 @@ export function initPosthog(tab, { host, token, runId = null, bootstrap = null }
             disable_session_recording: true,
             request_queue_config: { flush_interval_ms: 200 },
             ...(bootstrap ? { bootstrap } : {}),
+            ...options,
             loaded: (ph) => {
                 if (runId) ph.register({ run_id: runId })
                 ph.onFeatureFlags((flags, variants, context) => {
@@ -68,5 +70,5 @@ export function initPosthog(tab, { host, token, runId = null, bootstrap = null }
                 resolve(ph.get_distinct_id())
             },
         })
-    }), { host, token, runId, bootstrap })
+    }), { host, token, runId, bootstrap, options })
 }

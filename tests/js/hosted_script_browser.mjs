@@ -6,7 +6,7 @@
 //
 // Prints one JSON object: the distinct id, the scripts fetched from hogflare and their statuses.
 import http from 'node:http'
-import { args, launchChromium } from './harness.mjs'
+import { args, initPosthog, launchChromium } from './harness.mjs'
 
 const host = args.host
 const token = args.token
@@ -31,22 +31,8 @@ tab.on('response', (response) => {
     if (url.startsWith(`${host}/static/`)) scripts.push({ path: url.slice(host.length), status: response.status() })
 })
 await tab.goto(pageUrl)
-const distinctId = await tab.evaluate(({ host, token, runId }) => new Promise((resolve) => {
-    window.posthog.init(token, {
-        api_host: host,
-        opt_out_useragent_filter: true,
-        autocapture: false,
-        capture_pageview: false,
-        disable_session_recording: true,
-        capture_exceptions: true,
-        request_queue_config: { flush_interval_ms: 200 },
-        loaded: (ph) => {
-            ph.register({ run_id: runId })
-            ph.capture('from a hosted script')
-            resolve(ph.get_distinct_id())
-        },
-    })
-}), { host, token, runId })
+const distinctId = await initPosthog(tab, { host, token, runId, options: { capture_exceptions: true } })
+await tab.evaluate(() => window.posthog.capture('from a hosted script'))
 // Wait for the extension to load, then raise an error nobody catches.
 await tab.waitForFunction(() => Boolean(window.__PosthogExtensions__?.errorWrappingFunctions), null, { timeout: 20000 })
 await tab.evaluate(() => setTimeout(() => { throw new Error('thrown on the page') }, 0))

@@ -12,6 +12,8 @@ mod load;
 mod model;
 mod property;
 mod request;
+#[cfg(test)]
+mod request_tests;
 mod respond;
 mod result;
 #[cfg(test)]

@@ -20,10 +20,10 @@ SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 - a directory of our own is made 
 
 def metrics_root(data_dir: Path, shared_memory: Path = SHARED_MEMORY, *, create: bool = True) -> Path:
     """Where a data directory's servers keep their metrics files: in shared memory when the
-    machine has it, else ``<data_dir>/metrics``; without ``create``, where they would be for a
-    reader (``hogflare doctor``, perhaps another user's). prometheus-client writes them through a memory
-    map, so on a full disk a worker's first new count (a 503, say) would kill it with SIGBUS,
-    and the server with it once its workers kept dying; the disk must fill without that."""
+    machine has it, else ``<data_dir>/metrics``; without ``create``, where a reader (``hogflare
+    doctor``, perhaps as another user) finds them. prometheus-client writes them through a
+    memory map, so on a full disk a worker's first new count (a 503, say) would kill it with
+    SIGBUS, and the server with it once its workers kept dying; the disk must fill without that."""
     fallback = data_dir / "metrics"
     if not (shared_memory.is_dir() and os.access(shared_memory, os.W_OK | os.X_OK)):
         return fallback

@@ -82,10 +82,10 @@ class Shipper:
         return positions
 
     def _checked(self, in_lake: dict[str, int]) -> dict[str, int]:
-        """The lake's positions, unless the server started without comparing them with the store
-        (``mark_unchecked``) and the lake holds positions from there on: then the store was
-        restored from a backup older than the lake, the lake's rows there are from before the
-        restore, and the rows taken since, numbered alike, must still be shipped."""
+        """The lake's positions, unless the server started without comparing them with the
+        store (``level_with_lake`` noted where) and the lake holds positions from there on: then
+        the store was restored from a backup older than the lake, the lake's rows there are from
+        before the restore, and the rows taken since, numbered alike, must still be shipped."""
         unchecked = self.store.cursor(UNCHECKED_FROM) or 0
         if not unchecked:
             return in_lake

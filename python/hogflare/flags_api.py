@@ -122,11 +122,14 @@ class FlagsEndpoints:
     def _answer(
         self, data: bytes, request: Request, *, decide: bool, version: int | None
     ) -> tuple[int, bytes, HashKeyOverrideWrite | None] | None:
-        # Only a cookieless visitor's request needs what the connection says about them.
+        # Only a cookieless visitor's request, and the location a GeoIP database gives, need the
+        # client's address; the rest of what the connection says only the cookieless one.
+        cookieless = COOKIELESS_SENTINEL in data
+        address = self.client_address(request) if cookieless or self._geoip is not None else None
         visitor = None
-        if COOKIELESS_SENTINEL in data:
+        if cookieless:
             origin, user_agent = request.header(b"origin"), request.header(b"user-agent")
-            visitor = (self.settings.cookieless_mode, self.client_address(request), origin, user_agent)
+            visitor = (self.settings.cookieless_mode, address, origin, user_agent)
         return self.service.current().answer(
             data,
             store=self.service.store,
@@ -135,7 +138,7 @@ class FlagsEndpoints:
             version=version,
             visitor=visitor,
             geoip=self._geoip,
-            client_ip=None if self._geoip is None else self.client_address(request),
+            client_ip=address,
         )
 
     def definitions(self, request: Request) -> Response:

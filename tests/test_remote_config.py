@@ -38,7 +38,7 @@ async def test_config_js_parks_the_config_for_the_sdk(hogflare: Hogflare) -> Non
     assert json.loads(match.group(1))["token"] == "phc_abc"
 
 
-@pytest.mark.parametrize("token", ["phx_personal", "x" * 65, "phc_abc%0A", "caf%C3%A9"])
+@pytest.mark.parametrize("token", ["phx_personal", "x" * 65, "phc_%00", "caf%C3%A9", "%20"])
 async def test_a_malformed_token_is_400_invalid_token(hogflare: Hogflare, token: str) -> None:
     response = await hogflare.client.get(f"/array/{token}/config")
     assert (response.status_code, response.json()) == (400, {"detail": "Invalid token"})
@@ -51,6 +51,11 @@ async def test_any_token_capture_takes_gets_its_config(hogflare: Hogflare, token
     assert response.status_code == 200
     assert response.json()["token"] == token
     assert (await hogflare.post("/i/v0/e/", {"api_key": token, "event": "e", "distinct_id": "d"})).status_code == 200
+
+
+async def test_a_token_is_trimmed_as_capture_trims_it(hogflare: Hogflare) -> None:
+    response = await hogflare.client.get("/array/%20phc_abc%0A/config")
+    assert (response.status_code, response.json()["token"]) == (200, "phc_abc")
 
 
 async def test_remote_config_is_read_with_get_only(hogflare: Hogflare) -> None:

@@ -39,6 +39,10 @@ def rewrite_parquet(table: str, inputs: Sequence[str | PathLike[str]], output: s
     ``(rows, bytes)``. Raises ``StorageError`` when an input cannot be read or the output
     written, leaving nothing at ``output``."""
 
+def project_token(raw: str) -> str | None:
+    """``raw`` trimmed, as capture takes a project token, or ``None`` when capture would refuse
+    it (empty, over 64 characters, not ASCII, a personal API key, or holding NUL)."""
+
 class HogflareError(Exception):
     """Base class of every hogflare error."""
 

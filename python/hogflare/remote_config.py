@@ -11,19 +11,12 @@ from typing import Any
 
 import msgspec
 
+from hogflare._hogflare import project_token
 from hogflare.config import Settings
 from hogflare.http import Response
 from hogflare.models import RemoteConfig, SessionRecordingConfig
 
 _encode = msgspec.json.Encoder().encode
-
-
-def valid_token(token: str) -> bool:
-    """A token capture would take (at most 64 ASCII characters, not a personal API key), without
-    control characters. PostHog's own config takes only letters, digits, ``_`` and ``-``, the
-    shape of every token it issues; hogflare's users pick their own, and one capture accepts but
-    the config refused would leave posthog-js booting without it (autocapture off)."""
-    return 0 < len(token) <= 64 and token.isascii() and token.isprintable() and not token.startswith("phx_")
 
 
 def remote_config(settings: Settings, token: str, *, has_feature_flags: bool = False) -> RemoteConfig:
@@ -48,8 +41,11 @@ def config_js(config: RemoteConfig) -> bytes:
 _CONFIG_HEADERS = [(b"vary", b"origin, referer"), (b"cache-control", b"public, max-age=60")]
 
 
-def array_config(settings: Settings, token: str, *, javascript: bool, has_feature_flags: bool) -> Response:
-    if not valid_token(token):
+def array_config(settings: Settings, raw_token: str, *, javascript: bool, has_feature_flags: bool) -> Response:
+    # Capture's own rule, not PostHog's config's (letters, digits, `_`, `-`): a token capture takes
+    # but the config refused would leave posthog-js booting without config, autocapture off.
+    token = project_token(raw_token)
+    if token is None:
         return Response.json({"detail": "Invalid token"}, 400)
     if not settings.takes_project(token):
         # As PostHog answers for a token no project has: the SDK then boots without remote config.
@@ -72,12 +68,13 @@ PUBLIC_LISTS = {
 }
 
 
-def public_list(settings: Settings, path: str, token: str | None) -> Response:
+def public_list(settings: Settings, path: str, raw_token: str | None) -> Response:
     """One of ``PUBLIC_LISTS``, for a project token in ``?token=``; PostHog's 401 without one."""
-    if token is None or not valid_token(token) or not settings.takes_project(token):
+    token = None if raw_token is None else project_token(raw_token)
+    if token is None or not settings.takes_project(token):
         detail = "Project API key invalid. You can find your project API key in PostHog project settings."
         code = "invalid_api_key"
-        if not token:
+        if not raw_token:
             detail, code = (
                 "API key not provided. You can find your project API key in PostHog project settings.",
                 "missing_api_key",

@@ -11,6 +11,7 @@ mod outbox;
 mod signing;
 mod store;
 mod store_flags;
+mod token;
 
 use pyo3::prelude::*;
 
@@ -35,6 +36,7 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<geoip::PyGeoIp>()?;
     m.add_class::<signing::PySignatureVerifier>()?;
     m.add_function(wrap_pyfunction!(lake::rewrite_parquet, m)?)?;
+    m.add_function(wrap_pyfunction!(token::project_token, m)?)?;
     m.add("HogflareError", py.get_type::<exceptions::HogflareError>())?;
     m.add("PayloadError", py.get_type::<exceptions::PayloadError>())?;
     m.add(

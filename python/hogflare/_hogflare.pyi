@@ -25,6 +25,7 @@ __all__ = [
     "StorageError",
     "Store",
     "__version__",
+    "project_token",
     "rewrite_parquet",
 ]
 

@@ -7,14 +7,24 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hogflare.cli_flags import flags_cli
-from hogflare.cli_options import DataDir, existing_or_exit, first_line, in_place_or_exit, settings_or_exit
+from hogflare.cli_options import (
+    DataDir,
+    existing_or_exit,
+    first_line,
+    in_place_or_exit,
+    lake_or_exit,
+    settings_or_exit,
+)
 from hogflare.config import Settings
 from hogflare.metrics_dir import fresh_metrics_dir, remove_metrics_dir
+
+if TYPE_CHECKING:
+    from hogflare._hogflare import Store
 
 cli = typer.Typer(
     help="A PostHog-compatible analytics backend that lands every event in a lake you own.",
@@ -65,8 +75,9 @@ def serve(
         typer.echo(f"error: the data directory {settings.data_dir} cannot be written: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
     bind_host = _bindable(bind_host, bind_port)
+    configure(settings.log_format, settings.log_level)
     if settings.store == "on":
-        _check_store(settings)
+        _prepare_store(settings)
     try:
         metrics_dir = fresh_metrics_dir(settings.data_dir)
     except OSError as exc:
@@ -76,9 +87,6 @@ def serve(
         # Workers and the shipper read their settings from the environment.
         os.environ.update(settings.to_env())
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        configure(settings.log_format, settings.log_level)
-        if settings.store == "on":
-            _level_store_with_lake(settings)
         structlog.get_logger("hogflare.cli").info(
             f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
             f" with data in {settings.data_dir}"
@@ -103,16 +111,18 @@ def serve(
         remove_metrics_dir(metrics_dir)
 
 
-def _check_store(settings: Settings) -> None:
-    """Open the store once here: one that cannot be opened (damaged, or of a newer hogflare) would
-    stop each worker as it starts, and Granian would start them again and again. And refuse
-    ``POSTHOG_GROUP_TYPE_<n>`` that contradict the slots the store gave: events of two types would
-    share one, and their groups merge, with no error anywhere."""
+def _prepare_store(settings: Settings) -> None:
+    """Open the store once here, before any worker: one that cannot be opened (damaged, or of a
+    newer hogflare) would stop each worker as it starts, and Granian would start them again and
+    again. Refuse ``POSTHOG_GROUP_TYPE_<n>`` that contradict the slots the store gave: events of
+    two types would share one, and their groups merge, with no error anywhere. Then level the
+    store with the lake. The store is closed again before the workers are forked."""
     from hogflare.errors import HogflareError
-    from hogflare.store import group_type_conflicts
+    from hogflare.store import group_type_conflicts, open_store
 
     try:
-        conflicts = group_type_conflicts(settings)
+        store = open_store(settings)
+        conflicts = group_type_conflicts(settings, store)
     except HogflareError as exc:
         typer.echo(f"error: the store in {settings.store_dir} cannot be opened: {first_line(exc)}", err=True)
         raise typer.Exit(2) from exc
@@ -123,9 +133,10 @@ def _check_store(settings: Settings) -> None:
             err=True,
         )
         raise typer.Exit(2)
+    _level_store_with_lake(settings, store)
 
 
-def _level_store_with_lake(settings: Settings) -> None:
+def _level_store_with_lake(settings: Settings, store: Store) -> None:
     """A store restored from a backup older than the lake must not number new rows at positions
     the lake holds (see ``hogflare.store``); done here, before any worker can commit."""
     import structlog
@@ -134,7 +145,7 @@ def _level_store_with_lake(settings: Settings) -> None:
 
     log = structlog.get_logger("hogflare.cli")
     try:
-        reached = level_with_lake(settings)
+        reached = level_with_lake(settings, store)
     except Exception:
         # The shipper reports a lake it cannot read, and compares once it can; ingestion need
         # not wait for it.
@@ -205,12 +216,12 @@ def query(
     JSON and CSV are written as DuckDB produces the rows, so a result larger than memory can be
     exported (`--format csv "select * from events" > events.csv`)."""
     from hogflare import query as q
-    from hogflare.lake import Lake
 
-    settings = in_place_or_exit(existing_or_exit(settings_or_exit(data_dir)))
+    settings = existing_or_exit(settings_or_exit(data_dir))
     if not sql.strip():
         typer.echo("error: no SQL given", err=True)
         raise typer.Exit(2)
+    lake = lake_or_exit(settings)
 
     def missing(table: str, paths: list[str]) -> None:
         # A damaged lake is still worth reading; the answer says what it lacks.
@@ -221,7 +232,7 @@ def query(
         )
 
     try:
-        with q.results(Lake(settings.lake_dir), sql, on_missing=missing) as result:
+        with q.results(lake, sql, on_missing=missing) as result:
             if output is OutputFormat.json:
                 q.write_json(result.batches, sys.stdout.buffer)
                 sys.stdout.buffer.write(b"\n")
@@ -253,11 +264,9 @@ def compact(
     """Rewrite each day's small Parquet files into larger ones."""
     from hogflare._hogflare import StorageError
     from hogflare.compaction import CompactionConflictError, Compactor, small_files_by_day
-    from hogflare.lake import Lake
     from hogflare.lake_tables import TABLES
 
-    settings = in_place_or_exit(existing_or_exit(settings_or_exit(data_dir)))
-    lake = Lake(settings.lake_dir)
+    lake = lake_or_exit(existing_or_exit(settings_or_exit(data_dir)))
     failures = rewritten = 0
     for table in TABLES:
         # One plan of the table serves every day: the compactor follows its own commits.

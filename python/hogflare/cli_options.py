@@ -4,11 +4,14 @@ cannot go on says so."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hogflare.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from hogflare.lake import Lake
 
 DataDir = Annotated[
     Path | None,
@@ -51,3 +54,20 @@ def in_place_or_exit(settings: Settings) -> Settings:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     return settings
+
+
+def lake_or_exit(settings: Settings) -> Lake:
+    """The lake of ``settings``, opened for a command that reads it: one copied or moved from
+    elsewhere is refused as ``in_place_or_exit`` refuses it, one whose catalog cannot be read
+    (a broken disk, a damaged copy) gets an operator's answer rather than a traceback."""
+    from hogflare.lake import Lake
+    from hogflare.store import LakeMovedError
+
+    try:
+        return Lake(settings.lake_dir)
+    except LakeMovedError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except Exception as exc:
+        typer.echo(f"error: cannot read the lake in {settings.lake_dir}: {first_line(exc)}", err=True)
+        raise typer.Exit(1) from exc

@@ -133,14 +133,13 @@ UNCHECKED_FROM = "lake.unchecked_from"
 UNCHECKED_PAST = "lake.unchecked_past"
 
 
-def level_with_lake(settings: Settings) -> int | None:
+def level_with_lake(settings: Settings, store: Store) -> int | None:
     """If the lake holds rows of this store at positions its outbox has not reached, number the
     store's next rows after them; returns that position when it did. A lake that cannot be read
     raises, and the store notes where its unchecked rows begin. Call before the workers start,
-    and not in a process that will fork: the store is closed again on return."""
-    if LAKE_CURSOR not in settings.enabled_sinks or not settings.store_dir.is_dir():
+    and not in a process that will fork with the store still open."""
+    if LAKE_CURSOR not in settings.enabled_sinks:
         return None
-    store = open_store(settings)
     try:
         reached = lake_position(settings.lake_dir, store.id)
     except Exception:
@@ -155,7 +154,7 @@ def level_with_lake(settings: Settings) -> int | None:
 def group_type_conflicts(settings: Settings, store: Store | None = None) -> list[str]:
     """What the store's group types say against ``POSTHOG_GROUP_TYPE_<n>``, one sentence each:
     events of two types would share a slot, and their groups merge. Without ``store``, it is
-    opened: call where `level_with_lake` is called."""
+    opened (and closed on return, so not in a process about to fork with it)."""
     if store is None:
         if not settings.store_dir.is_dir():
             return []

@@ -54,13 +54,8 @@ def fresh_metrics_dir(data_dir: Path) -> Path:
     earlier = data_dir / "metrics"  # where versions before kept them, and the fallback
     if root != earlier and earlier.is_dir() and not any(_running_dir(entry) for entry in earlier.iterdir()):
         shutil.rmtree(earlier, ignore_errors=True)
-    for entry in root.iterdir():
-        if _running_dir(entry):
-            continue
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)  # the counters of a version that kept them in the root
+    # With the counters of a version that kept them in the root.
+    _remove_stopped(root, strays=True)
     path = root / str(os.getpid())
     path.mkdir()
     return path
@@ -75,10 +70,20 @@ def _clear_stopped_elsewhere(root: Path) -> None:
     for home in SHARED_MEMORY.glob("hogflare-*/metrics"):
         if home == root or home.parent.is_symlink() or home.parent.stat().st_uid != os.getuid():
             continue
-        with contextlib.suppress(OSError):
-            for entry in home.iterdir():
-                if entry.is_dir() and entry.name.isdigit() and not _running(int(entry.name)):
-                    shutil.rmtree(entry, ignore_errors=True)
+        _remove_stopped(home, strays=False)
+
+
+def _remove_stopped(root: Path, *, strays: bool) -> None:
+    """Remove the metrics directories in ``root`` of servers no longer running; with ``strays``,
+    whatever else it holds too."""
+    with contextlib.suppress(OSError):
+        for entry in root.iterdir():
+            if _running_dir(entry):
+                continue
+            if entry.is_dir() and (strays or entry.name.isdigit()):
+                shutil.rmtree(entry, ignore_errors=True)
+            elif strays:
+                entry.unlink(missing_ok=True)
 
 
 def remove_metrics_dir(path: Path) -> None:

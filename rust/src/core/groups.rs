@@ -107,6 +107,12 @@ impl GroupDbs {
     }
 }
 
+/// The slot `POSTHOG_GROUP_TYPE_<n>` gives `group_type`, if any.
+fn configured_slot(fixed: &[Option<String>; MAX_GROUP_TYPES], group_type: &str) -> Option<u8> {
+    let slot = fixed.iter().position(|fixed| fixed.as_deref() == Some(group_type))?;
+    Some(slot as u8)
+}
+
 impl GroupDbs {
     /// A group as last committed, read outside any commit; a type with a configured slot is
     /// read from that slot (stores written before such slots were recorded do not name it).
@@ -118,9 +124,8 @@ impl GroupDbs {
         group_type: &str,
         group_key: &str,
     ) -> Result<Option<Group>> {
-        let configured = fixed.iter().position(|fixed| fixed.as_deref() == Some(group_type));
-        let index = match configured {
-            Some(slot) => Some(slot as u8),
+        let index = match configured_slot(fixed, group_type) {
+            Some(slot) => Some(slot),
             None => self.group_types.get(txn, &name_key(project, None, group_type))?,
         };
         let Some(index) = index else {
@@ -209,10 +214,9 @@ impl<'a> GroupWork<'a> {
             return Ok(*index);
         }
         let key = name_key(project, None, group_type);
-        if let Some(slot) = self.fixed.iter().position(|fixed| fixed.as_deref() == Some(group_type)) {
+        if let Some(slot) = configured_slot(self.fixed, group_type) {
             // Recorded like any other, so that a later configuration giving the slot to another
             // type can be refused (`conflicts`) rather than merge the two types' groups.
-            let slot = slot as u8;
             if self.group_types_db.get(txn, &key)?.is_none() {
                 self.group_types_db.put(txn, &key, &slot)?;
             }

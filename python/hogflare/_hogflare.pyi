@@ -117,6 +117,12 @@ class Decoder:
         same in ``$set`` and as ``$initial_geoip_*`` in ``$set_once`` unless the client set them.
 
         Raises ``PayloadError``, ``PayloadTooLargeError`` or ``AuthError``."""
+    def own_event(
+        self, token: str, event: str, distinct_id: str, properties: str, *, now: float | None = None
+    ) -> Batch:
+        """An event hogflare writes itself (an admin route's), timestamped ``now``: its row's
+        ``source`` is ``hogflare``, and it has no person and no enrichment. ``properties`` is a
+        JSON object's text. Raises ``AuthError`` for a token capture would refuse."""
 
 @final
 class Batch:

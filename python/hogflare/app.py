@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import faulthandler
 import functools
-import hmac
 import signal
 import subprocess
 from time import perf_counter
 
 import structlog
 
-from hogflare import metrics
+from hogflare import error_issues, metrics
 from hogflare._hogflare import SignatureVerifier, Store
 from hogflare.capture import ANALYTICS_V1, CAPTURE_ROUTES, CaptureService, v1_error
 from hogflare.commit import GroupCommitter
@@ -30,6 +29,7 @@ from hogflare.http import (
     Scope,
     Send,
     StallWatch,
+    bearer_matches,
     cors_headers,
     error,
     ok,
@@ -81,6 +81,8 @@ def route_label(path: str) -> str:
         return "/__debug/person"
     if path.startswith("/static/"):
         return "/static"
+    if error_issues.fingerprint_of(path) is not None:
+        return "/errors/api/issues/:fingerprint/status"
     if remote_config_key(path) is not None:
         return "/api/projects/:project/feature_flags/:key/remote_config"
     return "other"
@@ -257,6 +259,10 @@ class App:
         if path in DEFINITIONS_ROUTES:
             assert self.flags is not None, "startup() has not run"
             return self.flags.definitions(request)
+        fingerprint = error_issues.fingerprint_of(path)
+        if fingerprint is not None:
+            assert self.capture is not None, "startup() has not run"
+            return await error_issues.change_status(self.settings, self.capture, self.watch, request, fingerprint)
         return await self._sdk_reads(request, path)
 
     async def _sdk_reads(self, request: Request, path: str) -> Response:
@@ -288,7 +294,7 @@ class App:
         """Health, readiness and metrics, for orchestrators and monitoring; else 404."""
         if path == _METRICS and request.method == "GET":
             token = self.settings.metrics_token
-            if token is not None and not _bearer_matches(request.header(b"authorization"), token):
+            if token is not None and not bearer_matches(request.header(b"authorization"), token):
                 return error(401, "metrics need Authorization: Bearer with HOGFLARE_METRICS_TOKEN")
             return metrics.render(self.store, self.settings)
         if path == "/healthz":
@@ -334,11 +340,6 @@ class App:
         if problems:
             return Response.json({"status": "unavailable", "problems": problems}, 503)
         return Response.json({"status": "ready"})
-
-
-def _bearer_matches(header: str | None, token: str) -> bool:
-    scheme, _, credentials = (header or "").strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
 app = App()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import structlog
 
 from hogflare import metrics
@@ -145,14 +146,7 @@ class CaptureService:
                 limit = self.settings.max_event_bytes
                 raise PayloadTooLargeError(f"{exc}: no event under the maximum of {limit} bytes") from None
             raise
-        if batch.accepted and self.committer is not None:
-            stored, duplicates, warnings = await self.committer.commit(batch)
-            metrics.count_events(stored, duplicates)
-            if duplicates:
-                log.debug("duplicates ignored", token=batch.token, duplicates=duplicates, stored=stored)
-            for warning, count in warnings.items():
-                metrics.count_person_warning(warning, count)
-                self.warnings_log.add(warning, count, token=batch.token, path=request.path)
+        await self._commit(batch, request.path)
         # Counted once the request is answered 200: a 503 is sent again, and its drops with it.
         self._count_dropped(batch.dropped, batch.token, request.path)
         if batch.filtered:
@@ -162,6 +156,27 @@ class CaptureService:
         if b"beacon=1" in request.query and request.query_param("beacon") == "1":
             return Response(204)
         return ok()
+
+    async def _commit(self, batch: Batch, path: str) -> None:
+        """Make ``batch`` durable (a no-op with the store off), counting what it stored."""
+        if not batch.accepted or self.committer is None:
+            return
+        stored, duplicates, warnings = await self.committer.commit(batch)
+        metrics.count_events(stored, duplicates)
+        if duplicates:
+            log.debug("duplicates ignored", token=batch.token, duplicates=duplicates, stored=stored)
+        for warning, count in warnings.items():
+            metrics.count_person_warning(warning, count)
+            self.warnings_log.add(warning, count, token=batch.token, path=path)
+
+    async def store_own_event(
+        self, request: Request, token: str, event: str, distinct_id: str, properties: dict[str, str]
+    ) -> None:
+        """Make durable an event hogflare writes itself for ``request`` (see ``Decoder.own_event``);
+        ``AuthError`` for a token capture would refuse."""
+        decoder = self.decoders[self.settings.max_body_bytes]
+        batch = decoder.own_event(token, event, distinct_id, msgspec.json.encode(properties).decode())
+        await self._commit(batch, request.path)
 
 
 def bearer_token(request: Request) -> str:

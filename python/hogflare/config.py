@@ -45,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_key: str | None = None
     session_recording_endpoint: str | None = None
     person_debug_token: str | None = None
+    #: Allows error-issue status changes; without it, ``person_debug_token`` does, as in Hogflare.
+    error_admin_token: str | None = None
     group_type_0: str | None = None
     group_type_1: str | None = None
     group_type_2: str | None = None
@@ -258,6 +260,7 @@ ENV: dict[str, str] = {
     "api_key": "POSTHOG_API_KEY",
     "session_recording_endpoint": "POSTHOG_SESSION_RECORDING_ENDPOINT",
     "person_debug_token": "PERSON_DEBUG_TOKEN",
+    "error_admin_token": "HOGFLARE_ERROR_ADMIN_TOKEN",
     **{f"group_type_{slot}": f"POSTHOG_GROUP_TYPE_{slot}" for slot in range(5)},
     "feature_flags": "HOGFLARE_FEATURE_FLAGS",
     "feature_flags_file": "HOGFLARE_FEATURE_FLAGS_FILE",

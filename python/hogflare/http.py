@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -230,6 +231,12 @@ def ok() -> Response:
 def error(status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> Response:
     """Hogflare's error shape, which its integrators already parse."""
     return Response.json({"status": 0, "error": message}, status, headers)
+
+
+def bearer_matches(header: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header is ``Bearer <token>``, compared in constant time."""
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
 def cors_headers(request: Request) -> list[tuple[bytes, bytes]]:

@@ -13,6 +13,7 @@ use super::event::{self, DropReason, ItemContext, NormalizedEvent, Outcome, Warn
 use super::geoip::GeoIp;
 use super::rawjson;
 use super::request::{self, RequestParts, RouteKind};
+use super::row::SOURCE_POSTHOG;
 use super::timestamp;
 use super::token;
 
@@ -69,6 +70,8 @@ pub struct DecodedRequest {
     pub filtered: u32,
     /// Capture v1's answer, which gives every event of the request its verdict.
     pub results: Option<String>,
+    /// The rows' `source`: `posthog` for what an SDK sent, `hogflare` for what hogflare wrote.
+    pub source: &'static str,
 }
 
 /// The request's token: the envelope's, else the one its events agree on, else the form's or the
@@ -107,7 +110,13 @@ fn resolve_token(
             .or_else(|| headers.api_key.filter(|key| !key.trim().is_empty()).map(str::to_owned))
             .ok_or(CoreError::NoToken)?
     };
-    let token = token::validate(&raw)?;
+    accepted_token(&raw, config)
+}
+
+/// `raw` as a project token: valid by PostHog's rule, and one of `HOGFLARE_PROJECT_TOKENS` when
+/// they are set.
+pub fn accepted_token(raw: &str, config: &DecoderConfig) -> Result<String> {
+    let token = token::validate(raw)?;
     if let Some(allowed) = &config.project_tokens {
         if !allowed.contains(&token) {
             return Err(CoreError::UnknownToken);
@@ -197,6 +206,7 @@ pub fn decode(
         warnings: BTreeMap::new(),
         filtered,
         results: v1_items.map(|items| v1_results(items, verdicts)),
+        source: SOURCE_POSTHOG,
     };
     for warning in warnings {
         *decoded.warnings.entry(warning).or_default() += 1;

@@ -32,6 +32,7 @@ pub mod nesting;
 pub mod outbox_dictionary;
 #[cfg(test)]
 mod outbox_held_tests;
+pub mod own_event;
 pub mod person;
 #[cfg(test)]
 mod person_commit_tests;

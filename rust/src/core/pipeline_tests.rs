@@ -248,6 +248,7 @@ fn store_with(events: impl Iterator<Item = NormalizedEvent>) -> (tempfile::TempD
         warnings: std::collections::BTreeMap::new(),
         filtered: 0,
         results: None,
+        source: SOURCE_POSTHOG,
     };
     let options = CommitOptions {
         dedupe_window_days: 7,

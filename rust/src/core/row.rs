@@ -40,11 +40,17 @@ pub struct EventRow {
 }
 
 impl EventRow {
-    pub fn from_event(event: NormalizedEvent, token: &str, team_id: Option<i64>, created_at: i64) -> Self {
+    pub fn from_event(
+        event: NormalizedEvent,
+        source: &str,
+        token: &str,
+        team_id: Option<i64>,
+        created_at: i64,
+    ) -> Self {
         Self {
             uuid: event.uuid,
             team_id,
-            source: SOURCE_POSTHOG.to_owned(),
+            source: source.to_owned(),
             event: event.event,
             distinct_id: event.distinct_id,
             created_at,

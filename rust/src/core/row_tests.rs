@@ -94,6 +94,7 @@ fn an_event_and_its_persons_snapshot_share_one_entry() {
                 person: crate::core::person_event::PersonEvent::default(),
                 cookieless: None,
             },
+            SOURCE_POSTHOG,
             "phc",
             None,
             1,

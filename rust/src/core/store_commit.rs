@@ -254,7 +254,7 @@ impl Store {
                 }
 
                 let operation = operation_of(&event.event);
-                let mut row = EventRow::from_event(event, &batch.token, batch.team_id, created_at);
+                let mut row = EventRow::from_event(event, batch.source, &batch.token, batch.team_id, created_at);
                 if let Some(person) = applied.person {
                     let mut text = Uuid::encode_buffer();
                     row.person_id = Some(person.uuid.hyphenated().encode_lower(&mut text).to_owned());

@@ -39,6 +39,7 @@ pub(crate) fn batch(token: &str, uuids: &[Uuid]) -> DecodedRequest {
         warnings: BTreeMap::new(),
         filtered: 0,
         results: None,
+        source: crate::core::row::SOURCE_POSTHOG,
     }
 }
 

@@ -15,6 +15,7 @@ use crate::core::decode::{self, DecodedRequest, DecoderConfig, HeaderFacts};
 use crate::core::enrich::Enrichment;
 use crate::core::error::CoreError;
 use crate::core::geoip::GeoIp;
+use crate::core::own_event;
 use crate::core::request::{RequestParts, RouteKind};
 
 pub fn time_from(now: Option<f64>) -> DateTime<Utc> {
@@ -123,6 +124,22 @@ impl PyDecoder {
         // ones are decoded off the event loop (`detach=True`) with the GIL released.
         let decoded = if detach { py.detach(work) } else { work() };
         let decoded = decoded.map_err(PyCoreError::from)?;
+        Ok(PyBatch::new(decoded))
+    }
+
+    /// An event hogflare writes itself (an admin route's): its row's `source` is `hogflare`, and
+    /// it has no person and no enrichment.
+    #[pyo3(signature = (token, event, distinct_id, properties, *, now=None))]
+    fn own_event(
+        &self,
+        token: &str,
+        event: &str,
+        distinct_id: &str,
+        properties: String,
+        now: Option<f64>,
+    ) -> PyResult<PyBatch> {
+        let decoded = own_event::own_event(&self.config, token, event, distinct_id, properties, time_from(now))
+            .map_err(PyCoreError::from)?;
         Ok(PyBatch::new(decoded))
     }
 }

@@ -1,0 +1,84 @@
+"""``PATCH|POST /errors/api/issues/<fingerprint>/status``: Hogflare's error-issue status change.
+
+An operator, or a tool acting for one, marks an error-tracking issue (the fingerprint of its
+``$exception`` events) active, resolved or ignored. The change lands as a ``$error_issue_status``
+row that hogflare writes itself: its ``source`` is ``hogflare``, so a model can trust it where it
+ignores the same event sent by a client (whose rows say ``posthog``). The route answers only with
+``HOGFLARE_ERROR_ADMIN_TOKEN`` (or, as Hogflare had it, ``PERSON_DEBUG_TOKEN``) set, and only to
+that token.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import msgspec
+
+from hogflare.capture import CaptureService
+from hogflare.config import Settings
+from hogflare.http import Request, Response, StallWatch, bearer_matches, error, ok
+
+PREFIX = "/errors/api/issues/"
+#: The event a status change is stored as, and its distinct id before the fingerprint.
+EVENT = "$error_issue_status"
+DISTINCT_ID_PREFIX = "hogflare:error_issue:"
+STATUSES = ("active", "resolved", "ignored")
+#: A status change is a few short strings; anything larger is not one.
+_MAX_BODY_BYTES = 64 * 1024
+
+
+class StatusChange(msgspec.Struct, forbid_unknown_fields=False):
+    status: str
+    api_key: str = ""
+    actor: str | None = None
+    reason: str | None = None
+
+
+_decode = msgspec.json.Decoder(StatusChange).decode
+
+
+def fingerprint_of(path: str) -> str | None:
+    """The fingerprint a status path (without its trailing slash) names, or ``None``."""
+    fingerprint, slash, status = path.removeprefix(PREFIX).rpartition("/")
+    if not path.startswith(PREFIX) or not slash or status != "status" or "/" in fingerprint:
+        return None
+    return fingerprint
+
+
+async def change_status(
+    settings: Settings, capture: CaptureService, watch: StallWatch, request: Request, fingerprint: str
+) -> Response:
+    if request.method not in {"PATCH", "POST"}:
+        return error(405, "method not allowed")
+    expected = settings.error_admin_token or settings.person_debug_token
+    if not expected:
+        return error(401, "error tracking status updates are disabled")
+    if not _token_matches(request, expected):
+        return error(401, "invalid error tracking admin token")
+    fingerprint = fingerprint.strip()
+    if not fingerprint:
+        return error(400, "the issue fingerprint is empty")
+    body = await request.body(_MAX_BODY_BYTES, watch)
+    try:
+        change = _decode(body)
+    except msgspec.DecodeError as exc:
+        return error(400, f"invalid status change: {exc}")
+    status = change.status.strip().lower()
+    if status not in STATUSES:
+        return error(400, f"unsupported error issue status {change.status.strip()!r}: one of {', '.join(STATUSES)}")
+    if not change.api_key.strip():
+        return error(400, "api_key (the project token) is required")
+    properties = {"fingerprint": fingerprint, "status": status}
+    for key, value in (("actor", change.actor), ("reason", change.reason)):
+        if value is not None and value.strip():
+            properties[key] = value.strip()
+    await capture.store_own_event(request, change.api_key, EVENT, DISTINCT_ID_PREFIX + fingerprint, properties)
+    return ok()
+
+
+def _token_matches(request: Request, expected: str) -> bool:
+    """Hogflare's header, or the ``Authorization: Bearer`` most API clients send."""
+    given = request.header(b"x-hogflare-debug-token")
+    if given is None:
+        return bearer_matches(request.header(b"authorization"), expected.strip())
+    return hmac.compare_digest(given.strip().encode(), expected.strip().encode())

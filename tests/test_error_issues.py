@@ -7,6 +7,7 @@ from the same event sent by a client. Read back from the lake, and from the even
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ async def test_a_change_lands_as_hogflares_own_row(tmp_path: Path, method: str) 
         assert row["properties"] == {"fingerprint": "fp-123", "status": "resolved", "actor": "ops@acme.io"}
         assert (row["api_key"], row["team_id"]) == (TOKEN, 4)
         assert (row["person_id"], row["person_properties"]) == (None, None)
-        assert row["timestamp"] is not None
+        assert abs(row["timestamp"] - datetime.now(UTC)) < timedelta(minutes=1)
 
 
 async def test_the_debug_token_allows_it_as_in_hogflare(tmp_path: Path) -> None:
@@ -75,10 +76,32 @@ async def test_the_debug_token_allows_it_as_in_hogflare(tmp_path: Path) -> None:
         ]
 
 
+async def test_its_own_token_replaces_the_debug_token(tmp_path: Path) -> None:
+    """With `HOGFLARE_ERROR_ADMIN_TOKEN` set, the debug token no longer allows status changes;
+    either header may carry the right one."""
+    settings = make_settings(tmp_path / "data", error_admin_token=ADMIN, person_debug_token="debug")
+    async with running(settings) as hogflare:
+        debug = await hogflare.post(PATH, change(), headers={"x-hogflare-debug-token": "debug"})
+        assert debug.status_code == 401
+        both = {"x-hogflare-debug-token": "debug", "authorization": f"Bearer {ADMIN}"}
+        assert (await hogflare.post(PATH, change(), headers=both)).status_code == 200
+        assert len(hogflare.rows()) == 1
+
+
+async def test_a_fingerprint_may_hold_an_escaped_slash(tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path / "data", error_admin_token=ADMIN)) as hogflare:
+        path = "/errors/api/issues/TypeError%2Fapp.js%3A12/status"
+        response = await hogflare.post(path, change(), headers={"x-hogflare-debug-token": ADMIN})
+        assert response.status_code == 200
+        [row] = hogflare.rows()
+        assert row["properties"]["fingerprint"] == "TypeError/app.js:12"
+        assert row["distinct_id"] == "hogflare:error_issue:TypeError/app.js:12"
+
+
 @pytest.mark.parametrize(
     ("path", "body", "message"),
     [
-        (PATH, change("reopened"), "unsupported error issue status 'reopened': one of active, resolved, ignored"),
+        (PATH, change(" Reopened"), "unsupported error issue status reopened (one of active, resolved, ignored)"),
         (PATH, {"status": "resolved"}, "api_key (the project token) is required"),
         (PATH, change(api_key=" "), "api_key (the project token) is required"),
         (PATH, {"api_key": TOKEN}, "invalid status change: Object missing required field `status`"),

@@ -54,8 +54,12 @@ async def test_any_token_capture_takes_gets_its_config(hogflare: Hogflare, token
 
 
 async def test_a_token_is_trimmed_as_capture_trims_it(hogflare: Hogflare) -> None:
+    """The config is the trimmed token's; the script parks it under the token as the SDK has it,
+    where posthog-js looks it up."""
     response = await hogflare.client.get("/array/%20phc_abc%0A/config")
     assert (response.status_code, response.json()["token"]) == (200, "phc_abc")
+    script = (await hogflare.client.get("/array/%20phc_abc%0A/config.js")).text
+    assert 'window._POSTHOG_REMOTE_CONFIG[" phc_abc\\n"] = { config: {"token":"phc_abc"' in script
 
 
 async def test_remote_config_is_read_with_get_only(hogflare: Hogflare) -> None:

@@ -81,7 +81,7 @@ def route_label(path: str) -> str:
         return "/__debug/person"
     if path.startswith("/static/"):
         return "/static"
-    if error_issues.fingerprint_of(path) is not None:
+    if error_issues.is_status_path(path):
         return "/errors/api/issues/:fingerprint/status"
     if remote_config_key(path) is not None:
         return "/api/projects/:project/feature_flags/:key/remote_config"
@@ -259,7 +259,7 @@ class App:
         if path in DEFINITIONS_ROUTES:
             assert self.flags is not None, "startup() has not run"
             return self.flags.definitions(request)
-        fingerprint = error_issues.fingerprint_of(path)
+        fingerprint = error_issues.fingerprint_of(request.raw_path) if error_issues.is_status_path(path) else None
         if fingerprint is not None:
             assert self.capture is not None, "startup() has not run"
             return await error_issues.change_status(self.settings, self.capture, self.watch, request, fingerprint)

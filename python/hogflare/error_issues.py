@@ -11,6 +11,7 @@ that token.
 from __future__ import annotations
 
 import hmac
+from urllib.parse import unquote
 
 import msgspec
 
@@ -37,12 +38,17 @@ class StatusChange(msgspec.Struct, forbid_unknown_fields=False):
 _decode = msgspec.json.Decoder(StatusChange).decode
 
 
-def fingerprint_of(path: str) -> str | None:
-    """The fingerprint a status path (without its trailing slash) names, or ``None``."""
-    fingerprint, slash, status = path.removeprefix(PREFIX).rpartition("/")
-    if not path.startswith(PREFIX) or not slash or status != "status" or "/" in fingerprint:
+def is_status_path(path: str) -> bool:
+    return path.startswith(PREFIX) and path.rstrip("/").endswith("/status")
+
+
+def fingerprint_of(raw_path: str) -> str | None:
+    """The fingerprint a status path names (its escapes decoded: a fingerprint may hold ``/``),
+    from the path as sent; ``None`` for another path."""
+    fingerprint, slash, status = raw_path.rstrip("/").removeprefix(PREFIX).rpartition("/")
+    if not raw_path.startswith(PREFIX) or not slash or status != "status" or "/" in fingerprint:
         return None
-    return fingerprint
+    return unquote(fingerprint)
 
 
 async def change_status(
@@ -65,7 +71,7 @@ async def change_status(
         return error(400, f"invalid status change: {exc}")
     status = change.status.strip().lower()
     if status not in STATUSES:
-        return error(400, f"unsupported error issue status {change.status.strip()!r}: one of {', '.join(STATUSES)}")
+        return error(400, f"unsupported error issue status {status} (one of {', '.join(STATUSES)})")
     if not change.api_key.strip():
         return error(400, "api_key (the project token) is required")
     properties = {"fingerprint": fingerprint, "status": status}
@@ -78,7 +84,7 @@ async def change_status(
 
 def _token_matches(request: Request, expected: str) -> bool:
     """Hogflare's header, or the ``Authorization: Bearer`` most API clients send."""
-    given = request.header(b"x-hogflare-debug-token")
-    if given is None:
-        return bearer_matches(request.header(b"authorization"), expected.strip())
-    return hmac.compare_digest(given.strip().encode(), expected.strip().encode())
+    given = (request.header(b"x-hogflare-debug-token") or "").strip()
+    expected = expected.strip()
+    header_matches = hmac.compare_digest(given.encode(), expected.encode())
+    return header_matches or bearer_matches(request.header(b"authorization"), expected)

@@ -41,6 +41,12 @@ class Request:
         self._query_params: dict[str, list[str]] | None = None
         self._body: bytes | None = None
 
+    @property
+    def raw_path(self) -> str:
+        """The path as sent, its ``%XX`` escapes kept (so an escaped ``/`` is not a separator)."""
+        raw = self.scope.get("raw_path")
+        return raw.decode("latin-1") if isinstance(raw, bytes) else self.path
+
     def header(self, name: bytes) -> str | None:
         """A request header by lower-case name; repeated headers are joined with a comma."""
         if self._headers is None:

@@ -26,9 +26,10 @@ def remote_config(settings: Settings, token: str, *, has_feature_flags: bool = F
     return RemoteConfig(token=token, hasFeatureFlags=has_feature_flags, sessionRecording=recording)
 
 
-def config_js(config: RemoteConfig) -> bytes:
-    """The script posthog-js loads from ``config.js``: it parks the config where the SDK looks."""
-    token = _encode(config.token).decode()
+def config_js(config: RemoteConfig, key: str | None = None) -> bytes:
+    """The script posthog-js loads from ``config.js``: it parks the config where the SDK looks,
+    under ``key`` (the token as the SDK has it), else the config's token."""
+    token = _encode(config.token if key is None else key).decode()
     body = _encode(config).decode()
     return (
         "(function() {\n"
@@ -52,7 +53,8 @@ def array_config(settings: Settings, raw_token: str, *, javascript: bool, has_fe
         return Response.json({"detail": "Not found."}, 404)
     config = remote_config(settings, token, has_feature_flags=has_feature_flags)
     if javascript:
-        return Response(200, config_js(config), [(b"content-type", b"application/javascript"), *_CONFIG_HEADERS])
+        script = config_js(config, raw_token)
+        return Response(200, script, [(b"content-type", b"application/javascript"), *_CONFIG_HEADERS])
     return Response.json(config, headers=_CONFIG_HEADERS)
 
 

@@ -82,6 +82,18 @@ async def test_recording_is_offered_only_when_an_endpoint_is_configured(tmp_path
     assert config["sessionRecording"]["recorderVersion"] == "v2"
 
 
+async def test_exception_autocapture_is_off_unless_turned_on(tmp_path: Path) -> None:
+    """Off, as in a new PostHog project, in the config and the flags answer alike."""
+    for setting in (False, True):
+        settings = make_settings(tmp_path / f"data-{setting}", autocapture_exceptions=setting)
+        async with running(settings) as hogflare:
+            config = (await hogflare.client.get("/array/phc_abc/config")).json()
+            flags = (await hogflare.post("/flags/?v=2&config=true", {"token": "phc_abc", "distinct_id": "u"})).json()
+        for answer in (config, flags):
+            assert answer["autocaptureExceptions"] is setting
+            assert answer["errorTracking"]["autocaptureExceptions"] is setting
+
+
 @pytest.mark.parametrize("path", ["/flags", "/flags/", "/flags/?v=2", "/flags?v=1"])
 async def test_flags_v2_shape(hogflare: Hogflare, path: str) -> None:
     response = await hogflare.post(path, {"token": "phc_abc", "distinct_id": "u"}, headers=ORIGIN)

@@ -37,10 +37,17 @@ async def test_the_scripts_of_the_installed_release_are_served(hogflare: Hogflar
 
 
 @pytest.mark.browser
-def test_a_page_loading_posthog_js_from_hogflare_sends_events_and_exceptions(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("scenario", "env"),
+    [("snippet", {}), ("remote", {"HOGFLARE_AUTOCAPTURE_EXCEPTIONS": "true"})],
+    ids=["turned-on-in-init", "turned-on-by-remote-config"],
+)
+def test_a_page_loading_posthog_js_from_hogflare_sends_events_and_exceptions(
+    tmp_path: Path, scenario: str, env: dict[str, str]
+) -> None:
     run_id = uuid.uuid4().hex
-    with Server(tmp_path / "data") as server:
-        page = run_script("hosted_script_browser.mjs", server.url, TOKEN, "snippet", run_id)
+    with Server(tmp_path / "data", env=env) as server:
+        page = run_script("hosted_script_browser.mjs", server.url, TOKEN, scenario, run_id)
         sql = f"select event, properties from events where distinct_id = '{page['distinct_id']}'"
         rows = wait_for_rows(server.data_dir, sql, 2)
     assert {row["event"] for row in rows} >= {"from a hosted script", "$exception"}, rows

@@ -44,6 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     team_id: Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)] | None = None
     api_key: str | None = None
     session_recording_endpoint: str | None = None
+    #: Whether remote config switches posthog-js's exception autocapture on.
+    autocapture_exceptions: bool = False
     person_debug_token: str | None = None
     #: Allows error-issue status changes; without it, ``person_debug_token`` does, as in Hogflare.
     error_admin_token: str | None = None
@@ -259,6 +261,7 @@ ENV: dict[str, str] = {
     "team_id": "POSTHOG_TEAM_ID",
     "api_key": "POSTHOG_API_KEY",
     "session_recording_endpoint": "POSTHOG_SESSION_RECORDING_ENDPOINT",
+    "autocapture_exceptions": "HOGFLARE_AUTOCAPTURE_EXCEPTIONS",
     "person_debug_token": "PERSON_DEBUG_TOKEN",
     "error_admin_token": "HOGFLARE_ERROR_ADMIN_TOKEN",
     **{f"group_type_{slot}": f"POSTHOG_GROUP_TYPE_{slot}" for slot in range(5)},

@@ -14,7 +14,7 @@ import msgspec
 from hogflare._hogflare import project_token
 from hogflare.config import Settings
 from hogflare.http import Response
-from hogflare.models import RemoteConfig, SessionRecordingConfig
+from hogflare.models import ErrorTrackingConfig, RemoteConfig, SessionRecordingConfig
 
 _encode = msgspec.json.Encoder().encode
 
@@ -23,7 +23,14 @@ def remote_config(settings: Settings, token: str, *, has_feature_flags: bool = F
     recording: SessionRecordingConfig | bool = False
     if settings.session_recording_endpoint:
         recording = SessionRecordingConfig(endpoint=settings.session_recording_endpoint)
-    return RemoteConfig(token=token, hasFeatureFlags=has_feature_flags, sessionRecording=recording)
+    exceptions = settings.autocapture_exceptions
+    return RemoteConfig(
+        token=token,
+        hasFeatureFlags=has_feature_flags,
+        sessionRecording=recording,
+        autocaptureExceptions=exceptions,
+        errorTracking=ErrorTrackingConfig(autocapture_exceptions=exceptions),
+    )
 
 
 def config_js(config: RemoteConfig, key: str | None = None) -> bytes:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TOKEN, make_settings, running
+from tests.helpers.server import Server, free_port
 
 HOGFLARE = str(Path(sys.executable).with_name("hogflare"))
 
@@ -106,6 +107,32 @@ def test_nothing_loadable_from_what_was_configured_fails(tmp_path: Path) -> None
     assert result.returncode == 1
     assert "HOGFLARE_FEATURE_FLAGS" in result.stderr
     assert "no flag could be loaded" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "reason"),
+    [
+        ("{this is not json", "not valid JSON"),
+        ([BROKEN], "unknown operator"),
+        ("[]", None),
+        ([*ENV_FLAGS, BROKEN], None),
+    ],
+)
+def test_serve_refuses_variable_flags_that_give_no_flag(tmp_path: Path, flags: Any, reason: str | None) -> None:
+    """As Hogflare refused them: the variable cannot change while the server runs, and every flag
+    would answer off. Flags that load, or none asked for, start the server as usual."""
+    data_dir = tmp_path / "data"
+    text = flags if isinstance(flags, str) else json.dumps(flags)
+    env = {**os.environ, "HOGFLARE_FEATURE_FLAGS": text, "HOGFLARE_LOG_LEVEL": "warning"}
+    if reason is None:
+        with Server(data_dir, env=env):
+            return
+    serve = [HOGFLARE, "serve", "--data-dir", str(data_dir), "--port", str(free_port())]
+    result = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "error: invalid setting: HOGFLARE_FEATURE_FLAGS: " in result.stderr
+    assert reason in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_named_flags_file_that_does_not_exist_fails(tmp_path: Path) -> None:

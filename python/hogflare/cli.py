@@ -67,7 +67,7 @@ def serve(
     from hogflare.logs import configure, granian_log_config
 
     settings = in_place_or_exit(settings_or_exit(data_dir))
-    _check_geoip(settings)
+    _check_settings(settings)
     bind_host, bind_port = _address(host, port)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -159,9 +159,16 @@ def _level_store_with_lake(settings: Settings, store: Store) -> None:
         )
 
 
-def _check_geoip(settings: Settings) -> None:
-    """Open ``HOGFLARE_GEOIP_DB`` once here: a file that is no database would stop each worker as
-    it starts, and Granian would start them again and again."""
+def _check_settings(settings: Settings) -> None:
+    """Refuse settings that would only fail in the workers: ``HOGFLARE_FEATURE_FLAGS`` that give no
+    flag at all (every flag would answer off), and a ``HOGFLARE_GEOIP_DB`` file that is no database
+    (each worker would stop as it starts, and Granian start them again and again)."""
+    from hogflare.flags import ENV_SOURCE, env_flags_unusable
+
+    flags_problem = env_flags_unusable(settings)
+    if flags_problem is not None:
+        typer.echo(f"error: invalid setting: {ENV_SOURCE}: {flags_problem}", err=True)
+        raise typer.Exit(2)
     if not settings.geoip_paths:
         return
     from hogflare._hogflare import Decoder

@@ -38,6 +38,19 @@ _encode = msgspec.json.Encoder().encode
 NO_FLAGS = Evaluation(flags={})
 
 
+def env_flags_unusable(settings: Settings) -> str | None:
+    """Why ``HOGFLARE_FEATURE_FLAGS`` gives no flag at all though it is set to some (not JSON,
+    or every flag broken), else ``None``. Unlike the flags file, it cannot be mended while the
+    server runs: a server started with it would answer every flag off."""
+    text = settings.feature_flags
+    if text is None:
+        return None
+    flags, problems = FlagSet.compile(hogflare=text)
+    if len(flags) or not problems:
+        return None
+    return _without_source(problems[0]).strip().splitlines()[0]
+
+
 def _log_problem(source: str, message: str) -> None:
     log.warning("feature flag problem", source=source, problem=message)
 

@@ -37,6 +37,12 @@ GROUP_BODIES: list[tuple[str, str, Any]] = [
     ("/batch type groupidentify", "/batch",
      {"api_key": TOKEN, "batch": [{"type": "groupidentify", "distinct_id": "u", "properties": {
          "$group_type": "company", "$group_key": "acme", "$group_set": {"name": "Acme"}}}]}),
+    # Hogflare's shapes: the type and key unprefixed among the properties, or at a typed item's top.
+    ("/groups unprefixed in properties", "/groups",
+     {"api_key": TOKEN, "properties": {"group_type": "company", "group_key": "acme", "name": "Acme"}}),
+    ("/batch type groupidentify at the top", "/batch",
+     {"api_key": TOKEN, "batch": [{"type": "groupidentify", "distinct_id": "u", "group_type": "company",
+                                   "group_key": "acme", "properties": {"$group_set": {"name": "Acme"}}}]}),
 ]  # fmt: skip
 
 

@@ -518,6 +518,9 @@ IDENTIFY_BODIES: list[tuple[str, str, dict[str, Any]]] = [
     ("/batch type identify", "/batch",
      {"api_key": TOKEN, "batch": [{"type": "identify", "distinct_id": "user",
                                    "properties": {"$anon_distinct_id": "anon", "$set": {"a": 1}}}]}),
+    ("/batch type identify, anon id at the top", "/batch",
+     {"api_key": TOKEN, "batch": [{"type": "identify", "distinct_id": "user", "$anon_distinct_id": "anon",
+                                   "properties": {"$set": {"a": 1}}}]}),
 ]  # fmt: skip
 
 

@@ -13,8 +13,8 @@ use super::cookieless::{self, CookielessEvent, CookielessMode, Sighting};
 pub use super::drop_reason::{DropReason, Warning};
 use super::enrich::Enrichment;
 use super::event_fields::{
-    default_event_name, distinct_id_of, offset_from_raw, timestamp_from_raw, truncate_chars, uuid_of, CONSUMED,
-    MAX_ID_CHARS,
+    default_event_name, distinct_id_of, lifted_keys, offset_from_raw, timestamp_from_raw, truncate_chars, uuid_of,
+    CONSUMED, GROUP_NAMING, MAX_ID_CHARS,
 };
 pub(super) use super::event_fields::{is_true, non_null};
 use super::person_event::{PersonEvent, PersonMode};
@@ -260,23 +260,7 @@ fn normalize_inner(
     if updates_no_person {
         edits.strip(&PERSON_UPDATES);
     }
-    let lifted: &[(&str, &'static str)] = match ctx.route {
-        RouteKind::Identify => &[("$anon_distinct_id", "$anon_distinct_id")],
-        RouteKind::Alias => &[("alias", "alias")],
-        RouteKind::Groups => &[("group_type", "$group_type"), ("group_key", "$group_key")],
-        RouteKind::Event | RouteKind::LegacyEvent => {
-            let is_alias = item
-                .get("type")
-                .and_then(rawjson::as_str)
-                .is_some_and(|kind| kind.eq_ignore_ascii_case("alias"));
-            if is_alias {
-                &[("alias", "alias")]
-            } else {
-                &[]
-            }
-        }
-        RouteKind::Engage | RouteKind::Recording | RouteKind::AnalyticsV1 => &[],
-    };
+    let lifted = lifted_keys(ctx.route, &item);
     for (from, to) in lifted {
         if let Some(raw) = non_null(item.take(from)) {
             edits.add(&known, to, raw.into_owned());
@@ -290,7 +274,17 @@ fn normalize_inner(
                 edits.add(&known, "$set", set);
             }
         }
-        RouteKind::Groups => edits.add(&known, "$group_set", plain_keys(&properties_raw, &[])),
+        RouteKind::Groups => {
+            // Hogflare's /groups also took the type and key unprefixed among the properties.
+            let mut unprefixed: Vec<&str> = Vec::new();
+            for (from, to) in GROUP_NAMING {
+                if let Ok(raw) = sonic_rs::get(&*properties_raw, [from]) {
+                    edits.add(&known, to, raw.as_raw_str().to_owned());
+                    unprefixed.push(from);
+                }
+            }
+            edits.add(&known, "$group_set", plain_keys(&properties_raw, &unprefixed));
+        }
         _ => {}
     }
     if let Some(sent_at) = sent_at {

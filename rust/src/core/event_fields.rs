@@ -158,6 +158,35 @@ pub(super) fn default_event_name(route: RouteKind, item: &RawObject<'_>) -> Opti
     }
 }
 
+/// Hogflare's names of a group's type and key, and the properties PostHog reads them from.
+pub(super) const GROUP_NAMING: [(&str, &str); 2] = [("group_type", "$group_type"), ("group_key", "$group_key")];
+
+/// Top-level keys of Hogflare's shapes that the event's properties take, under PostHog's names:
+/// `/identify`'s anonymous id, `/alias`'s alias, `/groups`' type and key, and the same of a
+/// `/batch` item that names its call in `type`.
+pub(super) fn lifted_keys(route: RouteKind, item: &RawObject<'_>) -> &'static [(&'static str, &'static str)] {
+    const ANON: &[(&str, &str)] = &[("$anon_distinct_id", "$anon_distinct_id")];
+    const ALIAS: &[(&str, &str)] = &[("alias", "alias")];
+    match route {
+        RouteKind::Identify => ANON,
+        RouteKind::Alias => ALIAS,
+        RouteKind::Groups => &GROUP_NAMING,
+        RouteKind::Event | RouteKind::LegacyEvent => {
+            let kind = item
+                .get("type")
+                .and_then(rawjson::as_str)
+                .map(|kind| kind.to_ascii_lowercase());
+            match kind.as_deref() {
+                Some("alias") => ALIAS,
+                Some("identify") => ANON,
+                Some("groupidentify" | "group_identify" | "group") => &GROUP_NAMING,
+                _ => &[],
+            }
+        }
+        RouteKind::Engage | RouteKind::Recording | RouteKind::AnalyticsV1 => &[],
+    }
+}
+
 pub(super) fn is_true(value: Option<&Value>) -> bool {
     value.is_some_and(|value| {
         value.as_bool() == Some(true) || value.as_str().is_some_and(|t| t.eq_ignore_ascii_case("true"))

@@ -127,9 +127,10 @@ pub(super) fn classify(
             .map_or(hint, Compression::from_hint);
         let inner = if let Some(encoded) = rawjson::as_str(data) {
             let raw = encoded.as_bytes().to_vec();
-            // A named packing is applied as it is; without one, the string is most likely the
-            // base64 the old SDKs wrote (of JSON, or of gzip).
-            let bytes = if inner_hint == Compression::None {
+            // A JSON string cannot hold gzip's bytes: without a packing named, or with gzip named,
+            // it is most likely the base64 the old SDKs wrote (of JSON, or of gzip). lz-string and
+            // base64 are text packings of their own, applied as they are.
+            let bytes = if matches!(inner_hint, Compression::None | Compression::Gzip) {
                 codec::base64_decode(&raw).unwrap_or(raw)
             } else {
                 raw

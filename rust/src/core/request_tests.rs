@@ -41,6 +41,10 @@ fn every_envelope_shape() {
         event.clone(),
         json!({"data": [event], "api_key": "phc"}),
         json!({"data": b64(event.to_string().as_bytes())}),
+        // Hogflare's envelope of a packed body: base64 of gzip, the packing named beside it.
+        json!({"data": b64(&gz(event.to_string().as_bytes())), "compression": "gzip"}),
+        json!({"data": b64(&gz(event.to_string().as_bytes())), "compression": "gzip-js"}),
+        json!({"data": b64(event.to_string().as_bytes()), "compression": "base64"}),
     ];
     for case in cases {
         let body = case.to_string();

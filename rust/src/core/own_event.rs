@@ -13,6 +13,32 @@ use super::event::NormalizedEvent;
 use super::person_event::{PersonEvent, PersonMode};
 use super::row::SOURCE_HOGFLARE;
 
+impl NormalizedEvent {
+    /// An event that has no person (nor groups): its row's person columns stay empty.
+    pub fn without_person(
+        uuid: Uuid,
+        event: &str,
+        distinct_id: &str,
+        timestamp: DateTime<Utc>,
+        properties: String,
+    ) -> Self {
+        Self {
+            uuid,
+            event: event.to_owned(),
+            distinct_id: distinct_id.to_owned(),
+            timestamp,
+            properties,
+            context: None,
+            extra: None,
+            person: PersonEvent {
+                mode: PersonMode::Without,
+                ..PersonEvent::default()
+            },
+            cookieless: None,
+        }
+    }
+}
+
 /// One event of the project `token`, timestamped `now`; `properties` is a JSON object's text.
 pub fn own_event(
     config: &DecoderConfig,
@@ -26,20 +52,7 @@ pub fn own_event(
     if !properties.trim_start().starts_with('{') {
         return Err(CoreError::InvalidShape("properties must be a JSON object".into()));
     }
-    let event = NormalizedEvent {
-        uuid: Uuid::now_v7(),
-        event: event.to_owned(),
-        distinct_id: distinct_id.to_owned(),
-        timestamp: now,
-        properties,
-        context: None,
-        extra: None,
-        person: PersonEvent {
-            mode: PersonMode::Without,
-            ..PersonEvent::default()
-        },
-        cookieless: None,
-    };
+    let event = NormalizedEvent::without_person(Uuid::now_v7(), event, distinct_id, now, properties);
     Ok(DecodedRequest {
         token,
         team_id: config.team_id,

@@ -8,25 +8,12 @@ use uuid::Uuid;
 use super::*;
 use crate::core::decode::DecodedRequest;
 use crate::core::event::NormalizedEvent;
-use crate::core::person_event::{PersonEvent, PersonMode};
+use crate::core::person_event::PersonMode;
 use crate::core::timestamp;
 
 pub(crate) fn event(uuid: Uuid) -> NormalizedEvent {
-    NormalizedEvent {
-        uuid,
-        event: "e".into(),
-        distinct_id: "d".into(),
-        timestamp: Utc::now(),
-        properties: "{}".into(),
-        context: None,
-        extra: None,
-        // The outbox tests count event rows only: no person snapshots.
-        person: PersonEvent {
-            mode: PersonMode::Without,
-            ..PersonEvent::default()
-        },
-        cookieless: None,
-    }
+    // The outbox tests count event rows only: no person snapshots.
+    NormalizedEvent::without_person(uuid, "e", "d", Utc::now(), "{}".into())
 }
 
 pub(crate) fn batch(token: &str, uuids: &[Uuid]) -> DecodedRequest {

@@ -114,7 +114,10 @@ def test_nothing_loadable_from_what_was_configured_fails(tmp_path: Path) -> None
     [
         ("{this is not json", "not valid JSON"),
         ([BROKEN], "unknown operator"),
+        ({"flag": ENV_FLAGS}, "no flag in it"),
+        ({"key": "beta"}, "no flag in it"),
         ("[]", None),
+        ({"flags": [], "group_type_mapping": {}}, None),
         ([*ENV_FLAGS, BROKEN], None),
     ],
 )

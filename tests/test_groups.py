@@ -71,6 +71,21 @@ async def test_groupidentify_on_every_route(hogflare: Hogflare, case: str, path:
         assert (row["person_id"], person["distinct_ids"]) == (person["person_id"], ["u"])
 
 
+async def test_hogflares_shapes_keep_posthogs_rules(hogflare: Hogflare) -> None:
+    """A typed group identify without a distinct id is named after its group, as on `/groups`; a
+    key over 400 characters is discarded however it is named; the token is no group property."""
+    too_long = {"group_type": "company", "group_key": "k" * 401}
+    await post_ok(hogflare, "/groups", {"api_key": TOKEN, "properties": too_long})
+    await post_ok(hogflare, "/groups", {"properties": {"token": TOKEN, "group_type": "company", "group_key": "acme"}})
+    typed = {"type": "groupidentify", "group_type": "team", "group_key": "red", "properties": {"$group_set": {"n": 1}}}
+    await post_ok(hogflare, "/batch", {"api_key": TOKEN, "batch": [typed]})
+    rows = hogflare.rows(order="distinct_id")
+    assert [(row["distinct_id"], row["group_properties"]) for row in rows] == [
+        ("acme", {"company": {}}),
+        ("red", {"team": {"n": 1}}),
+    ]
+
+
 async def test_group_set_is_a_set(hogflare: Hogflare) -> None:
     await send(
         hogflare,

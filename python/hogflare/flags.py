@@ -39,16 +39,21 @@ NO_FLAGS = Evaluation(flags={})
 
 
 def env_flags_unusable(settings: Settings) -> str | None:
-    """Why ``HOGFLARE_FEATURE_FLAGS`` gives no flag at all though it is set to some (not JSON,
-    or every flag broken), else ``None``. Unlike the flags file, it cannot be mended while the
-    server runs: a server started with it would answer every flag off."""
+    """Why ``HOGFLARE_FEATURE_FLAGS`` gives no flag at all though it is set to some (not JSON, not
+    a list of flags, every flag broken), else ``None``. Unlike the flags file, it cannot be
+    mended while the server runs: a server started with it would answer every flag off."""
     text = settings.feature_flags
     if text is None:
         return None
     flags, problems = FlagSet.compile(hogflare=text)
-    if len(flags) or not problems:
+    if len(flags):
         return None
-    return _without_source(problems[0]).strip().splitlines()[0]
+    if problems:
+        return _without_source(problems[0])
+    document = msgspec.json.decode(text)
+    if document in ([], {}) or (isinstance(document, dict) and document.get("flags") == []):
+        return None
+    return 'no flag in it: expected a JSON array of flags, or {"flags": [...]}'
 
 
 def _log_problem(source: str, message: str) -> None:

@@ -18,7 +18,7 @@ use super::event_fields::{
 };
 pub(super) use super::event_fields::{is_true, non_null};
 use super::person_event::{PersonEvent, PersonMode};
-use super::properties::{group_identify_discarded, plain_keys, Known, PropertyEdits};
+use super::properties::{group_identify_discarded, group_key_too_long, plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
 use super::request::RouteKind;
@@ -260,11 +260,29 @@ fn normalize_inner(
     if updates_no_person {
         edits.strip(&PERSON_UPDATES);
     }
-    let lifted = lifted_keys(ctx.route, &item);
-    for (from, to) in lifted {
-        if let Some(raw) = non_null(item.take(from)) {
-            edits.add(&known, to, raw.into_owned());
+    // Keys of Hogflare's shapes taken under PostHog's names: from the item's top level, and on
+    // `/groups` unprefixed among the properties too (the top level first).
+    let mut taken: Vec<(&'static str, String)> = lifted_keys(ctx.route, &item)
+        .iter()
+        .filter_map(|(from, to)| non_null(item.take(from)).map(|raw| (*to, raw.into_owned())))
+        .collect();
+    let mut unprefixed = vec!["token"];
+    if ctx.route == RouteKind::Groups {
+        for (from, to) in GROUP_NAMING {
+            if let Ok(raw) = sonic_rs::get(&*properties_raw, [from]) {
+                if !rawjson::is_null(raw.as_raw_str()) {
+                    taken.push((to, raw.as_raw_str().to_owned()));
+                }
+                unprefixed.push(from);
+            }
         }
+    }
+    for (to, raw) in taken {
+        // PostHog's ingestion discards a group identify whose key is too long, however named.
+        if to == "$group_key" && event == "$groupidentify" && !known.has(to) && group_key_too_long(&raw) {
+            return Outcome::Filtered;
+        }
+        edits.add(&known, to, raw);
     }
     match ctx.route {
         // Hogflare's /identify treats plain properties as the person's `$set`.
@@ -274,17 +292,7 @@ fn normalize_inner(
                 edits.add(&known, "$set", set);
             }
         }
-        RouteKind::Groups => {
-            // Hogflare's /groups also took the type and key unprefixed among the properties.
-            let mut unprefixed: Vec<&str> = Vec::new();
-            for (from, to) in GROUP_NAMING {
-                if let Ok(raw) = sonic_rs::get(&*properties_raw, [from]) {
-                    edits.add(&known, to, raw.as_raw_str().to_owned());
-                    unprefixed.push(from);
-                }
-            }
-            edits.add(&known, "$group_set", plain_keys(&properties_raw, &unprefixed));
-        }
+        RouteKind::Groups => edits.add(&known, "$group_set", plain_keys(&properties_raw, &unprefixed)),
         _ => {}
     }
     if let Some(sent_at) = sent_at {

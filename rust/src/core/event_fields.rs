@@ -112,8 +112,8 @@ pub(super) fn distinct_id_of(
                 .and_then(|metadata| metadata.get("distinct_id").and_then(id_from_value))
         })
         .or_else(|| {
-            // Hogflare's `/groups` names the row after the group it identifies.
-            (route == RouteKind::Groups)
+            // Hogflare's `/groups`, and its typed group identify, name the row after the group.
+            (lifted_keys(route, item) == GROUP_NAMING.as_slice())
                 .then(|| {
                     item.get("group_key").and_then(id_from_raw).or_else(|| {
                         ["$group_key", "group_key"]

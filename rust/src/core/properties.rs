@@ -126,14 +126,22 @@ const MAX_GROUP_KEY_CHARS: usize = 400;
 /// group key over 400 characters as JavaScript counts them (`group_key_too_long`), or a
 /// `$group_set` that is not an object (`invalid_group_set`).
 pub(super) fn group_identify_discarded(properties: &Value) -> bool {
-    let key_chars = properties.get("$group_key").and_then(|key| match key.get_type() {
+    let set = properties.get("$group_set");
+    properties.get("$group_key").is_some_and(key_too_long) || set.is_some_and(|set| !set.is_null() && !set.is_object())
+}
+
+/// Whether a group key given as raw JSON is longer than PostHog keeps.
+pub(super) fn group_key_too_long(raw: &str) -> bool {
+    sonic_rs::from_str::<Value>(raw).is_ok_and(|key| key_too_long(&key))
+}
+
+fn key_too_long(key: &Value) -> bool {
+    let chars = match key.get_type() {
         JsonType::String => key.as_str().map(|text| text.encode_utf16().count()),
         JsonType::Number => sonic_rs::to_string(key).ok().map(|text| text.len()),
         _ => None,
-    });
-    let set = properties.get("$group_set");
-    key_chars.is_some_and(|chars| chars > MAX_GROUP_KEY_CHARS)
-        || set.is_some_and(|set| !set.is_null() && !set.is_object())
+    };
+    chars.is_some_and(|chars| chars > MAX_GROUP_KEY_CHARS)
 }
 
 /// How the properties of an event are changed on the way in.

@@ -259,7 +259,7 @@ class App:
         if path in DEFINITIONS_ROUTES:
             assert self.flags is not None, "startup() has not run"
             return self.flags.definitions(request)
-        fingerprint = error_issues.fingerprint_of(request.raw_path) if error_issues.is_status_path(path) else None
+        fingerprint = error_issues.fingerprint_of(request.raw_path)
         if fingerprint is not None:
             assert self.capture is not None, "startup() has not run"
             return await error_issues.change_status(self.settings, self.capture, self.watch, request, fingerprint)

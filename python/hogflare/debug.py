@@ -17,8 +17,7 @@ def person_debug(settings: Settings, store: Store | None, request: Request, dist
     expected = settings.person_debug_token
     if not expected:
         return Response(404)
-    given = (request.header(b"x-hogflare-debug-token") or "").strip()
-    if not hmac.compare_digest(given.encode(), expected.strip().encode()):
+    if not debug_token_matches(request, expected):
         return Response(401)
     token = request.query_param("token") or request.query_param("api_key")
     found = store.person(token, distinct_id) if store is not None else None
@@ -36,3 +35,10 @@ def person_debug(settings: Settings, store: Store | None, request: Request, dist
             "properties_set_once": msgspec.json.decode(found["properties_set_once"]),
         }
     return Response.json({"canonical_id": distinct_id, "record": record})
+
+
+def debug_token_matches(request: Request, expected: str) -> bool:
+    """Whether Hogflare's ``x-hogflare-debug-token`` header holds ``expected`` (both trimmed),
+    compared in constant time."""
+    given = (request.header(b"x-hogflare-debug-token") or "").strip()
+    return hmac.compare_digest(given.encode(), expected.strip().encode())

@@ -10,13 +10,13 @@ that token.
 
 from __future__ import annotations
 
-import hmac
 from urllib.parse import unquote
 
 import msgspec
 
 from hogflare.capture import CaptureService
 from hogflare.config import Settings
+from hogflare.debug import debug_token_matches
 from hogflare.http import Request, Response, StallWatch, bearer_matches, error, ok
 
 PREFIX = "/errors/api/issues/"
@@ -45,8 +45,10 @@ def is_status_path(path: str) -> bool:
 def fingerprint_of(raw_path: str) -> str | None:
     """The fingerprint a status path names (its escapes decoded: a fingerprint may hold ``/``),
     from the path as sent; ``None`` for another path."""
+    if not raw_path.startswith(PREFIX):
+        return None
     fingerprint, slash, status = raw_path.rstrip("/").removeprefix(PREFIX).rpartition("/")
-    if not raw_path.startswith(PREFIX) or not slash or status != "status" or "/" in fingerprint:
+    if not slash or status != "status" or "/" in fingerprint:
         return None
     return unquote(fingerprint)
 
@@ -84,7 +86,4 @@ async def change_status(
 
 def _token_matches(request: Request, expected: str) -> bool:
     """Hogflare's header, or the ``Authorization: Bearer`` most API clients send."""
-    given = (request.header(b"x-hogflare-debug-token") or "").strip()
-    expected = expected.strip()
-    header_matches = hmac.compare_digest(given.encode(), expected.encode())
-    return header_matches or bearer_matches(request.header(b"authorization"), expected)
+    return debug_token_matches(request, expected) or bearer_matches(request.header(b"authorization"), expected.strip())

@@ -33,10 +33,10 @@ def remote_config(settings: Settings, token: str, *, has_feature_flags: bool = F
     )
 
 
-def config_js(config: RemoteConfig, key: str | None = None) -> bytes:
+def config_js(config: RemoteConfig, key: str) -> bytes:
     """The script posthog-js loads from ``config.js``: it parks the config where the SDK looks,
-    under ``key`` (the token as the SDK has it), else the config's token."""
-    token = _encode(config.token if key is None else key).decode()
+    under ``key`` (the token as the SDK has it)."""
+    token = _encode(key).decode()
     body = _encode(config).decode()
     return (
         "(function() {\n"

@@ -266,8 +266,10 @@ fn normalize_inner(
         .iter()
         .filter_map(|(from, to)| non_null(item.take(from)).map(|raw| (*to, raw.into_owned())))
         .collect();
-    let mut unprefixed = vec!["token"];
+    // Among `/groups`' properties, what names the group or the project is no group property.
+    let mut unprefixed: Vec<&str> = Vec::new();
     if ctx.route == RouteKind::Groups {
+        unprefixed.push("token");
         for (from, to) in GROUP_NAMING {
             if let Ok(raw) = sonic_rs::get(&*properties_raw, [from]) {
                 if !rawjson::is_null(raw.as_raw_str()) {

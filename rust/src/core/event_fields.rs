@@ -172,15 +172,19 @@ pub(super) fn lifted_keys(route: RouteKind, item: &RawObject<'_>) -> &'static [(
         RouteKind::Alias => ALIAS,
         RouteKind::Groups => &GROUP_NAMING,
         RouteKind::Event | RouteKind::LegacyEvent => {
-            let kind = item
-                .get("type")
-                .and_then(rawjson::as_str)
-                .map(|kind| kind.to_ascii_lowercase());
-            match kind.as_deref() {
-                Some("alias") => ALIAS,
-                Some("identify") => ANON,
-                Some("groupidentify" | "group_identify" | "group") => &GROUP_NAMING,
-                _ => &[],
+            let kind = item.get("type").and_then(rawjson::as_str);
+            let is = |names: &[&str]| {
+                kind.as_deref()
+                    .is_some_and(|kind| names.iter().any(|name| kind.eq_ignore_ascii_case(name)))
+            };
+            if is(&["alias"]) {
+                ALIAS
+            } else if is(&["identify"]) {
+                ANON
+            } else if is(&["groupidentify", "group_identify", "group"]) {
+                &GROUP_NAMING
+            } else {
+                &[]
             }
         }
         RouteKind::Engage | RouteKind::Recording | RouteKind::AnalyticsV1 => &[],

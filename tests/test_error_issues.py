@@ -142,3 +142,13 @@ async def test_the_row_reaches_the_events_stream(tmp_path: Path, fake: FakeStrea
         hogflare.rows()  # ships to every sink
         [row] = [row for row in fake.events() if row["event"] == "$error_issue_status"]
         assert (row["source"], row["distinct_id"]) == ("hogflare", "hogflare:error_issue:fp-123")
+
+
+async def test_a_browser_may_patch_it_from_another_origin(hogflare: Hogflare) -> None:
+    """A browser sends PATCH cross-origin only once the preflight's answer names it."""
+    preflight = {"origin": "https://admin.example", "access-control-request-method": "PATCH"}
+    response = await hogflare.client.options(PATH, headers=preflight)
+    assert response.status_code == 200
+    assert "PATCH" in response.headers["access-control-allow-methods"].split(", ")
+    capture = await hogflare.client.options("/batch/", headers=preflight)
+    assert capture.headers["access-control-allow-methods"] == "GET, POST, OPTIONS"

@@ -22,6 +22,7 @@ from hogflare.errors import AuthError, HogflareError, OutboxFullError, StorageEr
 from hogflare.flags import FlagsService
 from hogflare.flags_api import DEFINITIONS_ROUTES, FLAGS_ROUTES, FlagsEndpoints, remote_config_key
 from hogflare.http import (
+    CORS_METHODS,
     ClientDisconnectedError,
     Receive,
     Request,
@@ -86,6 +87,11 @@ def route_label(path: str) -> str:
     if remote_config_key(path) is not None:
         return "/api/projects/:project/feature_flags/:key/remote_config"
     return "other"
+
+
+def _cors_methods(path: str) -> bytes:
+    """What a preflight for ``path`` allows: the status route is also changed by PATCH."""
+    return error_issues.CORS_METHODS if error_issues.is_status_path(path) else CORS_METHODS
 
 
 class App:
@@ -208,7 +214,7 @@ class App:
             except Exception:
                 log.exception("unhandled error", path=request.path, method=request.method)
                 response = self._error(request, 500, "internal server error")
-            headers = cors_headers(request)
+            headers = cors_headers(request, _cors_methods(request.path))
             headers.append((b"x-request-id", rid.encode()))
             await response.send(send, headers)
             status = response.status

@@ -20,6 +20,8 @@ from hogflare.debug import debug_token_matches
 from hogflare.http import Request, Response, StallWatch, bearer_matches, error, ok
 
 PREFIX = "/errors/api/issues/"
+#: A browser's preflight must hear PATCH, Hogflare's method for this route.
+CORS_METHODS = b"POST, PATCH, OPTIONS"
 #: The event a status change is stored as, and its distinct id before the fingerprint.
 EVENT = "$error_issue_status"
 DISTINCT_ID_PREFIX = "hogflare:error_issue:"

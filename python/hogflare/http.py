@@ -245,7 +245,11 @@ def bearer_matches(header: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
-def cors_headers(request: Request) -> list[tuple[bytes, bytes]]:
+#: The methods a preflight allows: PostHog's, for every route but the few that take more.
+CORS_METHODS = b"GET, POST, OPTIONS"
+
+
+def cors_headers(request: Request, methods: bytes = CORS_METHODS) -> list[tuple[bytes, bytes]]:
     """Mirror the origin with credentials allowed, as PostHog's capture does, on every response."""
     origin = request.header(b"origin")
     if not origin:
@@ -258,7 +262,7 @@ def cors_headers(request: Request) -> list[tuple[bytes, bytes]]:
     if request.method == "OPTIONS":
         requested = request.header(b"access-control-request-headers") or "content-type"
         headers += [
-            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-methods", methods),
             (b"access-control-allow-headers", requested.encode("latin-1")),
             (b"access-control-max-age", b"86400"),
         ]

@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::error::Result;
-use super::person_properties::{Change, PersonProperties, Unset};
+use super::person_properties::{Change, PersonProperties};
 use super::person_record::{self, PersonHeader, PersonRef};
 pub use super::person_update::PropertyUpdate;
 
@@ -105,14 +105,10 @@ impl Person {
                 }
             })
             .collect();
-        let mut unset = Unset::default();
-        for key in update.unset() {
-            unset
-                .changes
-                .extend(update.writes_of(&order, key).map(|index| index as u32));
-        }
+        // PostHog creates a person from the event's `$set_once` and `$set` alone: there is
+        // nothing yet for its `$unset` to remove.
         let mut properties = PersonProperties::default();
-        properties.update(&changes, &order.sorted, &unset);
+        properties.update(&changes, &order.sorted, &[]);
         Self {
             id,
             uuid,
@@ -139,7 +135,7 @@ impl Person {
     /// must be written, with its version bumped).
     ///
     /// `$set_once` fills absent keys, `$set` overwrites values that differ (and wins over a
-    /// `$set_once` of the same key), `$unset` removes present keys. An update that only touches
+    /// `$set_once` of the same key), `$unset` removes the keys present before the event. An update that only touches
     /// fast-changing keys of an existing person is not written unless the event forces it; its
     /// `$set` is still shown on the event's row.
     pub fn apply(&mut self, event: &str, update: &PropertyUpdate) -> PersonChange {
@@ -180,13 +176,10 @@ impl Person {
                 });
             }
         }
-        // `$unset` runs last, so it also removes what this very update set.
-        let mut unset = Unset::default();
-        for key in update.unset() {
-            unset.entries.extend(properties.find(key));
-            let pending = update.writes_of(&order, key).map(|index| change_of[index]);
-            unset.changes.extend(pending.filter(|change| *change != u32::MAX));
-        }
+        // `$unset` removes the keys the person had before the event, as PostHog decides it
+        // against the person it read: a key the same event sets anew lands, and one it
+        // overwrites goes.
+        let unset: Vec<u32> = update.unset().filter_map(|key| properties.find(key)).collect();
         promote |= !unset.is_empty();
         if changes.is_empty() && unset.is_empty() {
             return PersonChange::Unchanged;
@@ -245,7 +238,7 @@ impl Person {
             .map(|at| change_of[at])
             .filter(|&change| change != u32::MAX)
             .collect();
-        self.properties.update(&changes, &new_keys, &Unset::default());
+        self.properties.update(&changes, &new_keys, &[]);
         self.created_at = self.created_at.min(other.created_at);
         for id in &other.distinct_ids {
             if !self.distinct_ids.contains(id) {

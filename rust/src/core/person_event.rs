@@ -136,8 +136,9 @@ fn owned_entries(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `$unset`: an array of keys, the keys of an object, or one key.
-fn unset_keys(raw: &str) -> Vec<String> {
+/// `$unset` as PostHog reads it, with JavaScript's `Object.keys`: an array's strings, an
+/// object's keys, and a string's character positions (`"ab"` unsets `0` and `1`, not `ab`).
+pub(super) fn unset_keys(raw: &str) -> Vec<String> {
     let raw = raw.trim();
     if raw.starts_with('{') {
         return object_entries(raw)
@@ -150,7 +151,8 @@ fn unset_keys(raw: &str) -> Vec<String> {
             .map(|keys| keys.iter().filter_map(|key| key.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
     }
-    rawjson::as_str(raw).map(Cow::into_owned).into_iter().collect()
+    let positions = rawjson::as_str(raw).map_or(0, |text| text.encode_utf16().count());
+    (0..positions).map(|at| at.to_string()).collect()
 }
 
 /// The properties `PersonEvent::read` looks at, each at its first occurrence as the SDK's

@@ -31,6 +31,24 @@ fn updates_and_initial_properties() {
 }
 
 #[test]
+fn unset_is_read_as_posthog_reads_it() {
+    // JavaScript's `Object.keys`: an array's strings, an object's keys, a string's positions
+    // (in UTF-16 units), and nothing of a number or `true`.
+    for (unset, keys) in [
+        (r#"["a",1,null,"b"]"#, vec!["a", "b"]),
+        (r#"{"a":true,"b":null}"#, vec!["a", "b"]),
+        (r#""ab""#, vec!["0", "1"]),
+        (r#""é😀""#, vec!["0", "1", "2"]),
+        ("5", vec![]),
+        ("true", vec![]),
+        ("null", vec![]),
+    ] {
+        let read = PersonEvent::read("e", &format!(r#"{{"$unset":{unset}}}"#));
+        assert_eq!(read.update.unset().collect::<Vec<_>>(), keys, "$unset: {unset}");
+    }
+}
+
+#[test]
 fn keys_keep_the_escapes_json_needs_and_lose_the_ones_it_does_not() {
     // Keys are kept as they stand in JSON: `\u0041` needs no escape, a quote and a tab do.
     let read = PersonEvent::read(

@@ -81,7 +81,8 @@ impl Model {
         }
     }
 
-    fn new(set: &[(&str, &str)], set_once: &[(&str, &str)], unset: &[&str]) -> Self {
+    /// A new person has nothing for the event's `$unset` to remove.
+    fn new(set: &[(&str, &str)], set_once: &[(&str, &str)]) -> Self {
         let mut model = Self::default();
         for (key, value) in set_once {
             model.put(key, value, true);
@@ -89,7 +90,6 @@ impl Model {
         for (key, value) in set {
             model.put(key, value, false);
         }
-        model.properties.retain(|(key, _, _)| !unset.contains(&key.as_str()));
         model
     }
 
@@ -118,12 +118,7 @@ impl Model {
                 }
             }
         }
-        let pending = |key: &str| once.iter().chain(sets.iter()).any(|(k, _)| *k == key);
-        let unset: Vec<&str> = unset
-            .iter()
-            .copied()
-            .filter(|key| self.get(key).is_some() || pending(key))
-            .collect();
+        let unset: Vec<&str> = unset.iter().copied().filter(|key| self.get(key).is_some()).collect();
         promote |= !unset.is_empty();
         if (once.is_empty() && sets.is_empty() && unset.is_empty()) || !(promote || force) {
             return false;
@@ -188,7 +183,7 @@ fn updates_and_merges_agree_with_the_model() {
             match random.below(8) {
                 0 => {
                     let person = Person::new(step, Uuid::nil(), 0, "d", &update);
-                    people.push((person, Model::new(&set, &set_once, &unset)));
+                    people.push((person, Model::new(&set, &set_once)));
                 }
                 1 if people.len() > 1 => {
                     let (gone, gone_model) = people.swap_remove(random.below(people.len()));

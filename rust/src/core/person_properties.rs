@@ -178,12 +178,11 @@ impl PersonProperties {
         split_json(&self.json, self.entries.iter().copied(), once)
     }
 
-    /// Write `changes` in order, then remove `unset`'s entries: a change with `at` overwrites
-    /// that entry in place; one without adds its key at the end, and when several add the same
-    /// key it goes where the first put it, with the last one's value. `new_keys` lists the
-    /// changes without `at` in key order (ties in change order); `unset` holds entries, and
-    /// changes whose key this update then removes.
-    pub fn update(&mut self, changes: &[Change<'_>], new_keys: &[u32], unset: &Unset) {
+    /// Write `changes` in order, then remove the entries `unset` lists: a change with `at`
+    /// overwrites that entry in place; one without adds its key at the end, and when several
+    /// add the same key it goes where the first put it, with the last one's value. `new_keys`
+    /// lists the changes without `at` in key order (ties in change order).
+    pub fn update(&mut self, changes: &[Change<'_>], new_keys: &[u32], unset: &[u32]) {
         let kept = self.entries.len();
         // What each existing entry becomes; later changes win.
         let mut over: Vec<Option<(&str, bool)>> = vec![None; kept];
@@ -192,26 +191,20 @@ impl PersonProperties {
                 over[at as usize] = Some((change.value, change.once));
             }
         }
-        let removes = !unset.entries.is_empty();
+        let removes = !unset.is_empty();
         let mut gone = vec![false; if removes { kept } else { 0 }];
-        for &at in &unset.entries {
+        for &at in unset {
             gone[at as usize] = true;
         }
         let removed = |at: usize| removes && gone[at];
-        let mut dropped = vec![false; if unset.changes.is_empty() { 0 } else { changes.len() }];
-        for &index in &unset.changes {
-            dropped[index as usize] = true;
-        }
         // A new key written more than once: the first change keeps its place and takes the
         // last one's value; the others go.
         let mut value_of_new: Vec<Option<(&str, bool)>> = vec![None; changes.len()];
         let mut first_of_key: Vec<u32> = Vec::with_capacity(new_keys.len());
         for run in new_keys.chunk_by(|&a, &b| changes[a as usize].key == changes[b as usize].key) {
             let (first, last) = (run[0] as usize, run[run.len() - 1] as usize);
-            if !dropped.get(first).copied().unwrap_or(false) {
-                value_of_new[first] = Some((changes[last].value, changes[last].once));
-                first_of_key.push(first as u32);
-            }
+            value_of_new[first] = Some((changes[last].value, changes[last].once));
+            first_of_key.push(first as u32);
         }
 
         let extra: usize = changes
@@ -263,19 +256,6 @@ impl PersonProperties {
         }
         self.json = json;
         self.entries = entries;
-    }
-}
-
-/// What an update removes: existing entries, and changes it made itself (by index).
-#[derive(Debug, Default)]
-pub struct Unset {
-    pub entries: Vec<u32>,
-    pub changes: Vec<u32>,
-}
-
-impl Unset {
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.changes.is_empty()
     }
 }
 

@@ -43,10 +43,17 @@ fn unchanged_values_are_no_change() {
 }
 
 #[test]
-fn unset_runs_after_set_and_set_once() {
-    let mut p = person(&[("seed", "1")]);
-    p.apply("e", &update(&[("a", "1")], &[("b", "2")], &["a", "b"]));
-    assert_eq!(p.properties_json(), r#"{"seed":1}"#);
+fn unset_removes_what_the_person_had_before_the_event() {
+    // As PostHog decides an event's `$unset` against the person it read: a key the same event
+    // adds lands, and one it overwrites or already had goes.
+    let mut p = person(&[("seed", "1"), ("old", "2"), ("kept", "3")]);
+    let both = update(
+        &[("a", "1"), ("old", "5")],
+        &[("b", "2"), ("kept", "4")],
+        &["a", "b", "old", "kept"],
+    );
+    assert!(p.apply("e", &both).written());
+    assert_eq!(p.properties_json(), r#"{"seed":1,"b":2,"a":1}"#);
 }
 
 #[test]

@@ -295,15 +295,6 @@ impl PropertyUpdate {
         }
     }
 
-    /// The writes with this (escaped) key, by index.
-    pub fn writes_of<'a>(&'a self, order: &'a Order, key: &'a str) -> impl Iterator<Item = usize> + 'a {
-        let start = order.sorted.partition_point(|&at| self.write(at as usize).0 < key);
-        order.sorted[start..]
-            .iter()
-            .map(|&at| at as usize)
-            .take_while(move |&at| self.write(at).0 == key)
-    }
-
     pub fn has_unset(&self) -> bool {
         !self.unset.is_empty()
     }

@@ -10,6 +10,7 @@ use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 use super::enrich::Entries;
 use super::event_fields::is_truthy;
 use super::geoip;
+use super::person_event::unset_keys;
 use super::rawjson::{self, RawObject};
 
 /// The properties an event's processing looks at, found in one pass over the object instead of
@@ -299,10 +300,10 @@ fn splice_defaults(properties: &str, nested: &[(&'static str, Entries)]) -> Opti
 pub(super) fn merge_raw(key: &str, existing: &str, top: &str) -> String {
     // Both merges look keys up in a set: a `$set` of many keys must not cost their square.
     if key == "$unset" {
-        let mut keys: Vec<Value> = unset_keys(existing);
-        let mut seen: HashSet<String> = keys.iter().map(ToString::to_string).collect();
+        let mut keys = unset_keys(existing);
+        let mut seen: HashSet<String> = keys.iter().cloned().collect();
         for key in unset_keys(top) {
-            if seen.insert(key.to_string()) {
+            if seen.insert(key.clone()) {
                 keys.push(key);
             }
         }
@@ -325,25 +326,6 @@ pub(super) fn merge_raw(key: &str, existing: &str, top: &str) -> String {
             into.to_json()
         }
         _ => top.to_owned(),
-    }
-}
-
-/// `$unset` as a list of keys: an array, the keys of an object, or one string.
-fn unset_keys(raw: &str) -> Vec<Value> {
-    let Ok(value) = rawjson::value(raw) else {
-        return Vec::new();
-    };
-    match value.get_type() {
-        JsonType::Array => value
-            .as_array()
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default(),
-        JsonType::Object => value
-            .as_object()
-            .map(|map| map.iter().map(|(k, _)| Value::from(k)).collect())
-            .unwrap_or_default(),
-        JsonType::String => vec![value],
-        _ => Vec::new(),
     }
 }
 

@@ -92,6 +92,25 @@ def test_posthog_node_capture_and_shutdown(server: Server) -> None:
     assert dated[0]["timestamp"].startswith("2024-05-01T12:00:00")
 
 
+def test_an_emoji_cut_in_half_loses_nothing(server: Server) -> None:
+    """A lone surrogate (half an emoji) stands in as U+FFFD, as on PostHog; its batch lands whole."""
+    run_id = uuid.uuid4().hex
+    sent = node("node_sdk.mjs", server, "cut_emoji", run_id)
+    assert sent["errors"] == []
+    client = posthog.Posthog(TOKEN, host=server.url)
+    try:
+        client.capture("python cut", distinct_id=f"py-cut-{run_id}", properties={"run_id": run_id, "s": "ab\ud83d"})
+        client.flush()
+    finally:
+        client.shutdown()
+    sql = f"select * from events where json_extract_string(properties, '$.run_id') = '{run_id}'"
+    rows = {row["event"]: json.loads(row["properties"]) for row in wait_for_rows(server.data_dir, sql, 4)}
+    assert sorted(rows) == ["after", "before", "cut", "python cut"]
+    assert rows["cut"]["title"] == "smile \ufffd"
+    assert rows["after"]["whole"] == "😀"
+    assert rows["python cut"]["s"] == "ab\ufffd"
+
+
 @pytest.mark.browser
 @pytest.mark.parametrize("scenario", ["basic", "instant"])
 def test_posthog_js_in_chromium(server: Server, scenario: str) -> None:

@@ -32,6 +32,16 @@ const scenarios = {
         })
         return { distinct_ids: [...new Set(ids)], expected: 6 }
     },
+    // A string cut inside an emoji keeps half of it, which JSON.stringify sends as a lone
+    // surrogate escape: one batch, the cut event between two whole ones.
+    async cut_emoji() {
+        const distinctId = `node-cut-${runId}`
+        const cut = '😀'.slice(0, 1)
+        client.capture({ distinctId, event: 'before', properties: { run_id: runId } })
+        client.capture({ distinctId, event: 'cut', properties: { run_id: runId, title: `smile ${cut}` } })
+        client.capture({ distinctId, event: 'after', properties: { run_id: runId, whole: '😀' } })
+        return { distinct_ids: [distinctId], expected: 3 }
+    },
     // Persons and groups, one step per flush so each step reaches hogflare before the next:
     // an anonymous capture with $set/$set_once, identify linking it, alias, a group, a capture with
     // the group, and personless captures for a new id and for the identified user.

@@ -30,17 +30,19 @@ impl<'a> Validated<'a> {
 /// JSON's whitespace, which is all that may surround a value.
 pub const WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
+/// The code unit of the `\uXXXX` escape at `at`, when four hex digits follow its `\u`.
+fn unicode_escape_at(bytes: &[u8], at: usize) -> Option<u16> {
+    let digits = bytes.get(at..at + 6)?.strip_prefix(b"\\u")?;
+    u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16)
+        .ok()
+        .filter(|_| digits.iter().all(u8::is_ascii_hexdigit))
+}
+
 /// Check every `\u` escape of JSON text: four hex digits, and a surrogate only as the first half
 /// of a pair followed by the second. sonic-rs's checking iteration steps over a `\u` escape
 /// without reading it, so text it accepted counts as validated only once this has passed too.
 pub fn check_unicode_escapes(text: &str) -> Result<()> {
     let bytes = text.as_bytes();
-    let escape_at = |at: usize| -> Option<u16> {
-        let digits = bytes.get(at..at + 6)?.strip_prefix(b"\\u")?;
-        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16)
-            .ok()
-            .filter(|_| digits.iter().all(u8::is_ascii_hexdigit))
-    };
     let mut at = 0;
     while let Some(found) = memchr::memchr(b'\\', &bytes[at..]) {
         let slash = at + found;
@@ -52,10 +54,11 @@ pub fn check_unicode_escapes(text: &str) -> Result<()> {
             }
             None => return Err(CoreError::InvalidJson("a string ends in a lone backslash".into())),
         }
-        let unit = escape_at(slash).ok_or_else(|| CoreError::InvalidJson("invalid \\u escape in a string".into()))?;
+        let unit = unicode_escape_at(bytes, slash)
+            .ok_or_else(|| CoreError::InvalidJson("invalid \\u escape in a string".into()))?;
         at = slash + 6;
         match unit {
-            0xD800..=0xDBFF => match escape_at(at) {
+            0xD800..=0xDBFF => match unicode_escape_at(bytes, at) {
                 Some(0xDC00..=0xDFFF) => at += 6,
                 _ => return Err(CoreError::InvalidJson("unpaired surrogate in a string".into())),
             },
@@ -64,6 +67,49 @@ pub fn check_unicode_escapes(text: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Replace each half of a surrogate pair that stands alone (`\ud83d` without its `\ude00`)
+/// with `\uFFFD`. A JavaScript string cut inside an emoji keeps one half, `JSON.stringify`
+/// writes it so, and JSON parsers refuse it: PostHog's capture replaces it before parsing, so
+/// one cut emoji does not cost its request every other event. Text without one is returned as is.
+pub fn replace_lone_surrogates(text: String) -> String {
+    let bytes = text.as_bytes();
+    let may_hold_one = memchr::memmem::find_iter(bytes, b"\\u").any(|at| {
+        matches!(
+            bytes.get(at + 2..at + 4),
+            Some([b'd' | b'D', b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'])
+        )
+    });
+    if !may_hold_one {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut at, mut copied) = (0, 0);
+    while let Some(found) = bytes.get(at..).and_then(|rest| memchr::memchr(b'\\', rest)) {
+        let slash = at + found;
+        let Some(unit) = unicode_escape_at(bytes, slash) else {
+            // Another escape (`\\` among them, whose second backslash starts nothing).
+            at = slash + 2;
+            continue;
+        };
+        at = slash + 6;
+        let lone = match unit {
+            0xD800..=0xDBFF if matches!(unicode_escape_at(bytes, at), Some(0xDC00..=0xDFFF)) => {
+                at += 6;
+                false
+            }
+            0xD800..=0xDFFF => true,
+            _ => false,
+        };
+        if lone {
+            out.push_str(&text[copied..slash]);
+            out.push_str("\\uFFFD");
+            copied = at;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// The elements of a JSON array whose text has already been validated, as raw text. The
@@ -315,6 +361,26 @@ mod tests {
             "\\",
         ] {
             assert!(check_unicode_escapes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_are_replaced() {
+        for (text, repaired) in [
+            (r#""\ud83d""#, r#""\uFFFD""#),
+            (
+                r#"["\ud83d","\ud83d\ude00","\ude00x","\uDBFF\u0041"]"#,
+                r#"["\uFFFD","\ud83d\ude00","\uFFFDx","\uFFFD\u0041"]"#,
+            ),
+            (r#""é \\ud800 \\\ud800""#, r#""é \\ud800 \\\uFFFD""#),
+            (r#""\u00e9 \n \uD83D\uDE00""#, r#""\u00e9 \n \uD83D\uDE00""#),
+            (r#""\ud800\"#, r#""\uFFFD\"#),
+        ] {
+            assert_eq!(replace_lone_surrogates(text.to_owned()), repaired, "{text}");
+            assert!(
+                check_unicode_escapes(repaired).is_ok() || repaired.ends_with('\\'),
+                "{repaired}"
+            );
         }
     }
 

@@ -295,7 +295,9 @@ pub fn unpack_json(text: String, cap: usize) -> Result<Unpacked> {
 
 fn into_text(bytes: Vec<u8>) -> Result<String> {
     check_depth(&bytes, MAX_DEPTH)?;
-    String::from_utf8(bytes).map_err(|err| CoreError::InvalidJson(format!("payload is not valid utf-8: {err}")))
+    String::from_utf8(bytes)
+        .map(rawjson::replace_lone_surrogates)
+        .map_err(|err| CoreError::InvalidJson(format!("payload is not valid utf-8: {err}")))
 }
 
 #[cfg(test)]

@@ -541,8 +541,10 @@ async def test_definitions_for_a_known_key(flagged: Hogflare, path: str, key: st
     assert response.status_code == 200
     document = response.json()
     flags = {flag["key"]: flag for flag in document["flags"]}
-    # A salted flag's bucketing cannot be reproduced by an SDK, so it is left to /flags.
-    assert set(flags) == (ENV_KEYS - {"salted"}) | FILE_KEYS
+    # A salted flag's bucketing cannot be reproduced by an SDK: it is marked as PostHog marks a
+    # flag with experience continuity, which the SDKs leave to /flags.
+    assert set(flags) == ENV_KEYS | FILE_KEYS
+    assert [key for key, flag in flags.items() if flag["ensure_experience_continuity"]] == ["salted"]
     assert document["group_type_mapping"] == {"0": "company"}
     assert "cohorts" in document
     always = flags["always-on"]

@@ -538,3 +538,30 @@ def test_hogflare_format_flags_are_served_as_definitions_the_sdk_evaluates(
         client.shutdown()
     assert not mismatches, report(mismatches, users)
     assert decided > len(users) * len(PAIRS) // 2, decided
+
+
+def test_a_salted_flag_is_in_every_whole_set_answer(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """The SDKs cannot bucket a Hogflare `salt`, so they ask /flags for it, also when they answer
+    for every flag at once (which asks /flags only when some flag was left undecided)."""
+    flags = [
+        {"key": "salted", "rollout_percentage": 100, "salt": "pepper"},
+        {"key": "plain", "rollout_percentage": 100},
+    ]
+    server = start(tmp_path_factory, "flags-salted", None, HOGFLARE_FEATURE_FLAGS=json.dumps(flags))
+    try:
+        client = python_client(server)
+        try:
+            everything = {"salted": True, "plain": True}
+            assert client.get_all_flags("u1") == everything
+            assert client.get_all_flags("u1", only_evaluate_locally=True) == {"plain": True}
+            assert client.get_feature_flag("salted", "u1") is True
+        finally:
+            client.shutdown()
+        user = {"distinct_id": "u1", "person_properties": {}, "groups": {}, "group_properties": {}}
+        node = run_node(server, tmp_path, [user], [(0, "salted")])
+        assert node["errors"] == []
+        assert node["local"][0]["flags"] == {"plain": True}
+        assert node["combined"][0]["flags"] == everything
+        assert node["sampled"][0]["value"] is True
+    finally:
+        server.stop()

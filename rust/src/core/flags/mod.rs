@@ -22,6 +22,7 @@ mod semver;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -248,14 +249,25 @@ impl FlagSet {
         )
     }
 
-    /// PostHog's local-evaluation document for the flags the SDKs can evaluate themselves.
+    /// PostHog's local-evaluation document. A flag the SDKs cannot evaluate themselves (a
+    /// Hogflare `salt` they do not know) is marked as PostHog marks a flag with experience
+    /// continuity, which both server SDKs take as "ask /flags": left out, it would be missing
+    /// from their whole-set answers (`get_all_flags`, `send_feature_flags`), which never ask.
     pub fn definitions_json(&self) -> String {
-        let flags: Vec<&FlagDefinition> = self
+        let flags: Vec<Cow<'_, FlagDefinition>> = self
             .flags
             .iter()
             .zip(&self.servable)
-            .filter(|(_, servable)| **servable)
-            .map(|(flag, _)| &flag.definition)
+            .map(|(flag, servable)| {
+                if *servable {
+                    Cow::Borrowed(&flag.definition)
+                } else {
+                    Cow::Owned(FlagDefinition {
+                        ensure_experience_continuity: true,
+                        ..flag.definition.clone()
+                    })
+                }
+            })
             .collect();
         let mapping: BTreeMap<String, &str> = self
             .group_types

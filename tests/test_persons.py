@@ -875,6 +875,22 @@ async def test_team_id_names_the_person(tmp_path: Path) -> None:
         assert (person["person_id"], person["team_id"]) == (person_uuid("teamed", 42), 42)
 
 
+async def test_two_projects_under_one_team_id_keep_their_persons_apart(tmp_path: Path) -> None:
+    """With `POSTHOG_TEAM_ID` set, one distinct id sent with two tokens is two persons that share
+    a uuid: the views keep each project's."""
+    async with started(tmp_path / "data", {"POSTHOG_TEAM_ID": "42"}) as hogflare:
+        for token, plan in [(TOKEN, "pro"), ("phc_other", "free")]:
+            body = {"api_key": token, "batch": [capture("shared", {"$set": {"plan": plan}})]}
+            assert (await hogflare.post("/batch/", body)).status_code == 200
+        persons = hogflare.persons_latest(order="api_key")
+        assert [(row["api_key"], row["merged_properties"]["plan"]) for row in persons] == [
+            ("phc_other", "free"),
+            (TOKEN, "pro"),
+        ]
+        ids = hogflare.read("person_distinct_ids", order="api_key")
+        assert [(row["api_key"], row["distinct_id"]) for row in ids] == [("phc_other", "shared"), (TOKEN, "shared")]
+
+
 # --- Restart --------------------------------------------------------------------------------------
 
 

@@ -31,7 +31,8 @@ def _json_pointer(key_sql: str) -> str:
 
 _GROUP_TYPE = """json_extract_string(properties, '$."$group_type"')"""
 
-#: Views over those: each live person's newest snapshot (a merged-away person's last snapshot
+#: Views over those: each live person's newest snapshot, per project (with `POSTHOG_TEAM_ID` set
+#: two projects' persons of one distinct id share a uuid; a merged-away person's last snapshot
 #: says `merged`); each distinct id's person now, which an event's `person_id` may not be (the
 #: person it had then was merged into another since, as PostHog's person overrides record); and
 #: each group as its latest `$groupidentify` left it (its slot from `$group_type_index`; rows
@@ -40,7 +41,7 @@ DERIVED_VIEWS: dict[str, str] = {
     "persons_latest": """
         SELECT * EXCLUDE (newest) FROM (
             SELECT *, row_number() OVER (
-                PARTITION BY person_id ORDER BY version DESC, updated_at DESC, uuid DESC
+                PARTITION BY api_key, person_id ORDER BY version DESC, updated_at DESC, uuid DESC
             ) AS newest
             FROM persons
         ) WHERE newest = 1 AND operation <> 'merged'

@@ -77,12 +77,20 @@ async def test_compaction_rewrites_small_files_and_keeps_every_row_once(hogflare
     assert "3 files rewritten as one" in result.stdout
     assert _files_per_day(lake) == {"2024-05-01": 1, "2024-05-02": 1}
     again = subprocess.run(
-        [HOGFLARE, "compact", "--data-dir", str(hogflare.settings.data_dir), "--min-files", "1"],
+        [HOGFLARE, "compact", "--data-dir", str(hogflare.settings.data_dir), "--min-files", "2"],
         capture_output=True,
         text=True,
         check=True,
     )
     assert again.stdout == "nothing to compact: no day has 2 files under 64 MB\n"
+    # A day needs two files at least to become one, and a file some size to be small.
+    for option, value in [("--min-files", "1"), ("--small-mb", "0")]:
+        refused = subprocess.run(
+            [HOGFLARE, "compact", "--data-dir", str(hogflare.settings.data_dir), option, value],
+            capture_output=True,
+            text=True,
+        )
+        assert (refused.returncode, option in refused.stderr) == (2, True), refused.stderr
     assert sorted(row["uuid"] for row in hogflare.rows()) == before
 
     # The compaction kept the lake's outbox position: new rows still land once, old ones not again.
@@ -661,7 +669,7 @@ async def test_query_stops_quietly_when_its_reader_does(hogflare: Hogflare) -> N
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         assert process.stdout is not None
         assert process.stderr is not None
-        assert process.stdout.readline() == b"n\r\n"
+        assert process.stdout.readline() == b"n\n"
         process.stdout.close()
         stderr = process.stderr.read()
         assert process.wait(timeout=60) == 1

@@ -10,6 +10,7 @@ import pytest
 
 from hogflare.config import ConfigError, Settings
 from hogflare.metrics_dir import SHARED_MEMORY
+from tests.conftest import event, make_settings, running
 from tests.helpers.server import HOGFLARE
 
 
@@ -54,6 +55,12 @@ def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ("HOGFLARE_TRUSTED_PROXIES", " , "),
         # Person snapshots stream only beside the events.
         ("CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT", "http://127.0.0.1:9/persons"),
+        # A stream that could never be reached would only fill the outbox.
+        ("CLOUDFLARE_PIPELINE_ENDPOINT", "notaurl"),
+        ("CLOUDFLARE_PIPELINE_ENDPOINT", "ftp://pipelines.example/x"),
+        ("CLOUDFLARE_PIPELINE_ENDPOINT", "https://"),
+        ("CLOUDFLARE_PIPELINE_ENDPOINT", "http://[::1"),
+        ("POSTHOG_GROUP_TYPE_5", "team"),
     ],
 )
 def test_serve_refuses_a_bad_setting_by_name(tmp_path: Path, variable: str, value: str) -> None:
@@ -61,6 +68,12 @@ def test_serve_refuses_a_bad_setting_by_name(tmp_path: Path, variable: str, valu
     assert result.returncode == 2
     assert variable in result.stderr
     assert "invalid setting" in result.stderr
+
+
+def test_serve_refuses_one_group_type_in_two_slots(tmp_path: Path) -> None:
+    result = serve("--port", "1", "--data-dir", str(tmp_path), POSTHOG_GROUP_TYPE_1="team", POSTHOG_GROUP_TYPE_3="team")
+    assert result.returncode == 2
+    assert "POSTHOG_GROUP_TYPE_1=team, POSTHOG_GROUP_TYPE_3=team" in result.stderr
 
 
 def test_durations_may_be_fractional_and_zero() -> None:
@@ -136,3 +149,11 @@ def test_serve_refuses_a_store_it_cannot_open(tmp_path: Path) -> None:
     assert f"error: the store in {store} cannot be opened" in result.stderr
     assert "Traceback" not in result.stderr
     assert set(SHARED_MEMORY.glob("hogflare-*")) <= shared, "no metrics files left behind"
+
+
+async def test_a_server_that_stores_nothing_says_so(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`HOGFLARE_STORE=off` answers 200 and keeps nothing: each worker warns as it starts."""
+    async with running(make_settings(tmp_path / "data", store="off")) as hogflare:
+        response = await hogflare.post("/batch/", {"api_key": "phc_off", "batch": [event("lost")]})
+        assert response.status_code == 200
+    assert "HOGFLARE_STORE=off: events are answered 200 and never stored" in capfd.readouterr().err

@@ -114,7 +114,9 @@ class App:
         self.settings = settings
         configure(settings.log_format, settings.log_level)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if settings.store == "on":
+        if settings.store == "off":
+            log.warning("HOGFLARE_STORE=off: events are answered 200 and never stored (for benchmarks only)")
+        else:
             self.store = open_store(settings)
             self.committer = GroupCommitter(
                 self.store,

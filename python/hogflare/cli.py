@@ -265,8 +265,8 @@ def query(
 @cli.command()
 def compact(
     data_dir: DataDir = None,
-    min_files: Annotated[int, typer.Option(help="Rewrite a day once it has this many small files.")] = 4,
-    small_mb: Annotated[int, typer.Option(help="Files under this size (MB) count as small.")] = 64,
+    min_files: Annotated[int, typer.Option(min=2, help="Rewrite a day once it has this many small files.")] = 4,
+    small_mb: Annotated[int, typer.Option(min=1, help="Files under this size (MB) count as small.")] = 64,
 ) -> None:
     """Rewrite each day's small Parquet files into larger ones."""
     from hogflare._hogflare import StorageError
@@ -279,8 +279,7 @@ def compact(
         # One plan of the table serves every day: the compactor follows its own commits.
         compactor = Compactor(lake, table)
         days = small_files_by_day(compactor.live().values(), small_mb << 20)
-        # A day needs two files at least to become one.
-        for day in sorted(day for day, small in days.items() if len(small) >= max(min_files, 2)):
+        for day in sorted(day for day, small in days.items() if len(small) >= min_files):
             try:
                 replaced, written = compactor.compact_day(day, small_mb << 20)
             except CompactionConflictError as exc:
@@ -298,7 +297,7 @@ def compact(
     if failures:
         raise typer.Exit(1)
     if not rewritten:
-        typer.echo(f"nothing to compact: no day has {max(min_files, 2)} files under {small_mb} MB")
+        typer.echo(f"nothing to compact: no day has {min_files} files under {small_mb} MB")
 
 
 class FailStatus(StrEnum):

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -203,6 +204,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         parse_networks(settings.trusted_proxies)
         settings.geoip_paths  # noqa: B018 - refuse a missing HOGFLARE_GEOIP_DB file at startup
         settings._check_values()
+        beyond = sorted(name for name in env if name.startswith("POSTHOG_GROUP_TYPE_") and name not in ENV.values())
+        if beyond:
+            raise ConfigError(f"invalid setting: {beyond[0]}: PostHog's group type slots are 0 to 4")
         return settings
 
     def _check_values(self) -> None:
@@ -211,6 +215,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             value = getattr(self, field)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"invalid setting: {ENV[field]}: {value} is not a number of seconds")
+        for field in ("pipeline_endpoint", "persons_pipeline_endpoint"):
+            endpoint = getattr(self, field)
+            if endpoint is not None and not _is_http_url(endpoint):
+                raise ConfigError(f"invalid setting: {ENV[field]}: {endpoint!r} is not an http:// or https:// URL")
+        named = [group_type for group_type in self.group_types if group_type]
+        if len(named) != len(set(named)):
+            slots = ", ".join(f"POSTHOG_GROUP_TYPE_{slot}={name}" for slot, name in enumerate(self.group_types) if name)
+            raise ConfigError(f"invalid setting: a group type has one slot, not several: {slots}")
         if self.log_level.lower() not in LOG_LEVELS:
             choices = ", ".join(LOG_LEVELS)
             raise ConfigError(f"invalid setting: HOGFLARE_LOG_LEVEL: {self.log_level!r} is not one of {choices}")
@@ -224,6 +236,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 continue
             out[name] = ",".join(value) if field in LIST_FIELDS else str(value)
         return out
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        url = urlsplit(text.strip())
+        return url.scheme in ("http", "https") and bool(url.hostname) and (url.port is None or url.port > 0)
+    except ValueError:
+        return False
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

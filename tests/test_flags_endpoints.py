@@ -223,6 +223,14 @@ B64 = base64.b64encode(PRO).decode()
             f"data={B64.rstrip('=')}".encode(),
             id="form-unpadded",
         ),
+        # curl's -d labels JSON (or gzip) a form: the bytes say what it is.
+        pytest.param("", {"content-type": "application/x-www-form-urlencoded"}, PRO, id="form-labelled-json"),
+        pytest.param(
+            "&compression=gzip-js",
+            {"content-type": "application/x-www-form-urlencoded"},
+            gzip.compress(PRO),
+            id="form-labelled-gzip",
+        ),
         pytest.param(
             "",
             {"content-type": "application/json"},

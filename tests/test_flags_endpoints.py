@@ -717,3 +717,15 @@ def test_the_server_logs_each_flag_problem_and_keeps_serving(tmp_path: Path) -> 
         log = server.log()
     assert str(path) in log
     assert "still served" in log
+
+
+@pytest.mark.parametrize("lenient", [False, True], ids=["json", "json5"])
+async def test_half_an_emoji_costs_a_flags_request_nothing(flagged: Hogflare, lenient: bool) -> None:
+    """A lone surrogate (a string cut inside an emoji) stands in as U+FFFD, as capture stores it:
+    the request keeps its other properties and its distinct id."""
+    text = json.dumps(body("cut \ud83d", person_properties={"plan": "pro", "title": "smile \ud83d"}))
+    if lenient:
+        text = text.replace('"plan"', '"nothing": NaN, "plan"')
+    response = await flagged.client.post("/flags/?v=2", content=text.encode(), headers={"content-type": "text/plain"})
+    assert response.status_code == 200, response.text
+    assert response.json()["flags"]["pro-only"]["enabled"] is True

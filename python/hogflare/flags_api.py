@@ -266,8 +266,23 @@ def _lenient_json(data: bytes) -> bytes | None:
             continue
         except RecursionError:
             raise PayloadError(_TOO_DEEP) from None
-        return _encode(loose)
+        try:
+            return _encode(loose)
+        except UnicodeEncodeError:
+            # Half an emoji, which JSON5's reading keeps as a lone surrogate UTF-8 cannot hold.
+            return _encode(_whole_text(loose))
     return None
+
+
+def _whole_text(value: Any) -> Any:
+    """``value`` with each lone surrogate in its strings replaced by U+FFFD, as the core replaces it."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_whole_text(item) for item in value]
+    if isinstance(value, dict):
+        return {_whole_text(key): _whole_text(item) for key, item in value.items()}
+    return value
 
 
 def _form_data(body: bytes) -> bytes:

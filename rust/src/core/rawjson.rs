@@ -72,8 +72,8 @@ pub fn check_unicode_escapes(text: &str) -> Result<()> {
 /// Replace each half of a surrogate pair that stands alone (`\ud83d` without its `\ude00`)
 /// with `\uFFFD`. A JavaScript string cut inside an emoji keeps one half, `JSON.stringify`
 /// writes it so, and JSON parsers refuse it: PostHog's capture replaces it before parsing, so
-/// one cut emoji does not cost its request every other event. Text without one is returned as is.
-pub fn replace_lone_surrogates(text: String) -> String {
+/// one cut emoji does not cost its request every other event. Text without one is borrowed.
+pub fn replace_lone_surrogates(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
     let may_hold_one = memchr::memmem::find_iter(bytes, b"\\u").any(|at| {
         matches!(
@@ -82,9 +82,9 @@ pub fn replace_lone_surrogates(text: String) -> String {
         )
     });
     if !may_hold_one {
-        return text;
+        return Cow::Borrowed(text);
     }
-    let mut out = String::with_capacity(text.len());
+    let mut out: Option<String> = None;
     let (mut at, mut copied) = (0, 0);
     while let Some(found) = bytes.get(at..).and_then(|rest| memchr::memchr(b'\\', rest)) {
         let slash = at + found;
@@ -103,13 +103,19 @@ pub fn replace_lone_surrogates(text: String) -> String {
             _ => false,
         };
         if lone {
+            let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
             out.push_str(&text[copied..slash]);
             out.push_str("\\uFFFD");
             copied = at;
         }
     }
-    out.push_str(&text[copied..]);
-    out
+    match out {
+        Some(mut out) => {
+            out.push_str(&text[copied..]);
+            Cow::Owned(out)
+        }
+        None => Cow::Borrowed(text),
+    }
 }
 
 /// The elements of a JSON array whose text has already been validated, as raw text. The
@@ -375,12 +381,17 @@ mod tests {
             (r#""é \\ud800 \\\ud800""#, r#""é \\ud800 \\\uFFFD""#),
             (r#""\u00e9 \n \uD83D\uDE00""#, r#""\u00e9 \n \uD83D\uDE00""#),
             (r#""\ud800\"#, r#""\uFFFD\"#),
+            (r#""\ud83dé \é""#, r#""\uFFFDé \é""#),
         ] {
-            assert_eq!(replace_lone_surrogates(text.to_owned()), repaired, "{text}");
+            assert_eq!(replace_lone_surrogates(text), repaired, "{text}");
             assert!(
-                check_unicode_escapes(repaired).is_ok() || repaired.ends_with('\\'),
+                check_unicode_escapes(repaired).is_ok() || repaired.contains("\\é") || repaired.ends_with('\\'),
                 "{repaired}"
             );
+        }
+        // A pair, or no surrogate at all, is the text itself, not a copy.
+        for whole in [r#""\ud83d\ude00""#, r#""\u00e9""#] {
+            assert!(matches!(replace_lone_surrogates(whole), Cow::Borrowed(_)), "{whole}");
         }
     }
 

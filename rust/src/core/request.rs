@@ -2,6 +2,7 @@
 //! or `data=` in the query), form bodies, content encodings, compression hints, the optimistic
 //! and legacy base64 unwraps, and every envelope an SDK has ever used.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
@@ -295,9 +296,13 @@ pub fn unpack_json(text: String, cap: usize) -> Result<Unpacked> {
 
 fn into_text(bytes: Vec<u8>) -> Result<String> {
     check_depth(&bytes, MAX_DEPTH)?;
-    String::from_utf8(bytes)
-        .map(rawjson::replace_lone_surrogates)
-        .map_err(|err| CoreError::InvalidJson(format!("payload is not valid utf-8: {err}")))
+    let text =
+        String::from_utf8(bytes).map_err(|err| CoreError::InvalidJson(format!("payload is not valid utf-8: {err}")))?;
+    let repaired = match rawjson::replace_lone_surrogates(&text) {
+        Cow::Owned(repaired) => Some(repaired),
+        Cow::Borrowed(_) => None,
+    };
+    Ok(repaired.unwrap_or(text))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::store::PyStore;
 use super::store_flags::HashKeyOverrideWrite;
 use crate::core::cookieless::{self, CookielessMode, Visitor};
 use crate::core::flags::{token_refusal, BodyError, FlagSet, FlagsBody, Request, Shape, Stored, MISSING_DISTINCT_ID};
+use crate::core::rawjson;
 
 /// Past this many flags an evaluation may take long enough to be worth releasing the GIL for.
 /// Below it (tens of microseconds), releasing it only hands it to Granian's threads and makes
@@ -157,7 +158,9 @@ impl PyFlagSet {
         let Ok(text) = std::str::from_utf8(body) else {
             return Ok(None);
         };
-        let mut parsed = match FlagsBody::parse(text) {
+        // Half an emoji in a property would otherwise cost the request all its properties.
+        let text = rawjson::replace_lone_surrogates(text);
+        let mut parsed = match FlagsBody::parse(&text) {
             Ok(parsed) => parsed,
             Err(BodyError::NotJson) => return Ok(None),
             Err(BodyError::TooDeep) => {

@@ -669,7 +669,7 @@ async def test_query_stops_quietly_when_its_reader_does(hogflare: Hogflare) -> N
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         assert process.stdout is not None
         assert process.stderr is not None
-        assert process.stdout.readline() == b"n\n"
+        assert process.stdout.readline() == b"n\r\n"
         process.stdout.close()
         stderr = process.stderr.read()
         assert process.wait(timeout=60) == 1

@@ -259,8 +259,9 @@ def write_json(batches: Iterable[pa.RecordBatch], out: IO[bytes]) -> None:
 
 
 def write_csv(names: Sequence[str], batches: Iterable[pa.RecordBatch], out: IO[str]) -> None:
-    """A header line, then the rows a batch at a time, each line ended as DuckDB's exports end it."""
-    writer = csv.writer(out, lineterminator="\n")
+    """A header line, then the rows a batch at a time; lines end with CRLF, as RFC 4180 has them
+    (with a bare LF, Python's writer would leave a value holding a CR unquoted)."""
+    writer = csv.writer(out)
     writer.writerow(unique_names(names))
     for batch in batches:
         writer.writerows(["" if value is None else _text(value) for value in row] for row in _rows(batch))

@@ -157,3 +157,9 @@ async def test_a_server_that_stores_nothing_says_so(tmp_path: Path, capfd: pytes
         response = await hogflare.post("/batch/", {"api_key": "phc_off", "batch": [event("lost")]})
         assert response.status_code == 200
     assert "HOGFLARE_STORE=off: events are answered 200 and never stored" in capfd.readouterr().err
+
+
+def test_only_a_group_slot_past_4_that_is_set_is_refused() -> None:
+    assert Settings.from_env({"POSTHOG_GROUP_TYPE_MAPPING": "x", "POSTHOG_GROUP_TYPE_7": " "}).group_types[0] is None
+    with pytest.raises(ConfigError, match="POSTHOG_GROUP_TYPE_7: PostHog's group type slots are 0 to 4"):
+        Settings.from_env({"POSTHOG_GROUP_TYPE_7": "team"})

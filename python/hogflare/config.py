@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -204,7 +205,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         parse_networks(settings.trusted_proxies)
         settings.geoip_paths  # noqa: B018 - refuse a missing HOGFLARE_GEOIP_DB file at startup
         settings._check_values()
-        beyond = sorted(name for name in env if name.startswith("POSTHOG_GROUP_TYPE_") and name not in ENV.values())
+        beyond = sorted(name for name, value in env.items() if _GROUP_SLOT.fullmatch(name) and value.strip())
+        beyond = [name for name in beyond if name not in ENV.values()]
         if beyond:
             raise ConfigError(f"invalid setting: {beyond[0]}: PostHog's group type slots are 0 to 4")
         return settings
@@ -236,6 +238,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 continue
             out[name] = ",".join(value) if field in LIST_FIELDS else str(value)
         return out
+
+
+#: ``POSTHOG_GROUP_TYPE_<n>``: PostHog has five slots, and a sixth set by mistake must not vanish.
+_GROUP_SLOT = re.compile(r"POSTHOG_GROUP_TYPE_\d+")
 
 
 def _is_http_url(text: str) -> bool:

@@ -56,7 +56,8 @@ fn outside_environments(flag: &Flag, environments: Option<&[String]>) -> bool {
 pub struct FlagSet {
     flags: Vec<Flag>,
     by_key: HashMap<String, usize>,
-    /// Flags the SDKs can evaluate themselves (Hogflare's `salt` they cannot).
+    /// Flags the SDKs can evaluate themselves (Hogflare's `salt` and per-condition variants
+    /// they cannot).
     servable: Vec<bool>,
     group_types: BTreeMap<u8, String>,
     cohorts: HashMap<String, compile::CohortNode>,
@@ -250,9 +251,10 @@ impl FlagSet {
     }
 
     /// PostHog's local-evaluation document. A flag the SDKs cannot evaluate themselves (a
-    /// Hogflare `salt` they do not know) is marked as PostHog marks a flag with experience
-    /// continuity, which both server SDKs take as "ask /flags": left out, it would be missing
-    /// from their whole-set answers (`get_all_flags`, `send_feature_flags`), which never ask.
+    /// Hogflare `salt` they do not know, variants per condition) is marked as PostHog marks a
+    /// flag with experience continuity, which both server SDKs take as "ask /flags": left out,
+    /// it would be missing from their answers for every flag (`get_all_flags`), which ask
+    /// `/flags` only for a flag they hold and cannot decide.
     pub fn definitions_json(&self) -> String {
         let flags: Vec<Cow<'_, FlagDefinition>> = self
             .flags

@@ -135,9 +135,9 @@ impl Person {
     /// must be written, with its version bumped).
     ///
     /// `$set_once` fills absent keys, `$set` overwrites values that differ (and wins over a
-    /// `$set_once` of the same key), `$unset` removes the keys present before the event. An update that only touches
-    /// fast-changing keys of an existing person is not written unless the event forces it; its
-    /// `$set` is still shown on the event's row.
+    /// `$set_once` of the same key), `$unset` removes the keys present before the event. An
+    /// update that only touches fast-changing keys of an existing person is not written unless
+    /// the event forces it; its `$set` is still shown on the event's row.
     pub fn apply(&mut self, event: &str, update: &PropertyUpdate) -> PersonChange {
         let Some(force) = Self::update_forced(event) else {
             return PersonChange::Unchanged;

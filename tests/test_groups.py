@@ -101,6 +101,20 @@ async def test_group_set_is_a_set(hogflare: Hogflare) -> None:
     ]
 
 
+async def test_group_set_keeps_a_value_equal_in_javascripts_loose_sense(hogflare: Hogflare) -> None:
+    """PostHog writes a `$group_set` value unless it is `==` the one held: `"2"` does not replace
+    `2`, nor `""` `0`, nor `1` `true`; an object always replaces (no two are the same object)."""
+    held = {"n": 2, "z": 0, "b": True, "s": "x", "o": {"k": 1}}
+    sent = {"n": "2", "z": "", "b": 1, "s": "y", "o": {"k": 1}, "new": None}
+    await send(
+        hogflare,
+        {**group_identify("company", "loose", held), "timestamp": at(1)},
+        {**group_identify("company", "loose", sent), "timestamp": at(2)},
+    )
+    [group] = hogflare.groups()
+    assert group["group_properties"] == {"n": 2, "z": 0, "b": True, "s": "y", "o": {"k": 1}, "new": None}
+
+
 async def test_groupidentify_goes_with_the_person_and_leaves_it_alone(hogflare: Hogflare) -> None:
     await send(hogflare, capture("u", {"$set": {"a": 1}}))
     item = group_identify("company", "acme", {"name": "Acme"}, distinct_id="u")

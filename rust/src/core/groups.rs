@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::Result;
+use super::javascript;
 use super::person_event::PersonEvent;
 use super::rawjson;
 
@@ -275,15 +276,28 @@ impl<'a> GroupWork<'a> {
                 applied.identified = Some(index);
                 self.load_group(txn, &key)?;
                 let group = self.groups.entry(key.clone()).or_default();
+                // A group seen for the first time is stored, whatever its `$group_set`.
+                let mut changed = group.version == 0;
                 for (name, value) in &identify.set {
+                    // PostHog's `calculateUpdate` writes a value unless it is `==` the one held,
+                    // in JavaScript's loose sense: `"2"` does not replace `2`.
                     match group.properties.iter_mut().find(|(existing, _)| existing == name) {
-                        Some(entry) => entry.1.clone_from(value),
-                        None => group.properties.push((name.clone(), value.clone())),
+                        Some(entry) if javascript::loosely_equal(value, &entry.1) => {}
+                        Some(entry) => {
+                            entry.1.clone_from(value);
+                            changed = true;
+                        }
+                        None => {
+                            group.properties.push((name.clone(), value.clone()));
+                            changed = true;
+                        }
                     }
                 }
-                group.version += 1;
-                let bytes = postcard::to_stdvec(&*group)?;
-                self.groups_db.put(txn, &key, &bytes)?;
+                if changed {
+                    group.version += 1;
+                    let bytes = postcard::to_stdvec(&*group)?;
+                    self.groups_db.put(txn, &key, &bytes)?;
+                }
             }
             let stored = self
                 .load_group(txn, &key)?

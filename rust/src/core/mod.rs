@@ -25,6 +25,7 @@ pub mod geoip;
 #[cfg(test)]
 mod geoip_tests;
 pub mod groups;
+pub mod javascript;
 pub mod json_entries;
 pub mod lake_table;
 pub mod lz64;

@@ -5,8 +5,9 @@
 
 use std::borrow::Cow;
 
-use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
+use sonic_rs::{JsonValueTrait, Value};
 
+use super::javascript;
 use super::json_entries;
 use super::person::PropertyUpdate;
 use super::person_initial::{initial_property, INITIAL_NAMES, NO_INITIAL_PROPERTIES};
@@ -85,40 +86,11 @@ fn other_id(raw: &str) -> Option<String> {
     }
     let text = match rawjson::as_str(raw) {
         Some(text) => text.into_owned(),
-        None => sonic_rs::from_str::<Value>(raw).map_or_else(|_| raw.trim().to_owned(), |value| js_string(&value)),
+        None => {
+            sonic_rs::from_str::<Value>(raw).map_or_else(|_| raw.trim().to_owned(), |value| javascript::string(&value))
+        }
     };
     (!text.is_empty()).then_some(text)
-}
-
-fn js_string(value: &Value) -> String {
-    match value.get_type() {
-        JsonType::Null => String::new(),
-        JsonType::Boolean => value.as_bool().unwrap_or_default().to_string(),
-        JsonType::String => value.as_str().unwrap_or_default().to_owned(),
-        JsonType::Object => "[object Object]".to_owned(),
-        JsonType::Array => value
-            .as_array()
-            .map(|items| items.iter().map(js_string).collect::<Vec<_>>().join(","))
-            .unwrap_or_default(),
-        JsonType::Number => value.as_f64().map(js_number).unwrap_or_default(),
-    }
-}
-
-/// A number as JavaScript prints it: the shortest digits that read back, in exponent form
-/// outside 1e-6..1e21.
-fn js_number(number: f64) -> String {
-    if number == 0.0 {
-        return "0".to_owned();
-    }
-    let magnitude = number.abs();
-    if (1e-6..1e21).contains(&magnitude) {
-        return number.to_string();
-    }
-    let text = format!("{number:e}");
-    match text.split_once('e') {
-        Some((digits, exponent)) if !exponent.starts_with('-') => format!("{digits}e+{exponent}"),
-        _ => text,
-    }
 }
 
 /// The entries of an object among the properties (valid JSON since the request was parsed);

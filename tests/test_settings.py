@@ -6,12 +6,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hogflare.config import ConfigError, Settings
 from hogflare.metrics_dir import SHARED_MEMORY
-from tests.conftest import event, make_settings, running
-from tests.helpers.server import HOGFLARE
+from tests.conftest import event
+from tests.helpers.server import HOGFLARE, Server
 
 
 def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -151,12 +152,12 @@ def test_serve_refuses_a_store_it_cannot_open(tmp_path: Path) -> None:
     assert set(SHARED_MEMORY.glob("hogflare-*")) <= shared, "no metrics files left behind"
 
 
-async def test_a_server_that_stores_nothing_says_so(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_server_that_stores_nothing_says_so(tmp_path: Path) -> None:
     """`HOGFLARE_STORE=off` answers 200 and keeps nothing: each worker warns as it starts."""
-    async with running(make_settings(tmp_path / "data", store="off")) as hogflare:
-        response = await hogflare.post("/batch/", {"api_key": "phc_off", "batch": [event("lost")]})
-        assert response.status_code == 200
-    assert "HOGFLARE_STORE=off: events are answered 200 and never stored" in capfd.readouterr().err
+    with Server(tmp_path / "data", env={"HOGFLARE_STORE": "off"}) as running:
+        body = {"api_key": "phc_off", "batch": [event("lost")]}
+        assert httpx.post(f"{running.url}/batch/", json=body, timeout=10).status_code == 200
+        assert "HOGFLARE_STORE=off: events are answered 200 and never stored" in running.log()
 
 
 def test_only_a_group_slot_past_4_that_is_set_is_refused() -> None:

@@ -225,6 +225,9 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str], Err]] = [
     ("empty body", b"", {}, Err(400, "missing data payload")),
     ("not json", b"{nope", {}, Err(400, "invalid json")),
     ("json scalar", b"42", {}, Err(400, "expected a json object or array")),
+    # Four letters are valid base64 too; the error names what was sent, not its decoding.
+    ("json null", b"null", {}, Err(400, "expected a json object or array")),
+    ("a word", b"abcd", {}, Err(400, "invalid json: Invalid JSON value at line 1 column 1")),
     ("empty batch", json.dumps({"api_key": TOKEN, "batch": []}).encode(), {}, Err(400, "holds no event")),
     ("bad gzip", b"\x1f\x8b\x08\x00garbage", {}, Err(400, "invalid gzip")),
     ("form without data", b"ver=1", {"content-type": "application/x-www-form-urlencoded"}, Err(400, "missing data")),

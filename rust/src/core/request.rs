@@ -144,10 +144,31 @@ fn parse_query(query: &[u8]) -> QueryParams {
 fn data_field(data: String, hint: Compression) -> Vec<u8> {
     let data = repair_base64_spaces(data).into_bytes();
     if unwraps_base64(hint) && codec::looks_like_base64(&data) {
-        codec::base64_decode(&data).unwrap_or(data)
+        optimistic_base64(data)
     } else {
         data
     }
+}
+
+/// A body that merely looks like base64 (`null`, `true`, a four-letter word) is kept as sent
+/// unless its decoding is something a client packs: JSON, gzip, zlib, or base64 again (legacy
+/// routes); so such a body's error names the body, not the bytes of a decoding nobody sent.
+fn optimistic_base64(body: Vec<u8>) -> Vec<u8> {
+    match codec::base64_decode(&body) {
+        Ok(decoded) if is_packed_payload(&decoded) => decoded,
+        _ => body,
+    }
+}
+
+fn starts_like_json(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['))
+}
+
+fn is_packed_payload(decoded: &[u8]) -> bool {
+    starts_like_json(decoded) || codec::is_gzip(decoded) || codec::is_zlib(decoded) || codec::is_strict_base64(decoded)
 }
 
 /// Whether a payload that looks like base64 is decoded before the hint applies: always but for
@@ -218,12 +239,8 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
         let body = decoded.unwrap_or_else(|| parts.body.to_vec());
         // curl and some proxies label any body a form: one that starts like JSON is JSON, and
         // gzip or base64 (which no form can be) are what their bytes say.
-        let looks_like_json = body
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| matches!(b, b'{' | b'['));
         let is_form = (is_form_content_type(parts.content_type)
-            && !looks_like_json
+            && !starts_like_json(&body)
             && !codec::is_gzip(&body)
             && !codec::looks_like_base64(&body))
             || body.starts_with(b"data=");
@@ -254,7 +271,7 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
             }
             let starts_like_form = FORM_PREFIXES.iter().any(|prefix| body.starts_with(prefix));
             if unwraps_base64(hint) && !starts_like_form && codec::looks_like_base64(&body) {
-                codec::base64_decode(&body).unwrap_or(body)
+                optimistic_base64(body)
             } else {
                 body
             }
@@ -266,7 +283,7 @@ pub fn unpack(parts: &RequestParts<'_>, cap: usize) -> Result<Unpacked> {
 
     let mut bytes = codec::decompress(payload, hint, cap)?;
     if parts.route.is_legacy() && codec::is_strict_base64(&bytes) {
-        bytes = codec::decompress(codec::base64_decode(&bytes)?, Compression::None, cap)?;
+        bytes = codec::decompress(optimistic_base64(bytes), Compression::None, cap)?;
     }
     let unpacked = classify(into_text(bytes)?, &mut envelope, hint, cap, 0)?;
     // Each item that lacks a shared field gets its own copy, so the copies count against the

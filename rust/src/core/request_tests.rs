@@ -176,6 +176,24 @@ fn legacy_routes_unwrap_base64_twice() {
 }
 
 #[test]
+fn a_body_that_only_looks_like_base64_is_read_as_sent() {
+    // `null`, `true` and `abcd` are valid base64 of bytes no client packs: the error is about
+    // the body itself.
+    for (body, form) in [("null", "data=null"), ("true", "data=true")] {
+        for (sent, ct) in [(body, None), (form, Some("application/x-www-form-urlencoded"))] {
+            for route in [RouteKind::Event, RouteKind::LegacyEvent] {
+                let err = unpack(&parts(route, sent.as_bytes(), b"", ct), CAP).unwrap_err();
+                assert!(matches!(err, CoreError::InvalidShape(_)), "{sent}: {err:?}");
+            }
+        }
+    }
+    match unpack(&parts(RouteKind::Event, b"abcd", b"", None), CAP) {
+        Err(CoreError::InvalidJson(detail)) => assert!(!detail.contains("utf-8"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn errors() {
     assert!(matches!(
         unpack(&parts(RouteKind::Event, b"", b"", None), CAP),

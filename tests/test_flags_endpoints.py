@@ -557,6 +557,8 @@ async def test_definitions_for_a_known_key(flagged: Hogflare, path: str, key: st
     assert "cohorts" in document
     always = flags["always-on"]
     assert always["active"] is True
+    # PostHog's name (the flag's description) is a string, empty when none was given.
+    assert all(isinstance(flag["name"], str) for flag in flags.values())
     assert isinstance(always["filters"]["groups"], list)
     assert json.loads(always["filters"]["payloads"]["true"]) == {"color": "blue"}
     assert flags["retired"]["active"] is False

@@ -39,6 +39,7 @@ pub fn from_hogflare(
         evaluation_tags: flag.get("evaluation_environments").and_then(strings),
         ..FlagDefinition::default()
     };
+    definition.name.clone_from(&definition.description);
     let mut hogflare_only = flag.get("salt").and_then(|s| s.as_str()).is_some_and(|s| !s.is_empty());
     if let Some(filters) = flag.get("filters").filter(|f| JsonValueTrait::is_object(*f)) {
         definition.filters = from_json(filters).map_err(|err| format!("invalid filters: {err}"))?;

@@ -13,13 +13,20 @@ fn yes() -> bool {
     true
 }
 
+#[allow(clippy::ref_option)] // serde's `serialize_with` hands over `&Option<String>`
+fn string_or_empty<S: serde::Serializer>(value: &Option<String>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value.as_deref().unwrap_or_default())
+}
+
 // PostHog's flag object, field for field: its switches are booleans there.
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlagDefinition {
     #[serde(default)]
     pub id: Option<i64>,
-    #[serde(default)]
+    /// PostHog's name is the flag's description, a string even when empty: typed SDKs
+    /// (posthog-android's local evaluation) declare it so.
+    #[serde(default, serialize_with = "string_or_empty")]
     pub name: Option<String>,
     pub key: String,
     #[serde(default)]

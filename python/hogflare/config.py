@@ -225,6 +225,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if len(named) != len(set(named)):
             slots = ", ".join(f"POSTHOG_GROUP_TYPE_{slot}={name}" for slot, name in enumerate(self.group_types) if name)
             raise ConfigError(f"invalid setting: a group type has one slot, not several: {slots}")
+        for field in ("personal_api_keys", "project_secret_keys"):
+            public = [key for key in getattr(self, field) if key.startswith("phc_") or key in self.project_tokens]
+            if public:
+                raise ConfigError(
+                    f"invalid setting: {ENV[field]}: {public[0]!r} is a project token, which every page that "
+                    "loads posthog-js shows; flag definitions need a key of their own (phx_… or phs_…)"
+                )
         if self.log_level.lower() not in LOG_LEVELS:
             choices = ", ".join(LOG_LEVELS)
             raise ConfigError(f"invalid setting: HOGFLARE_LOG_LEVEL: {self.log_level!r} is not one of {choices}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from hogflare import commit as commit_module
 from hogflare._hogflare import Batch, Decoder, OutboxFullError, StorageError, Store
 from hogflare.commit import GroupCommitter
 from tests.conftest import TOKEN
@@ -114,9 +115,11 @@ class StandInCommitThread:
         self.wake, self._other_end = socket.socketpair()
         self.stopped_within: list[float | None] = []
         self.stops = stops
+        self.submitted = 0
 
     def submit(self, _batch: Batch) -> int:
-        return 1
+        self.submitted += 1
+        return self.submitted
 
     def fileno(self) -> int:
         return self.wake.fileno()
@@ -172,3 +175,40 @@ async def test_closing_with_nothing_in_flight_gives_the_thread_the_whole_deadlin
     assert 4.5 < within <= 5.0
     real.stop()
     idle.close()
+
+
+async def test_new_requests_are_refused_while_no_commit_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(commit_module, "STALLED_COMMIT_SECS", 0.05)
+    _, commits = committer(tmp_path)
+    real = commits._thread
+    stuck = StandInCommitThread()
+    commits._thread = stuck  # type: ignore[assignment]
+    waiting = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    await asyncio.sleep(0)
+    # Within the allowance a request still joins the queue.
+    joined = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    await asyncio.sleep(0.1)
+    assert not joined.done()
+    with pytest.raises(StorageError, match="has not finished a commit for"):
+        await commits.commit(batch(str(uuid.uuid4())))
+    stalled = commits.stalled_secs()
+    assert stalled is not None
+    assert stalled > 0.05
+    for future in (waiting, joined):
+        future.cancel()
+    commits._thread = real
+    real.stop()
+    stuck.close()
+
+
+async def test_commits_that_finish_are_never_called_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request answered long ago is no longer waiting: only the oldest unanswered one counts.
+    monkeypatch.setattr(commit_module, "STALLED_COMMIT_SECS", 0.05)
+    _, commits = committer(tmp_path)
+    assert await commits.commit(batch(str(uuid.uuid4()))) == (1, 0, {})
+    await asyncio.sleep(0.1)
+    assert commits.stalled_secs() is None
+    assert await commits.commit(batch(str(uuid.uuid4()))) == (1, 0, {})
+    await commits.close()

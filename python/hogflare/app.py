@@ -343,6 +343,9 @@ class App:
                     self.store.check()
                 except HogflareError as exc:
                     problems.append(f"store: {exc}")
+            stalled = self.committer.stalled_secs() if self.committer is not None else None
+            if stalled is not None:
+                problems.append(f"no commit finished for {stalled:.0f} s")
             if self.settings.shipper == "auto" and not await asyncio.to_thread(shipper_alive, self.settings):
                 problems.append("shipper not running")
         if problems:

@@ -7,6 +7,11 @@ requests, not one per request.
 The commits run on the core's own thread (``CommitThread``), which never takes the GIL: each
 request is handed to it as soon as it is decoded, and it signals a finished commit on a socket
 the event loop watches; the loop answers the requests when it next looks.
+
+Commits that stop finishing (another process holding the store's write lock without letting go, a
+disk that no longer answers) would otherwise queue every new request, and each retry of it, in
+memory for as long as they last: past ``STALLED_COMMIT_SECS`` new requests are refused with a 503
+instead, so clients back off, and readiness says so.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import asyncio
 import structlog
 
 from hogflare import metrics
-from hogflare._hogflare import Batch, CommitThread, FinishedCommit, Store
+from hogflare._hogflare import Batch, CommitThread, FinishedCommit, StorageError, Store
+
+#: How long the oldest unanswered commit may wait before new requests are refused.
+STALLED_COMMIT_SECS = 10.0
 
 #: ``(stored, duplicates, warnings)`` of one request's commit.
 Outcome = tuple[int, int, dict[str, int]]
@@ -28,8 +36,9 @@ class GroupCommitter:
     def __init__(self, store: Store, *, dedupe_window_days: int, max_outbox_bytes: int) -> None:
         self._thread = CommitThread(store, dedupe_window_days=dedupe_window_days, max_outbox_bytes=max_outbox_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: The requests handed to the thread and not yet answered, by ticket.
-        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        #: The requests handed to the thread and not yet answered, by ticket, oldest first, with
+        #: when each was handed over (the loop's clock).
+        self._waiting: dict[int, tuple[asyncio.Future[Outcome], float]] = {}
         self._drained: asyncio.Event | None = None
 
     async def commit(self, batch: Batch) -> Outcome:
@@ -37,11 +46,25 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._watch(loop)
+        stalled = self.stalled_secs()
+        if stalled is not None:
+            raise StorageError(
+                f"the store has not finished a commit for {stalled:.0f} s (is another process holding it?); retry later"
+            )
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._waiting[self._thread.submit(batch)] = future
+        self._waiting[self._thread.submit(batch)] = (future, loop.time())
         # If this request is cancelled (the client hung up), only its future is: the batch is
         # already in the commit, which goes on for everyone sharing it.
         return await future
+
+    def stalled_secs(self) -> float | None:
+        """How long the oldest unanswered request has waited, once that is past
+        ``STALLED_COMMIT_SECS``; else ``None``."""
+        if self._loop is None or not self._waiting:
+            return None
+        _, submitted = next(iter(self._waiting.values()))
+        waited = self._loop.time() - submitted
+        return waited if waited > STALLED_COMMIT_SECS else None
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is not None and not self._loop.is_closed():
@@ -61,7 +84,7 @@ class GroupCommitter:
 
     def _answer(self, finished: FinishedCommit) -> bool:
         """Answer the requests of one commit; whether it stored them."""
-        futures = [self._waiting.pop(ticket) for ticket in finished.tickets]
+        futures = [self._waiting.pop(ticket)[0] for ticket in finished.tickets]
         try:
             outcomes = finished.outcomes()
         except Exception as exc:

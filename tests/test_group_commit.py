@@ -17,6 +17,7 @@ from hogflare import commit as commit_module
 from hogflare._hogflare import Batch, Decoder, OutboxFullError, StorageError, Store
 from hogflare.commit import GroupCommitter
 from tests.conftest import TOKEN
+from tests.helpers.held_commits import HeldCommits, swap_thread
 
 DECODER = Decoder(max_inflated_bytes=1 << 20, max_event_bytes=1 << 20)
 
@@ -182,25 +183,27 @@ async def test_new_requests_are_refused_while_no_commit_finishes(
 ) -> None:
     monkeypatch.setattr(commit_module, "STALLED_COMMIT_SECS", 0.05)
     _, commits = committer(tmp_path)
-    real = commits._thread
-    stuck = StandInCommitThread()
-    commits._thread = stuck  # type: ignore[assignment]
+    held = HeldCommits()
+    real = swap_thread(commits, held)
     waiting = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
     await asyncio.sleep(0)
     # Within the allowance a request still joins the queue.
     joined = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
     await asyncio.sleep(0.1)
     assert not joined.done()
-    with pytest.raises(StorageError, match="has not finished a commit for"):
+    with pytest.raises(StorageError, match="has finished no commit for"):
         await commits.commit(batch(str(uuid.uuid4())))
     stalled = commits.stalled_secs()
     assert stalled is not None
     assert stalled > 0.05
-    for future in (waiting, joined):
-        future.cancel()
-    commits._thread = real
-    real.stop()
-    stuck.close()
+    # Those already waiting are answered when their commit finishes; then requests are taken.
+    held.release()
+    assert list(await asyncio.wait_for(asyncio.gather(waiting, joined), 5)) == [(1, 0, {})] * 2
+    assert commits.stalled_secs() is None
+    swap_thread(commits, real)
+    assert await commits.commit(batch(str(uuid.uuid4()))) == (1, 0, {})
+    await commits.close()
+    held.close()
 
 
 async def test_commits_that_finish_are_never_called_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,3 +215,29 @@ async def test_commits_that_finish_are_never_called_stalled(tmp_path: Path, monk
     assert commits.stalled_secs() is None
     assert await commits.commit(batch(str(uuid.uuid4()))) == (1, 0, {})
     await commits.close()
+
+
+async def test_slow_commits_that_still_finish_are_not_called_stalled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A request waits through the commit under way and the one it joins: it may be older than
+    # the allowance while commits keep finishing within it, and then nothing is refused.
+    monkeypatch.setattr(commit_module, "STALLED_COMMIT_SECS", 0.15)
+    _, commits = committer(tmp_path)
+    held = HeldCommits()
+    real = swap_thread(commits, held)
+    earlier = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    joining = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    await asyncio.sleep(0.1)
+    held.release(upto=1)
+    assert await asyncio.wait_for(earlier, 5) == (1, 0, {})
+    await asyncio.sleep(0.1)
+    # `joining` has waited 0.2 s, but a commit finished 0.1 s ago.
+    assert commits.stalled_secs() is None
+    later = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    await asyncio.sleep(0)
+    held.release()
+    assert list(await asyncio.wait_for(asyncio.gather(joining, later), 5)) == [(1, 0, {})] * 2
+    swap_thread(commits, real)
+    await commits.close()
+    held.close()

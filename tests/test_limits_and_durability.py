@@ -5,22 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
 from hogflare import commit as commit_module
-from hogflare._hogflare import Batch, Store
+from hogflare._hogflare import Store
 from hogflare.app import App
 from hogflare.http import Message
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event, gz, make_settings, running
+from tests.helpers.held_commits import HeldCommits, swap_thread
 
 
 @contextlib.asynccontextmanager
@@ -148,51 +147,19 @@ async def test_outbox_high_water_mark_answers_503_then_recovers(tmp_path: Path) 
         assert [row["event"] for row in hogflare.rows(order="event")] == ["a", "c"]
 
 
-class HeldCommits:
-    """Stands in for the commit thread while another process would hold the store's write lock:
-    what is submitted waits until ``release`` answers it as stored."""
-
-    def __init__(self) -> None:
-        self.wake, self._other_end = socket.socketpair()
-        self.held: list[int] = []
-        self._released: list[int] = []
-
-    def submit(self, _batch: Batch) -> int:
-        self.held.append(len(self.held) + 1)
-        return self.held[-1]
-
-    def fileno(self) -> int:
-        return self.wake.fileno()
-
-    def release(self) -> None:
-        self._released, self.held = self.held, []
-        self._other_end.send(b"x")
-
-    def finished(self) -> list[SimpleNamespace]:
-        self.wake.recv(16)
-        tickets, self._released = self._released, []
-        outcomes: list[tuple[int, int, dict[str, int]]] = [(1, 0, {}) for _ in tickets]
-        return [SimpleNamespace(tickets=tickets, outcomes=lambda: outcomes, seconds=0.0, sync_seconds=0.0)]
-
-    def close(self) -> None:
-        self.wake.close()
-        self._other_end.close()
-
-
 async def test_new_requests_get_503_while_no_commit_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(commit_module, "STALLED_COMMIT_SECS", 0.2)
     async with started(tmp_path) as hogflare:
         committer = hogflare.app.committer
         assert committer is not None
-        real, held = committer._thread, HeldCommits()
-        committer._thread = held  # type: ignore[assignment]
-        committer._watch(asyncio.get_running_loop())
+        held = HeldCommits()
+        real = swap_thread(committer, held)
         waiting = asyncio.ensure_future(hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("held")]}))
         await asyncio.sleep(0.4)
         refused = await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("refused")]})
         assert refused.status_code == 503
         assert int(refused.headers["retry-after"]) > 0
-        assert "has not finished a commit" in refused.json()["error"]
+        assert "has finished no commit" in refused.json()["error"]
         ready = await hogflare.client.get("/_readiness")
         assert ready.status_code == 503
         assert any("no commit finished" in problem for problem in ready.json()["problems"])
@@ -201,8 +168,7 @@ async def test_new_requests_get_503_while_no_commit_finishes(tmp_path: Path, mon
         held.release()
         assert (await asyncio.wait_for(waiting, 5)).status_code == 200
         assert (await hogflare.client.get("/_readiness")).status_code == 200
-        committer._thread = real
-        committer._watch(asyncio.get_running_loop())
+        swap_thread(committer, real)
         assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("after")]})).status_code == 200
         assert [row["event"] for row in hogflare.rows()] == ["after"]
         held.close()

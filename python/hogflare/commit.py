@@ -39,6 +39,9 @@ class GroupCommitter:
         #: The requests handed to the thread and not yet answered, by ticket, oldest first, with
         #: when each was handed over (the loop's clock).
         self._waiting: dict[int, tuple[asyncio.Future[Outcome], float]] = {}
+        #: When a commit last finished (the loop's clock): a request waits through the commit
+        #: under way and the one it joins, so its age alone would take slow commits for none.
+        self._last_finished = 0.0
         self._drained: asyncio.Event | None = None
 
     async def commit(self, batch: Batch) -> Outcome:
@@ -49,7 +52,7 @@ class GroupCommitter:
         stalled = self.stalled_secs()
         if stalled is not None:
             raise StorageError(
-                f"the store has not finished a commit for {stalled:.0f} s (is another process holding it?); retry later"
+                f"the store has finished no commit for {stalled:.0f} s (is another process holding it?); retry later"
             )
         future: asyncio.Future[Outcome] = loop.create_future()
         self._waiting[self._thread.submit(batch)] = (future, loop.time())
@@ -58,12 +61,12 @@ class GroupCommitter:
         return await future
 
     def stalled_secs(self) -> float | None:
-        """How long the oldest unanswered request has waited, once that is past
+        """How long requests have waited with no commit finishing, once that is past
         ``STALLED_COMMIT_SECS``; else ``None``."""
         if self._loop is None or not self._waiting:
             return None
-        _, submitted = next(iter(self._waiting.values()))
-        waited = self._loop.time() - submitted
+        _, oldest = next(iter(self._waiting.values()))
+        waited = self._loop.time() - max(oldest, self._last_finished)
         return waited if waited > STALLED_COMMIT_SECS else None
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -76,6 +79,8 @@ class GroupCommitter:
         # Every request is answered before anything else is done: a failure after this point
         # (counting the commits) must not leave a request waiting for good.
         finished = self._thread.finished()
+        if finished and self._loop is not None:
+            self._last_finished = self._loop.time()
         committed = [commit for commit in finished if self._answer(commit)]
         if not self._waiting and self._drained is not None:
             self._drained.set()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import structlog
 
 from hogflare import commit as commit_module
 from hogflare._hogflare import Batch, Decoder, OutboxFullError, StorageError, Store
-from hogflare.commit import GroupCommitter
+from hogflare.commit import GroupCommitter, Outcome
 from tests.conftest import TOKEN
 from tests.helpers.held_commits import HeldCommits, swap_thread
 
@@ -178,17 +179,31 @@ async def test_closing_with_nothing_in_flight_gives_the_thread_the_whole_deadlin
     idle.close()
 
 
+@pytest.fixture
+async def held(tmp_path: Path) -> AsyncIterator[tuple[GroupCommitter, HeldCommits]]:
+    """A committer whose commits finish only when the test releases them."""
+    _, commits = committer(tmp_path)
+    thread = HeldCommits()
+    real = swap_thread(commits, thread)
+    yield commits, thread
+    swap_thread(commits, real)
+    await commits.close()
+    thread.close()
+
+
+def submitted(commits: GroupCommitter) -> asyncio.Future[Outcome]:
+    return asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+
+
 async def test_new_requests_are_refused_while_no_commit_finishes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    held: tuple[GroupCommitter, HeldCommits], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(commit_module, "STALLED_COMMIT_SECS", 0.05)
-    _, commits = committer(tmp_path)
-    held = HeldCommits()
-    real = swap_thread(commits, held)
-    waiting = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    commits, thread = held
+    waiting = submitted(commits)
     await asyncio.sleep(0)
     # Within the allowance a request still joins the queue.
-    joined = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    joined = submitted(commits)
     await asyncio.sleep(0.1)
     assert not joined.done()
     with pytest.raises(StorageError, match="has finished no commit for"):
@@ -197,13 +212,13 @@ async def test_new_requests_are_refused_while_no_commit_finishes(
     assert stalled is not None
     assert stalled > 0.05
     # Those already waiting are answered when their commit finishes; then requests are taken.
-    held.release()
+    thread.release()
     assert list(await asyncio.wait_for(asyncio.gather(waiting, joined), 5)) == [(1, 0, {})] * 2
     assert commits.stalled_secs() is None
-    swap_thread(commits, real)
-    assert await commits.commit(batch(str(uuid.uuid4()))) == (1, 0, {})
-    await commits.close()
-    held.close()
+    later = submitted(commits)
+    await asyncio.sleep(0)
+    thread.release()
+    assert await asyncio.wait_for(later, 5) == (1, 0, {})
 
 
 async def test_commits_that_finish_are_never_called_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,26 +233,20 @@ async def test_commits_that_finish_are_never_called_stalled(tmp_path: Path, monk
 
 
 async def test_slow_commits_that_still_finish_are_not_called_stalled(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    held: tuple[GroupCommitter, HeldCommits], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A request waits through the commit under way and the one it joins: it may be older than
     # the allowance while commits keep finishing within it, and then nothing is refused.
     monkeypatch.setattr(commit_module, "STALLED_COMMIT_SECS", 0.15)
-    _, commits = committer(tmp_path)
-    held = HeldCommits()
-    real = swap_thread(commits, held)
-    earlier = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
-    joining = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    commits, thread = held
+    earlier, joining = submitted(commits), submitted(commits)
     await asyncio.sleep(0.1)
-    held.release(upto=1)
+    thread.release(upto=1)
     assert await asyncio.wait_for(earlier, 5) == (1, 0, {})
     await asyncio.sleep(0.1)
     # `joining` has waited 0.2 s, but a commit finished 0.1 s ago.
     assert commits.stalled_secs() is None
-    later = asyncio.ensure_future(commits.commit(batch(str(uuid.uuid4()))))
+    later = submitted(commits)
     await asyncio.sleep(0)
-    held.release()
+    thread.release()
     assert list(await asyncio.wait_for(asyncio.gather(joining, later), 5)) == [(1, 0, {})] * 2
-    swap_thread(commits, real)
-    await commits.close()
-    held.close()

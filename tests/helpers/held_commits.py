@@ -8,9 +8,7 @@ import socket
 from types import SimpleNamespace
 
 from hogflare._hogflare import Batch
-from hogflare.commit import GroupCommitter
-
-Outcome = tuple[int, int, dict[str, int]]
+from hogflare.commit import GroupCommitter, Outcome
 
 
 class HeldCommits:

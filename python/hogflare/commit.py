@@ -23,7 +23,7 @@ import structlog
 from hogflare import metrics
 from hogflare._hogflare import Batch, CommitThread, FinishedCommit, StorageError, Store
 
-#: How long the oldest unanswered commit may wait before new requests are refused.
+#: How long requests may wait with no commit finishing before new ones are refused.
 STALLED_COMMIT_SECS = 10.0
 
 #: ``(stored, duplicates, warnings)`` of one request's commit.
@@ -36,11 +36,12 @@ class GroupCommitter:
     def __init__(self, store: Store, *, dedupe_window_days: int, max_outbox_bytes: int) -> None:
         self._thread = CommitThread(store, dedupe_window_days=dedupe_window_days, max_outbox_bytes=max_outbox_bytes)
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: The requests handed to the thread and not yet answered, by ticket, oldest first, with
-        #: when each was handed over (the loop's clock).
-        self._waiting: dict[int, tuple[asyncio.Future[Outcome], float]] = {}
-        #: When a commit last finished (the loop's clock): a request waits through the commit
-        #: under way and the one it joins, so its age alone would take slow commits for none.
+        #: The requests handed to the thread and not yet answered, by ticket.
+        self._waiting: dict[int, asyncio.Future[Outcome]] = {}
+        #: When requests began waiting with none before them, and when a commit last finished
+        #: (the loop's clock). A request waits through the commit under way and the one it joins,
+        #: so the stall is counted from the later of the two, not from the oldest request's age.
+        self._waiting_since = 0.0
         self._last_finished = 0.0
         self._drained: asyncio.Event | None = None
 
@@ -55,7 +56,9 @@ class GroupCommitter:
                 f"the store has finished no commit for {stalled:.0f} s (is another process holding it?); retry later"
             )
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._waiting[self._thread.submit(batch)] = (future, loop.time())
+        if not self._waiting:
+            self._waiting_since = loop.time()
+        self._waiting[self._thread.submit(batch)] = future
         # If this request is cancelled (the client hung up), only its future is: the batch is
         # already in the commit, which goes on for everyone sharing it.
         return await future
@@ -65,8 +68,7 @@ class GroupCommitter:
         ``STALLED_COMMIT_SECS``; else ``None``."""
         if self._loop is None or not self._waiting:
             return None
-        _, oldest = next(iter(self._waiting.values()))
-        waited = self._loop.time() - max(oldest, self._last_finished)
+        waited = self._loop.time() - max(self._waiting_since, self._last_finished)
         return waited if waited > STALLED_COMMIT_SECS else None
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -89,7 +91,7 @@ class GroupCommitter:
 
     def _answer(self, finished: FinishedCommit) -> bool:
         """Answer the requests of one commit; whether it stored them."""
-        futures = [self._waiting.pop(ticket)[0] for ticket in finished.tickets]
+        futures = [self._waiting.pop(ticket) for ticket in finished.tickets]
         try:
             outcomes = finished.outcomes()
         except Exception as exc:

@@ -18,6 +18,7 @@ from hogflare.cli_options import (
     first_line,
     in_place_or_exit,
     lake_or_exit,
+    settings_file,
     settings_or_exit,
 )
 from hogflare.config import Settings
@@ -33,6 +34,8 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 cli.add_typer(flags_cli, name="flags")
+
+cli.callback()(settings_file)
 
 
 def _address(host: str | None, port: int | None) -> tuple[str, int]:
@@ -50,6 +53,7 @@ def _address(host: str | None, port: int | None) -> tuple[str, int]:
 
 @cli.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to bind. Default: from $APP_ADDR, else 127.0.0.1.")] = None,
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Port to bind. Default: from $APP_ADDR, else 8080.")
@@ -87,6 +91,8 @@ def serve(
         # Workers and the shipper read their settings from the environment.
         os.environ.update(settings.to_env())
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        if ctx.obj is not None:
+            structlog.get_logger("hogflare.cli").info(f"settings read from {ctx.obj} beside the environment")
         structlog.get_logger("hogflare.cli").info(
             f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
             f" with data in {settings.data_dir}"

@@ -1,5 +1,5 @@
-"""What the ``hogflare`` subcommands share: the data directory option and how a command that
-cannot go on says so."""
+"""What the ``hogflare`` subcommands share: the settings file, the data directory option and how
+a command that cannot go on says so."""
 
 from __future__ import annotations
 
@@ -17,6 +17,28 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Data directory (store and lake). Default: $HOGFLARE_DATA_DIR or ./data."),
 ]
+
+
+def settings_file(
+    ctx: typer.Context,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            help="Settings file of NAME=value lines, read before every command; variables already set win. "
+            "Default: ./.env.local, else ./.env, when there is one.",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Read the settings file before any command, so every command sees the same settings."""
+    from hogflare.env_file import read_env_file
+
+    try:
+        ctx.obj = read_env_file(env_file)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def settings_or_exit(data_dir: Path | None) -> Settings:

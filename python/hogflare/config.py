@@ -188,6 +188,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raw[field] = value.strip()
         if not env.get(ENV["geoip_db"], "unset").strip():
             raw["geoip_db"] = "off"  # set but empty turns GeoIP off instead of meaning "unset"
+        if "log_level" not in raw and (level := rust_log_level(env.get("RUST_LOG", ""))):
+            raw["log_level"] = level
         raw.update({key: value for key, value in overrides.items() if value is not None})
         for field in ("data_dir", "feature_flags_file"):
             if field in raw:
@@ -249,6 +251,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 #: ``POSTHOG_GROUP_TYPE_<n>``: PostHog has five slots, and a sixth set by mistake must not vanish.
 _GROUP_SLOT = re.compile(r"POSTHOG_GROUP_TYPE_\d+")
+
+
+#: tracing's levels, as the logging levels hogflare has.
+_RUST_LOG_LEVELS = {
+    "trace": "debug",
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "error": "error",
+    "off": "critical",
+}
+
+
+def rust_log_level(rust_log: str) -> str | None:
+    """Hogflare's own level in a ``RUST_LOG`` filter (``hogflare=debug``, else a bare ``warn``),
+    which Hogflare's server read for its logging; ``None`` when the filter names neither."""
+    default = None
+    for directive in rust_log.split(","):
+        target, _, level = directive.strip().rpartition("=")
+        level = _RUST_LOG_LEVELS.get(level.strip().lower(), "")
+        if level and target.strip().split("::")[0] == "hogflare":
+            return level
+        if level and not target:
+            default = level
+    return default
 
 
 def _is_http_url(text: str) -> bool:

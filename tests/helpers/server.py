@@ -31,8 +31,12 @@ def free_port() -> int:
 class Server:
     """``hogflare serve`` in its own process group, so a test can SIGKILL all of it at once."""
 
-    def __init__(self, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
+        # Not the checkout: a developer's own .env.local there would reach every test's server.
+        self.cwd = cwd or data_dir.parent
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -60,6 +64,7 @@ class Server:
                     str(self.data_dir),
                 ],
                 env=self.env,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

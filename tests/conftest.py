@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,16 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     base: dict[str, Any] = {"data_dir": data_dir, "shipper": "off", "flush_interval_secs": 0.2}
     base.update(overrides)
     return Settings.from_env({}, **base)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test, and every ``hogflare`` it starts, runs in a directory of its own: a
+    developer's ``.env.local`` in the checkout would otherwise set their settings."""
+    checkout = Path.cwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(checkout)
 
 
 @pytest.fixture

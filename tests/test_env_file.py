@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from hogflare.config import ConfigError, Settings
 from hogflare.env_file import read_env_file
 from tests.conftest import event
 from tests.helpers.server import HOGFLARE, Server, wait_for_rows
+from tests.helpers.stream import FakeStream
 
 
 def hogflare(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -45,6 +47,22 @@ def test_a_deployment_keeps_its_env_local(tmp_path: Path) -> None:
     result = hogflare(tmp_path, "query", "--format", "json", "select event, api_key from events")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"event": "kept", "api_key": "phc_env"}]
+
+
+def test_hogflares_local_recipe_streams_to_the_fake_pipeline(tmp_path: Path, fake: FakeStream) -> None:
+    """Hogflare's README runs the server beside a fake pipeline with the streams in `.env.local`."""
+    (tmp_path / ".env.local").write_text(
+        f"CLOUDFLARE_PIPELINE_ENDPOINT={fake.url}/\n"
+        f"CLOUDFLARE_PERSONS_PIPELINE_ENDPOINT={fake.url}/persons\n"
+        "CLOUDFLARE_PIPELINE_TIMEOUT_SECS=5\n"
+    )
+    with Server(tmp_path / "data", cwd=tmp_path) as running:
+        sent = event("signed up", uuid=str(uuid.uuid4()), properties={"$set": {"plan": "pro"}})
+        assert httpx.post(f"{running.url}/batch/", json={"api_key": "phc_env", "batch": [sent]}).status_code == 200
+        [row] = fake.wait_for_events({sent["uuid"]})
+    assert (row["event"], row["distinct_id"], row["api_key"]) == ("signed up", "user-1", "phc_env")
+    [snapshot] = [found for found in fake.rows() if "operation" in found]
+    assert (snapshot["canonical_distinct_id"], snapshot["source_event_uuid"]) == ("user-1", sent["uuid"])
 
 
 def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:

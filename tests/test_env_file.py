@@ -1,5 +1,5 @@
-"""Settings files: ``.env.local``, else ``.env``, read by every command as Hogflare's server read
-them, below the environment; and Hogflare's ``RUST_LOG``."""
+"""Settings files: ``.env.local``, else ``.env``, read by every command that reads settings as
+Hogflare's server read them, beneath the environment; and Hogflare's ``RUST_LOG``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from hogflare.config import ConfigError, Settings
 from hogflare.env_file import read_env_file
 from tests.conftest import event
-from tests.helpers.server import HOGFLARE, Server, wait_for_rows
+from tests.helpers.server import HOGFLARE, Server, free_port, wait_for_rows
 from tests.helpers.stream import FakeStream
 
 
@@ -33,7 +33,7 @@ def test_a_deployment_keeps_its_env_local(tmp_path: Path) -> None:
         "export POSTHOG_TEAM_ID=42\n"
         'HOGFLARE_DATA_DIR="./data"\n'
     )
-    (tmp_path / ".env").write_text("POSTHOG_TEAM_ID=7\n")
+    (tmp_path / ".env").write_text("HOGFLARE_STORE=off\n")  # would store nothing, if it were read
     with Server(tmp_path / "data", cwd=tmp_path, env={"HOGFLARE_LOG_LEVEL": "info"}) as running:
         assert (
             httpx.post(f"{running.url}/batch/", json={"api_key": "phc_env", "batch": [event("kept")]}).status_code
@@ -65,13 +65,53 @@ def test_hogflares_local_recipe_streams_to_the_fake_pipeline(tmp_path: Path, fak
     assert (snapshot["canonical_distinct_id"], snapshot["source_event_uuid"]) == ("user-1", sent["uuid"])
 
 
-def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+def test_the_environment_wins_over_the_file_and_the_first_line_over_the_next(tmp_path: Path) -> None:
     path = tmp_path / "settings.env"
-    path.write_text("HOGFLARE_TEST_BASE=lake\nHOGFLARE_TEST_DIR=${HOGFLARE_TEST_BASE}/data\nPOSTHOG_TEAM_ID=42\n")
-    environ = {"POSTHOG_TEAM_ID": "7"}
+    path.write_text(
+        "POSTHOG_TEAM_ID=42\n"
+        "HOGFLARE_PROJECT_TOKENS=phc_empty\n"
+        "BASE=lake\n"
+        "BASE=sea\n"
+        "DIR=${BASE}/data\n"
+        'QUOTED="$HOME/$BASE"\n'
+        "LITERAL='${BASE}'\n"
+        "MISSING=${NOT_SET_ANYWHERE}x\n"
+    )
+    environ = {"POSTHOG_TEAM_ID": "7", "HOME": "/home/a", "HOGFLARE_PROJECT_TOKENS": ""}
     assert read_env_file(path, environ) == path
-    assert environ == {"POSTHOG_TEAM_ID": "7", "HOGFLARE_TEST_BASE": "lake", "HOGFLARE_TEST_DIR": "lake/data"}
+    assert environ == {
+        "POSTHOG_TEAM_ID": "7",
+        "HOME": "/home/a",
+        "HOGFLARE_PROJECT_TOKENS": "",
+        "BASE": "lake",
+        "DIR": "lake/data",
+        "QUOTED": "/home/a/lake",
+        "LITERAL": "${BASE}",
+        "MISSING": "x",
+    }
     assert Settings.from_env(environ).team_id == 7
+
+
+def test_the_server_given_a_file_ships_with_its_settings(tmp_path: Path) -> None:
+    """``--env-file`` holds for the workers and for the shipper they start, which does not read
+    the default file of the directory (here one that cannot be read) on its own."""
+    (tmp_path / ".env.local").write_text("a line that is no setting\n")
+    (tmp_path / "production.env").write_text("POSTHOG_TEAM_ID=5\n")
+    with Server(tmp_path / "data", cwd=tmp_path, options=("--env-file", "production.env")) as running:
+        assert (
+            httpx.post(f"{running.url}/batch/", json={"api_key": "phc_env", "batch": [event("kept")]}).status_code
+            == 200
+        )
+        rows = wait_for_rows(running.data_dir, "select event, team_id from events", 1)
+    assert [(row["event"], row["team_id"]) for row in rows] == [("kept", 5)]
+
+
+def test_help_does_not_read_the_file(tmp_path: Path) -> None:
+    (tmp_path / ".env.local").write_text("a line that is no setting\n")
+    for args in (("--help",), ("serve", "--help"), ("query", "--help"), ("fake-pipeline", "--help")):
+        result = hogflare(tmp_path, *args)
+        assert (result.returncode, result.stderr) == (0, ""), args
+        assert "Usage: hogflare" in result.stdout
 
 
 def test_env_is_read_when_there_is_no_env_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,6 +126,7 @@ def test_env_is_read_when_there_is_no_env_local(tmp_path: Path, monkeypatch: pyt
 @pytest.mark.parametrize(
     ("content", "message"),
     [
+        ("HOGFLARE_PROJECT_TOKENS\n", "line 1: 'HOGFLARE_PROJECT_TOKENS' is not NAME=value"),
         (
             "POSTHOG_TEAM_ID=42\nHOGFLARE_PROJECT_TOKENS phc_a\n",
             "line 2: 'HOGFLARE_PROJECT_TOKENS phc_a' is not NAME=value",
@@ -102,7 +143,7 @@ def test_a_settings_file_that_cannot_be_read_stops_the_command(
         path.write_text(content)
     elif content is not None:
         path.write_bytes(content)
-    for args in (("serve", "--port", "1"), ("query", "select 1")):
+    for args in (("serve", "--port", str(free_port())), ("query", "select 1"), ("doctor",)):
         result = hogflare(tmp_path, "--env-file", str(path), *args)
         assert result.returncode == 2
         assert message in result.stderr
@@ -118,6 +159,7 @@ def test_a_settings_file_that_cannot_be_read_stops_the_command(
         ("warn", "warning"),
         ("tower_http=trace,hogflare=error", "error"),
         ("info,hogflare::persons=trace", "debug"),
+        ("hogflare::persons=trace,hogflare=warn", "warning"),
         ("axum=trace", "info"),
         ("off", "critical"),
         ("nonsense", "info"),

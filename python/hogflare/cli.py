@@ -14,6 +14,7 @@ import typer
 from hogflare.cli_flags import flags_cli
 from hogflare.cli_options import (
     DataDir,
+    SettingsFile,
     existing_or_exit,
     first_line,
     in_place_or_exit,
@@ -53,7 +54,6 @@ def _address(host: str | None, port: int | None) -> tuple[str, int]:
 
 @cli.command()
 def serve(
-    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to bind. Default: from $APP_ADDR, else 127.0.0.1.")] = None,
     port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="Port to bind. Default: from $APP_ADDR, else 8080.")
@@ -91,8 +91,8 @@ def serve(
         # Workers and the shipper read their settings from the environment.
         os.environ.update(settings.to_env())
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        if ctx.obj is not None:
-            structlog.get_logger("hogflare.cli").info(f"settings read from {ctx.obj} beside the environment")
+        if SettingsFile.read is not None:
+            structlog.get_logger("hogflare.cli").info(f"settings read from {SettingsFile.read} beneath the environment")
         structlog.get_logger("hogflare.cli").info(
             f"hogflare serving on http://{f'[{bind_host}]' if ':' in bind_host else bind_host}:{bind_port}"
             f" with data in {settings.data_dir}"

@@ -3,6 +3,7 @@ a command that cannot go on says so."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,30 +20,39 @@ DataDir = Annotated[
 ]
 
 
+class SettingsFile:
+    """The settings file of this run of ``hogflare``: the one given, and the one read."""
+
+    given: Path | None = None
+    read: Path | None = None
+
+
 def settings_file(
-    ctx: typer.Context,
     env_file: Annotated[
         Path | None,
         typer.Option(
             "--env-file",
-            help="Settings file of NAME=value lines, read before every command; variables already set win. "
-            "Default: ./.env.local, else ./.env, when there is one.",
+            help="Settings file of NAME=value lines, read by every command that reads settings; variables "
+            "already set win. Default: ./.env.local, else ./.env, when there is one.",
             dir_okay=False,
         ),
     ] = None,
 ) -> None:
-    """Read the settings file before any command, so every command sees the same settings."""
-    from hogflare.env_file import read_env_file
-
-    try:
-        ctx.obj = read_env_file(env_file)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    """The group's option only: the file is read with the settings, so that ``--help`` and the
+    commands that need none never depend on it."""
+    SettingsFile.given = env_file
 
 
 def settings_or_exit(data_dir: Path | None) -> Settings:
+    """The settings of the environment, beneath which the settings file is read first."""
+    from hogflare.env_file import read_env_file
+    from hogflare.supervisor import PARENT_ENV
+
     try:
+        # A shipper started by a worker has the server's settings in its environment already,
+        # from whichever file the server was told to read.
+        if not os.environ.get(PARENT_ENV):
+            SettingsFile.read = read_env_file(SettingsFile.given)
         return Settings.from_env(data_dir=data_dir)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

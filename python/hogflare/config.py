@@ -265,17 +265,18 @@ _RUST_LOG_LEVELS = {
 
 
 def rust_log_level(rust_log: str) -> str | None:
-    """Hogflare's own level in a ``RUST_LOG`` filter (``hogflare=debug``, else a bare ``warn``),
-    which Hogflare's server read for its logging; ``None`` when the filter names neither."""
-    default = None
+    """Hogflare's own level in a ``RUST_LOG`` filter, which Hogflare's server read for its logging:
+    its ``hogflare=`` directive, else one for a module of it, else the bare default (``warn``);
+    ``None`` when the filter names none of these."""
+    found: dict[str, str] = {}
     for directive in rust_log.split(","):
-        target, _, level = directive.strip().rpartition("=")
-        level = _RUST_LOG_LEVELS.get(level.strip().lower(), "")
-        if level and target.strip().split("::")[0] == "hogflare":
-            return level
-        if level and not target:
-            default = level
-    return default
+        target, _, level = (part.strip() for part in directive.rpartition("="))
+        if level.lower() not in _RUST_LOG_LEVELS:
+            continue
+        kind = "crate" if target == "hogflare" else "module" if target.startswith("hogflare::") else target
+        if kind in ("crate", "module", ""):
+            found.setdefault(kind, _RUST_LOG_LEVELS[level.lower()])
+    return found.get("crate") or found.get("module") or found.get("")
 
 
 def _is_http_url(text: str) -> bool:

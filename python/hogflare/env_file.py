@@ -1,30 +1,34 @@
 """Settings files: Hogflare's native server read ``.env.local``, else ``.env``, from its working
-directory, so a deployment moved over keeps its file. Variables already in the environment win,
-as they did there: a file is a default, never an override of what an orchestrator sets."""
+directory, so a deployment moved over keeps its file. As there (dotenvy), a variable already in
+the environment wins, and so does the first of two lines naming one variable: a file is a
+default, never an override of what an orchestrator sets."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import MutableMapping
 from io import StringIO
 from pathlib import Path
 
-from dotenv.main import DotEnv
 from dotenv.parser import parse_stream
 
 from hogflare.config import ConfigError
 
-#: Looked for in the working directory, the first one found read: Hogflare's order.
+#: Looked for in the working directory (not its parents), the first one found read.
 DEFAULT_FILES = (".env.local", ".env")
+#: ``$NAME`` and ``${NAME}`` in a value that is not in single quotes, as dotenvy replaces them.
+_REFERENCE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
 def read_env_file(path: Path | None = None, environ: MutableMapping[str, str] | None = None) -> Path | None:
     """Add the variables of ``path`` (or of the first default file that exists) that are not set
     already to ``environ`` (the process's environment); returns the file read, if any.
 
-    ``${NAME}`` in a value is replaced as a shell would, from the process's environment first, then
-    from the file's earlier lines. A line that is not ``NAME=value`` (or a comment) stops the start: a value
-    silently skipped would leave a setting at its default, with no sign of why."""
+    ``$NAME`` and ``${NAME}`` are replaced by the variable's value, from the environment or an
+    earlier line (empty when neither has it). A line that is not ``NAME=value`` (or a comment)
+    stops the start: a value silently skipped would leave a setting at its default, with no sign
+    of why."""
     env = os.environ if environ is None else environ
     if path is None:
         path = next((Path(name) for name in DEFAULT_FILES if Path(name).is_file()), None)
@@ -38,14 +42,15 @@ def read_env_file(path: Path | None = None, environ: MutableMapping[str, str] | 
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
         raise ConfigError(f"the settings file {path} cannot be read: {reason}") from exc
     for binding in parse_stream(StringIO(text)):
-        if binding.error:
-            line = binding.original.string.strip()
-            raise ConfigError(
-                f"{path}, line {binding.original.line}: {line[:80]!r} is not NAME=value "
-                "(a value with spaces or # goes in quotes)"
-            )
-    values = DotEnv(path, stream=StringIO(text), interpolate=True, override=False).dict()
-    for name, value in values.items():
-        if value is not None and name not in env:
-            env[name] = value
+        line = binding.original.string.strip()
+        if binding.key is None and not binding.error:
+            continue  # a blank line or a comment
+        if binding.error or binding.key is None or binding.value is None:
+            raise ConfigError(f"{path}, line {binding.original.line}: {line[:80]!r} is not NAME=value")
+        if binding.key in env:
+            continue
+        value = binding.value
+        if not line.partition("=")[2].lstrip().startswith("'"):
+            value = _REFERENCE.sub(lambda match: env.get(match[1] or match[2], ""), value)
+        env[binding.key] = value
     return path

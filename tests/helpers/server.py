@@ -32,9 +32,17 @@ class Server:
     """``hogflare serve`` in its own process group, so a test can SIGKILL all of it at once."""
 
     def __init__(
-        self, data_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
+        #: ``hogflare``'s own options, before ``serve``.
+        self.options = options
         # Not the checkout: a developer's own .env.local there would reach every test's server.
         self.cwd = cwd or data_dir.parent
         self.port = free_port()
@@ -55,6 +63,7 @@ class Server:
             self.process = subprocess.Popen(
                 [
                     HOGFLARE,
+                    *self.options,
                     "serve",
                     "--port",
                     str(self.port),

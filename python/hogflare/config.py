@@ -266,7 +266,7 @@ _RUST_LOG_LEVELS = {
 
 def rust_log_level(rust_log: str) -> str | None:
     """Hogflare's own level in a ``RUST_LOG`` filter, which Hogflare's server read for its logging:
-    its ``hogflare=`` directive, else one for a module of it, else the bare default (``warn``);
+    its ``hogflare=`` directive, else one for a module of it, else a bare level (``RUST_LOG=warn``);
     ``None`` when the filter names none of these."""
     found: dict[str, str] = {}
     for directive in rust_log.split(","):

@@ -27,7 +27,7 @@ def read_env_file(path: Path | None = None, environ: MutableMapping[str, str] | 
 
     ``$NAME`` and ``${NAME}`` are replaced by the variable's value, from the environment or an
     earlier line (empty when neither has it). A line that is not ``NAME=value`` (or a comment)
-    stops the start: a value silently skipped would leave a setting at its default, with no sign
+    stops the command: a value silently skipped would leave a setting at its default, with no sign
     of why."""
     env = os.environ if environ is None else environ
     if path is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -104,6 +105,20 @@ def test_the_server_given_a_file_ships_with_its_settings(tmp_path: Path) -> None
         )
         rows = wait_for_rows(running.data_dir, "select event, team_id from events", 1)
     assert [(row["event"], row["team_id"]) for row in rows] == [("kept", 5)]
+
+
+def test_doctor_says_where_the_settings_came_from(tmp_path: Path) -> None:
+    def settings_line() -> str:
+        found = re.search(r"^ok +settings {2,}(.+)$", result.stdout, re.MULTILINE)
+        assert found is not None, result.stdout
+        return found[1]
+
+    result = hogflare(tmp_path, "doctor")
+    assert settings_line() == "the environment only"
+    (tmp_path / ".env.local").write_text("HOGFLARE_DATA_DIR=lake-here\n")
+    result = hogflare(tmp_path, "doctor")
+    assert settings_line() == ".env.local read, beneath the environment"
+    assert "lake-here does not exist yet" in result.stdout
 
 
 def test_help_does_not_read_the_file(tmp_path: Path) -> None:

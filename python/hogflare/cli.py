@@ -357,7 +357,7 @@ def doctor(data_dir: DataDir = None) -> None:
     Exits 1 when something needs fixing, 0 otherwise. Safe to run beside a running server."""
     from hogflare.doctor import Level, examine
 
-    findings = examine(settings_or_exit(data_dir))
+    findings = examine(settings_or_exit(data_dir), SettingsFile.read)
     width = max(len(finding.subject) for finding in findings)
     for finding in findings:
         typer.echo(f"{finding.level.value:<8} {finding.subject:<{width}}  {finding.message}")

@@ -303,5 +303,8 @@ CHECKS: tuple[Callable[[Settings], Iterator[Finding]], ...] = (
 )
 
 
-def examine(settings: Settings) -> list[Finding]:
-    return [finding for check in CHECKS for finding in check(settings)]
+def examine(settings: Settings, settings_file: Path | None = None) -> list[Finding]:
+    """Every check's findings, after where the settings came from (``settings_file``, the
+    ``.env.local`` or ``.env`` read beneath the environment, if any)."""
+    source = f"{settings_file} read, beneath the environment" if settings_file else "the environment only"
+    return [Finding(Level.ok, "settings", source), *(finding for check in CHECKS for finding in check(settings))]

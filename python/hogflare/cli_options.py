@@ -3,7 +3,6 @@ a command that cannot go on says so."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,12 +45,12 @@ def settings_file(
 def settings_or_exit(data_dir: Path | None) -> Settings:
     """The settings of the environment, beneath which the settings file is read first."""
     from hogflare.env_file import read_env_file
-    from hogflare.supervisor import PARENT_ENV
+    from hogflare.supervisor import parent_of_shipper
 
     try:
         # A shipper started by a worker has the server's settings in its environment already,
         # from whichever file the server was told to read.
-        if not os.environ.get(PARENT_ENV):
+        if parent_of_shipper() is None:
             SettingsFile.read = read_env_file(SettingsFile.given)
         return Settings.from_env(data_dir=data_dir)
     except ConfigError as exc:

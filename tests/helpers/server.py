@@ -43,8 +43,7 @@ class Server:
         self.data_dir = data_dir
         #: ``hogflare``'s own options, before ``serve``.
         self.options = options
-        # Not the checkout: a developer's own .env.local there would reach every test's server.
-        self.cwd = cwd or data_dir.parent
+        self.cwd = cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers

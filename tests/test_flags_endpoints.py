@@ -434,6 +434,22 @@ async def test_flags_v1_has_every_flag_in_both_maps(flagged: Hogflare, path: str
     assert set(answer["featureFlagPayloads"]) == {"always-on", "checkout"}
 
 
+@pytest.mark.parametrize("path", ["/flags/?v=4", "/flags?v=5", "/flags/?v=99999999999999999999"])
+async def test_flags_v4_gives_each_record_its_typed_value(flagged: Hogflare, path: str) -> None:
+    """posthog-node from 5.74 asks for v4 and reads each flag's value from `value`."""
+    answer = await flags_v2(flagged, body(), path)
+    assert {key: record["value"] for key, record in answer["flags"].items()} == PLAIN_VALUES
+    assert values(answer) == PLAIN_VALUES
+    assert answer["featureFlags"] == PLAIN_VALUES
+    for record in answer["flags"].values():
+        assert record["metadata"]["config_version"] == 1
+    assert json.loads(answer["flags"]["checkout"]["metadata"]["payload"]) == {"price": 9}
+    # Earlier versions keep PostHog's v2 records as they were.
+    older = await flags_v2(flagged, body(), "/flags/?v=2")
+    assert all("value" not in record for record in older["flags"].values())
+    assert all("config_version" not in record["metadata"] for record in older["flags"].values())
+
+
 async def test_get_answers_without_evaluating(flagged: Hogflare) -> None:
     response = await flagged.client.get("/flags/?v=2")
     assert response.status_code == 200

@@ -6,7 +6,8 @@
 // "sample": [[user index, flag key]...]}. For every user it records what posthog-node answers
 // when it may only evaluate locally (a flag it cannot decide is left out) and when it may ask
 // /flags for the rest; for every sampled pair, getFeatureFlag and getFeatureFlagPayload. The
-// output file holds {loaded, local, combined, sampled, errors}.
+// output file holds {loaded, local, combined, sampled, errors, notices}: notices are the SDK's
+// debug lines about the /flags answers' format (it says so when a server lacks /flags?v=4).
 import { readFileSync, writeFileSync } from 'node:fs'
 import { PostHog } from 'posthog-node'
 
@@ -15,6 +16,12 @@ const args = Object.fromEntries(
 )
 const input = JSON.parse(readFileSync(args.input, 'utf8'))
 const errors = []
+// The SDK binds console.log when it is made; its debug chatter is dropped, the format notices kept.
+const notices = []
+console.log = (...parts) => {
+    const line = parts.map(String).join(' ')
+    if (line.includes('[FEATURE FLAGS]') && line.includes('/flags')) notices.push(line)
+}
 const client = new PostHog(args.token, {
     host: args.host,
     personalApiKey: args.key,
@@ -25,6 +32,7 @@ const client = new PostHog(args.token, {
     sendFeatureFlagEvent: false,
 })
 client.on('error', (err) => errors.push(String(err)))
+client.debug(true)
 
 const ready = await client.waitForLocalEvaluationReady(20000)
 const loaded = ready ? Object.keys(client.featureFlagsPoller.featureFlagsByKey).sort() : []
@@ -62,5 +70,5 @@ for (const [index, key] of input.sample) {
 }
 
 await client.shutdown()
-writeFileSync(args.output, JSON.stringify({ loaded, local, combined, sampled, errors }))
+writeFileSync(args.output, JSON.stringify({ loaded, local, combined, sampled, errors, notices }))
 process.stdout.write(JSON.stringify({ users: input.users.length, sampled: sampled.length, errors: errors.length }) + '\n')

@@ -70,10 +70,10 @@ pub struct FlagSet {
     answer_bytes: AnswerSizes,
 }
 
-/// How long the answers of one flag set are, per shape (`respond`'s four, then
+/// How long the answers of one flag set are, per shape (`respond`'s five, then
 /// `evaluate_json`'s).
 #[derive(Debug, Default)]
-pub(super) struct AnswerSizes([AtomicUsize; 5]);
+pub(super) struct AnswerSizes([AtomicUsize; 6]);
 
 impl AnswerSizes {
     /// Not more than this is reserved on a hint: one huge answer must not make every later one
@@ -90,7 +90,7 @@ impl AnswerSizes {
 }
 
 /// `evaluate_json`'s slot among the answer sizes.
-const EVALUATION_JSON: usize = 4;
+const EVALUATION_JSON: usize = 5;
 
 /// Who a flag evaluation is for. JSON arguments are objects (anything else reads as `{}`).
 #[derive(Debug, Default)]
@@ -222,7 +222,7 @@ impl FlagSet {
         let results = self.evaluate(request, now);
         let mut out = self.answer_bytes.buffer(EVALUATION_JSON, 64 + results.len() * 192);
         out.push('{');
-        respond::push_flags(&mut out, &results);
+        respond::push_flags(&mut out, &results, false);
         let errors = results.iter().any(|(_, result)| result.error);
         out.push_str(r#","errorsWhileComputingFlags":"#);
         out.push_str(if errors { "true}" } else { "false}" });

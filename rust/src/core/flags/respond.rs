@@ -11,9 +11,13 @@ use crate::core::rawjson;
 /// Which answer a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// `/flags` (every version) and `/decide?v>=4`: the v2 `flags` map, with the v1
+    /// `/flags` below `v=4` and `/decide?v>=4`: the v2 `flags` map, with the v1
     /// `featureFlags`/`featureFlagPayloads` maps beside it.
     Flags,
+    /// `/flags?v>=4`: the same, each record also carrying its typed `value` and its flag's
+    /// `config_version` (posthog-node reads the value from these and, without them, logs that
+    /// the server lacks v4).
+    FlagsTyped,
     /// `/decide` without `v` or with `v=1`: the keys of the flags that are on.
     DecideV1,
     /// `/decide?v=2`: the flags that are on, with their values.
@@ -30,6 +34,7 @@ impl Shape {
             (true, Some(3)) => Self::DecideV3,
             (true, Some(v)) if v >= 4 => Self::Flags,
             (true, _) => Self::DecideV1,
+            (false, Some(v)) if v >= 4 => Self::FlagsTyped,
             (false, _) => Self::Flags,
         }
     }
@@ -148,8 +153,10 @@ fn push_payloads(out: &mut String, results: &[(&Flag, FlagResult)]) {
     out.push('}');
 }
 
-/// One flag's entry in the v2 `flags` map.
-fn push_detail(out: &mut String, flag: &Flag, result: &FlagResult) {
+/// One flag's entry in the v2 `flags` map; `typed` adds v4's value and config version (every
+/// flag here has PostHog's first configuration format, whose value is the variant or whether
+/// the flag is on).
+fn push_detail(out: &mut String, flag: &Flag, result: &FlagResult, typed: bool) {
     out.push_str(r#"{"key":"#);
     out.push_str(&flag.json_key);
     out.push_str(if result.enabled {
@@ -167,11 +174,17 @@ fn push_detail(out: &mut String, flag: &Flag, result: &FlagResult) {
     out.push_str("},");
     out.push_str(&flag.json_metadata);
     push_optional(out, result.payload.as_deref());
-    out.push_str("}}");
+    if typed {
+        out.push_str(r#","config_version":1},"value":"#);
+        push_value(out, result);
+        out.push('}');
+    } else {
+        out.push_str("}}");
+    }
 }
 
-/// `"flags":{…}` of the v2 answer.
-pub(super) fn push_flags(out: &mut String, results: &[(&Flag, FlagResult)]) {
+/// `"flags":{…}` of the v2 answer (of v4 with `typed`).
+pub(super) fn push_flags(out: &mut String, results: &[(&Flag, FlagResult)], typed: bool) {
     out.push_str(r#""flags":{"#);
     for (position, (flag, result)) in results.iter().enumerate() {
         if position > 0 {
@@ -179,7 +192,7 @@ pub(super) fn push_flags(out: &mut String, results: &[(&Flag, FlagResult)]) {
         }
         out.push_str(&flag.json_key);
         out.push(':');
-        push_detail(out, flag, result);
+        push_detail(out, flag, result, typed);
     }
     out.push('}');
 }
@@ -197,8 +210,8 @@ impl FlagSet {
         let mut out = self.answer_bytes.buffer(shape as usize, 128 + results.len() * 256);
         out.push('{');
         match shape {
-            Shape::Flags => {
-                push_flags(&mut out, results);
+            Shape::Flags | Shape::FlagsTyped => {
+                push_flags(&mut out, results, shape == Shape::FlagsTyped);
                 out.push_str(r#","featureFlags":"#);
                 push_values(&mut out, results, |_| true);
                 out.push_str(r#","featureFlagPayloads":"#);
@@ -226,7 +239,7 @@ impl FlagSet {
                 push_payloads(&mut out, results);
             }
         }
-        if matches!(shape, Shape::Flags | Shape::DecideV3) {
+        if matches!(shape, Shape::Flags | Shape::FlagsTyped | Shape::DecideV3) {
             out.push_str(r#","errorsWhileComputingFlags":"#);
             out.push_str(if errors { "true" } else { "false" });
         }

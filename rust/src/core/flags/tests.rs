@@ -359,12 +359,51 @@ fn each_version_gets_its_shape() {
         Shape::for_request(true, Some(4)),
         Shape::for_request(false, Some(1)),
         Shape::for_request(false, None),
+        Shape::for_request(false, Some(4)),
+        Shape::for_request(false, Some(99)),
     ] {
         let flags = answer(shape);
         assert_eq!(flags.get("flags").unwrap().as_object().unwrap().len(), 3);
         assert_eq!(flags.get("errorsWhileComputingFlags").unwrap().as_bool(), Some(false));
         assert_eq!(flags.get("requestId").unwrap().as_str(), Some("rid"));
         assert_eq!(flags.get("evaluatedAt").unwrap().as_i64(), Some(1_700_000_000_000));
+        assert_eq!(
+            sonic_rs::to_string(flags.get("featureFlags").unwrap()).unwrap(),
+            r#"{"on":true,"off":false,"multi":"b"}"#
+        );
+    }
+    // Only /flags from v4 on carries each record's typed value and configuration format.
+    for shape in [Shape::for_request(true, Some(4)), Shape::for_request(false, Some(3))] {
+        let flags = answer(shape);
+        let on = flags.get("flags").unwrap().get("on").unwrap();
+        assert!(on.get("value").is_none(), "{shape:?}");
+        assert!(on.get("metadata").unwrap().get("config_version").is_none(), "{shape:?}");
+    }
+    let typed = answer(Shape::for_request(false, Some(4)));
+    let records = typed.get("flags").unwrap();
+    for (key, value, payload) in [
+        ("on", "true", r#""{\"a\":1}""#),
+        ("off", "false", "null"),
+        ("multi", r#""b""#, "null"),
+    ] {
+        let record = records.get(key).unwrap();
+        assert_eq!(
+            sonic_rs::to_string(record.get("value").unwrap()).unwrap(),
+            value,
+            "{key}"
+        );
+        let metadata = record.get("metadata").unwrap();
+        assert_eq!(metadata.get("config_version").unwrap().as_i64(), Some(1), "{key}");
+        assert_eq!(
+            sonic_rs::to_string(metadata.get("payload").unwrap()).unwrap(),
+            payload,
+            "{key}"
+        );
+        assert_eq!(
+            record.get("enabled").unwrap().as_bool(),
+            Some(value != "false"),
+            "{key}"
+        );
     }
     let nothing: Value = sonic_rs::from_str(&set.respond(&[], Shape::Flags, "rid", 0)).unwrap();
     assert_eq!(sonic_rs::to_string(nothing.get("flags").unwrap()).unwrap(), "{}");

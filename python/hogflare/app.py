@@ -36,6 +36,7 @@ from hogflare.http import (
     ok,
 )
 from hogflare.logs import begin_request, configure, end_request, flush_summaries
+from hogflare.private_api import ProjectApi, project_route
 from hogflare.remote_config import PUBLIC_LISTS, array_config, public_list
 from hogflare.static_assets import static_asset
 from hogflare.store import open_store
@@ -86,6 +87,9 @@ def route_label(path: str) -> str:
         return "/errors/api/issues/:fingerprint/status"
     if remote_config_key(path) is not None:
         return "/api/projects/:project/feature_flags/:key/remote_config"
+    project = project_route(path)
+    if project is not None:
+        return "/api/projects/:project/persons" if project[1] else "/api/projects/:project"
     return "other"
 
 
@@ -104,6 +108,7 @@ class App:
         self.committer: GroupCommitter | None = None
         self.capture: CaptureService | None = None
         self.flags: FlagsEndpoints | None = None
+        self.projects: ProjectApi | None = None
         self.signatures: SignatureVerifier | None = None
         self.watch = StallWatch(self.settings.body_timeout_secs, self.settings.body_deadline_secs)
         self._supervisor: asyncio.Task[None] | None = None
@@ -126,6 +131,7 @@ class App:
         self.watch = StallWatch(settings.body_timeout_secs, settings.body_deadline_secs)
         self.capture = CaptureService(settings, self.committer, self.watch)
         self.flags = FlagsEndpoints(settings, FlagsService(settings, self.store), self.watch)
+        self.projects = ProjectApi(settings, self.store)
         if settings.signing_secret:
             self.signatures = SignatureVerifier(
                 settings.signing_secret.encode(), tolerance_secs=settings.signature_tolerance_secs
@@ -292,6 +298,10 @@ class App:
             return self.flags.remote_config(request, remote_config_flag)
         if path in PUBLIC_LISTS and request.method in {"GET", "HEAD"}:
             return public_list(self.settings, path, request.query_param("token"))
+        project = project_route(path)
+        if project is not None:
+            assert self.projects is not None, "startup() has not run"
+            return self.projects.answer(request, *project)
         if path.startswith("/__debug/person/") and request.method == "GET":
             return person_debug(self.settings, self.store, request, path.removeprefix("/__debug/person/"))
         if path.startswith("/static/") and request.method in {"GET", "HEAD"}:

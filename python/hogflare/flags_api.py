@@ -12,7 +12,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import json
 import zlib
 from typing import Any
@@ -27,7 +26,7 @@ from hogflare.enrichment import ClientAddress, geoip_databases
 from hogflare.errors import HogflareError, PayloadError, PayloadTooLargeError
 from hogflare.flags import FlagsService
 from hogflare.http import Request, Response, StallWatch, error
-from hogflare.models import ApiError
+from hogflare.private_api import api_error, authenticate
 from hogflare.remote_config import config_fields
 
 #: Paths (without trailing slash) of each endpoint.
@@ -164,34 +163,11 @@ class FlagsEndpoints:
             return refusal
         body = self.service.current().remote_config_payload(key)
         if body is None:
-            return Response.json(ApiError(type="invalid_request", code="not_found", detail="Not found."), 404)
+            return api_error(404, "invalid_request", "Not found.", "not_found")
         return Response(200, body.encode(), [(b"content-type", b"application/json")])
 
     def _authenticate(self, request: Request) -> Response | None:
-        key = _bearer(request.header(b"authorization")) or request.query_param("personal_api_key")
-        if not key:
-            # DRF's NotAuthenticated, as PostHog answers a request that names no key.
-            return _auth_error("Authentication credentials were not provided.", "not_authenticated")
-        allowed = (*self.settings.personal_api_keys, *self.settings.project_secret_keys)
-        # Compare against every key so the time taken says nothing about which one was close.
-        matched = False
-        for candidate in allowed:
-            matched |= hmac.compare_digest(key.encode(), candidate.encode())
-        if matched:
-            return None
-        kind = "project secret API key" if key.startswith("phs_") else "personal API key"
-        return _auth_error(f"Invalid {kind}.")
-
-
-def _auth_error(detail: str, code: str = "authentication_failed") -> Response:
-    return Response.json(ApiError(type="authentication_error", code=code, detail=detail), 401)
-
-
-def _bearer(header: str | None) -> str | None:
-    if not header:
-        return None
-    scheme, _, credentials = header.strip().partition(" ")
-    return credentials.strip() or None if scheme.lower() == "bearer" else None
+        return authenticate(request, (*self.settings.personal_api_keys, *self.settings.project_secret_keys))
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:

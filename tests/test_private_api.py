@@ -18,6 +18,7 @@ from tests.helpers.persons import capture, identify, person_of, person_uuid, sen
 from tests.helpers.server import Server
 
 PERSONAL_KEY = "phx_private_api_test"
+FLAGS_KEY = "phx_flags_only"
 SECRET_KEY = "phs_private_api_test"
 AUTH = {"authorization": f"Bearer {PERSONAL_KEY}"}
 OTHER_TOKEN = "phc_second_project"
@@ -29,7 +30,8 @@ async def hogflare(tmp_path: Path) -> Any:
         tmp_path / "data",
         project_tokens=(TOKEN, OTHER_TOKEN),
         team_id=42,
-        personal_api_keys=(PERSONAL_KEY,),
+        person_api_keys=(PERSONAL_KEY,),
+        personal_api_keys=(FLAGS_KEY,),
         project_secret_keys=(SECRET_KEY,),
     )
     async with running(settings) as app:
@@ -72,6 +74,8 @@ async def test_the_key_may_also_come_in_the_query(hogflare: Hogflare) -> None:
         ({"authorization": "Bearer phx_wrong"}, "authentication_failed", "Invalid personal API key."),
         # A project secret key opens flag definitions only, as on PostHog.
         ({"authorization": f"Bearer {SECRET_KEY}"}, "authentication_failed", "Invalid project secret API key."),
+        # A key for the flag definitions, handed to every server SDK, reads no persons.
+        ({"authorization": f"Bearer {FLAGS_KEY}"}, "authentication_failed", "Invalid personal API key."),
         ({"authorization": f"Bearer {TOKEN}"}, "authentication_failed", "Invalid personal API key."),
     ],
 )
@@ -85,15 +89,22 @@ async def test_without_a_personal_api_key_it_is_401(
 
 
 async def test_another_project_is_404_and_a_write_is_405(hogflare: Hogflare) -> None:
-    for path in ("/api/projects/7/", "/api/environments/7/persons/?distinct_id=u"):
+    for path in ("/api/projects/7/", "/api/environments/7/persons/?distinct_id=u", "/api/projects/042x/"):
         response = await get(hogflare, path)
         assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    assert (await get(hogflare, "/api/projects/042/")).json()["id"] == 42
     response = await hogflare.client.post("/api/projects/@current/", headers=AUTH, json={"name": "x"})
     assert (response.status_code, response.json()["code"]) == (405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, HEAD, OPTIONS"
+    # Without a key a write is refused for the key first, as PostHog checks it first.
+    response = await hogflare.client.delete("/api/projects/@current/")
+    assert (response.status_code, response.json()["code"]) == (401, "not_authenticated")
+    response = await hogflare.client.head("/api/projects/@current/", headers=AUTH)
+    assert (response.status_code, response.content) == (200, b"")
 
 
-async def test_no_personal_api_key_configured_refuses_every_key(tmp_path: Path) -> None:
-    async with running(make_settings(tmp_path / "data")) as hogflare:
+async def test_no_person_api_key_configured_refuses_every_key(tmp_path: Path) -> None:
+    async with running(make_settings(tmp_path / "data", personal_api_keys=(PERSONAL_KEY,))) as hogflare:
         response = await get(hogflare, "/api/projects/@current/")
         assert (response.status_code, response.json()["code"]) == (401, "authentication_failed")
 
@@ -148,13 +159,29 @@ async def test_an_unknown_distinct_id_gives_no_results(hogflare: Hogflare) -> No
     assert (await get(hogflare, "/api/environments/42/persons/?distinct_id=ghost")).json()["results"] == []
 
 
-async def test_every_configured_project_token_is_looked_in(hogflare: Hogflare) -> None:
-    response = await hogflare.post(
-        "/batch/", {"api_key": OTHER_TOKEN, "batch": [capture("cy", {"$set": {"plan": "pro"}})]}
-    )
-    assert response.status_code == 200
-    [person] = (await get(hogflare, "/api/environments/42/persons/?distinct_id=cy")).json()["results"]
-    assert person["properties"]["plan"] == "pro"
+async def test_every_configured_project_token_is_looked_in_and_the_first_wins(hogflare: Hogflare) -> None:
+    for token, plan in ((OTHER_TOKEN, "second"), (OTHER_TOKEN, "second"), (TOKEN, "first")):
+        body = {"api_key": token, "batch": [capture("cy" if plan == "first" else "dot", {"$set": {"plan": plan}})]}
+        assert (await hogflare.post("/batch/", body)).status_code == 200
+    [person] = (await get(hogflare, "/api/environments/42/persons/?distinct_id=dot")).json()["results"]
+    assert person["properties"]["plan"] == "second"
+    # The same distinct id in both projects: one person, the first token's, as PostHog has one per project.
+    body = {"api_key": OTHER_TOKEN, "batch": [capture("cy", {"$set": {"plan": "second"}})]}
+    assert (await hogflare.post("/batch/", body)).status_code == 200
+    answer = await get(hogflare, f"/api/environments/42/persons/?distinct_id=cy&personal_api_key={PERSONAL_KEY}", {})
+    [person] = answer.json()["results"]
+    assert person["properties"]["plan"] == "first"
+
+
+async def test_anonymous_ids_are_listed_last_as_posthog_tells_them(hogflare: Hogflare) -> None:
+    # posthog-js's ids before uuids: five dash-separated runs of lower-case letters and digits.
+    old_js = "17e2c5e0b1f5e6-0d8a5b7c9e4e5f-3e6b6b4e-1fa400-17e2c5e0b1f5e6"
+    upper = "0193F0A4-7A1E-7C3B-9D2E-5B8F6A4C3D21"
+    await send(hogflare, capture(old_js), identify(upper, old_js), capture(upper, {"$set": {"name": ""}}))
+    [person] = (await get(hogflare, f"/api/environments/42/persons/?distinct_id={upper}")).json()["results"]
+    # An upper-case uuid is not what PostHog takes for anonymous; an empty name names nobody.
+    assert person["distinct_ids"] == [upper, old_js]
+    assert person["name"] == upper
 
 
 async def test_a_persons_list_without_a_distinct_id_says_what_to_use(hogflare: Hogflare) -> None:
@@ -162,11 +189,11 @@ async def test_a_persons_list_without_a_distinct_id_says_what_to_use(hogflare: H
     assert response.status_code == 400
     answer = response.json()
     assert (answer["type"], answer["attr"]) == ("validation_error", "distinct_id")
-    assert "hogflare query" in answer["detail"]
+    assert "persons_latest" in answer["detail"]
 
 
 async def test_without_configured_tokens_any_project_is_read(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data", personal_api_keys=(PERSONAL_KEY,))
+    settings = make_settings(tmp_path / "data", person_api_keys=(PERSONAL_KEY,))
     async with running(settings) as hogflare:
         await send(hogflare, capture("dee", {"$set": {"plan": "pro"}}))
         project = (await get(hogflare, "/api/projects/@current/")).json()
@@ -180,7 +207,7 @@ async def test_without_configured_tokens_any_project_is_read(tmp_path: Path) -> 
 
 @pytest.mark.server
 def test_hogsend_discovers_the_project_and_reads_a_person_posthog_python_wrote(tmp_path: Path) -> None:
-    env = {"HOGFLARE_PROJECT_TOKENS": TOKEN, "POSTHOG_TEAM_ID": "5", "HOGFLARE_PERSONAL_API_KEYS": PERSONAL_KEY}
+    env = {"HOGFLARE_PROJECT_TOKENS": TOKEN, "POSTHOG_TEAM_ID": "5", "HOGFLARE_PERSON_API_KEYS": PERSONAL_KEY}
     with Server(tmp_path / "data", env=env) as server:
         client = posthog.Posthog(TOKEN, host=server.url, sync_mode=True)
         try:

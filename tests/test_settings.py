@@ -77,16 +77,20 @@ def test_serve_refuses_one_group_type_in_two_slots(tmp_path: Path) -> None:
     assert "POSTHOG_GROUP_TYPE_1=team, POSTHOG_GROUP_TYPE_3=team" in result.stderr
 
 
-def test_a_project_token_is_refused_as_a_key_to_the_flag_definitions() -> None:
+def test_a_project_token_is_refused_as_a_key_to_the_flag_definitions_or_the_persons() -> None:
     # The token is in every page that loads posthog-js: as a key it would open the definitions
-    # (and the emails or plans their conditions name) to anyone.
-    for variable in ("HOGFLARE_PERSONAL_API_KEYS", "HOGFLARE_PROJECT_SECRET_KEYS"):
+    # (and the emails or plans their conditions name), or every person's properties, to anyone.
+    for variable in ("HOGFLARE_PERSONAL_API_KEYS", "HOGFLARE_PROJECT_SECRET_KEYS", "HOGFLARE_PERSON_API_KEYS"):
         with pytest.raises(ConfigError, match=f"{variable}: 'phc_public' is a project token"):
             Settings.from_env({variable: "phx_private,phc_public"})
         with pytest.raises(ConfigError, match=f"{variable}: 'mine' is a project token"):
             Settings.from_env({variable: "mine", "HOGFLARE_PROJECT_TOKENS": "mine,other"})
     settings = Settings.from_env({"HOGFLARE_PERSONAL_API_KEYS": "phx_private", "HOGFLARE_PROJECT_TOKENS": "mine"})
     assert settings.personal_api_keys == ("phx_private",)
+    with pytest.raises(ConfigError, match="persons need a key of their own"):
+        Settings.from_env({"HOGFLARE_PERSON_API_KEYS": "phc_public"})
+    settings = Settings.from_env({"HOGFLARE_PERSON_API_KEYS": " phx_a , phx_b "})
+    assert settings.person_api_keys == ("phx_a", "phx_b")
 
 
 def test_durations_may_be_fractional_and_zero() -> None:

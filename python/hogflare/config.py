@@ -60,6 +60,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     feature_flags_file: Path | None = None
     personal_api_keys: tuple[str, ...] = ()
     project_secret_keys: tuple[str, ...] = ()
+    person_api_keys: tuple[str, ...] = ()
     signing_secret: str | None = None
     signature_tolerance_secs: Annotated[int, msgspec.Meta(ge=0, le=_MAX_SECONDS)] | None = None
     trusted_proxies: tuple[str, ...] = ()
@@ -227,12 +228,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if len(named) != len(set(named)):
             slots = ", ".join(f"POSTHOG_GROUP_TYPE_{slot}={name}" for slot, name in enumerate(self.group_types) if name)
             raise ConfigError(f"invalid setting: a group type has one slot, not several: {slots}")
-        for field in ("personal_api_keys", "project_secret_keys"):
+        for field, opens in (
+            ("personal_api_keys", "flag definitions need a key of their own (phx_… or phs_…)"),
+            ("project_secret_keys", "flag definitions need a key of their own (phx_… or phs_…)"),
+            ("person_api_keys", "persons need a key of their own (phx_…)"),
+        ):
             public = [key for key in getattr(self, field) if key.startswith("phc_") or key in self.project_tokens]
             if public:
                 raise ConfigError(
                     f"invalid setting: {ENV[field]}: {public[0]!r} is a project token, which every page that "
-                    "loads posthog-js shows; flag definitions need a key of their own (phx_… or phs_…)"
+                    f"loads posthog-js shows; {opens}"
                 )
         if self.log_level.lower() not in LOG_LEVELS:
             choices = ", ".join(LOG_LEVELS)
@@ -330,6 +335,7 @@ ENV: dict[str, str] = {
     "feature_flags_file": "HOGFLARE_FEATURE_FLAGS_FILE",
     "personal_api_keys": "HOGFLARE_PERSONAL_API_KEYS",
     "project_secret_keys": "HOGFLARE_PROJECT_SECRET_KEYS",
+    "person_api_keys": "HOGFLARE_PERSON_API_KEYS",
     "signing_secret": "POSTHOG_SIGNING_SECRET",
     "signature_tolerance_secs": "HOGFLARE_SIGNATURE_TOLERANCE_SECS",
     "trusted_proxies": "HOGFLARE_TRUSTED_PROXIES",
@@ -367,7 +373,9 @@ ENV: dict[str, str] = {
     "metrics_token": "HOGFLARE_METRICS_TOKEN",
 }
 
-LIST_FIELDS = frozenset({"project_tokens", "personal_api_keys", "project_secret_keys", "trusted_proxies"})
+LIST_FIELDS = frozenset(
+    {"project_tokens", "personal_api_keys", "project_secret_keys", "person_api_keys", "trusted_proxies"}
+)
 
 
 def _explain(exc: msgspec.ValidationError) -> str:

@@ -5,14 +5,17 @@ project this way and reads a person's properties (their time zone, the condition
 journeys) before it acts.
 
 A hogflare server is one PostHog project: its id is ``POSTHOG_TEAM_ID`` (1 when unset), its
-token the first of ``HOGFLARE_PROJECT_TOKENS``, and persons are looked up in the projects of
-every configured token (in any project when none is configured). Persons are read from the
-store, so a ``$set`` acknowledged a moment ago is already there.
+token the first of ``HOGFLARE_PROJECT_TOKENS``, and a person is looked up in the projects of the
+configured tokens in turn (in any project when none is configured). Persons are read from the
+store, so a ``$set`` acknowledged a moment ago is already there. The keys are
+``HOGFLARE_PERSON_API_KEYS``, apart from the flag definitions' keys: those are handed to every
+server that evaluates flags, and PostHog scopes persons apart (``person:read``) too.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import uuid
 from typing import Any
 
@@ -29,6 +32,10 @@ _SCOPES = ("projects", "environments")
 #: The person properties PostHog shows as a person's name, in order, before a distinct id.
 _DISPLAY_NAME_PROPERTIES = ("email", "Email", "$email", "name", "Name", "username", "Username", "UserName")
 _HOGFLARE = uuid.UUID("3c4f0b5e-8a61-4e27-9d0c-6f1b2a7e9d40")
+#: What PostHog takes for an anonymous id when it orders a person's distinct ids and names a
+#: person: five dash-separated runs of lower-case letters and digits (uuids, and the ids older
+#: posthog-js made).
+_ANONYMOUS_ID = re.compile(r"([a-z0-9]+-){4}[a-z0-9]+")
 
 
 def project_route(path: str) -> tuple[str, str] | None:
@@ -75,8 +82,7 @@ def _bearer(header: str | None) -> str | None:
 
 
 class ProjectApi:
-    """The project and its persons, for personal API keys (project secret keys open only flag
-    definitions, as on PostHog)."""
+    """The project and its persons, for the keys in ``HOGFLARE_PERSON_API_KEYS``."""
 
     def __init__(self, settings: Settings, store: Store | None) -> None:
         self.settings = settings
@@ -85,12 +91,15 @@ class ProjectApi:
         self.token = settings.project_tokens[0] if settings.project_tokens else None
 
     def answer(self, request: Request, project: str, what: str) -> Response:
-        if request.method not in {"GET", "HEAD"}:
-            return api_error(405, "invalid_request", f'Method "{request.method}" not allowed.', "method_not_allowed")
-        refusal = authenticate(request, self.settings.personal_api_keys)
+        # Authentication first, as PostHog's views check it before the method.
+        refusal = authenticate(request, self.settings.person_api_keys)
         if refusal is not None:
             return refusal
-        if project not in ("@current", str(self.project_id)):
+        if request.method not in {"GET", "HEAD"}:
+            refused = api_error(405, "invalid_request", f'Method "{request.method}" not allowed.', "method_not_allowed")
+            refused.headers.append((b"allow", b"GET, HEAD, OPTIONS"))
+            return refused
+        if project != "@current" and not (project.isdigit() and int(project) == self.project_id):
             return api_error(404, "invalid_request", "Not found.", "not_found")
         if what == "persons":
             return self._persons(request)
@@ -115,39 +124,34 @@ class ProjectApi:
             return api_error(
                 400,
                 "validation_error",
-                "hogflare answers persons/ for ?distinct_id=… only; query the persons table "
-                "(hogflare query) to list or search persons",
+                "hogflare answers persons/ for ?distinct_id=… only; to list or search persons, "
+                "query the persons_latest view (hogflare query)",
                 "invalid_input",
                 "distinct_id",
             )
+        # One person at most, as PostHog answers within a project: the first token's that has one.
         results = []
         for token in self.settings.project_tokens or (None,):
             found = self.store.person(token, distinct_id) if self.store is not None else None
             if found is not None:
                 results.append(_person(found))
+                break
         return Response.json({"next": None, "previous": None, "results": results})
 
 
 def _person(found: dict[str, Any]) -> dict[str, Any]:
     """PostHog's person object: one map of properties (a ``$set_once`` value under any ``$set``
-    of the same key), distinct ids that look like uuids last."""
+    of the same key), the distinct ids that look anonymous last, and PostHog's display name."""
     properties = {
         **msgspec.json.decode(found["properties_set_once"]),
         **msgspec.json.decode(found["properties"]),
     }
-    distinct_ids = sorted(found["distinct_ids"], key=_looks_like_uuid)
-    name = next(
-        (
-            properties[key]
-            for key in _DISPLAY_NAME_PROPERTIES
-            if isinstance(properties.get(key), str) and properties[key]
-        ),
-        distinct_ids[0] if distinct_ids else "",
-    )
+    distinct_ids = sorted(found["distinct_ids"], key=_looks_anonymous)
+    named = (properties[key] for key in _DISPLAY_NAME_PROPERTIES if properties.get(key))
     return {
         "id": found["id"],
         "uuid": found["uuid"],
-        "name": name,
+        "name": next(named, distinct_ids[0] if distinct_ids else str(found["id"])),
         "distinct_ids": distinct_ids,
         "properties": properties,
         "created_at": found["created_at"],
@@ -156,9 +160,5 @@ def _person(found: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _looks_like_uuid(distinct_id: str) -> bool:
-    try:
-        uuid.UUID(distinct_id)
-    except ValueError:
-        return False
-    return len(distinct_id) in (32, 36)
+def _looks_anonymous(distinct_id: str) -> bool:
+    return _ANONYMOUS_ID.fullmatch(distinct_id) is not None

@@ -223,6 +223,9 @@ def test_hogsend_discovers_the_project_and_reads_a_person_posthog_python_wrote(t
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=10) as http:
             # No OAuth here: Hogsend falls back to the personal key on a 404.
             assert http.get("/.well-known/oauth-authorization-server").status_code == 404
+            # No destinations either: a 404 on the collection tells Hogsend to be set up by hand.
+            hog_functions = http.get("/api/environments/5/hog_functions/", params={"type": "destination"})
+            assert hog_functions.status_code == 404
             project = http.get("/api/projects/@current/").json()
             assert (project["id"], project["api_token"]) == (5, TOKEN)
             answer = http.get(f"/api/environments/{project['id']}/persons/", params={"distinct_id": "contact-7"})

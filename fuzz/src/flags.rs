@@ -5,7 +5,7 @@
 //! [`PART_NAMES`]; missing parts take a neutral default.
 
 use chrono::{DateTime, TimeZone, Utc};
-use hogflare::core::flags::{FlagSet, Request};
+use hogflare::core::flags::{FlagSet, Request, Shape};
 
 use crate::json;
 
@@ -84,6 +84,16 @@ pub fn run(data: &[u8]) -> (usize, usize) {
     let body = set.evaluate_json(&request, now());
     let keys = json::object_keys(&body).unwrap_or_else(|err| panic!("flags body: {err}"));
     assert_eq!(keys, [b"flags".to_vec(), b"errorsWhileComputingFlags".to_vec()]);
+    for shape in [
+        Shape::Flags,
+        Shape::FlagsTyped,
+        Shape::DecideV1,
+        Shape::DecideV2,
+        Shape::DecideV3,
+    ] {
+        let answer = set.respond(&results, shape, "rid", 0);
+        json::check_value(&answer).unwrap_or_else(|err| panic!("{shape:?} answer: {err}\n{answer}"));
+    }
 
     if let Some((first, _)) = results.first() {
         let only = [first.definition.key.clone()];

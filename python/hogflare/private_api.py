@@ -64,12 +64,10 @@ def authenticate(request: Request, allowed: tuple[str, ...]) -> Response | None:
     if matched:
         return None
     kind = "project secret API key" if key.startswith("phs_") else "personal API key"
-    return api_error(401, "authentication_error", f"Invalid {kind}.")
+    return api_error(401, "authentication_error", f"Invalid {kind}.", "authentication_failed")
 
 
-def api_error(
-    status: int, type_: str, detail: str, code: str = "authentication_failed", attr: str | None = None
-) -> Response:
+def api_error(status: int, type_: str, detail: str, code: str, attr: str | None = None) -> Response:
     """PostHog's (Django REST framework's) error answer."""
     return Response.json(ApiError(type=type_, code=code, detail=detail, attr=attr), status)
 
@@ -88,7 +86,17 @@ class ProjectApi:
         self.settings = settings
         self.store = store
         self.project_id = settings.team_id if settings.team_id is not None else 1
-        self.token = settings.project_tokens[0] if settings.project_tokens else None
+        token = settings.project_tokens[0] if settings.project_tokens else None
+        #: PostHog's team object, with the fields integrators read; the settings fix it.
+        self.project = {
+            "id": self.project_id,
+            "uuid": str(uuid.uuid5(_HOGFLARE, f"project:{self.project_id}:{token or 'hogflare'}")),
+            "organization": str(uuid.uuid5(_HOGFLARE, "organization")),
+            "project_id": self.project_id,
+            "name": "hogflare",
+            "api_token": token,
+            "timezone": "UTC",
+        }
 
     def answer(self, request: Request, project: str, what: str) -> Response:
         # Authentication first, as PostHog's views check it before the method.
@@ -103,20 +111,7 @@ class ProjectApi:
             return api_error(404, "invalid_request", "Not found.", "not_found")
         if what == "persons":
             return self._persons(request)
-        return Response.json(self.project())
-
-    def project(self) -> dict[str, Any]:
-        """PostHog's team object, with the fields integrators read."""
-        name = self.token or "hogflare"
-        return {
-            "id": self.project_id,
-            "uuid": str(uuid.uuid5(_HOGFLARE, f"project:{self.project_id}:{name}")),
-            "organization": str(uuid.uuid5(_HOGFLARE, "organization")),
-            "project_id": self.project_id,
-            "name": "hogflare",
-            "api_token": self.token,
-            "timezone": "UTC",
-        }
+        return Response.json(self.project)
 
     def _persons(self, request: Request) -> Response:
         distinct_id = request.query_param("distinct_id")

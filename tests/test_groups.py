@@ -101,18 +101,48 @@ async def test_group_set_is_a_set(hogflare: Hogflare) -> None:
     ]
 
 
-async def test_group_set_keeps_a_value_equal_in_javascripts_loose_sense(hogflare: Hogflare) -> None:
-    """PostHog writes a `$group_set` value unless it is `==` the one held: `"2"` does not replace
-    `2`, nor `""` `0`, nor `1` `true`; an object always replaces (no two are the same object)."""
-    held = {"n": 2, "z": 0, "b": True, "s": "x", "o": {"k": 1}}
-    sent = {"n": "2", "z": "", "b": 1, "s": "y", "o": {"k": 1}, "new": None}
+async def test_group_set_writes_a_value_unless_it_deeply_equals_the_one_held(hogflare: Hogflare) -> None:
+    """PostHog writes a `$group_set` value unless it deeply equals the one held: `"2"` replaces
+    `2`, `""` replaces `0`, `1` replaces `true`; `1.0` is `1`, and an equal object (in any key
+    order) changes nothing, so a group identified again with what it has keeps its version."""
+    held = {"n": 2, "z": 0, "b": True, "f": 1, "o": {"k": 1, "l": [1, {"m": None}]}}
+    same = {"f": 1.0, "o": {"l": [1, {"m": None}], "k": 1}}
+    sent = {"n": "2", "z": "", "b": 1, "o": {"k": 1, "l": [1, {"m": None}], "x": 0}, "new": None}
     await send(
         hogflare,
-        {**group_identify("company", "loose", held), "timestamp": at(1)},
-        {**group_identify("company", "loose", sent), "timestamp": at(2)},
+        {**group_identify("company", "deep", held), "timestamp": at(1)},
+        {**group_identify("company", "deep", same), "timestamp": at(2)},
     )
+    unchanged = hogflare.rows(order="timestamp")
+    assert unchanged[0]["group_properties"] == unchanged[1]["group_properties"] == {"company": held}
+    await send(hogflare, {**group_identify("company", "deep", sent), "timestamp": at(3)})
     [group] = hogflare.groups()
-    assert group["group_properties"] == {"n": 2, "z": 0, "b": True, "s": "y", "o": {"k": 1}, "new": None}
+    assert group["group_properties"] == {
+        "n": "2",
+        "z": "",
+        "b": 1,
+        "f": 1,
+        "o": {"k": 1, "l": [1, {"m": None}], "x": 0},
+        "new": None,
+    }
+
+
+async def test_a_group_named_by_what_javascript_reads_as_false_is_not_identified(hogflare: Hogflare) -> None:
+    """PostHog's group step skips a `$groupidentify` whose type or key is `0`, `false` or `""`; the
+    event itself is stored, with its person."""
+    falsy = [("team", 0), ("team", False), ("team", ""), (0, "red")]
+    await send(
+        hogflare,
+        *[
+            capture("u", {"$group_type": kind, "$group_key": key, "$group_set": {"n": 1}}, "$groupidentify")
+            for kind, key in falsy
+        ],
+        group_identify("team", "1", {"n": 1}),
+    )
+    assert [(group["group_type"], group["group_key"]) for group in hogflare.groups()] == [("team", "1")]
+    rows = hogflare.rows("event = '$groupidentify'")
+    assert len(rows) == len(falsy) + 1
+    assert sorted(row["group0"] or "" for row in rows) == ["", "", "", "", "1"]
 
 
 async def test_groupidentify_goes_with_the_person_and_leaves_it_alone(hogflare: Hogflare) -> None:

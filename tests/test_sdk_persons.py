@@ -326,3 +326,34 @@ def test_posthog_python_set_alias_group_personless(server: Server) -> None:
     strangers = [ghost, one(rows, "py without distinct id")["distinct_id"]]
     listed = ", ".join(f"'{distinct_id}'" for distinct_id in strangers)
     assert read(server, f"select * from persons where list_has_any(distinct_ids, [{listed}])") == []
+
+
+def test_posthog_python_exception_and_survey_shown(server: Server) -> None:
+    """posthog-python's `capture_exception` for a stranger makes no person (PostHog's error
+    tracking only reads persons) and, for a known user, leaves the person as it is; a `survey shown`
+    it sends sets the person's `$survey_last_seen_date` to the timestamp it wrote."""
+    token = "phc_python_exceptions"
+    run_id = uuid.uuid4().hex
+    stranger, user = f"py-stranger-{run_id}", f"py-user-{run_id}"
+    client = posthog.Posthog(token, host=server.url, sync_mode=True)
+    try:
+        # posthog-python sends an exception object once: each call gets its own.
+        client.capture_exception(ValueError("boom"), distinct_id=stranger, properties={"$set": {"crashed": True}})
+        client.capture("py signed up", distinct_id=user, properties={"$set": {"plan": "pro"}})
+        client.capture_exception(ValueError("boom"), distinct_id=user, properties={"$set": {"plan": "crashed"}})
+        client.capture("survey shown", distinct_id=user, properties={"$survey_id": "0190-survey"})
+    finally:
+        client.shutdown()
+    rows = events_of(server, token, {"$exception", "py signed up", "survey shown"})
+    crashes = {row["distinct_id"]: row for row in rows if row["event"] == "$exception"}
+    assert crashes[stranger]["properties"]["$exception_list"][0]["type"] == "ValueError"
+    assert crashes[stranger]["person_id"] == person_uuid(token, stranger)
+    assert crashes[stranger]["person_properties"] == {}
+    assert read(server, f"select * from persons where list_contains(distinct_ids, '{stranger}')") == []
+    assert has(crashes[user]["person_properties"], plan="pro")
+    assert "$set" not in crashes[user]["properties"]
+
+    shown = one(rows, "survey shown")
+    seen = shown["properties"]["$set"]["$survey_last_seen_date"]
+    latest = latest_person(server, token, user, lambda row: "$survey_last_seen_date" in row["merged_properties"])
+    assert has(latest["merged_properties"], plan="pro", **{"$survey_last_seen_date": seen})

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::cookieless::{self, CookielessEvent, CookielessMode, Sighting};
 pub use super::drop_reason::{DropReason, Warning};
-use super::enrich::Enrichment;
+use super::enrich::{Enrichment, Entries};
 use super::event_fields::{
     default_event_name, distinct_id_of, lifted_keys, offset_from_raw, timestamp_from_raw, truncate_chars, uuid_of,
     CONSUMED, GROUP_NAMING, MAX_ID_CHARS,
@@ -26,6 +26,13 @@ use super::timestamp::{self, ClientTime};
 
 /// The person updates an event can carry, at its top level and in its properties.
 const PERSON_UPDATES: [&str; 3] = ["$set", "$set_once", "$unset"];
+
+/// The updates an exception's row goes without.
+const EXCEPTION_STRIPPED: [&str; 2] = ["$set", "$set_once"];
+
+/// posthog-js's event for a survey put before a person, and the person property it sets.
+const SURVEY_SHOWN: &str = "survey shown";
+const SURVEY_LAST_SEEN_DATE: &str = "$survey_last_seen_date";
 
 /// Events PostHog refuses with `$process_person_profile: false`.
 const IDENTITY_AND_GROUP_EVENTS: [&str; 4] = ["$identify", "$create_alias", "$merge_dangerously", "$groupidentify"];
@@ -247,6 +254,16 @@ fn normalize_inner(
     // properties, as on PostHog: they would read as if they had been applied.
     let updates_no_person = event == "$groupidentify" || personless;
     let mut edits = PropertyEdits::new();
+    if event == SURVEY_SHOWN {
+        // PostHog records when a person last saw a survey (surveys' wait period reads it), as
+        // the client's timestamp, unless the event's `$set` says otherwise.
+        if let Some(raw) = &raw_timestamp {
+            edits.defaults(
+                "$set",
+                Entries::from([(SURVEY_LAST_SEEN_DATE, raw.clone().into_owned())]),
+            );
+        }
+    }
     for key in PERSON_UPDATES {
         // Only `/engage` has a top-level `$unset`; PostHog's capture reads the top-level `$set`
         // and `$set_once` and drops any other key, as Hogflare's capture routes do.
@@ -259,6 +276,10 @@ fn normalize_inner(
     }
     if updates_no_person {
         edits.strip(&PERSON_UPDATES);
+    } else if event == "$exception" {
+        // PostHog's error tracking drops an exception's `$set` and `$set_once`, which it never
+        // applies (its row's person properties are the person's own).
+        edits.strip(&EXCEPTION_STRIPPED);
     }
     // Keys of Hogflare's shapes taken under PostHog's names: from the item's top level, and on
     // `/groups` unprefixed among the properties too (the top level first).

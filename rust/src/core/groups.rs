@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::Result;
 use super::javascript;
-use super::person_event::PersonEvent;
+use super::person_event::{PersonEvent, PersonMode};
 use super::rawjson;
 
 /// PostHog's `MAX_GROUP_TYPES_PER_TEAM`.
@@ -209,7 +209,8 @@ impl<'a> GroupWork<'a> {
         }
     }
 
-    fn type_index(&mut self, txn: &mut RwTxn, project: u32, group_type: &str) -> Result<Option<u8>> {
+    /// The slot of a group type, given one when it has none and `assign` says so.
+    fn type_index(&mut self, txn: &mut RwTxn, project: u32, group_type: &str, assign: bool) -> Result<Option<u8>> {
         let cache_key = (project, group_type.to_owned());
         if let Some(index) = self.types.get(&cache_key) {
             return Ok(*index);
@@ -225,6 +226,9 @@ impl<'a> GroupWork<'a> {
             return Ok(Some(slot));
         }
         let mut index = self.group_types_db.get(txn, &key)?;
+        if index.is_none() && !assign {
+            return Ok(None);
+        }
         if index.is_none() {
             let mut used = [false; MAX_GROUP_TYPES];
             for (slot, fixed) in self.fixed.iter().enumerate() {
@@ -262,9 +266,12 @@ impl<'a> GroupWork<'a> {
         if fields.groups.is_empty() {
             return Ok(applied);
         }
+        // An event that only reads persons (an exception) maps its groups to the types the
+        // project has, as PostHog's read-only group step does, and adds none.
+        let assign = fields.mode != PersonMode::Existing;
         let mut properties = rawjson::RawObject::default();
         for (group_type, group_key) in &fields.groups {
-            let Some(index) = self.type_index(txn, project, group_type)? else {
+            let Some(index) = self.type_index(txn, project, group_type, assign)? else {
                 continue;
             };
             let key = name_key(project, Some(index), group_key);
@@ -279,10 +286,10 @@ impl<'a> GroupWork<'a> {
                 // A group seen for the first time is stored, whatever its `$group_set`.
                 let mut changed = group.version == 0;
                 for (name, value) in &identify.set {
-                    // PostHog's `calculateUpdate` writes a value unless it is `==` the one held,
-                    // in JavaScript's loose sense: `"2"` does not replace `2`.
+                    // PostHog's `calculateUpdate` writes a value unless it deeply equals the one
+                    // held: `"2"` replaces `2`, an equal object (in any key order) changes nothing.
                     match group.properties.iter_mut().find(|(existing, _)| existing == name) {
-                        Some(entry) if javascript::loosely_equal(value, &entry.1) => {}
+                        Some(entry) if javascript::deeply_equal(value, &entry.1) => {}
                         Some(entry) => {
                             entry.1.clone_from(value);
                             changed = true;

@@ -1,5 +1,5 @@
 //! JSON values as PostHog's ingestion, written in JavaScript, reads them: `String()` of a value,
-//! and the loose `==` its group updates compare with.
+//! whether a condition takes it as true, and the deep equality its group updates compare with.
 
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 
@@ -36,84 +36,50 @@ pub fn number(number: f64) -> String {
     }
 }
 
-/// Whether two JSON texts are equal under JavaScript's `==`, which PostHog's group updates use
-/// to decide whether a `$group_set` value changes a group: `"2" == 2`, `"" == 0`, `1 == true`,
-/// `[2] == "2"`, and two objects are never equal (each is a new object). Unreadable text is
-/// equal to nothing.
-#[allow(clippy::float_cmp)] // JavaScript's `==` compares numbers exactly.
-pub fn loosely_equal(a: &str, b: &str) -> bool {
-    let (Ok(a), Ok(b)) = (sonic_rs::from_str::<Value>(a), sonic_rs::from_str::<Value>(b)) else {
-        return false;
-    };
-    let is_object = |value: &Value| matches!(value.get_type(), JsonType::Object | JsonType::Array);
-    if a.is_null() || b.is_null() {
-        return a.is_null() && b.is_null();
+/// Whether two JSON texts hold equal values as `fast-deep-equal` compares them, which PostHog's
+/// group updates use to decide whether a `$group_set` value changes a group: numbers by value
+/// (`1` is `1.0`), no conversion between types (`"2"` is not `2`), arrays item by item, objects
+/// key by key whatever their order. Unreadable text is equal to nothing.
+pub fn deeply_equal(a: &str, b: &str) -> bool {
+    if a == b {
+        return sonic_rs::from_str::<Value>(a).is_ok();
     }
-    if is_object(&a) && is_object(&b) {
-        return false;
-    }
-    match (primitive(&a), primitive(&b)) {
-        (Primitive::Number(a), Primitive::Number(b)) => a == b,
-        (Primitive::Text(a), Primitive::Text(b)) => a == b,
-        (Primitive::Number(n), Primitive::Text(t)) | (Primitive::Text(t), Primitive::Number(n)) => {
-            to_number(&t) == Some(n)
-        }
+    match (sonic_rs::from_str::<Value>(a), sonic_rs::from_str::<Value>(b)) {
+        (Ok(a), Ok(b)) => same_value(&a, &b),
+        _ => false,
     }
 }
 
-enum Primitive {
-    Number(f64),
-    Text(String),
-}
-
-/// What `==` compares a non-null value as: booleans as numbers, objects as their `String()`.
-fn primitive(value: &Value) -> Primitive {
-    match value.get_type() {
-        JsonType::Boolean => Primitive::Number(if value.as_bool().unwrap_or_default() { 1.0 } else { 0.0 }),
-        JsonType::Number => Primitive::Number(value.as_f64().unwrap_or(f64::NAN)),
-        _ => Primitive::Text(string(value)),
+#[allow(clippy::float_cmp)] // JavaScript's `===` compares numbers exactly.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a.get_type(), b.get_type()) {
+        (JsonType::Number, JsonType::Number) => a.as_f64() == b.as_f64(),
+        (JsonType::String, JsonType::String) => a.as_str() == b.as_str(),
+        (JsonType::Boolean, JsonType::Boolean) => a.as_bool() == b.as_bool(),
+        (JsonType::Null, JsonType::Null) => true,
+        (JsonType::Array, JsonType::Array) => match (a.as_array(), b.as_array()) {
+            (Some(a), Some(b)) => a.len() == b.len() && a.iter().zip(b.iter()).all(|(a, b)| same_value(a, b)),
+            _ => false,
+        },
+        (JsonType::Object, JsonType::Object) => match (a.as_object(), b.as_object()) {
+            (Some(a), Some(b)) => {
+                a.len() == b.len() && a.iter().all(|(key, a)| b.get(&key).is_some_and(|b| same_value(a, b)))
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 
-/// JavaScript's `Number(text)`: surrounding white space ignored, empty text is 0, decimal
-/// (with exponent), `Infinity`, and unsigned `0x`, `0o`, `0b` literals; `None` where it gives NaN.
-fn to_number(text: &str) -> Option<f64> {
-    // JavaScript's white space and line terminators: Unicode's, less U+0085, plus U+FEFF.
-    let text = text.trim_matches(|c: char| (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}');
-    if text.is_empty() {
-        return Some(0.0);
+/// Whether JavaScript reads a JSON value as true in a condition: everything but `null`,
+/// `false`, `0` and `""`.
+pub fn truthy(raw: &str) -> bool {
+    let raw = raw.trim();
+    match raw {
+        "null" | "false" | "\"\"" => false,
+        _ if raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => raw.parse::<f64>() != Ok(0.0),
+        _ => true,
     }
-    let radix = match text.get(..2).map(str::to_ascii_lowercase).as_deref() {
-        Some("0x") => Some(16),
-        Some("0o") => Some(8),
-        Some("0b") => Some(2),
-        _ => None,
-    };
-    if let Some(radix) = radix {
-        let digits = &text[2..];
-        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-            return None;
-        }
-        return Some(digits.chars().fold(0.0, |total, c| {
-            total * f64::from(radix) + f64::from(c.to_digit(radix).unwrap_or_default())
-        }));
-    }
-    match text.trim_start_matches(['+', '-']) {
-        "Infinity" => {
-            let sign = if text.starts_with('-') { -1.0 } else { 1.0 };
-            return (text.len() <= "+Infinity".len()).then_some(sign * f64::INFINITY);
-        }
-        // Rust reads `inf`, `nan` and the like; JavaScript reads only digits here.
-        rest if !rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') => return None,
-        _ => {}
-    }
-    if !text
-        .chars()
-        .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
-    {
-        return None;
-    }
-    text.parse::<f64>().ok()
 }
 
 #[cfg(test)]
@@ -121,46 +87,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loose_equality_as_javascript_has_it() {
+    fn deep_equality_as_fast_deep_equal_has_it() {
         for (a, b) in [
-            ("2", r#""2""#),
-            ("0", r#""""#),
-            ("0", r#"" \n""#),
-            ("1", "true"),
-            ("0", "false"),
-            (r#""1""#, "true"),
-            ("16", r#""0x10""#),
-            ("5", r#""0b101""#),
-            ("2.5", r#"" 2.5e0 ""#),
-            ("0.5", r#"".5""#),
-            ("[2]", "2"),
-            (r#"["a","b"]"#, r#""a,b""#),
-            ("[]", r#""""#),
-            ("[]", "0"),
-            (r#"{"a":1}"#, r#""[object Object]""#),
-            ("null", "null"),
-            (r#""x""#, r#""x""#),
+            ("2", "2"),
+            ("1", "1.0"),
             ("1e3", "1000"),
+            ("0", "-0"),
+            (r#""x""#, r#""x""#),
+            ("null", "null"),
+            ("[1,[2]]", "[1.0, [2]]"),
+            (r#"{"a":1,"b":{"c":[true]}}"#, r#"{"b":{"c":[true]},"a":1}"#),
         ] {
-            assert!(loosely_equal(a, b), "{a} == {b}");
-            assert!(loosely_equal(b, a), "{b} == {a}");
+            assert!(deeply_equal(a, b), "{a} equals {b}");
+            assert!(deeply_equal(b, a), "{b} equals {a}");
         }
         for (a, b) in [
+            ("2", r#""2""#),
+            ("1", "true"),
+            ("0", r#""""#),
+            ("0", "false"),
             ("null", "0"),
-            ("null", r#""""#),
-            ("null", "false"),
-            (r#"{"a":1}"#, r#"{"a":1}"#),
-            ("[1]", "[1]"),
-            (r#""abc""#, "0"),
-            (r#""inf""#, "1"),
-            (r#""\u0085 1""#, "1"),
-            (r#""-0x10""#, "-16"),
-            (r#""1_0""#, "10"),
-            (r#""2""#, "true"),
+            ("[2]", "2"),
+            ("[1]", "[1,1]"),
+            (r#"{"a":1}"#, r#"{"a":1,"b":1}"#),
+            (r#"{"a":1}"#, r#"{"b":1}"#),
             (r#""x""#, r#""X""#),
-            ("2", "3"),
+            ("not json", "not json"),
         ] {
-            assert!(!loosely_equal(a, b), "{a} != {b}");
+            assert!(!deeply_equal(a, b), "{a} differs from {b}");
+            assert!(!deeply_equal(b, a), "{b} differs from {a}");
+        }
+    }
+
+    #[test]
+    fn truthiness_as_javascript_has_it() {
+        for raw in ["null", "false", "0", "-0", "0.0", "0e5", r#""""#, " 0 "] {
+            assert!(!truthy(raw), "{raw} is false");
+        }
+        for raw in ["true", "1", "-1", "0.5", r#""0""#, r#"" ""#, "[]", "{}", r#""false""#] {
+            assert!(truthy(raw), "{raw} is true");
         }
     }
 

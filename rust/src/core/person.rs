@@ -5,12 +5,10 @@
 use uuid::Uuid;
 
 use super::error::Result;
+use super::person_event::READ_ONLY_PERSON_EVENTS;
 use super::person_properties::{Change, PersonProperties};
 use super::person_record::{self, PersonHeader, PersonRef};
 pub use super::person_update::PropertyUpdate;
-
-/// Events that never change a person: nothing orders them against the person's other updates.
-const NO_PERSON_UPDATE_EVENTS: [&str; 2] = ["$exception", "$$heatmap"];
 
 /// Events whose updates are written even when only fast-changing keys changed.
 const FORCED_UPDATE_EVENTS: [&str; 4] = ["$identify", "$create_alias", "$merge_dangerously", "$set"];
@@ -128,7 +126,7 @@ impl Person {
     /// How an event's update is applied: `None` when the event never updates its person,
     /// else whether it writes the person even when only fast-changing keys changed.
     pub fn update_forced(event: &str) -> Option<bool> {
-        (!NO_PERSON_UPDATE_EVENTS.contains(&event)).then(|| FORCED_UPDATE_EVENTS.contains(&event))
+        (!READ_ONLY_PERSON_EVENTS.contains(&event)).then(|| FORCED_UPDATE_EVENTS.contains(&event))
     }
 
     /// Apply an event's update with PostHog's rules; says whether the person changed (and so

@@ -17,6 +17,10 @@ use super::rawjson;
 /// PostHog's longest group type and group key.
 const MAX_GROUP_CHARS: usize = 400;
 
+/// Events PostHog ingests apart from the others, reading persons but never making or changing
+/// one.
+pub const READ_ONLY_PERSON_EVENTS: [&str; 2] = ["$exception", "$$heatmap"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentityKind {
     /// `$identify` with `$anon_distinct_id`.
@@ -49,9 +53,9 @@ pub enum PersonMode {
     Full,
     /// `$process_person_profile: false`: the event reads the person but never writes it.
     Personless,
-    /// A session recording or a heatmap event: it goes with the person its distinct id already
-    /// has, and never creates or changes one (PostHog's replay and heatmap ingestion make no
-    /// persons); without one, it is personless.
+    /// A session recording, a heatmap or an exception: it goes with the person its distinct id
+    /// already has, and never creates or changes one (PostHog's replay, heatmap and error
+    /// tracking ingestion make no persons, nor group types); without one, it is personless.
     Existing,
     /// The event has no person (hogflare's own `/groups` route, which names a group, not a
     /// person).
@@ -211,8 +215,11 @@ impl PersonEvent {
         // PostHog; what it changes is the group's properties, never the person's.
         let group_identify = event == "$groupidentify";
         if group_identify {
-            let group_type = get(Property::GroupType).and_then(text);
-            let group_key = get(Property::GroupKey).and_then(text);
+            // PostHog's group step skips a type or key that JavaScript reads as false (`0`,
+            // `false`, `""`).
+            let named = |key: Property| get(key).filter(|raw| javascript::truthy(raw)).and_then(text);
+            let group_type = named(Property::GroupType);
+            let group_key = named(Property::GroupKey);
             if let (Some(group_type), Some(group_key)) = (group_type, group_key) {
                 if group_type.chars().count() <= MAX_GROUP_CHARS && group_key.chars().count() <= MAX_GROUP_CHARS {
                     let set = get(Property::GroupSet).map(owned_entries).unwrap_or_default();
@@ -225,9 +232,9 @@ impl PersonEvent {
             }
         } else if get(Property::ProcessPersonProfile).is_some_and(|raw| raw.trim() == "false") {
             out.mode = PersonMode::Personless;
-        } else if event == "$$heatmap" {
-            // PostHog sends heatmap events down a pipeline of their own that never reaches a
-            // person: the row goes with the person its distinct id has, and makes none.
+        } else if READ_ONLY_PERSON_EVENTS.contains(&event) {
+            // PostHog sends heatmaps and exceptions down pipelines of their own that only read
+            // persons: the row goes with the person its distinct id has, and makes none.
             out.mode = PersonMode::Existing;
         }
         if let Some(groups) = get(Property::Groups) {

@@ -162,6 +162,44 @@ fn groups_and_personless_events() {
     assert_eq!(personless.mode, PersonMode::Personless);
     assert!(personless.update.is_empty());
     assert_eq!(personless.groups, pairs(&[("org", "5")]));
+
+    // Exceptions and heatmaps only read persons, and keep their groups to map.
+    for event in ["$exception", "$$heatmap"] {
+        let read = PersonEvent::read(event, r#"{"$set":{"a":1},"$groups":{"org":"x"}}"#);
+        assert_eq!(read.mode, PersonMode::Existing, "{event}");
+        assert!(read.update.is_empty(), "{event}");
+        assert_eq!(read.groups, pairs(&[("org", "x")]), "{event}");
+    }
+}
+
+#[test]
+fn a_group_named_by_what_javascript_reads_as_false_is_not_identified() {
+    let identify = |group_type: &str, group_key: &str| {
+        let properties = format!(r#"{{"$group_type":{group_type},"$group_key":{group_key},"$group_set":{{}}}}"#);
+        PersonEvent::read("$groupidentify", &properties).group_identify
+    };
+    for (group_type, group_key) in [
+        (r#""team""#, "0"),
+        (r#""team""#, "-0.0"),
+        (r#""team""#, "false"),
+        (r#""team""#, r#""""#),
+        (r#""team""#, "null"),
+        ("0", r#""red""#),
+        ("false", r#""red""#),
+    ] {
+        assert_eq!(identify(group_type, group_key), None, "{group_type} {group_key}");
+    }
+    for (group_type, group_key, key) in [
+        (r#""team""#, r#""0""#, "0"),
+        (r#""team""#, "1", "1"),
+        (r#""team""#, "true", "true"),
+    ] {
+        let identified = identify(group_type, group_key).expect(group_key);
+        assert_eq!(
+            (identified.group_type.as_str(), identified.group_key.as_str()),
+            ("team", key)
+        );
+    }
 }
 
 #[test]

@@ -102,6 +102,19 @@ async def test_a_bad_event_is_dropped_alone_named_and_counted(hogflare: Hogflare
         assert dropped(after, reason) == dropped(before, reason) + 1
 
 
+async def test_a_performance_event_is_answered_dropped_and_counted_as_filtered(hogflare: Hogflare) -> None:
+    """Capture v1 names a `$performance_event` dropped, as PostHog's does; like the other routes,
+    which discard it without a word, hogflare counts it among the filtered items, not the drops."""
+    before = (await hogflare.client.get("/metrics")).text
+    performance = v1_event("$performance_event")
+    response = await send(hogflare, [performance, v1_event("good")])
+    assert response.json()["results"][performance["uuid"]] == {"result": "drop", "details": "dropped_performance_event"}
+    after = (await hogflare.client.get("/metrics")).text
+    assert metric(after, "hogflare_events_filtered_total") == metric(before, "hogflare_events_filtered_total") + 1
+    assert dropped(after, "dropped_performance_event") == dropped(before, "dropped_performance_event") == 0
+    assert [row["event"] for row in hogflare.rows()] == ["good"]
+
+
 async def test_a_retry_adds_no_row(hogflare: Hogflare) -> None:
     event = v1_event("retried")
     for _ in range(2):

@@ -78,3 +78,19 @@ def test_a_value_holding_line_breaks_stays_one_csv_field() -> None:
         ["three\nfour"],
         ["five\r\nsix"],
     ]
+
+
+async def test_table_cells_are_cut_unless_asked_not_to_be(hogflare: Hogflare) -> None:
+    long_url = "https://shop.example.com/" + "a" * 100
+    body = {"api_key": TOKEN, "batch": [event("wide", properties={"$current_url": long_url})]}
+    assert (await hogflare.post("/batch/", body)).status_code == 200
+    hogflare.rows()  # shipped
+    sql = "select properties->>'/$current_url' as url from events"
+    base = [HOGFLARE, "query", "--data-dir", str(hogflare.settings.data_dir)]
+
+    def printed(*options: str) -> str:
+        return subprocess.run([*base, *options, sql], capture_output=True, text=True, check=True).stdout.splitlines()[2]
+
+    assert printed().strip() == long_url[:59] + "…"
+    assert printed("--max-width", "0").strip() == long_url
+    assert printed("--max-width", "30").strip() == long_url[:29] + "…"

@@ -24,6 +24,10 @@ from hogflare.logs import LogSummary
 
 log = structlog.get_logger("hogflare.capture")
 
+#: What capture v1 answers as a drop and the other routes discard without a word (PostHog does
+#: the same): counted as filtered, not dropped, and not logged.
+FILTERED_DROPS = frozenset({"dropped_performance_event"})
+
 #: The route kind of PostHog's capture v1, which answers every event with its own verdict.
 ANALYTICS_V1 = "analytics_v1"
 #: The route kind of each path (without its trailing slash), as the decoder names it.
@@ -124,6 +128,9 @@ class CaptureService:
 
     def _count_dropped(self, dropped: dict[str, int], token: str | None, path: str) -> None:
         for reason, count in dropped.items():
+            if reason in FILTERED_DROPS:
+                metrics.count_filtered(count)
+                continue
             metrics.count_dropped(reason, count)
             self.dropped_log.add(reason, count, token=token, path=path)
 

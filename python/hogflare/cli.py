@@ -223,6 +223,7 @@ def query(
     ],
     data_dir: DataDir = None,
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = OutputFormat.table,
+    max_width: Annotated[int, typer.Option(min=0, help="Table cells cut to this many characters (0: never).")] = 60,
 ) -> None:
     """Run SQL (DuckDB) over the lake. `--format json` prints one JSON array of row objects.
 
@@ -252,7 +253,7 @@ def query(
             elif output is OutputFormat.csv:
                 q.write_csv(result.schema.names, result.batches, sys.stdout)
             else:
-                sys.stdout.write(q.to_text(q.collect(result)))
+                sys.stdout.write(q.to_text(q.collect(result), max_width))
             sys.stdout.flush()
     except q.QueryError as exc:
         typer.echo(f"error: {exc}", err=True)

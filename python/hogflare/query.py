@@ -274,9 +274,11 @@ def to_json(table: pa.Table) -> bytes:
 
 
 def to_text(table: pa.Table, max_width: int = 60) -> str:
+    """``table`` as aligned text, each cell cut to ``max_width`` characters (0: never cut)."""
+
     def cell(value: Any) -> str:
         text = "NULL" if value is None else _text(value).replace("\n", "\\n")
-        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+        return text if not max_width or len(text) <= max_width else text[: max_width - 1] + "…"
 
     names = unique_names(table.column_names)
     rows = [[cell(value) for value in row] for row in _rows(table)]

@@ -268,6 +268,33 @@ def test_server_posthog_python_and_posthog_node_agree_for_1000_users(rich_server
         assert decided > 0.7 * USERS * len(keys - SERVER_ONLY), (sdk, decided)
 
 
+def test_a_flag_read_for_an_id_without_a_person_makes_no_person(rich_server: Server) -> None:
+    """posthog-python reads a flag for a stranger and for a known user, and sends
+    `$feature_flag_called` for each: as on PostHog, the stranger's is personless and makes no
+    person (a server's flag checks would otherwise leave a person for every id it asks about),
+    the known user's goes with their person."""
+    run_id = uuid.uuid4().hex
+    stranger, user = f"flag-stranger-{run_id}", f"flag-user-{run_id}"
+    client = python_client(rich_server)
+    try:
+        client.capture("signed up", distinct_id=user, properties={"$set": {"plan": "pro"}})
+        assert client.get_feature_flag("always-on", stranger) is True
+        assert client.get_feature_flag("always-on", user) is True
+    finally:
+        client.shutdown()
+    sql = (
+        "select distinct_id, person_id, person_properties, properties from events "
+        f"where event = '$feature_flag_called' and distinct_id in ('{stranger}', '{user}')"
+    )
+    rows = {row["distinct_id"]: row for row in wait_for_rows(rich_server.data_dir, sql, 2, timeout=30)}
+    assert set(rows) == {stranger, user}
+    assert json.loads(rows[stranger]["properties"])["$process_person_profile"] is False
+    assert json.loads(rows[stranger]["person_properties"]) == {}
+    persons = f"select distinct_ids from persons where list_has_any(distinct_ids, ['{stranger}', '{user}'])"
+    assert {tuple(row["distinct_ids"]) for row in wait_for_rows(rich_server.data_dir, persons, 1)} == {(user,)}
+    assert json.loads(rows[user]["person_properties"])["plan"] == "pro"
+
+
 def _falses(keys: set[str], values: dict[str, FlagValue]) -> dict[str, FlagValue]:
     """A flag missing from /flags reads as ``False`` in every SDK."""
     return {key: False for key in keys if key not in values}

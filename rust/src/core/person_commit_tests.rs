@@ -179,3 +179,38 @@ fn a_recording_goes_with_an_existing_person_and_creates_none() {
     assert_eq!(snapshots[0].operation, "session_recording");
     assert_eq!(h.person("user").unwrap().version, person.version);
 }
+
+#[test]
+fn a_flag_read_for_an_id_without_a_person_is_personless_and_for_a_known_one_is_not() {
+    let mut h = Harness::new();
+    let called = |distinct_id: &str, properties: serde_json::Value| serde_json::json!({"event": "$feature_flag_called", "distinct_id": distinct_id, "properties": properties});
+    let flag = serde_json::json!({"$feature_flag": "f", "$feature_flag_response": true, "$set": {"a": 1}});
+    let (events, snapshots, _) = h.send(serde_json::json!([called("stranger", flag.clone())]));
+    assert!(h.person("stranger").is_none() && snapshots.is_empty());
+    assert_eq!(
+        events[0].person_id.as_deref(),
+        Some(person_uuid(TOKEN, "stranger").to_string().as_str())
+    );
+    let properties: serde_json::Value = serde_json::from_str(events[0].properties.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        properties,
+        serde_json::json!({"$feature_flag": "f", "$feature_flag_response": true, "$process_person_profile": false})
+    );
+
+    // The id was recorded as personless: the person an identify makes of it keeps its uuid, so
+    // the flag read's row goes with that person.
+    let (_, _, _) = h.send(serde_json::json!([identify("user", "stranger")]));
+    assert_eq!(h.person("user").unwrap().uuid, person_uuid(TOKEN, "stranger"));
+
+    // A known id's flag read is personful: its `$set` lands and its row shows the person.
+    let (events, snapshots, _) = h.send(serde_json::json!([called("user", flag.clone())]));
+    assert_eq!(snapshots.len(), 1);
+    assert!(without_creator(&h.person("user").unwrap().properties_json()).contains(r#""a":1"#));
+    assert!(events[0].properties.as_deref().unwrap().contains(r#""$set""#));
+
+    // Asking for person processing, or naming a group, keeps it personful for a stranger too.
+    let asked = serde_json::json!({"$feature_flag": "f", "$process_person_profile": true});
+    let grouped = serde_json::json!({"$feature_flag": "f", "$groups": {"company": "acme"}});
+    h.send(serde_json::json!([called("asked", asked), called("grouped", grouped)]));
+    assert!(h.person("asked").is_some() && h.person("grouped").is_some());
+}

@@ -17,6 +17,9 @@ use super::rawjson;
 /// PostHog's longest group type and group key.
 const MAX_GROUP_CHARS: usize = 400;
 
+/// The event an SDK sends when a flag is read.
+const FEATURE_FLAG_CALLED: &str = "$feature_flag_called";
+
 /// Events PostHog ingests apart from the others, reading persons but never making or changing
 /// one.
 pub const READ_ONLY_PERSON_EVENTS: [&str; 2] = ["$exception", "$$heatmap"];
@@ -60,6 +63,10 @@ pub enum PersonMode {
     /// The event has no person (hogflare's own `/groups` route, which names a group, not a
     /// person).
     Without,
+    /// A `$feature_flag_called` that names no group and does not ask for person processing:
+    /// `Full` when its distinct id has a person, else `Personless` (PostHog's default, so that
+    /// a server's flag checks make no person of an id nothing else names).
+    FullIfKnown,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -236,6 +243,11 @@ impl PersonEvent {
             // PostHog sends heatmaps and exceptions down pipelines of their own that only read
             // persons: the row goes with the person its distinct id has, and makes none.
             out.mode = PersonMode::Existing;
+        } else if event == FEATURE_FLAG_CALLED
+            && get(Property::ProcessPersonProfile).is_none_or(|raw| raw.trim() != "true")
+            && get(Property::Groups).is_none_or(|raw| object_entries(raw).is_empty())
+        {
+            out.mode = PersonMode::FullIfKnown;
         }
         if let Some(groups) = get(Property::Groups) {
             out.groups = object_entries(groups)
@@ -250,7 +262,7 @@ impl PersonEvent {
             out.groups.retain(|(group_type, _)| *group_type != group.group_type);
             out.groups.push((group.group_type.clone(), group.group_key.clone()));
         }
-        if out.mode != PersonMode::Full || group_identify {
+        if !matches!(out.mode, PersonMode::Full | PersonMode::FullIfKnown) || group_identify {
             return out;
         }
 

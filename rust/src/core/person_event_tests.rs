@@ -173,6 +173,23 @@ fn groups_and_personless_events() {
 }
 
 #[test]
+fn a_flag_read_is_personful_only_for_a_known_person_unless_it_says_otherwise() {
+    let mode = |properties: &str| PersonEvent::read("$feature_flag_called", properties).mode;
+    assert_eq!(mode(r#"{"$feature_flag":"f"}"#), PersonMode::FullIfKnown);
+    assert_eq!(
+        mode(r#"{"$groups":{},"$process_person_profile":null}"#),
+        PersonMode::FullIfKnown
+    );
+    assert_eq!(mode(r#"{"$groups":{"org":"x"}}"#), PersonMode::Full);
+    assert_eq!(mode(r#"{"$groups":{"org":null}}"#), PersonMode::Full);
+    assert_eq!(mode(r#"{"$process_person_profile":true}"#), PersonMode::Full);
+    assert_eq!(mode(r#"{"$process_person_profile":false}"#), PersonMode::Personless);
+    // Its person update is read, for when the person exists.
+    let read = PersonEvent::read("$feature_flag_called", r#"{"$set":{"a":1}}"#);
+    assert_eq!(read.update.set().collect::<Vec<_>>(), [("a", "1")]);
+}
+
+#[test]
 fn a_group_named_by_what_javascript_reads_as_false_is_not_identified() {
     let identify = |group_type: &str, group_key: &str| {
         let properties = format!(r#"{{"$group_type":{group_type},"$group_key":{group_key},"$group_set":{{}}}}"#);

@@ -88,6 +88,9 @@ pub struct Applied {
     /// The event's `$set` values its row shows over its person's properties, not written to
     /// the person on their own (a JSON object; `PersonChange::Shown`).
     pub shown: Option<String>,
+    /// The event was made personless here (`PersonMode::FullIfKnown` without a person): its row
+    /// goes without its person updates and says it was personless, as PostHog rewrites it.
+    pub made_personless: bool,
 }
 
 /// How a person snapshot's entry holds the person (`PersonWork::snapshot_person`).
@@ -266,10 +269,18 @@ impl<'a> PersonWork<'a> {
             groups,
             ..Applied::default()
         };
-        match fields.mode {
+        let mode = match fields.mode {
+            PersonMode::FullIfKnown if self.resolve(txn, project, distinct_id)?.is_none() => {
+                applied.made_personless = true;
+                PersonMode::Personless
+            }
+            PersonMode::FullIfKnown => PersonMode::Full,
+            mode => mode,
+        };
+        match mode {
             PersonMode::Without => {}
             PersonMode::Personless | PersonMode::Existing => {
-                let known = match fields.mode {
+                let known = match mode {
                     PersonMode::Existing => self.resolve(txn, project, distinct_id)?,
                     _ => None,
                 };
@@ -283,7 +294,7 @@ impl<'a> PersonWork<'a> {
                             properties: Some("{}".into()),
                         }
                     } else {
-                        if fields.mode == PersonMode::Personless {
+                        if mode == PersonMode::Personless {
                             let key = name_key(project, None, distinct_id);
                             self.dbs.personless.get_or_put(txn, &key, &())?;
                         }
@@ -296,7 +307,7 @@ impl<'a> PersonWork<'a> {
                     applied.person = Some(row);
                 }
             }
-            PersonMode::Full => {
+            PersonMode::Full | PersonMode::FullIfKnown => {
                 let id = match &fields.identity {
                     Some(op) if op.other != distinct_id => {
                         self.identify(txn, project, team_key, event, op, fields, &mut applied)?

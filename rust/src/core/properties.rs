@@ -341,3 +341,15 @@ pub(super) fn plain_keys(properties: &str, skip: &[&str]) -> String {
     }
     out.to_json()
 }
+
+/// The properties of an event made personless after it was decoded, as PostHog re-normalises
+/// one: without `$set`, `$set_once` and `$unset`, and with `$process_person_profile: false`.
+/// `None` when they are not an object.
+pub(super) fn made_personless(properties: &str) -> Option<String> {
+    let mut object = RawObject::parse(properties).ok()?;
+    object
+        .entries
+        .retain(|(key, _)| !matches!(key.as_ref(), "$set" | "$set_once" | "$unset"));
+    object.set("$process_person_profile", "false");
+    Some(object.to_json())
+}

@@ -21,6 +21,7 @@ use crate::core::error::{CoreError, Result};
 use crate::core::groups;
 use crate::core::outbox_dictionary::EntryCompressor;
 use crate::core::persons::{EventOfPerson, PersonWarning, PersonWork, SnapshotPerson};
+use crate::core::properties;
 use crate::core::row::{rows_in_entry, EventRow, OutboxRecord, PersonSnapshotOf};
 use crate::core::timestamp;
 
@@ -260,6 +261,11 @@ impl Store {
                     row.person_id = Some(person.uuid.hyphenated().encode_lower(&mut text).to_owned());
                     row.person_created_at = Some(person.created_at);
                     row.person_properties = person.properties;
+                }
+                if applied.made_personless {
+                    if let Some(personless) = row.properties.as_deref().and_then(properties::made_personless) {
+                        row.properties = Some(personless);
+                    }
                 }
                 let applied_groups = applied.groups;
                 if let Some(properties) = row.properties.as_deref() {

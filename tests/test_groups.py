@@ -130,19 +130,21 @@ async def test_group_set_writes_a_value_unless_it_deeply_equals_the_one_held(hog
 async def test_a_group_named_by_what_javascript_reads_as_false_is_not_identified(hogflare: Hogflare) -> None:
     """PostHog's group step skips a `$groupidentify` whose type or key is `0`, `false` or `""`; the
     event itself is stored, with its person."""
-    falsy = [("team", 0), ("team", False), ("team", ""), (0, "red")]
+    falsy = [("team", 0), ("team", False), ("team", ""), (0, "red"), ("team", 0.0)]
     await send(
         hogflare,
+        group_identify("team", "1", {"n": 1}),
         *[
             capture("u", {"$group_type": kind, "$group_key": key, "$group_set": {"n": 1}}, "$groupidentify")
             for kind, key in falsy
         ],
-        group_identify("team", "1", {"n": 1}),
+        # posthog-js also names the group in `$groups`, which the row maps as PostHog's does.
+        capture("u", {"$group_type": "team", "$group_key": 0, "$groups": {"team": 0}}, "$groupidentify"),
     )
     assert [(group["group_type"], group["group_key"]) for group in hogflare.groups()] == [("team", "1")]
     rows = hogflare.rows("event = '$groupidentify'")
-    assert len(rows) == len(falsy) + 1
-    assert sorted(row["group0"] or "" for row in rows) == ["", "", "", "", "1"]
+    assert len(rows) == len(falsy) + 2
+    assert sorted(row["group0"] or "" for row in rows) == ["", "", "", "", "", "0", "1"]
 
 
 async def test_groupidentify_goes_with_the_person_and_leaves_it_alone(hogflare: Hogflare) -> None:

@@ -74,3 +74,20 @@ async def test_survey_shown_records_when_the_person_last_saw_a_survey(hogflare: 
     await send(hogflare, capture("u", {"$survey_id": "0190-survey"}, "survey shown"))
     assert person_of(hogflare, "u")["merged_properties"]["$survey_last_seen_date"] == "2024-01-01"
     assert "$set" not in hogflare.rows("event = 'survey shown'", order="timestamp")[-1]["properties"]
+
+
+async def test_survey_shown_from_a_located_client_keeps_its_batch(hogflare: Hogflare) -> None:
+    """The survey's `$survey_last_seen_date` and GeoIP's properties go into one `$set` the event
+    already has (two defaults spliced into one object), and the batch lands whole."""
+    shown = {"$survey_id": "0190-survey", "$set": {"plan": "pro"}}
+    await send(
+        hogflare,
+        capture("v", {}, "$pageview", timestamp=at(1)),
+        capture("v", shown, "survey shown", timestamp="2024-01-02T00:00:00Z"),
+        headers={"cf-connecting-ip": "8.8.8.8"},
+    )
+    rows = hogflare.rows(order="timestamp")
+    assert [row["event"] for row in rows] == ["$pageview", "survey shown"]
+    survey_set = rows[1]["properties"]["$set"]
+    assert (survey_set["plan"], survey_set["$survey_last_seen_date"]) == ("pro", "2024-01-02T00:00:00Z")
+    assert survey_set["$geoip_country_code"] == "US"

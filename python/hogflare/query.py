@@ -31,6 +31,15 @@ def _json_pointer(key_sql: str) -> str:
 
 _GROUP_TYPE = """json_extract_string(properties, '$."$group_type"')"""
 
+
+def _falsy(key: str) -> str:
+    """Whether JavaScript reads the event property ``key`` as false (`0`, `false`, `""`): PostHog
+    identifies no group by such a type or key, though its row may map the same `$groups`."""
+    raw = f"""json_extract(properties, '$."{key}"')"""
+    return f"""coalesce({raw}::VARCHAR IN ('false', '""') OR json_type({raw}) IN ('UBIGINT', 'BIGINT', 'DOUBLE')
+                AND try_cast({raw}::VARCHAR AS DOUBLE) = 0, false)"""
+
+
 #: Views over those: each live person's newest snapshot, per project (with `POSTHOG_TEAM_ID` set
 #: two projects' persons of one distinct id share a uuid; a merged-away person's last snapshot
 #: says `merged`); each distinct id's person now, which an event's `person_id` may not be (the
@@ -71,8 +80,9 @@ DERIVED_VIEWS: dict[str, str] = {
                    ) AS newest
             FROM events
             WHERE event = '$groupidentify'
-              -- A type refused a slot (a sixth) made no group.
+              -- A type refused a slot (a sixth) made no group, nor did a type or key read as false.
               AND json_extract(group_properties, {_json_pointer(_GROUP_TYPE)}) IS NOT NULL
+              AND NOT {_falsy("$group_type")} AND NOT {_falsy("$group_key")}
         ) WHERE newest = 1
     """,
 }

@@ -43,8 +43,10 @@ def identify(distinct_id: str, anon: str, properties: dict[str, Any] | None = No
     return capture(distinct_id, {"$anon_distinct_id": anon, **(properties or {})}, "$identify", **fields)
 
 
-async def send(hogflare: Hogflare, *items: dict[str, Any], path: str = "/batch/") -> None:
-    response = await hogflare.post(path, {"api_key": TOKEN, "batch": list(items)})
+async def send(
+    hogflare: Hogflare, *items: dict[str, Any], path: str = "/batch/", headers: dict[str, str] | None = None
+) -> None:
+    response = await hogflare.post(path, {"api_key": TOKEN, "batch": list(items)}, headers=headers)
     assert (response.status_code, response.json()) == (200, {"status": 1})
 
 

@@ -218,11 +218,14 @@ impl<'a> GroupWork<'a> {
         let key = name_key(project, None, group_type);
         if let Some(slot) = configured_slot(self.fixed, group_type) {
             // Recorded like any other, so that a later configuration giving the slot to another
-            // type can be refused (`conflicts`) rather than merge the two types' groups.
-            if self.group_types_db.get(txn, &key)?.is_none() {
-                self.group_types_db.put(txn, &key, &slot)?;
+            // type can be refused (`conflicts`) rather than merge the two types' groups; by an
+            // event that may claim a type, and only then remembered as recorded.
+            if assign {
+                if self.group_types_db.get(txn, &key)?.is_none() {
+                    self.group_types_db.put(txn, &key, &slot)?;
+                }
+                self.types.insert(cache_key, Some(slot));
             }
-            self.types.insert(cache_key, Some(slot));
             return Ok(Some(slot));
         }
         let mut index = self.group_types_db.get(txn, &key)?;

@@ -10,6 +10,20 @@ use super::person_properties::{Change, PersonProperties};
 use super::person_record::{self, PersonHeader, PersonRef};
 pub use super::person_update::PropertyUpdate;
 
+/// `$set` entries (keys as stored, escaped) as the JSON object a row shows over its person;
+/// `None` when there are none.
+fn shown_object<'a>(entries: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let mut shown = String::new();
+    for (key, value) in entries {
+        shown.push(if shown.is_empty() { '{' } else { ',' });
+        shown.push('"');
+        shown.push_str(key);
+        shown.push_str("\":");
+        shown.push_str(value);
+    }
+    (!shown.is_empty()).then(|| shown + "}")
+}
+
 /// Events whose updates are written even when only fast-changing keys changed.
 const FORCED_UPDATE_EVENTS: [&str; 4] = ["$identify", "$create_alias", "$merge_dangerously", "$set"];
 
@@ -63,11 +77,15 @@ pub enum PersonChange {
     /// as it is, and the event's row shows it with these of the event's `$set` values on top (a
     /// JSON object), as PostHog's rows do.
     Shown(String),
+    /// `Written`, and the event's row shows the person with these of its `$set` values on top:
+    /// keys the event also unset, gone from the person, as PostHog's row lays the whole `$set`
+    /// over the person it wrote.
+    WrittenShowing(String),
 }
 
 impl PersonChange {
     pub fn written(&self) -> bool {
-        matches!(self, Self::Written)
+        matches!(self, Self::Written | Self::WrittenShowing(_))
     }
 }
 
@@ -185,20 +203,11 @@ impl Person {
         if !(promote || force) {
             // Of the changes, `$set`'s are what PostHog lays over the person on the event's row
             // (all of them keys the person has: a new one is always written).
-            let mut shown = String::new();
-            for &change in change_of[once..].iter().filter(|&&change| change != u32::MAX) {
-                let change = changes[change as usize];
-                shown.push(if shown.is_empty() { '{' } else { ',' });
-                shown.push('"');
-                shown.push_str(change.key);
-                shown.push_str("\":");
-                shown.push_str(change.value);
-            }
-            if shown.is_empty() {
-                return PersonChange::Unchanged;
-            }
-            shown.push('}');
-            return PersonChange::Shown(shown);
+            let shown = change_of[once..]
+                .iter()
+                .filter(|&&change| change != u32::MAX)
+                .map(|&change| (changes[change as usize].key, changes[change as usize].value));
+            return shown_object(shown).map_or(PersonChange::Unchanged, PersonChange::Shown);
         }
         let new_keys: Vec<u32> = order
             .sorted
@@ -206,9 +215,19 @@ impl Person {
             .map(|&index| change_of[index as usize])
             .filter(|&change| change != u32::MAX && changes[change as usize].at.is_none())
             .collect();
+        let unset_keys: Vec<&str> = unset.iter().map(|&at| properties.key(at)).collect();
+        let unset_but_shown = shown_object(
+            writes[once..]
+                .iter()
+                .filter(|(key, _)| unset_keys.contains(key))
+                .copied(),
+        );
         self.properties.update(&changes, &new_keys, &unset);
         self.version += 1;
-        PersonChange::Written
+        match unset_but_shown {
+            Some(shown) => PersonChange::WrittenShowing(shown),
+            None => PersonChange::Written,
+        }
     }
 
     /// Fold another person into this one: this one's properties win, the older `created_at`

@@ -286,3 +286,25 @@ fn a_new_person_records_the_event_that_created_it_and_has_nothing_to_unset() {
     let survivor: serde_json::Value = serde_json::from_str(&h.person("later-anon").unwrap().properties_json()).unwrap();
     assert_eq!(survivor, serde_json::json!({"$creator_event_uuid": made_user}));
 }
+
+#[test]
+fn an_exception_maps_its_groups_to_the_types_the_project_has_and_claims_none() {
+    let mut h = Harness::with_group_types([None, Some("org".into()), None, None, None]);
+    let exception = |groups: serde_json::Value| serde_json::json!({"event": "$exception", "distinct_id": "u", "properties": {"$groups": groups}});
+    let (events, _, _) = h.send(serde_json::json!([
+        exception(serde_json::json!({"org": "o1", "team": "t1"})),
+        capture("u", serde_json::json!({"$groups": {"company": "acme"}})),
+        exception(serde_json::json!({"company": "acme", "team": "t1"})),
+        capture("u", serde_json::json!({"$groups": {"team": "t1"}})),
+    ]));
+    let columns: Vec<_> = events.iter().map(|row| row.groups.clone()).collect();
+    assert_eq!(
+        columns,
+        [
+            [None, Some("o1".into()), None, None, None],
+            [Some("acme".into()), None, None, None, None],
+            [Some("acme".into()), None, None, None, None],
+            [None, None, Some("t1".into()), None, None],
+        ]
+    );
+}

@@ -114,3 +114,15 @@ fn absorbing_keeps_this_persons_values_and_the_older_creation() {
     assert_eq!((keep.created_at, keep.is_identified), (100, true));
     assert_eq!(keep.distinct_ids, vec!["user", "anon"]);
 }
+
+#[test]
+fn a_key_set_and_unset_by_one_event_is_gone_from_the_person_and_shown_on_its_row() {
+    let mut p = person(&[("plan", r#""free""#), ("a", "1")]);
+    let change = p.apply("e", &update(&[("plan", r#""pro""#), ("b", "2")], &[], &["plan"]));
+    assert_eq!(change, PersonChange::WrittenShowing(r#"{"plan":"pro"}"#.to_owned()));
+    assert_eq!(p.properties_json(), r#"{"a":1,"b":2}"#);
+    // A key the person did not have lands, so nothing needs showing.
+    let change = p.apply("e", &update(&[("new", "3")], &[], &["new"]));
+    assert_eq!(change, PersonChange::Written);
+    assert!(p.properties_json().contains(r#""new":3"#));
+}

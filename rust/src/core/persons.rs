@@ -321,6 +321,10 @@ impl<'a> PersonWork<'a> {
                         Some(id) => {
                             match self.loaded(id)?.apply(event.name, &fields.update) {
                                 PersonChange::Written => drop(self.touch(id)?),
+                                PersonChange::WrittenShowing(json) => {
+                                    self.touch(id)?;
+                                    shown = Some(json);
+                                }
                                 PersonChange::Shown(json) => shown = Some(json),
                                 PersonChange::Unchanged => {}
                             }

@@ -215,13 +215,17 @@ impl Person {
             .map(|&index| change_of[index as usize])
             .filter(|&change| change != u32::MAX && changes[change as usize].at.is_none())
             .collect();
-        let unset_keys: Vec<&str> = unset.iter().map(|&at| properties.key(at)).collect();
-        let unset_but_shown = shown_object(
-            writes[once..]
-                .iter()
-                .filter(|(key, _)| unset_keys.contains(key))
-                .copied(),
-        );
+        let unset_but_shown = if unset.is_empty() {
+            None
+        } else {
+            let unset_keys: Vec<&str> = unset.iter().map(|&at| properties.key(at)).collect();
+            shown_object(
+                writes[once..]
+                    .iter()
+                    .filter(|(key, _)| unset_keys.contains(key))
+                    .copied(),
+            )
+        };
         self.properties.update(&changes, &new_keys, &unset);
         self.version += 1;
         match unset_but_shown {

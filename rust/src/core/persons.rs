@@ -269,22 +269,28 @@ impl<'a> PersonWork<'a> {
             groups,
             ..Applied::default()
         };
+        // A flag read's person, when it has one, is found here once for the full path below.
+        let mut known = None;
         let mode = match fields.mode {
-            PersonMode::FullIfKnown if self.resolve(txn, project, distinct_id)?.is_none() => {
-                applied.made_personless = true;
-                PersonMode::Personless
+            PersonMode::FullIfKnown => {
+                known = self.resolve(txn, project, distinct_id)?;
+                applied.made_personless = known.is_none();
+                if known.is_some() {
+                    PersonMode::Full
+                } else {
+                    PersonMode::Personless
+                }
             }
-            PersonMode::FullIfKnown => PersonMode::Full,
             mode => mode,
         };
         match mode {
             PersonMode::Without => {}
             PersonMode::Personless | PersonMode::Existing => {
-                let known = match mode {
+                let existing = match mode {
                     PersonMode::Existing => self.resolve(txn, project, distinct_id)?,
                     _ => None,
                 };
-                if let Some(id) = known {
+                if let Some(id) = existing {
                     self.attach(id, &mut applied)?;
                 } else {
                     let row = if let Some((uuid, created_at)) = self.peek(txn, project, distinct_id)? {
@@ -315,9 +321,14 @@ impl<'a> PersonWork<'a> {
                     _ => None,
                 };
                 let mut shown = None;
+                let found = match (id, known) {
+                    (None, Some(id)) if fields.identity.is_none() => Some(id),
+                    (None, _) => self.resolve(txn, project, distinct_id)?,
+                    (Some(_), _) => None,
+                };
                 let id = match id {
                     Some(id) => id,
-                    None => match self.resolve(txn, project, distinct_id)? {
+                    None => match found {
                         Some(id) => {
                             match self.loaded(id)?.apply(event.name, &fields.update) {
                                 PersonChange::Written => drop(self.touch(id)?),

@@ -96,30 +96,59 @@ thread_local! {
         std::cell::RefCell::new(libdeflater::Decompressor::new());
 }
 
+/// Every member of a gzip body in turn (`gzip -c a b`). Bytes after a member that begin no other
+/// (a newline a proxy added) end the body: PostHog's capture reads one member and ignores what
+/// follows it.
+struct GzipMembers<'a> {
+    member: flate2::bufread::GzDecoder<&'a [u8]>,
+}
+
+impl Read for GzipMembers<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let read = self.member.read(buf)?;
+            if read > 0 || buf.is_empty() {
+                return Ok(read);
+            }
+            let rest: &[u8] = self.member.get_ref();
+            if !is_gzip(rest) {
+                return Ok(0);
+            }
+            self.member = flate2::bufread::GzDecoder::new(rest);
+        }
+    }
+}
+
 /// Gunzip with libdeflate when the trailer's size field makes it possible (a single member, the
 /// common case: it is several times faster than a streaming inflate on small bodies), else stream.
 pub fn gunzip(bytes: &[u8], cap: usize) -> Result<Vec<u8>> {
     if bytes.len() >= 18 {
         let trailer: [u8; 4] = bytes[bytes.len() - 4..].try_into().unwrap_or_default();
-        // The size field is the true size modulo 2^32, so the true size is at least this much.
+        // The size field is the true size modulo 2^32, so the true size is at least this much,
+        // when the body's last bytes are its trailer; past the cap, the streaming decoder below
+        // tells a bomb (refused at the cap) from bytes after the trailer.
         let size = u32::from_le_bytes(trailer) as usize;
-        if size > cap {
-            return Err(CoreError::PayloadTooLarge { limit: cap });
-        }
-        let mut out = vec![0u8; size];
+        let mut out = vec![0u8; if size > cap { 0 } else { size }];
         let done = LIBDEFLATE.with(|decompressor| decompressor.borrow_mut().gzip_decompress(bytes, &mut out));
         // libdeflate reads the first member and ignores what follows it, checking the first
         // member's own trailer: the body's last trailer must also describe what it read, or
         // there were several members.
         let crc: [u8; 4] = bytes[bytes.len() - 8..bytes.len() - 4].try_into().unwrap_or_default();
-        if done.is_ok_and(|written| written == size) && libdeflater::crc32(&out) == u32::from_le_bytes(crc) {
+        if size <= cap
+            && done.is_ok_and(|written| written == size)
+            && libdeflater::crc32(&out) == u32::from_le_bytes(crc)
+        {
             return Ok(out);
         }
     }
-    // Several members (`gzip -c a b`), or a broken stream: the streaming decoder handles the
-    // first and explains the second.
+    // Several members, bytes after the last, or a broken stream: the streaming decoder handles
+    // the first two and explains the third.
     read_capped(
-        || Ok(flate2::read::MultiGzDecoder::new(bytes)),
+        || {
+            Ok(GzipMembers {
+                member: flate2::bufread::GzDecoder::new(bytes),
+            })
+        },
         cap,
         "gzip",
         bytes.len() * 8,
@@ -249,6 +278,9 @@ pub fn decompress(bytes: Vec<u8>, hint: Compression, cap: usize) -> Result<Vec<u
     match hint {
         Compression::Gzip if is_zlib(&bytes) => inflate_zlib(&bytes, cap),
         Compression::Lz64 => lz64_decode(&bytes, cap),
+        // PostHog's capture acts on the gzip and lz64 hints alone: JSON sent under a base64 hint
+        // is read as sent.
+        Compression::Base64 if starts_json(&bytes) => check_cap(bytes, cap),
         Compression::Base64 => {
             let decoded = base64_decode(&bytes)?;
             if is_gzip(&decoded) {
@@ -259,6 +291,12 @@ pub fn decompress(bytes: Vec<u8>, hint: Compression, cap: usize) -> Result<Vec<u
         }
         Compression::Gzip | Compression::None => check_cap(bytes, cap),
     }
+}
+
+/// Whether the first byte that is not whitespace opens a JSON object or array (neither is a
+/// base64 character).
+fn starts_json(bytes: &[u8]) -> bool {
+    matches!(bytes.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{' | b'['))
 }
 
 pub fn check_cap(bytes: Vec<u8>, cap: usize) -> Result<Vec<u8>> {
@@ -363,6 +401,39 @@ mod tests {
     }
 
     #[test]
+    fn bytes_after_the_last_member_are_ignored() {
+        let json = br#"{"api_key":"phc_a","batch":[{"event":"e","distinct_id":"x"}]}"#;
+        for tail in [
+            &b"\n"[..],
+            b"\r\n",
+            b" ",
+            b"\0\0",
+            b"\0\0\0\0\0\0\0\0\0",
+            b"garbage after",
+        ] {
+            let mut body = gz(json);
+            body.extend_from_slice(tail);
+            assert_eq!(gunzip(&body, 1 << 20).unwrap(), json, "{tail:?}");
+            // Several members, then the stray bytes.
+            let mut two = gz(&json[..10]);
+            two.extend(gz(&json[10..]));
+            two.extend_from_slice(tail);
+            assert_eq!(gunzip(&two, 1 << 20).unwrap(), json, "{tail:?}");
+        }
+        // A stray tail does not hide a bomb from the cap.
+        let mut bomb = gz(&vec![0u8; 64 * 1024]);
+        bomb.extend_from_slice(b"\n");
+        assert!(matches!(
+            gunzip(&bomb, 1024),
+            Err(CoreError::PayloadTooLarge { limit: 1024 })
+        ));
+        // A member cut short is still an error.
+        let whole = gz(json);
+        let cut = &whole[..whole.len() - 6];
+        assert!(matches!(gunzip(cut, 1 << 20), Err(CoreError::Decompression { .. })));
+    }
+
+    #[test]
     fn exactly_at_the_cap_passes_and_one_more_fails() {
         let data = vec![b'a'; 1000];
         assert_eq!(gunzip(&gz(&data), 1000).unwrap().len(), 1000);
@@ -387,6 +458,17 @@ mod tests {
             decompress(b"eyJhIjox\nfQ".to_vec(), Compression::Base64, 100).unwrap(),
             br#"{"a":1}"#
         );
+    }
+
+    #[test]
+    fn json_under_a_base64_hint_is_read_as_sent() {
+        for body in [&br#"[{"event":"e"}]"#[..], br#" {"a":1}"#] {
+            assert_eq!(decompress(body.to_vec(), Compression::Base64, 100).unwrap(), body);
+        }
+        assert!(matches!(
+            decompress(b"not base64!".to_vec(), Compression::Base64, 100),
+            Err(CoreError::Decompression { codec: "base64", .. })
+        ));
     }
 
     #[test]

@@ -206,3 +206,42 @@ fn distinct_ids_are_stringified_cleaned_and_cut() {
         ]
     );
 }
+
+#[test]
+fn process_person_profile_is_kept_only_where_it_turns_persons_off() {
+    // PostHog's `normalizeProcessPerson`: the default goes from the row (posthog-js sends it on
+    // every event), `false` stays, and a personless event keeps no group columns either.
+    let body = serde_json::json!({"api_key": "phc", "batch": [
+        {"event": "e", "distinct_id": "a", "properties": {"$process_person_profile": true, "x": 1}},
+        {"event": "e", "distinct_id": "a", "properties": {"x": 1, "$process_person_profile": "false"}},
+        {"event": "e", "distinct_id": "a", "properties": {"$process_person_profile": false,
+            "$group_0": "sent", "$group_4": "too", "$group_5": "kept", "$set": {"a": 1}}},
+        {"event": "e", "distinct_id": "a", "properties": {"$process_person_profile": true,
+            "$set": {"a": 1}, "$group_0": "kept"}, "$set_once": {"b": 2}},
+    ]});
+    let decoded = decode_json(RouteKind::Event, &body).unwrap();
+    let all: Vec<Value> = decoded.events.iter().map(props).collect();
+    assert_eq!(all[0], serde_json::json!({"x": 1}));
+    assert_eq!(all[1], serde_json::json!({"x": 1}));
+    assert_eq!(
+        all[2],
+        serde_json::json!({"$process_person_profile": false, "$group_5": "kept"})
+    );
+    assert_eq!(all[3]["$set"], serde_json::json!({"a": 1}));
+    assert_eq!(all[3]["$set_once"], serde_json::json!({"b": 2}));
+    assert_eq!(all[3]["$group_0"], "kept");
+    assert!(all[3].get("$process_person_profile").is_none());
+    assert_eq!(
+        decoded.events[2].person.mode,
+        crate::core::person_event::PersonMode::Personless
+    );
+    // A flag read that asks for a person still makes one, though the request left the row.
+    let flag = serde_json::json!({"api_key": "phc", "batch": [{"event": "$feature_flag_called",
+        "distinct_id": "a", "properties": {"$feature_flag": "f", "$process_person_profile": true}}]});
+    let decoded = decode_json(RouteKind::Event, &flag).unwrap();
+    assert_eq!(
+        decoded.events[0].person.mode,
+        crate::core::person_event::PersonMode::Full
+    );
+    assert!(props(&decoded.events[0]).get("$process_person_profile").is_none());
+}

@@ -18,7 +18,9 @@ use super::event_fields::{
 };
 pub(super) use super::event_fields::{is_true, non_null};
 use super::person_event::{PersonEvent, PersonMode};
-use super::properties::{group_identify_discarded, group_key_too_long, plain_keys, Known, PropertyEdits};
+use super::properties::{
+    group_identify_discarded, group_key_too_long, plain_keys, Known, PropertyEdits, GROUP_COLUMNS,
+};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
 use super::request::RouteKind;
@@ -26,6 +28,16 @@ use super::timestamp::{self, ClientTime};
 
 /// The person updates an event can carry, at its top level and in its properties.
 const PERSON_UPDATES: [&str; 3] = ["$set", "$set_once", "$unset"];
+const PERSONLESS_STRIPPED: [&str; 8] = [
+    "$set",
+    "$set_once",
+    "$unset",
+    GROUP_COLUMNS[0],
+    GROUP_COLUMNS[1],
+    GROUP_COLUMNS[2],
+    GROUP_COLUMNS[3],
+    GROUP_COLUMNS[4],
+];
 
 /// The updates an exception's row goes without.
 const EXCEPTION_STRIPPED: [&str; 2] = ["$set", "$set_once"];
@@ -274,7 +286,10 @@ fn normalize_inner(
             edits.top_level(&known, key, raw);
         }
     }
-    if updates_no_person {
+    if personless {
+        // A personless event is in no group either: PostHog drops its group columns.
+        edits.strip(&PERSONLESS_STRIPPED);
+    } else if updates_no_person {
         edits.strip(&PERSON_UPDATES);
     } else if event == "$exception" {
         // PostHog's error tracking drops an exception's `$set` and `$set_once`, which it never
@@ -386,7 +401,7 @@ fn normalize_inner(
             ..PersonEvent::default()
         }
     } else {
-        let mut person = PersonEvent::read(&event, &properties_json);
+        let mut person = PersonEvent::read_normalizing(&event, &mut properties_json);
         if ctx.route == RouteKind::Groups {
             // Hogflare's own route: its distinct id is the group's key, not a person's.
             person.mode = PersonMode::Without;

@@ -277,6 +277,9 @@ impl<'a> GroupWork<'a> {
             let Some(index) = self.type_index(txn, project, group_type, assign)? else {
                 continue;
             };
+            let Some(group_key) = group_key else {
+                continue;
+            };
             let key = name_key(project, Some(index), group_key);
             let identify = fields
                 .group_identify

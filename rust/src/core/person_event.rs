@@ -74,8 +74,9 @@ pub struct PersonEvent {
     pub mode: PersonMode,
     pub update: PropertyUpdate,
     pub identity: Option<IdentityOp>,
-    /// `$groups`: group type, group key.
-    pub groups: Vec<(String, String)>,
+    /// `$groups`: group type, group key. A type named without a key (`null`, `""`) still takes
+    /// its slot, as PostHog's group step gives every type in `$groups` one, but maps no group.
+    pub groups: Vec<(String, Option<String>)>,
     pub group_identify: Option<GroupIdentify>,
 }
 
@@ -213,10 +214,32 @@ impl<'t> Found<'t> {
 impl PersonEvent {
     /// Read an event's person and group operations from its (final) properties text.
     pub fn read(event: &str, properties: &str) -> Self {
-        let mut out = Self::default();
+        Found::scan(properties).map_or_else(Self::default, |found| Self::read_found(event, &found))
+    }
+
+    /// `read`, and the properties left without `$process_person_profile` where the event
+    /// processes a person: PostHog's `normalizeProcessPerson` keeps it only as `false` (posthog-js
+    /// sends it on every event). Cut out of the text where this pass found it, so the row costs
+    /// no other pass over its properties.
+    pub fn read_normalizing(event: &str, properties: &mut String) -> Self {
         let Some(found) = Found::scan(properties) else {
-            return out;
+            return Self::default();
         };
+        let out = Self::read_found(event, &found);
+        let cut = found.keys[Property::ProcessPersonProfile as usize]
+            .filter(|_| out.mode != PersonMode::Personless)
+            .and_then(|value| {
+                let start = rawjson::offset_in(properties, value)?;
+                rawjson::entry_around(properties, "$process_person_profile", start..start + value.len())
+            });
+        if let Some(cut) = cut {
+            properties.replace_range(cut, "");
+        }
+        out
+    }
+
+    fn read_found(event: &str, found: &Found<'_>) -> Self {
+        let mut out = Self::default();
         let get = |key: Property| found.get(key);
         // A group identify goes with its distinct id's person, created when it has none, as on
         // PostHog; what it changes is the group's properties, never the person's.
@@ -252,7 +275,7 @@ impl PersonEvent {
         if let Some(groups) = get(Property::Groups) {
             out.groups = object_entries(groups)
                 .into_iter()
-                .filter_map(|(group_type, raw)| Some((group_type.into_owned(), text(raw)?)))
+                .map(|(group_type, raw)| (group_type.into_owned(), text(raw)))
                 .collect();
         }
         if let Some(group) = &out.group_identify {
@@ -260,7 +283,8 @@ impl PersonEvent {
             // another: the row's group columns and `group_properties` then show the group the
             // event changed (which the `groups` view reads), not one it did not touch.
             out.groups.retain(|(group_type, _)| *group_type != group.group_type);
-            out.groups.push((group.group_type.clone(), group.group_key.clone()));
+            out.groups
+                .push((group.group_type.clone(), Some(group.group_key.clone())));
         }
         if !matches!(out.mode, PersonMode::Full | PersonMode::FullIfKnown) || group_identify {
             return out;

@@ -7,6 +7,13 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
+fn groups(items: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+    items
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+        .collect()
+}
+
 #[test]
 fn updates_and_initial_properties() {
     let read = PersonEvent::read(
@@ -152,7 +159,7 @@ fn groups_and_personless_events() {
     // The distinct id's person, unchanged: a group identify changes only its group.
     assert_eq!(group.mode, PersonMode::Full);
     assert!(group.update.is_empty() && group.identity.is_none());
-    assert_eq!(group.groups, pairs(&[("company", "acme")]));
+    assert_eq!(group.groups, groups(&[("company", Some("acme"))]));
     assert_eq!(group.group_identify.unwrap().set, pairs(&[("name", r#""Acme""#)]));
 
     let personless = PersonEvent::read(
@@ -161,15 +168,22 @@ fn groups_and_personless_events() {
     );
     assert_eq!(personless.mode, PersonMode::Personless);
     assert!(personless.update.is_empty());
-    assert_eq!(personless.groups, pairs(&[("org", "5")]));
+    assert_eq!(personless.groups, groups(&[("org", Some("5"))]));
 
     // Exceptions and heatmaps only read persons, and keep their groups to map.
     for event in ["$exception", "$$heatmap"] {
         let read = PersonEvent::read(event, r#"{"$set":{"a":1},"$groups":{"org":"x"}}"#);
         assert_eq!(read.mode, PersonMode::Existing, "{event}");
         assert!(read.update.is_empty(), "{event}");
-        assert_eq!(read.groups, pairs(&[("org", "x")]), "{event}");
+        assert_eq!(read.groups, groups(&[("org", Some("x"))]), "{event}");
     }
+
+    // A type named without a key keeps its place: PostHog gives it a slot all the same.
+    let unnamed = PersonEvent::read("e", r#"{"$groups":{"company":null,"team":"","org":0}}"#);
+    assert_eq!(
+        unnamed.groups,
+        groups(&[("company", None), ("team", None), ("org", Some("0"))])
+    );
 }
 
 #[test]

@@ -288,6 +288,40 @@ fn a_new_person_records_the_event_that_created_it_and_has_nothing_to_unset() {
 }
 
 #[test]
+fn a_group_type_named_without_a_key_takes_its_slot() {
+    // posthog-python's `groups={"company": user.company_id}` for a user without a company:
+    // PostHog's group step gives `company` a slot whatever its key, so the slots that follow
+    // are numbered as a PostHog project numbers them.
+    let mut h = Harness::new();
+    let (events, _, _) = h.send(serde_json::json!([
+        capture("u", serde_json::json!({"$groups": {"company": null}})),
+        capture("u", serde_json::json!({"$groups": {"project": "p1"}})),
+        capture(
+            "u",
+            serde_json::json!({"$groups": {"team": "", "company": "c1", "project": "p1"}})
+        ),
+    ]));
+    let columns: Vec<_> = events.iter().map(|row| row.groups.clone()).collect();
+    assert_eq!(
+        columns,
+        [
+            [None, None, None, None, None],
+            [None, Some("p1".into()), None, None, None],
+            [Some("c1".into()), Some("p1".into()), None, None, None],
+        ]
+    );
+    assert_eq!(
+        events[2].group_properties.as_deref(),
+        Some(r#"{"company":{},"project":{}}"#)
+    );
+    // `team` took the third slot: two more fill the five, and a sixth is refused.
+    let more = serde_json::json!({"$groups": {"a": "1", "b": "2", "c": "3"}});
+    let (events, _, warnings) = h.send(serde_json::json!([capture("u", more)]));
+    assert_eq!(warnings, [PersonWarning::TooManyGroupTypes]);
+    assert_eq!(events[0].groups, [None, None, None, Some("1".into()), Some("2".into())]);
+}
+
+#[test]
 fn an_exception_maps_its_groups_to_the_types_the_project_has_and_claims_none() {
     let mut h = Harness::with_group_types([None, Some("org".into()), None, None, None]);
     let exception = |groups: serde_json::Value| serde_json::json!({"event": "$exception", "distinct_id": "u", "properties": {"$groups": groups}});

@@ -30,6 +30,8 @@ pub(super) struct Known<'v> {
     /// `$os_name`, which some SDKs send instead of `$os`, unless `$os` is there too.
     pub os_name_only: Option<&'v Value>,
     present: u16,
+    /// Whether the event carries any of `$group_0`…`$group_4`.
+    group_columns: bool,
     /// Which of `geoip::FIELDS` the event carries.
     geoip_present: u16,
 }
@@ -47,6 +49,13 @@ const WATCHED: [&str; 11] = [
     "$ip",
     "cf_ray",
 ];
+
+/// The properties PostHog's group step writes an event's group keys to, one per slot.
+pub(super) const GROUP_COLUMNS: [&str; 5] = ["$group_0", "$group_1", "$group_2", "$group_3", "$group_4"];
+
+fn is_group_column(key: &str) -> bool {
+    key.len() == 8 && key.starts_with("$group_") && matches!(key.as_bytes()[7], b'0'..=b'4')
+}
 
 /// The bit of a `$geoip_*` property in `Known::geoip_present`.
 fn geoip_bit(key: &str) -> Option<u16> {
@@ -82,7 +91,9 @@ impl<'v> Known<'v> {
                     known.process_person_profile.get_or_insert(value);
                 }
                 _ => {
-                    if let Some(bit) = geoip_bit(key) {
+                    if is_group_column(key) {
+                        known.group_columns = true;
+                    } else if let Some(bit) = geoip_bit(key) {
                         known.geoip_present |= bit;
                     } else if let Some(bit) = WATCHED.iter().position(|watched| *watched == key) {
                         known.present |= 1 << bit;
@@ -110,6 +121,9 @@ impl<'v> Known<'v> {
     }
 
     pub fn has(&self, key: &str) -> bool {
+        if is_group_column(key) {
+            return self.group_columns;
+        }
         if let Some(bit) = geoip_bit(key) {
             return self.geoip_present & bit != 0;
         }
@@ -354,13 +368,14 @@ pub(super) fn plain_keys(properties: &str, skip: &[&str]) -> String {
 }
 
 /// The properties of an event made personless after it was decoded, as PostHog re-normalises
-/// one: without `$set`, `$set_once` and `$unset`, and with `$process_person_profile: false`.
+/// one: without `$set`, `$set_once`, `$unset` and group columns, and with
+/// `$process_person_profile: false`.
 /// `None` when they are not an object.
 pub(super) fn made_personless(properties: &str) -> Option<String> {
     let mut object = RawObject::parse(properties).ok()?;
     object
         .entries
-        .retain(|(key, _)| !matches!(key.as_ref(), "$set" | "$set_once" | "$unset"));
+        .retain(|(key, _)| !matches!(key.as_ref(), "$set" | "$set_once" | "$unset") && !is_group_column(key));
     object.set("$process_person_profile", "false");
     Some(object.to_json())
 }

@@ -285,6 +285,31 @@ pub fn offset_in(text: &str, part: &str) -> Option<usize> {
     (start + part.len() <= text.len() && text.is_char_boundary(start)).then_some(start)
 }
 
+/// The bytes of the entry `key` whose value is `value` (a range of `text`, an object's entry),
+/// with the comma that joins it to the others, so that cutting them out leaves the object
+/// without it; `None` when its key is written with escapes.
+pub fn entry_around(text: &str, key: &str, value: std::ops::Range<usize>) -> Option<std::ops::Range<usize>> {
+    let before_key = text
+        .get(..value.start)?
+        .trim_end()
+        .strip_suffix(':')?
+        .trim_end()
+        .strip_suffix('"')?
+        .strip_suffix(key)?
+        .strip_suffix('"')?;
+    let head = before_key.trim_end();
+    if let Some(joined) = head.strip_suffix(',') {
+        return Some(joined.len()..value.end);
+    }
+    if !head.ends_with('{') {
+        return None;
+    }
+    let after = text.get(value.end..)?;
+    let rest = after.trim_start();
+    let rest = rest.strip_prefix(',').map_or(after, str::trim_start);
+    Some(before_key.len()..text.len() - rest.len())
+}
+
 /// `text` with each range replaced; ranges must not overlap.
 pub fn splice(text: &str, mut replacements: Vec<(std::ops::Range<usize>, String)>) -> String {
     replacements.sort_by_key(|(range, _)| range.start);

@@ -107,3 +107,26 @@ fn invalid_values_are_refused() {
     assert!(RawObject::parse(r#"{"a": tru}"#).is_err());
     assert!(RawObject::parse("[1]").is_err());
 }
+
+#[test]
+fn an_entry_is_cut_out_with_its_comma() {
+    let cut = |text: &str, value: &str| {
+        let start = text.rfind(value).unwrap();
+        entry_around(text, "k", start..start + value.len()).map(|range| splice(text, vec![(range, String::new())]))
+    };
+    for (text, value, without) in [
+        (r#"{"a":1,"k":true}"#, "true", r#"{"a":1}"#),
+        (r#"{"k":true,"a":1}"#, "true", r#"{"a":1}"#),
+        (r#"{"a":1,"k":true,"b":2}"#, "true", r#"{"a":1,"b":2}"#),
+        (r#"{"k":true}"#, "true", "{}"),
+        (r#"{ "k" : {"k":1} , "a" : [1] }"#, r#"{"k":1}"#, r#"{ "a" : [1] }"#),
+        (r#"{"a":{"k":1},"k":"x"}"#, r#""x""#, r#"{"a":{"k":1}}"#),
+    ] {
+        assert_eq!(cut(text, value).as_deref(), Some(without), "{text}");
+        sonic_rs::from_str::<sonic_rs::Value>(without).unwrap();
+    }
+    // A key written with escapes, or another key: nothing to cut.
+    assert_eq!(cut(r#"{"\u006b":1}"#, "1"), None);
+    assert_eq!(cut(r#"{"kk":1}"#, "1"), None);
+    assert_eq!(cut(r#"{"xk":1}"#, "1"), None);
+}

@@ -100,8 +100,13 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes]] = [
     # An encoding PostHog does not know is no hint; gzip is still found by its magic bytes.
     ("unknown content-encoding", "/batch/", "", {"content-encoding": "compress"}, JSON_EVENTS.encode()),
     ("content-encoding list", "/batch/", "", {"content-encoding": "gzip, deflate"}, gz(JSON_EVENTS)),
+    # A proxy or client that adds bytes after the gzip stream: PostHog reads the one member.
+    ("gzip then a newline", "/i/v0/e/", "", {"content-type": "text/plain"}, gz(JSON_EVENTS) + b"\n"),
+    ("gzip then nul bytes", "/batch/", "", {"content-encoding": "gzip"}, gz(JSON_EVENTS) + b"\0\0"),
     ("whole body base64", "/i/v0/e/", "", {}, b64(JSON_EVENTS).encode()),
     ("base64 hint", "/e/", "compression=base64", {}, b64(JSON_EVENTS).encode()),
+    # PostHog's capture acts on the gzip and lz64 hints only: JSON under a base64 hint is read.
+    ("json under a base64 hint", "/e/", "compression=base64", {"content-type": "application/json"}, JSON_EVENTS.encode()),
     ("base64 of gzip", "/e/", "compression=base64", {}, b64(gz(JSON_EVENTS)).encode()),
     ("form base64", "/e/", "", {"content-type": "application/x-www-form-urlencoded"}, form(data=b64(JSON_EVENTS))),
     (

@@ -163,12 +163,33 @@ async def test_groupidentify_goes_with_the_person_and_leaves_it_alone(hogflare: 
 async def test_a_personless_event_is_not_given_its_groups(hogflare: Hogflare) -> None:
     """PostHog maps an event's `$groups` to group columns only when it processes a person."""
     await send(hogflare, group_identify("company", "acme", {"name": "Acme"}))
-    await send(hogflare, capture("anon", {"$groups": {"company": "acme"}, "$process_person_profile": False}, "view"))
+    personless = {"$groups": {"company": "acme"}, "$process_person_profile": False, "$group_0": "client-sent"}
+    await send(hogflare, capture("anon", personless, "view"))
     [view] = hogflare.rows("event = 'view'")
     assert view["group0"] is None
     assert view["group_properties"] is None
     assert view["properties"]["$groups"] == {"company": "acme"}
+    # Not even the group column the client wrote: PostHog's `createEvent` drops them.
     assert "$group_0" not in view["properties"]
+    assert view["properties"]["$process_person_profile"] is False
+
+
+async def test_a_group_type_named_without_a_key_takes_its_slot(hogflare: Hogflare) -> None:
+    """posthog-python's ``groups={"company": user.company_id}`` for a user with no company: PostHog
+    gives ``company`` its slot whatever the key, so later types are numbered as PostHog numbers them."""
+    await send(
+        hogflare,
+        capture("u", {"$groups": {"company": None}}, "signed up"),
+        capture("u", {"$groups": {"project": "p1"}}, "opened"),
+        group_identify("company", "c1", {"name": "C1"}),
+        capture("u", {"$groups": {"company": "c1", "project": "p1"}}, "clicked"),
+    )
+    rows = {row["event"]: row for row in hogflare.rows()}
+    assert [rows["signed up"][f"group{slot}"] for slot in range(2)] == [None, None]
+    assert [rows["opened"][f"group{slot}"] for slot in range(2)] == [None, "p1"]
+    assert [rows["clicked"][f"group{slot}"] for slot in range(2)] == ["c1", "p1"]
+    assert rows["clicked"]["group_properties"] == {"company": {"name": "C1"}, "project": {}}
+    assert [(g["group_type"], g["group_type_index"]) for g in hogflare.groups()] == [("company", 0)]
 
 
 async def test_groupidentify_keeps_no_person_updates(hogflare: Hogflare) -> None:

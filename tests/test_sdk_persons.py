@@ -202,6 +202,9 @@ def test_posthog_js_identified_only_is_personless_until_identify(server: Server)
     # signing in goes with them, as on PostHog.
     assert latest["person_id"] == person_uuid(token, anon)
     assert {one(rows, "$identify")["person_id"], one(rows, "after identify")["person_id"]} == {latest["person_id"]}
+    # posthog-js marks every event; PostHog's rows keep the mark only where it is false.
+    for name in ("$identify", "after identify"):
+        assert "$process_person_profile" not in one(rows, name)["properties"], name
     snapshots = read(server, f"select source_event_uuid from persons where api_key = '{token}'")
     assert not {row["source_event_uuid"] for row in snapshots} & {row["uuid"] for row in anonymous}
 

@@ -106,7 +106,13 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ("whole body base64", "/i/v0/e/", "", {}, b64(JSON_EVENTS).encode()),
     ("base64 hint", "/e/", "compression=base64", {}, b64(JSON_EVENTS).encode()),
     # PostHog's capture acts on the gzip and lz64 hints only: JSON under a base64 hint is read.
-    ("json under a base64 hint", "/e/", "compression=base64", {"content-type": "application/json"}, JSON_EVENTS.encode()),
+    (
+        "json under a base64 hint",
+        "/e/",
+        "compression=base64",
+        {"content-type": "application/json"},
+        JSON_EVENTS.encode(),
+    ),
     ("base64 of gzip", "/e/", "compression=base64", {}, b64(gz(JSON_EVENTS)).encode()),
     ("form base64", "/e/", "", {"content-type": "application/x-www-form-urlencoded"}, form(data=b64(JSON_EVENTS))),
     (

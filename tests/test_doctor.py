@@ -182,3 +182,28 @@ async def test_a_day_of_many_small_files_is_a_warning(tmp_path: Path, monkeypatc
         assert len(warnings) == 2, findings  # the events table and the persons table
         assert all("3 small data files on" in message and "`hogflare compact`" in message for message in warnings)
         assert all(("HOGFLARE_COMPACT_FILES is 0" in message) == (compact_files == 0) for message in warnings)
+
+
+def test_a_full_disk_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit is refused once the disk is full: that is a problem, not a warning."""
+    settings = make_settings(tmp_path)
+    usage = doctor_module.shutil.disk_usage(tmp_path)
+    for free, level in [(0, "problem"), (10 << 20, "problem"), (500 << 20, "warning"), (50 << 30, "ok")]:
+        monkeypatch.setattr(doctor_module.shutil, "disk_usage", lambda _, free=free: usage._replace(free=free))
+        [finding] = doctor_module.check_data_dir(settings)
+        assert finding.level == level, (free, finding)
+        assert ("ingestion answers 503" in finding.message) == (level == "problem")
+
+
+def test_a_lock_that_cannot_be_read_is_named_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a data directory turned read-only, or another user's, the shipper's lock cannot be
+    opened: the doctor says so and goes on with its other checks."""
+    from hogflare import supervisor
+
+    def refused(settings: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "shipper.lock"))
+
+    monkeypatch.setattr(supervisor, "shipper_alive", refused)
+    [finding] = doctor_module.check_shipper(make_settings(tmp_path))
+    assert finding.level == "problem"
+    assert "Permission denied" in finding.message

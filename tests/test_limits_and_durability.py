@@ -8,18 +8,19 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
 from hogflare import commit as commit_module
-from hogflare._hogflare import Store
+from hogflare._hogflare import StorageError, Store
 from hogflare.app import App
 from hogflare.http import Message
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event, gz, make_settings, running
 from tests.helpers.held_commits import HeldCommits, swap_thread
+from tests.helpers.server import query
 
 
 @contextlib.asynccontextmanager
@@ -145,6 +146,59 @@ async def test_outbox_high_water_mark_answers_503_then_recovers(tmp_path: Path) 
         assert [row["event"] for row in hogflare.rows()] == ["a"]
         assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("c")]})).status_code == 200
         assert [row["event"] for row in hogflare.rows(order="event")] == ["a", "c"]
+
+
+async def test_a_small_store_map_fills_the_outbox_before_the_map(tmp_path: Path) -> None:
+    """Freeing delivered rows writes to the store: were its map full, nothing could be freed and
+    ingestion would stay refused. The outbox's mark is at most a quarter of the map."""
+    async with started(tmp_path, lmdb_map_size=64 << 20) as hogflare:
+        assert hogflare.app.settings.outbox_limit == 16 << 20
+        batch = [event("big", f"user-{i}", properties={"text": "x" * 2000}) for i in range(500)]
+        statuses = []
+        for _ in range(40):
+            response = await hogflare.post("/batch/", {"api_key": TOKEN, "batch": batch})
+            statuses.append(response.status_code)
+            if response.status_code != 200:
+                assert response.status_code == 503
+                assert "outbox is full" in response.json()["error"], response.text
+                break
+        assert statuses[-1] == 503
+        assert statuses.count(200) >= 5
+        # Delivered, the rows are freed, and ingestion resumes by itself.
+        assert len(hogflare.rows()) == 500 * statuses.count(200)
+        assert (await hogflare.post("/batch/", {"api_key": TOKEN, "batch": [event("after")]})).status_code == 200
+
+
+class _TrimFails:
+    """A store whose freeing of delivered rows fails, as it does when its map is full."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def trim_outbox(self, upto: int, *, limit: int) -> int:
+        raise StorageError("store error: MDB_MAP_FULL: Environment mapsize limit reached")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_delivered_rows_are_freed_by_a_shipper_that_starts(tmp_path: Path) -> None:
+    """Rows a failed trim left behind are freed when the shipper starts again, with nothing new
+    to deliver (a full outbox lets nothing new in)."""
+    settings = make_settings(tmp_path / "data")
+    app = App(settings)
+    await app.startup()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await client.post("/batch/", json={"api_key": TOKEN, "batch": [event("once")]})
+    await app.shutdown()
+    store = app.store
+    assert isinstance(store, Store)
+    with pytest.raises(StorageError):
+        Shipper(settings, store=cast(Store, _TrimFails(store))).ship_once()
+    assert store.outbox_state()[1] == 2  # delivered, not freed
+    assert Shipper(settings, store=store).ship_once() == 0
+    assert store.outbox_state()[1] == 0
+    assert [row["event"] for row in query(settings.data_dir, "select event from events")] == ["once"]
 
 
 async def test_new_requests_get_503_while_no_commit_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -289,3 +289,26 @@ def test_a_body_whose_framing_breaks_is_a_400_that_says_so(server: Server, frami
         status, answer, _ = _read_response(sock, b"")
     assert status == 400
     assert "cut short" in json.loads(answer)["error"]
+
+
+def test_a_server_starts_while_another_process_holds_the_lake_catalog(tmp_path: Path) -> None:
+    """A catalog held by another process (a long write from another tool) delays no start: the
+    server listens and takes events, and the lake catches up once the catalog is free."""
+    import sqlite3
+
+    data = tmp_path / "data"
+    with Server(data) as first:
+        assert httpx.post(f"{first.url}/batch/", json={"api_key": TOKEN, "batch": [event("before")]}).is_success
+        wait_for_rows(data, "select * from events", 1)
+    server = Server(data)
+    holder = sqlite3.connect(data / "lake" / "catalog.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        server.start(timeout=30)
+        assert httpx.post(f"{server.url}/batch/", json={"api_key": TOKEN, "batch": [event("during")]}).is_success
+        holder.execute("ROLLBACK")
+        rows = wait_for_rows(data, "select event from events order by event", 2)
+        assert [row["event"] for row in rows] == ["before", "during"]
+    finally:
+        holder.close()
+        server.stop()

@@ -124,6 +124,18 @@ def test_serve_says_when_the_data_directory_cannot_be_written(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
 
 
+def test_serve_says_when_the_lake_cannot_be_written(tmp_path: Path) -> None:
+    """A lake the shipper cannot write would fail every flush while the outbox filled: refused at
+    start, with the directory named. (A file in its place stands for one of another user's.)"""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "lake").write_text("")
+    result = serve("--port", "1", "--data-dir", str(data))
+    assert result.returncode == 2
+    assert f"error: the lake directory {data / 'lake'} cannot be written" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_map_size_of_any_round_number_opens_the_store(tmp_path: Path) -> None:
     """LMDB wants whole pages; a size in decimal units is rounded up rather than refused."""
     from hogflare.store import open_store

@@ -22,6 +22,7 @@ from hogflare import app as app_module
 from hogflare.app import App
 from hogflare.config import Settings
 from hogflare.supervisor import PARENT_ENV, shipper_alive, spawn
+from tests.conftest import TOKEN, event
 from tests.helpers.server import Server, query
 
 pytestmark = pytest.mark.timeout(180)
@@ -154,7 +155,7 @@ def test_a_second_shipper_leaves_before_loading_anything(tmp_path: Path) -> None
         assert second.returncode == 0
         assert "another shipper is running or starting" in second.stdout + second.stderr
         imported = {line.rsplit("|", 1)[-1].strip() for line in second.stderr.splitlines() if "|" in line}
-        assert not imported & {"pyiceberg", "pyarrow", "duckdb", "hogflare.shipper"}
+        assert not imported & {"pyiceberg", "pyarrow", "duckdb", "hogflare.shipper", "hogflare.shipper_process"}
         assert first.poll() is None
     finally:
         first.send_signal(signal.SIGTERM)
@@ -252,3 +253,32 @@ def test_a_worker_stuck_after_its_lifespan_dumps_its_stacks(tmp_path: Path, afte
     else:
         assert "Timeout (" not in stderr
         assert worker.returncode == 0
+
+
+def test_workers_stop_when_the_server_process_is_killed(tmp_path: Path) -> None:
+    """The main process killed outright (SIGKILL, the OOM killer) leaves no workers serving on the
+    port: they stop as on SIGTERM, their rows reach the lake, and a server started again listens."""
+    data = tmp_path / "data"
+    server = Server(data).start()
+    try:
+        body = {"api_key": TOKEN, "batch": [event("before the kill")]}
+        assert httpx.post(f"{server.url}/batch/", json=body).status_code == 200
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(server.process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the workers outlived the server's main process")
+        assert [row["event"] for row in query(data, "select event from events")] == ["before the kill"]
+        again = Server(data)
+        again.port, again.url = server.port, server.url
+        with again:
+            assert httpx.get(f"{again.url}/_health").status_code == 200
+    finally:
+        server.kill()

@@ -40,7 +40,7 @@ from hogflare.private_api import ProjectApi, project_route
 from hogflare.remote_config import PUBLIC_LISTS, array_config, public_list
 from hogflare.static_assets import static_asset
 from hogflare.store import open_store
-from hogflare.supervisor import shipper_alive, spawn
+from hogflare.supervisor import shipper_alive, spawn, stop_when_orphaned
 
 log = structlog.get_logger("hogflare.app")
 
@@ -126,7 +126,7 @@ class App:
             self.committer = GroupCommitter(
                 self.store,
                 dedupe_window_days=settings.dedupe_window_days,
-                max_outbox_bytes=settings.outbox_max_bytes,
+                max_outbox_bytes=settings.outbox_limit,
             )
         self.watch = StallWatch(settings.body_timeout_secs, settings.body_deadline_secs)
         self.capture = CaptureService(settings, self.committer, self.watch)
@@ -136,6 +136,7 @@ class App:
             self.signatures = SignatureVerifier(
                 settings.signing_secret.encode(), tolerance_secs=settings.signature_tolerance_secs
             )
+        stop_when_orphaned()
         # Last: a worker whose startup failed must leave no shipper behind.
         if self.committer is not None and settings.shipper == "auto":
             self._supervisor = asyncio.create_task(self._supervise_shipper())

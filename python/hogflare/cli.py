@@ -24,6 +24,7 @@ from hogflare.cli_options import (
 )
 from hogflare.config import Settings
 from hogflare.metrics_dir import fresh_metrics_dir, remove_metrics_dir
+from hogflare.supervisor import SERVER_ENV
 
 if TYPE_CHECKING:
     from hogflare._hogflare import Store
@@ -91,6 +92,7 @@ def serve(
         # Workers and the shipper read their settings from the environment.
         os.environ.update(settings.to_env())
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        os.environ[SERVER_ENV] = str(os.getpid())
         if SettingsFile.read is not None:
             structlog.get_logger("hogflare.cli").info(f"settings read from {SettingsFile.read} beneath the environment")
         structlog.get_logger("hogflare.cli").info(
@@ -387,10 +389,10 @@ def ship(data_dir: DataDir = None) -> None:
 
         structlog.get_logger("hogflare.shipper").info("another shipper is running or starting; exiting")
         raise typer.Exit(0)
-    from hogflare import shipper
+    from hogflare import shipper_process
 
     with starting:
-        raise typer.Exit(shipper.serve(settings, parent))
+        raise typer.Exit(shipper_process.serve(settings, parent))
 
 
 def main() -> None:

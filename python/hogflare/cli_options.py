@@ -3,6 +3,7 @@ a command that cannot go on says so."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -75,16 +76,33 @@ def first_line(exc: BaseException) -> str:
 
 
 def in_place_or_exit(settings: Settings) -> Settings:
-    """Settings whose lake was made where it is: a copied or moved lake's tables still name the
-    original's files, which a server here would write to and clean up."""
-    from hogflare.store import LakeMovedError, check_lake_place
+    """Settings whose lake was made where it is (a copied or moved lake's tables still name the
+    original's files, which a server here would write to and clean up) and can be written (or
+    the shipper would fail on every flush while the outbox filled)."""
+    from hogflare.store import LAKE_CURSOR, LakeMovedError, check_lake_place
 
     try:
         check_lake_place(settings.lake_dir)
     except LakeMovedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if LAKE_CURSOR in settings.enabled_sinks and not _writable(settings.lake_dir):
+        typer.echo(f"error: the lake directory {settings.lake_dir} cannot be written by this user", err=True)
+        raise typer.Exit(2)
     return settings
+
+
+def _writable(directory: Path) -> bool:
+    """Whether ``directory`` and the catalog in it can be written; one not made yet is made in
+    the data directory, whose own check comes when it is made."""
+    if not directory.exists():
+        return True
+    catalog = directory / "catalog.db"
+    return (
+        directory.is_dir()
+        and os.access(directory, os.W_OK | os.X_OK)
+        and (not catalog.exists() or os.access(catalog, os.W_OK))
+    )
 
 
 def lake_or_exit(settings: Settings) -> Lake:

@@ -124,6 +124,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return COMMIT_DRAIN_SECS + self.shutdown_timeout_secs + self.pipeline_timeout_secs + SHIPPER_STOP_GRACE_SECS
 
     @property
+    def outbox_limit(self) -> int:
+        """The outbox's high-water mark in effect: ``HOGFLARE_OUTBOX_MAX_BYTES``, and at most a
+        quarter of the store's map. Freeing delivered rows writes to the store too: were the map
+        to fill before the outbox did, nothing could be freed, and ingestion would stay refused."""
+        return min(self.outbox_max_bytes, self.lmdb_map_size // 4)
+
+    @property
     def group_types(self) -> list[str | None]:
         """Group types whose slot (0 to 4) is fixed; the others get a free slot on first sight."""
         return [self.group_type_0, self.group_type_1, self.group_type_2, self.group_type_3, self.group_type_4]

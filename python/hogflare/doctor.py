@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Below this much free disk, the outbox and the lake soon stop growing.
 _LOW_DISK_BYTES = 1 * GiB
+#: Below this, a commit of a few batches no longer fits: ingestion answers 503.
+_FULL_DISK_BYTES = 64 << 20
 #: Fraction of a limit at which a warning becomes due.
 _NEARLY = 0.8
 _STREAM_CHECK_TIMEOUT_SECS = 10.0
@@ -69,6 +71,10 @@ def check_data_dir(settings: Settings) -> Iterator[Finding]:
         yield Finding(Level.problem, "data directory", f"{path} is not writable by this user")
         return
     free = shutil.disk_usage(path).free
+    if free < _FULL_DISK_BYTES:
+        note = "; ingestion answers 503 once a commit no longer fits"
+        yield Finding(Level.problem, "data directory", f"{path}: only {_size(free)} free on its disk{note}")
+        return
     level = Level.warning if free < _LOW_DISK_BYTES else Level.ok
     yield Finding(level, "data directory", f"{path}: writable, {_size(free)} free on its disk")
 
@@ -100,7 +106,7 @@ def check_store(settings: Settings) -> Iterator[Finding]:
         "store",
         f"{_size(used)} used of the {_size(settings.lmdb_map_size)} map (HOGFLARE_LMDB_MAP_SIZE)",
     )
-    limit = settings.outbox_max_bytes
+    limit = settings.outbox_limit
     if waiting >= limit:
         level, note = Level.problem, "at the high-water mark: ingestion answers 503"
     elif waiting >= _NEARLY * limit:
@@ -135,7 +141,12 @@ def check_shipper(settings: Settings) -> Iterator[Finding]:
     from hogflare.metrics_dir import servers_running
     from hogflare.supervisor import shipper_alive
 
-    if shipper_alive(settings):
+    try:
+        alive = shipper_alive(settings)
+    except OSError as exc:
+        yield Finding(Level.problem, "shipper", f"cannot tell whether one runs: {exc}")
+        return
+    if alive:
         yield Finding(Level.ok, "shipper", "running")
     elif servers := servers_running(settings.data_dir):
         server = servers[0]

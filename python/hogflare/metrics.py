@@ -289,8 +289,9 @@ class _StoreState:
         yield _gauge("hogflare_outbox_bytes", "Bytes of the rows waiting in the outbox, as stored.", size)
         yield _gauge(
             "hogflare_outbox_max_bytes",
-            "HOGFLARE_OUTBOX_MAX_BYTES: past it, capture answers 503 until sinks catch up.",
-            self.settings.outbox_max_bytes,
+            "The outbox's high-water mark (HOGFLARE_OUTBOX_MAX_BYTES, at most a quarter of the store's map): "
+            "past it, capture answers 503 until sinks catch up.",
+            self.settings.outbox_limit,
         )
         lag_rows = GaugeMetricFamily(
             "hogflare_sink_lag_rows", "Rows in the outbox a sink does not have yet, by sink.", labels=["sink"]

@@ -8,18 +8,14 @@ shipper runs per data directory.
 
 from __future__ import annotations
 
-import gc
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
-from hogflare._hogflare import Export, Store
+from hogflare._hogflare import Export, StorageError, Store
 from hogflare.compaction import compact_due
 from hogflare.config import Settings
 from hogflare.export_ahead import ExportAhead
@@ -29,13 +25,11 @@ from hogflare.metrics import SinkCounters, count_rewritten
 from hogflare.pipelines import PIPELINES_CURSOR, PipelinesSink
 from hogflare.sink_loop import ShutdownDeadline, SinkLoop
 from hogflare.store import LAKE_CURSOR, UNCHECKED_FROM, UNCHECKED_PAST, open_store, positions_after
-from hogflare.supervisor import acquire_lock, lock_path
 
 log = structlog.get_logger("hogflare.shipper")
 
 #: Largest chunk read from the outbox for one lake commit.
 _MAX_CHUNK_BYTES = 128 << 20
-_NICENESS = 10
 #: Rows freed per write transaction; each one briefly holds off ingestion's commits.
 _TRIM_SLICE = 5_000
 #: How often maintenance looks for data files no commit took (it reads every live manifest).
@@ -43,8 +37,6 @@ _SWEEP_SECS = 3600.0
 #: The longest the upkeep starts new rewrites of small files for, each time: the lake's flushes
 #: wait meanwhile.
 _COMPACT_SECS = 60.0
-#: How soon a signal, or the parent's exit, is acted on.
-_WATCH_SECS = 0.1
 
 
 class Shipper:
@@ -66,6 +58,9 @@ class Shipper:
         self._pipelines_started = False
         #: Set when the shipper is asked to stop: the upkeep starts no more rewrites then.
         self._stop = threading.Event()
+        #: Delivered rows wait to be freed (at start, or after a trim that failed): freed before
+        #: the next chunk, not only after the next delivery, which a full outbox may never allow.
+        self._trim_owed = True
 
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
@@ -133,10 +128,12 @@ class Shipper:
 
     def _trim(self) -> None:
         """Free, in short slices, the rows every enabled sink has."""
+        self._trim_owed = True
         cursors = [self.store.cursor(name) or 0 for name in self.settings.enabled_sinks]
         upto = min(cursors)
         while upto and self.store.trim_outbox(upto, limit=_TRIM_SLICE):
             pass
+        self._trim_owed = False
 
     def ship_once(self) -> int:
         """Ship one chunk of the outbox to each sink; returns how many outbox positions (rows) they took."""
@@ -163,7 +160,7 @@ class Shipper:
             if self.store.cursor(PIPELINES_CURSOR) is not None:
                 self._report_missed(PIPELINES_CURSOR, self.pipelines.position)
         sent = self.pipelines.ship_once()
-        if sent:
+        if sent or (self.lake is None and self._trim_owed):
             self._trim()
         return sent
 
@@ -185,6 +182,12 @@ class Shipper:
         assert self.lake is not None
         if self._table_seq is None:
             self._table_seq = self._resume()
+        if self._trim_owed:
+            try:
+                self._trim()
+            except StorageError:
+                # Shipping goes on; freeing is tried again before the next chunk.
+                log.exception("cannot free delivered rows from the outbox")
         # Each table knows how far it got; after a crash between the commits of two tables they
         # differ, and the chunk is read from the lower one while each skips what it already has.
         cursor = min(self._table_seq.values())
@@ -259,6 +262,12 @@ class Shipper:
             return 0
         if self._table_seq is None:
             self._table_seq = self._resume()
+        if self._trim_owed:
+            try:
+                self._trim()
+            except StorageError:
+                # Shipping goes on; freeing is tried again before the next chunk.
+                log.exception("cannot free delivered rows from the outbox")
         return self._after(min(self._table_seq.values()))
 
     def pipelines_pending(self) -> int:
@@ -355,46 +364,3 @@ class Shipper:
         self._ahead.close()
         if self.pipelines is not None:
             self.pipelines.shutdown()
-
-
-def serve(settings: Settings, parent: int | None = None) -> int:
-    """Run the shipper of a data directory until SIGTERM/SIGINT, or, for one a server's worker
-    started (``parent``, known from before the shipper's slow imports), until that worker goes
-    away."""
-    lock = acquire_lock(lock_path(settings), patience=3.0)
-    if lock is None:
-        log.info("another shipper holds the lock; exiting")
-        return 0
-    stop = threading.Event()
-    signals: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        # Only note it: a handler runs between two bytecodes of the main thread, possibly inside
-        # Event.set itself, and setting the event again there would wait on a lock it holds.
-        signals.append(signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    def watch() -> None:
-        # When the worker that started us is gone (we are reparented), finish up and exit so
-        # the next worker's supervisor starts a fresh shipper under the live server.
-        while not stop.wait(_WATCH_SECS):
-            if signals or (parent is not None and os.getppid() != parent):
-                stop.set()
-
-    threading.Thread(target=watch, name="watch", daemon=True).start()
-    # Ingestion answers clients and shipping can catch up: when they compete for the CPU, the
-    # workers go first, and the outbox absorbs the difference.
-    os.nice(_NICENESS)
-    shipper = Shipper(settings)
-    # The libraries loaded by now (pyiceberg, SQLAlchemy, pyarrow) leave about a hundred thousand
-    # objects that live as long as the process; out of the collector's sight, a full collection
-    # takes milliseconds instead of a tenth of a second, every one of which stalls a flush.
-    gc.collect()
-    gc.freeze()
-    log.info("shipper started", data_dir=str(settings.data_dir), pid=os.getpid())
-    shipper.run(stop)
-    log.info("shipper stopped")
-    lock.close()
-    return 0

@@ -74,6 +74,12 @@ class LakeMovedError(Exception):
     """The lake's tables name files under another directory than the lake's own."""
 
 
+#: How long the checks made at start wait for a catalog another process holds: each can go on
+#: without its answer (the shipper compares the store with the lake once it can read it), and a
+#: server that waited longer would not be listening meanwhile.
+_CATALOG_WAIT_SECS = 5.0
+
+
 def _table_metadata(lake_dir: Path) -> list[Path]:
     """Where the catalog says each table's current metadata file is."""
     catalog = lake_dir / "catalog.db"
@@ -81,11 +87,15 @@ def _table_metadata(lake_dir: Path) -> list[Path]:
         return []
     query = "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = ? AND table_namespace = ?"
     try:
-        with sqlite3.connect(f"{catalog.resolve().as_uri()}?mode=ro", uri=True, timeout=30) as connection:
+        with sqlite3.connect(
+            f"{catalog.resolve().as_uri()}?mode=ro", uri=True, timeout=_CATALOG_WAIT_SECS
+        ) as connection:
             locations = connection.execute(query, (CATALOG_NAME, NAMESPACE)).fetchall()
-    except sqlite3.OperationalError:
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise  # held by a writer: waiting again would only delay the caller, who can go on
         # A writer killed mid-commit leaves a journal that only a writable connection rolls back.
-        with sqlite3.connect(catalog, timeout=30) as connection:
+        with sqlite3.connect(catalog, timeout=_CATALOG_WAIT_SECS) as connection:
             locations = connection.execute(query, (CATALOG_NAME, NAMESPACE)).fetchall()
     return [Path(local_path(location)) for (location,) in locations if location is not None]
 

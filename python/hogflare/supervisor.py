@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
 
+import structlog
+
 from hogflare.config import Settings
+
+log = structlog.get_logger("hogflare.supervisor")
 
 LOCK_NAME = "shipper.lock"
 #: Held from a shipper process's first moment, before it has loaded what it needs to run.
@@ -36,7 +42,9 @@ def shipper_alive(settings: Settings) -> bool:
     path = lock_path(settings)
     if not path.exists():
         return False
-    with path.open("a") as handle:
+    # Read only: a lock is taken through any descriptor, and a data directory that has become
+    # read-only (or another user's) must not stop the question being answered.
+    with path.open("r") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -78,3 +86,28 @@ def parent_of_shipper() -> int | None:
     ship``), which runs until it is stopped, whatever becomes of the shell that started it."""
     given = os.environ.get(PARENT_ENV, "")
     return int(given) if given.isdigit() else None
+
+
+#: The pid of ``hogflare serve``'s main process, for its workers.
+SERVER_ENV = "HOGFLARE_SERVER_PID"
+#: How often a worker looks for its server's main process.
+_ORPHAN_CHECK_SECS = 1.0
+
+
+def stop_when_orphaned() -> None:
+    """In a worker of ``hogflare serve``: stop as the server stops it (SIGTERM) once its main
+    process is gone. Killed outright (SIGKILL, the OOM killer), the main process leaves its workers
+    serving on the port, where a server started again cannot listen. Nothing happens in a process
+    that is not such a worker (an app served by hand, or in process)."""
+    given = os.environ.get(SERVER_ENV, "")
+    server = int(given) if given.isdigit() else None
+    if server is None or os.getppid() != server:
+        return
+
+    def watch() -> None:
+        while os.getppid() == server:
+            time.sleep(_ORPHAN_CHECK_SECS)
+        log.warning("the server's main process is gone: this worker stops", server_pid=server)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()

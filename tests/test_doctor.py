@@ -207,3 +207,12 @@ def test_a_lock_that_cannot_be_read_is_named_not_a_crash(tmp_path: Path, monkeyp
     [finding] = doctor_module.check_shipper(make_settings(tmp_path))
     assert finding.level == "problem"
     assert "Permission denied" in finding.message
+
+
+def test_the_outbox_mark_in_effect_is_shown(tmp_path: Path) -> None:
+    """With a small map, the outbox's mark is held to a quarter of it; the doctor shows which."""
+    settings = make_settings(tmp_path, lmdb_map_size=64 << 20)
+    finding = doctor_module._outbox_finding(settings, 10, 15 << 20)
+    assert finding.level == "warning"
+    assert "held to a quarter of the map: 16.8 MB" in finding.message
+    assert doctor_module._outbox_finding(make_settings(tmp_path), 0, 0).message.endswith("(HOGFLARE_OUTBOX_MAX_BYTES)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event, gz, make_settings, running
 from tests.helpers.held_commits import HeldCommits, swap_thread
 from tests.helpers.server import query
+from tests.helpers.stream import FakeStream
 
 
 @contextlib.asynccontextmanager
@@ -182,10 +184,11 @@ class _TrimFails:
         return getattr(self._store, name)
 
 
-async def test_delivered_rows_are_freed_by_a_shipper_that_starts(tmp_path: Path) -> None:
-    """Rows a failed trim left behind are freed when the shipper starts again, with nothing new
-    to deliver (a full outbox lets nothing new in)."""
-    settings = make_settings(tmp_path / "data")
+@pytest.mark.parametrize("sinks", ["lake", "pipelines"])
+async def test_delivered_rows_are_freed_by_a_shipper_that_starts(tmp_path: Path, fake: FakeStream, sinks: str) -> None:
+    """Rows a failed trim left behind are freed by the next shipper as it runs, with nothing new
+    to deliver (a full outbox lets nothing new in), whichever sinks it ships to."""
+    settings = make_settings(tmp_path / "data", sinks=sinks, pipeline_endpoint=fake.url)
     app = App(settings)
     await app.startup()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
@@ -193,12 +196,27 @@ async def test_delivered_rows_are_freed_by_a_shipper_that_starts(tmp_path: Path)
     await app.shutdown()
     store = app.store
     assert isinstance(store, Store)
+    failing = Shipper(settings, store=cast(Store, _TrimFails(store)))
     with pytest.raises(StorageError):
-        Shipper(settings, store=cast(Store, _TrimFails(store))).ship_once()
+        failing.ship_once()
+    if failing.pipelines is not None:
+        failing.pipelines.shutdown()
     assert store.outbox_state()[1] == 2  # delivered, not freed
-    assert Shipper(settings, store=store).ship_once() == 0
-    assert store.outbox_state()[1] == 0
-    assert [row["event"] for row in query(settings.data_dir, "select event from events")] == ["once"]
+    stop = threading.Event()
+    running_shipper = threading.Thread(target=Shipper(settings, store=store).run, args=(stop,))
+    running_shipper.start()
+    try:
+        deadline = time.monotonic() + 10
+        while store.outbox_state()[1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.outbox_state()[1] == 0, "freed while running, not only at the stop"
+    finally:
+        stop.set()
+        running_shipper.join()
+    if sinks == "lake":
+        assert [row["event"] for row in query(settings.data_dir, "select event from events")] == ["once"]
+    else:
+        assert [row["event"] for row in fake.events()] == ["once"]
 
 
 async def test_new_requests_get_503_while_no_commit_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

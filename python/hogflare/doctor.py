@@ -79,6 +79,20 @@ def check_data_dir(settings: Settings) -> Iterator[Finding]:
     yield Finding(level, "data directory", f"{path}: writable, {_size(free)} free on its disk")
 
 
+def _outbox_finding(settings: Settings, rows: int, waiting: int) -> Finding:
+    limit = settings.outbox_limit
+    if waiting >= limit:
+        level, note = Level.problem, "at the high-water mark: ingestion answers 503"
+    elif waiting >= _NEARLY * limit:
+        level, note = Level.warning, "near the high-water mark"
+    else:
+        level, note = Level.ok, "below the high-water mark"
+    mark = "HOGFLARE_OUTBOX_MAX_BYTES"
+    if limit < settings.outbox_max_bytes:
+        mark += f", held to a quarter of the map: {_size(limit)}"
+    return Finding(level, "outbox", f"{rows} rows, {_size(waiting)} waiting; {note} ({mark})")
+
+
 def check_store(settings: Settings) -> Iterator[Finding]:
     from hogflare.errors import HogflareError
     from hogflare.store import LAKE_CURSOR, group_type_conflicts, lake_position, open_store
@@ -106,14 +120,7 @@ def check_store(settings: Settings) -> Iterator[Finding]:
         "store",
         f"{_size(used)} used of the {_size(settings.lmdb_map_size)} map (HOGFLARE_LMDB_MAP_SIZE)",
     )
-    limit = settings.outbox_limit
-    if waiting >= limit:
-        level, note = Level.problem, "at the high-water mark: ingestion answers 503"
-    elif waiting >= _NEARLY * limit:
-        level, note = Level.warning, "near the high-water mark"
-    else:
-        level, note = Level.ok, "below the high-water mark"
-    yield Finding(level, "outbox", f"{rows} rows, {_size(waiting)} waiting; {note} (HOGFLARE_OUTBOX_MAX_BYTES)")
+    yield _outbox_finding(settings, rows, waiting)
     if settings.outbox_compression == "off":
         compression = "entries stored as they are (HOGFLARE_OUTBOX_COMPRESSION=off)"
     elif dictionary:

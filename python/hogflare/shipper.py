@@ -32,6 +32,8 @@ log = structlog.get_logger("hogflare.shipper")
 _MAX_CHUNK_BYTES = 128 << 20
 #: Rows freed per write transaction; each one briefly holds off ingestion's commits.
 _TRIM_SLICE = 5_000
+#: The longest pause between attempts to free delivered rows while freeing fails.
+_TRIM_PAUSE_MAX_SECS = 60.0
 #: How often maintenance looks for data files no commit took (it reads every live manifest).
 _SWEEP_SECS = 3600.0
 #: The longest the upkeep starts new rewrites of small files for, each time: the lake's flushes
@@ -58,9 +60,11 @@ class Shipper:
         self._pipelines_started = False
         #: Set when the shipper is asked to stop: the upkeep starts no more rewrites then.
         self._stop = threading.Event()
-        #: Delivered rows wait to be freed (at start, or after a trim that failed): freed before
-        #: the next chunk, not only after the next delivery, which a full outbox may never allow.
+        #: Delivered rows wait to be freed (at start, or after a trim that failed): freed while the
+        #: sinks are polled, not only after the next delivery, which a full outbox may never allow.
         self._trim_owed = True
+        self._trim_pause = 0.0
+        self._next_trim = 0.0
 
     def _resume(self) -> dict[str, int]:
         """Where each table stands, from the lake itself (the truth) and the store's cursor."""
@@ -135,6 +139,20 @@ class Shipper:
             pass
         self._trim_owed = False
 
+    def _trim_if_owed(self) -> None:
+        """Free what `_trim` left; while freeing fails (the store's map full), again after a
+        pause that doubles, not at every poll of the sinks."""
+        if not self._trim_owed or time.monotonic() < self._next_trim:
+            return
+        try:
+            self._trim()
+        except StorageError:
+            self._trim_pause = min(2 * self._trim_pause or 1.0, _TRIM_PAUSE_MAX_SECS)
+            self._next_trim = time.monotonic() + self._trim_pause
+            log.exception("cannot free delivered rows from the outbox", retry_in_secs=self._trim_pause)
+        else:
+            self._trim_pause = 0.0
+
     def ship_once(self) -> int:
         """Ship one chunk of the outbox to each sink; returns how many outbox positions (rows) they took."""
         shipped = 0
@@ -160,7 +178,7 @@ class Shipper:
             if self.store.cursor(PIPELINES_CURSOR) is not None:
                 self._report_missed(PIPELINES_CURSOR, self.pipelines.position)
         sent = self.pipelines.ship_once()
-        if sent or (self.lake is None and self._trim_owed):
+        if sent:
             self._trim()
         return sent
 
@@ -182,12 +200,7 @@ class Shipper:
         assert self.lake is not None
         if self._table_seq is None:
             self._table_seq = self._resume()
-        if self._trim_owed:
-            try:
-                self._trim()
-            except StorageError:
-                # Shipping goes on; freeing is tried again before the next chunk.
-                log.exception("cannot free delivered rows from the outbox")
+        self._trim_if_owed()
         # Each table knows how far it got; after a crash between the commits of two tables they
         # differ, and the chunk is read from the lower one while each skips what it already has.
         cursor = min(self._table_seq.values())
@@ -262,17 +275,16 @@ class Shipper:
             return 0
         if self._table_seq is None:
             self._table_seq = self._resume()
-        if self._trim_owed:
-            try:
-                self._trim()
-            except StorageError:
-                # Shipping goes on; freeing is tried again before the next chunk.
-                log.exception("cannot free delivered rows from the outbox")
+        self._trim_if_owed()
         return self._after(min(self._table_seq.values()))
 
     def pipelines_pending(self) -> int:
         """Outbox rows the streams lack."""
-        return 0 if self.pipelines is None else self._after(self.pipelines.position)
+        if self.pipelines is None:
+            return 0
+        if self.lake is None:
+            self._trim_if_owed()
+        return self._after(self.pipelines.position)
 
     def _after(self, position: int) -> int:
         return positions_after(self.store, position)

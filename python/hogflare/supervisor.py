@@ -8,6 +8,7 @@ libraries it runs on, so that the others started alongside it exit without loadi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -101,7 +102,16 @@ def stop_when_orphaned() -> None:
     that is not such a worker (an app served by hand, or in process)."""
     given = os.environ.get(SERVER_ENV, "")
     server = int(given) if given.isdigit() else None
-    if server is None or os.getppid() != server:
+    if server is None:
+        return
+    if os.getppid() != server:
+        # Gone before this worker started: stop now. (Alive, it is not this process's parent:
+        # not a worker of it.)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server, 0)
+            return
+        log.warning("the server's main process is gone: this worker stops", server_pid=server)
+        os.kill(os.getpid(), signal.SIGTERM)
         return
 
     def watch() -> None:

@@ -13,34 +13,16 @@ use super::cookieless::{self, CookielessEvent, CookielessMode, Sighting};
 pub use super::drop_reason::{DropReason, Warning};
 use super::enrich::{Enrichment, Entries};
 use super::event_fields::{
-    default_event_name, distinct_id_of, lifted_keys, offset_from_raw, timestamp_from_raw, truncate_chars, uuid_of,
-    CONSUMED, GROUP_NAMING, MAX_ID_CHARS,
+    default_event_name, distinct_id_of, lifted_keys, offset_from_raw, stripped_from_row, timestamp_from_raw,
+    truncate_chars, uuid_of, CONSUMED, GROUP_NAMING, MAX_ID_CHARS, PERSON_UPDATES,
 };
 pub(super) use super::event_fields::{is_true, non_null};
 use super::person_event::{PersonEvent, PersonMode};
-use super::properties::{
-    group_identify_discarded, group_key_too_long, plain_keys, Known, PropertyEdits, GROUP_COLUMNS,
-};
+use super::properties::{group_identify_discarded, group_key_too_long, plain_keys, Known, PropertyEdits};
 use super::rawjson::{self, RawObject, Validated};
 use super::recording::shape_recording;
 use super::request::RouteKind;
 use super::timestamp::{self, ClientTime};
-
-/// The person updates an event can carry, at its top level and in its properties.
-const PERSON_UPDATES: [&str; 3] = ["$set", "$set_once", "$unset"];
-const PERSONLESS_STRIPPED: [&str; 8] = [
-    "$set",
-    "$set_once",
-    "$unset",
-    GROUP_COLUMNS[0],
-    GROUP_COLUMNS[1],
-    GROUP_COLUMNS[2],
-    GROUP_COLUMNS[3],
-    GROUP_COLUMNS[4],
-];
-
-/// The updates an exception's row goes without.
-const EXCEPTION_STRIPPED: [&str; 2] = ["$set", "$set_once"];
 
 /// posthog-js's event for a survey put before a person, and the person property it sets.
 const SURVEY_SHOWN: &str = "survey shown";
@@ -286,16 +268,7 @@ fn normalize_inner(
             edits.top_level(&known, key, raw);
         }
     }
-    if personless {
-        // A personless event is in no group either: PostHog drops its group columns.
-        edits.strip(&PERSONLESS_STRIPPED);
-    } else if updates_no_person {
-        edits.strip(&PERSON_UPDATES);
-    } else if event == "$exception" {
-        // PostHog's error tracking drops an exception's `$set` and `$set_once`, which it never
-        // applies (its row's person properties are the person's own).
-        edits.strip(&EXCEPTION_STRIPPED);
-    }
+    edits.strip(stripped_from_row(&event, personless));
     // Keys of Hogflare's shapes taken under PostHog's names: from the item's top level, and on
     // `/groups` unprefixed among the properties too (the top level first).
     let mut taken: Vec<(&'static str, String)> = lifted_keys(ctx.route, &item)

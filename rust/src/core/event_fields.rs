@@ -10,10 +10,44 @@ use sonic_rs::{JsonType, JsonValueTrait, Value};
 use uuid::Uuid;
 
 use super::drop_reason::DropReason;
-use super::properties::Known;
+use super::properties::{Known, GROUP_COLUMNS};
 use super::rawjson::{self, RawObject};
 use super::request::RouteKind;
 use super::timestamp;
+
+/// The person updates an event can carry, at its top level and in its properties.
+pub(super) const PERSON_UPDATES: [&str; 3] = ["$set", "$set_once", "$unset"];
+
+/// What a personless event's row goes without: its person updates, which would read as applied,
+/// and group columns, as PostHog's `createEvent` drops them (the event is in no group either).
+const PERSONLESS_STRIPPED: [&str; 8] = [
+    "$set",
+    "$set_once",
+    "$unset",
+    GROUP_COLUMNS[0],
+    GROUP_COLUMNS[1],
+    GROUP_COLUMNS[2],
+    GROUP_COLUMNS[3],
+    GROUP_COLUMNS[4],
+];
+
+const EXCEPTION_STRIPPED: [&str; 2] = ["$set", "$set_once"];
+
+/// The keys of its properties an event's row goes without, as PostHog's ingestion leaves them.
+pub(super) fn stripped_from_row(event: &str, personless: bool) -> &'static [&'static str] {
+    if personless {
+        &PERSONLESS_STRIPPED
+    } else if event == "$groupidentify" {
+        // A group identify changes its group, never its person.
+        &PERSON_UPDATES
+    } else if event == "$exception" {
+        // PostHog's error tracking drops an exception's `$set` and `$set_once`, which it never
+        // applies (its row's person properties are the person's own).
+        &EXCEPTION_STRIPPED
+    } else {
+        &[]
+    }
+}
 
 /// PostHog cuts distinct ids and event names to this many characters.
 pub(super) const MAX_ID_CHARS: usize = 200;

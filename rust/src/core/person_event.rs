@@ -213,6 +213,7 @@ impl<'t> Found<'t> {
 
 impl PersonEvent {
     /// Read an event's person and group operations from its (final) properties text.
+    #[cfg(test)]
     pub fn read(event: &str, properties: &str) -> Self {
         Found::scan(properties).map_or_else(Self::default, |found| Self::read_found(event, &found))
     }

@@ -17,6 +17,7 @@ import pytest
 from hogflare import commit as commit_module
 from hogflare._hogflare import StorageError, Store
 from hogflare.app import App
+from hogflare.config import Settings
 from hogflare.http import Message
 from hogflare.shipper import Shipper
 from tests.conftest import TOKEN, Hogflare, event, gz, make_settings, running
@@ -189,13 +190,7 @@ async def test_delivered_rows_are_freed_by_a_shipper_that_starts(tmp_path: Path,
     """Rows a failed trim left behind are freed by the next shipper as it runs, with nothing new
     to deliver (a full outbox lets nothing new in), whichever sinks it ships to."""
     settings = make_settings(tmp_path / "data", sinks=sinks, pipeline_endpoint=fake.url)
-    app = App(settings)
-    await app.startup()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        await client.post("/batch/", json={"api_key": TOKEN, "batch": [event("once")]})
-    await app.shutdown()
-    store = app.store
-    assert isinstance(store, Store)
+    store = await _closed_store_with(settings, "once")
     failing = Shipper(settings, store=cast(Store, _TrimFails(store)))
     with pytest.raises(StorageError):
         failing.ship_once()
@@ -256,17 +251,21 @@ async def test_concurrent_requests_share_commits_and_all_land(hogflare: Hogflare
     assert len(hogflare.rows()) == 200
 
 
-async def test_rows_survive_reopening_the_store(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data")
+async def _closed_store_with(settings: Settings, name: str) -> Store:
+    """The store of a server that took one event and stopped, its shipper never started."""
     app = App(settings)
     await app.startup()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        await client.post("/batch/", json={"api_key": TOKEN, "batch": [event("durable")]})
+        await client.post("/batch/", json={"api_key": TOKEN, "batch": [event(name)]})
     await app.shutdown()
+    assert isinstance(app.store, Store)
+    return app.store
+
+
+async def test_rows_survive_reopening_the_store(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
     # A new process would open the same store: the outbox still holds the row until it is shipped.
-    store = app.store
-    assert store is not None
+    store = await _closed_store_with(settings, "durable")
     assert store.outbox_state()[1] == 2  # the event row and its person snapshot
     shipped = Shipper(settings, store=store).drain()
     assert shipped == 2
-    assert isinstance(store, Store)

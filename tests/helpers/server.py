@@ -117,16 +117,22 @@ class Server:
         self.process.wait()
         self._wait_group_gone()
 
-    def _wait_group_gone(self, timeout: float = 10.0) -> None:
+    def group_gone(self, timeout: float) -> bool:
+        """Whether every process of the server (workers and shipper too) has exited in time."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 os.killpg(self.process.pid, 0)
             except ProcessLookupError:
-                return
+                return True
             time.sleep(0.05)
-        os.killpg(self.process.pid, signal.SIGKILL)
+        return False
+
+    def _wait_group_gone(self, timeout: float = 10.0) -> None:
+        assert self.process is not None
+        if not self.group_gone(timeout):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def __enter__(self) -> Server:
         return self.start()

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -274,3 +275,15 @@ def test_workers_stop_when_the_server_process_is_killed(tmp_path: Path) -> None:
             assert httpx.get(f"{again.url}/_health").status_code == 200
     finally:
         server.kill()
+
+
+def test_an_app_that_is_no_worker_of_the_named_server_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's pid in the environment of a process it did not start (a shell that inherited
+    it, an app served another way) stops nothing while that server lives."""
+    from hogflare.supervisor import SERVER_ENV, stop_when_orphaned
+
+    monkeypatch.setenv(SERVER_ENV, str(os.getpid()))  # alive, and not this process's parent
+    stop_when_orphaned()
+    monkeypatch.setenv(SERVER_ENV, "not a pid")
+    stop_when_orphaned()
+    assert not [thread for thread in threading.enumerate() if thread.name == "orphan-watch"]

@@ -8,7 +8,6 @@ libraries it runs on, so that the others started alongside it exit without loadi
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import signal
@@ -107,11 +106,13 @@ def stop_when_orphaned() -> None:
     if os.getppid() != server:
         # Gone before this worker started: stop now. (Alive, it is not this process's parent:
         # not a worker of it.)
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(server, 0)
-            return
-        log.warning("the server's main process is gone: this worker stops", server_pid=server)
-        os.kill(os.getpid(), signal.SIGTERM)
+        except ProcessLookupError:
+            log.warning("the server's main process is gone: this worker stops", server_pid=server)
+            os.kill(os.getpid(), signal.SIGTERM)
+        except PermissionError:
+            pass  # alive, another user's
         return
 
     def watch() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -187,9 +188,9 @@ async def test_a_day_of_many_small_files_is_a_warning(tmp_path: Path, monkeypatc
 def test_a_full_disk_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every commit is refused once the disk is full: that is a problem, not a warning."""
     settings = make_settings(tmp_path)
-    usage = doctor_module.shutil.disk_usage(tmp_path)
+    usage = shutil.disk_usage(tmp_path)
     for free, level in [(0, "problem"), (10 << 20, "problem"), (500 << 20, "warning"), (50 << 30, "ok")]:
-        monkeypatch.setattr(doctor_module.shutil, "disk_usage", lambda _, free=free: usage._replace(free=free))
+        monkeypatch.setattr(shutil, "disk_usage", lambda _, free=free: usage._replace(free=free))
         [finding] = doctor_module.check_data_dir(settings)
         assert finding.level == level, (free, finding)
         assert ("ingestion answers 503" in finding.message) == (level == "problem")

@@ -109,8 +109,7 @@ def stop_when_orphaned() -> None:
         try:
             os.kill(server, 0)
         except ProcessLookupError:
-            log.warning("the server's main process is gone: this worker stops", server_pid=server)
-            os.kill(os.getpid(), signal.SIGTERM)
+            _stop_orphaned(server)
         except PermissionError:
             pass  # alive, another user's
         return
@@ -118,7 +117,11 @@ def stop_when_orphaned() -> None:
     def watch() -> None:
         while os.getppid() == server:
             time.sleep(_ORPHAN_CHECK_SECS)
-        log.warning("the server's main process is gone: this worker stops", server_pid=server)
-        os.kill(os.getpid(), signal.SIGTERM)
+        _stop_orphaned(server)
 
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
+def _stop_orphaned(server: int) -> None:
+    log.warning("the server's main process is gone: this worker stops", server_pid=server)
+    os.kill(os.getpid(), signal.SIGTERM)

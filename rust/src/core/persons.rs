@@ -321,14 +321,10 @@ impl<'a> PersonWork<'a> {
                     _ => None,
                 };
                 let mut shown = None;
-                let found = match (id, known) {
-                    (None, Some(id)) if fields.identity.is_none() => Some(id),
-                    (None, _) => self.resolve(txn, project, distinct_id)?,
-                    (Some(_), _) => None,
-                };
                 let id = match id {
                     Some(id) => id,
-                    None => match found {
+                    // A flag read (never an identity operation) found its person above.
+                    None => match known.map_or_else(|| self.resolve(txn, project, distinct_id), |id| Ok(Some(id)))? {
                         Some(id) => {
                             match self.loaded(id)?.apply(event.name, &fields.update) {
                                 PersonChange::Written => drop(self.touch(id)?),
